@@ -1,0 +1,140 @@
+"""Call logs leave the hot path through this buffer.
+
+The proxy appends a plain dict (microseconds); a background task bulk-inserts the buffer every
+GATEWAY_LOG_FLUSH_INTERVAL seconds or GATEWAY_LOG_BATCH_SIZE rows. On a normal shutdown (ASGI
+lifespan, or interpreter exit) whatever is left is flushed. The sink is swappable: the database
+today, a durable Redis stream later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+from collections import deque
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+logger = logging.getLogger("gateway.logs")
+
+MAX_BUFFERED = 200_000
+
+
+class LogSink(Protocol):
+    def write(self, records: list[dict[str, Any]]) -> None: ...
+
+
+class DatabaseSink:
+    def write(self, records: list[dict[str, Any]]) -> None:
+        from django.db import close_old_connections
+
+        from observability.models import CallLog
+
+        close_old_connections()
+        CallLog.objects.bulk_create([CallLog(**r) for r in records], batch_size=1000)
+        after_write(records)
+
+
+def after_write(records: list[dict[str, Any]]) -> None:
+    """Hook for consumers of written logs (spend ledger, live dashboards); set by later apps."""
+    for hook in _hooks:
+        try:
+            hook(records)
+        except Exception:
+            logger.exception("call log hook %r failed", hook)
+
+
+_hooks: list[Any] = []
+
+
+def register_hook(hook: Any) -> None:
+    if hook not in _hooks:
+        _hooks.append(hook)
+
+
+class LogBuffer:
+    def __init__(self, sink: LogSink | None = None) -> None:
+        self.sink: LogSink = sink or DatabaseSink()
+        self._records: deque[dict[str, Any]] = deque()
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._lock = threading.Lock()  # serialises flushes from the task and from atexit
+        self.batch_size = settings.GATEWAY_LOG_BATCH_SIZE
+        self.interval = settings.GATEWAY_LOG_FLUSH_INTERVAL
+
+    def add(self, record: dict[str, Any]) -> None:
+        if len(self._records) >= MAX_BUFFERED:
+            self._records.popleft()
+            logger.error("call log buffer full (%d rows): dropping the oldest row", MAX_BUFFERED)
+        self._records.append(record)
+        if self._wake is not None and len(self._records) >= self.batch_size:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="gateway-log-flusher")
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._records:
+                await self.flush()
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch = []
+        while self._records and len(batch) < 5000:
+            batch.append(self._records.popleft())
+        return batch
+
+    def flush_sync(self) -> int:
+        written = 0
+        with self._lock:
+            while self._records:
+                batch = self._take()
+                try:
+                    self.sink.write(batch)
+                except Exception:
+                    # Put the rows back in order and try again on the next tick: logs are never dropped
+                    # because the database hiccupped.
+                    self._records.extendleft(reversed(batch))
+                    logger.exception("writing %d call logs failed; will retry", len(batch))
+                    break
+                written += len(batch)
+        return written
+
+    async def flush(self) -> int:
+        return await sync_to_async(self.flush_sync, thread_sensitive=False)()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        await self.flush()
+
+
+buffer = LogBuffer()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if len(buffer):
+        try:
+            buffer.flush_sync()
+        except Exception:
+            logger.exception("final call log flush failed")

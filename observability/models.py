@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class CallLog(models.Model):
+    """One row per proxied request, written in bulk off the hot path (observability.logbuffer).
+
+    Foreign keys are plain ids without database constraints: rows are bulk-inserted from a buffer and
+    must never be lost because a key or deployment was deleted in between.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.DO_NOTHING, db_constraint=False)
+    virtual_key = models.ForeignKey(
+        "tenants.VirtualKey", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    request_id = models.CharField(max_length=100, db_index=True)
+    endpoint = models.CharField(max_length=40)
+    requested_model = models.CharField(max_length=200, blank=True)
+    deployment = models.ForeignKey(
+        "routing.ModelDeployment",
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    provider = models.CharField(max_length=100, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    stream = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField()
+    latency_ms = models.FloatField()
+    ttfb_ms = models.FloatField(null=True)
+    prompt_tokens = models.PositiveIntegerField(null=True)
+    completion_tokens = models.PositiveIntegerField(null=True)
+    total_tokens = models.PositiveIntegerField(null=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    end_user = models.CharField(max_length=200, blank=True)
+    client_disconnected = models.BooleanField(default=False)
+    # One entry per upstream attempt: {"deployment", "status", "latency_ms", "error"}.
+    attempts = models.JSONField(default=list)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.requested_model} {self.status_code}"

@@ -1,0 +1,75 @@
+"""A lean Django ASGI handler for the proxy paths (/v1/...).
+
+Django's stock ASGIHandler sends request_started/request_finished signals through sync_to_async
+(two thread hops per request, to close stale database connections) and runs the console's
+middleware stack. The proxy uses no synchronous database connection and authenticates itself, so
+this handler resolves and calls the same Django views without either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix, set_urlconf
+
+
+class ProxyHandler(ASGIHandler):
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+    async def get_response_async(self, request: Any) -> Any:
+        # Django's version logs every 4xx/5xx through sync_to_async (a thread hop); the proxy records
+        # its errors in the call log instead.
+        set_urlconf(settings.ROOT_URLCONF)
+        return await self._middleware_chain(request)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with body_file:
+            set_script_prefix(scope.get("root_path", "") or "/")
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error_response, send)
+                return
+            response = None
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.listen_for_disconnect(receive))
+                    response = await self.run_get_response(request)
+                    await self.send_response(response, send)
+                    raise _Done
+            except* (_Done, RequestAborted):
+                pass
+
+    async def send_response(self, response: Any, send: Any) -> None:
+        stream = getattr(response, "gateway_stream", None)
+        if stream is None:
+            await super().send_response(response, send)
+            return
+        headers = [(k.encode("ascii"), v.encode("latin1")) for k, v in response.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        # Iterate our own generator (not Django's wrapper around it) so that a disconnect closes it
+        # right away: that cancels the upstream request and logs the call.
+        async with aclosing(stream) as events:
+            async for event in events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Done(Exception):
+    pass

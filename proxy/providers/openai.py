@@ -1,0 +1,191 @@
+"""OpenAI and OpenAI-compatible upstreams: the wire format is ours, so this is nearly a relay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from proxy.errors import error_body
+from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
+from proxy.sse import SSESplitter, event_data
+from proxy.state import Deployment
+from proxy.upstream import get_client
+
+# Response headers worth passing through to the client.
+PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-request-id", "retry-after")
+
+
+def _error_from_upstream(status: int, content: bytes, content_type: str) -> UpstreamResult:
+    """Pass the provider's error through with its status, in OpenAI's error shape."""
+    message, err_type = "", "upstream_error"
+    try:
+        data = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        message = str(err.get("message") or "")
+        err_type = str(err.get("type") or err_type)
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": err_type,
+                    "param": err.get("param"),
+                    "code": err.get("code"),
+                }
+            }
+        )
+    else:
+        text = content[:500].decode("utf-8", "replace").strip()
+        message = f"Upstream returned HTTP {status}" + (f": {text}" if text else "")
+        body = error_body(message, type="upstream_error", code=f"upstream_{status}")
+    return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000])
+
+
+def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
+    if isinstance(exc, httpx.TimeoutException):
+        status, code, msg = 504, "upstream_timeout", "The upstream provider timed out"
+    else:
+        status, code, msg = 502, "upstream_unreachable", "The upstream provider could not be reached"
+    message = f"{msg} ({deployment.provider_name}): {type(exc).__name__}: {exc}"[:1000]
+    return UpstreamResult(
+        status=status,
+        body=error_body(message, type="upstream_error", code=code),
+        error_type=code,
+        error_message=message,
+    )
+
+
+def _pass_headers(response: httpx.Response) -> dict[str, str]:
+    out = {}
+    for name in PASS_HEADERS:
+        value = response.headers.get(name)
+        if value is not None:
+            out["x-upstream-request-id" if name == "x-request-id" else name] = value
+    return out
+
+
+class OpenAIAdapter(ProviderAdapter):
+    kind = "openai"
+
+    def prepare(self, deployment: Deployment) -> None:
+        base = deployment.base_url or "https://api.openai.com/v1"
+        deployment.urls = {e: f"{base}/{e}" for e in self.endpoints}
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if deployment.api_key:
+            headers["authorization"] = f"Bearer {deployment.api_key}"
+        deployment.headers = headers
+
+    def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        payload["model"] = deployment.upstream_model
+        if ctx.stream and not ctx.client_wants_usage:
+            options = payload.get("stream_options")
+            payload["stream_options"] = (
+                {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            )
+        return get_client().build_request(
+            "POST",
+            deployment.urls[ctx.endpoint],
+            content=orjson.dumps(payload),
+            headers={**deployment.headers, "x-request-id": ctx.request_id},
+        )
+
+    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
+        request = self._request(deployment, payload, ctx)
+        try:
+            response = await get_client().send(request)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        content = response.content
+        if response.status_code >= 400:
+            result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
+            result.headers = _pass_headers(response)
+            return result
+        usage = None
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            message = "The upstream provider returned a body that is not JSON"
+            return UpstreamResult(
+                status=502,
+                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+                error_type="upstream_bad_response",
+                error_message=message,
+            )
+        if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+            usage = data["usage"]
+        return UpstreamResult(status=response.status_code, body=content, usage=usage, headers=_pass_headers(response))
+
+    async def open_stream(
+        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
+    ) -> UpstreamResult | UpstreamStream:
+        request = self._request(deployment, payload, ctx)
+        client = get_client()
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
+            result.headers = _pass_headers(response)
+            return result
+        stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage)
+        stream.headers = _pass_headers(response)
+        return stream
+
+
+class OpenAIStream(UpstreamStream):
+    def __init__(self, response: httpx.Response, *, hide_usage: bool) -> None:
+        super().__init__()
+        self.response = response
+        self.hide_usage = hide_usage
+        self.first_byte_at: float | None = None
+
+    async def events(self) -> AsyncIterator[bytes]:
+        splitter = SSESplitter()
+        try:
+            async for chunk in self.response.aiter_raw():
+                if self.first_byte_at is None:
+                    self.first_byte_at = time.perf_counter()
+                for event in splitter.feed(chunk):
+                    if b'"usage":{' in event or b'"usage": {' in event:
+                        event = self._take_usage(event)
+                        if event is None:
+                            continue
+                    yield event
+            rest = splitter.rest()
+            if rest:
+                yield rest
+        except httpx.HTTPError as exc:
+            self.error_type = "upstream_stream_error"
+            self.error_message = f"{type(exc).__name__}: {exc}"[:1000]
+            yield (
+                b"data: "
+                + error_body("The upstream stream was interrupted", type="upstream_error", code="upstream_stream_error")
+                + b"\n\n"
+            )
+
+    def _take_usage(self, event: bytes) -> bytes | None:
+        try:
+            data = orjson.loads(event_data(event))
+        except orjson.JSONDecodeError:
+            return event
+        if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+            self.usage = data["usage"]
+            if self.hide_usage and not data.get("choices"):
+                return None
+        return event
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

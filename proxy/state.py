@@ -1,0 +1,305 @@
+"""In-process cache of virtual keys and tenant routing config, with cross-process invalidation.
+
+The proxy never queries the database synchronously: a request finds its key and its tenant's
+deployments in the dictionaries below. A miss (first request for a key in this process) loads from
+the database through the async ORM, once per key even under concurrency. Entries are dropped when
+a change event arrives: through Redis pub/sub when REDIS_URL is set, otherwise by polling the
+ConfigChange table. GATEWAY_CACHE_TTL bounds the damage if an event is ever missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from tenants.changes import CHANNEL
+
+logger = logging.getLogger("gateway.state")
+
+NEGATIVE_TTL = 30.0
+MAX_NEGATIVE = 50_000
+
+
+@dataclass(slots=True)
+class KeyEntry:
+    key_id: int
+    tenant_id: int
+    name: str
+    allowed_models: frozenset[str]  # empty = every model of the tenant
+    expires_at: float | None  # unix time
+    revoked: bool
+    metadata: dict
+    loaded_at: float
+
+    def usable_now(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+    def may_use(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+@dataclass(slots=True)
+class Deployment:
+    id: int
+    model_name: str
+    provider_name: str
+    kind: str
+    base_url: str
+    api_key: str
+    upstream_model: str
+    # Set when the base URL is an IP literal the operator has not allowed (checked once at load).
+    blocked: str = ""
+    # Precomputed per deployment so the hot path does no string work: full URLs and auth header.
+    urls: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TenantEntry:
+    tenant_id: int
+    slug: str
+    models: dict[str, list[Deployment]]
+    loaded_at: float
+
+
+# --- loading (runs in a worker thread via sync_to_async; never on the per-request path) ---------------
+
+
+def _load_key(key_hash: str) -> KeyEntry | None:
+    from tenants.models import VirtualKey
+
+    row = (
+        VirtualKey.objects.filter(key_hash=key_hash)
+        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata")
+        .first()
+    )
+    if row is None:
+        return None
+    return KeyEntry(
+        key_id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        allowed_models=frozenset(row["allowed_models"] or ()),
+        expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
+        revoked=row["revoked"],
+        metadata=row["metadata"] or {},
+        loaded_at=time.monotonic(),
+    )
+
+
+def _load_tenant(tenant_id: int) -> TenantEntry | None:
+    from routing import crypto
+    from routing.models import ModelDeployment
+    from routing.netguard import UnsafeUpstreamError, check_address, literal_ip
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.filter(id=tenant_id).values("id", "slug").first()
+    if tenant is None:
+        return None
+    models: dict[str, list[Deployment]] = {}
+    for d in (
+        ModelDeployment.objects.filter(tenant_id=tenant_id)
+        .select_related("provider")
+        .order_by("model_name", "priority", "id")
+    ):
+        p = d.provider
+        try:
+            api_key = crypto.decrypt(p.api_key_encrypted)
+        except crypto.DecryptionError as exc:
+            api_key, blocked = "", str(exc)
+        else:
+            blocked = ""
+        from urllib.parse import urlsplit
+
+        host = urlsplit(p.base_url).hostname or ""
+        ip = literal_ip(host) if host else None
+        if ip is not None:
+            try:
+                check_address(host, str(ip))
+            except UnsafeUpstreamError as exc:
+                blocked = str(exc)
+        dep = Deployment(
+            id=d.id,
+            model_name=d.model_name,
+            provider_name=p.name,
+            kind=p.kind,
+            base_url=p.base_url.rstrip("/"),
+            api_key=api_key,
+            upstream_model=d.upstream_model,
+            blocked=blocked,
+        )
+        from proxy.providers import adapter_for
+
+        adapter_for(dep.kind).prepare(dep)
+        models.setdefault(d.model_name, []).append(dep)
+    return TenantEntry(tenant_id=tenant["id"], slug=tenant["slug"], models=models, loaded_at=time.monotonic())
+
+
+def _max_change_id() -> int:
+    from tenants.models import ConfigChange
+
+    last = ConfigChange.objects.order_by("-id").values_list("id", flat=True).first()
+    return last or 0
+
+
+def _changes_since(last_id: int) -> list[tuple[int, str, str]]:
+    from tenants.models import ConfigChange
+
+    return list(ConfigChange.objects.filter(id__gt=last_id).order_by("id").values_list("id", "kind", "ref")[:1000])
+
+
+class ConfigState:
+    def __init__(self) -> None:
+        self.keys: dict[str, KeyEntry] = {}
+        self.negative: dict[str, float] = {}
+        self.tenants: dict[int, TenantEntry] = {}
+        self._key_loads: dict[str, asyncio.Future] = {}
+        self._tenant_loads: dict[int, asyncio.Future] = {}
+        self._listener: asyncio.Task | None = None
+        # Bumped on every invalidation: a load that raced with an event is used once but not cached.
+        self._generation = 0
+        self.ttl = settings.GATEWAY_CACHE_TTL
+
+    # -- lookups --------------------------------------------------------------------------------------
+
+    async def key(self, key_hash: str) -> KeyEntry | None:
+        entry = self.keys.get(key_hash)
+        now = time.monotonic()
+        if entry is not None and now - entry.loaded_at < self.ttl:
+            return entry
+        neg = self.negative.get(key_hash)
+        if neg is not None and now - neg < NEGATIVE_TTL:
+            return None
+        generation = self._generation
+        entry = await self._single_flight(self._key_loads, key_hash, _load_key)
+        if generation != self._generation:
+            return entry
+        if entry is None:
+            if len(self.negative) > MAX_NEGATIVE:
+                self.negative.clear()
+            self.negative[key_hash] = now
+        else:
+            self.keys[key_hash] = entry
+        return entry
+
+    async def tenant(self, tenant_id: int) -> TenantEntry | None:
+        entry = self.tenants.get(tenant_id)
+        if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
+            return entry
+        generation = self._generation
+        entry = await self._single_flight(self._tenant_loads, tenant_id, _load_tenant)
+        if entry is not None and generation == self._generation:
+            self.tenants[tenant_id] = entry
+        return entry
+
+    async def _single_flight(self, pending: dict, ident: Any, loader: Any) -> Any:
+        fut = pending.get(ident)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        pending[ident] = fut
+        try:
+            result = await sync_to_async(loader, thread_sensitive=False)(ident)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            fut.set_result(result)
+            return result
+        finally:
+            pending.pop(ident, None)
+
+    # -- invalidation ---------------------------------------------------------------------------------
+
+    def apply_event(self, kind: str, ref: str) -> None:
+        self._generation += 1
+        if kind == "key":
+            self.keys.pop(ref, None)
+            self.negative.pop(ref, None)
+        elif kind == "tenant":
+            try:
+                self.tenants.pop(int(ref), None)
+            except ValueError:
+                pass
+        else:
+            self.clear()
+
+    def clear(self) -> None:
+        self._generation += 1
+        self.keys.clear()
+        self.negative.clear()
+        self.tenants.clear()
+
+    def start(self) -> None:
+        """Start the invalidation listener on the running loop (idempotent)."""
+        if self._listener is None or self._listener.done():
+            loop = asyncio.get_running_loop()
+            runner = self._listen_redis if settings.REDIS_URL else self._poll_db
+            self._listener = loop.create_task(runner(), name="gateway-invalidation")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._listener = None
+
+    async def _poll_db(self) -> None:
+        interval = settings.GATEWAY_INVALIDATION_POLL_INTERVAL
+        last_id = None
+        while True:
+            try:
+                if last_id is None:
+                    last_id = await sync_to_async(_max_change_id, thread_sensitive=False)()
+                    # Anything cached before we knew where the log stood may be stale.
+                    self.clear()
+                for change_id, kind, ref in await sync_to_async(_changes_since, thread_sensitive=False)(last_id):
+                    self.apply_event(kind, ref)
+                    last_id = change_id
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("polling config changes failed; clearing the cache")
+                self.clear()
+            await asyncio.sleep(interval)
+
+    async def _listen_redis(self) -> None:
+        import redis.asyncio as aioredis
+
+        backoff = 0.1
+        while True:
+            client = aioredis.Redis.from_url(settings.REDIS_URL)
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(CHANNEL)
+                # Events published while we were not subscribed are lost: start from a clean slate.
+                self.clear()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
+                    kind, _, ref = data.partition(":")
+                    self.apply_event(kind, ref)
+            except asyncio.CancelledError:
+                await client.aclose()
+                raise
+            except Exception:
+                logger.warning("config change subscription lost; reconnecting", exc_info=True)
+                self.clear()
+                await client.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+
+state = ConfigState()

@@ -1,0 +1,11 @@
+from django.urls import path, re_path
+
+from proxy import views
+
+urlpatterns = [
+    path("v1/chat/completions", views.chat_completions, name="v1-chat"),
+    path("v1/embeddings", views.embeddings, name="v1-embeddings"),
+    path("v1/models", views.models, name="v1-models"),
+    path("v1/models/<path:model>", views.models, name="v1-model"),
+    re_path(r"^v1/(?P<path>.*)$", views.not_found),
+]

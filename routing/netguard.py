@@ -1,0 +1,78 @@
+"""SSRF defence for tenant-supplied upstream base URLs.
+
+A base URL whose host is, or resolves to, a private, loopback, link-local, reserved or cloud metadata
+address is refused unless the operator allows the network in GATEWAY_PRIVATE_UPSTREAMS. The check runs
+when a provider is saved and again when the proxy connects (see proxy.upstream.GuardedResolver), so a
+DNS answer that changes after the save (DNS rebinding) is still caught.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Addresses that are never allowed, even when listed: cloud metadata services.
+_METADATA = [ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("fd00:ec2::254/128")]
+
+
+class UnsafeUpstreamError(ValueError):
+    pass
+
+
+def is_address_allowed(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in _METADATA):
+        return False
+    if any(ip.version == net.version and ip in net for net in settings.GATEWAY_PRIVATE_UPSTREAMS):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def check_address(host: str, ip_text: str) -> None:
+    ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
+    if not is_address_allowed(ip):
+        raise UnsafeUpstreamError(
+            f"upstream host {host!r} resolves to {ip}, a private or reserved address; "
+            "the operator can allow its network with GATEWAY_PRIVATE_UPSTREAMS"
+        )
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def validate_base_url(url: str, *, resolve: bool = True) -> None:
+    """Raise UnsafeUpstreamError if the URL is malformed or points at a forbidden address."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        raise UnsafeUpstreamError(f"base_url must start with http:// or https://, got {url!r}")
+    host = parts.hostname
+    if not host:
+        raise UnsafeUpstreamError(f"base_url {url!r} has no host")
+    if parts.username or parts.password:
+        raise UnsafeUpstreamError("base_url must not carry credentials; use api_key")
+    ip = literal_ip(host)
+    if ip is not None:
+        check_address(host, str(ip))
+        return
+    if host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(".localhost"):
+        check_address(host, "127.0.0.1")
+        return
+    if not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror:
+        # An unresolvable name is not an SSRF risk by itself; it is checked again on connect.
+        return
+    for info in infos:
+        check_address(host, info[4][0])

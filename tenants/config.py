@@ -1,0 +1,326 @@
+"""Declarative tenant configuration: `gateway apply FILE.yaml` and `gateway export`.
+
+The file describes one tenant completely: providers and models not in the file are removed, so
+applying the same file twice changes nothing, and `export` output applies back unchanged.
+Errors name the line and the field; nothing is written unless the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from routing.models import ModelDeployment, ProviderCredential, ProviderKind
+from routing.services import model_delete, model_deployments_set, provider_delete, provider_upsert
+from tenants.audit import Actor
+from tenants.models import Tenant, slug_validator
+from tenants.services import tenant_upsert
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(Exception):
+    """A problem with the file, located by line and field path."""
+
+    def __init__(self, message: str, *, line: int | None = None, path: str = "") -> None:
+        self.line = line
+        self.path = path
+        where = []
+        if line is not None:
+            where.append(f"line {line}")
+        if path:
+            where.append(path)
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+# --- YAML loading with line numbers ------------------------------------------------------------------
+
+
+class _Located:
+    """Maps a field path ("providers[0].kind") to the line it was written on."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, int] = {}
+
+    def line(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rsplit(".", 1)[0] if "." in path else (path.rsplit("[", 1)[0] if "[" in path else "")
+        return self.lines.get("")
+
+
+def _to_python(node: yaml.Node, path: str, loc: _Located) -> Any:
+    loc.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError("keys must be plain strings", line=key_node.start_mark.line + 1, path=path)
+            key = key_node.value
+            child = f"{path}.{key}" if path else key
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1, path=child)
+            loc.lines[child] = key_node.start_mark.line + 1
+            out[key] = _to_python(value_node, child, loc)
+            loc.lines[child] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, f"{path}[{i}]", loc) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str) -> tuple[Any, _Located]:
+    loc = _Located()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(f"invalid YAML: {exc.problem or exc}", line=(mark.line + 1) if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}") from None
+    if node is None:
+        raise ConfigError("the file is empty")
+    return _to_python(node, "", loc), loc
+
+
+# --- Schema ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderSpec:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None  # resolved secret, None when the file gives none
+    api_key_source: str  # "env:NAME" or "literal" or ""
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    deployments: list[tuple[str, str]]  # (provider name, upstream model)
+
+
+@dataclass
+class TenantSpec:
+    slug: str
+    name: str
+    providers: list[ProviderSpec] = field(default_factory=list)
+    models: list[ModelSpec] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TOP_LEVEL = {"version", "tenant", "name", "providers", "models"}
+PROVIDER_FIELDS = {"name", "kind", "base_url", "api_key"}
+MODEL_FIELDS = {"name", "deployments"}
+DEPLOYMENT_FIELDS = {"provider", "model"}
+
+
+class _Checker:
+    def __init__(self, loc: _Located) -> None:
+        self.loc = loc
+
+    def fail(self, message: str, path: str) -> ConfigError:
+        return ConfigError(message, line=self.loc.line(path), path=path)
+
+    def mapping(self, value: Any, path: str, allowed: set[str], required: set[str]) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
+        for key in value:
+            if key not in allowed:
+                raise self.fail(
+                    f"unknown field {key!r} (allowed: {', '.join(sorted(allowed))})",
+                    f"{path}.{key}" if path else key,
+                )
+        for key in sorted(required):
+            if key not in value or value[key] is None:
+                raise self.fail(f"missing required field {key!r}", path)
+        return value
+
+    def string(self, value: Any, path: str, *, allow_empty: bool = False) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(f"expected a string, got {type(value).__name__}", path)
+        text = str(value).strip()
+        if not text and not allow_empty:
+            raise self.fail("must not be empty", path)
+        return text
+
+    def sequence(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(f"expected a list, got {type(value).__name__}", path)
+        return value
+
+
+def _resolve_secret(raw: str, path: str, checker: _Checker) -> tuple[str, str]:
+    if raw.startswith("env:"):
+        var = raw[4:].strip()
+        if not var:
+            raise checker.fail("env: needs a variable name, e.g. env:OPENAI_API_KEY", path)
+        if var not in os.environ:
+            raise checker.fail(f"environment variable {var} is not set", path)
+        return os.environ[var], f"env:{var}"
+    return raw, "literal"
+
+
+def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
+    data, loc = load_yaml(text)
+    c = _Checker(loc)
+    allowed = TOP_LEVEL | set((extensions or {}).keys())
+    c.mapping(data, "", allowed, {"tenant"})
+    version = data.get("version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise c.fail(f"unsupported version {version!r}; this gateway reads version {SCHEMA_VERSION}", "version")
+    slug = c.string(data["tenant"], "tenant")
+    try:
+        slug_validator(slug)
+    except ValidationError as exc:
+        raise c.fail(f"{slug!r}: {exc.messages[0]}", "tenant") from None
+    spec = TenantSpec(slug=slug, name=c.string(data.get("name") or slug, "name"))
+
+    seen: set[str] = set()
+    for i, raw in enumerate(c.sequence(data.get("providers"), "providers")):
+        path = f"providers[{i}]"
+        c.mapping(raw, path, PROVIDER_FIELDS, {"name", "kind"})
+        name = c.string(raw["name"], f"{path}.name")
+        if name in seen:
+            raise c.fail(f"provider name {name!r} is used twice", f"{path}.name")
+        seen.add(name)
+        kind = c.string(raw["kind"], f"{path}.kind")
+        if kind not in ProviderKind.values:
+            raise c.fail(f"unknown kind {kind!r} (use one of: {', '.join(ProviderKind.values)})", f"{path}.kind")
+        base_url = c.string(raw.get("base_url") or "", f"{path}.base_url", allow_empty=True)
+        if kind == ProviderKind.OPENAI_COMPATIBLE and not base_url:
+            raise c.fail("an openai-compatible provider needs a base_url", f"{path}.base_url")
+        api_key, source = None, ""
+        if raw.get("api_key") is not None:
+            api_key, source = _resolve_secret(c.string(raw["api_key"], f"{path}.api_key"), f"{path}.api_key", c)
+        spec.providers.append(ProviderSpec(name, kind, base_url, api_key, source))
+
+    model_names: set[str] = set()
+    for i, raw in enumerate(c.sequence(data.get("models"), "models")):
+        path = f"models[{i}]"
+        c.mapping(raw, path, MODEL_FIELDS, {"name", "deployments"})
+        name = c.string(raw["name"], f"{path}.name")
+        if name in model_names:
+            raise c.fail(f"model name {name!r} is used twice", f"{path}.name")
+        model_names.add(name)
+        deployments = []
+        items = c.sequence(raw["deployments"], f"{path}.deployments")
+        if not items:
+            raise c.fail("a model needs at least one deployment", f"{path}.deployments")
+        for j, dep in enumerate(items):
+            dpath = f"{path}.deployments[{j}]"
+            c.mapping(dep, dpath, DEPLOYMENT_FIELDS, {"provider", "model"})
+            provider = c.string(dep["provider"], f"{dpath}.provider")
+            if provider not in seen:
+                raise c.fail(f"unknown provider {provider!r} (not listed under providers)", f"{dpath}.provider")
+            deployments.append((provider, c.string(dep["model"], f"{dpath}.model")))
+        spec.models.append(ModelSpec(name, deployments))
+
+    for key, parser in (extensions or {}).items():
+        if key in data:
+            spec.extra[key] = parser(data[key], key, c)
+    return spec
+
+
+# Later issues register extra top-level sections here: name -> (parse(value, path, checker), apply).
+EXTENSIONS: dict[str, tuple[Any, Any]] = {}
+
+
+def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list[str]]:
+    """Validate the whole file, then apply it in one transaction. Returns the tenant and change lines."""
+    actor = actor or Actor.cli()
+    spec = parse_config(text, {k: v[0] for k, v in EXTENSIONS.items()})
+    changes: list[str] = []
+    try:
+        with transaction.atomic():
+            tenant, created = tenant_upsert(slug=spec.slug, name=spec.name, actor=actor)
+            if created:
+                changes.append(f"+ tenant {tenant.slug}")
+            elif tenant.name != spec.name:
+                changes.append(f"~ tenant {tenant.slug} name")
+            providers: dict[str, ProviderCredential] = {}
+            for i, p in enumerate(spec.providers):
+                existed = ProviderCredential.objects.filter(tenant=tenant, name=p.name).exists()
+                try:
+                    provider, changed = provider_upsert(
+                        tenant,
+                        name=p.name,
+                        kind=p.kind,
+                        base_url=p.base_url,
+                        api_key=p.api_key if p.api_key is not None else "",
+                        api_key_source=p.api_key_source,
+                        actor=actor,
+                    )
+                except ValidationError as exc:
+                    field_name, messages = next(iter(exc.message_dict.items()))
+                    raise ConfigError(messages[0], path=f"providers[{i}].{field_name}") from None
+                providers[p.name] = provider
+                if changed:
+                    changes.append(f"{'~' if existed else '+'} provider {p.name}")
+            wanted_models = {m.name for m in spec.models}
+            for m in spec.models:
+                existed = ModelDeployment.objects.filter(tenant=tenant, model_name=m.name).exists()
+                pairs = [(providers[pn], upstream) for pn, upstream in m.deployments]
+                if model_deployments_set(tenant, model_name=m.name, deployments=pairs, actor=actor):
+                    changes.append(f"{'~' if existed else '+'} model {m.name}")
+            stale_models = (
+                ModelDeployment.objects.filter(tenant=tenant)
+                .exclude(model_name__in=wanted_models)
+                .values_list("model_name", flat=True)
+                .distinct()
+            )
+            for name in sorted(set(stale_models)):
+                model_delete(tenant, model_name=name, actor=actor)
+                changes.append(f"- model {name}")
+            for provider in ProviderCredential.objects.filter(tenant=tenant).exclude(name__in=providers.keys()):
+                provider_delete(tenant, provider=provider, actor=actor)
+                changes.append(f"- provider {provider.name}")
+            for key, (_parse, apply) in EXTENSIONS.items():
+                changes.extend(apply(tenant, spec.extra.get(key), actor=actor))
+    except ValidationError as exc:
+        raise ConfigError("; ".join(exc.messages)) from None
+    return tenant, changes
+
+
+def export_config(tenant: Tenant) -> str:
+    """YAML that apply_config accepts back unchanged. Secrets appear only as env: references."""
+    doc: dict[str, Any] = {"tenant": tenant.slug, "name": tenant.name, "providers": [], "models": []}
+    for p in ProviderCredential.objects.filter(tenant=tenant).order_by("name"):
+        item: dict[str, Any] = {"name": p.name, "kind": p.kind}
+        if p.base_url:
+            item["base_url"] = p.base_url
+        if p.api_key_source.startswith("env:"):
+            item["api_key"] = p.api_key_source
+        elif p.api_key_encrypted:
+            # A literal key cannot be written back in clear; name the variable that should hold it.
+            var = f"{tenant.slug}_{p.name}_API_KEY".upper().replace("-", "_")
+            item["api_key"] = f"env:{var}"
+        doc["providers"].append(item)
+    models: dict[str, list] = {}
+    for d in ModelDeployment.objects.filter(tenant=tenant).select_related("provider"):
+        models.setdefault(d.model_name, []).append({"provider": d.provider.name, "model": d.upstream_model})
+    doc["models"] = [{"name": name, "deployments": deps} for name, deps in sorted(models.items())]
+    for key, (_parse, apply) in EXTENSIONS.items():
+        exporter = getattr(apply, "export", None)
+        if exporter is not None:
+            value = exporter(tenant)
+            if value is not None:
+                doc[key] = value
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,138 @@
+"""`python manage.py gateway <subcommand>`: the operator's command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_datetime
+
+from tenants.audit import Actor
+from tenants.models import Tenant
+
+
+class Command(BaseCommand):
+    help = "Gateway operations: apply, export, mint-key, revoke-key, seed-demo, rotate-encryption"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=CommandParser)
+
+        p = sub.add_parser("apply", help="Create or update one tenant from a YAML file")
+        p.add_argument("file", help="path to the YAML file, or - for standard input")
+
+        p = sub.add_parser("export", help="Print a tenant's configuration as YAML")
+        p.add_argument("--tenant", required=True)
+
+        p = sub.add_parser("mint-key", help="Create a virtual key; prints the secret as its only line")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--name", required=True)
+        p.add_argument("--models", default="", help="comma-separated model names (default: all)")
+        p.add_argument("--expires", default="", help="ISO 8601 expiry, e.g. 2027-01-01T00:00:00Z")
+
+        p = sub.add_parser("revoke-key", help="Revoke a virtual key by name or prefix")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--name", required=True)
+
+        sub.add_parser("seed-demo", help="Create the demo tenant, key and mock model (idempotent)")
+        sub.add_parser("quickstart", help="Print the demo key, a curl command and the console login")
+        sub.add_parser("rotate-encryption", help="Re-encrypt provider keys with the first GATEWAY_ENCRYPTION_KEY")
+
+    def handle(self, *args, **options) -> None:
+        handler = getattr(self, "cmd_" + options["subcommand"].replace("-", "_"))
+        try:
+            handler(options)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+
+    def _tenant(self, slug: str) -> Tenant:
+        try:
+            return Tenant.objects.get(slug=slug)
+        except Tenant.DoesNotExist:
+            raise CommandError(f"no tenant with slug {slug!r}") from None
+
+    def cmd_apply(self, options: dict) -> None:
+        from tenants.config import ConfigError, apply_config
+
+        path = options["file"]
+        try:
+            text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            tenant, changes = apply_config(text, actor=Actor.cli())
+        except ConfigError as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        for line in changes:
+            self.stdout.write(line)
+        if not changes:
+            self.stdout.write(f"tenant {tenant.slug}: no changes")
+
+    def cmd_export(self, options: dict) -> None:
+        from tenants.config import export_config
+
+        self.stdout.write(export_config(self._tenant(options["tenant"])), ending="")
+
+    def cmd_mint_key(self, options: dict) -> None:
+        from tenants.services import virtual_key_create
+
+        tenant = self._tenant(options["tenant"])
+        expires_at: datetime | None = None
+        if options["expires"]:
+            expires_at = parse_datetime(options["expires"])
+            if expires_at is None:
+                raise CommandError(f"--expires {options['expires']!r} is not an ISO 8601 date-time")
+        models = [m for m in options["models"].split(",") if m.strip()]
+        _key, secret = virtual_key_create(
+            tenant, name=options["name"], models=models, expires_at=expires_at, actor=Actor.cli()
+        )
+        self.stdout.write(secret)
+
+    def cmd_revoke_key(self, options: dict) -> None:
+        from tenants.models import VirtualKey
+        from tenants.services import virtual_key_revoke
+
+        tenant = self._tenant(options["tenant"])
+        keys = list(VirtualKey.objects.filter(tenant=tenant, name=options["name"], revoked=False))
+        if not keys:
+            raise CommandError(f"no active key named {options['name']!r} in {tenant.slug}")
+        for key in keys:
+            virtual_key_revoke(tenant, key=key, actor=Actor.cli())
+            self.stdout.write(f"revoked {key.name} ({key.prefix}…)")
+
+    def cmd_seed_demo(self, options: dict) -> None:
+        from tenants.demo import seed_demo
+
+        for line in seed_demo():
+            self.stdout.write(line)
+
+    def cmd_quickstart(self, options: dict) -> None:
+        import os
+
+        from tenants.demo import DEMO_EMAIL, demo_key_secret, demo_password
+
+        host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
+        base = f"http://{shown}:{port}"
+        key = demo_key_secret()
+        self.stdout.write(
+            f"""
+  LLM gateway is starting on {base}
+
+  Demo virtual key (tenant "demo", models served by the built-in mock provider):
+    {key}
+
+  Try it:
+    curl {base}/v1/chat/completions \\
+      -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+      -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  Console: {base}/   login {DEMO_EMAIL} / {demo_password()}
+"""
+        )
+
+    def cmd_rotate_encryption(self, options: dict) -> None:
+        from routing.services import rotate_encryption
+
+        self.stdout.write(f"re-encrypted {rotate_encryption()} provider keys")
