@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -48,7 +49,13 @@ def _error_from_upstream(status: int, content: bytes, content_type: str) -> Upst
 
 
 def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
-    if isinstance(exc, httpx.TimeoutException):
+    # httpx-aiohttp maps every aiohttp connection error (even "connection refused") to ConnectTimeout,
+    # so look at the original aiohttp exception to tell a timeout from an unreachable host.
+    cause = exc.__cause__
+    timed_out = isinstance(exc, httpx.TimeoutException) and (
+        cause is None or isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError))
+    )
+    if timed_out:
         status, code, msg = 504, "upstream_timeout", "The upstream provider timed out"
     else:
         status, code, msg = 502, "upstream_unreachable", "The upstream provider could not be reached"

@@ -1,0 +1,200 @@
+"""Gateway configurations under test, and setting up and starting the gateway for each.
+
+A Variant is one row set of the table: a tenant YAML (and optionally extra mint-key arguments and
+environment) benchmarked against the same mock. Each variant gets its own tenant and key in the
+shared throwaway database and its own freshly started granian process, so one variant's caches,
+connections or memory never flatter the next.
+
+Adding a configuration (e.g. "with limits and a budget on") is one more entry in VARIANTS: the
+runner, the pre-check and the report pick it up, and the report prints what it adds per request
+over the first variant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.bench.check import call
+from tests.bench.procs import BenchError, Managed, Processes, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MANAGE_TIMEOUT = 180.0  # migrate on a cold SQLite file takes a few seconds; Postgres may be slower
+READY_TIMEOUT = 60.0
+
+# {tenant}, {json_base} and {stream_base} are filled in per run. The mock serves the same canned
+# answers on both base URLs; /stream/v1 always streams, as in shared/bench.
+BASE_YAML = """\
+version: 1
+tenant: {tenant}
+name: Benchmark ({tenant})
+providers:
+  - name: mock
+    kind: openai-compatible
+    base_url: {json_base}
+    api_key: sk-mock-not-a-real-key
+  - name: mock-stream
+    kind: openai-compatible
+    base_url: {stream_base}
+    api_key: sk-mock-not-a-real-key
+models:
+  - name: gpt-4o-mini
+    deployments:
+      - provider: mock
+        model: gpt-4o-mini-2024-07-18
+  - name: gpt-4o-mini-stream
+    deployments:
+      - provider: mock-stream
+        model: gpt-4o-mini-2024-07-18
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the label in the table
+    tenant: str
+    description: str
+    yaml_template: str = BASE_YAML
+    mint_args: tuple[str, ...] = ()  # extra `gateway mint-key` arguments (per-key limits, say)
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the gateway process
+
+    def yaml(self, mock_port: int) -> str:
+        base = f"http://127.0.0.1:{mock_port}"
+        return self.yaml_template.format(tenant=self.tenant, json_base=f"{base}/v1", stream_base=f"{base}/stream/v1")
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(name="gateway", tenant="bench", description="plain config: keys, routing, call log"),
+    # The limits/budget issue adds its row set here, e.g.:
+    #   Variant(name="gateway+limits", tenant="bench-limits", description="rate limits and a budget on",
+    #           yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML)
+    # with limits high enough never to reject (a 429 would count as an error, not as overhead).
+)
+
+
+def variants_named(names: str) -> list[Variant]:
+    if not names:
+        return list(VARIANTS)
+    by_name = {v.name: v for v in VARIANTS}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise BenchError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    return [by_name[n] for n in wanted]
+
+
+def base_env(database_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "gateway_project.settings"
+    env["DATABASE_URL"] = database_url
+    # The mock is on loopback, which the SSRF guard refuses unless the operator allows it.
+    allowed = [n for n in env.get("GATEWAY_PRIVATE_UPSTREAMS", "").split(",") if n.strip()]
+    env["GATEWAY_PRIVATE_UPSTREAMS"] = ",".join([*allowed, "127.0.0.0/8"])
+    # Production settings: DEBUG would keep every query in memory and change error handling.
+    env["DEBUG"] = "false"
+    return env
+
+
+def manage(procs: Processes, env: dict[str, str], *args: str) -> str:
+    return procs.run_captured([sys.executable, "manage.py", *args], timeout=MANAGE_TIMEOUT, env=env, cwd=ROOT)
+
+
+def migrate(procs: Processes, env: dict[str, str]) -> None:
+    manage(procs, env, "migrate", "--noinput", "-v0")
+
+
+def configure(variant: Variant, mock_port: int, procs: Processes, env: dict[str, str], workdir: Path) -> str:
+    """Apply the variant's tenant YAML and mint a key for it; return the key's secret."""
+    path = workdir / f"tenant-{variant.tenant}.yaml"
+    path.write_text(variant.yaml(mock_port))
+    manage(procs, env, "gateway", "apply", str(path))
+    out = manage(procs, env, "gateway", "mint-key", "--tenant", variant.tenant, "--name", "bench", *variant.mint_args)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if len(lines) != 1 or not lines[0].startswith("sk-"):
+        raise BenchError(f"gateway mint-key printed {out!r}, expected the secret as its only line")
+    return lines[0]
+
+
+@dataclass
+class Gateway:
+    process: Managed
+    port: int
+    startup_s: float
+
+
+def granian_path() -> str:
+    here = Path(sys.executable).parent / "granian"
+    found = str(here) if here.exists() else shutil.which("granian")
+    if not found:
+        raise BenchError("granian is not installed in the virtualenv (run `make install`)")
+    return found
+
+
+def start_gateway(
+    variant: Variant, key: str, procs: Processes, env: dict[str, str], workdir: Path, log_level: str
+) -> Gateway:
+    """Start granian as `make serve` does (one worker, uvloop) and wait until the proxy answers."""
+    port = free_port()
+    cmd = [
+        granian_path(),
+        "--interface",
+        "asgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--log-level",
+        log_level,
+        "gateway_project.asgi:application",
+    ]
+    started = time.monotonic()
+    process = procs.start(
+        f"granian ({variant.name})",
+        cmd,
+        env={**env, **variant.env},
+        cwd=ROOT,
+        log=workdir / f"gateway-{variant.name}.log",
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = started + READY_TIMEOUT
+    last = "no answer yet"
+    # Bounded by READY_TIMEOUT; ready means the proxy itself answers an authenticated request.
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise BenchError(f"the gateway exited with status {process.proc.returncode}:\n{process.log_tail()}")
+        try:
+            reply = call("127.0.0.1", port, "GET", "/v1/models", headers=headers)
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if reply.status == 200:
+                return Gateway(process, port, time.monotonic() - started)
+            last = f"HTTP {reply.status}: {reply.body[:300]!r}"
+        time.sleep(0.1)
+    raise BenchError(f"the gateway was not ready within {READY_TIMEOUT:.0f} s ({last}):\n{process.log_tail()}")
+
+
+def call_log_rows(procs: Processes, env: dict[str, str], key: str) -> int | None:
+    """Call log rows written for this run's key: checks the log buffer kept up with the load.
+
+    Counted by key, not tenant, so earlier runs against a given DATABASE_URL don't inflate it; the
+    secret travels in the environment rather than on a command line that `ps` shows.
+    """
+    code = (
+        "import os; from observability.models import CallLog; from tenants.models import hash_secret; "
+        "print(CallLog.objects.filter(virtual_key__key_hash=hash_secret(os.environ['BENCH_KEY'])).count())"
+    )
+    try:
+        out = manage(procs, {**env, "BENCH_KEY": key}, "shell", "-c", code)
+        return int(out.strip().splitlines()[-1])
+    except (BenchError, ValueError, IndexError):
+        return None

@@ -1,0 +1,260 @@
+"""Shared fixtures: named people in two tenants, a fake OpenAI upstream, and real gateway servers.
+
+Alice owns acme, Bob owns globex. Bob must never reach anything of Alice's, and the other way round.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+from tests.fakes.openai_upstream import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_KEY = "sk-upstream-test-0001"
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
+
+
+@pytest.fixture(autouse=True)
+def _allow_loopback_upstreams(settings):
+    # The fake upstreams live on loopback, which the gateway refuses by default (SSRF defence).
+    settings.GATEWAY_PRIVATE_UPSTREAMS = LOOPBACK
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis() -> None:
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    fake_openai.reset()
+    return fake_openai
+
+
+def tenant_yaml(slug: str, base_url: str, models: dict[str, str] | None = None) -> str:
+    models = models or {"gpt-4o-mini": "gpt-4o-mini"}
+    lines = [
+        f"tenant: {slug}",
+        f"name: {slug.title()} Corp",
+        "providers:",
+        "  - name: main",
+        "    kind: openai-compatible",
+        f"    base_url: {base_url}",
+        "    api_key: env:FAKE_UPSTREAM_KEY",
+        "  - name: mock",
+        "    kind: mock",
+        "models:",
+    ]
+    for public, upstream_model in models.items():
+        provider = "mock" if upstream_model.startswith("mock") else "main"
+        lines += [
+            f"  - name: {public}",
+            "    deployments:",
+            f"      - provider: {provider}",
+            f"        model: {upstream_model}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def make_tenant(upstream: FakeOpenAI, monkeypatch) -> Callable:
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
+
+    def make(slug: str, models: dict[str, str] | None = None):
+        from tenants.config import apply_config
+
+        tenant, _changes = apply_config(tenant_yaml(slug, upstream.base_url, models))
+        return tenant
+
+    return make
+
+
+ACME_MODELS = {
+    "gpt-4o-mini": "gpt-4o-mini",
+    "slow": "slow-stream",
+    "broken": "fail-500",
+    "limited": "fail-429",
+    "bad-temp": "fail-400",
+    "html": "fail-html",
+    "embed": "text-embedding-3-small",
+    "local": "mock-chat",
+}
+
+
+@pytest.fixture
+def acme(make_tenant):
+    return make_tenant("acme", ACME_MODELS)
+
+
+@pytest.fixture
+def globex(make_tenant):
+    return make_tenant("globex", {"globex-secret-model": "gpt-4o", "gpt-4o-mini": "gpt-4o-mini"})
+
+
+@pytest.fixture
+def alice(acme, django_user_model):
+    from tenants.models import Membership, Role
+
+    user = django_user_model.objects.create_user(username="alice", email="alice@acme.test", password="pw-alice-123!")
+    Membership.objects.create(user=user, tenant=acme, role=Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def bob(globex, django_user_model):
+    from tenants.models import Membership, Role
+
+    user = django_user_model.objects.create_user(username="bob", email="bob@globex.test", password="pw-bob-123!")
+    Membership.objects.create(user=user, tenant=globex, role=Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def mint() -> Callable:
+    from tenants.audit import Actor
+    from tenants.services import virtual_key_create
+
+    def make(tenant, name: str = "app", **kwargs) -> str:
+        _key, secret = virtual_key_create(tenant, name=name, actor=Actor.cli(), **kwargs)
+        return secret
+
+    return make
+
+
+# --- real gateway servers -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    assert db["ENGINE"].endswith("postgresql"), "end-to-end tests need PostgreSQL (make test sets DATABASE_URL)"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class GatewayServer:
+    def __init__(self, port: int, proc: subprocess.Popen, log_path: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, redis: bool = True) -> GatewayServer:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "GATEWAY_PRIVATE_UPSTREAMS": "127.0.0.0/8",
+        "GATEWAY_LOG_FLUSH_INTERVAL": "0.1",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if redis and settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env.pop("REDIS_URL", None)
+    env.update(extra_env or {})
+    log_path = tmp_path / f"gateway-{port}.log"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "gateway_project.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = GatewayServer(port, proc, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/v1/models", timeout=1).status_code == 401:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"gateway did not start:\n{server.log()}")
+
+
+@pytest.fixture
+def gateway_factory(transactional_db, tmp_path) -> Iterator[Callable[..., GatewayServer]]:
+    servers: list[GatewayServer] = []
+
+    def factory(**kwargs) -> GatewayServer:
+        server = start_gateway(tmp_path, **kwargs)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> GatewayServer:
+    return gateway_factory()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
