@@ -73,5 +73,10 @@ def database_from_url(url: str) -> dict:
             path = path[1:]
         elif path.startswith("//"):
             path = path[1:]
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path or ":memory:"}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path or ":memory:",
+            # WAL lets the log writer and readers work side by side; IMMEDIATE avoids lock upgrade deadlocks.
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+        }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite://)")

@@ -28,13 +28,45 @@ class LogSink(Protocol):
 
 
 class DatabaseSink:
-    def write(self, records: list[dict[str, Any]]) -> None:
-        from django.db import close_old_connections
+    """One prepared INSERT run with executemany over plain tuples.
+
+    bulk_create built a model instance per row; measured under load, that Python work held the GIL
+    long enough to add tens of milliseconds to the event loop's p99. Tuples cost a fraction of it.
+    """
+
+    def __init__(self) -> None:
+        self._sql: str | None = None
+        self._columns: list[tuple[str, Any]] = []
+
+    def _prepare(self) -> str:
+        import orjson
+        from django.db import connection
 
         from observability.models import CallLog
 
+        fields = [f for f in CallLog._meta.concrete_fields if not f.primary_key]
+        converters = {
+            "JSONField": lambda v: orjson.dumps(v).decode(),
+            # SQLite wants text; PostgreSQL takes the aware datetime as it is.
+            "DateTimeField": connection.ops.adapt_datetimefield_value,
+        }
+        self._columns = [(f.attname, converters.get(f.get_internal_type())) for f in fields]
+        quote = connection.ops.quote_name
+        cols = ", ".join(quote(f.column) for f in fields)
+        marks = ", ".join(["%s"] * len(fields))
+        return f"INSERT INTO {quote(CallLog._meta.db_table)} ({cols}) VALUES ({marks})"
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        from django.db import close_old_connections, connection, transaction
+
         close_old_connections()
-        CallLog.objects.bulk_create([CallLog(**r) for r in records], batch_size=1000)
+        if self._sql is None:
+            self._sql = self._prepare()
+        rows = [
+            tuple(convert(r.get(name)) if convert else r.get(name) for name, convert in self._columns) for r in records
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(self._sql, rows)
         after_write(records)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,7 @@ def _request_id(request: HttpRequest) -> str:
     given = request.META.get("HTTP_X_REQUEST_ID", "")
     if given and len(given) <= 100 and given.isprintable():
         return given
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(12).hex()
 
 
 async def _authenticate(request: HttpRequest) -> KeyEntry:
