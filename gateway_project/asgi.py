@@ -38,6 +38,9 @@ async def _lifespan(receive: Any, send: Any) -> None:
             views.ensure_background()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            from proxy.tasks import drain
+
+            await drain()  # settle in-flight budget reservations before the logs' final flush
             await state.stop()
             await buffer.stop()
             await close_client()

@@ -32,7 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, no CDN
     "django_htmx",
+    "js_lib_htmx",  # htmx itself, as static files from PyPI
     "channels",
     "allauth",
     "allauth.account",
@@ -74,6 +76,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.console",
             ],
         },
     }
@@ -121,8 +124,41 @@ LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = envstr("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
+# A six-character code typed on the next page: the new user never leaves the sign-up flow.
+ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[LLM Gateway] "
+ACCOUNT_ADAPTER = "tenants.adapters.AccountAdapter"
+# Operators running a private gateway turn self-service sign-up off; invitations still work.
+ACCOUNT_ALLOW_SIGNUPS = envbool("ACCOUNT_ALLOW_SIGNUPS", True)
+# allauth's defaults limit logins (30/m per IP), sign-ups and resets; failed logins are stricter here.
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = envstr("MFA_TOTP_ISSUER", "LLM Gateway")
+
+# Single sign-on through any OpenID Connect provider, when the operator configures one.
+_OIDC_CLIENT_ID = envstr("OIDC_CLIENT_ID", "")
+if _OIDC_CLIENT_ID:
+    _OIDC_SERVER_URL = envstr("OIDC_SERVER_URL", "")
+    if not _OIDC_SERVER_URL:
+        raise ImproperlyConfigured("OIDC_CLIENT_ID is set but OIDC_SERVER_URL is not (the issuer URL)")
+    SOCIALACCOUNT_PROVIDERS = {
+        "openid_connect": {
+            "APPS": [
+                {
+                    "provider_id": envstr("OIDC_PROVIDER_ID", "sso"),
+                    "name": envstr("OIDC_PROVIDER_NAME", "Single sign-on"),
+                    "client_id": _OIDC_CLIENT_ID,
+                    "secret": envstr("OIDC_CLIENT_SECRET", ""),
+                    "settings": {"server_url": _OIDC_SERVER_URL},
+                }
+            ]
+        }
+    }
+    # The identity provider has verified the address; asking again would only get in the way.
+    SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+    SOCIALACCOUNT_EMAIL_AUTHENTICATION = envbool("OIDC_EMAIL_AUTHENTICATION", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -139,21 +175,44 @@ STORAGES = {
     else {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Email (Django 6.1 MAILERS). EMAIL_BACKEND picks the backend; each takes only its own options.
+_EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+_EMAIL_OPTIONS: dict = {}
+if _EMAIL_BACKEND.endswith("smtp.EmailBackend"):
+    _EMAIL_OPTIONS = {
+        "host": envstr("EMAIL_HOST", "localhost"),
+        "port": envint("EMAIL_PORT", 25),
+        "username": envstr("EMAIL_HOST_USER", ""),
+        "password": envstr("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": envbool("EMAIL_USE_TLS", False),
+        "timeout": envint("EMAIL_TIMEOUT", 10),
+    }
+elif _EMAIL_BACKEND.endswith("filebased.EmailBackend"):
+    _EMAIL_OPTIONS = {"file_path": envstr("EMAIL_FILE_PATH", str(BASE_DIR / ".emails"))}
+MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND, "OPTIONS": _EMAIL_OPTIONS}}
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway@localhost")
-EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
-EMAIL_PORT = envint("EMAIL_PORT", 25)
-EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tenants.apis.GatewayAutoSchema",
+    # Every management endpoint authenticates with a management token (tenants.apis.TokenApi).
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "tenants.apis.exception_handler",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "LLM Gateway management API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM Gateway management API",
+    "DESCRIPTION": "Manage a tenant's keys, providers, models and members. Authenticate with a management "
+    "token (console: API tokens, or `gateway mint-token`) sent as `Authorization: Bearer <token>`.",
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 LOGGING = {
     "version": 1,

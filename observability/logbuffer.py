@@ -49,6 +49,7 @@ class DatabaseSink:
             "JSONField": lambda v: orjson.dumps(v).decode(),
             # SQLite wants text; PostgreSQL takes the aware datetime as it is.
             "DateTimeField": connection.ops.adapt_datetimefield_value,
+            "DateField": connection.ops.adapt_datefield_value,
         }
         self._columns = [(f.attname, converters.get(f.get_internal_type())) for f in fields]
         quote = connection.ops.quote_name
@@ -65,8 +66,11 @@ class DatabaseSink:
         rows = [
             tuple(convert(r.get(name)) if convert else r.get(name) for name, convert in self._columns) for r in records
         ]
+        from billing.ledger import write_ledger
+
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(self._sql, rows)
+            write_ledger(cursor, records, connection.ops.adapt_datefield_value)
         after_write(records)
 
 

@@ -39,6 +39,14 @@ class CallLog(models.Model):
     error_message = models.TextField(blank=True)
     end_user = models.CharField(max_length=200, blank=True)
     client_disconnected = models.BooleanField(default=False)
+    # Exact cost in USD x 10**12 from the provider's usage and the tenant's prices; null when the model
+    # has no price. See billing.prices.
+    cost_picodollars = models.BigIntegerField(null=True)
+    # True when tokens were estimated (no usage reported, or the client left mid-stream).
+    cost_estimated = models.BooleanField(default=False)
+    # The day in the tenant's time zone this call counts for in the spend ledger and budgets.
+    day = models.DateField(null=True)
+    tags = models.JSONField(default=list)
     # One entry per upstream attempt: {"deployment", "status", "latency_ms", "error"}.
     attempts = models.JSONField(default=list)
 
@@ -47,3 +55,9 @@ class CallLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested_model} {self.status_code}"
+
+    @property
+    def cost_usd(self):
+        from billing.prices import from_pico
+
+        return None if self.cost_picodollars is None else from_pico(self.cost_picodollars)

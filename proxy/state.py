@@ -36,6 +36,10 @@ class KeyEntry:
     revoked: bool
     metadata: dict
     loaded_at: float
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    tags: tuple[str, ...] = ()
 
     def usable_now(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > now)
@@ -53,6 +57,9 @@ class Deployment:
     base_url: str
     api_key: str
     upstream_model: str
+    price: Any = None  # billing.prices.Price, or None when the model has no known price
+    rpm: int | None = None
+    tpm: int | None = None
     # Set when the base URL is an IP literal the operator has not allowed (checked once at load).
     blocked: str = ""
     # Precomputed per deployment so the hot path does no string work: full URLs and auth header.
@@ -61,11 +68,30 @@ class Deployment:
 
 
 @dataclass(slots=True)
+class BudgetSpec:
+    id: int
+    scope_kind: str  # tenant | key | user | tag
+    scope_value: str
+    limit_nanos: int
+    period: str
+    hard: bool
+    alert_at: tuple[int, ...]
+
+    @property
+    def scope(self) -> str:
+        return self.scope_kind if self.scope_kind == "tenant" else f"{self.scope_kind}:{self.scope_value}"
+
+
+@dataclass(slots=True)
 class TenantEntry:
     tenant_id: int
     slug: str
     models: dict[str, list[Deployment]]
     loaded_at: float
+    tz: Any = None  # zoneinfo.ZoneInfo
+    rpm: int | None = None
+    tpm: int | None = None
+    budgets: list[BudgetSpec] = field(default_factory=list)
 
 
 # --- loading (runs in a worker thread via sync_to_async; never on the per-request path) ---------------
@@ -81,6 +107,11 @@ def _load_key(key_hash: str) -> KeyEntry | None:
     )
     if row is None:
         return None
+    from billing.models import LimitScope, RateLimit
+
+    limit = RateLimit.objects.filter(tenant_id=row["tenant_id"], scope=LimitScope.KEY, ref=str(row["id"])).first()
+    metadata = row["metadata"] or {}
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
     return KeyEntry(
         key_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -88,8 +119,12 @@ def _load_key(key_hash: str) -> KeyEntry | None:
         allowed_models=frozenset(row["allowed_models"] or ()),
         expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
         revoked=row["revoked"],
-        metadata=row["metadata"] or {},
+        metadata=metadata,
         loaded_at=time.monotonic(),
+        rpm=limit.rpm if limit else None,
+        tpm=limit.tpm if limit else None,
+        max_parallel=limit.max_parallel if limit else None,
+        tags=tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
     )
 
 
@@ -102,6 +137,9 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
     tenant = Tenant.objects.filter(id=tenant_id).values("id", "slug").first()
     if tenant is None:
         return None
+    from billing.config_cache import load_money_config
+
+    money = load_money_config(tenant_id)
     models: dict[str, list[Deployment]] = {}
     for d in (
         ModelDeployment.objects.filter(tenant_id=tenant_id)
@@ -133,12 +171,24 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             api_key=api_key,
             upstream_model=d.upstream_model,
             blocked=blocked,
+            price=money.price_for(d.upstream_model),
+            rpm=money.deployment_limits.get(d.id, (None, None))[0],
+            tpm=money.deployment_limits.get(d.id, (None, None))[1],
         )
         from proxy.providers import adapter_for
 
         adapter_for(dep.kind).prepare(dep)
         models.setdefault(d.model_name, []).append(dep)
-    return TenantEntry(tenant_id=tenant["id"], slug=tenant["slug"], models=models, loaded_at=time.monotonic())
+    return TenantEntry(
+        tenant_id=tenant["id"],
+        slug=tenant["slug"],
+        models=models,
+        loaded_at=time.monotonic(),
+        tz=money.tz,
+        rpm=money.tenant_rpm,
+        tpm=money.tenant_tpm,
+        budgets=money.budgets,
+    )
 
 
 def _max_change_id() -> int:

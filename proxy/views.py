@@ -19,13 +19,15 @@ import orjson
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from billing.prices import to_pico
 from observability.logbuffer import buffer
-from proxy import errors
+from proxy import errors, money
 from proxy.errors import ProxyError
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.routing import pick_deployment
 from proxy.state import Deployment, KeyEntry, TenantEntry, state
+from proxy.tasks import spawn
 from tenants.models import hash_secret
 
 logger = logging.getLogger("gateway.proxy")
@@ -182,6 +184,7 @@ class CallRecord:
     __slots__ = (
         "attempts",
         "completion_tokens",
+        "content_events",
         "deployment",
         "disconnected",
         "endpoint",
@@ -189,13 +192,18 @@ class CallRecord:
         "error_type",
         "key",
         "model",
+        "prompt_estimate",
         "prompt_tokens",
         "request_id",
+        "reservation",
         "started",
         "status",
         "stream",
+        "tags",
+        "tenant",
         "total_tokens",
         "ttfb",
+        "usage",
         "user",
     )
 
@@ -204,6 +212,7 @@ class CallRecord:
         self.endpoint = endpoint
         self.started = started
         self.key: KeyEntry | None = None
+        self.tenant: TenantEntry | None = None
         self.model = ""
         self.deployment: Deployment | None = None
         self.stream = False
@@ -212,27 +221,57 @@ class CallRecord:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.total_tokens: int | None = None
+        self.usage: dict | None = None
         self.error_type = ""
         self.error_message = ""
         self.user = ""
+        self.tags: list[str] = []
         self.disconnected = False
         self.attempts: list[dict] = []
+        self.reservation: Any = None
+        self.prompt_estimate = 0
+        self.content_events = 0
 
     def set_usage(self, usage: dict | None) -> None:
         if not usage:
             return
+        self.usage = usage
         self.prompt_tokens = _int(usage.get("prompt_tokens"))
         self.completion_tokens = _int(usage.get("completion_tokens"))
         self.total_tokens = _int(usage.get("total_tokens"))
+
+    def _cost(self) -> tuple[int | None, bool, int]:
+        """(cost in picodollars or None if unpriced, estimated?, tokens) of this call."""
+        dep = self.deployment
+        if dep is None or self.status == 0:
+            return None, False, 0
+        if self.prompt_tokens is not None:
+            prompt, completion = self.prompt_tokens, self.completion_tokens or 0
+            details = (self.usage or {}).get("prompt_tokens_details") or {}
+            cached = _int(details.get("cached_tokens")) or 0
+            written = _int(details.get("cache_write_tokens")) or 0
+            estimated = False
+        elif self.status >= 400 and not self.disconnected:
+            return (0 if dep.price is not None else None), False, 0  # refused calls are not billed
+        else:
+            # No usage reported (or the client left mid-stream): estimate on the high side.
+            prompt, completion, cached, written = self.prompt_estimate, self.content_events, 0, 0
+            estimated = True
+        if dep.price is None:
+            return None, estimated, prompt + completion
+        return to_pico(dep.price.cost(prompt, completion, cached, written)), estimated, prompt + completion
 
     def finish(self) -> None:
         if self.key is None:
             return  # unauthenticated requests belong to no tenant
         now = time.perf_counter()
         dep = self.deployment
+        created = datetime.now(UTC)
+        tz = self.tenant.tz if self.tenant is not None and self.tenant.tz is not None else UTC
+        cost, estimated, tokens = self._cost()
         buffer.add(
             {
-                "created_at": datetime.now(UTC),
+                "created_at": created,
                 "tenant_id": self.key.tenant_id,
                 "virtual_key_id": self.key.key_id,
                 "request_id": self.request_id,
@@ -253,8 +292,17 @@ class CallRecord:
                 "end_user": self.user[:200],
                 "client_disconnected": self.disconnected,
                 "attempts": self.attempts,
+                "cost_picodollars": cost,
+                "cost_estimated": estimated,
+                "tags": self.tags,
+                "day": created.astimezone(tz).date(),
             }
         )
+        if self.reservation is not None:
+            # Settle after the answer is out: the client never waits for this round trip.
+            nanos = -(-(cost or 0) // 1000)
+            spawn(money.settle(self.reservation, tokens, nanos))
+            self.reservation = None
 
 
 def _int(value: Any) -> int | None:
@@ -271,14 +319,26 @@ def _error_response(record: CallRecord, exc: ProxyError) -> HttpResponse:
     return response
 
 
+def _tags(request: HttpRequest, key: KeyEntry) -> list[str]:
+    tags = list(key.tags)
+    header = request.META.get("HTTP_X_GATEWAY_TAGS", "")
+    if header:
+        for tag in header.split(","):
+            tag = tag.strip()[:100]
+            if tag and tag not in tags:
+                tags.append(tag)
+    return tags[:20]
+
+
 async def _proxy(request: HttpRequest, endpoint: str) -> HttpResponse:
     ensure_background()
     record = CallRecord(_request_id(request), endpoint, time.perf_counter())
+    limit_headers: dict[str, str] = {}
     try:
         if request.method != "POST":
             raise ProxyError(405, f"Method {request.method} is not allowed on /v1/{endpoint}; use POST.")
         record.key = key = await _authenticate(request)
-        tenant = await _tenant(key)
+        record.tenant = tenant = await _tenant(key)
         payload = _parse_body(request)
         record.model = model = _require_model(payload)
         if endpoint == "chat/completions":
@@ -288,13 +348,17 @@ async def _proxy(request: HttpRequest, endpoint: str) -> HttpResponse:
         user = payload.get("user")
         if isinstance(user, str):
             record.user = user
+        record.tags = _tags(request, key)
         deployment = pick_deployment(_deployments_for(key, tenant, model), payload)
         record.deployment = deployment
         if deployment.blocked:
             raise ProxyError(
                 502, f"Upstream refused: {deployment.blocked}", type="upstream_error", code="upstream_blocked"
             )
+        record.prompt_estimate = len(request.body) // 3 + 1
+        record.reservation, limit_headers = await money.admit(record, key, tenant, deployment, payload)
     except ProxyError as exc:
+        exc.headers = {**limit_headers, **exc.headers}
         return _error_response(record, exc)
 
     stream = endpoint == "chat/completions" and payload.get("stream") is True
@@ -334,19 +398,21 @@ async def _proxy(request: HttpRequest, endpoint: str) -> HttpResponse:
         }
     )
     if isinstance(result, UpstreamStream):
-        return _stream_response(record, result)
+        return _stream_response(record, result, limit_headers)
     record.ttfb = time.perf_counter()
     record.status = result.status
     record.set_usage(result.usage)
+    if record.prompt_tokens is None and result.status < 400:
+        record.content_events = len(result.body) // 4 + 1
     record.error_type = result.error_type
     record.error_message = result.error_message
     response = HttpResponse(result.body, status=result.status, content_type=result.content_type)
-    _headers(response, record.request_id, deployment, result.headers)
+    _headers(response, record.request_id, deployment, {**limit_headers, **result.headers})
     record.finish()
     return response
 
 
-def _stream_response(record: CallRecord, upstream: UpstreamStream) -> HttpResponse:
+def _stream_response(record: CallRecord, upstream: UpstreamStream, limit_headers: dict[str, str]) -> HttpResponse:
     record.status = 200
 
     async def relay() -> AsyncIterator[bytes]:
@@ -354,6 +420,8 @@ def _stream_response(record: CallRecord, upstream: UpstreamStream) -> HttpRespon
             async for event in upstream:
                 if record.ttfb is None:
                     record.ttfb = time.perf_counter()
+                # Each content event is about one token: the estimate if the usage chunk never comes.
+                record.content_events += 1
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             record.disconnected = True
@@ -377,7 +445,7 @@ def _stream_response(record: CallRecord, upstream: UpstreamStream) -> HttpRespon
     response = StreamingHttpResponse(gen, content_type="text/event-stream")
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
-    _headers(response, record.request_id, record.deployment, upstream.headers)
+    _headers(response, record.request_id, record.deployment, {**limit_headers, **upstream.headers})
     # ProxyHandler iterates (and closes) this generator itself, so a disconnect closes it at once.
     response.gateway_stream = gen  # type: ignore[attr-defined]
     return response

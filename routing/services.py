@@ -152,3 +152,17 @@ def rotate_encryption() -> int:
         provider.save(update_fields=["api_key_encrypted"])
         count += 1
     return count
+
+
+STARTER_MODEL = "mock-chat"
+
+
+@transaction.atomic
+def starter_setup(tenant: Tenant, *, actor: Actor) -> None:
+    """The built-in mock provider and one model it serves, so a new tenant can make a call in a minute."""
+    existing = ProviderCredential.objects.filter(tenant=tenant, name="mock").first()
+    # Never turn someone's own provider that happens to be called "mock" into the built-in one.
+    name = "mock" if existing is None or existing.kind == ProviderKind.MOCK else "builtin-mock"
+    provider, _ = provider_upsert(tenant, name=name, kind=ProviderKind.MOCK, actor=actor)
+    if not ModelDeployment.objects.filter(tenant=tenant, model_name=STARTER_MODEL).exists():
+        model_deployments_set(tenant, model_name=STARTER_MODEL, deployments=[(provider, "mock-chat")], actor=actor)

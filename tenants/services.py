@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
+from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.text import slugify
 
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
-from tenants.models import KEY_PREFIX, Tenant, VirtualKey, hash_secret
+from tenants.models import (
+    KEY_PREFIX,
+    TOKEN_PREFIX,
+    Invitation,
+    ManagementToken,
+    Membership,
+    Role,
+    Tenant,
+    VirtualKey,
+    hash_secret,
+    role_at_least,
+)
+
+INVITATION_TTL = timedelta(days=7)
 
 
 def generate_key_secret() -> str:
@@ -139,3 +159,303 @@ def virtual_key_update(
         audit(tenant, actor=actor, action="key.update", target=key, changes=changes)
         record_change("key", key.key_hash)
     return key
+
+
+@transaction.atomic
+def virtual_key_rotate(tenant: Tenant, *, key: VirtualKey, actor: Actor) -> tuple[VirtualKey, str]:
+    """Give the key a new secret; the old one stops working at once. Returns the row and the new secret."""
+    if key.tenant_id != tenant.id:
+        raise VirtualKey.DoesNotExist
+    if key.revoked:
+        raise ValidationError("A revoked key cannot be rotated; create a new key instead.")
+    old_hash = key.key_hash
+    secret = generate_key_secret()
+    key.key_hash = hash_secret(secret)
+    key.prefix = secret[: len(KEY_PREFIX) + 4]
+    key.save(update_fields=["key_hash", "prefix"])
+    audit(tenant, actor=actor, action="key.rotate", target=key)
+    # Processes cache keys by hash: drop the old secret's entry, and any cached miss for the new one.
+    record_change("key", old_hash)
+    record_change("key", key.key_hash)
+    return key, secret
+
+
+# --- Tenants ---------------------------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name).replace("_", "-")[:50].strip("-") or "tenant"
+    slug = base
+    while Tenant.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(2)}"
+    return slug
+
+
+@transaction.atomic
+def tenant_create(*, name: str, owner: AbstractBaseUser, actor: Actor, slug: str = "") -> Tenant:
+    """A new tenant with `owner` as its first owner. Without a slug, one is derived from the name."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "A tenant needs a name."})
+    slug = slug.strip().lower() or _unique_slug(name)
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": f"The slug {slug!r} is taken."})
+    tenant = Tenant(slug=slug, name=name[:200])
+    tenant.full_clean()
+    tenant.save()
+    Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+    audit(tenant, actor=actor, action="tenant.create", target=tenant, changes={"name": tenant.name})
+    return tenant
+
+
+@transaction.atomic
+def tenant_create_for_new_user(*, user: AbstractBaseUser, actor: Actor) -> Tenant:
+    """Every new account starts with a tenant of its own, so the console is usable right away."""
+    local = (getattr(user, "email", "") or "my").split("@")[0]
+    return tenant_create(name=f"{local}'s workspace", owner=user, actor=actor, slug=_unique_slug(local))
+
+
+@transaction.atomic
+def tenant_rename(tenant: Tenant, *, name: str, actor: Actor) -> Tenant:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "A tenant needs a name."})
+    if name != tenant.name:
+        old = tenant.name
+        tenant.name = name[:200]
+        tenant.full_clean()
+        tenant.save(update_fields=["name"])
+        audit(tenant, actor=actor, action="tenant.update", target=tenant, changes={"name": [old, tenant.name]})
+    return tenant
+
+
+@transaction.atomic
+def tenant_delete(tenant: Tenant, *, actor: Actor) -> None:
+    """Delete the tenant and everything in it. Its keys stop working at once."""
+    key_hashes = list(tenant.virtual_keys.values_list("key_hash", flat=True))
+    # Recorded without a tenant so the row outlives the cascade that deletes the tenant's own log.
+    audit(None, actor=actor, action="tenant.delete", target_type="Tenant", target_label=tenant.slug)
+    tenant_id = tenant.id
+    tenant.delete()
+    for key_hash in key_hashes:
+        record_change("key", key_hash)
+    record_change("tenant", tenant_id)
+
+
+# --- Members and invitations -----------------------------------------------------------------------
+
+
+def _check_role(role: str) -> str:
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}; use one of {', '.join(Role.values)}."})
+    return role
+
+
+def _normalize_email(email: str) -> str:
+    email = (email or "").strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"email": f"{email!r} is not a valid email address."}) from None
+    # allauth stores and looks up addresses in lower case; do the same so the person can log in.
+    return email.lower()
+
+
+def _user_by_email(email: str) -> AbstractBaseUser | None:
+    from allauth.account.models import EmailAddress
+
+    address = EmailAddress.objects.filter(email__iexact=email).select_related("user").first()
+    if address is not None:
+        return address.user
+    return get_user_model().objects.filter(email__iexact=email).first()
+
+
+def _owner_count(tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=Role.OWNER).count()
+
+
+@transaction.atomic
+def member_add(
+    tenant: Tenant, *, email: str, role: str, actor: Actor, password: str | None = None
+) -> tuple[Membership, list[str]]:
+    """Make the person with this email a member with this role, creating their account if needed.
+
+    Used by `gateway add-member`: the operator vouches for the address, so it is marked verified.
+    Returns the membership and one line per change.
+    """
+    from allauth.account.models import EmailAddress
+    from allauth.utils import generate_unique_username
+
+    email = _normalize_email(email)
+    _check_role(role)
+    changes: list[str] = []
+    user = _user_by_email(email)
+    if user is None:
+        username = generate_unique_username([email.split("@")[0], "user"])
+        user = get_user_model().objects.create_user(username=username, email=email, password=password or None)
+        changes.append(f"+ user {email}")
+        audit(tenant, actor=actor, action="user.create", target_type="User", target_label=email)
+    elif password:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        changes.append(f"~ user {email} password")
+        audit(tenant, actor=actor, action="user.password", target_type="User", target_label=email)
+    address, _ = EmailAddress.objects.get_or_create(
+        user=user, email__iexact=email, defaults={"email": email, "verified": True, "primary": True}
+    )
+    if not address.verified:
+        address.verified = True
+        address.save(update_fields=["verified"])
+    membership = Membership.objects.filter(tenant=tenant, user=user).first()
+    if membership is None:
+        membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        changes.append(f"+ member {email} in {tenant.slug} as {role}")
+        audit(tenant, actor=actor, action="member.add", target=membership, changes={"email": email, "role": role})
+    elif membership.role != role:
+        membership_set_role(tenant, membership=membership, role=role, actor=actor)
+        changes.append(f"~ member {email} in {tenant.slug} as {role}")
+    return membership, changes
+
+
+@transaction.atomic
+def membership_set_role(tenant: Tenant, *, membership: Membership, role: str, actor: Actor) -> Membership:
+    if membership.tenant_id != tenant.id:
+        raise Membership.DoesNotExist
+    _check_role(role)
+    if membership.role == role:
+        return membership
+    if membership.role == Role.OWNER and _owner_count(tenant) == 1:
+        raise ValidationError({"role": "A tenant needs at least one owner; make someone else owner first."})
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(tenant, actor=actor, action="member.role", target=membership, changes={"role": [old, role]})
+    return membership
+
+
+@transaction.atomic
+def membership_remove(tenant: Tenant, *, membership: Membership, actor: Actor) -> None:
+    if membership.tenant_id != tenant.id:
+        raise Membership.DoesNotExist
+    if membership.role == Role.OWNER and _owner_count(tenant) == 1:
+        raise ValidationError("A tenant needs at least one owner; make someone else owner first.")
+    audit(tenant, actor=actor, action="member.remove", target=membership, changes={"role": membership.role})
+    membership.delete()
+
+
+def _send_invitation(invitation_id: int, token: str) -> None:
+    invitation = Invitation.objects.select_related("tenant").get(id=invitation_id)
+    context = {
+        "invitation": invitation,
+        "url": f"{settings.PUBLIC_URL}/invitations/{token}/",
+        "inviter": invitation.invited_by.email if invitation.invited_by else "",
+    }
+    send_mail(
+        subject=f"You are invited to {invitation.tenant.name} on the LLM gateway",
+        message=render_to_string("tenants/email/invitation.txt", context),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+@transaction.atomic
+def invitation_create(tenant: Tenant, *, email: str, role: str, actor: Actor) -> tuple[Invitation, str]:
+    """Invite someone by email. Returns the invitation and the secret token in the emailed link."""
+    email = _normalize_email(email)
+    _check_role(role)
+    if Membership.objects.filter(tenant=tenant, user__emailaddress__email__iexact=email).exists() or (
+        Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists()
+    ):
+        raise ValidationError({"email": f"{email} is already a member of {tenant.name}."})
+    # A new invitation replaces a pending or expired one, so "resend" is just inviting again.
+    Invitation.objects.filter(tenant=tenant, email__iexact=email, accepted_at=None).delete()
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=tenant,
+        email=email,
+        role=role,
+        token_hash=hash_secret(token),
+        invited_by=actor.user,
+        expires_at=timezone.now() + INVITATION_TTL,
+    )
+    audit(tenant, actor=actor, action="invitation.create", target=invitation, changes={"email": email, "role": role})
+    transaction.on_commit(lambda: _send_invitation(invitation.id, token))
+    return invitation, token
+
+
+@transaction.atomic
+def invitation_revoke(tenant: Tenant, *, invitation: Invitation, actor: Actor) -> None:
+    if invitation.tenant_id != tenant.id:
+        raise Invitation.DoesNotExist
+    audit(tenant, actor=actor, action="invitation.revoke", target=invitation, changes={"email": invitation.email})
+    invitation.delete()
+
+
+def _verified_emails(user: AbstractBaseUser) -> set[str]:
+    from allauth.account.models import EmailAddress
+
+    return {e.lower() for e in EmailAddress.objects.filter(user=user, verified=True).values_list("email", flat=True)}
+
+
+@transaction.atomic
+def invitation_accept(invitation: Invitation, *, user: AbstractBaseUser, actor: Actor) -> Membership:
+    """Join the tenant. The link alone is not enough: the user must own the invited address."""
+    invitation = Invitation.objects.select_for_update().get(id=invitation.id)
+    if not invitation.is_pending:
+        raise ValidationError("This invitation has expired or was already used; ask for a new one.")
+    if invitation.email.lower() not in _verified_emails(user):
+        raise ValidationError(
+            f"This invitation is for {invitation.email}. Sign in with that address (or add and verify it "
+            "under your account's email settings) to accept it."
+        )
+    tenant = invitation.tenant
+    membership, created = Membership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": invitation.role})
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    if created:
+        audit(
+            tenant,
+            actor=actor,
+            action="member.add",
+            target=membership,
+            changes={"email": invitation.email, "role": invitation.role, "via": "invitation"},
+        )
+    return membership
+
+
+# --- Management tokens -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def management_token_create(
+    tenant: Tenant, *, name: str, role: str, actor: Actor, grantor_role: str = Role.OWNER
+) -> tuple[ManagementToken, str]:
+    """Mint an API token. Nobody can mint a token stronger than their own role (`grantor_role`)."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "A token needs a name."})
+    _check_role(role)
+    if not role_at_least(grantor_role, role):
+        raise ValidationError({"role": f"You cannot mint a token with a role above your own ({grantor_role})."})
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ManagementToken.objects.create(
+        tenant=tenant,
+        name=name[:200],
+        token_hash=hash_secret(secret),
+        prefix=secret[: len(TOKEN_PREFIX) + 4],
+        role=role,
+        created_by=actor.user,
+    )
+    audit(tenant, actor=actor, action="token.create", target=token, changes={"name": token.name, "role": role})
+    return token, secret
+
+
+@transaction.atomic
+def management_token_revoke(tenant: Tenant, *, token: ManagementToken, actor: Actor) -> ManagementToken:
+    if token.tenant_id != tenant.id:
+        raise ManagementToken.DoesNotExist
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit(tenant, actor=actor, action="token.revoke", target=token)
+    return token

@@ -30,10 +30,35 @@ class Command(BaseCommand):
         p.add_argument("--name", required=True)
         p.add_argument("--models", default="", help="comma-separated model names (default: all)")
         p.add_argument("--expires", default="", help="ISO 8601 expiry, e.g. 2027-01-01T00:00:00Z")
+        p.add_argument("--rpm", type=int, default=None, help="requests per minute for this key")
+        p.add_argument("--tpm", type=int, default=None, help="tokens per minute for this key")
+        p.add_argument("--max-parallel", type=int, default=None, help="concurrent requests for this key")
+        p.add_argument("--budget", default=None, help="hard budget in USD for this key")
+        p.add_argument("--budget-period", default="month", choices=["day", "week", "month", "total"])
+
+        p = sub.add_parser("spend", help="Spend from the ledger, as exact decimal strings")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--since", default=None, help="first day, YYYY-MM-DD (tenant time zone)")
+        p.add_argument("--until", default=None, help="last day, YYYY-MM-DD, inclusive")
+        p.add_argument("--json", action="store_true", help="print JSON (the only format for now)")
+
+        p = sub.add_parser("reconcile", help="Prove the spend ledger equals the sum of call log costs")
+        p.add_argument("--tenant", default=None)
 
         p = sub.add_parser("revoke-key", help="Revoke a virtual key by name or prefix")
         p.add_argument("--tenant", required=True)
         p.add_argument("--name", required=True)
+
+        p = sub.add_parser("add-member", help="Add a person to a tenant, creating their account if needed")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--email", required=True)
+        p.add_argument("--role", required=True, choices=["owner", "admin", "member", "viewer"])
+        p.add_argument("--password", default=None, help="set this password (default: they use password reset)")
+
+        p = sub.add_parser("mint-token", help="Create a management API token; prints it as its only line")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--name", required=True)
+        p.add_argument("--role", required=True, choices=["owner", "admin", "member", "viewer"])
 
         sub.add_parser("seed-demo", help="Create the demo tenant, key and mock model (idempotent)")
         sub.add_parser("quickstart", help="Print the demo key, a curl command and the console login")
@@ -84,10 +109,78 @@ class Command(BaseCommand):
             if expires_at is None:
                 raise CommandError(f"--expires {options['expires']!r} is not an ISO 8601 date-time")
         models = [m for m in options["models"].split(",") if m.strip()]
-        _key, secret = virtual_key_create(
-            tenant, name=options["name"], models=models, expires_at=expires_at, actor=Actor.cli()
-        )
+        budget = None
+        if options["budget"] is not None:
+            from decimal import Decimal, InvalidOperation
+
+            try:
+                budget = Decimal(options["budget"])
+            except InvalidOperation:
+                raise CommandError(f"--budget {options['budget']!r} is not a number of USD") from None
+            if not budget.is_finite() or budget < 0:
+                raise CommandError("--budget must be zero or more USD")
+        for flag in ("rpm", "tpm", "max_parallel"):
+            if options[flag] is not None and options[flag] < 1:
+                raise CommandError(f"--{flag.replace('_', '-')} must be a positive whole number")
+        from django.db import transaction
+
+        from billing.models import LimitScope
+        from billing.services import budget_upsert, rate_limit_set
+
+        with transaction.atomic():
+            key, secret = virtual_key_create(
+                tenant, name=options["name"], models=models, expires_at=expires_at, actor=Actor.cli()
+            )
+            if options["rpm"] or options["tpm"] or options["max_parallel"]:
+                rate_limit_set(
+                    tenant,
+                    scope=LimitScope.KEY,
+                    ref=str(key.id),
+                    rpm=options["rpm"],
+                    tpm=options["tpm"],
+                    max_parallel=options["max_parallel"],
+                    actor=Actor.cli(),
+                )
+            if budget is not None:
+                budget_upsert(
+                    tenant,
+                    scope=f"key:{key.name}",
+                    limit_usd=budget,
+                    period=options["budget_period"],
+                    mode="hard",
+                    actor=Actor.cli(),
+                )
         self.stdout.write(secret)
+
+    def cmd_spend(self, options: dict) -> None:
+        import json
+
+        from django.utils.dateparse import parse_date
+
+        from billing.selectors import spend_summary
+
+        tenant = self._tenant(options["tenant"])
+        dates = {}
+        for name in ("since", "until"):
+            if options[name]:
+                try:
+                    dates[name] = parse_date(options[name]) if len(options[name]) == 10 else None
+                except ValueError:
+                    dates[name] = None
+                if dates[name] is None:
+                    raise CommandError(f"--{name} {options[name]!r} is not a date (YYYY-MM-DD)")
+        self.stdout.write(json.dumps(spend_summary(tenant, **dates)))
+
+    def cmd_reconcile(self, options: dict) -> None:
+        from billing.selectors import reconcile
+
+        tenant = self._tenant(options["tenant"]) if options["tenant"] else None
+        diffs = reconcile(tenant)
+        for d in diffs:
+            self.stderr.write(f"{d.tenant} {d.day} {d.what}: ledger {d.ledger} != call logs {d.call_logs}")
+        if diffs:
+            raise CommandError(f"{len(diffs)} difference(s) between the spend ledger and the call logs")
+        self.stdout.write("ledger matches call logs")
 
     def cmd_revoke_key(self, options: dict) -> None:
         from tenants.models import VirtualKey
@@ -100,6 +193,23 @@ class Command(BaseCommand):
         for key in keys:
             virtual_key_revoke(tenant, key=key, actor=Actor.cli())
             self.stdout.write(f"revoked {key.name} ({key.prefix}…)")
+
+    def cmd_add_member(self, options: dict) -> None:
+        from tenants.services import member_add
+
+        tenant = self._tenant(options["tenant"])
+        membership, changes = member_add(
+            tenant, email=options["email"], role=options["role"], password=options["password"], actor=Actor.cli()
+        )
+        for line in changes or [f"{membership.user.email} is already {membership.role} in {tenant.slug}: no changes"]:
+            self.stdout.write(line)
+
+    def cmd_mint_token(self, options: dict) -> None:
+        from tenants.services import management_token_create
+
+        tenant = self._tenant(options["tenant"])
+        _token, secret = management_token_create(tenant, name=options["name"], role=options["role"], actor=Actor.cli())
+        self.stdout.write(secret)
 
     def cmd_seed_demo(self, options: dict) -> None:
         from tenants.demo import seed_demo

@@ -1,0 +1,79 @@
+"""Loading a tenant's prices, limits and budgets into the proxy's in-process cache (off the hot path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from billing.periods import period_key
+from billing.prices import NANO, Price, find_price, shipped_prices
+
+
+@dataclass
+class MoneyConfig:
+    tz: ZoneInfo
+    prices: dict[str, Price]
+    tenant_rpm: int | None = None
+    tenant_tpm: int | None = None
+    deployment_limits: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
+    budgets: list = field(default_factory=list)
+
+    def price_for(self, upstream_model: str) -> Price | None:
+        return find_price(upstream_model, self.prices)
+
+
+def tenant_timezone(tenant_id: int) -> ZoneInfo:
+    from billing.models import BillingSettings
+
+    name = BillingSettings.objects.filter(tenant_id=tenant_id).values_list("timezone", flat=True).first()
+    try:
+        return ZoneInfo(name or "UTC")
+    except Exception:
+        return ZoneInfo("UTC")
+
+
+def load_money_config(tenant_id: int) -> MoneyConfig:
+    from billing.models import Budget, LimitScope, PriceOverride, RateLimit
+    from billing.selectors import spent_in_period_pico
+    from proxy.limits import limiter
+    from proxy.state import BudgetSpec
+
+    prices = dict(shipped_prices())
+    for o in PriceOverride.objects.filter(tenant_id=tenant_id):
+        prices[o.model] = Price(
+            input=o.input,
+            output=o.output,
+            cached_input=o.cached_input,
+            cache_write=o.cache_write,
+            max_output=prices[o.model].max_output if o.model in prices else Price(o.input, o.output).max_output,
+        )
+    config = MoneyConfig(tz=tenant_timezone(tenant_id), prices=prices)
+    for limit in RateLimit.objects.filter(tenant_id=tenant_id).exclude(scope=LimitScope.KEY):
+        if limit.scope == LimitScope.TENANT:
+            config.tenant_rpm, config.tenant_tpm = limit.rpm, limit.tpm
+        elif limit.scope == LimitScope.DEPLOYMENT and limit.ref.isdigit():
+            config.deployment_limits[int(limit.ref)] = (limit.rpm, limit.tpm)
+    now = datetime.now(UTC)
+    for budget in Budget.objects.filter(tenant_id=tenant_id):
+        kind, _, value = budget.scope.partition(":")
+        spec = BudgetSpec(
+            id=budget.id,
+            scope_kind=kind,
+            scope_value=value,
+            limit_nanos=int(budget.limit_usd * NANO),
+            period=budget.period,
+            hard=budget.mode == "hard",
+            alert_at=tuple(sorted(int(a) for a in budget.alert_at)),
+        )
+        config.budgets.append(spec)
+        # Redis may have no counter for this period yet (new budget, Redis restarted): start it from
+        # the ledger. NX: a live counter is never overwritten.
+        pk = period_key(budget.period, now, config.tz)
+        spent = spent_in_period_pico(budget, now=now, tz=config.tz)
+        limiter().seed_spent(budget_counter_key(budget.id, pk), -(-spent // 1000))  # pico -> nano, rounded up
+    return config
+
+
+def budget_counter_key(budget_id: int, period: str) -> str:
+    return f"gw:b:{budget_id}:{period}"

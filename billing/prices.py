@@ -1,0 +1,113 @@
+"""The price table and exact cost arithmetic. Money is Decimal, never float.
+
+Prices are USD per million tokens, shipped in data/prices.json for the current models of every
+provider family, with per-tenant overrides (negotiated prices) from billing.PriceOverride.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from functools import cache
+from pathlib import Path
+
+MILLION = Decimal(1_000_000)
+PICO = Decimal(10**12)
+# Budgets are counted in Redis as integer nano-dollars (Lua numbers are doubles: exact to 2**53,
+# i.e. about 9 million USD per counter). Reservations round up, so a budget is never overshot.
+NANO = Decimal(1_000_000_000)
+DEFAULT_MAX_OUTPUT = 16_384
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest|-preview(-\d{2}-\d{4})?)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    max_output: int = DEFAULT_MAX_OUTPUT
+
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> Decimal:
+        """Exact cost of one call. Cached and cache-write tokens are part of prompt_tokens (OpenAI's
+        convention) and are billed at their own rate instead of the input rate."""
+        cached = min(cached_tokens, prompt_tokens)
+        written = min(cache_write_tokens, prompt_tokens - cached)
+        plain = prompt_tokens - cached - written
+        total = plain * self.input + completion_tokens * self.output
+        total += cached * (self.cached_input if self.cached_input is not None else self.input)
+        total += written * (self.cache_write if self.cache_write is not None else self.input)
+        return total / MILLION
+
+    def worst_case_nanos(self, prompt_tokens: int, max_output: int | None) -> int:
+        out = max_output if max_output is not None else self.max_output
+        cost = (prompt_tokens * self.input + out * self.output) / MILLION
+        return to_nanos_ceil(cost)
+
+
+def to_pico(amount: Decimal) -> int:
+    """USD -> integer picodollars, rounded up (costs are exact at this scale; see billing.models)."""
+    return int((amount * PICO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_pico(value: int) -> Decimal:
+    return Decimal(value) / PICO
+
+
+def to_nanos_ceil(amount: Decimal) -> int:
+    return int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def _dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+@cache
+def shipped_prices() -> dict[str, Price]:
+    data = json.loads((Path(__file__).parent / "data" / "prices.json").read_text())
+    out = {}
+    for model, row in data["models"].items():
+        out[model] = Price(
+            input=Decimal(row["input"]),
+            output=Decimal(row["output"]),
+            cached_input=_dec(row.get("cached_input")),
+            cache_write=_dec(row.get("cache_write")),
+            max_output=int(row.get("max_output", DEFAULT_MAX_OUTPUT)),
+        )
+    return out
+
+
+def find_price(model: str, table: dict[str, Price]) -> Price | None:
+    """Exact id, then without a date/version suffix (gpt-4o-mini-2024-07-18), then the longest prefix."""
+    if model in table:
+        return table[model]
+    stripped = model
+    for _ in range(3):
+        shorter = _DATE_SUFFIX.sub("", stripped)
+        if shorter == stripped:
+            break
+        stripped = shorter
+        if stripped in table:
+            return table[stripped]
+    # Bedrock ids carry a region prefix ("us.anthropic.claude-..."), Gemini a "models/" one.
+    for prefix in ("us.", "eu.", "apac.", "global.", "models/"):
+        if stripped.startswith(prefix) and stripped[len(prefix) :] in table:
+            return table[stripped[len(prefix) :]]
+    best = max((name for name in table if stripped.startswith(name + "-")), key=len, default=None)
+    return table[best] if best else None
+
+
+def format_usd(amount: Decimal) -> str:
+    """An exact decimal string without exponent or trailing zeros: Decimal('0.01230') -> '0.0123'."""
+    if amount == 0:
+        return "0"
+    text = format(amount.normalize(), "f")
+    return text
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b) if b else 0

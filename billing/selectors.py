@@ -1,0 +1,139 @@
+"""Reads over the spend ledger: totals, breakdowns, budget usage and reconciliation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import Sum
+
+from billing.models import Budget, SpendLedger, TagSpend
+from billing.periods import period_start
+from billing.prices import format_usd, from_pico
+from observability.models import CallLog
+from tenants.models import Tenant, VirtualKey
+
+
+def _ledger(tenant_id: int, since: date | None = None, until: date | None = None):
+    rows = SpendLedger.objects.filter(tenant_id=tenant_id)
+    if since:
+        rows = rows.filter(day__gte=since)
+    if until:
+        rows = rows.filter(day__lte=until)
+    return rows
+
+
+def spent_in_period_pico(budget: Budget, *, now: datetime, tz: ZoneInfo) -> int:
+    start = period_start(budget.period, now, tz)
+    kind, _, value = budget.scope.partition(":")
+    if kind == "tag":
+        rows = TagSpend.objects.filter(tenant_id=budget.tenant_id, tag=value)
+        if start:
+            rows = rows.filter(day__gte=start)
+        return int(rows.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
+    rows = _ledger(budget.tenant_id, since=start)
+    if kind == "key":
+        rows = rows.filter(
+            virtual_key_id__in=VirtualKey.objects.filter(tenant_id=budget.tenant_id, name=value).values("id")
+        )
+    elif kind == "user":
+        rows = rows.filter(end_user=value)
+    return int(rows.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
+
+
+def spend_summary(tenant: Tenant, *, since: date | None = None, until: date | None = None) -> dict:
+    """The `gateway spend --json` document: exact decimal strings."""
+    rows = _ledger(tenant.id, since, until)
+    total = int(rows.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
+    key_names = dict(VirtualKey.objects.filter(tenant=tenant).values_list("id", "name"))
+    by_key: dict[str, int] = {}
+    for key_id, cost in (
+        rows.values_list("virtual_key_id").annotate(s=Sum("cost_picodollars")).values_list("virtual_key_id", "s")
+    ):
+        name = key_names.get(key_id, f"deleted-key-{key_id}")
+        by_key[name] = by_key.get(name, 0) + int(cost or 0)
+    by_model = {
+        model: int(cost or 0)
+        for model, cost in rows.values_list("model").annotate(s=Sum("cost_picodollars")).values_list("model", "s")
+    }
+    return {
+        "total_usd": format_usd(from_pico(total)),
+        "by_key": {k: format_usd(from_pico(v)) for k, v in sorted(by_key.items())},
+        "by_model": {k: format_usd(from_pico(v)) for k, v in sorted(by_model.items())},
+    }
+
+
+def top_spenders(tenant_id: int, *, since: date | None, limit: int = 5) -> tuple[list, list]:
+    rows = _ledger(tenant_id, since)
+    key_names = dict(VirtualKey.objects.filter(tenant_id=tenant_id).values_list("id", "name"))
+    keys = [
+        (key_names.get(k, f"key {k}"), from_pico(int(c or 0)))
+        for k, c in rows.values_list("virtual_key_id")
+        .annotate(s=Sum("cost_picodollars"))
+        .order_by("-s")
+        .values_list("virtual_key_id", "s")[:limit]
+    ]
+    models = [
+        (m, from_pico(int(c or 0)))
+        for m, c in rows.values_list("model")
+        .annotate(s=Sum("cost_picodollars"))
+        .order_by("-s")
+        .values_list("model", "s")[:limit]
+    ]
+    return keys, models
+
+
+@dataclass
+class Difference:
+    tenant: str
+    day: str
+    what: str
+    ledger: Decimal
+    call_logs: Decimal
+
+
+def reconcile(tenant: Tenant | None = None) -> list[Difference]:
+    """Ledger totals against the sum of call log costs, per tenant and day, and per tag."""
+    from collections import defaultdict
+
+    tenants = [tenant] if tenant else list(Tenant.objects.all())
+    diffs: list[Difference] = []
+    for t in tenants:
+        logs: dict[date, int] = defaultdict(int)
+        tags: dict[tuple[date, str], int] = defaultdict(int)
+        for day, cost, log_tags in CallLog.objects.filter(tenant=t, cost_picodollars__isnull=False).values_list(
+            "day", "cost_picodollars", "tags"
+        ):
+            logs[day] += cost
+            for tag in log_tags or []:
+                tags[(day, tag)] += cost
+        ledger = {
+            d: int(s or 0)
+            for d, s in SpendLedger.objects.filter(tenant=t)
+            .values_list("day")
+            .annotate(s=Sum("cost_picodollars"))
+            .values_list("day", "s")
+        }
+        for day in sorted(set(logs) | set(ledger)):
+            if logs.get(day, 0) != ledger.get(day, 0):
+                diffs.append(
+                    Difference(t.slug, str(day), "total", from_pico(ledger.get(day, 0)), from_pico(logs.get(day, 0)))
+                )
+        tag_ledger = {
+            (d, tag): int(c)
+            for d, tag, c in TagSpend.objects.filter(tenant=t).values_list("day", "tag", "cost_picodollars")
+        }
+        for key in sorted(set(tags) | set(tag_ledger)):
+            if tags.get(key, 0) != tag_ledger.get(key, 0):
+                diffs.append(
+                    Difference(
+                        t.slug,
+                        str(key[0]),
+                        f"tag:{key[1]}",
+                        from_pico(tag_ledger.get(key, 0)),
+                        from_pico(tags.get(key, 0)),
+                    )
+                )
+    return diffs

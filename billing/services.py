@@ -1,0 +1,245 @@
+"""Writes for money: budgets, limits, prices, settings, and budget alert emails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from billing.models import BillingSettings, Budget, BudgetAlert, LimitScope, PriceOverride, RateLimit
+from billing.prices import NANO, format_usd
+from tenants.audit import Actor, audit
+from tenants.changes import record_change
+from tenants.models import Membership, Role, Tenant, VirtualKey
+
+DEFAULT_ALERTS = [50, 80, 100]
+
+
+def _validate_scope(scope: str) -> str:
+    scope = scope.strip()
+    kind, sep, value = scope.partition(":")
+    if scope == "tenant" or (sep and kind in {"key", "user", "tag"} and value.strip()):
+        return scope
+    raise ValidationError({"scope": f"Unknown budget scope {scope!r}: use tenant, key:NAME, user:ID or tag:TAG."})
+
+
+@transaction.atomic
+def budget_upsert(
+    tenant: Tenant,
+    *,
+    scope: str,
+    limit_usd: Decimal,
+    period: str,
+    mode: str,
+    actor: Actor,
+    alert_at: list[int] | None = None,
+) -> tuple[Budget, bool]:
+    scope = _validate_scope(scope)
+    alerts = sorted({int(a) for a in (alert_at if alert_at is not None else DEFAULT_ALERTS)})
+    if any(a <= 0 or a > 1000 for a in alerts):
+        raise ValidationError({"alert_at": "Alert thresholds are percentages between 1 and 1000."})
+    budget = Budget.objects.filter(tenant=tenant, scope=scope, period=period).first()
+    created = budget is None
+    if budget is None:
+        budget = Budget(tenant=tenant, scope=scope, period=period)
+    new = {"limit_usd": Decimal(limit_usd), "mode": mode, "alert_at": alerts}
+    changes = {k: [str(getattr(budget, k)), str(v)] for k, v in new.items() if created or getattr(budget, k) != v}
+    if not changes:
+        return budget, False
+    for k, v in new.items():
+        setattr(budget, k, v)
+    budget.full_clean()
+    budget.save()
+    audit(tenant, actor=actor, action="budget.create" if created else "budget.update", target=budget, changes=changes)
+    record_change("tenant", tenant.id)
+    return budget, True
+
+
+@transaction.atomic
+def budget_delete(tenant: Tenant, *, budget: Budget, actor: Actor) -> None:
+    if budget.tenant_id != tenant.id:
+        raise Budget.DoesNotExist
+    audit(tenant, actor=actor, action="budget.delete", target=budget)
+    budget.delete()
+    record_change("tenant", tenant.id)
+
+
+@transaction.atomic
+def rate_limit_set(
+    tenant: Tenant,
+    *,
+    scope: str,
+    ref: str = "",
+    rpm: int | None,
+    tpm: int | None,
+    max_parallel: int | None = None,
+    actor: Actor,
+) -> bool:
+    """Set (or with all values None, remove) the limits of one scope. Returns whether anything changed."""
+    for name, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValidationError({name: f"{name} must be a positive whole number."})
+    if scope not in LimitScope.values:
+        raise ValidationError({"scope": f"Unknown limit scope {scope!r}."})
+    current = RateLimit.objects.filter(tenant=tenant, scope=scope, ref=ref).first()
+    if rpm is None and tpm is None and max_parallel is None:
+        if current is None:
+            return False
+        current.delete()
+        changed = True
+    else:
+        if current and (current.rpm, current.tpm, current.max_parallel) == (rpm, tpm, max_parallel):
+            return False
+        RateLimit.objects.update_or_create(
+            tenant=tenant, scope=scope, ref=ref, defaults={"rpm": rpm, "tpm": tpm, "max_parallel": max_parallel}
+        )
+        changed = True
+    audit(
+        tenant,
+        actor=actor,
+        action="limits.update",
+        target_type="RateLimit",
+        target_label=f"{scope}:{ref}" if ref else scope,
+        changes={"rpm": rpm, "tpm": tpm, "max_parallel": max_parallel},
+    )
+    if scope == LimitScope.KEY:
+        key_hash = VirtualKey.objects.filter(tenant=tenant, id=int(ref)).values_list("key_hash", flat=True).first()
+        if key_hash:
+            record_change("key", key_hash)
+    else:
+        record_change("tenant", tenant.id)
+    return changed
+
+
+@transaction.atomic
+def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
+    """Make the tenant's negotiated prices exactly these (USD per million tokens)."""
+    want = {p["model"]: p for p in prices}
+    have = {o.model: o for o in PriceOverride.objects.filter(tenant=tenant)}
+    changed = False
+    for model, p in want.items():
+        values = {
+            k: (Decimal(str(p[k])) if p.get(k) is not None else None)
+            for k in ("input", "output", "cached_input", "cache_write")
+        }
+        o = have.get(model)
+        if o and all(getattr(o, k) == v for k, v in values.items()):
+            continue
+        o = o or PriceOverride(tenant=tenant, model=model)
+        for k, v in values.items():
+            setattr(o, k, v)
+        o.full_clean()
+        o.save()
+        changed = True
+    stale = [m for m in have if m not in want]
+    if stale:
+        PriceOverride.objects.filter(tenant=tenant, model__in=stale).delete()
+        changed = True
+    if changed:
+        audit(
+            tenant,
+            actor=actor,
+            action="prices.update",
+            target_type="Prices",
+            target_label=tenant.slug,
+            changes={"models": sorted(want)},
+        )
+        record_change("tenant", tenant.id)
+    return changed
+
+
+@transaction.atomic
+def billing_settings_set(
+    tenant: Tenant, *, timezone_name: str, actor: Actor, alert_emails: list[str] | None = None
+) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            {"timezone": f"Unknown time zone {timezone_name!r} (use an IANA name like Europe/Berlin)."}
+        ) from None
+    obj, created = BillingSettings.objects.get_or_create(tenant=tenant)
+    emails = alert_emails if alert_emails is not None else obj.alert_emails
+    if not created and obj.timezone == timezone_name and obj.alert_emails == emails:
+        return False
+    changes = {"timezone": [obj.timezone, timezone_name]}
+    obj.timezone = timezone_name
+    obj.alert_emails = emails
+    obj.save(update_fields=["timezone", "alert_emails"])
+    audit(
+        tenant,
+        actor=actor,
+        action="billing.settings",
+        target_type="BillingSettings",
+        target_label=tenant.slug,
+        changes=changes,
+    )
+    record_change("tenant", tenant.id)
+    return True
+
+
+def alert_recipients(tenant: Tenant) -> list[str]:
+    emails = list(
+        Membership.objects.filter(tenant=tenant, role__in=[Role.OWNER, Role.ADMIN])
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    extra = BillingSettings.objects.filter(tenant=tenant).values_list("alert_emails", flat=True).first() or []
+    return sorted(set(emails) | {e for e in extra if isinstance(e, str) and e})
+
+
+def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_nanos: int) -> bool:
+    """Send the alert for this budget, period and threshold unless it was already sent. Exactly once."""
+    from billing.config_cache import tenant_timezone
+    from billing.periods import period_start
+    from billing.selectors import top_spenders
+
+    budget = Budget.objects.select_related("tenant").filter(id=budget_id).first()
+    if budget is None:
+        return False
+    spent = Decimal(spent_nanos) / NANO
+    try:
+        with transaction.atomic():
+            alert = BudgetAlert.objects.create(
+                budget=budget, period_key=period_key, threshold=threshold, spent_picodollars=spent_nanos * 1000
+            )
+    except IntegrityError:
+        return False  # another process or a retry got here first
+    tenant = budget.tenant
+    since = period_start(budget.period, datetime.now(UTC), tenant_timezone(tenant.id))
+    keys, models = top_spenders(tenant.id, since=since)
+    context = {
+        "tenant": tenant,
+        "budget": budget,
+        "threshold": threshold,
+        "spent": format_usd(spent.quantize(Decimal("0.0001"))),
+        "limit": format_usd(budget.limit_usd),
+        "percent": int(spent * 100 / budget.limit_usd) if budget.limit_usd else 100,
+        "period_key": period_key,
+        "top_keys": [(n, format_usd(c.quantize(Decimal("0.0001")))) for n, c in keys],
+        "top_models": [(n, format_usd(c.quantize(Decimal("0.0001")))) for n, c in models],
+        "url": f"{settings.PUBLIC_URL}/t/{tenant.slug}/budgets/",
+    }
+    recipients = alert_recipients(tenant)
+    if recipients:
+        subject = (
+            f"[{tenant.name}] {budget.scope} budget at {threshold}% ({context['spent']} of {context['limit']} USD)"
+        )
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=render_to_string("billing/email/budget_alert.txt", context),
+            to=recipients,
+        )
+        message.attach_alternative(render_to_string("billing/email/budget_alert.html", context), "text/html")
+        message.send()
+    alert.sent_at = timezone.now()
+    alert.save(update_fields=["sent_at"])
+    return True

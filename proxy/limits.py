@@ -1,0 +1,453 @@
+"""Rate limits, parallel-request caps and hard budgets, enforced atomically across processes.
+
+Admission is one round trip: a Lua script checks every applicable limit (RPM/TPM for the key, the
+tenant and the deployment; the key's parallel cap; every budget) and, only if all pass, records the
+request and reserves the call's worst-case cost. After the call a second script settles: it trues up
+the token count, frees the parallel slot and turns the reservation into the actual spend. N gateway
+processes sharing Redis therefore never admit more than a limit, and a hard budget is never overshot.
+Reservations and parallel slots carry an expiry, so a crashed process cannot leak them.
+
+Without REDIS_URL (the embedded default, one process) the same algorithm runs in-process.
+
+Windows are sliding over 60 one-second buckets: a request admitted at second s counts against the
+limit until second s+60.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger("gateway.limits")
+
+WINDOW = 60
+# A reservation or parallel slot older than this is presumed to belong to a crashed process.
+STALE_MS = int((settings.GATEWAY_UPSTREAM_READ_TIMEOUT + 120) * 1000)
+
+
+@dataclass(slots=True)
+class RateCheck:
+    scope: str  # "k:12", "t:3", "d:40"
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(slots=True)
+class BudgetCheck:
+    budget_id: int
+    key: str  # redis key of the period's spent counter: gw:b:<id>:<period>
+    limit_nanos: int
+    hard: bool
+    alert_at: tuple[int, ...]
+    scope: str
+    period_key: str
+
+
+@dataclass(slots=True)
+class Admission:
+    ok: bool
+    reason: str = ""  # "rpm" | "tpm" | "parallel" | "budget"
+    scope: str = ""
+    retry_after: float = 0.0
+    # For the x-ratelimit-* headers: the most constrained scope of each kind.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Reservation:
+    request_id: str
+    rates: list[RateCheck]
+    tokens_reserved: int
+    parallel_key: str | None
+    budgets: list[BudgetCheck]
+    reserve_nanos: int
+
+
+def _fmt_reset(seconds: float) -> str:
+    """OpenAI's duration format: 250ms, 17s, 1m0s."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 1)}ms"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    return f"{whole // 60}m{whole % 60}s"
+
+
+def _headers(
+    rates: list[RateCheck], usage: list[tuple[int, int, int]], now_s: int, tokens: int, admitted: bool
+) -> dict:
+    """Report the scope with the least remaining, per kind, as OpenAI does for its own limits."""
+    out: dict[str, str] = {}
+    for kind, idx, cost in (("requests", 0, 1), ("tokens", 1, tokens)):
+        best = None
+        for check, (used_r, used_t, oldest) in zip(rates, usage, strict=True):
+            limit = check.rpm if idx == 0 else check.tpm
+            if not limit:
+                continue
+            used = (used_r if idx == 0 else used_t) + (cost if admitted else 0)
+            remaining = max(limit - used, 0)
+            reset = (oldest + WINDOW - now_s) if oldest else WINDOW
+            if best is None or remaining < best[1]:
+                best = (limit, remaining, reset)
+        if best is not None:
+            out[f"x-ratelimit-limit-{kind}"] = str(best[0])
+            out[f"x-ratelimit-remaining-{kind}"] = str(best[1])
+            out[f"x-ratelimit-reset-{kind}"] = _fmt_reset(max(best[2], 0.001))
+    return out
+
+
+# --- Redis backend -------------------------------------------------------------------------------------
+
+ADMIT_LUA = """
+local now_ms = tonumber(ARGV[1])
+local now_s = math.floor(now_ms / 1000)
+local window = tonumber(ARGV[2])
+local n_rate = tonumber(ARGV[3])
+local tokens = tonumber(ARGV[4])
+local rid = ARGV[5]
+local stale_ms = tonumber(ARGV[6])
+local parallel_limit = tonumber(ARGV[7])
+local n_budget = tonumber(ARGV[8])
+local reserve = tonumber(ARGV[9])
+local a = 10
+local k = 1
+local usage = {}
+local deny = nil
+-- rate scopes: KEYS[k] requests hash, KEYS[k+1] tokens hash; ARGV rpm, tpm
+for i = 1, n_rate do
+  local rpm = tonumber(ARGV[a]); local tpm = tonumber(ARGV[a + 1]); a = a + 2
+  local sums = {0, 0}; local oldest = 0
+  for j = 0, 1 do
+    local h = redis.call('HGETALL', KEYS[k + j])
+    for x = 1, #h, 2 do
+      local sec = tonumber(h[x])
+      if sec <= now_s - window then
+        redis.call('HDEL', KEYS[k + j], h[x])
+      else
+        sums[j + 1] = sums[j + 1] + tonumber(h[x + 1])
+        if j == 0 and (oldest == 0 or sec < oldest) then oldest = sec end
+      end
+    end
+  end
+  usage[i] = {sums[1], sums[2], oldest}
+  if not deny then
+    if rpm > 0 and sums[1] + 1 > rpm then deny = {'rpm', i, (oldest > 0) and (oldest + window - now_s) or 1} end
+    if not deny and tpm > 0 and sums[2] + tokens > tpm and sums[2] > 0 then deny = {'tpm', i, window} end
+  end
+  k = k + 2
+end
+local pkey = nil
+if parallel_limit > 0 then
+  pkey = KEYS[k]; k = k + 1
+  redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now_ms - stale_ms)
+  if not deny and redis.call('ZCARD', pkey) >= parallel_limit then deny = {'parallel', 0, 1} end
+end
+-- budgets: KEYS spent, reservations hash, reservation expiry zset; ARGV limit, hard
+local bstart = k
+for i = 1, n_budget do
+  local spent_key = KEYS[k]; local res_key = KEYS[k + 1]; local exp_key = KEYS[k + 2]
+  local limit = tonumber(ARGV[a]); local hard = tonumber(ARGV[a + 1]); a = a + 2
+  local expired = redis.call('ZRANGEBYSCORE', exp_key, '-inf', now_ms)
+  for _, old in ipairs(expired) do
+    local amt = tonumber(redis.call('HGET', res_key, old) or '0')
+    redis.call('HDEL', res_key, old)
+    redis.call('HINCRBY', res_key, '_total', -amt)
+    redis.call('ZREM', exp_key, old)
+  end
+  if not deny and hard == 1 then
+    local spent = tonumber(redis.call('GET', spent_key) or '0')
+    local reserved = tonumber(redis.call('HGET', res_key, '_total') or '0')
+    if spent + reserved + reserve > limit then deny = {'budget', i, 0} end
+  end
+  k = k + 3
+end
+if deny then
+  return {0, deny[1], deny[2], deny[3], cjson.encode(usage)}
+end
+k = 1
+for i = 1, n_rate do
+  redis.call('HINCRBY', KEYS[k], now_s, 1)
+  redis.call('EXPIRE', KEYS[k], window + 1)
+  if tokens > 0 then
+    redis.call('HINCRBY', KEYS[k + 1], now_s, tokens)
+  end
+  redis.call('EXPIRE', KEYS[k + 1], window + 1)
+  k = k + 2
+end
+if pkey then
+  redis.call('ZADD', pkey, now_ms, rid)
+  redis.call('PEXPIRE', pkey, stale_ms)
+end
+k = bstart
+for i = 1, n_budget do
+  if reserve > 0 then
+    redis.call('HSET', KEYS[k + 1], rid, ARGV[9])
+    redis.call('HINCRBY', KEYS[k + 1], '_total', ARGV[9])
+    redis.call('ZADD', KEYS[k + 2], now_ms + stale_ms, rid)
+    redis.call('PEXPIRE', KEYS[k + 1], stale_ms)
+    redis.call('PEXPIRE', KEYS[k + 2], stale_ms)
+  end
+  k = k + 3
+end
+return {1, '', 0, 0, cjson.encode(usage)}
+"""
+
+SETTLE_LUA = """
+local now_s = math.floor(tonumber(ARGV[1]) / 1000)
+local n_rate = tonumber(ARGV[2])
+local token_delta = tonumber(ARGV[3])
+local rid = ARGV[4]
+local has_parallel = tonumber(ARGV[5])
+local n_budget = tonumber(ARGV[6])
+local actual = tonumber(ARGV[7])
+local ttl = tonumber(ARGV[8])
+local k = 1
+for i = 1, n_rate do
+  if token_delta ~= 0 then
+    redis.call('HINCRBY', KEYS[k], now_s, token_delta)
+    redis.call('EXPIRE', KEYS[k], 61)
+  end
+  k = k + 1
+end
+if has_parallel == 1 then
+  redis.call('ZREM', KEYS[k], rid)
+  k = k + 1
+end
+local out = {}
+for i = 1, n_budget do
+  local spent_key = KEYS[k]; local res_key = KEYS[k + 1]; local exp_key = KEYS[k + 2]
+  local amt = redis.call('HGET', res_key, rid)
+  if amt then
+    redis.call('HDEL', res_key, rid)
+    redis.call('HINCRBY', res_key, '_total', -tonumber(amt))
+    redis.call('ZREM', exp_key, rid)
+  end
+  local before = tonumber(redis.call('GET', spent_key) or '0')
+  local after = redis.call('INCRBY', spent_key, ARGV[7])
+  redis.call('EXPIRE', spent_key, ttl)
+  out[i] = {before, after}
+  k = k + 3
+end
+return cjson.encode(out)
+"""
+
+
+class RedisLimiter:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: dict[int, Any] = {}
+
+    def _client(self) -> tuple[Any, Any, Any]:
+        loop_id = id(asyncio.get_running_loop())
+        entry = self._clients.get(loop_id)
+        if entry is None:
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(self.url, max_connections=200, health_check_interval=30)
+            entry = (client, client.register_script(ADMIT_LUA), client.register_script(SETTLE_LUA))
+            self._clients[loop_id] = entry
+        return entry
+
+    async def admit(
+        self,
+        request_id: str,
+        rates: list[RateCheck],
+        tokens: int,
+        parallel: tuple[str, int] | None,
+        budgets: list[BudgetCheck],
+        reserve_nanos: int,
+    ) -> tuple[Admission, Reservation | None]:
+        _client, admit, _settle = self._client()
+        now_ms = int(time.time() * 1000)
+        keys: list[str] = []
+        args: list[Any] = [
+            now_ms,
+            WINDOW,
+            len(rates),
+            tokens,
+            request_id,
+            STALE_MS,
+            parallel[1] if parallel else 0,
+            len(budgets),
+            reserve_nanos,
+        ]
+        for r in rates:
+            keys += [f"gw:rl:{r.scope}:r", f"gw:rl:{r.scope}:t"]
+            args += [r.rpm or 0, r.tpm or 0]
+        if parallel:
+            keys.append(f"gw:par:{parallel[0]}")
+        for b in budgets:
+            keys += [b.key, b.key + ":res", b.key + ":exp"]
+            args += [b.limit_nanos, 1 if b.hard else 0]
+        ok, reason, which, retry, usage_json = await admit(keys=keys, args=args)
+        return self._decide(
+            ok, reason, which, retry, usage_json, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
+        )
+
+    @staticmethod
+    def _decide(ok, reason, which, retry, usage_json, request_id, rates, tokens, parallel, budgets, reserve, now_ms):
+        import orjson
+
+        usage = orjson.loads(usage_json) if usage_json not in (b"[]", "[]", b"{}", "{}") else []
+        usage = [tuple(u) for u in usage] if isinstance(usage, list) else []
+        reason = reason.decode() if isinstance(reason, bytes) else reason
+        headers = _headers(rates, usage, now_ms // 1000, tokens, bool(ok)) if len(usage) == len(rates) else {}
+        if not ok:
+            scope = ""
+            if reason in ("rpm", "tpm"):
+                scope = rates[int(which) - 1].scope
+            elif reason == "budget":
+                scope = budgets[int(which) - 1].scope
+            return Admission(False, reason, scope, float(retry), headers), None
+        reservation = Reservation(
+            request_id, rates, tokens, parallel[0] if parallel else None, budgets, reserve if budgets else 0
+        )
+        return Admission(True, headers=headers), reservation
+
+    async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
+        _client, _admit, settle = self._client()
+        keys: list[str] = [f"gw:rl:{r.scope}:t" for r in reservation.rates]
+        if reservation.parallel_key:
+            keys.append(f"gw:par:{reservation.parallel_key}")
+        for b in reservation.budgets:
+            keys += [b.key, b.key + ":res", b.key + ":exp"]
+        args = [
+            int(time.time() * 1000),
+            len(reservation.rates),
+            actual_tokens - reservation.tokens_reserved,
+            reservation.request_id,
+            1 if reservation.parallel_key else 0,
+            len(reservation.budgets),
+            actual_nanos,
+            400 * 86400,
+        ]
+        import orjson
+
+        raw = await settle(keys=keys, args=args)
+        result = orjson.loads(raw)
+        return [tuple(x) for x in result] if isinstance(result, list) else []
+
+    def seed_spent(self, key: str, nanos: int) -> None:
+        """Start a period's counter from the ledger if Redis has none (new budget, Redis restarted)."""
+        import redis
+
+        redis.Redis.from_url(self.url).set(key, nanos, nx=True, ex=400 * 86400)
+
+
+# --- in-process backend (embedded default: one process) ---------------------------------------------
+
+
+class LocalLimiter:
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[int, int]] = {}
+        self.parallel: dict[str, dict[str, int]] = {}
+        self.spent: dict[str, int] = {}
+        self.reserved: dict[str, dict[str, tuple[int, int]]] = {}
+
+    def _sum(self, name: str, now_s: int) -> tuple[int, int]:
+        bucket = self.buckets.setdefault(name, {})
+        total, oldest = 0, 0
+        for sec in list(bucket):
+            if sec <= now_s - WINDOW:
+                del bucket[sec]
+            else:
+                total += bucket[sec]
+                oldest = sec if oldest == 0 or sec < oldest else oldest
+        return total, oldest
+
+    def _reserved_total(self, key: str, now_ms: int) -> int:
+        entries = self.reserved.setdefault(key, {})
+        for rid in [r for r, (_amt, exp) in entries.items() if exp <= now_ms]:
+            del entries[rid]
+        return sum(amt for amt, _exp in entries.values())
+
+    async def admit(self, request_id, rates, tokens, parallel, budgets, reserve_nanos):
+        # No await between check and record: atomic on the event loop.
+        now_ms = int(time.time() * 1000)
+        now_s = now_ms // 1000
+        usage = []
+        deny = None
+        for i, r in enumerate(rates):
+            used_r, oldest = self._sum(f"{r.scope}:r", now_s)
+            used_t, _ = self._sum(f"{r.scope}:t", now_s)
+            usage.append((used_r, used_t, oldest))
+            if deny is None and r.rpm and used_r + 1 > r.rpm:
+                deny = ("rpm", i + 1, (oldest + WINDOW - now_s) if oldest else 1)
+            if deny is None and r.tpm and used_t + tokens > r.tpm and used_t > 0:
+                deny = ("tpm", i + 1, WINDOW)
+        if parallel:
+            slots = self.parallel.setdefault(parallel[0], {})
+            for rid in [rid for rid, at in slots.items() if at <= now_ms - STALE_MS]:
+                del slots[rid]
+            if deny is None and len(slots) >= parallel[1]:
+                deny = ("parallel", 0, 1)
+        for i, b in enumerate(budgets):
+            reserved = self._reserved_total(b.key, now_ms)
+            if deny is None and b.hard and self.spent.get(b.key, 0) + reserved + reserve_nanos > b.limit_nanos:
+                deny = ("budget", i + 1, 0)
+        if deny is not None:
+            return RedisLimiter._decide(
+                0,
+                deny[0],
+                deny[1],
+                deny[2],
+                _dumps(usage),
+                request_id,
+                rates,
+                tokens,
+                parallel,
+                budgets,
+                reserve_nanos,
+                now_ms,
+            )
+        for r in rates:
+            self.buckets[f"{r.scope}:r"][now_s] = self.buckets[f"{r.scope}:r"].get(now_s, 0) + 1
+            self.buckets[f"{r.scope}:t"][now_s] = self.buckets[f"{r.scope}:t"].get(now_s, 0) + tokens
+        if parallel:
+            self.parallel[parallel[0]][request_id] = now_ms
+        for b in budgets:
+            if reserve_nanos:
+                self.reserved[b.key][request_id] = (reserve_nanos, now_ms + STALE_MS)
+        return RedisLimiter._decide(
+            1, "", 0, 0, _dumps(usage), request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
+        )
+
+    async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
+        now_s = int(time.time())
+        delta = actual_tokens - reservation.tokens_reserved
+        for r in reservation.rates:
+            bucket = self.buckets.setdefault(f"{r.scope}:t", {})
+            bucket[now_s] = bucket.get(now_s, 0) + delta
+        if reservation.parallel_key:
+            self.parallel.get(reservation.parallel_key, {}).pop(reservation.request_id, None)
+        out = []
+        for b in reservation.budgets:
+            self.reserved.get(b.key, {}).pop(reservation.request_id, None)
+            before = self.spent.get(b.key, 0)
+            self.spent[b.key] = before + actual_nanos
+            out.append((before, before + actual_nanos))
+        return out
+
+    def seed_spent(self, key: str, nanos: int) -> None:
+        self.spent.setdefault(key, nanos)
+
+
+def _dumps(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)
+
+
+_limiter: RedisLimiter | LocalLimiter | None = None
+
+
+def limiter() -> RedisLimiter | LocalLimiter:
+    global _limiter
+    if _limiter is None:
+        _limiter = RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else LocalLimiter()
+    return _limiter

@@ -1,0 +1,152 @@
+"""Admission (rate limits, parallel caps, budget reservations) and settlement for one proxied call."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from billing.config_cache import budget_counter_key
+from billing.periods import period_key, period_start
+from proxy.errors import ProxyError
+from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
+from proxy.state import BudgetSpec, Deployment, KeyEntry, TenantEntry
+from proxy.tasks import spawn
+
+logger = logging.getLogger("gateway.money")
+
+
+def _applies(budget: BudgetSpec, key: KeyEntry, user: str, tags: list[str]) -> bool:
+    kind = budget.scope_kind
+    if kind == "tenant":
+        return True
+    if kind == "key":
+        return budget.scope_value == key.name
+    if kind == "user":
+        return bool(user) and budget.scope_value == user
+    if kind == "tag":
+        return budget.scope_value in tags
+    return False
+
+
+def _seconds_to_next_period(period: str, now: datetime, tz: Any) -> int | None:
+    start = period_start(period, now, tz)
+    if start is None:
+        return None
+    if period == "day":
+        nxt = start + timedelta(days=1)
+    elif period == "week":
+        nxt = start + timedelta(days=7)
+    else:
+        nxt = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    boundary = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
+    return max(int((boundary - now).total_seconds()), 1)
+
+
+async def admit(
+    record: Any, key: KeyEntry, tenant: TenantEntry, deployment: Deployment, payload: dict
+) -> tuple[Reservation | None, dict[str, str]]:
+    rates = []
+    if key.rpm or key.tpm:
+        rates.append(RateCheck(f"k:{key.key_id}", key.rpm, key.tpm))
+    if tenant.rpm or tenant.tpm:
+        rates.append(RateCheck(f"t:{tenant.tenant_id}", tenant.rpm, tenant.tpm))
+    if deployment.rpm or deployment.tpm:
+        rates.append(RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm))
+    parallel = (f"k:{key.key_id}", key.max_parallel) if key.max_parallel else None
+    budgets = [b for b in tenant.budgets if _applies(b, key, record.user, record.tags)] if tenant.budgets else []
+    if not rates and not parallel and not budgets:
+        return None, {}
+
+    max_out = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
+    if record.endpoint == "embeddings":
+        max_out = 0
+    # TPM counts the prompt and the requested output cap up front, as OpenAI does; settled after.
+    tokens = record.prompt_estimate + (max_out or 0) if any(r.tpm for r in rates) else 0
+    now = datetime.now(UTC)
+    checks = []
+    for b in budgets:
+        pk = period_key(b.period, now, tenant.tz)
+        checks.append(BudgetCheck(b.id, budget_counter_key(b.id, pk), b.limit_nanos, b.hard, b.alert_at, b.scope, pk))
+    reserve = 0
+    if checks and deployment.price is not None:
+        reserve = deployment.price.worst_case_nanos(record.prompt_estimate, max_out)
+    # Reservations are keyed by a gateway-made id: client request ids may repeat.
+    slot_id = os.urandom(8).hex()
+    try:
+        admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
+    except Exception:
+        logger.exception("limit check failed")
+        if any(c.hard for c in checks):
+            # Without the shared counters a hard budget cannot be guaranteed: refuse rather than overspend.
+            raise ProxyError(
+                503,
+                "Budget enforcement is temporarily unavailable; retry shortly.",
+                type="server_error",
+                code="budget_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        return None, {}  # rate limits fail open: better a burst than an outage
+    if admission.ok:
+        return reservation, admission.headers
+    if admission.reason == "budget":
+        check = next(c for c in checks if c.scope == admission.scope)
+        spawn(_alert(check, 100, check.limit_nanos))
+        headers = dict(admission.headers)
+        wait = _seconds_to_next_period(budgets[checks.index(check)].period, now, tenant.tz)
+        if wait:
+            headers["retry-after"] = str(wait)
+        raise ProxyError(
+            429,
+            f"Budget exceeded for {admission.scope}: the {budgets[checks.index(check)].period} budget of "
+            f"{check.limit_nanos / 1e9:.2f} USD leaves no room for this request.",
+            type="insufficient_quota",
+            code="budget_exceeded",
+            headers=headers,
+        )
+    what = {
+        "rpm": "requests per minute (RPM)",
+        "tpm": "tokens per minute (TPM)",
+        "parallel": "parallel requests",
+    }[admission.reason]
+    retry = max(math.ceil(admission.retry_after), 1)
+    raise ProxyError(
+        429,
+        f"Rate limit reached for {what} on {admission.scope or 'this key'}. Please try again in {retry}s.",
+        type="requests" if admission.reason != "tpm" else "tokens",
+        code="rate_limit_exceeded",
+        headers={**admission.headers, "retry-after": str(retry)},
+    )
+
+
+async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
+    try:
+        results = await limiter().settle(reservation, tokens, nanos)
+    except Exception:
+        # The reservation expires on its own; the spend is still in the ledger and seeds the counter.
+        logger.exception("settling request %s failed", reservation.request_id)
+        return
+    for check, (before, after) in zip(reservation.budgets, results, strict=False):
+        for threshold in check.alert_at:
+            mark = check.limit_nanos * threshold / 100
+            if before < mark <= after:
+                spawn(_alert(check, threshold, after))
+
+
+async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
+    if threshold not in check.alert_at:
+        return
+    await sync_to_async(_enqueue_alert, thread_sensitive=False)(
+        check.budget_id, check.period_key, threshold, spent_nanos
+    )
+
+
+def _enqueue_alert(budget_id: int, period: str, threshold: int, spent_nanos: int) -> None:
+    from billing.tasks import send_budget_alert
+
+    send_budget_alert.delay(budget_id=budget_id, period_key=period, threshold=threshold, spent_nanos=spent_nanos)

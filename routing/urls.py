@@ -1,0 +1,33 @@
+from django.urls import path
+
+from routing import apis, views
+from tenants.apis import by_method
+
+urlpatterns = [
+    path("t/<slug:slug>/providers/", views.providers, name="providers"),
+    path("t/<slug:slug>/providers/starter/", views.starter, name="starter"),
+    path("t/<slug:slug>/providers/<int:provider_id>/", views.provider_detail, name="provider-detail"),
+    path("t/<slug:slug>/providers/<int:provider_id>/delete/", views.provider_delete_view, name="provider-delete"),
+    path("t/<slug:slug>/providers/<int:provider_id>/test/", views.provider_test, name="provider-test"),
+    path("t/<slug:slug>/models/", views.models, name="models"),
+    # Model names may contain slashes ("openai/gpt-4o"), so the delete route must come first.
+    path("t/<slug:slug>/models/<path:name>/delete/", views.model_delete_view, name="model-delete"),
+    path("t/<slug:slug>/models/<path:name>/", views.model_detail, name="model-detail"),
+]
+
+# Mounted under /api/v1/ by gateway_project.urls.
+api_urlpatterns = [
+    path("providers/", by_method(get=apis.ProviderListApi, post=apis.ProviderCreateApi), name="api-providers"),
+    path(
+        "providers/<int:provider_id>/",
+        by_method(get=apis.ProviderDetailApi, patch=apis.ProviderUpdateApi, delete=apis.ProviderDeleteApi),
+        name="api-provider-detail",
+    ),
+    path("providers/<int:provider_id>/test/", apis.ProviderTestApi.as_view(), name="api-provider-test"),
+    path("models/", by_method(get=apis.ModelListApi, post=apis.ModelCreateApi), name="api-models"),
+    path(
+        "models/<path:name>/",
+        by_method(get=apis.ModelDetailApi, put=apis.ModelReplaceApi, delete=apis.ModelDeleteApi),
+        name="api-model-detail",
+    ),
+]

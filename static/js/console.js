@@ -1,0 +1,56 @@
+// Small progressive enhancements for the console. Every page works without this file.
+
+// Copy buttons: <button data-copy="#element-id">. The text stays selectable for anyone without JS.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.querySelector(button.dataset.copy);
+  if (!source) return;
+  const text = (source.value ?? source.textContent).trim();
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Older browsers or insecure origins: fall back to selecting the text and the legacy command.
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    document.execCommand("copy");
+  }
+  const label = button.dataset.label || button.textContent;
+  button.dataset.label = label;
+  button.textContent = "Copied ✓";
+  button.setAttribute("aria-live", "polite");
+  setTimeout(() => { button.textContent = label; }, 2000);
+});
+
+// Close an open menu when clicking elsewhere (menus are <details>, so they open without JS).
+document.addEventListener("click", (event) => {
+  document.querySelectorAll("details.menu[open]").forEach((menu) => {
+    if (!menu.contains(event.target)) menu.removeAttribute("open");
+  });
+});
+
+// After an htmx form saves, clear it so the next entry starts blank.
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.detail.elt;
+  if (form.matches && form.matches("form[data-reset-on-success]") && event.detail.successful) {
+    const failed = event.detail.xhr.getResponseHeader("HX-Retarget");
+    if (!failed) form.reset();
+  }
+});
+
+// A link to #some-create-card opens that folded form.
+function openTargetedDetails() {
+  const target = location.hash && document.getElementById(location.hash.slice(1));
+  if (target && target.tagName === "DETAILS") target.open = true;
+}
+window.addEventListener("hashchange", openTargetedDetails);
+document.addEventListener("DOMContentLoaded", openTargetedDetails);
+
+// Plain (non-htmx) forms that need a second thought: <form data-confirm="Really?">.
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});

@@ -1,0 +1,208 @@
+"""Every console URL and every API endpoint, as every role, and as someone from another tenant.
+
+The tables below must name every tenant-scoped URL: a new page without a row here fails
+test_every_console_url_is_walked, so nobody can add a page that skips the permission walk.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from tenants.models import Role
+
+# Who: the four acme roles by name.
+ROLE_OF = {"alice": Role.OWNER, "dave": Role.ADMIN, "erin": Role.MEMBER, "charlie": Role.VIEWER}
+RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+# url name -> (kwargs builder, {method: minimum role}, visibility rule)
+# visibility "own-key": members only see keys they created (others' are 404, not 403).
+KEY = ("key", lambda o: {"key_id": o["key"].id})  # created by Alice
+ERIN_KEY = ("erin_key", lambda o: {"key_id": o["erin_key"].id})
+
+CONSOLE = [
+    ("tenant-overview", {}, {"GET": Role.VIEWER}),
+    ("keys", {}, {"GET": Role.VIEWER, "POST": Role.MEMBER}),
+    ("key-detail", KEY, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("key-detail", ERIN_KEY, {"GET": Role.VIEWER, "POST": Role.MEMBER}),
+    ("key-revoke", KEY, {"POST": Role.ADMIN}),
+    ("key-revoke", ERIN_KEY, {"POST": Role.MEMBER}),
+    ("key-rotate", KEY, {"POST": Role.ADMIN}),
+    ("key-rotate", ERIN_KEY, {"POST": Role.MEMBER}),
+    ("members", {}, {"GET": Role.VIEWER, "POST": Role.OWNER}),
+    ("member-role", ("charlie", lambda o: {"membership_id": o["memberships"]["charlie"].id}), {"POST": Role.OWNER}),
+    ("member-remove", ("charlie", lambda o: {"membership_id": o["memberships"]["charlie"].id}), {"POST": Role.OWNER}),
+    ("invitation-revoke", ("invitation", lambda o: {"invitation_id": o["invitation"].id}), {"POST": Role.OWNER}),
+    ("tokens", {}, {"GET": Role.ADMIN, "POST": Role.ADMIN}),
+    ("token-revoke", ("token", lambda o: {"token_id": o["token"].id}), {"POST": Role.ADMIN}),
+    ("tenant-settings", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("tenant-delete", {}, {"POST": Role.OWNER}),
+    ("tenant-export", {}, {"GET": Role.ADMIN}),
+    ("audit", {}, {"GET": Role.ADMIN}),
+    ("providers", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("starter", {}, {"POST": Role.ADMIN}),
+    (
+        "provider-detail",
+        ("provider", lambda o: {"provider_id": o["provider"].id}),
+        {"GET": Role.VIEWER, "POST": Role.ADMIN},
+    ),
+    ("provider-delete", ("provider", lambda o: {"provider_id": o["provider"].id}), {"POST": Role.ADMIN}),
+    ("provider-test", ("provider", lambda o: {"provider_id": o["provider"].id}), {"POST": Role.VIEWER}),
+    ("models", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("model-detail", ("model", lambda o: {"name": "acme-secret-model"}), {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("model-delete", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
+]
+
+
+def _cases():
+    for name, target, methods in CONSOLE:
+        label, build = target if isinstance(target, tuple) else ("", lambda o: {})
+        for method, minimum in methods.items():
+            yield pytest.param(
+                name, label, build, method, minimum, id=f"{method} {name}{'[' + label + ']' if label else ''}"
+            )
+
+
+def _expected(person: str, label: str, minimum: str) -> int | None:
+    """The status this acme person must get, or None for "allowed" (any 2xx/3xx)."""
+    role = ROLE_OF[person]
+    if label == "key" and role == Role.MEMBER:
+        return 404  # Erin does not see Alice's key at all
+    return None if RANK[role] >= RANK[minimum] else 403
+
+
+def _tenant_urls(resolver=None, prefix: str = "") -> set[str]:
+    names = set()
+    for p in (resolver or get_resolver()).url_patterns:
+        route = prefix + str(p.pattern)
+        if isinstance(p, URLResolver):
+            names |= _tenant_urls(p, route)
+        elif isinstance(p, URLPattern) and route.startswith("t/<slug:slug>/") and p.name:
+            names.add(p.name)
+    return names
+
+
+def test_every_console_url_is_walked():
+    assert _tenant_urls() == {name for name, _t, _m in CONSOLE}
+
+
+@pytest.mark.parametrize("person", list(ROLE_OF))
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_cases()))
+def test_acme_roles(world, client_as, person, name, label, build, method, minimum):
+    url = reverse(name, kwargs={"slug": "acme", **build(world.objects)})
+    client = client_as(world.user(person))
+    response = client.get(url) if method == "GET" else client.post(url, {})
+    expected = _expected(person, label, minimum)
+    if expected is None:
+        assert response.status_code < 400, f"{person} ({ROLE_OF[person]}) should be allowed {method} {url}"
+    else:
+        assert response.status_code == expected, f"{person} ({ROLE_OF[person]}) {method} {url}"
+
+
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_cases()))
+def test_bob_from_globex_gets_404_for_acme(world, client_as, name, label, build, method, minimum):
+    client = client_as(world.bob)
+    # Acme's URLs: Bob is no member, so acme does not exist for him.
+    url = reverse(name, kwargs={"slug": "acme", **build(world.objects)})
+    response = client.get(url) if method == "GET" else client.post(url, {})
+    assert response.status_code == 404
+    # Acme's objects under Bob's own tenant, where he is owner: still 404, never acme's data.
+    if label:
+        url = reverse(name, kwargs={"slug": "globex", **build(world.objects)})
+        response = client.get(url) if method == "GET" else client.post(url, {})
+        assert response.status_code == 404, f"Bob reached an acme object through globex: {method} {url}"
+
+
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_cases()))
+def test_anonymous_is_sent_to_login(world, client_as, name, label, build, method, minimum):
+    url = reverse(name, kwargs={"slug": "acme", **build(world.objects)})
+    client = client_as(None)
+    response = client.get(url) if method == "GET" else client.post(url, {})
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))
+
+
+# --- The management API --------------------------------------------------------------------------
+
+API = [
+    ("api-keys", {}, {"GET": Role.VIEWER, "POST": Role.MEMBER}),
+    ("api-key-detail", KEY, {"GET": Role.VIEWER, "PATCH": Role.ADMIN}),
+    ("api-key-revoke", KEY, {"POST": Role.ADMIN}),
+    ("api-key-rotate", KEY, {"POST": Role.ADMIN}),
+    ("api-members", {}, {"GET": Role.VIEWER, "POST": Role.OWNER}),
+    (
+        "api-member-detail",
+        ("charlie", lambda o: {"membership_id": o["memberships"]["charlie"].id}),
+        {"PATCH": Role.OWNER, "DELETE": Role.OWNER},
+    ),
+    ("api-invitations", {}, {"GET": Role.VIEWER}),
+    ("api-invitation-detail", ("invitation", lambda o: {"invitation_id": o["invitation"].id}), {"DELETE": Role.OWNER}),
+    ("api-audit", {}, {"GET": Role.ADMIN}),
+    ("api-providers", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    (
+        "api-provider-detail",
+        ("provider", lambda o: {"provider_id": o["provider"].id}),
+        {"GET": Role.VIEWER, "PATCH": Role.ADMIN, "DELETE": Role.ADMIN},
+    ),
+    ("api-provider-test", ("provider", lambda o: {"provider_id": o["provider"].id}), {"POST": Role.VIEWER}),
+    ("api-models", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    (
+        "api-model-detail",
+        ("model", lambda o: {"name": "acme-secret-model"}),
+        {"GET": Role.VIEWER, "PUT": Role.ADMIN, "DELETE": Role.ADMIN},
+    ),
+]
+
+
+def _api_cases(objects_only: bool = False):
+    for name, target, methods in API:
+        label, build = target if isinstance(target, tuple) else ("", lambda o: {})
+        if objects_only and not label:
+            continue
+        for method, minimum in methods.items():
+            yield pytest.param(name, label, build, method, minimum, id=f"{method} {name}")
+
+
+def _api_call(client, method: str, url: str):
+    if method == "GET":
+        return client.get(url)
+    return client.generic(method, url, data="{}", content_type="application/json")
+
+
+def test_every_api_url_is_walked():
+    api_names = set()
+    for p in get_resolver().url_patterns:
+        if isinstance(p, URLResolver) and str(p.pattern) == "api/v1/":
+            api_names |= {q.name for q in p.url_patterns}
+    assert api_names == {name for name, _t, _m in API}
+
+
+@pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER])
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_api_cases()))
+def test_api_roles(world, api_as, role, name, label, build, method, minimum):
+    url = reverse(name, kwargs=build(world.objects))
+    response = _api_call(api_as(role), method, url)
+    if role == Role.MEMBER and label == "key":
+        # The member token was minted by Alice (the fixture), so Alice's key is its own: allowed.
+        minimum = Role.MEMBER
+    if RANK[role] >= RANK[minimum]:
+        assert response.status_code < 500 and response.status_code not in (401, 403, 404), response.content
+    else:
+        assert response.status_code == 403, response.content
+        assert response.json()["error"]["code"] == "permission_denied"
+
+
+# Collection endpoints (/keys/, /models/...) are scoped to the token's tenant: see test_api.py.
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_api_cases(objects_only=True)))
+def test_api_token_from_globex_never_reaches_acme(world, api_as, name, label, build, method, minimum):
+    url = reverse(name, kwargs=build(world.objects))
+    response = _api_call(api_as(Role.OWNER, world.globex), method, url)
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("name", "label", "build", "method", "minimum"), list(_api_cases()))
+def test_api_without_token_is_401(world, client, name, label, build, method, minimum):
+    response = _api_call(client, method, reverse(name, kwargs=build(world.objects)))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
