@@ -68,12 +68,57 @@ class Variant:
         return self.yaml_template.format(tenant=self.tenant, json_base=f"{base}/v1", stream_base=f"{base}/stream/v1")
 
 
+# Limits high enough never to reject (a 429 would count as an error, not as overhead), but every
+# request still goes through the full admission: key, tenant and deployment RPM/TPM, the key's
+# parallel cap, and two hard budgets (tenant and key) with their worst-case reservation and settlement.
+LIMITS_AND_BUDGET_YAML = """\
+limits:
+  tenant: {{rpm: 100000000, tpm: 1000000000000}}
+  deployments:
+    - {{model: gpt-4o-mini, provider: mock, rpm: 100000000, tpm: 1000000000000}}
+    - {{model: gpt-4o-mini-stream, provider: mock-stream, rpm: 100000000, tpm: 1000000000000}}
+budgets:
+  - scope: tenant
+    limit_usd: 1000000
+    period: month
+    mode: hard
+"""
+LIMIT_MINT_ARGS = ("--rpm", "100000000", "--tpm", "1000000000000", "--max-parallel", "1000", "--budget", "1000000")
+
+
+def _redis_reachable() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(name="gateway", tenant="bench", description="plain config: keys, routing, call log"),
-    # The limits/budget issue adds its row set here, e.g.:
-    #   Variant(name="gateway+limits", tenant="bench-limits", description="rate limits and a budget on",
-    #           yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML)
-    # with limits high enough never to reject (a 429 would count as an error, not as overhead).
+    Variant(
+        name="gateway+limits",
+        tenant="bench-limits",
+        description="RPM/TPM on key, tenant and deployment, parallel cap, two hard budgets (in-process)",
+        yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML,
+        mint_args=LIMIT_MINT_ARGS,
+    ),
+    *(
+        (
+            Variant(
+                name="gateway+limits+redis",
+                tenant="bench-redis",
+                description="the same limits and budgets enforced in Redis (one Lua round trip + settle)",
+                yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML,
+                mint_args=LIMIT_MINT_ARGS,
+                env={"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")},
+            ),
+        )
+        if _redis_reachable()
+        else ()
+    ),
 )
 
 

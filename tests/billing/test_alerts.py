@@ -1,0 +1,92 @@
+"""Budget alert emails: exactly one per threshold and period, to the right people, with the numbers."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from django.core import mail
+
+from billing.models import BillingSettings, BudgetAlert
+from billing.services import budget_alert_send, budget_upsert
+from proxy import money
+from proxy.limits import BudgetCheck, limiter
+from proxy.tasks import drain
+from tenants.audit import Actor
+from tenants.models import Membership, Role
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery():
+    from gateway_project.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture
+def budget(acme, alice, bob, django_user_model):
+    carol = django_user_model.objects.create_user(username="carol", email="carol@acme.test", password="x")
+    Membership.objects.create(user=carol, tenant=acme, role=Role.ADMIN)
+    dave = django_user_model.objects.create_user(username="dave", email="dave@acme.test", password="x")
+    Membership.objects.create(user=dave, tenant=acme, role=Role.MEMBER)
+    BillingSettings.objects.create(tenant=acme, timezone="Europe/Berlin", alert_emails=["finance@acme.test"])
+    budget, _ = budget_upsert(
+        acme, scope="tenant", limit_usd=Decimal("10"), period="month", mode="hard", actor=Actor.cli()
+    )
+    return budget
+
+
+def test_one_email_per_threshold_and_period(budget):
+    assert budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_100_000_000)
+    assert not budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_200_000_000)
+    assert budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=80, spent_nanos=8_000_000_000)
+    assert budget_alert_send(budget_id=budget.id, period_key="2026-12", threshold=50, spent_nanos=5_000_000_000)
+    assert len(mail.outbox) == 3
+    assert BudgetAlert.objects.count() == 3
+
+
+def test_the_email_goes_to_owners_admins_and_configured_addresses_with_the_numbers(budget):
+    budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=80, spent_nanos=8_123_400_000)
+    (message,) = mail.outbox
+    assert sorted(message.to) == ["alice@acme.test", "carol@acme.test", "finance@acme.test"]
+    assert "bob@globex.test" not in message.to and "dave@acme.test" not in message.to
+    assert "80%" in message.subject
+    assert "8.1234 USD" in message.body and "10 USD" in message.body
+    html, mimetype = message.alternatives[0]
+    assert mimetype == "text/html"
+    assert "8.1234 USD" in html and "/t/acme/budgets/" in html
+    assert "Top keys" in message.body and "Top models" in message.body
+
+
+def test_crossing_thresholds_while_settling_sends_each_alert_once(budget):
+    check = BudgetCheck(
+        budget_id=budget.id,
+        key=f"gw:b:{budget.id}:test-period",
+        limit_nanos=10_000_000_000,
+        hard=True,
+        alert_at=(50, 80, 100),
+        scope="tenant",
+        period_key="test-period",
+    )
+
+    async def spend(nanos: int) -> None:
+        _admission, reservation = await limiter().admit(f"r{nanos}", [], 0, None, [check], 1_000_000)
+        await money.settle(reservation, 0, nanos)
+        await drain()
+
+    async def scenario() -> list[int]:
+        sent = []
+        for nanos in (4_000_000_000, 2_000_000_000, 1_000_000_000, 2_500_000_000, 1_000_000_000):
+            await spend(nanos)
+            sent.append(len(mail.outbox))
+        return sent
+
+    # 4 (40%), 6 (60%: 50 crossed), 7 (70%), 9.5 (95%: 80 crossed), 10.5 (105%: 100 crossed)
+    assert asyncio.run(scenario()) == [0, 1, 1, 2, 3]
+    assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 80, 100]
