@@ -7,13 +7,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.db.models import Sum
+from django.db.models import Q, QuerySet, Sum
+from django.http import Http404
 
 from billing.models import Budget, SpendLedger, TagSpend
 from billing.periods import period_start
 from billing.prices import format_usd, from_pico
 from observability.models import CallLog
-from tenants.models import Tenant, VirtualKey
+from tenants.models import Role, Tenant, VirtualKey
+from tenants.permissions import TenantAccess
 
 
 def _ledger(tenant_id: int, since: date | None = None, until: date | None = None):
@@ -137,3 +139,89 @@ def reconcile(tenant: Tenant | None = None) -> list[Difference]:
                     )
                 )
     return diffs
+
+
+# --- Console reads ---------------------------------------------------------------------------------
+
+
+@dataclass
+class BudgetUsage:
+    """One budget with what it has spent this period, for the console's usage bars."""
+
+    budget: Budget
+    spent: Decimal
+    remaining: Decimal
+    percent: int  # may pass 100: soft budgets keep spending after the limit
+
+    @property
+    def level(self) -> str:
+        # The same 80/100 % steps as the default alert thresholds, so the bar turns when an email goes out.
+        if self.percent >= 100:
+            return "over"
+        return "warn" if self.percent >= 80 else "ok"
+
+    @property
+    def bar_percent(self) -> int:
+        return min(self.percent, 100)
+
+
+def budget_usage(budget: Budget, *, now: datetime, tz: ZoneInfo) -> BudgetUsage:
+    spent = from_pico(spent_in_period_pico(budget, now=now, tz=tz))
+    limit = budget.limit_usd
+    if limit > 0:
+        percent = int(spent * 100 / limit)
+    else:
+        percent = 100 if spent > 0 else 0
+    return BudgetUsage(budget=budget, spent=spent, remaining=max(limit - spent, Decimal(0)), percent=percent)
+
+
+def spend_by_key(
+    tenant: Tenant, *, since: date | None, until: date | None = None, key_ids: list[int] | None = None
+) -> dict[int | None, int]:
+    """Picodollars per virtual key id since `since` (None: calls without a key, e.g. deleted ones)."""
+    rows = _ledger(tenant.id, since, until)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    return {
+        key_id: int(cost or 0)
+        for key_id, cost in rows.values_list("virtual_key_id")
+        .annotate(s=Sum("cost_picodollars"))
+        .values_list("virtual_key_id", "s")
+    }
+
+
+def spend_by_model(
+    tenant: Tenant, *, since: date | None, until: date | None = None, key_ids: list[int] | None = None
+) -> list[tuple[str, int]]:
+    """(model, picodollars) since `since`, most expensive first; limited to `key_ids` when given."""
+    rows = _ledger(tenant.id, since, until)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    return [
+        (model, int(cost or 0))
+        for model, cost in rows.values_list("model")
+        .annotate(s=Sum("cost_picodollars"))
+        .order_by("-s", "model")
+        .values_list("model", "s")
+    ]
+
+
+def own_keys(access: TenantAccess) -> QuerySet[VirtualKey]:
+    return VirtualKey.objects.filter(tenant=access.tenant, created_by_id=access.user_id)
+
+
+def visible_budgets(access: TenantAccess) -> QuerySet[Budget]:
+    budgets = Budget.objects.filter(tenant=access.tenant)
+    # A member's concern is the tenant budget (it can stop their calls too) and their own keys' budgets;
+    # other people's keys, end users and tags stay with admins and viewers.
+    if access.role == Role.MEMBER:
+        names = [f"key:{name}" for name in own_keys(access).values_list("name", flat=True)]
+        budgets = budgets.filter(Q(scope="tenant") | Q(scope__in=names))
+    return budgets
+
+
+def access_budget(access: TenantAccess, budget_id: int) -> Budget:
+    budget = visible_budgets(access).filter(id=budget_id).first()
+    if budget is None:
+        raise Http404("No such budget in this tenant.")
+    return budget

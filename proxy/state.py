@@ -129,6 +129,9 @@ def _load_key(key_hash: str) -> KeyEntry | None:
 
 
 def _load_tenant(tenant_id: int) -> TenantEntry | None:
+    from urllib.parse import urlsplit
+
+    from proxy.providers import adapter_for
     from routing import crypto
     from routing.models import ModelDeployment
     from routing.netguard import UnsafeUpstreamError, check_address, literal_ip
@@ -153,8 +156,6 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             api_key, blocked = "", str(exc)
         else:
             blocked = ""
-        from urllib.parse import urlsplit
-
         host = urlsplit(p.base_url).hostname or ""
         ip = literal_ip(host) if host else None
         if ip is not None:
@@ -175,8 +176,6 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             rpm=money.deployment_limits.get(d.id, (None, None))[0],
             tpm=money.deployment_limits.get(d.id, (None, None))[1],
         )
-        from proxy.providers import adapter_for
-
         adapter_for(dep.kind).prepare(dep)
         models.setdefault(d.model_name, []).append(dep)
     return TenantEntry(

@@ -20,6 +20,21 @@ RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 KEY = ("key", lambda o: {"key_id": o["key"].id})  # created by Alice
 ERIN_KEY = ("erin_key", lambda o: {"key_id": o["erin_key"].id})
 
+
+def _budget(o: dict, scope: str) -> int:
+    from billing.models import Budget
+
+    budget, _ = Budget.objects.get_or_create(
+        tenant=o["key"].tenant, scope=scope, period="month", defaults={"limit_usd": 10, "alert_at": [50, 80, 100]}
+    )
+    return budget.id
+
+
+TENANT_BUDGET = ("tenant_budget", lambda o: {"budget_id": _budget(o, "tenant")})
+# A budget on Alice's key: like the key itself, Erin (member) must not even learn it exists.
+KEY_BUDGET = ("key", lambda o: {"budget_id": _budget(o, f"key:{o['key'].name}")})
+ERIN_KEY_BUDGET = ("erin_key_budget", lambda o: {"budget_id": _budget(o, f"key:{o['erin_key'].name}")})
+
 CONSOLE = [
     ("tenant-overview", {}, {"GET": Role.VIEWER}),
     ("keys", {}, {"GET": Role.VIEWER, "POST": Role.MEMBER}),
@@ -51,6 +66,17 @@ CONSOLE = [
     ("models", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-detail", ("model", lambda o: {"name": "acme-secret-model"}), {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-delete", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
+    ("budgets", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("budget-detail", TENANT_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("budget-detail", KEY_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("budget-detail", ERIN_KEY_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("budget-delete", TENANT_BUDGET, {"POST": Role.ADMIN}),
+    ("budget-delete", KEY_BUDGET, {"POST": Role.ADMIN}),
+    ("limits", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    # Limits are the admins' to set, even on a member's own key.
+    ("key-limits", KEY, {"POST": Role.ADMIN}),
+    ("key-limits", ERIN_KEY, {"POST": Role.ADMIN}),
+    ("spend", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
 ]
 
 
@@ -151,6 +177,9 @@ API = [
         ("model", lambda o: {"name": "acme-secret-model"}),
         {"GET": Role.VIEWER, "PUT": Role.ADMIN, "DELETE": Role.ADMIN},
     ),
+    ("api-budgets", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("api-budget-detail", TENANT_BUDGET, {"DELETE": Role.ADMIN}),
+    ("api-spend", {}, {"GET": Role.VIEWER}),
 ]
 
 

@@ -1,0 +1,140 @@
+"""Management REST API for money: budgets and spend (conventions in tenants.apis)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing.config_cache import tenant_timezone
+from billing.models import BudgetMode, BudgetPeriod
+from billing.prices import format_usd, from_pico
+from billing.selectors import (
+    access_budget,
+    budget_usage,
+    own_keys,
+    spend_by_key,
+    spend_by_model,
+    spend_summary,
+    visible_budgets,
+)
+from billing.services import budget_delete, budget_upsert
+from tenants.apis import TokenApi
+from tenants.models import Role
+from tenants.permissions import CONFIG_WRITE
+
+
+class BudgetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="budget.id")
+    scope = serializers.CharField(source="budget.scope")
+    period = serializers.CharField(source="budget.period")
+    mode = serializers.CharField(source="budget.mode")
+    limit_usd = serializers.DecimalField(source="budget.limit_usd", max_digits=18, decimal_places=6)
+    alert_at = serializers.ListField(source="budget.alert_at", child=serializers.IntegerField())
+    spent_usd = serializers.SerializerMethodField(help_text="Spent in the current period (tenant time zone).")
+    remaining_usd = serializers.SerializerMethodField()
+    percent = serializers.IntegerField()
+
+    def get_spent_usd(self, usage) -> str:
+        return format_usd(usage.spent)
+
+    def get_remaining_usd(self, usage) -> str:
+        return format_usd(usage.remaining)
+
+
+class BudgetListApi(TokenApi):
+    class OutputSerializer(BudgetOutputSerializer):
+        pass
+
+    @extend_schema(responses=OutputSerializer(many=True), summary="List budgets with this period's spend")
+    def get(self, request: Request) -> Response:
+        tz, now = tenant_timezone(self.access.tenant.id), timezone.now()
+        usages = [budget_usage(b, now=now, tz=tz) for b in visible_budgets(self.access).order_by("scope", "period")]
+        return Response(self.OutputSerializer(usages, many=True).data)
+
+
+class BudgetUpsertApi(TokenApi):
+    required_perm = CONFIG_WRITE
+
+    class InputSerializer(serializers.Serializer):
+        scope = serializers.CharField(max_length=220, help_text="tenant, key:NAME, user:ID or tag:TAG")
+        limit_usd = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=0)
+        period = serializers.ChoiceField(choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+        mode = serializers.ChoiceField(choices=BudgetMode.choices, default=BudgetMode.HARD)
+        alert_at = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
+
+    class OutputSerializer(BudgetOutputSerializer):
+        pass
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 200: OutputSerializer},
+        summary="Create a budget, or change the one with the same scope and period",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        existed = visible_budgets(self.access).filter(
+            scope=serializer.validated_data["scope"].strip(), period=serializer.validated_data["period"]
+        )
+        created = not existed.exists()
+        budget, _changed = budget_upsert(self.access.tenant, actor=self.access.actor, **serializer.validated_data)
+        usage = budget_usage(budget, now=timezone.now(), tz=tenant_timezone(self.access.tenant.id))
+        return Response(
+            self.OutputSerializer(usage).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class BudgetDeleteApi(TokenApi):
+    required_perm = CONFIG_WRITE
+
+    @extend_schema(request=None, responses={204: None}, summary="Delete a budget")
+    def delete(self, request: Request, budget_id: int) -> Response:
+        budget = access_budget(self.access, budget_id)
+        budget_delete(self.access.tenant, budget=budget, actor=self.access.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SpendApi(TokenApi):
+    class QuerySerializer(serializers.Serializer):
+        since = serializers.DateField(required=False)
+        until = serializers.DateField(required=False)
+
+    class OutputSerializer(serializers.Serializer):
+        total_usd = serializers.CharField()
+        by_key = serializers.DictField(child=serializers.CharField())
+        by_model = serializers.DictField(child=serializers.CharField())
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", date, description="First day (tenant time zone); default: all time."),
+            OpenApiParameter("until", date, description="Last day, inclusive."),
+        ],
+        responses=OutputSerializer,
+        summary="Spend by key and model, exact decimal strings (as `gateway spend --json`)",
+    )
+    def get(self, request: Request) -> Response:
+        params = self.QuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        since, until = params.validated_data.get("since"), params.validated_data.get("until")
+        if self.access.role != Role.MEMBER:
+            return Response(spend_summary(self.access.tenant, since=since, until=until))
+        # A member's token sees what the keys of the person who minted it spent.
+        return Response(self._own_spend(since, until))
+
+    def _own_spend(self, since: date | None, until: date | None) -> dict:
+        tenant = self.access.tenant
+        names = dict(own_keys(self.access).values_list("id", "name"))
+        by_key = spend_by_key(tenant, since=since, until=until, key_ids=list(names))
+        by_model = spend_by_model(tenant, since=since, until=until, key_ids=list(names))
+        return {
+            "total_usd": format_usd(from_pico(sum(by_key.values()))),
+            "by_key": {
+                names[k]: format_usd(from_pico(v)) for k, v in sorted(by_key.items(), key=lambda i: names[i[0]])
+            },
+            "by_model": {m: format_usd(from_pico(v)) for m, v in sorted(by_model)},
+        }

@@ -1,0 +1,84 @@
+"""Console forms for money. They check the shape of the input; the rules live in billing.services."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from billing.models import Budget, BudgetMode, BudgetPeriod
+from billing.services import DEFAULT_ALERTS
+
+
+class BudgetForm(forms.Form):
+    scope = forms.CharField(
+        max_length=220,
+        initial="tenant",
+        help_text="<code>tenant</code>, <code>key:NAME</code>, <code>user:ID</code> or <code>tag:TAG</code>.",
+    )
+    limit_usd = forms.DecimalField(
+        label="Limit (USD)",
+        min_value=Decimal(0),
+        max_digits=18,
+        decimal_places=6,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTH)
+    mode = forms.ChoiceField(choices=BudgetMode.choices, initial=BudgetMode.HARD)
+    alert_at = forms.CharField(
+        label="Alert at (%)",
+        required=False,
+        initial=", ".join(str(a) for a in DEFAULT_ALERTS),
+        help_text="Comma-separated percentages; an email goes out once per threshold and period. Empty: 50, 80, 100.",
+    )
+
+    def __init__(self, *args: Any, editing: Budget | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if editing is not None:
+            # Scope and period identify a budget (one per scope and period): changing them is a new budget.
+            for name in ("scope", "period"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = ""
+
+    def clean_alert_at(self) -> list[int] | None:
+        raw = (self.cleaned_data.get("alert_at") or "").replace("%", "").replace(",", " ")
+        if not raw.strip():
+            return None  # budget_upsert then uses the defaults
+        try:
+            return [int(part) for part in raw.split()]
+        except ValueError:
+            raise ValidationError("Use whole percentages separated by commas, like 50, 80, 100.") from None
+
+    @classmethod
+    def initial_for(cls, budget: Budget) -> dict:
+        return {
+            "scope": budget.scope,
+            "limit_usd": budget.limit_usd.normalize(),
+            "period": budget.period,
+            "mode": budget.mode,
+            "alert_at": ", ".join(str(a) for a in budget.alert_at),
+        }
+
+
+class LimitForm(forms.Form):
+    """RPM/TPM (and, for keys, parallel requests). Empty means unlimited; all empty removes the limit."""
+
+    rpm = forms.IntegerField(label="Requests / min", required=False, min_value=1)
+    tpm = forms.IntegerField(label="Tokens / min", required=False, min_value=1)
+    max_parallel = forms.IntegerField(label="Parallel requests", required=False, min_value=1)
+
+    def __init__(self, *args: Any, parallel: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not parallel:
+            # Only keys have a parallel-requests limit (billing.models.RateLimit).
+            del self.fields["max_parallel"]
+
+
+class BillingSettingsForm(forms.Form):
+    timezone = forms.CharField(
+        label="Time zone",
+        max_length=64,
+        help_text="IANA name such as <code>Europe/Berlin</code>. Budget periods and spend days start at midnight here.",
+    )

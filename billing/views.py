@@ -1,0 +1,312 @@
+"""Console pages for money: budgets with usage bars, rate limits, and the spend overview.
+
+Conventions as in tenants.views: every form works without JavaScript; with htmx the same view answers
+with a fragment of the same template. Members see the tenant budget and the budgets and spend of the
+keys they created; viewers read everything; admins and owners change budgets, limits and settings.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from billing.config_cache import tenant_timezone
+from billing.forms import BillingSettingsForm, BudgetForm, LimitForm
+from billing.models import LimitScope, PriceOverride, RateLimit
+from billing.periods import period_start
+from billing.prices import from_pico
+from billing.selectors import (
+    BudgetUsage,
+    access_budget,
+    budget_usage,
+    own_keys,
+    spend_by_key,
+    spend_by_model,
+    visible_budgets,
+)
+from billing.services import billing_settings_set, budget_delete, budget_upsert, rate_limit_set
+from routing.models import ModelDeployment
+from tenants.forms import add_service_errors
+from tenants.models import Role, VirtualKey
+from tenants.permissions import CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
+from tenants.views import HtmxHttpRequest
+
+PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
+
+
+# --- Access helpers --------------------------------------------------------------------------------
+
+
+def _usages(access: TenantAccess) -> list[BudgetUsage]:
+    tz = tenant_timezone(access.tenant.id)
+    now = timezone.now()
+    budgets = sorted(visible_budgets(access), key=lambda b: (b.scope != "tenant", b.scope, PERIOD_ORDER[b.period]))
+    return [budget_usage(b, now=now, tz=tz) for b in budgets]
+
+
+def _month_start(access: TenantAccess) -> date | None:
+    return period_start("month", timezone.now(), tenant_timezone(access.tenant.id))
+
+
+def _own_key_rows(access: TenantAccess, usages: list[BudgetUsage]) -> list[dict]:
+    """The caller's own keys: spend this month and the budget closest to stopping each one."""
+    keys = list(own_keys(access).order_by("revoked", "name"))
+    if not keys:
+        return []
+    spent = spend_by_key(access.tenant, since=_month_start(access), key_ids=[k.id for k in keys])
+    tenant_wide = [u for u in usages if u.budget.scope == "tenant"]
+    rows = []
+    for key in keys:
+        applying = tenant_wide + [u for u in usages if u.budget.scope == f"key:{key.name}"]
+        # The budget with the least money left is the one that will refuse (or alert) first.
+        tightest = min(applying, key=lambda u: (u.remaining, -u.percent), default=None)
+        rows.append({"key": key, "spent": from_pico(spent.get(key.id, 0)), "usage": tightest})
+    return rows
+
+
+# --- Budgets ---------------------------------------------------------------------------------------
+
+
+def _budgets_context(access: TenantAccess, form: BudgetForm | None = None) -> dict:
+    usages = _usages(access)
+    return {
+        "section": "budgets",
+        "usages": usages,
+        "own_keys": _own_key_rows(access, usages),
+        "form": form or BudgetForm(),
+        "timezone": tenant_timezone(access.tenant.id).key,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budgets(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    access = tenant_access(request, slug)
+    if request.method == "POST":
+        access.require(CONFIG_WRITE)
+        form = BudgetForm(request.POST)
+        if form.is_valid():
+            try:
+                budget, _changed = budget_upsert(access.tenant, actor=access.actor, **form.cleaned_data)
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                if request.htmx:
+                    response = render(
+                        request, "billing/budgets.html#create_form", {"form": BudgetForm(), "created": budget}
+                    )
+                    return trigger_client_event(response, "budgets-changed")
+                messages.success(request, f"Saved the {budget.scope} budget ({budget.limit_usd.normalize()} USD).")
+                return redirect("budgets", slug=slug)
+        if request.htmx:
+            return render(request, "billing/budgets.html#create_form", {"form": form})
+        return render(request, "billing/budgets.html", _budgets_context(access, form))
+    template = "billing/budgets.html#rows" if request.htmx else "billing/budgets.html"
+    return render(request, template, _budgets_context(access))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budget_detail(request: HtmxHttpRequest, slug: str, budget_id: int) -> HttpResponse:
+    access = tenant_access(request, slug)
+    budget = access_budget(access, budget_id)
+    form = BudgetForm(request.POST or None, initial=BudgetForm.initial_for(budget), editing=budget)
+    if request.method == "POST":
+        access.require(CONFIG_WRITE)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                budget, _changed = budget_upsert(
+                    access.tenant,
+                    scope=budget.scope,
+                    period=budget.period,
+                    limit_usd=data["limit_usd"],
+                    mode=data["mode"],
+                    alert_at=data["alert_at"],
+                    actor=access.actor,
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                if request.htmx:
+                    usage = budget_usage(budget, now=timezone.now(), tz=tenant_timezone(access.tenant.id))
+                    response = render(request, "billing/budgets.html#row", {"u": usage})
+                    return trigger_client_event(response, "budgets-changed")
+                messages.success(request, f"Saved the {budget.scope} budget.")
+                return redirect("budgets", slug=slug)
+    usage = budget_usage(budget, now=timezone.now(), tz=tenant_timezone(access.tenant.id))
+    context = {"section": "budgets", "u": usage, "form": form}
+    template = "billing/budgets.html#edit_row" if request.htmx else "billing/budget_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def budget_delete_view(request: HtmxHttpRequest, slug: str, budget_id: int) -> HttpResponse:
+    access = tenant_access(request, slug)
+    budget = access_budget(access, budget_id)
+    access.require(CONFIG_WRITE)
+    budget_delete(access.tenant, budget=budget, actor=access.actor)
+    if request.htmx:
+        return trigger_client_event(HttpResponse(""), "budgets-changed")
+    messages.success(request, f"Deleted the {budget.scope} budget.")
+    return redirect("budgets", slug=slug)
+
+
+# --- Rate limits -----------------------------------------------------------------------------------
+
+
+def _limit_initial(limit: RateLimit | None) -> dict:
+    if limit is None:
+        return {}
+    return {"rpm": limit.rpm, "tpm": limit.tpm, "max_parallel": limit.max_parallel}
+
+
+def _key_limit_rows(access: TenantAccess) -> list[dict]:
+    keys = list(visible_keys(access).filter(revoked=False).order_by("name"))
+    limits = {
+        r.ref: r
+        for r in RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.KEY, ref__in=[str(k.id) for k in keys])
+    }
+    return [{"key": k, "limit": limits.get(str(k.id))} for k in keys]
+
+
+def _deployment_limit_rows(access: TenantAccess) -> list[dict]:
+    limits = list(RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.DEPLOYMENT))
+    ids = [int(r.ref) for r in limits if r.ref.isdigit()]
+    deployments = ModelDeployment.objects.filter(tenant=access.tenant, id__in=ids).select_related("provider")
+    by_id = {str(d.id): d for d in deployments}
+    return [{"limit": r, "deployment": by_id.get(r.ref)} for r in limits]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def limits(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    access = tenant_access(request, slug)
+    current = RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.TENANT, ref="").first()
+    form = LimitForm(request.POST or None, initial=_limit_initial(current), parallel=False)
+    saved = False
+    if request.method == "POST":
+        access.require(CONFIG_WRITE)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                rate_limit_set(
+                    access.tenant, scope=LimitScope.TENANT, rpm=data["rpm"], tpm=data["tpm"], actor=access.actor
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                if not request.htmx:
+                    messages.success(request, "Saved the tenant's limits.")
+                    return redirect("limits", slug=slug)
+                saved = True
+        if request.htmx:
+            return render(request, "billing/limits.html#tenant_form", {"tenant_form": form, "saved": saved})
+    context = {
+        "section": "limits",
+        "tenant_form": form,
+        "key_rows": _key_limit_rows(access),
+        "deployment_rows": _deployment_limit_rows(access),
+    }
+    return render(request, "billing/limits.html", context)
+
+
+@login_required
+@require_POST
+def key_limits(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse:
+    access = tenant_access(request, slug)
+    # The key first: a member asking about someone else's key learns nothing (404, not 403).
+    key = access_key(access, key_id)
+    access.require(CONFIG_WRITE)
+    form = LimitForm(request.POST)
+    error = ""
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            rate_limit_set(
+                access.tenant,
+                scope=LimitScope.KEY,
+                ref=str(key.id),
+                rpm=data["rpm"],
+                tpm=data["tpm"],
+                max_parallel=data["max_parallel"],
+                actor=access.actor,
+            )
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+    else:
+        error = " ".join(f"{form.fields[name].label}: {' '.join(errs)}" for name, errs in form.errors.items())
+    if request.htmx:
+        limit = RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.KEY, ref=str(key.id)).first()
+        context = {"row": {"key": key, "limit": limit}, "row_error": error, "saved": not error}
+        return render(request, "billing/limits.html#key_row", context)
+    if error:
+        messages.error(request, f"{key.name}: {error}")
+    else:
+        messages.success(request, f"Saved the limits of {key.name}.")
+    return redirect("limits", slug=slug)
+
+
+# --- Spend -----------------------------------------------------------------------------------------
+
+
+def _spend_context(access: TenantAccess) -> dict:
+    since = _month_start(access)
+    # Members see what their own keys spent; viewers and up audit the whole tenant.
+    own_only = access.role == Role.MEMBER
+    key_ids = list(own_keys(access).values_list("id", flat=True)) if own_only else None
+    names = dict(VirtualKey.objects.filter(tenant=access.tenant).values_list("id", "name"))
+    by_key = sorted(
+        (
+            {"id": key_id, "name": names.get(key_id) if key_id else None, "spent": from_pico(cost)}
+            for key_id, cost in spend_by_key(access.tenant, since=since, key_ids=key_ids).items()
+        ),
+        key=lambda row: -row["spent"],
+    )
+    by_model = [
+        {"model": m, "spent": from_pico(c)} for m, c in spend_by_model(access.tenant, since=since, key_ids=key_ids)
+    ]
+    total = sum((row["spent"] for row in by_key), Decimal(0))
+    return {
+        "section": "spend",
+        "own_only": own_only,
+        "since": since,
+        "by_key": by_key,
+        "by_model": by_model,
+        "total": total,
+        "prices": PriceOverride.objects.filter(tenant=access.tenant).order_by("model"),
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def spend(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    access = tenant_access(request, slug)
+    form = BillingSettingsForm(request.POST or None, initial={"timezone": tenant_timezone(access.tenant.id).key})
+    if request.method == "POST":
+        access.require(CONFIG_WRITE)
+        if form.is_valid():
+            try:
+                billing_settings_set(access.tenant, timezone_name=form.cleaned_data["timezone"], actor=access.actor)
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                messages.success(request, "Saved the time zone.")
+                # Every figure on the page is counted from midnight in this zone: reload all of it.
+                if request.htmx:
+                    return HttpResponseClientRedirect(reverse("spend", kwargs={"slug": slug}))
+                return redirect("spend", slug=slug)
+        if request.htmx:
+            return render(request, "billing/spend.html#settings_form", {"settings_form": form})
+    return render(request, "billing/spend.html", {**_spend_context(access), "settings_form": form})
