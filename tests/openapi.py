@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,20 @@ def _convert_nullable(node: Any) -> Any:
     return node
 
 
+# The schemas we validate against, extracted unchanged from the same spec (tests/specs/extract.py),
+# for clones that have no shared/ folder beside them.
+SUBSET = Path(__file__).resolve().parent / "specs" / "openai-schemas.json"
+
+
 @functools.cache
 def _registry() -> tuple[Registry, str]:
     path = next((p for p in SPEC_CANDIDATES if p.exists()), None)
-    assert path is not None, f"OpenAI spec not found in {SPEC_CANDIDATES}"
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with path.open() as fh:
-        spec = yaml.load(fh, Loader=loader)
+    if path is not None:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        with path.open() as fh:
+            spec = yaml.load(fh, Loader=loader)
+    else:
+        spec = json.loads(SUBSET.read_text())
     components = {"components": {"schemas": _convert_nullable(spec["components"]["schemas"])}}
     uri = "urn:openai-spec"
     resource = Resource(contents=components, specification=DRAFT202012)
