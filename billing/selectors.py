@@ -97,37 +97,44 @@ class Difference:
 
 
 def reconcile(tenant: Tenant | None = None) -> list[Difference]:
-    """Ledger totals against the sum of call log costs, per tenant and day, and per tag."""
+    """The ledger against the call logs, row for row (tenant, day, key, end user, model), and per tag.
+
+    Sums run in the database at the ledger's own granularity, so a cost booked to the wrong key or
+    model shows up even when the day's total happens to match.
+    """
     from collections import defaultdict
 
     tenants = [tenant] if tenant else list(Tenant.objects.all())
     diffs: list[Difference] = []
     for t in tenants:
-        logs: dict[date, int] = defaultdict(int)
+        priced = CallLog.objects.filter(tenant=t, cost_picodollars__isnull=False)
+        logs = {
+            row[:4]: int(row[4] or 0)
+            for row in priced.values_list("day", "virtual_key_id", "end_user", "requested_model")
+            .annotate(s=Sum("cost_picodollars"))
+            .values_list("day", "virtual_key_id", "end_user", "requested_model", "s")
+        }
+        ledger = {
+            row[:4]: int(row[4])
+            for row in SpendLedger.objects.filter(tenant=t).values_list(
+                "day", "virtual_key_id", "end_user", "model", "cost_picodollars"
+            )
+        }
+        for key in sorted(set(logs) | set(ledger), key=str):
+            if logs.get(key, 0) != ledger.get(key, 0):
+                what = f"key {key[1]} user {key[2] or '-'} model {key[3]}"
+                diffs.append(
+                    Difference(t.slug, str(key[0]), what, from_pico(ledger.get(key, 0)), from_pico(logs.get(key, 0)))
+                )
         tags: dict[tuple[date, str], int] = defaultdict(int)
-        for day, cost, log_tags in CallLog.objects.filter(tenant=t, cost_picodollars__isnull=False).values_list(
-            "day", "cost_picodollars", "tags"
-        ):
-            logs[day] += cost
+        for day, cost, log_tags in priced.exclude(tags=[]).values_list("day", "cost_picodollars", "tags"):
             for tag in log_tags or []:
                 tags[(day, tag)] += cost
-        ledger = {
-            d: int(s or 0)
-            for d, s in SpendLedger.objects.filter(tenant=t)
-            .values_list("day")
-            .annotate(s=Sum("cost_picodollars"))
-            .values_list("day", "s")
-        }
-        for day in sorted(set(logs) | set(ledger)):
-            if logs.get(day, 0) != ledger.get(day, 0):
-                diffs.append(
-                    Difference(t.slug, str(day), "total", from_pico(ledger.get(day, 0)), from_pico(logs.get(day, 0)))
-                )
         tag_ledger = {
             (d, tag): int(c)
             for d, tag, c in TagSpend.objects.filter(tenant=t).values_list("day", "tag", "cost_picodollars")
         }
-        for key in sorted(set(tags) | set(tag_ledger)):
+        for key in sorted(set(tags) | set(tag_ledger), key=str):
             if tags.get(key, 0) != tag_ledger.get(key, 0):
                 diffs.append(
                     Difference(
