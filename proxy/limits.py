@@ -54,6 +54,7 @@ class Admission:
     reason: str = ""  # "rpm" | "tpm" | "parallel" | "budget"
     scope: str = ""
     retry_after: float = 0.0
+    spent_nanos: int = 0  # for a budget refusal: what the period has already spent
     # For the x-ratelimit-* headers: the most constrained scope of each kind.
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -162,7 +163,8 @@ for i = 1, n_budget do
   if not deny and hard == 1 then
     local spent = tonumber(redis.call('GET', spent_key) or '0')
     local reserved = tonumber(redis.call('HGET', res_key, '_total') or '0')
-    if spent + reserved + reserve > limit then deny = {'budget', i, 0} end
+    -- the third field carries the settled spend, for the alert that says why requests are refused
+    if spent + reserved + reserve > limit then deny = {'budget', i, spent} end
   end
   k = k + 3
 end
@@ -303,7 +305,8 @@ class RedisLimiter:
                 scope = rates[int(which) - 1].scope
             elif reason == "budget":
                 scope = budgets[int(which) - 1].scope
-            return Admission(False, reason, scope, float(retry), headers), None
+                return Admission(False, reason, scope, headers=headers, spent_nanos=int(retry)), None
+            return Admission(False, reason, scope, retry_after=float(retry), headers=headers), None
         reservation = Reservation(
             request_id, rates, tokens, parallel[0] if parallel else None, budgets, reserve if budgets else 0
         )
@@ -388,8 +391,9 @@ class LocalLimiter:
                 deny = ("parallel", 0, 1)
         for i, b in enumerate(budgets):
             reserved = self._reserved_total(b.key, now_ms)
-            if deny is None and b.hard and self.spent.get(b.key, 0) + reserved + reserve_nanos > b.limit_nanos:
-                deny = ("budget", i + 1, 0)
+            spent = self.spent.get(b.key, 0)
+            if deny is None and b.hard and spent + reserved + reserve_nanos > b.limit_nanos:
+                deny = ("budget", i + 1, spent)
         if deny is not None:
             return RedisLimiter._decide(
                 0,

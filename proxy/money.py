@@ -96,7 +96,7 @@ async def admit(
         return reservation, admission.headers
     if admission.reason == "budget":
         check = next(c for c in checks if c.scope == admission.scope)
-        spawn(_alert(check, 100, check.limit_nanos))
+        spawn(_alert(check, 100, admission.spent_nanos))
         headers = dict(admission.headers)
         wait = _seconds_to_next_period(budgets[checks.index(check)].period, now, tenant.tz)
         if wait:
@@ -138,9 +138,18 @@ async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
                 spawn(_alert(check, threshold, after))
 
 
+# Alerts this process already queued. The database row makes each alert exactly-once across
+# processes; this set only keeps a refused burst from queueing one task per refused request.
+_queued: set[tuple[int, str, int]] = set()
+
+
 async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
-    if threshold not in check.alert_at:
+    ident = (check.budget_id, check.period_key, threshold)
+    if threshold not in check.alert_at or ident in _queued:
         return
+    if len(_queued) > 10_000:
+        _queued.clear()
+    _queued.add(ident)
     await sync_to_async(_enqueue_alert, thread_sensitive=False)(
         check.budget_id, check.period_key, threshold, spent_nanos
     )

@@ -90,3 +90,34 @@ def test_crossing_thresholds_while_settling_sends_each_alert_once(budget):
     # 4 (40%), 6 (60%: 50 crossed), 7 (70%), 9.5 (95%: 80 crossed), 10.5 (105%: 100 crossed)
     assert asyncio.run(scenario()) == [0, 1, 1, 2, 3]
     assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 80, 100]
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_a_refused_request_reports_the_real_spend_and_alerts_once(budget, backend):
+    from proxy.limits import LocalLimiter
+
+    lim = limiter() if backend == "redis" else LocalLimiter()
+    check = BudgetCheck(
+        budget_id=budget.id,
+        key=f"gw:b:{budget.id}:refusal-{backend}",
+        limit_nanos=10_000_000_000,
+        hard=True,
+        alert_at=(50, 80, 100),
+        scope="tenant",
+        period_key=f"refusal-{backend}",
+    )
+
+    async def scenario():
+        _ok, reservation = await lim.admit("a", [], 0, None, [check], 9_500_000_000)
+        await lim.settle(reservation, 0, 9_500_000_000)
+        denied, none = await lim.admit("b", [], 0, None, [check], 1_000_000_000)
+        for _ in range(5):  # a refused burst queues one alert, not five
+            await money._alert(check, 100, denied.spent_nanos)
+        await drain()
+        return denied, none
+
+    denied, reservation = asyncio.run(scenario())
+    assert reservation is None and not denied.ok and denied.reason == "budget"
+    assert denied.spent_nanos == 9_500_000_000
+    (message,) = mail.outbox
+    assert "9.5 USD" in message.body and "now refused" in message.body
