@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from billing.periods import period_key
 from billing.prices import NANO, Price, find_price, shipped_prices
+
+logger = logging.getLogger("gateway.billing")
 
 
 @dataclass
@@ -71,9 +74,24 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
         # the ledger. NX: a live counter is never overwritten.
         pk = period_key(budget.period, now, config.tz)
         spent = spent_in_period_pico(budget, now=now, tz=config.tz)
-        limiter().seed_spent(budget_counter_key(budget.id, pk), -(-spent // 1000))  # pico -> nano, rounded up
+        try:
+            limiter().seed_spent(budget_counter_key(budget.id, pk), -(-spent // 1000))  # pico -> nano, rounded up
+        except Exception:
+            # Admission seeds missing counters itself; a Redis hiccup here must not fail the load.
+            logger.warning("could not seed budget counter %s", budget.id, exc_info=True)
     return config
 
 
 def budget_counter_key(budget_id: int, period: str) -> str:
     return f"gw:b:{budget_id}:{period}"
+
+
+def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: datetime) -> None:
+    """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
+    from billing.models import Budget
+    from billing.selectors import spent_in_period_pico
+    from proxy.limits import limiter
+
+    budget = Budget.objects.filter(id=budget_id).first()
+    spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
+    limiter().seed_spent(counter_key, -(-spent // 1000))  # pico -> nano, rounded up

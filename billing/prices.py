@@ -45,7 +45,9 @@ class Price:
 
     def worst_case_nanos(self, prompt_tokens: int, max_output: int | None) -> int:
         out = max_output if max_output is not None else self.max_output
-        cost = (prompt_tokens * self.input + out * self.output) / MILLION
+        # Prompt tokens may turn out to be cache writes, billed above the input price.
+        prompt_rate = max(self.input, self.cache_write or self.input)
+        cost = (prompt_tokens * prompt_rate + out * self.output) / MILLION
         return to_nanos_ceil(cost)
 
 

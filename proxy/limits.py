@@ -55,6 +55,7 @@ class Admission:
     scope: str = ""
     retry_after: float = 0.0
     spent_nanos: int = 0  # for a budget refusal: what the period has already spent
+    index: int = -1  # for a budget refusal or a seed request: which budget check
     # For the x-ratelimit-* headers: the most constrained scope of each kind.
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +68,7 @@ class Reservation:
     parallel_key: str | None
     budgets: list[BudgetCheck]
     reserve_nanos: int
+    admitted_s: int = 0
 
 
 def _fmt_reset(seconds: float) -> str:
@@ -153,6 +155,9 @@ local bstart = k
 for i = 1, n_budget do
   local spent_key = KEYS[k]; local res_key = KEYS[k + 1]; local exp_key = KEYS[k + 2]
   local limit = tonumber(ARGV[a]); local hard = tonumber(ARGV[a + 1]); a = a + 2
+  -- No counter (new period, or Redis lost it): the caller seeds it from the ledger and retries.
+  -- Starting from zero would forget what the period already spent.
+  if redis.call('EXISTS', spent_key) == 0 then return {0, 'seed', i, 0, '[]'} end
   local expired = redis.call('ZRANGEBYSCORE', exp_key, '-inf', now_ms)
   for _, old in ipairs(expired) do
     local amt = tonumber(redis.call('HGET', res_key, old) or '0')
@@ -206,13 +211,14 @@ local token_delta = tonumber(ARGV[3])
 local rid = ARGV[4]
 local has_parallel = tonumber(ARGV[5])
 local n_budget = tonumber(ARGV[6])
-local actual = tonumber(ARGV[7])
 local ttl = tonumber(ARGV[8])
+local admit_s = tonumber(ARGV[9])
 local k = 1
 for i = 1, n_rate do
-  if token_delta ~= 0 then
-    redis.call('HINCRBY', KEYS[k], now_s, token_delta)
-    redis.call('EXPIRE', KEYS[k], 61)
+  -- The correction goes to the bucket the tokens were counted in, so that the window never holds a
+  -- negative bucket that outlives the positive one (which would let later requests through).
+  if token_delta ~= 0 and admit_s > now_s - 60 and redis.call('HEXISTS', KEYS[k], admit_s) == 1 then
+    redis.call('HINCRBY', KEYS[k], admit_s, token_delta)
   end
   k = k + 1
 end
@@ -229,13 +235,22 @@ for i = 1, n_budget do
     redis.call('HINCRBY', res_key, '_total', -tonumber(amt))
     redis.call('ZREM', exp_key, rid)
   end
-  local before = tonumber(redis.call('GET', spent_key) or '0')
-  local after = redis.call('INCRBY', spent_key, ARGV[7])
-  redis.call('EXPIRE', spent_key, ttl)
-  out[i] = {before, after}
+  -- Strings, not Lua numbers: those are doubles and print with 14 digits.
+  local before = redis.call('GET', spent_key)
+  if before then
+    redis.call('INCRBY', spent_key, ARGV[7])
+    redis.call('EXPIRE', spent_key, ttl)
+    out[#out + 1] = before
+    out[#out + 1] = redis.call('GET', spent_key)
+  else
+    -- The counter is gone (Redis restarted): the next admission seeds it from the ledger, which
+    -- will hold this call too.
+    out[#out + 1] = '0'
+    out[#out + 1] = '0'
+  end
   k = k + 3
 end
-return cjson.encode(out)
+return out
 """
 
 
@@ -303,12 +318,20 @@ class RedisLimiter:
             scope = ""
             if reason in ("rpm", "tpm"):
                 scope = rates[int(which) - 1].scope
-            elif reason == "budget":
-                scope = budgets[int(which) - 1].scope
-                return Admission(False, reason, scope, headers=headers, spent_nanos=int(retry)), None
+            elif reason in ("budget", "seed"):
+                index = int(which) - 1
+                admission = Admission(False, reason, budgets[index].scope, headers=headers, index=index)
+                admission.spent_nanos = int(retry)
+                return admission, None
             return Admission(False, reason, scope, retry_after=float(retry), headers=headers), None
         reservation = Reservation(
-            request_id, rates, tokens, parallel[0] if parallel else None, budgets, reserve if budgets else 0
+            request_id,
+            rates,
+            tokens,
+            parallel[0] if parallel else None,
+            budgets,
+            reserve if budgets else 0,
+            now_ms // 1000,
         )
         return Admission(True, headers=headers), reservation
 
@@ -328,12 +351,11 @@ class RedisLimiter:
             len(reservation.budgets),
             actual_nanos,
             400 * 86400,
+            reservation.admitted_s,
         ]
-        import orjson
-
         raw = await settle(keys=keys, args=args)
-        result = orjson.loads(raw)
-        return [tuple(x) for x in result] if isinstance(result, list) else []
+        values = [int(v) for v in raw]
+        return list(zip(values[::2], values[1::2], strict=True))
 
     def seed_spent(self, key: str, nanos: int) -> None:
         """Start a period's counter from the ledger if Redis has none (new budget, Redis restarted)."""
@@ -390,6 +412,10 @@ class LocalLimiter:
             if deny is None and len(slots) >= parallel[1]:
                 deny = ("parallel", 0, 1)
         for i, b in enumerate(budgets):
+            if b.key not in self.spent:
+                return RedisLimiter._decide(
+                    0, "seed", i + 1, 0, b"[]", request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
+                )
             reserved = self._reserved_total(b.key, now_ms)
             spent = self.spent.get(b.key, 0)
             if deny is None and b.hard and spent + reserved + reserve_nanos > b.limit_nanos:
@@ -422,17 +448,20 @@ class LocalLimiter:
         )
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
-        now_s = int(time.time())
         delta = actual_tokens - reservation.tokens_reserved
         for r in reservation.rates:
             bucket = self.buckets.setdefault(f"{r.scope}:t", {})
-            bucket[now_s] = bucket.get(now_s, 0) + delta
+            if reservation.admitted_s in bucket:  # see SETTLE_LUA: correct the bucket it was counted in
+                bucket[reservation.admitted_s] += delta
         if reservation.parallel_key:
             self.parallel.get(reservation.parallel_key, {}).pop(reservation.request_id, None)
         out = []
         for b in reservation.budgets:
             self.reserved.get(b.key, {}).pop(reservation.request_id, None)
-            before = self.spent.get(b.key, 0)
+            before = self.spent.get(b.key)
+            if before is None:
+                out.append((0, 0))
+                continue
             self.spent[b.key] = before + actual_nanos
             out.append((before, before + actual_nanos))
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -10,7 +11,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from billing.config_cache import budget_counter_key
+from billing.config_cache import budget_counter_key, seed_budget_counter
 from billing.periods import period_key, period_start
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
@@ -47,8 +48,19 @@ def _seconds_to_next_period(period: str, now: datetime, tz: Any) -> int | None:
     return max(int((boundary - now).total_seconds()), 1)
 
 
+# Tokens an image or audio part may cost, whatever its size in the request: a conservative ceiling.
+MEDIA_PART_TOKENS = 30_000
+
+
+def prompt_ceiling(body: bytes) -> int:
+    """An upper bound on the prompt's tokens: a token is at least one byte of text, and media parts
+    are counted at a flat ceiling. Hard budgets reserve this, so they hold whatever the tokenizer."""
+    media = body.count(b'"image_url"') + body.count(b'"input_audio"') + body.count(b'"file_data"')
+    return len(body) + media * MEDIA_PART_TOKENS
+
+
 async def admit(
-    record: Any, key: KeyEntry, tenant: TenantEntry, deployment: Deployment, payload: dict
+    record: Any, key: KeyEntry, tenant: TenantEntry, deployment: Deployment, payload: dict, body: bytes = b""
 ) -> tuple[Reservation | None, dict[str, str]]:
     rates = []
     if key.rpm or key.tpm:
@@ -75,11 +87,18 @@ async def admit(
         checks.append(BudgetCheck(b.id, budget_counter_key(b.id, pk), b.limit_nanos, b.hard, b.alert_at, b.scope, pk))
     reserve = 0
     if checks and deployment.price is not None:
-        reserve = deployment.price.worst_case_nanos(record.prompt_estimate, max_out)
+        choices = payload.get("n")
+        choices = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1
+        out_cap = max_out if max_out is not None else deployment.price.max_output
+        reserve = deployment.price.worst_case_nanos(prompt_ceiling(body), out_cap * choices)
     # Reservations are keyed by a gateway-made id: client request ids may repeat.
     slot_id = os.urandom(8).hex()
     try:
-        admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
+        admission, reservation = await _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now)
+    except asyncio.CancelledError:
+        # The client left while the script ran: whatever it recorded must not wait 12 minutes to expire.
+        spawn(_release(slot_id, rates, tokens, parallel, checks, reserve))
+        raise
     except Exception:
         logger.exception("limit check failed")
         if any(c.hard for c in checks):
@@ -95,15 +114,16 @@ async def admit(
     if admission.ok:
         return reservation, admission.headers
     if admission.reason == "budget":
-        check = next(c for c in checks if c.scope == admission.scope)
-        spawn(_alert(check, 100, admission.spent_nanos))
+        check, budget = checks[admission.index], budgets[admission.index]
+        if admission.spent_nanos >= check.limit_nanos:
+            spawn(_alert(check, 100, admission.spent_nanos))
         headers = dict(admission.headers)
-        wait = _seconds_to_next_period(budgets[checks.index(check)].period, now, tenant.tz)
+        wait = _seconds_to_next_period(budget.period, now, tenant.tz)
         if wait:
             headers["retry-after"] = str(wait)
         raise ProxyError(
             429,
-            f"Budget exceeded for {admission.scope}: the {budgets[checks.index(check)].period} budget of "
+            f"Budget exceeded for {admission.scope}: the {budget.period} budget of "
             f"{check.limit_nanos / 1e9:.2f} USD leaves no room for this request.",
             type="insufficient_quota",
             code="budget_exceeded",
@@ -122,6 +142,25 @@ async def admit(
         code="rate_limit_exceeded",
         headers={**admission.headers, "retry-after": str(retry)},
     )
+
+
+async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now):
+    """Admit; when a budget's counter is missing, start it from the ledger and try again."""
+    for _ in range(len(checks) + 1):
+        admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
+        if admission.reason != "seed":
+            return admission, reservation
+        check = checks[admission.index]
+        await sync_to_async(seed_budget_counter, thread_sensitive=False)(check.budget_id, check.key, tenant.tz, now)
+    raise RuntimeError("budget counters could not be seeded")
+
+
+async def _release(slot_id, rates, tokens, parallel, checks, reserve) -> None:
+    reservation = Reservation(slot_id, rates, tokens, parallel[0] if parallel else None, checks, reserve)
+    try:
+        await limiter().settle(reservation, tokens, 0)
+    except Exception:
+        logger.exception("releasing the slots of a cancelled request failed")
 
 
 async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:

@@ -248,23 +248,14 @@ class ConfigState:
         return entry
 
     async def _single_flight(self, pending: dict, ident: Any, loader: Any) -> Any:
-        fut = pending.get(ident)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        pending[ident] = fut
-        try:
-            result = await sync_to_async(loader, thread_sensitive=False)(ident)
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            fut.set_result(result)
-            return result
-        finally:
-            pending.pop(ident, None)
+        # The load runs as its own task and every caller (the first included) awaits it shielded:
+        # a client that hangs up cancels only its own wait, never the load the others wait for.
+        task = pending.get(ident)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(sync_to_async(loader, thread_sensitive=False)(ident))
+            pending[ident] = task
+            task.add_done_callback(lambda _t: pending.pop(ident, None))
+        return await asyncio.shield(task)
 
     # -- invalidation ---------------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ def ensure_background() -> None:
 
 def _request_id(request: HttpRequest) -> str:
     given = request.META.get("HTTP_X_REQUEST_ID", "")
-    if given and len(given) <= 100 and given.isprintable():
+    # ASCII only: the id is forwarded upstream in a header, and non-ASCII header values cannot be sent.
+    if given and len(given) <= 100 and given.isascii() and given.isprintable():
         return given
     return "req_" + os.urandom(12).hex()
 
@@ -309,6 +310,16 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _internal_error(exc: Exception) -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway could not serve this request right now; retry shortly.",
+        type="server_error",
+        code="gateway_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
 def _error_response(record: CallRecord, exc: ProxyError) -> HttpResponse:
     record.status = exc.status
     record.error_type = exc.code or exc.type
@@ -355,11 +366,16 @@ async def _proxy(request: HttpRequest, endpoint: str) -> HttpResponse:
             raise ProxyError(
                 502, f"Upstream refused: {deployment.blocked}", type="upstream_error", code="upstream_blocked"
             )
-        record.prompt_estimate = len(request.body) // 3 + 1
-        record.reservation, limit_headers = await money.admit(record, key, tenant, deployment, payload)
+        body = request.body
+        record.prompt_estimate = len(body) // 3 + 1
+        record.reservation, limit_headers = await money.admit(record, key, tenant, deployment, payload, body)
     except ProxyError as exc:
         exc.headers = {**limit_headers, **exc.headers}
         return _error_response(record, exc)
+    except Exception as exc:
+        # A database or Redis failure while loading config must still answer in OpenAI's format.
+        logger.exception("request setup failed")
+        return _error_response(record, _internal_error(exc))
 
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None
@@ -480,6 +496,9 @@ async def models(request: HttpRequest, model: str | None = None) -> HttpResponse
             body = {"object": "list", "data": [_model_object(n, tenant) for n in names]}
     except ProxyError as exc:
         response = exc.response()
+    except Exception as exc:
+        logger.exception("listing models failed")
+        response = _internal_error(exc).response()
     else:
         response = HttpResponse(orjson.dumps(body), content_type="application/json")
     response["x-request-id"] = request_id

@@ -75,6 +75,8 @@ def test_crossing_thresholds_while_settling_sends_each_alert_once(budget):
         period_key="test-period",
     )
 
+    limiter().seed_spent(check.key, 0)  # as admission does from the ledger for a new period
+
     async def spend(nanos: int) -> None:
         _admission, reservation = await limiter().admit(f"r{nanos}", [], 0, None, [check], 1_000_000)
         await money.settle(reservation, 0, nanos)
@@ -107,6 +109,8 @@ def test_a_refused_request_reports_the_real_spend_and_alerts_once(budget, backen
         period_key=f"refusal-{backend}",
     )
 
+    lim.seed_spent(check.key, 0)
+
     async def scenario():
         _ok, reservation = await lim.admit("a", [], 0, None, [check], 9_500_000_000)
         await lim.settle(reservation, 0, 9_500_000_000)
@@ -121,3 +125,23 @@ def test_a_refused_request_reports_the_real_spend_and_alerts_once(budget, backen
     assert denied.spent_nanos == 9_500_000_000
     (message,) = mail.outbox
     assert "9.5 USD" in message.body and "now refused" in message.body
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_a_missing_budget_counter_asks_to_be_seeded_and_settling_never_recreates_it(budget, backend):
+    from proxy.limits import LocalLimiter
+
+    lim = limiter() if backend == "redis" else LocalLimiter()
+    check = BudgetCheck(budget.id, f"gw:b:{budget.id}:seed-{backend}", 10_000, True, (100,), "tenant", "p")
+
+    async def scenario():
+        first, none = await lim.admit("a", [], 0, None, [check], 10)
+        lim.seed_spent(check.key, 9_000)  # the ledger already holds 9 µUSD this period
+        admitted, reservation = await lim.admit("b", [], 0, None, [check], 2_000)
+        return first, none, admitted, reservation
+
+    first, none, admitted, reservation = asyncio.run(scenario())
+    assert (first.ok, first.reason, none) == (False, "seed", None)
+    # 9000 spent + 2000 reserved > 10000: the seeded spend counts, the request is refused.
+    assert not admitted.ok and admitted.reason == "budget" and admitted.spent_nanos == 9_000
+    assert reservation is None

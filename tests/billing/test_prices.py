@@ -74,3 +74,18 @@ def test_every_supported_provider_family_ships_prices():
 )
 def test_usd_strings_are_exact_and_plain(amount, text):
     assert format_usd(amount) == text
+
+
+def test_the_worst_case_prices_prompt_tokens_as_possible_cache_writes():
+    price = Price(input=Decimal("3"), output=Decimal("15"), cache_write=Decimal("3.75"))
+    assert price.worst_case_nanos(1000, 0) == 3_750_000  # 1000 x 3.75 USD per million
+
+
+def test_the_prompt_ceiling_counts_bytes_and_media_parts():
+    from proxy.money import MEDIA_PART_TOKENS, prompt_ceiling
+
+    text = b'{"messages": [{"role": "user", "content": "a a a a a a"}]}'
+    assert prompt_ceiling(text) == len(text)
+    image = b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
+    # "image_url" appears twice (type and key): counted generously, never under.
+    assert prompt_ceiling(image) >= len(image) + MEDIA_PART_TOKENS
