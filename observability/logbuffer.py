@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger("gateway.logs")
 
@@ -141,14 +142,37 @@ class LogBuffer:
                 batch = self._take()
                 try:
                     self.sink.write(batch)
-                except Exception:
-                    # Put the rows back in order and try again on the next tick: logs are never dropped
-                    # because the database hiccupped.
+                except (OperationalError, InterfaceError):
+                    # The database is away: put the rows back in order and try again on the next tick.
+                    # Logs are never dropped because the database hiccupped.
                     self._records.extendleft(reversed(batch))
                     logger.exception("writing %d call logs failed; will retry", len(batch))
                     break
+                except Exception:
+                    # Something in the batch itself is wrong (a value the database refuses). Write the
+                    # rows one by one so a single bad row cannot block everybody's logs and ledger.
+                    done, away = self._write_one_by_one(batch)
+                    written += done
+                    if away:
+                        break
+                    continue
                 written += len(batch)
         return written
+
+    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> tuple[int, bool]:
+        """Returns (rows written, database away?)."""
+        written = 0
+        for i, record in enumerate(batch):
+            try:
+                self.sink.write([record])
+                written += 1
+            except (OperationalError, InterfaceError):
+                self._records.extendleft(reversed(batch[i:]))
+                logger.exception("writing call logs failed; will retry")
+                return written, True
+            except Exception:
+                logger.exception("dropping a call log the database refuses: %r", record)
+        return written, False
 
     async def flush(self) -> int:
         return await sync_to_async(self.flush_sync, thread_sensitive=False)()

@@ -306,8 +306,15 @@ class CallRecord:
             self.reservation = None
 
 
+MAX_TOKENS_REPORTED = 2**31 - 1
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    # An upstream may report anything: an absurd count would fail the call log insert, so it is
+    # treated as "no usage reported" (and the cost is estimated) instead.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS_REPORTED:
+        return value
+    return None
 
 
 def _internal_error(exc: Exception) -> ProxyError:
@@ -331,7 +338,7 @@ def _error_response(record: CallRecord, exc: ProxyError) -> HttpResponse:
 
 
 def _tags(request: HttpRequest, key: KeyEntry) -> list[str]:
-    tags = list(key.tags)
+    tags = [t.strip()[:100] for t in key.tags if t.strip()]
     header = request.META.get("HTTP_X_GATEWAY_TAGS", "")
     if header:
         for tag in header.split(","):
