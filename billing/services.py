@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from billing.models import BillingSettings, Budget, BudgetAlert, LimitScope, PriceOverride, RateLimit
-from billing.prices import NANO, format_usd
+from billing.prices import format_usd
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
 from tenants.models import Membership, Role, Tenant, VirtualKey
@@ -198,21 +198,35 @@ def alert_recipients(tenant: Tenant) -> list[str]:
 
 def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_nanos: int) -> bool:
     """Send the alert for this budget, period and threshold unless it was already sent. Exactly once."""
+    budget = Budget.objects.select_related("tenant").filter(id=budget_id).first()
+    if budget is None:
+        return False
+    # The row is the claim: whoever creates it (or finds it unsent, on a retry after a mail failure)
+    # sends, under a row lock, and marks it sent. So an alert goes out once, and is not lost if the
+    # mail server was down the first time.
+    try:
+        with transaction.atomic():
+            BudgetAlert.objects.create(
+                budget=budget, period_key=period_key, threshold=threshold, spent_picodollars=spent_nanos * 1000
+            )
+    except IntegrityError:
+        pass
+    with transaction.atomic():
+        alert = BudgetAlert.objects.select_for_update().get(budget=budget, period_key=period_key, threshold=threshold)
+        if alert.sent_at is not None:
+            return False
+        _send_alert_email(budget, alert, period_key, threshold, Decimal(alert.spent_picodollars) / 10**12)
+        alert.sent_at = timezone.now()
+        alert.save(update_fields=["sent_at"])
+    return True
+
+
+def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, threshold: int, spent: Decimal) -> None:
+    """Render and send one alert (HTML and text) to the tenant's owners, admins and alert addresses."""
     from billing.config_cache import tenant_timezone
     from billing.periods import period_start
     from billing.selectors import top_spenders
 
-    budget = Budget.objects.select_related("tenant").filter(id=budget_id).first()
-    if budget is None:
-        return False
-    spent = Decimal(spent_nanos) / NANO
-    try:
-        with transaction.atomic():
-            alert = BudgetAlert.objects.create(
-                budget=budget, period_key=period_key, threshold=threshold, spent_picodollars=spent_nanos * 1000
-            )
-    except IntegrityError:
-        return False  # another process or a retry got here first
     tenant = budget.tenant
     since = period_start(budget.period, datetime.now(UTC), tenant_timezone(tenant.id))
     keys, models = top_spenders(tenant.id, since=since)
@@ -240,6 +254,3 @@ def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_
         )
         message.attach_alternative(render_to_string("billing/email/budget_alert.html", context), "text/html")
         message.send()
-    alert.sent_at = timezone.now()
-    alert.save(update_fields=["sent_at"])
-    return True

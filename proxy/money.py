@@ -189,9 +189,13 @@ async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
     if len(_queued) > 10_000:
         _queued.clear()
     _queued.add(ident)
-    await sync_to_async(_enqueue_alert, thread_sensitive=False)(
-        check.budget_id, check.period_key, threshold, spent_nanos
-    )
+    try:
+        await sync_to_async(_enqueue_alert, thread_sensitive=False)(
+            check.budget_id, check.period_key, threshold, spent_nanos
+        )
+    except Exception:
+        _queued.discard(ident)  # the broker was away: let the next crossing or refusal try again
+        raise
 
 
 def _enqueue_alert(budget_id: int, period: str, threshold: int, spent_nanos: int) -> None:

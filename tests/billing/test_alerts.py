@@ -145,3 +145,20 @@ def test_a_missing_budget_counter_asks_to_be_seeded_and_settling_never_recreates
     # 9000 spent + 2000 reserved > 10000: the seeded spend counts, the request is refused.
     assert not admitted.ok and admitted.reason == "budget" and admitted.spent_nanos == 9_000
     assert reservation is None
+
+
+def test_an_alert_whose_mail_failed_is_sent_on_the_retry_and_only_then(budget, monkeypatch):
+    from django.core.mail import EmailMultiAlternatives
+
+    real_send = EmailMultiAlternatives.send
+
+    def broken(self, *args, **kwargs):
+        raise ConnectionRefusedError("SMTP down")
+
+    monkeypatch.setattr(EmailMultiAlternatives, "send", broken)
+    with pytest.raises(ConnectionRefusedError):
+        budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_000_000_000)
+    monkeypatch.setattr(EmailMultiAlternatives, "send", real_send)
+    assert budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_000_000_000)
+    assert not budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_000_000_000)
+    assert len(mail.outbox) == 1
