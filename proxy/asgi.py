@@ -13,10 +13,12 @@ from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import set_script_prefix, set_urlconf
+
+from proxy.errors import ProxyError
 
 
 class ProxyHandler(ASGIHandler):
@@ -36,15 +38,31 @@ class ProxyHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        limit = settings.GATEWAY_MAX_BODY_BYTES
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                # Refuse before reading: an oversized body is never spooled to disk.
+                await self.send_response(_too_large(limit), send)
+                return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
+            return
+        except RequestDataTooBig:
+            await self.send_response(_too_large(limit), send)
             return
         with body_file:
             set_script_prefix(scope.get("root_path", "") or "/")
             request, error_response = self.create_request(scope, body_file)
             if request is None:
-                await self.send_response(error_response, send)
+                # Django's own answers here are plain text; the API answers in OpenAI's format.
+                status = error_response.status_code
+                await self.send_response(
+                    ProxyError(status, "The request could not be read.", code="invalid_request").response()
+                    if status != 413
+                    else _too_large(limit),
+                    send,
+                )
                 return
             response = None
             try:
@@ -55,6 +73,21 @@ class ProxyHandler(ASGIHandler):
                     raise _Done
             except* (_Done, RequestAborted):
                 pass
+
+    async def read_body(self, receive: Any) -> Any:
+        """Django's read_body, stopping as soon as a chunked body passes the size limit."""
+        limit = settings.GATEWAY_MAX_BODY_BYTES
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise RequestDataTooBig()
+            return message
+
+        return await super().read_body(counting_receive)
 
     async def send_response(self, response: Any, send: Any) -> None:
         stream = getattr(response, "gateway_stream", None)
@@ -73,3 +106,7 @@ class ProxyHandler(ASGIHandler):
 
 class _Done(Exception):
     pass
+
+
+def _too_large(limit: int) -> Any:
+    return ProxyError(413, f"The request body is larger than {limit} bytes.", code="request_too_large").response()

@@ -283,3 +283,32 @@ def test_the_client_request_id_is_kept(gateway, acme, mint):
     )
     assert response.headers["x-request-id"] == "trace-abc-123"
     assert wait_for(lambda: len(logs_for("trace-abc-123")) == 1)
+
+
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(gateway_factory, acme, mint):
+    gateway = gateway_factory(extra_env={"GATEWAY_MAX_BODY_BYTES": "1000"})
+    key = mint(acme)
+    big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 5000}]}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=big, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 413
+    validate(response.json(), "ErrorResponse")
+
+    def chunked():
+        for _ in range(10):
+            yield b"x" * 500
+
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", content=chunked(), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_non_ascii_request_id_is_replaced_not_fatal(gateway, acme, mint):
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {mint(acme)}", "x-request-id": "caf\u00e9-1".encode()},
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"].startswith("req_")
