@@ -255,5 +255,9 @@ GATEWAY_LOG_BATCH_SIZE = envint("GATEWAY_LOG_BATCH_SIZE", 500)
 # Safety net for the in-process key/config cache: entries are re-read at least this often even if an
 # invalidation message was lost.
 GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)
+# Budget reservations and parallel-request slots of a process that died are freed after this many
+# seconds. A call running longer than this could let its budget be overshot, so keep it above the
+# longest call you serve.
+GATEWAY_RESERVATION_TTL = envfloat("GATEWAY_RESERVATION_TTL", 3600.0)
 # Without Redis, processes learn about changes by polling the change log at this interval.
 GATEWAY_INVALIDATION_POLL_INTERVAL = envfloat("GATEWAY_INVALIDATION_POLL_INTERVAL", 0.25)

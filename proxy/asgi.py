@@ -94,14 +94,21 @@ class ProxyHandler(ASGIHandler):
         if stream is None:
             await super().send_response(response, send)
             return
-        headers = [(k.encode("ascii"), v.encode("latin1")) for k, v in response.items()]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        # Iterate our own generator (not Django's wrapper around it) so that a disconnect closes it
-        # right away: that cancels the upstream request and logs the call.
-        async with aclosing(stream) as events:
-            async for event in events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        completed = False
+        try:
+            headers = [(k.encode("ascii"), v.encode("latin1")) for k, v in response.items()]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            # Iterate our own generator (not Django's wrapper around it) so that a disconnect closes it
+            # right away: that cancels the upstream request and logs the call.
+            async with aclosing(stream) as events:
+                async for event in events:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            completed = True
+        finally:
+            # Closing an async generator that never started does not run its cleanup: do it here
+            # (idempotent when the generator already did).
+            await response.gateway_close(disconnected=not completed)
 
 
 class _Done(Exception):

@@ -27,7 +27,7 @@ logger = logging.getLogger("gateway.limits")
 
 WINDOW = 60
 # A reservation or parallel slot older than this is presumed to belong to a crashed process.
-STALE_MS = int((settings.GATEWAY_UPSTREAM_READ_TIMEOUT + 120) * 1000)
+STALE_MS = int(settings.GATEWAY_RESERVATION_TTL * 1000)
 
 
 @dataclass(slots=True)

@@ -23,6 +23,10 @@ from tenants.changes import CHANNEL
 logger = logging.getLogger("gateway.state")
 
 NEGATIVE_TTL = 30.0
+# With Redis: how often the change log is polled as a safety net for lost pub/sub messages.
+SAFETY_NET_POLL = 1.0
+# How many ids back each poll looks for changes that committed late.
+TRAILING_IDS = 200
 MAX_NEGATIVE = 50_000
 
 
@@ -211,6 +215,7 @@ class ConfigState:
         self._key_loads: dict[str, asyncio.Future] = {}
         self._tenant_loads: dict[int, asyncio.Future] = {}
         self._listener: asyncio.Task | None = None
+        self._poller: asyncio.Task | None = None
         # Bumped on every invalidation: a load that raced with an event is used once but not cached.
         self._generation = 0
         self.ttl = settings.GATEWAY_CACHE_TTL
@@ -279,13 +284,25 @@ class ConfigState:
         self.tenants.clear()
 
     def start(self) -> None:
-        """Start the invalidation listener on the running loop (idempotent)."""
+        """Start the invalidation listeners on the running loop (idempotent).
+
+        Without Redis the change log is polled. With Redis, pub/sub brings changes in milliseconds and
+        a slower poll of the same log is the safety net for a publish that failed.
+        """
         if self._listener is None or self._listener.done():
             loop = asyncio.get_running_loop()
-            runner = self._listen_redis if settings.REDIS_URL else self._poll_db
-            self._listener = loop.create_task(runner(), name="gateway-invalidation")
+            if settings.REDIS_URL:
+                self._listener = loop.create_task(self._listen_redis(), name="gateway-invalidation")
+                self._poller = loop.create_task(self._poll_db(SAFETY_NET_POLL), name="gateway-invalidation-poll")
+            else:
+                self._listener = loop.create_task(
+                    self._poll_db(settings.GATEWAY_INVALIDATION_POLL_INTERVAL), name="gateway-invalidation"
+                )
 
     async def stop(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -294,18 +311,26 @@ class ConfigState:
                 pass
             self._listener = None
 
-    async def _poll_db(self) -> None:
-        interval = settings.GATEWAY_INVALIDATION_POLL_INTERVAL
+    async def _poll_db(self, interval: float) -> None:
         last_id = None
+        # Ids are handed out at insert but become visible at commit, so a lower id can appear after a
+        # higher one: every poll re-reads a trailing window of ids and skips those already applied.
+        seen: set[int] = set()
         while True:
             try:
                 if last_id is None:
                     last_id = await sync_to_async(_max_change_id, thread_sensitive=False)()
                     # Anything cached before we knew where the log stood may be stale.
                     self.clear()
-                for change_id, kind, ref in await sync_to_async(_changes_since, thread_sensitive=False)(last_id):
+                since = max(last_id - TRAILING_IDS, 0)
+                for change_id, kind, ref in await sync_to_async(_changes_since, thread_sensitive=False)(since):
+                    if change_id in seen or change_id <= since:
+                        continue
+                    seen.add(change_id)
                     self.apply_event(kind, ref)
-                    last_id = change_id
+                    last_id = max(last_id, change_id)
+                floor = last_id - TRAILING_IDS
+                seen = {i for i in seen if i > floor}
             except asyncio.CancelledError:
                 raise
             except Exception:

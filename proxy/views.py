@@ -437,8 +437,28 @@ async def _proxy(request: HttpRequest, endpoint: str) -> HttpResponse:
 
 def _stream_response(record: CallRecord, upstream: UpstreamStream, limit_headers: dict[str, str]) -> HttpResponse:
     record.status = 200
+    closed = False
+
+    async def close(disconnected: bool = False) -> None:
+        """Close the upstream, settle and log: once, whether the relay ran, failed or never started."""
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        if disconnected:
+            record.disconnected = True
+            record.error_type = record.error_type or "client_disconnected"
+        try:
+            await upstream.aclose()
+        finally:
+            record.set_usage(upstream.usage)
+            if upstream.error_type and not record.error_type:
+                record.error_type = upstream.error_type
+                record.error_message = upstream.error_message
+            record.finish()
 
     async def relay() -> AsyncIterator[bytes]:
+        disconnected = False
         try:
             async for event in upstream:
                 if record.ttfb is None:
@@ -447,30 +467,24 @@ def _stream_response(record: CallRecord, upstream: UpstreamStream, limit_headers
                 record.content_events += 1
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
-            record.disconnected = True
-            record.error_type = "client_disconnected"
+            disconnected = True
             raise
         except Exception as exc:
             logger.exception("stream relay failed")
             record.error_type = "gateway_error"
             record.error_message = f"{type(exc).__name__}: {exc}"[:1000]
         finally:
-            try:
-                await upstream.aclose()
-            finally:
-                record.set_usage(upstream.usage)
-                if upstream.error_type and not record.error_type:
-                    record.error_type = upstream.error_type
-                    record.error_message = upstream.error_message
-                record.finish()
+            await close(disconnected)
 
     gen = relay()
     response = StreamingHttpResponse(gen, content_type="text/event-stream")
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
     _headers(response, record.request_id, record.deployment, {**limit_headers, **upstream.headers})
-    # ProxyHandler iterates (and closes) this generator itself, so a disconnect closes it at once.
+    # ProxyHandler iterates (and closes) this generator itself, so a disconnect closes it at once;
+    # if the generator never starts (the client left before the first byte), it calls close().
     response.gateway_stream = gen  # type: ignore[attr-defined]
+    response.gateway_close = close  # type: ignore[attr-defined]
     return response
 
 

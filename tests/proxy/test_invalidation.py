@@ -62,3 +62,14 @@ def test_model_changes_reach_the_proxy_without_restart(gateway, acme, mint, make
         ),
         timeout=1.0,
     )
+
+
+def test_a_lost_pubsub_message_is_caught_by_the_change_log_poll(gateway, acme, mint):
+    from tenants.models import ConfigChange
+
+    key = mint(acme)
+    assert models_status(gateway, key) == 200
+    # Revoke without publishing, as if Redis had dropped the message: only the poll can tell.
+    VirtualKey.objects.filter(name="app").update(revoked=True)
+    ConfigChange.objects.create(kind="key", ref=VirtualKey.objects.get(name="app").key_hash)
+    assert wait_for(lambda: models_status(gateway, key) == 401, timeout=3.0)
