@@ -40,6 +40,8 @@ serve: install
 		--loop uvloop --log-level warning --respawn-failed-workers gateway_project.asgi:application
 
 test: install
+	@# ServeStatic serves from STATIC_ROOT in production; the tests use the same setup.
+	$(PYTHON) manage.py collectstatic --noinput -v0
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PYTHON) -m pytest $(PYTEST_ARGS)
 
