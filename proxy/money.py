@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -80,7 +80,7 @@ async def admit(
         max_out = 0
     # TPM counts the prompt and the requested output cap up front, as OpenAI does; settled after.
     tokens = record.prompt_estimate + (max_out or 0) if any(r.tpm for r in rates) else 0
-    now = datetime.now(UTC)
+    now = record.at
     checks = []
     for b in budgets:
         pk = period_key(b.period, now, tenant.tz)

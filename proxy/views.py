@@ -183,8 +183,10 @@ class CallRecord:
     """What the call log row will say; filled in as the request goes."""
 
     __slots__ = (
+        "at",
         "attempts",
         "completion_tokens",
+        "content_bytes",
         "content_events",
         "deployment",
         "disconnected",
@@ -212,6 +214,9 @@ class CallRecord:
         self.request_id = request_id
         self.endpoint = endpoint
         self.started = started
+        # One wall-clock instant per call: the log's time, its ledger day and its budget period all
+        # come from it, so a call that spans midnight is booked to the same day everywhere.
+        self.at = datetime.now(UTC)
         self.key: KeyEntry | None = None
         self.tenant: TenantEntry | None = None
         self.model = ""
@@ -232,6 +237,7 @@ class CallRecord:
         self.reservation: Any = None
         self.prompt_estimate = 0
         self.content_events = 0
+        self.content_bytes = 0
 
     def set_usage(self, usage: dict | None) -> None:
         if not usage:
@@ -255,8 +261,10 @@ class CallRecord:
         elif self.status >= 400 and not self.disconnected:
             return (0 if dep.price is not None else None), False, 0  # refused calls are not billed
         else:
-            # No usage reported (or the client left mid-stream): estimate on the high side.
-            prompt, completion, cached, written = self.prompt_estimate, self.content_events, 0, 0
+            # No usage reported (or the client left mid-stream): estimate on the high side. A chunk may
+            # carry several tokens, so take the larger of one per event and one per 3 content bytes.
+            completion = max(self.content_events, -(-self.content_bytes // 3))
+            prompt, cached, written = self.prompt_estimate, 0, 0
             estimated = True
         if dep.price is None:
             return None, estimated, prompt + completion
@@ -267,7 +275,7 @@ class CallRecord:
             return  # unauthenticated requests belong to no tenant
         now = time.perf_counter()
         dep = self.deployment
-        created = datetime.now(UTC)
+        created = self.at
         tz = self.tenant.tz if self.tenant is not None and self.tenant.tz is not None else UTC
         cost, estimated, tokens = self._cost()
         buffer.add(
@@ -463,8 +471,12 @@ def _stream_response(record: CallRecord, upstream: UpstreamStream, limit_headers
             async for event in upstream:
                 if record.ttfb is None:
                     record.ttfb = time.perf_counter()
-                # Each content event is about one token: the estimate if the usage chunk never comes.
+                # What was generated, for the estimate if the usage chunk never comes.
                 record.content_events += 1
+                start = event.find(b'"content":"')
+                if start >= 0:
+                    end = event.find(b'"', start + 11)
+                    record.content_bytes += max(end - start - 11, 0)
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             disconnected = True
