@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from billing.periods import period_key
-from billing.prices import NANO, Price, find_price, shipped_prices
-
-logger = logging.getLogger("gateway.billing")
+from billing.prices import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
 
 
 @dataclass
@@ -38,8 +34,6 @@ def tenant_timezone(tenant_id: int) -> ZoneInfo:
 
 def load_money_config(tenant_id: int) -> MoneyConfig:
     from billing.models import Budget, LimitScope, PriceOverride, RateLimit
-    from billing.selectors import spent_in_period_pico
-    from proxy.limits import limiter
     from proxy.state import BudgetSpec
 
     prices = dict(shipped_prices())
@@ -57,7 +51,6 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
             config.tenant_rpm, config.tenant_tpm = limit.rpm, limit.tpm
         elif limit.scope == LimitScope.DEPLOYMENT and limit.ref.isdigit():
             config.deployment_limits[int(limit.ref)] = (limit.rpm, limit.tpm)
-    now = datetime.now(UTC)
     for budget in Budget.objects.filter(tenant_id=tenant_id):
         kind, _, value = budget.scope.partition(":")
         spec = BudgetSpec(
@@ -69,16 +62,9 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
             hard=budget.mode == "hard",
             alert_at=tuple(sorted(int(a) for a in budget.alert_at)),
         )
+        # The period's counter is started from the ledger by admission, when it finds none
+        # (proxy.money._admit_seeding): a new period, a new budget or a Redis restart alike.
         config.budgets.append(spec)
-        # Redis may have no counter for this period yet (new budget, Redis restarted): start it from
-        # the ledger. NX: a live counter is never overwritten.
-        pk = period_key(budget.period, now, config.tz)
-        spent = spent_in_period_pico(budget, now=now, tz=config.tz)
-        try:
-            limiter().seed_spent(budget_counter_key(budget.id, pk), -(-spent // 1000))  # pico -> nano, rounded up
-        except Exception:
-            # Admission seeds missing counters itself; a Redis hiccup here must not fail the load.
-            logger.warning("could not seed budget counter %s", budget.id, exc_info=True)
     return config
 
 
@@ -94,4 +80,4 @@ def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: dat
 
     budget = Budget.objects.filter(id=budget_id).first()
     spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
-    limiter().seed_spent(counter_key, -(-spent // 1000))  # pico -> nano, rounded up
+    limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))

@@ -28,3 +28,18 @@ def period_start(period: str, now: datetime, tz: ZoneInfo) -> date | None:
     if period == "month":
         return local.replace(day=1)
     return None
+
+
+def seconds_to_next_period(period: str, now: datetime, tz: ZoneInfo) -> int | None:
+    """Seconds until the period containing `now` ends (None for "total", which never resets)."""
+    start = period_start(period, now, tz)
+    if start is None:
+        return None
+    if period == "day":
+        nxt = start + timedelta(days=1)
+    elif period == "week":
+        nxt = start + timedelta(days=7)
+    else:
+        nxt = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    boundary = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
+    return max(int((boundary - now).total_seconds()), 1)

@@ -107,9 +107,9 @@ def format_usd(amount: Decimal) -> str:
     """An exact decimal string without exponent or trailing zeros: Decimal('0.01230') -> '0.0123'."""
     if amount == 0:
         return "0"
-    text = format(amount.normalize(), "f")
-    return text
+    return format(amount.normalize(), "f")
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else 0
+def pico_to_nanos_ceil(picodollars: int) -> int:
+    """Ledger units (1e-12 USD) to budget counter units (1e-9 USD), rounded up: never under-counts."""
+    return -(-picodollars // 1000)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 logger = logging.getLogger("gateway.limits")
@@ -254,6 +255,44 @@ return out
 """
 
 
+def _decide(
+    ok: int,
+    reason: str,
+    which: int,
+    value: int,
+    usage: list[tuple[int, int, int]],
+    request_id: str,
+    rates: list[RateCheck],
+    tokens: int,
+    parallel: tuple[str, int] | None,
+    budgets: list[BudgetCheck],
+    reserve: int,
+    now_ms: int,
+) -> tuple[Admission, Reservation | None]:
+    """Turn the admission script's answer (or its in-process twin's) into an Admission."""
+    headers = _headers(rates, usage, now_ms // 1000, tokens, bool(ok)) if len(usage) == len(rates) else {}
+    if not ok:
+        scope = ""
+        if reason in ("rpm", "tpm"):
+            scope = rates[int(which) - 1].scope
+        elif reason in ("budget", "seed"):
+            index = int(which) - 1
+            admission = Admission(False, reason, budgets[index].scope, headers=headers, index=index)
+            admission.spent_nanos = int(value)
+            return admission, None
+        return Admission(False, reason, scope, retry_after=float(value), headers=headers), None
+    reservation = Reservation(
+        request_id,
+        rates,
+        tokens,
+        parallel[0] if parallel else None,
+        budgets,
+        reserve if budgets else 0,
+        now_ms // 1000,
+    )
+    return Admission(True, headers=headers), reservation
+
+
 class RedisLimiter:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -302,38 +341,22 @@ class RedisLimiter:
             keys += [b.key, b.key + ":res", b.key + ":exp"]
             args += [b.limit_nanos, 1 if b.hard else 0]
         ok, reason, which, retry, usage_json = await admit(keys=keys, args=args)
-        return self._decide(
-            ok, reason, which, retry, usage_json, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
-        )
-
-    @staticmethod
-    def _decide(ok, reason, which, retry, usage_json, request_id, rates, tokens, parallel, budgets, reserve, now_ms):
-        import orjson
-
-        usage = orjson.loads(usage_json) if usage_json not in (b"[]", "[]", b"{}", "{}") else []
-        usage = [tuple(u) for u in usage] if isinstance(usage, list) else []
-        reason = reason.decode() if isinstance(reason, bytes) else reason
-        headers = _headers(rates, usage, now_ms // 1000, tokens, bool(ok)) if len(usage) == len(rates) else {}
-        if not ok:
-            scope = ""
-            if reason in ("rpm", "tpm"):
-                scope = rates[int(which) - 1].scope
-            elif reason in ("budget", "seed"):
-                index = int(which) - 1
-                admission = Admission(False, reason, budgets[index].scope, headers=headers, index=index)
-                admission.spent_nanos = int(retry)
-                return admission, None
-            return Admission(False, reason, scope, retry_after=float(retry), headers=headers), None
-        reservation = Reservation(
+        # cjson encodes an empty table as an object: no rate scopes, no usage.
+        usage = orjson.loads(usage_json) if usage_json not in (b"[]", b"{}") else []
+        return _decide(
+            ok,
+            reason.decode(),
+            which,
+            retry,
+            [tuple(u) for u in usage],
             request_id,
             rates,
             tokens,
-            parallel[0] if parallel else None,
+            parallel,
             budgets,
-            reserve if budgets else 0,
-            now_ms // 1000,
+            reserve_nanos,
+            now_ms,
         )
-        return Admission(True, headers=headers), reservation
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
         _client, _admit, settle = self._client()
@@ -413,20 +436,20 @@ class LocalLimiter:
                 deny = ("parallel", 0, 1)
         for i, b in enumerate(budgets):
             if b.key not in self.spent:
-                return RedisLimiter._decide(
-                    0, "seed", i + 1, 0, b"[]", request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
+                return _decide(
+                    0, "seed", i + 1, 0, usage, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
                 )
             reserved = self._reserved_total(b.key, now_ms)
             spent = self.spent.get(b.key, 0)
             if deny is None and b.hard and spent + reserved + reserve_nanos > b.limit_nanos:
                 deny = ("budget", i + 1, spent)
         if deny is not None:
-            return RedisLimiter._decide(
+            return _decide(
                 0,
                 deny[0],
                 deny[1],
                 deny[2],
-                _dumps(usage),
+                usage,
                 request_id,
                 rates,
                 tokens,
@@ -443,9 +466,7 @@ class LocalLimiter:
         for b in budgets:
             if reserve_nanos:
                 self.reserved[b.key][request_id] = (reserve_nanos, now_ms + STALE_MS)
-        return RedisLimiter._decide(
-            1, "", 0, 0, _dumps(usage), request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms
-        )
+        return _decide(1, "", 0, 0, usage, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms)
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
         delta = actual_tokens - reservation.tokens_reserved
@@ -468,12 +489,6 @@ class LocalLimiter:
 
     def seed_spent(self, key: str, nanos: int) -> None:
         self.spent.setdefault(key, nanos)
-
-
-def _dumps(value: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(value)
 
 
 _limiter: RedisLimiter | LocalLimiter | None = None

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import math
 import os
-from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from billing.config_cache import budget_counter_key, seed_budget_counter
-from billing.periods import period_key, period_start
+from billing.periods import period_key, seconds_to_next_period
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.state import BudgetSpec, Deployment, KeyEntry, TenantEntry
@@ -32,20 +31,6 @@ def _applies(budget: BudgetSpec, key: KeyEntry, user: str, tags: list[str]) -> b
     if kind == "tag":
         return budget.scope_value in tags
     return False
-
-
-def _seconds_to_next_period(period: str, now: datetime, tz: Any) -> int | None:
-    start = period_start(period, now, tz)
-    if start is None:
-        return None
-    if period == "day":
-        nxt = start + timedelta(days=1)
-    elif period == "week":
-        nxt = start + timedelta(days=7)
-    else:
-        nxt = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    boundary = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
-    return max(int((boundary - now).total_seconds()), 1)
 
 
 # Tokens an image or audio part may cost, whatever its size in the request: a conservative ceiling.
@@ -118,7 +103,7 @@ async def admit(
         if admission.spent_nanos >= check.limit_nanos:
             spawn(_alert(check, 100, admission.spent_nanos))
         headers = dict(admission.headers)
-        wait = _seconds_to_next_period(budget.period, now, tenant.tz)
+        wait = seconds_to_next_period(budget.period, now, tenant.tz)
         if wait:
             headers["retry-after"] = str(wait)
         raise ProxyError(

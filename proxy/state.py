@@ -167,6 +167,7 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
                 check_address(host, str(ip))
             except UnsafeUpstreamError as exc:
                 blocked = str(exc)
+        rpm, tpm = money.deployment_limits.get(d.id, (None, None))
         dep = Deployment(
             id=d.id,
             model_name=d.model_name,
@@ -177,8 +178,8 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             upstream_model=d.upstream_model,
             blocked=blocked,
             price=money.price_for(d.upstream_model),
-            rpm=money.deployment_limits.get(d.id, (None, None))[0],
-            tpm=money.deployment_limits.get(d.id, (None, None))[1],
+            rpm=rpm,
+            tpm=tpm,
         )
         adapter_for(dep.kind).prepare(dep)
         models.setdefault(d.model_name, []).append(dep)

@@ -19,7 +19,7 @@ import orjson
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from billing.prices import to_pico
+from billing.prices import pico_to_nanos_ceil, to_pico
 from observability.logbuffer import buffer
 from proxy import errors, money
 from proxy.errors import ProxyError
@@ -309,8 +309,7 @@ class CallRecord:
         )
         if self.reservation is not None:
             # Settle after the answer is out: the client never waits for this round trip.
-            nanos = -(-(cost or 0) // 1000)
-            spawn(money.settle(self.reservation, tokens, nanos))
+            spawn(money.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
             self.reservation = None
 
 
