@@ -27,21 +27,25 @@ install: .venv/.synced
 migrate: install
 	$(PYTHON) manage.py migrate --noinput -v0
 
-run: install
-	$(PYTHON) manage.py migrate --noinput -v0
-	$(PYTHON) manage.py collectstatic --noinput -v0
-	$(PYTHON) manage.py gateway seed-demo >/dev/null
-	@HOST=$(HOST) PORT=$(PORT) $(PYTHON) manage.py gateway quickstart
-	@$(MAKE) --no-print-directory serve
+GRANIAN = .venv/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+	--loop uvloop --log-level warning --respawn-failed-workers gateway_project.asgi:application
 
+# GATEWAY_DEV=1: development defaults (a secret generated into .gateway-secret, loopback upstreams
+# allowed on a loopback HOST). One Django start checks the port, migrates and collects static files
+# only if needed, seeds the demo and prints the quickstart; then the server starts.
+run: install
+	@GATEWAY_DEV=1 HOST=$(HOST) PORT=$(PORT) $(PYTHON) manage.py gateway --skip-checks bootstrap
+	@GATEWAY_DEV=1 HOST=$(HOST) PORT=$(PORT) $(GRANIAN)
+
+# Production: SECRET_KEY is required (settings refuse to start without it); no migrations, no seeding.
 serve: install
-	$(PYTHON) manage.py collectstatic --noinput -v0
-	.venv/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-		--loop uvloop --log-level warning --respawn-failed-workers gateway_project.asgi:application
+	@test -n "$$SECRET_KEY$$SECRET_KEY_FILE" || { echo "make serve: SECRET_KEY is not set. Set it (or SECRET_KEY_FILE) to a long random value, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(50))'. For a local try-out use make run." >&2; exit 1; }
+	@HOST=$(HOST) PORT=$(PORT) $(PYTHON) manage.py gateway preflight
+	HOST=$(HOST) PORT=$(PORT) $(GRANIAN)
 
 test: install
 	@# ServeStatic serves from STATIC_ROOT in production; the tests use the same setup.
-	$(PYTHON) manage.py collectstatic --noinput -v0
+	@SECRET_KEY=$${SECRET_KEY:-collectstatic-only} $(PYTHON) manage.py gateway preflight --static-only
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PYTHON) -m pytest $(PYTEST_ARGS)
 

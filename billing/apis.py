@@ -22,7 +22,7 @@ from billing.selectors import (
     spend_summary,
     visible_budgets,
 )
-from billing.services import budget_delete, budget_upsert
+from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert
 from tenants.apis import TokenApi
 from tenants.models import Role
 from tenants.permissions import CONFIG_WRITE
@@ -65,7 +65,9 @@ class BudgetUpsertApi(TokenApi):
         limit_usd = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=0)
         period = serializers.ChoiceField(choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
         mode = serializers.ChoiceField(choices=BudgetMode.choices, default=BudgetMode.HARD)
-        alert_at = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
+        alert_at = serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=MAX_ALERT_PERCENT), required=False, allow_null=True
+        )
 
     class OutputSerializer(BudgetOutputSerializer):
         pass

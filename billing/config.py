@@ -13,17 +13,22 @@ from typing import Any
 from billing.models import Budget, BudgetMode, BudgetPeriod, LimitScope, PriceOverride, RateLimit
 from billing.services import (
     DEFAULT_ALERTS,
+    MAX_ALERT_PERCENT,
+    MAX_LIMIT,
     billing_settings_set,
     budget_delete,
     budget_upsert,
+    key_scope_error,
     prices_set,
     rate_limit_set,
+    usd_error,
 )
 from tenants.audit import Actor
 from tenants.models import Tenant
 
 
 def _decimal(value: Any, path: str, c: Any) -> Decimal:
+    """An amount in USD that fits its column (billing.services.usd_error)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise c.fail(f"expected a number, got {type(value).__name__}", path)
     try:
@@ -31,16 +36,18 @@ def _decimal(value: Any, path: str, c: Any) -> Decimal:
         number = Decimal(str(value))
     except InvalidOperation:
         raise c.fail(f"{value!r} is not a number", path) from None
-    if not number.is_finite() or number < 0:
-        raise c.fail("must be zero or more", path)
-    if number.as_tuple().exponent < -6:  # type: ignore[operator]
-        raise c.fail("at most six decimal places", path)
+    problem = usd_error(number)
+    if problem:
+        raise c.fail(problem, path)
     return number
 
 
-def _positive_int(value: Any, path: str, c: Any) -> int:
+def _positive_int(value: Any, path: str, c: Any, *, maximum: int = MAX_LIMIT) -> int:
+    """A whole number from 1 to `maximum` (by default what an RPM/TPM column holds)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise c.fail("must be a positive whole number", path)
+    if value > maximum:
+        raise c.fail(f"must be at most {maximum}", path)
     return value
 
 
@@ -174,7 +181,7 @@ def parse_budgets(value: Any, path: str, c: Any) -> list[dict]:
         alerts = DEFAULT_ALERTS
         if item.get("alert_at") is not None:
             alerts = [
-                _positive_int(a, f"{p}.alert_at[{j}]", c)
+                _positive_int(a, f"{p}.alert_at[{j}]", c, maximum=MAX_ALERT_PERCENT)
                 for j, a in enumerate(c.sequence(item["alert_at"], f"{p}.alert_at"))
             ]
         out.append(
@@ -184,16 +191,26 @@ def parse_budgets(value: Any, path: str, c: Any) -> list[dict]:
                 "period": period,
                 "mode": mode,
                 "alert_at": alerts,
+                # Where the scope was written: whether its key exists is known only when applying.
+                "_at": (c.loc.line(f"{p}.scope"), f"{p}.scope"),
             }
         )
     return out
 
 
 def apply_budgets(tenant: Tenant, budgets: list[dict] | None, *, actor: Actor) -> list[str]:
+    from tenants.config import ConfigError
+
     if budgets is None:
         return []
     changes, keep = [], set()
     for b in budgets:
+        b = dict(b)
+        line, path = b.pop("_at", (None, ""))
+        if not Budget.objects.filter(tenant=tenant, scope=b["scope"], period=b["period"]).exists():
+            problem = key_scope_error(tenant, b["scope"])
+            if problem:
+                raise ConfigError(problem, line=line, path=path)
         budget, changed = budget_upsert(tenant, actor=actor, **b)
         keep.add(budget.id)
         if changed:

@@ -9,7 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from billing.models import Budget, BudgetMode, BudgetPeriod
-from billing.services import DEFAULT_ALERTS
+from billing.services import DEFAULT_ALERTS, MAX_ALERT_PERCENT, MAX_LIMIT
 
 
 class BudgetForm(forms.Form):
@@ -47,9 +47,12 @@ class BudgetForm(forms.Form):
         if not raw.strip():
             return None  # budget_upsert then uses the defaults
         try:
-            return [int(part) for part in raw.split()]
+            alerts = [int(part) for part in raw.split()]
         except ValueError:
             raise ValidationError("Use whole percentages separated by commas, like 50, 80, 100.") from None
+        if any(a < 1 or a > MAX_ALERT_PERCENT for a in alerts):
+            raise ValidationError(f"Each percentage must be between 1 and {MAX_ALERT_PERCENT}.")
+        return alerts
 
     @classmethod
     def initial_for(cls, budget: Budget) -> dict:
@@ -65,9 +68,9 @@ class BudgetForm(forms.Form):
 class LimitForm(forms.Form):
     """RPM/TPM (and, for keys, parallel requests). Empty means unlimited; all empty removes the limit."""
 
-    rpm = forms.IntegerField(label="Requests / min", required=False, min_value=1)
-    tpm = forms.IntegerField(label="Tokens / min", required=False, min_value=1)
-    max_parallel = forms.IntegerField(label="Parallel requests", required=False, min_value=1)
+    rpm = forms.IntegerField(label="Requests / min", required=False, min_value=1, max_value=MAX_LIMIT)
+    tpm = forms.IntegerField(label="Tokens / min", required=False, min_value=1, max_value=MAX_LIMIT)
+    max_parallel = forms.IntegerField(label="Parallel requests", required=False, min_value=1, max_value=MAX_LIMIT)
 
     def __init__(self, *args: Any, parallel: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,6 +14,7 @@ from billing.models import Budget, SpendLedger, TagSpend
 from billing.periods import period_start
 from billing.prices import format_usd, from_pico
 from observability.models import CallLog
+from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey
 from tenants.permissions import TenantAccess
 
@@ -214,7 +215,8 @@ def spend_by_model(
 
 
 def own_keys(access: TenantAccess) -> QuerySet[VirtualKey]:
-    return VirtualKey.objects.filter(tenant=access.tenant, created_by_id=access.user_id)
+    # One rule for "own keys" (a token acting for nobody owns none): tenants.permissions.own_keys.
+    return permissions.own_keys(access)
 
 
 def visible_budgets(access: TenantAccess) -> QuerySet[Budget]:

@@ -12,13 +12,42 @@ from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from billing.display import display_usd
 from billing.models import BillingSettings, Budget, BudgetAlert, LimitScope, PriceOverride, RateLimit
-from billing.prices import format_usd
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
 from tenants.models import Membership, Role, Tenant, VirtualKey
 
 DEFAULT_ALERTS = [50, 80, 100]
+
+# RPM, TPM and parallel requests are PositiveIntegerField: a 32-bit column on PostgreSQL. Checked
+# everywhere (SQLite would store more), so a file that applies on a laptop applies in production.
+# 2.1 billion tokens per minute is far above any provider's quota, so 64-bit columns would buy nothing.
+MAX_LIMIT = 2_147_483_647
+# Budgets and prices are DecimalField(max_digits=18, decimal_places=6).
+USD_DECIMAL_PLACES = 6
+MAX_USD = Decimal("999999999999.999999")
+MAX_ALERT_PERCENT = 1000
+
+
+def usd_error(value: Decimal) -> str | None:
+    """Why `value` cannot be stored as a budget or price in USD, or None when it can."""
+    if not value.is_finite() or value < 0:
+        return "must be zero or more"
+    if value.as_tuple().exponent < -USD_DECIMAL_PLACES:  # type: ignore[operator]
+        return f"at most {USD_DECIMAL_PLACES} decimal places"
+    if value > MAX_USD:
+        return f"must be at most {MAX_USD.normalize():f} USD"
+    return None
+
+
+def limit_error(value: object) -> str | None:
+    """Why `value` cannot be stored as an RPM, TPM or parallel-requests limit, or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be a positive whole number"
+    if value > MAX_LIMIT:
+        return f"must be at most {MAX_LIMIT}"
+    return None
 
 
 def _validate_scope(scope: str) -> str:
@@ -27,6 +56,17 @@ def _validate_scope(scope: str) -> str:
     if scope == "tenant" or (sep and kind in {"key", "user", "tag"} and value.strip()):
         return scope
     raise ValidationError({"scope": f"Unknown budget scope {scope!r}: use tenant, key:NAME, user:ID or tag:TAG."})
+
+
+def key_scope_error(tenant: Tenant, scope: str) -> str | None:
+    """For a `key:NAME` budget scope, why it names no key of the tenant; None when it does (or is no key scope)."""
+    kind, _sep, name = scope.partition(":")
+    if kind != "key":
+        return None
+    # Revoked keys count: their budget still reads in the spend history, and export -> apply stays idempotent.
+    if VirtualKey.objects.filter(tenant=tenant, name=name.strip()).exists():
+        return None
+    return f"There is no key named {name.strip()!r} in {tenant.slug}; create the key first, or fix the name."
 
 
 @transaction.atomic
@@ -42,10 +82,19 @@ def budget_upsert(
 ) -> tuple[Budget, bool]:
     scope = _validate_scope(scope)
     alerts = sorted({int(a) for a in (alert_at if alert_at is not None else DEFAULT_ALERTS)})
-    if any(a <= 0 or a > 1000 for a in alerts):
-        raise ValidationError({"alert_at": "Alert thresholds are percentages between 1 and 1000."})
+    if any(a <= 0 or a > MAX_ALERT_PERCENT for a in alerts):
+        raise ValidationError({"alert_at": f"Alert thresholds are percentages between 1 and {MAX_ALERT_PERCENT}."})
+    problem = usd_error(Decimal(limit_usd))
+    if problem:
+        raise ValidationError({"limit_usd": f"The limit {problem}."})
     budget = Budget.objects.filter(tenant=tenant, scope=scope, period=period).first()
     created = budget is None
+    if created:
+        # A budget on a key that does not exist would never count anything. (An existing one stays
+        # editable even after its key was renamed.)
+        problem = key_scope_error(tenant, scope)
+        if problem:
+            raise ValidationError({"scope": problem})
     if budget is None:
         budget = Budget(tenant=tenant, scope=scope, period=period)
     new = {"limit_usd": Decimal(limit_usd), "mode": mode, "alert_at": alerts}
@@ -83,8 +132,9 @@ def rate_limit_set(
 ) -> bool:
     """Set (or with all values None, remove) the limits of one scope. Returns whether anything changed."""
     for name, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ValidationError({name: f"{name} must be a positive whole number."})
+        problem = limit_error(value) if value is not None else None
+        if problem:
+            raise ValidationError({name: f"{name} {problem}."})
     if scope not in LimitScope.values:
         raise ValidationError({"scope": f"Unknown limit scope {scope!r}."})
     current = RateLimit.objects.filter(tenant=tenant, scope=scope, ref=ref).first()
@@ -128,6 +178,10 @@ def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
             k: (Decimal(str(p[k])) if p.get(k) is not None else None)
             for k in ("input", "output", "cached_input", "cache_write")
         }
+        for k, v in values.items():
+            problem = usd_error(v) if v is not None else None
+            if problem:
+                raise ValidationError({k: f"{model}: the {k} price {problem}."})
         o = have.get(model)
         if o and all(getattr(o, k) == v for k, v in values.items()):
             continue
@@ -234,12 +288,13 @@ def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, thres
         "tenant": tenant,
         "budget": budget,
         "threshold": threshold,
-        "spent": format_usd(spent.quantize(Decimal("0.0001"))),
-        "limit": format_usd(budget.limit_usd),
+        # Rounded for reading, never to zero: a 0.0002 USD test budget must not read "0 of 0".
+        "spent": display_usd(spent),
+        "limit": display_usd(budget.limit_usd),
         "percent": int(spent * 100 / budget.limit_usd) if budget.limit_usd else 100,
         "period_key": period_key,
-        "top_keys": [(n, format_usd(c.quantize(Decimal("0.0001")))) for n, c in keys],
-        "top_models": [(n, format_usd(c.quantize(Decimal("0.0001")))) for n, c in models],
+        "top_keys": [(n, display_usd(c)) for n, c in keys],
+        "top_models": [(n, display_usd(c)) for n, c in models],
         "url": f"{settings.PUBLIC_URL}/t/{tenant.slug}/budgets/",
     }
     recipients = alert_recipients(tenant)

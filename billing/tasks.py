@@ -5,10 +5,29 @@ from celery import shared_task
 
 @shared_task(bind=True, max_retries=5, default_retry_delay=30)
 def send_budget_alert(self, *, budget_id: int, period_key: str, threshold: int, spent_nanos: int) -> None:
-    """Thin: the service decides (exactly once per threshold and period) and sends."""
+    """Thin: the service decides (exactly once per threshold and period) and sends.
+
+    One call can cross several thresholds at once (50 % and 80 %); the proxy queues one task for each
+    and workers run them in any order. So each task first sends every lower threshold the same spend
+    has crossed, in ascending order: whichever task runs first mails 50 % before 80 %, and the others
+    find those alerts already sent (the alert row is locked while it is sent).
+    """
     from billing.services import budget_alert_send
 
     try:
-        budget_alert_send(budget_id=budget_id, period_key=period_key, threshold=threshold, spent_nanos=spent_nanos)
+        for step in _thresholds_up_to(budget_id, threshold, spent_nanos):
+            budget_alert_send(budget_id=budget_id, period_key=period_key, threshold=step, spent_nanos=spent_nanos)
     except Exception as exc:  # SMTP hiccups: retry, the alert row keeps it exactly-once
         raise self.retry(exc=exc) from exc
+
+
+def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[int]:
+    from billing.models import Budget
+    from billing.prices import NANO
+
+    budget = Budget.objects.filter(id=budget_id).only("limit_usd", "alert_at").first()
+    if budget is None:
+        return [threshold]  # the service notices the missing budget and sends nothing
+    limit_nanos = budget.limit_usd * NANO
+    crossed = {t for t in budget.alert_at if t < threshold and spent_nanos * 100 >= limit_nanos * t}
+    return sorted(crossed | {threshold})

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import os
+import secrets
+import time
+from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+# The SECRET_KEY every quickstart install shared before keys were generated per install. Anything
+# derived from it (demo key, demo password, encryption key) is public knowledge.
+LEGACY_DEV_SECRET = "dev-insecure-secret-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def envstr(name: str, default: str = "") -> str:
@@ -80,3 +90,50 @@ def database_from_url(url: str) -> dict:
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite://)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_public_url(host: str, port: int) -> str:
+    """Where the server started with HOST/PORT is reached from this machine: a wildcard address is
+    shown as loopback, so links in e-mails point to the right port out of the box."""
+    host = host.strip().strip("[]")
+    if host in {"", "0.0.0.0", "::"}:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def dev_secret_key(path: Path) -> str:
+    """The development SECRET_KEY: generated on first use and kept in a git-ignored file (mode 0600),
+    so every install's demo key and password differ and survive restarts."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process may have just created it; its content is written in one small write.
+        for _ in range(50):
+            key = path.read_text(encoding="utf-8").strip()
+            if key:
+                return key
+            time.sleep(0.02)
+        raise ImproperlyConfigured(f"{path} is empty; delete it to generate a new development key") from None
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def fernet_key_from_secret(secret_key: str) -> str:
+    """The Fernet key gateway_project.crypto derives from SECRET_KEY when GATEWAY_ENCRYPTION_KEY is unset."""
+    digest = hashlib.sha256(b"gateway-encryption:" + secret_key.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()

@@ -7,20 +7,92 @@ on an embedded default: SQLite, in-process cache and channel layer, Celery tasks
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
-from gateway_project.env import database_from_url, envbool, envfloat, envint, envstr
+from gateway_project.env import (
+    LEGACY_DEV_SECRET,
+    database_from_url,
+    default_public_url,
+    dev_secret_key,
+    envbool,
+    envfloat,
+    envint,
+    envstr,
+    fernet_key_from_secret,
+    is_loopback_host,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = envbool("DEBUG", False)
-_DEV_SECRET = "dev-insecure-secret-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
-SECRET_KEY = envstr("SECRET_KEY", _DEV_SECRET)
-ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+# `make run` sets GATEWAY_DEV=1: the quickstart on a laptop, with development defaults that a
+# production start (`make serve`, any other ASGI server) never gets.
+GATEWAY_DEV = envbool("GATEWAY_DEV", False)
+HOST = envstr("HOST", "127.0.0.1")
+PORT = envint("PORT", 8000)
+# pytest sets PYTEST_VERSION for its whole run; the tests bring their own key.
+_TESTING = bool(os.environ.get("PYTEST_VERSION"))
+SECRET_KEY = envstr("SECRET_KEY", "")
+_DEV_KEY_FROM_FILE = False
+if not SECRET_KEY:
+    if GATEWAY_DEV and not is_loopback_host(HOST):
+        # The development key sits in a file next to the code and the demo login derives from it:
+        # fine on a laptop, not on an address other machines can reach.
+        raise ImproperlyConfigured(
+            f"HOST={HOST} is reachable from other machines, but SECRET_KEY is not set. Set your own SECRET_KEY "
+            "(the demo key and password derive from it) to serve on a non-loopback address, or use HOST=127.0.0.1."
+        )
+    if GATEWAY_DEV or DEBUG:
+        _DEV_KEY_FROM_FILE = True
+        SECRET_KEY = dev_secret_key(Path(envstr("GATEWAY_SECRET_FILE", str(BASE_DIR / ".gateway-secret"))))
+    elif _TESTING:
+        SECRET_KEY = "test-only-secret-key-never-used-outside-pytest-0123456789abcdefghijkl"
+    else:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. A production start needs its own secret, e.g. "
+            "SECRET_KEY=\"$(python -c 'import secrets; print(secrets.token_urlsafe(50))')\" make serve "
+            "(or SECRET_KEY_FILE=/path/to/file). `make run` uses a development key generated into "
+            ".gateway-secret; to run manage.py against that install, prefix the command with GATEWAY_DEV=1."
+        )
+# Links in e-mails (password reset, verification, invitations, budget alerts) are built from
+# PUBLIC_URL, never from the request's Host header, which a client chooses.
+PUBLIC_URL = (envstr("PUBLIC_URL", "") or default_public_url(HOST, PORT)).rstrip("/")
+_PUBLIC_HOST = urlsplit(PUBLIC_URL).hostname or "127.0.0.1"
+# Only the public host and loopback by default; `*` only when the operator writes it.
+ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "").split(",") if h.strip()] or list(
+    dict.fromkeys([f"[{_PUBLIC_HOST}]" if ":" in _PUBLIC_HOST else _PUBLIC_HOST, "127.0.0.1", "localhost", "[::1]"])
+)
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
-PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# HTTPS: when the public address is https (or the operator says so), cookies never travel in clear
+# and browsers are told to stay on https.
+SECURE_SSL = envbool("SECURE_SSL", PUBLIC_URL.startswith("https://"))
+SESSION_COOKIE_SECURE = SECURE_SSL
+CSRF_COOKIE_SECURE = SECURE_SSL
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000) if SECURE_SSL else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+# Behind a TLS-terminating proxy Django sees http; trust the proxy's X-Forwarded-Proto only when the
+# operator says the proxy sets it (otherwise any client could claim https).
+if envbool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content-Security-Policy on every console page: scripts only from our own static files, so an
+# injected <script> or event handler does not run. Inline style attributes are used by the templates
+# (and by htmx for its indicator), hence 'unsafe-inline' for styles only.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -52,6 +124,7 @@ INSTALLED_APPS = [
 # only wraps the console, the management API and the admin.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,6 +209,8 @@ ACCOUNT_ALLOW_SIGNUPS = envbool("ACCOUNT_ALLOW_SIGNUPS", True)
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = envstr("MFA_TOTP_ISSUER", "LLM Gateway")
+# TOTP secrets and recovery-code seeds are encrypted at rest (tenants.mfa).
+MFA_ADAPTER = "tenants.mfa.MFAAdapter"
 
 # Single sign-on through any OpenID Connect provider, when the operator configures one.
 _OIDC_CLIENT_ID = envstr("OIDC_CLIENT_ID", "")
@@ -212,6 +287,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The proxy's /v1 endpoints are plain Django views: gateway_project.openapi_docs describes them.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway_project.openapi_docs.add_gateway_api",
+    ],
 }
 
 LOGGING = {
@@ -226,6 +306,11 @@ LOGGING = {
 # Fernet keys (urlsafe base64, 32 bytes) separated by commas: the first encrypts, all decrypt, so a key
 # can be rotated by prepending a new one and running `gateway rotate-encryption`.
 GATEWAY_ENCRYPTION_KEY = envstr("GATEWAY_ENCRYPTION_KEY", "")
+if not GATEWAY_ENCRYPTION_KEY and _DEV_KEY_FROM_FILE:
+    # Quickstart installs from before per-install keys encrypted provider keys under the shared
+    # development secret: they still decrypt (new ones use this install's key; `gateway
+    # rotate-encryption` moves the old ones over).
+    GATEWAY_ENCRYPTION_KEY = ",".join(fernet_key_from_secret(k) for k in (SECRET_KEY, LEGACY_DEV_SECRET))
 
 
 def _parse_networks(raw: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -241,7 +326,10 @@ def _parse_networks(raw: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return nets
 
 
-GATEWAY_PRIVATE_UPSTREAMS = _parse_networks(envstr("GATEWAY_PRIVATE_UPSTREAMS", ""))
+# `make run` on a loopback address talks to local model servers (Ollama, vLLM) out of the box; any
+# other start refuses loopback upstreams unless the operator lists them.
+_DEV_PRIVATE_UPSTREAMS = "127.0.0.0/8,::1/128" if GATEWAY_DEV and is_loopback_host(HOST) else ""
+GATEWAY_PRIVATE_UPSTREAMS = _parse_networks(envstr("GATEWAY_PRIVATE_UPSTREAMS", _DEV_PRIVATE_UPSTREAMS))
 # Upstream timeouts (seconds): connect, and read between bytes (LLMs can think for a while).
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = envfloat("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0)
 GATEWAY_UPSTREAM_READ_TIMEOUT = envfloat("GATEWAY_UPSTREAM_READ_TIMEOUT", 600.0)
@@ -261,3 +349,6 @@ GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)
 GATEWAY_RESERVATION_TTL = envfloat("GATEWAY_RESERVATION_TTL", 3600.0)
 # Without Redis, processes learn about changes by polling the change log at this interval.
 GATEWAY_INVALIDATION_POLL_INTERVAL = envfloat("GATEWAY_INVALIDATION_POLL_INTERVAL", 0.25)
+# First retry waits about this many seconds (doubling per retry, with jitter, at most 8 s) unless the
+# provider says how long with Retry-After / retry-after-ms.
+GATEWAY_RETRY_BACKOFF = envfloat("GATEWAY_RETRY_BACKOFF", 0.5)

@@ -19,6 +19,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from observability import metrics
+from observability.text import storable, storable_deep
+
 logger = logging.getLogger("gateway.logs")
 
 MAX_BUFFERED = 200_000
@@ -37,7 +40,7 @@ class DatabaseSink:
 
     def __init__(self) -> None:
         self._sql: str | None = None
-        self._columns: list[tuple[str, Any]] = []
+        self._columns: list[tuple[str, Any, Any]] = []
 
     def _prepare(self) -> str:
         import orjson
@@ -52,7 +55,12 @@ class DatabaseSink:
             "DateTimeField": connection.ops.adapt_datetimefield_value,
             "DateField": connection.ops.adapt_datefield_value,
         }
-        self._columns = [(f.attname, converters.get(f.get_internal_type())) for f in fields]
+        # A record may predate a column (a buffer filled by an older writer, or a test's hand-made row):
+        # a missing value takes the column's default rather than NULL.
+        self._columns = [
+            (f.attname, converters.get(f.get_internal_type()), f.get_default() if f.has_default() else None)
+            for f in fields
+        ]
         quote = connection.ops.quote_name
         cols = ", ".join(quote(f.column) for f in fields)
         marks = ", ".join(["%s"] * len(fields))
@@ -65,7 +73,11 @@ class DatabaseSink:
         if self._sql is None:
             self._sql = self._prepare()
         rows = [
-            tuple(convert(r.get(name)) if convert else r.get(name) for name, convert in self._columns) for r in records
+            tuple(
+                convert(r.get(name, default)) if convert else r.get(name, default)
+                for name, convert, default in self._columns
+            )
+            for r in records
         ]
         from billing.ledger import write_ledger
 
@@ -73,6 +85,54 @@ class DatabaseSink:
             cursor.executemany(self._sql, rows)
             write_ledger(cursor, records, connection.ops.adapt_datefield_value)
         after_write(records)
+
+    def write_ledger_only(self, records: list[dict[str, Any]]) -> None:
+        """The spend of calls whose log rows the database refuses: the money is never lost with the row."""
+        from django.db import close_old_connections, connection, transaction
+
+        from billing.ledger import write_ledger
+
+        close_old_connections()
+        with transaction.atomic(), connection.cursor() as cursor:
+            write_ledger(cursor, records, connection.ops.adapt_datefield_value)
+
+
+# Column sizes of CallLog's text fields, for the degraded retry of a refused row.
+_TEXT_LIMITS = {
+    "request_id": 100,
+    "endpoint": 40,
+    "requested_model": 200,
+    "variant": 200,
+    "provider": 100,
+    "upstream_model": 200,
+    "error_type": 100,
+    "end_user": 200,
+}
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def degraded(record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The row with everything a database might refuse made safe, and its free text cleared.
+
+    The ledger's keys (end user, model, tags) keep their (storable) values, so the ledger written
+    with this row still reconciles with the call log.
+    """
+    row = dict(record)
+    for name, limit in _TEXT_LIMITS.items():
+        value = row.get(name)
+        row[name] = storable(value)[:limit] if isinstance(value, str) else ""
+    row["error_message"] = f"[the database refused this call log row ({reason}); its free text was cleared]"
+    tags = row.get("tags")
+    row["tags"] = [storable(t)[:100] for t in tags if isinstance(t, str)][:20] if isinstance(tags, list) else []
+    row["attempts"] = []
+    for name in _COUNTS:
+        value = row.get(name)
+        if not (isinstance(value, int) and 0 <= value <= 2**31 - 1):
+            row[name] = None
+    status = row.get("status_code")
+    if not (isinstance(status, int) and 0 <= status <= 32767):
+        row["status_code"] = 0
+    return row
 
 
 def after_write(records: list[dict[str, Any]]) -> None:
@@ -166,13 +226,46 @@ class LogBuffer:
             try:
                 self.sink.write([record])
                 written += 1
+                continue
             except (OperationalError, InterfaceError):
                 self._records.extendleft(reversed(batch[i:]))
                 logger.exception("writing call logs failed; will retry")
                 return written, True
-            except Exception:
-                logger.exception("dropping a call log the database refuses: %r", record)
+            except Exception as exc:
+                metrics.incr("calllog_rows_refused")
+                logger.exception("the database refused call log %s; retrying it degraded", record.get("request_id"))
+                reason = type(exc).__name__
+            try:
+                self._write_refused(record, reason)
+                written += 1
+            except (OperationalError, InterfaceError):
+                self._records.extendleft(reversed(batch[i:]))
+                logger.exception("writing call logs failed; will retry")
+                return written, True
         return written, False
+
+    def _write_refused(self, record: dict[str, Any], reason: str) -> None:
+        """A refused row: retry it degraded; if even that is refused, keep at least its spend."""
+        row = degraded(record, reason)
+        try:
+            self.sink.write([row])
+            metrics.incr("calllog_rows_degraded")
+            return
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            metrics.incr("calllog_rows_lost")
+            logger.exception("the database refused call log %r even degraded; keeping its spend only", row)
+        write_ledger_only = getattr(self.sink, "write_ledger_only", None)
+        if write_ledger_only is None:
+            return
+        try:
+            write_ledger_only([storable_deep(row)])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            metrics.incr("ledger_rows_lost")
+            logger.exception("the spend of call %s is lost: the database refused it", row.get("request_id"))
 
     async def flush(self) -> int:
         return await sync_to_async(self.flush_sync, thread_sensitive=False)()

@@ -19,6 +19,8 @@ class CallLog(models.Model):
     request_id = models.CharField(max_length=100, db_index=True)
     endpoint = models.CharField(max_length=40)
     requested_model = models.CharField(max_length=200, blank=True)
+    # The other public model of an A/B split when this call was sent there ("" for the control group).
+    variant = models.CharField(max_length=200, blank=True, default="")
     deployment = models.ForeignKey(
         "routing.ModelDeployment",
         null=True,
@@ -47,7 +49,7 @@ class CallLog(models.Model):
     # The day in the tenant's time zone this call counts for in the spend ledger and budgets.
     day = models.DateField(null=True)
     tags = models.JSONField(default=list)
-    # One entry per upstream attempt: {"deployment", "status", "latency_ms", "error"}.
+    # One entry per upstream attempt: {"deployment", "provider", "model", "status", "latency_ms", "error"}.
     attempts = models.JSONField(default=list)
 
     class Meta:

@@ -90,6 +90,9 @@ class ProxyHandler(ASGIHandler):
         return await super().read_body(counting_receive)
 
     async def send_response(self, response: Any, send: Any) -> None:
+        # Every /v1/ answer (JSON, stream, error) passes here; the console's SecurityMiddleware does
+        # this for the other pages, but the proxy runs no middleware.
+        response["X-Content-Type-Options"] = "nosniff"
         stream = getattr(response, "gateway_stream", None)
         if stream is None:
             await super().send_response(response, send)

@@ -6,12 +6,15 @@ import asyncio
 import logging
 import math
 import os
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from billing.config_cache import budget_counter_key, seed_budget_counter
+from billing.display import display_usd
 from billing.periods import period_key, seconds_to_next_period
+from billing.prices import NANO
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.state import BudgetSpec, Deployment, KeyEntry, TenantEntry
@@ -45,8 +48,17 @@ def prompt_ceiling(body: bytes) -> int:
 
 
 async def admit(
-    record: Any, key: KeyEntry, tenant: TenantEntry, deployment: Deployment, payload: dict, body: bytes = b""
+    record: Any,
+    key: KeyEntry,
+    tenant: TenantEntry,
+    deployment: Deployment,
+    payload: dict,
+    body: bytes = b"",
+    prices: list | None = None,
 ) -> tuple[Reservation | None, dict[str, str]]:
+    """Admit one call: request-level rates (key, tenant), the first deployment's own rates, the
+    key's parallel cap and every budget that applies. A hard budget reserves the worst case over
+    `prices` (every deployment the call may fall back to), default the deployment's own price."""
     rates = []
     if key.rpm or key.tpm:
         rates.append(RateCheck(f"k:{key.key_id}", key.rpm, key.tpm))
@@ -71,11 +83,16 @@ async def admit(
         pk = period_key(b.period, now, tenant.tz)
         checks.append(BudgetCheck(b.id, budget_counter_key(b.id, pk), b.limit_nanos, b.hard, b.alert_at, b.scope, pk))
     reserve = 0
-    if checks and deployment.price is not None:
+    if prices is None:
+        prices = [deployment.price] if deployment.price is not None else []
+    if checks and prices:
         choices = payload.get("n")
         choices = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1
-        out_cap = max_out if max_out is not None else deployment.price.max_output
-        reserve = deployment.price.worst_case_nanos(prompt_ceiling(body), out_cap * choices)
+        ceiling = prompt_ceiling(body)
+        reserve = max(
+            price.worst_case_nanos(ceiling, (max_out if max_out is not None else price.max_output) * choices)
+            for price in prices
+        )
     # Reservations are keyed by a gateway-made id: client request ids may repeat.
     slot_id = os.urandom(8).hex()
     try:
@@ -109,7 +126,7 @@ async def admit(
         raise ProxyError(
             429,
             f"Budget exceeded for {admission.scope}: the {budget.period} budget of "
-            f"{check.limit_nanos / 1e9:.2f} USD leaves no room for this request.",
+            f"{display_usd(Decimal(check.limit_nanos) / NANO)} USD leaves no room for this request.",
             type="insufficient_quota",
             code="budget_exceeded",
             headers=headers,
@@ -122,11 +139,25 @@ async def admit(
     retry = max(math.ceil(admission.retry_after), 1)
     raise ProxyError(
         429,
-        f"Rate limit reached for {what} on {admission.scope or 'this key'}. Please try again in {retry}s.",
+        f"Rate limit reached for {what} on {_scope_label(admission.scope, key, tenant, deployment)}. "
+        f"Please try again in {retry}s.",
         type="requests" if admission.reason != "tpm" else "tokens",
         code="rate_limit_exceeded",
         headers={**admission.headers, "retry-after": str(retry)},
     )
+
+
+def _scope_label(scope: str, key: KeyEntry, tenant: TenantEntry, deployment: Deployment) -> str:
+    """The limited scope as the caller knows it; limiter scopes ("k:12", "t:3", "d:40") are internal ids.
+    Built only on refusal."""
+    kind = scope.partition(":")[0]
+    if kind == "k":
+        return f"key '{key.name}'"
+    if kind == "t":
+        return f"tenant '{tenant.slug}'"
+    if kind == "d":
+        return f"model '{deployment.model_name}'"
+    return "this key"
 
 
 async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now):

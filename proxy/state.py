@@ -69,6 +69,47 @@ class Deployment:
     # Precomputed per deployment so the hot path does no string work: full URLs and auth header.
     urls: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    weight: int = 1  # share of traffic under the `weighted` strategy
+
+
+@dataclass(slots=True, frozen=True)
+class SplitSpec:
+    model: str  # the other public model
+    percent: float  # 0..100
+    sticky: str  # "user" | "key"
+
+
+@dataclass(slots=True, frozen=True)
+class CooldownSpec:
+    failures: int = 3
+    window_s: float = 60.0
+    cooldown_s: float = 30.0
+
+
+@dataclass(slots=True)
+class ModelRoute:
+    name: str
+    deployments: list[Deployment]  # in listed order (priority)
+    strategy: str = "priority"  # priority | weighted | least-latency | lowest-cost | least-busy
+    retries: int = 1  # extra attempts per deployment on retryable errors
+    timeout_s: float = 600.0  # overall deadline for every attempt
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
+    split: SplitSpec | None = None
+    cooldown: CooldownSpec = CooldownSpec()  # default breaker settings when not configured
+
+
+@dataclass(slots=True, frozen=True)
+class RouteRule:
+    """Every condition given must hold (routing.models.RouteRule); an empty one is not checked."""
+
+    index: int
+    key_names: frozenset[str] = frozenset()  # if: {key: name or [names]}
+    metadata: tuple[tuple[str, str], ...] = ()  # if: {metadata: {k: v}}  (all must match, str compare)
+    tags: frozenset[str] = frozenset()  # if: {tags: [..]} any tag matches (key tags + x-gateway-tags)
+    users: frozenset[str] = frozenset()  # if: {user: name or [names]}
+    prompt_bytes_over: int | None = None  # if: {prompt_bytes_over: N}
+    route: str = ""  # the public model to route to
 
 
 @dataclass(slots=True)
@@ -92,6 +133,8 @@ class TenantEntry:
     slug: str
     models: dict[str, list[Deployment]]
     loaded_at: float
+    routes: dict[str, ModelRoute] = field(default_factory=dict)  # same keys as `models`
+    rules: tuple[RouteRule, ...] = ()
     tz: Any = None  # zoneinfo.ZoneInfo
     rpm: int | None = None
     tpm: int | None = None
@@ -135,9 +178,11 @@ def _load_key(key_hash: str) -> KeyEntry | None:
 def _load_tenant(tenant_id: int) -> TenantEntry | None:
     from urllib.parse import urlsplit
 
+    from gateway_project import crypto
     from proxy.providers import adapter_for
-    from routing import crypto
     from routing.models import ModelDeployment
+    from routing.models import ModelRoute as RouteRow
+    from routing.models import RouteRule as RuleRow
     from routing.netguard import UnsafeUpstreamError, check_address, literal_ip
     from tenants.models import Tenant
 
@@ -180,18 +225,54 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             price=money.price_for(d.upstream_model),
             rpm=rpm,
             tpm=tpm,
+            weight=d.weight,
         )
         adapter_for(dep.kind).prepare(dep)
         models.setdefault(d.model_name, []).append(dep)
+    # One query each for route settings and rules, whatever the number of models.
+    rows = {r.model_name: r for r in RouteRow.objects.filter(tenant_id=tenant_id)}
+    routes = {name: _model_route(name, deps, rows.get(name)) for name, deps in models.items()}
+    rules = tuple(_route_rule(i, r.match, r.route) for i, r in enumerate(RuleRow.objects.filter(tenant_id=tenant_id)))
     return TenantEntry(
         tenant_id=tenant["id"],
         slug=tenant["slug"],
         models=models,
+        routes=routes,
+        rules=rules,
         loaded_at=time.monotonic(),
         tz=money.tz,
         rpm=money.tenant_rpm,
         tpm=money.tenant_tpm,
         budgets=money.budgets,
+    )
+
+
+def _model_route(name: str, deployments: list[Deployment], row: Any) -> ModelRoute:
+    if row is None:
+        return ModelRoute(name=name, deployments=deployments)
+    return ModelRoute(
+        name=name,
+        deployments=deployments,
+        strategy=row.strategy,
+        retries=row.retries,
+        timeout_s=float(row.timeout_s),
+        fallbacks=tuple(row.fallbacks or ()),
+        context_window_fallbacks=tuple(row.context_window_fallbacks or ()),
+        split=SplitSpec(row.split_model, float(row.split_percent), row.split_sticky) if row.split_model else None,
+        cooldown=CooldownSpec(row.cooldown_failures, float(row.cooldown_window_s), float(row.cooldown_s)),
+    )
+
+
+def _route_rule(index: int, match: dict, route: str) -> RouteRule:
+    over = match.get("prompt_bytes_over")
+    return RouteRule(
+        index=index,
+        key_names=frozenset(match.get("key") or ()),
+        metadata=tuple(sorted((str(k), str(v)) for k, v in (match.get("metadata") or {}).items())),
+        tags=frozenset(match.get("tags") or ()),
+        users=frozenset(match.get("user") or ()),
+        prompt_bytes_over=int(over) if over is not None else None,
+        route=route,
     )
 
 

@@ -35,7 +35,11 @@ class GuardedResolver(AbstractResolver):
                 continue
             allowed.append(info)
         if not allowed:
-            raise OSError(f"upstream host {host!r} resolves only to private or reserved addresses")
+            # Name the way out, as the check on save does: local model servers are a common cause.
+            raise OSError(
+                f"upstream host {host!r} resolves only to private or reserved addresses; the operator can "
+                "allow a network with GATEWAY_PRIVATE_UPSTREAMS (e.g. 127.0.0.0/8 for local model servers)"
+            )
         return allowed
 
     async def close(self) -> None:

@@ -19,11 +19,12 @@ class ProviderForm(forms.Form):
         widget=forms.URLInput(attrs={"placeholder": "https://api.openai.com/v1"}),
         help_text="Needed for OpenAI-compatible servers; OpenAI's own is the default.",
     )
-    # Never rendered back: the stored key is only ever shown as its last four characters.
+    # The stored key is never rendered (the edit form's initial data has no key; it is shown only as its
+    # last four characters). What the user just typed is kept when the form comes back with an error.
     api_key = forms.CharField(
         required=False,
         label="API key",
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "off"}),
     )
 
     def __init__(self, *args: Any, editing: ProviderCredential | None = None, **kwargs: Any) -> None:
@@ -52,22 +53,53 @@ class DeploymentForm(forms.Form):
 
 
 class BaseDeploymentFormSet(forms.BaseFormSet):
+    """All of a model's deployments in one form: add rows, tick "Remove", renumber "Order" to reorder."""
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        if self.can_order:
+            form.fields[forms.formsets.ORDERING_FIELD_NAME].label = "Order"
+            form.fields[forms.formsets.ORDERING_FIELD_NAME].widget.attrs.update({"min": 0, "class": "order-input"})
+        if self.can_delete:
+            form.fields[forms.formsets.DELETION_FIELD_NAME].label = "Remove"
+
     def clean(self) -> None:
         if any(self.errors):
             return
-        if not self.deployments():
+        chosen = self.deployments()
+        if not chosen:
             raise forms.ValidationError("Add at least one deployment: a provider and the model name it knows.")
+        seen = set()
+        for provider, model in chosen:
+            if (provider.id, model) in seen:
+                raise forms.ValidationError(f"{provider.name}/{model} is listed twice; remove one of the rows.")
+            seen.add((provider.id, model))
 
     def deployments(self) -> list[tuple[ProviderCredential, str]]:
-        return [
-            (f.cleaned_data["provider"], f.cleaned_data["model"].strip())
-            for f in self.forms
-            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        """The kept rows in the order the user gave (rows without an order number keep their place, last)."""
+        kept = [
+            (index, f)
+            for index, f in enumerate(self.forms)
+            if f.cleaned_data and not f.cleaned_data.get(forms.formsets.DELETION_FIELD_NAME)
         ]
+
+        def position(item: tuple[int, forms.Form]) -> tuple[bool, int, int]:
+            index, f = item
+            order = f.cleaned_data.get(forms.formsets.ORDERING_FIELD_NAME)
+            return (order is None, order or 0, index)
+
+        return [(f.cleaned_data["provider"], f.cleaned_data["model"].strip()) for _, f in sorted(kept, key=position)]
 
 
 DeploymentFormSet = forms.formset_factory(
-    DeploymentForm, formset=BaseDeploymentFormSet, extra=1, can_delete=True, can_delete_extra=False
+    DeploymentForm,
+    formset=BaseDeploymentFormSet,
+    extra=1,
+    can_delete=True,
+    can_delete_extra=True,
+    can_order=True,
+    max_num=50,
+    validate_max=True,
 )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -23,7 +24,7 @@ class ProviderCredential(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=30, choices=ProviderKind.choices)
     base_url = models.URLField(max_length=500, blank=True)
-    # Fernet token of the provider API key (see routing.crypto); never returned or logged in clear.
+    # Fernet token of the provider API key (see gateway_project.crypto); never returned or logged in clear.
     api_key_encrypted = models.TextField(blank=True)
     # How the key was given in YAML ("env:NAME"), so `gateway export` can write it back without the secret.
     api_key_source = models.CharField(max_length=200, blank=True)
@@ -42,6 +43,15 @@ class ProviderCredential(models.Model):
         return f"…{self.api_key_last4}" if self.api_key_last4 else ""
 
 
+# Bounds shared by the columns, the services and the YAML parser, so each refuses the same values.
+MAX_WEIGHT = 1000
+MAX_RETRIES = 10
+MAX_TIMEOUT_S = 3600.0
+MAX_COOLDOWN_FAILURES = 1000
+MAX_WINDOW_S = 86400.0
+MAX_PROMPT_BYTES = 2**31 - 1
+
+
 class ModelDeployment(models.Model):
     """One way of serving a public model name: a provider credential plus the upstream model id."""
 
@@ -51,6 +61,8 @@ class ModelDeployment(models.Model):
     upstream_model = models.CharField(max_length=200)
     # Lower comes first; routing strategies (later) read this per request from the cached config.
     priority = models.PositiveIntegerField(default=0)
+    # Share of traffic under the `weighted` strategy; other strategies ignore it.
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_WEIGHT)])
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -64,3 +76,104 @@ class ModelDeployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_name} -> {self.provider.name}/{self.upstream_model}"
+
+
+class Strategy(models.TextChoices):
+    PRIORITY = "priority", "Priority (in the listed order)"
+    WEIGHTED = "weighted", "Weighted random"
+    LEAST_LATENCY = "least-latency", "Least latency"
+    LOWEST_COST = "lowest-cost", "Lowest cost"
+    LEAST_BUSY = "least-busy", "Least busy"
+
+
+class Sticky(models.TextChoices):
+    USER = "user", "Per end user"
+    KEY = "key", "Per key"
+
+
+# What a model does when it has no ModelRoute row; export omits a value equal to these.
+ROUTE_DEFAULTS = {
+    "strategy": Strategy.PRIORITY.value,
+    "retries": 1,
+    "timeout_s": 600.0,
+    "fallbacks": [],
+    "context_window_fallbacks": [],
+    "split": None,
+    "cooldown": {"failures": 3, "window_s": 60.0, "cooldown_s": 30.0},
+}
+
+
+class ModelRoute(models.Model):
+    """How one public model is routed: strategy, retries, deadline, fallbacks, A/B split and breaker.
+
+    A model without a row uses ROUTE_DEFAULTS; routing.services keeps a row only while something differs.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="model_routes")
+    model_name = models.CharField(max_length=200)
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.PRIORITY)
+    retries = models.PositiveSmallIntegerField(default=1, validators=[MaxValueValidator(MAX_RETRIES)])
+    timeout_s = models.FloatField(
+        default=600.0, validators=[MinValueValidator(0.001), MaxValueValidator(MAX_TIMEOUT_S)]
+    )
+    # Other public model names of the same tenant, in the order they are tried.
+    fallbacks = models.JSONField(default=list, blank=True)
+    context_window_fallbacks = models.JSONField(default=list, blank=True)
+    split_model = models.CharField(max_length=200, blank=True)  # empty: no split
+    split_percent = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(100.0)])
+    split_sticky = models.CharField(max_length=10, choices=Sticky.choices, default=Sticky.USER)
+    cooldown_failures = models.PositiveIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(MAX_COOLDOWN_FAILURES)]
+    )
+    cooldown_window_s = models.FloatField(
+        default=60.0, validators=[MinValueValidator(0.001), MaxValueValidator(MAX_WINDOW_S)]
+    )
+    cooldown_s = models.FloatField(default=30.0, validators=[MinValueValidator(0.001), MaxValueValidator(MAX_WINDOW_S)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "model_name"], name="uniq_model_route")]
+
+    def __str__(self) -> str:
+        return f"route {self.model_name}"
+
+    def settings(self) -> dict:
+        """The row as the plain dict routing.services and the YAML speak (same shape as ROUTE_DEFAULTS)."""
+        return {
+            "strategy": self.strategy,
+            "retries": self.retries,
+            "timeout_s": float(self.timeout_s),
+            "fallbacks": list(self.fallbacks or []),
+            "context_window_fallbacks": list(self.context_window_fallbacks or []),
+            "split": (
+                {"model": self.split_model, "percent": float(self.split_percent), "sticky": self.split_sticky}
+                if self.split_model
+                else None
+            ),
+            "cooldown": {
+                "failures": self.cooldown_failures,
+                "window_s": float(self.cooldown_window_s),
+                "cooldown_s": float(self.cooldown_s),
+            },
+        }
+
+
+class RouteRule(models.Model):
+    """A tenant-level rule, evaluated in `position` order before a model's strategy: if `match`, use `route`.
+
+    `match` holds the normalized conditions, all of which must hold: {"key": [names], "metadata": {k: v},
+    "tags": [tags], "user": [names], "prompt_bytes_over": N}; absent keys are not checked.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="route_rules")
+    position = models.PositiveIntegerField()
+    match = models.JSONField(default=dict)
+    route = models.CharField(max_length=200)  # the public model to use instead
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "position"], name="uniq_route_rule_position")]
+
+    def __str__(self) -> str:
+        return f"rule {self.position} -> {self.route}"

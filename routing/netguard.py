@@ -52,13 +52,43 @@ def is_address_allowed(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+# The usual blocks an operator would allow, most specific first, to name in the error.
+_SUGGESTED = [
+    (ipaddress.ip_network("127.0.0.0/8"), "loopback", "local model servers"),
+    (ipaddress.ip_network("::1/128"), "loopback", "local model servers"),
+    (ipaddress.ip_network("10.0.0.0/8"), "private", "model servers on your network"),
+    (ipaddress.ip_network("172.16.0.0/12"), "private", "model servers on your network"),
+    (ipaddress.ip_network("192.168.0.0/16"), "private", "model servers on your network"),
+    (ipaddress.ip_network("100.64.0.0/10"), "shared (CGNAT)", "model servers on your network"),
+    (ipaddress.ip_network("fc00::/7"), "private", "model servers on your network"),
+    (ipaddress.ip_network("169.254.0.0/16"), "link-local", "this address"),
+    (ipaddress.ip_network("fe80::/10"), "link-local", "this address"),
+]
+
+
+def _refusal(host: str, ip: IPAddress) -> str:
+    judged = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    judged = judged or ip
+    where = f"upstream host {host!r} resolves to {ip}"
+    if any(judged in net for net in _METADATA):
+        return f"{where}, a cloud metadata address, which is never allowed"
+    for net, kind, what in _SUGGESTED:
+        if judged.version == net.version and judged in net:
+            return (
+                f"{where}, a {kind} address, which tenant providers may not reach by default; "
+                f"the operator can set GATEWAY_PRIVATE_UPSTREAMS={net} to allow {what}"
+            )
+    single = ipaddress.ip_network(judged)
+    return (
+        f"{where}, a reserved address, which tenant providers may not reach by default; "
+        f"the operator can set GATEWAY_PRIVATE_UPSTREAMS={single} to allow it"
+    )
+
+
 def check_address(host: str, ip_text: str) -> None:
     ip = ipaddress.ip_address(ip_text.split("%", 1)[0])
     if not is_address_allowed(ip):
-        raise UnsafeUpstreamError(
-            f"upstream host {host!r} resolves to {ip}, a private or reserved address; "
-            "the operator can allow its network with GATEWAY_PRIVATE_UPSTREAMS"
-        )
+        raise UnsafeUpstreamError(_refusal(host, ip))
 
 
 def literal_ip(host: str) -> IPAddress | None:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from asgiref.sync import async_to_sync
 
-from routing import crypto
+from gateway_project import crypto
 from routing.models import DEFAULT_BASE_URLS, ProviderCredential, ProviderKind
 from routing.netguard import UnsafeUpstreamError, validate_base_url
+from routing.redact import redact
 
 TIMEOUT_SECONDS = 10.0
 
@@ -65,9 +66,13 @@ async def _list_models(url: str, api_key: str) -> ProbeResult:
     if status != 200:
         detail = ""
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            detail = f": {data['error'].get('message', '')}"
+            # Providers quote the rejected key in their errors: never show it back, even to an admin.
+            detail = ": " + redact(str(data["error"].get("message") or ""), [api_key] if len(api_key) >= 8 else [])
         return ProbeResult(False, f"The provider answered HTTP {status}{detail}")
-    models = []
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        models = sorted(str(m.get("id")) for m in data["data"] if isinstance(m, dict) and m.get("id"))
+    # A 200 is not proof: a web page, a login portal or a catch-all server answer 200 too.
+    if data is None:
+        return ProbeResult(False, f"{url} answered 200 but not JSON: is the base URL right?")
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        return ProbeResult(False, f"{url} answered 200 but not with a list of models: is the base URL right?")
+    models = sorted(str(m.get("id")) for m in data["data"] if isinstance(m, dict) and m.get("id"))
     return ProbeResult(True, f"Connected. The key can use {len(models)} models.", models)

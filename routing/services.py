@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from routing import crypto
-from routing.models import DEFAULT_BASE_URLS, ModelDeployment, ProviderCredential, ProviderKind
+from gateway_project import crypto
+from routing.models import (
+    DEFAULT_BASE_URLS,
+    MAX_COOLDOWN_FAILURES,
+    MAX_PROMPT_BYTES,
+    MAX_RETRIES,
+    MAX_TIMEOUT_S,
+    MAX_WEIGHT,
+    MAX_WINDOW_S,
+    ROUTE_DEFAULTS,
+    ModelDeployment,
+    ModelRoute,
+    ProviderCredential,
+    ProviderKind,
+    RouteRule,
+    Sticky,
+    Strategy,
+)
 from routing.netguard import UnsafeUpstreamError, validate_base_url
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
@@ -88,26 +106,43 @@ def provider_delete(tenant: Tenant, *, provider: ProviderCredential, actor: Acto
     record_change("tenant", tenant.id)
 
 
+DeploymentSpec = tuple[ProviderCredential, str] | tuple[ProviderCredential, str, int | None]
+
+
 @transaction.atomic
-def model_deployments_set(
-    tenant: Tenant, *, model_name: str, deployments: list[tuple[ProviderCredential, str]], actor: Actor
-) -> bool:
-    """Make `model_name` served by exactly these (provider, upstream model) pairs, in order."""
+def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[DeploymentSpec], actor: Actor) -> bool:
+    """Make `model_name` served by exactly these (provider, upstream model[, weight]) entries, in order.
+
+    A weight left out (or None) keeps the deployment's current weight, so editors that do not show
+    weights never reset them; a new deployment starts at 1.
+    """
     model_name = model_name.strip()
     if not model_name:
         raise ValidationError({"name": "A model needs a name."})
     if not deployments:
         raise ValidationError({"deployments": f"Model {model_name!r} needs at least one deployment."})
     existing = list(ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).select_related("provider"))
-    want = [(p.id, m) for p, m in deployments]
-    have = [(d.provider_id, d.upstream_model) for d in existing]
-    if want == have:
-        return False
     by_pair = {(d.provider_id, d.upstream_model): d for d in existing}
-    keep_ids = set()
-    for priority, (provider, upstream) in enumerate(deployments):
+    wanted: list[tuple[ProviderCredential, str, int]] = []
+    for spec in deployments:
+        provider, upstream = spec[0], spec[1]
+        weight = spec[2] if len(spec) > 2 else None
         if provider.tenant_id != tenant.id:
             raise ValidationError({"provider": "Unknown provider."})
+        if weight is None:
+            current = by_pair.get((provider.id, upstream))
+            weight = current.weight if current is not None else 1
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise ValidationError({"weight": f"A weight is a whole number from 1 to {MAX_WEIGHT}."})
+        wanted.append((provider, upstream, weight))
+    if len({(p.id, m) for p, m, _w in wanted}) != len(wanted):
+        raise ValidationError({"deployments": f"Model {model_name!r} lists the same deployment twice."})
+    want = [(p.id, m, w) for p, m, w in wanted]
+    have = [(d.provider_id, d.upstream_model, d.weight) for d in existing]
+    if want == have:
+        return False
+    keep_ids = set()
+    for priority, (provider, upstream, weight) in enumerate(wanted):
         dep = by_pair.get((provider.id, upstream))
         if dep is None:
             dep = ModelDeployment.objects.create(
@@ -116,19 +151,28 @@ def model_deployments_set(
                 provider=provider,
                 upstream_model=upstream,
                 priority=priority,
+                weight=weight,
             )
-        elif dep.priority != priority:
-            dep.priority = priority
-            dep.save(update_fields=["priority"])
+        elif (dep.priority, dep.weight) != (priority, weight):
+            dep.priority, dep.weight = priority, weight
+            dep.save(update_fields=["priority", "weight"])
         keep_ids.add(dep.id)
     ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).exclude(id__in=keep_ids).delete()
+
+    def label(name: str, upstream: str, weight: int) -> str:
+        return f"{name}/{upstream}" + (f" (weight {weight})" if weight != 1 else "")
+
     audit(
         tenant,
         actor=actor,
         action="model.update" if existing else "model.create",
         target_type="Model",
         target_label=model_name,
-        changes={"before": [f"{p}/{m}" for p, m in have], "after": [f"{p.name}/{m}" for p, m in deployments]},
+        changes={
+            # Provider names, not ids: the audit log is read by people.
+            "before": [label(d.provider.name, d.upstream_model, d.weight) for d in existing],
+            "after": [label(p.name, m, w) for p, m, w in wanted],
+        },
     )
     record_change("tenant", tenant.id)
     return True
@@ -136,11 +180,348 @@ def model_deployments_set(
 
 @transaction.atomic
 def model_delete(tenant: Tenant, *, model_name: str, actor: Actor) -> int:
+    """Remove a model with its route settings, and every reference to it from other models and rules."""
     deleted, _ = ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).delete()
-    if deleted:
-        audit(tenant, actor=actor, action="model.delete", target_type="Model", target_label=model_name)
-        record_change("tenant", tenant.id)
+    if not deleted:
+        return 0
+    ModelRoute.objects.filter(tenant=tenant, model_name=model_name).delete()
+    # A fallback, split or rule naming a model that no longer exists would fail every request it catches.
+    dropped: list[str] = []
+    for route in ModelRoute.objects.filter(tenant=tenant).select_for_update():
+        before = route.settings()
+        after = _without_model(before, model_name)
+        if after != before:
+            _store_route(tenant, route.model_name, after, route)
+            dropped.append(route.model_name)
+    rules = [(r.match, r.route) for r in RouteRule.objects.filter(tenant=tenant)]
+    if any(route == model_name for _m, route in rules):
+        _store_rules(tenant, [(m, r) for m, r in rules if r != model_name])
+        dropped.append("rules")
+    audit(
+        tenant,
+        actor=actor,
+        action="model.delete",
+        target_type="Model",
+        target_label=model_name,
+        changes={"references_removed_from": dropped} if dropped else None,
+    )
+    record_change("tenant", tenant.id)
     return deleted
+
+
+def _without_model(settings: dict, model_name: str) -> dict:
+    out = dict(settings)
+    out["fallbacks"] = [m for m in settings["fallbacks"] if m != model_name]
+    out["context_window_fallbacks"] = [m for m in settings["context_window_fallbacks"] if m != model_name]
+    if settings["split"] and settings["split"]["model"] == model_name:
+        out["split"] = None
+    return out
+
+
+# --- Route settings: strategy, retries, deadline, fallbacks, split, breaker ------------------------------
+
+ROUTE_FIELDS = set(ROUTE_DEFAULTS)
+SPLIT_FIELDS = {"model", "percent", "sticky"}
+COOLDOWN_FIELDS = {"failures", "window_s", "cooldown_s"}
+
+
+def _number(value: object, field: str, *, low: float, high: float, whole: bool, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        raise ValidationError({field: "must be a whole number" if whole else "must be a number"})
+    if value != value or (value <= low if low_open else value < low) or value > high:  # NaN fails the first test
+        lo, hi = (int(x) if float(x).is_integer() else x for x in (low, high))
+        if low_open:
+            raise ValidationError({field: f"must be more than {lo} and at most {hi}"})
+        raise ValidationError({field: f"must be from {lo} to {hi}"})
+    return value
+
+
+def _model_list(value: object, field: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError({field: "must be a list of model names"})
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ValidationError({f"{field}[{i}]": "must be a model name"})
+        if item.strip() in out:
+            raise ValidationError({f"{field}[{i}]": f"{item.strip()!r} is listed twice"})
+        out.append(item.strip())
+    return out
+
+
+def route_settings_clean(settings: dict) -> dict:
+    """Check the values of one model's route settings and fill the defaults (same shape as ROUTE_DEFAULTS).
+
+    Errors are ValidationError({"field.path": message}); references to other models are checked by
+    route_references_check, which needs the whole tenant.
+    """
+    unknown = set(settings) - ROUTE_FIELDS
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "unknown field"})
+    out = {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        for k, v in ROUTE_DEFAULTS.items()
+    }
+    if settings.get("strategy") is not None:
+        if settings["strategy"] not in Strategy.values:
+            raise ValidationError(
+                {"strategy": f"unknown strategy {settings['strategy']!r} (use one of: {', '.join(Strategy.values)})"}
+            )
+        out["strategy"] = settings["strategy"]
+    if settings.get("retries") is not None:
+        out["retries"] = int(_number(settings["retries"], "retries", low=0, high=MAX_RETRIES, whole=True))
+    if settings.get("timeout_s") is not None:
+        out["timeout_s"] = float(
+            _number(settings["timeout_s"], "timeout_s", low=0, high=MAX_TIMEOUT_S, whole=False, low_open=True)
+        )
+    for field in ("fallbacks", "context_window_fallbacks"):
+        if settings.get(field) is not None:
+            out[field] = _model_list(settings[field], field)
+    split = settings.get("split")
+    if split is not None:
+        if not isinstance(split, dict):
+            raise ValidationError({"split": "must be a mapping {model, percent, sticky}"})
+        if set(split) - SPLIT_FIELDS:
+            raise ValidationError({f"split.{sorted(set(split) - SPLIT_FIELDS)[0]}": "unknown field"})
+        model = split.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ValidationError({"split.model": "a split needs the model that takes the share"})
+        if split.get("percent") is None:
+            raise ValidationError({"split.percent": "a split needs a percent from 0 to 100"})
+        sticky = split.get("sticky") or Sticky.USER.value
+        if sticky not in Sticky.values:
+            raise ValidationError({"split.sticky": f"unknown sticky {sticky!r} (use user or key)"})
+        out["split"] = {
+            "model": model.strip(),
+            "percent": float(_number(split["percent"], "split.percent", low=0, high=100, whole=False)),
+            "sticky": sticky,
+        }
+    cooldown = settings.get("cooldown")
+    if cooldown is not None:
+        if not isinstance(cooldown, dict):
+            raise ValidationError({"cooldown": "must be a mapping {failures, window_s, cooldown_s}"})
+        if set(cooldown) - COOLDOWN_FIELDS:
+            raise ValidationError({f"cooldown.{sorted(set(cooldown) - COOLDOWN_FIELDS)[0]}": "unknown field"})
+        c = out["cooldown"]
+        if cooldown.get("failures") is not None:
+            c["failures"] = int(
+                _number(cooldown["failures"], "cooldown.failures", low=1, high=MAX_COOLDOWN_FAILURES, whole=True)
+            )
+        for field in ("window_s", "cooldown_s"):
+            if cooldown.get(field) is not None:
+                c[field] = float(
+                    _number(cooldown[field], f"cooldown.{field}", low=0, high=MAX_WINDOW_S, whole=False, low_open=True)
+                )
+    return out
+
+
+def route_references_check(
+    routes: dict[str, dict], known_models: set[str], *, where: Callable[[str, str], str] | None = None
+) -> None:
+    """Every model named by a route exists, no split points at its own model, and fallbacks have no cycle.
+
+    `routes` maps model name -> cleaned settings for every model that has any. A cycle through
+    fallbacks or context_window_fallbacks (a -> b -> a) is refused: the attempt loop could go round it.
+    Errors are ValidationError({where(model, field path): message}), by default "<model>.<field path>".
+    """
+    where = where or (lambda name, field: f"{name}.{field}")
+    for name, settings in routes.items():
+        for field in ("fallbacks", "context_window_fallbacks"):
+            for i, other in enumerate(settings[field]):
+                if other == name:
+                    raise ValidationError({where(name, f"{field}[{i}]"): f"{name!r} cannot fall back to itself"})
+                if other not in known_models:
+                    raise ValidationError({where(name, f"{field}[{i}]"): f"unknown model {other!r}"})
+        split = settings["split"]
+        if split:
+            if split["model"] == name:
+                raise ValidationError({where(name, "split.model"): f"{name!r} cannot split to itself"})
+            if split["model"] not in known_models:
+                raise ValidationError({where(name, "split.model"): f"unknown model {split['model']!r}"})
+    edges = {n: s["fallbacks"] + s["context_window_fallbacks"] for n, s in routes.items()}
+    done: set[str] = set()
+    for start in sorted(edges):
+        if start in done:
+            continue
+        # Iterative depth-first search; `path` is the chain from `start` to where we stand.
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path = [start]
+        while stack:
+            node, i = stack[-1]
+            nexts = edges.get(node, [])
+            if i >= len(nexts):
+                stack.pop()
+                path.pop()
+                done.add(node)
+                continue
+            stack[-1] = (node, i + 1)
+            nxt = nexts[i]
+            if nxt in path:
+                cycle = " -> ".join([*path[path.index(nxt) :], nxt])
+                n_fb = len(routes[node]["fallbacks"])
+                field = f"fallbacks[{i}]" if i < n_fb else f"context_window_fallbacks[{i - n_fb}]"
+                raise ValidationError({where(node, field): f"fallbacks form a cycle: {cycle}"})
+            if nxt not in done:
+                stack.append((nxt, 0))
+                path.append(nxt)
+
+
+def _store_route(tenant: Tenant, model_name: str, settings: dict, row: ModelRoute | None) -> None:
+    if settings == ROUTE_DEFAULTS:
+        if row is not None:
+            row.delete()
+        return
+    row = row or ModelRoute(tenant=tenant, model_name=model_name)
+    row.strategy = settings["strategy"]
+    row.retries = settings["retries"]
+    row.timeout_s = settings["timeout_s"]
+    row.fallbacks = settings["fallbacks"]
+    row.context_window_fallbacks = settings["context_window_fallbacks"]
+    split = settings["split"] or {"model": "", "percent": 0.0, "sticky": Sticky.USER.value}
+    row.split_model, row.split_percent, row.split_sticky = split["model"], split["percent"], split["sticky"]
+    cooldown = settings["cooldown"]
+    row.cooldown_failures = cooldown["failures"]
+    row.cooldown_window_s = cooldown["window_s"]
+    row.cooldown_s = cooldown["cooldown_s"]
+    row.full_clean(exclude=["tenant"])
+    row.save()
+
+
+def route_settings_for(tenant: Tenant) -> dict[str, dict]:
+    """Cleaned route settings of every model of the tenant that has a row (others use ROUTE_DEFAULTS)."""
+    return {r.model_name: r.settings() for r in ModelRoute.objects.filter(tenant=tenant)}
+
+
+@transaction.atomic
+def model_routes_set(tenant: Tenant, *, routes: dict[str, dict], actor: Actor) -> list[str]:
+    """Set the route settings of the named models (each dict as in the YAML; absent fields take defaults).
+
+    Models not named keep theirs. All of them are checked together, so a file may turn a -> b into
+    b -> a in one go. Returns the names of the models whose settings changed.
+    """
+    known = set(ModelDeployment.objects.filter(tenant=tenant).values_list("model_name", flat=True))
+    rows = {r.model_name: r for r in ModelRoute.objects.filter(tenant=tenant).select_for_update()}
+    current = {name: row.settings() for name, row in rows.items()}
+    wanted: dict[str, dict] = {}
+    for name, raw in routes.items():
+        if name not in known:
+            raise ValidationError({name: f"unknown model {name!r}"})
+        try:
+            wanted[name] = route_settings_clean(raw)
+        except ValidationError as exc:
+            raise ValidationError({f"{name}.{k}": v for k, v in exc.message_dict.items()}) from None
+    merged = {**current, **wanted}
+    route_references_check({n: s for n, s in merged.items() if n in known}, known)
+    changed = []
+    for name in sorted(wanted):
+        before = current.get(name, ROUTE_DEFAULTS)
+        after = wanted[name]
+        if before == after:
+            continue
+        _store_route(tenant, name, after, rows.get(name))
+        audit(
+            tenant,
+            actor=actor,
+            action="model.routing",
+            target_type="Model",
+            target_label=name,
+            changes={k: [before[k], after[k]] for k in ROUTE_DEFAULTS if before[k] != after[k]},
+        )
+        changed.append(name)
+    if changed:
+        record_change("tenant", tenant.id)
+    return changed
+
+
+# --- Tenant-level routing rules ---------------------------------------------------------------------------
+
+RULE_CONDITIONS = {"key", "metadata", "tags", "user", "prompt_bytes_over"}
+
+
+def _names(value: object, field: str) -> list[str]:
+    items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValidationError({field: "must be a name or a non-empty list of names"})
+    out: list[str] = []
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
+            raise ValidationError({f"{field}[{i}]" if isinstance(value, (list, tuple)) else field: "must be a name"})
+        if str(item).strip() not in out:
+            out.append(str(item).strip())
+    return out
+
+
+def rule_match_clean(match: dict) -> dict:
+    """Normalize one rule's conditions: names become lists, metadata values strings (compared as text)."""
+    if not isinstance(match, dict) or not match:
+        raise ValidationError({"if": "a rule needs at least one condition"})
+    unknown = set(match) - RULE_CONDITIONS
+    if unknown:
+        raise ValidationError({f"if.{sorted(unknown)[0]}": "unknown condition"})
+    out: dict = {}
+    for field in ("key", "user"):
+        if match.get(field) is not None:
+            out[field] = _names(match[field], f"if.{field}")
+    if match.get("tags") is not None:
+        if not isinstance(match["tags"], (list, tuple)):
+            raise ValidationError({"if.tags": "must be a list of tags"})
+        out["tags"] = _names(match["tags"], "if.tags")
+    if match.get("metadata") is not None:
+        meta = match["metadata"]
+        if not isinstance(meta, dict) or not meta:
+            raise ValidationError({"if.metadata": "must be a non-empty mapping"})
+        out["metadata"] = {}
+        for k, v in meta.items():
+            if isinstance(v, (dict, list)) or v is None:
+                raise ValidationError({f"if.metadata.{k}": "must be a plain value"})
+            out["metadata"][str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+    if match.get("prompt_bytes_over") is not None:
+        out["prompt_bytes_over"] = int(
+            _number(match["prompt_bytes_over"], "if.prompt_bytes_over", low=0, high=MAX_PROMPT_BYTES, whole=True)
+        )
+    if not out:
+        raise ValidationError({"if": "a rule needs at least one condition"})
+    return out
+
+
+def _store_rules(tenant: Tenant, rules: list[tuple[dict, str]]) -> None:
+    RouteRule.objects.filter(tenant=tenant).delete()
+    RouteRule.objects.bulk_create(
+        [RouteRule(tenant=tenant, position=i, match=match, route=route) for i, (match, route) in enumerate(rules)]
+    )
+
+
+@transaction.atomic
+def route_rules_set(tenant: Tenant, *, rules: list[dict], actor: Actor) -> bool:
+    """Replace the tenant's rules with `rules` ([{"if": {...}, "route": MODEL}], evaluated in this order)."""
+    known = set(ModelDeployment.objects.filter(tenant=tenant).values_list("model_name", flat=True))
+    wanted: list[tuple[dict, str]] = []
+    for i, rule in enumerate(rules):
+        try:
+            match = rule_match_clean(rule.get("if"))
+        except ValidationError as exc:
+            raise ValidationError({f"rules[{i}].{k}": v for k, v in exc.message_dict.items()}) from None
+        route = str(rule.get("route") or "").strip()
+        if route not in known:
+            raise ValidationError({f"rules[{i}].route": f"unknown model {route!r}"})
+        wanted.append((match, route))
+    have = [(r.match, r.route) for r in RouteRule.objects.filter(tenant=tenant).select_for_update()]
+    if have == wanted:
+        return False
+    _store_rules(tenant, wanted)
+    audit(
+        tenant,
+        actor=actor,
+        action="routing.rules",
+        target_type="RouteRule",
+        target_label=f"{len(wanted)} rules",
+        changes={
+            "before": [{"if": m, "route": r} for m, r in have],
+            "after": [{"if": m, "route": r} for m, r in wanted],
+        },
+    )
+    record_change("tenant", tenant.id)
+    return True
 
 
 @transaction.atomic

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
@@ -24,6 +25,7 @@ from tenants.views import HtmxHttpRequest
 
 
 @login_required
+@never_cache  # a form shown again with an error holds the API key just typed
 @require_http_methods(["GET", "POST"])
 def providers(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
@@ -62,6 +64,7 @@ def providers(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
+@never_cache  # a form shown again with an error holds the API key just typed
 @require_http_methods(["GET", "POST"])
 def provider_detail(request: HtmxHttpRequest, slug: str, provider_id: int) -> HttpResponse:
     access = tenant_access(request, slug)

@@ -15,8 +15,11 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -189,6 +192,30 @@ def by_method(**views: type[APIView]) -> Callable[..., HttpResponse]:
     return dispatch
 
 
+@csrf_exempt  # API clients send no CSRF token; without this a POST would get the HTML CSRF page instead
+def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any /api/ path no endpoint matches: the API's JSON error, never Django's HTML 404 page."""
+    path = request.path
+    if not path.endswith("/"):
+        # CommonMiddleware's APPEND_SLASH redirect never happens here (this view matches first); point
+        # to the endpoint with the slash, with a 308 so a POST stays a POST.
+        try:
+            match = resolve(path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(path + "/" + (f"?{query}" if query else ""), preserve_request=True)
+    body = {"error": {"code": "not_found", "message": f"No API endpoint at {path}. See /api/docs/ for the list."}}
+    return JsonResponse(body, status=404)
+
+
+def no_store(response: Response) -> Response:
+    """For responses that carry a secret shown once: no browser, proxy or client cache may keep it."""
+    add_never_cache_headers(response)
+    return response
+
+
 # --- Virtual keys ----------------------------------------------------------------------------------
 
 
@@ -236,7 +263,7 @@ class KeyCreateApi(TokenApi):
         serializer.is_valid(raise_exception=True)
         key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **serializer.validated_data)
         key.secret = secret  # type: ignore[attr-defined]
-        return Response(self.OutputSerializer(key).data, status=status.HTTP_201_CREATED)
+        return no_store(Response(self.OutputSerializer(key).data, status=status.HTTP_201_CREATED))
 
 
 class KeyDetailApi(TokenApi):
@@ -306,7 +333,7 @@ class KeyRotateApi(TokenApi):
         key = access_key(self.access, key_id, write=True)
         key, secret = virtual_key_rotate(self.access.tenant, key=key, actor=self.access.actor)
         key.secret = secret  # type: ignore[attr-defined]
-        return Response(self.OutputSerializer(key).data)
+        return no_store(Response(self.OutputSerializer(key).data))
 
 
 # --- Members and invitations -----------------------------------------------------------------------
@@ -414,7 +441,9 @@ class AuditListApi(TokenApi):
     required_perm = AUDIT_VIEW
 
     class FilterSerializer(serializers.Serializer):
-        before = serializers.IntegerField(required=False, help_text="Return entries older than this id.")
+        before = serializers.IntegerField(
+            required=False, min_value=1, max_value=2**63 - 1, help_text="Return entries older than this id."
+        )
         limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
 
     class OutputSerializer(serializers.Serializer):

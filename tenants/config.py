@@ -15,8 +15,17 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from routing.models import ModelDeployment, ProviderCredential, ProviderKind
-from routing.services import model_delete, model_deployments_set, provider_delete, provider_upsert
+from routing import declarative as routing_yaml
+from routing.models import MAX_WEIGHT, ROUTE_DEFAULTS, ModelDeployment, ProviderCredential, ProviderKind
+from routing.services import (
+    ROUTE_FIELDS,
+    model_delete,
+    model_deployments_set,
+    model_routes_set,
+    provider_delete,
+    provider_upsert,
+    route_rules_set,
+)
 from tenants.audit import Actor
 from tenants.models import Tenant, slug_validator
 from tenants.services import tenant_upsert
@@ -112,7 +121,8 @@ class ProviderSpec:
 @dataclass
 class ModelSpec:
     name: str
-    deployments: list[tuple[str, str]]  # (provider name, upstream model)
+    deployments: list[tuple[str, str, int]]  # (provider name, upstream model, weight)
+    routing: dict = field(default_factory=lambda: dict(ROUTE_DEFAULTS))  # strategy, retries, fallbacks, ...
 
 
 @dataclass
@@ -121,13 +131,14 @@ class TenantSpec:
     name: str
     providers: list[ProviderSpec] = field(default_factory=list)
     models: list[ModelSpec] = field(default_factory=list)
+    rules: list[dict] = field(default_factory=list)  # routing rules, in order (routing.declarative)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-TOP_LEVEL = {"version", "tenant", "name", "providers", "models"}
+TOP_LEVEL = {"version", "tenant", "name", "providers", "models", "rules"}
 PROVIDER_FIELDS = {"name", "kind", "base_url", "api_key"}
-MODEL_FIELDS = {"name", "deployments"}
-DEPLOYMENT_FIELDS = {"provider", "model"}
+MODEL_FIELDS = {"name", "deployments"} | ROUTE_FIELDS
+DEPLOYMENT_FIELDS = {"provider", "model", "weight"}
 
 
 class _Checker:
@@ -230,8 +241,18 @@ def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
             provider = c.string(dep["provider"], f"{dpath}.provider")
             if provider not in seen:
                 raise c.fail(f"unknown provider {provider!r} (not listed under providers)", f"{dpath}.provider")
-            deployments.append((provider, c.string(dep["model"], f"{dpath}.model")))
-        spec.models.append(ModelSpec(name, deployments))
+            upstream = c.string(dep["model"], f"{dpath}.model")
+            if any((provider, upstream) == (p, m) for p, m, _w in deployments):
+                raise c.fail(f"{provider}/{upstream} is listed twice", dpath)
+            weight = dep.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+                raise c.fail(f"must be a whole number from 1 to {MAX_WEIGHT}", f"{dpath}.weight")
+            deployments.append((provider, upstream, weight))
+        spec.models.append(ModelSpec(name, deployments, routing_yaml.parse_model_routing(raw, path, c)))
+    routing_yaml.check_model_references(
+        {m.name: m.routing for m in spec.models}, {m.name: i for i, m in enumerate(spec.models)}, c
+    )
+    spec.rules = routing_yaml.parse_rules(data.get("rules"), "rules", c, model_names)
 
     for key, parser in (extensions or {}).items():
         if key in data:
@@ -275,11 +296,19 @@ def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list
                 if changed:
                     changes.append(f"{'~' if existed else '+'} provider {p.name}")
             wanted_models = {m.name for m in spec.models}
+            touched: dict[str, str] = {}  # model -> "+" or "~", printed in file order
             for m in spec.models:
                 existed = ModelDeployment.objects.filter(tenant=tenant, model_name=m.name).exists()
-                pairs = [(providers[pn], upstream) for pn, upstream in m.deployments]
-                if model_deployments_set(tenant, model_name=m.name, deployments=pairs, actor=actor):
-                    changes.append(f"{'~' if existed else '+'} model {m.name}")
+                entries = [(providers[pn], upstream, weight) for pn, upstream, weight in m.deployments]
+                if model_deployments_set(tenant, model_name=m.name, deployments=entries, actor=actor):
+                    touched[m.name] = "~" if existed else "+"
+            # Every model's deployments exist before any route names them (fallbacks may point forward).
+            for name in model_routes_set(tenant, routes={m.name: m.routing for m in spec.models}, actor=actor):
+                touched.setdefault(name, "~")
+            changes.extend(f"{touched[m.name]} model {m.name}" for m in spec.models if m.name in touched)
+            # Like models, rules are the whole truth: a file without `rules:` leaves the tenant with none.
+            if route_rules_set(tenant, rules=spec.rules, actor=actor):
+                changes.append("~ rules")
             stale_models = (
                 ModelDeployment.objects.filter(tenant=tenant)
                 .exclude(model_name__in=wanted_models)
@@ -315,8 +344,25 @@ def export_config(tenant: Tenant) -> str:
         doc["providers"].append(item)
     models: dict[str, list] = {}
     for d in ModelDeployment.objects.filter(tenant=tenant).select_related("provider"):
-        models.setdefault(d.model_name, []).append({"provider": d.provider.name, "model": d.upstream_model})
-    doc["models"] = [{"name": name, "deployments": deps} for name, deps in sorted(models.items())]
+        item = {"provider": d.provider.name, "model": d.upstream_model}
+        if d.weight != 1:
+            item["weight"] = d.weight
+        models.setdefault(d.model_name, []).append(item)
+    routes = routing_yaml.route_settings_by_model(tenant)
+    for name, deps in sorted(models.items()):
+        settings = routes.get(name, ROUTE_DEFAULTS)
+        # Defaults are left out, so a tenant that never used routing exports exactly as before.
+        doc["models"].append(
+            {
+                "name": name,
+                **routing_yaml.export_model_routing(settings),
+                "deployments": deps,
+                **routing_yaml.export_model_links(settings),
+            }
+        )
+    rules = routing_yaml.export_rules(tenant)
+    if rules:
+        doc["rules"] = rules
     for key, (_parse, apply) in EXTENSIONS.items():
         exporter = getattr(apply, "export", None)
         if exporter is not None:

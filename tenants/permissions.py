@@ -79,10 +79,15 @@ class TenantAccess:
         """Every permission as a template-friendly flag: {"keys_write": True, ...}."""
         return {perm.replace(".", "_"): self.can(perm) for perm in MIN_ROLE}
 
+    def owns_key(self, key: VirtualKey) -> bool:
+        # A token minted from the command line acts for nobody, so it owns no key: without this check
+        # None == None would make every CLI-minted key (created_by NULL) its own.
+        return self.user_id is not None and key.created_by_id == self.user_id
+
     def can_edit_key(self, key: VirtualKey) -> bool:
         if self.can(KEYS_MANAGE_ALL):
             return True
-        return self.can(KEYS_WRITE) and key.created_by_id == self.user_id
+        return self.can(KEYS_WRITE) and self.owns_key(key)
 
     def assignable_roles(self) -> list[tuple[str, str]]:
         """Roles this caller may hand out (to a token or an invitation): never above their own."""
@@ -125,12 +130,19 @@ def token_access(request: HttpRequest, token: ManagementToken, perm: str = VIEW)
 # --- Objects, always through the tenant ------------------------------------------------------------
 
 
+def own_keys(access: TenantAccess) -> QuerySet[VirtualKey]:
+    """The keys the caller's person created. None for a token that acts for nobody (minted on the CLI):
+    `created_by_id=None` would match every CLI-minted key."""
+    if access.user_id is None:
+        return VirtualKey.objects.none()
+    return VirtualKey.objects.filter(tenant=access.tenant, created_by_id=access.user_id)
+
+
 def visible_keys(access: TenantAccess) -> QuerySet[VirtualKey]:
-    keys = VirtualKey.objects.filter(tenant=access.tenant)
     # Members work with their own keys only; viewers read every key (never a secret) to audit usage.
     if access.role == Role.MEMBER:
-        keys = keys.filter(created_by_id=access.user_id)
-    return keys
+        return own_keys(access)
+    return VirtualKey.objects.filter(tenant=access.tenant)
 
 
 def access_key(access: TenantAccess, key_id: int, *, write: bool = False) -> VirtualKey:

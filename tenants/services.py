@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime, timedelta
 
@@ -53,6 +54,16 @@ def tenant_upsert(*, slug: str, name: str, actor: Actor) -> tuple[Tenant, bool]:
     return tenant, created
 
 
+def _check_metadata(metadata: object) -> None:
+    if not isinstance(metadata, dict):
+        raise ValidationError({"metadata": "Metadata must be an object."})
+    try:
+        # JSON has no NaN or Infinity (1e400 parses as infinity); the database would refuse them.
+        json.dumps(metadata, allow_nan=False)
+    except ValueError:
+        raise ValidationError({"metadata": "Metadata numbers must be finite (no NaN, Infinity or 1e400)."}) from None
+
+
 def _clean_models(models: list[str] | None) -> list[str]:
     out: list[str] = []
     for m in models or []:
@@ -78,8 +89,8 @@ def virtual_key_create(
         raise ValidationError({"name": "A key needs a name."})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValidationError({"metadata": "Metadata must be an object."})
+    if metadata is not None:
+        _check_metadata(metadata)
     secret = generate_key_secret()
     key = VirtualKey(
         tenant=tenant,
@@ -148,8 +159,7 @@ def virtual_key_update(
         key.expires_at = expires_at  # type: ignore[assignment]
         fields.append("expires_at")
     if metadata is not None and metadata != key.metadata:
-        if not isinstance(metadata, dict):
-            raise ValidationError({"metadata": "Metadata must be an object."})
+        _check_metadata(metadata)
         changes["metadata"] = "changed"
         key.metadata = metadata
         fields.append("metadata")

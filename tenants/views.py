@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
@@ -81,6 +82,13 @@ class HtmxHttpRequest(HttpRequest):
 
 def _base_url(request: HttpRequest) -> str:
     return request.build_absolute_uri("/").rstrip("/")
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """Pages that can show a new secret (once) must not be kept by the browser's or a proxy's cache,
+    nor come back from the back button."""
+    add_never_cache_headers(response)
+    return response
 
 
 @require_GET
@@ -209,7 +217,7 @@ def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 context.update(key=key, secret=secret)
                 if request.htmx:
                     response = render(request, "tenants/keys.html#reveal", context)
-                    return trigger_client_event(response, "keys-changed")
+                    return _no_store(trigger_client_event(response, "keys-changed"))
                 form = KeyForm(model_names=model_names)
         if form.errors and request.htmx:
             response = render(request, "tenants/keys.html#create_form", {**context, "form": form})
@@ -217,7 +225,7 @@ def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     keys_qs = visible_keys(access).select_related("created_by").order_by("revoked", "-created_at")
     context.update(form=form, keys=keys_qs, has_models=bool(model_names))
     template = "tenants/keys.html#rows" if request.htmx else "tenants/keys.html"
-    return render(request, template, context)
+    return _no_store(render(request, template, context))
 
 
 @login_required
@@ -289,11 +297,11 @@ def key_rotate(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     if request.htmx:
         response = render(request, "tenants/keys.html#reveal", context)
         response = retarget(reswap(response, "innerHTML"), "#secret-reveal")
-        return trigger_client_event(response, "keys-changed")
+        return _no_store(trigger_client_event(response, "keys-changed"))
     model_names = model_names_for(access.tenant)
     keys_qs = visible_keys(access).select_related("created_by").order_by("revoked", "-created_at")
     context.update(form=KeyForm(model_names=model_names), keys=keys_qs, has_models=bool(model_names))
-    return render(request, "tenants/keys.html", context)
+    return _no_store(render(request, "tenants/keys.html", context))
 
 
 # --- Members and invitations -----------------------------------------------------------------------
@@ -401,6 +409,12 @@ def invitation_revoke_view(request: HtmxHttpRequest, slug: str, invitation_id: i
 def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     """The link from the invitation email. Anyone with it sees whom it is for; joining needs that email."""
     invitation = invitation_by_token(token)
+    if invitation is not None and invitation.accepted_at and request.user.is_authenticated:
+        # Signing up through the link joins on email verification (tenants.signals), and the sign-up
+        # then lands back here: a member is simply taken to the tenant.
+        membership = memberships_for_user(request.user).filter(tenant=invitation.tenant).first()
+        if membership is not None:
+            return redirect("tenant-overview", slug=membership.tenant.slug)
     if invitation is None or not invitation.is_pending:
         return render(request, "tenants/invitation.html", {"invitation": None}, status=404)
     if not request.user.is_authenticated:
@@ -443,7 +457,7 @@ def tokens(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             form = TokenForm(roles=access.assignable_roles(), initial={"role": Role.VIEWER})
     context.update(form=form, tokens=management_tokens_for(access.tenant))
     template = "tenants/tokens.html#main" if request.htmx else "tenants/tokens.html"
-    return render(request, template, context)
+    return _no_store(render(request, template, context))
 
 
 @login_required

@@ -1,11 +1,12 @@
-"""Money in templates: rounded for reading, with the exact amount one hover away."""
+"""Money in templates: rounded for reading (billing.display), with the exact amount one hover away."""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django import template
 
+from billing.display import display_usd
 from billing.prices import format_usd
 
 register = template.Library()
@@ -16,9 +17,8 @@ def usd(amount: Decimal | None) -> str:
     """$12.35 for dollars, $0.0042 for the fractions of a cent that small tenants mostly spend."""
     if amount is None:
         return ""
-    amount = Decimal(amount)
-    step = Decimal("0.01") if abs(amount) >= 1 or amount == 0 else Decimal("0.0001")
-    return f"${amount.quantize(step, rounding=ROUND_HALF_UP):,}"
+    text = display_usd(amount)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
 @register.filter

@@ -139,11 +139,13 @@ class MockStream(UpstreamStream):
         self.deployment = deployment
         self.payload = payload
         self.ctx = ctx
+        # Computed before the first byte: a body that cannot be encoded fails here, not mid-stream.
+        self.completion_id = _completion_id(payload)
 
     async def events(self) -> AsyncIterator[bytes]:
         words, finish = _reply_words(self.payload)
         base = {
-            "id": _completion_id(self.payload),
+            "id": self.completion_id,
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": self.deployment.upstream_model,

@@ -15,9 +15,10 @@ from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, U
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client
+from routing.redact import redact, secrets_of
 
 # Response headers worth passing through to the client.
-PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-request-id", "retry-after")
+PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-request-id", "retry-after", "retry-after-ms")
 
 
 def _error_from_upstream(status: int, content: bytes, content_type: str) -> UpstreamResult:
@@ -46,6 +47,27 @@ def _error_from_upstream(status: int, content: bytes, content_type: str) -> Upst
         message = f"Upstream returned HTTP {status}" + (f": {text}" if text else "")
         body = error_body(message, type="upstream_error", code=f"upstream_{status}")
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000])
+
+
+def _not_a_stream(status: int, content_type: str, location: str) -> UpstreamResult:
+    if 300 <= status < 400:
+        where = f" to {location[:200]}" if location else ""
+        message = f"The upstream provider answered a stream request with a redirect (HTTP {status}{where}); check the base URL"
+    else:
+        message = (
+            f"The upstream provider answered a stream request with HTTP {status} "
+            f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
+        )
+    return UpstreamResult(
+        status=502,
+        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+        error_type="upstream_bad_response",
+        error_message=message,
+    )
+
+
+def _stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
+    return b"data: " + error_body(message, type=type_, code=code) + b"\n\n"
 
 
 def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
@@ -147,25 +169,45 @@ class OpenAIAdapter(ProviderAdapter):
             result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
             result.headers = _pass_headers(response)
             return result
-        stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage)
+        content_type = response.headers.get("content-type", "")
+        if response.status_code >= 300 or "text/event-stream" not in content_type:
+            # A redirect (never followed) or a body that is not SSE: relaying it as a 200 event stream
+            # would hand the client an empty or garbled stream and log a success.
+            await response.aclose()
+            return _not_a_stream(response.status_code, content_type, response.headers.get("location", ""))
+        stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage, deployment=deployment)
         stream.headers = _pass_headers(response)
         return stream
 
 
 class OpenAIStream(UpstreamStream):
-    def __init__(self, response: httpx.Response, *, hide_usage: bool) -> None:
+    def __init__(self, response: httpx.Response, *, hide_usage: bool, deployment: Deployment) -> None:
         super().__init__()
         self.response = response
         self.hide_usage = hide_usage
+        self.deployment = deployment
         self.first_byte_at: float | None = None
 
     async def events(self) -> AsyncIterator[bytes]:
         splitter = SSESplitter()
+        done = False
         try:
             async for chunk in self.response.aiter_raw():
                 if self.first_byte_at is None:
                     self.first_byte_at = time.perf_counter()
-                for event in splitter.feed(chunk):
+                events = splitter.feed(chunk)
+                if not events:
+                    continue
+                for event in events:
+                    if event.startswith((b"data: [DONE]", b"data:[DONE]")):
+                        done = True
+                    elif b'"error"' in event:
+                        # A quoted "error" key (content is JSON-escaped, so never matches): maybe an error
+                        # event. It ends the stream, without [DONE].
+                        error = self._error_event(event)
+                        if error is not None:
+                            yield error
+                            return
                     if b'"usage":{' in event or b'"usage": {' in event:
                         event = self._take_usage(event)
                         if event is None:
@@ -173,15 +215,50 @@ class OpenAIStream(UpstreamStream):
                     yield event
             rest = splitter.rest()
             if rest:
+                if rest.startswith((b"data: [DONE]", b"data:[DONE]")):
+                    done = True
+                elif b'"error"' in rest and (error := self._error_event(rest)) is not None:
+                    yield error
+                    return
                 yield rest
         except httpx.HTTPError as exc:
             self.error_type = "upstream_stream_error"
-            self.error_message = f"{type(exc).__name__}: {exc}"[:1000]
-            yield (
-                b"data: "
-                + error_body("The upstream stream was interrupted", type="upstream_error", code="upstream_stream_error")
-                + b"\n\n"
+            self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
+            yield _stream_error_event("The upstream stream was interrupted", "upstream_stream_error")
+            return
+        if not done:
+            # The connection ended cleanly but the stream never finished: the answer may be cut short.
+            self.error_type = "upstream_stream_incomplete"
+            self.error_message = "The upstream stream ended without [DONE]"
+            yield _stream_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
+
+    def _error_event(self, event: bytes) -> bytes | None:
+        """An upstream error event, in OpenAI's error shape and without the deployment's secrets."""
+        try:
+            data = orjson.loads(event_data(event))
+        except orjson.JSONDecodeError:
+            return None
+        err = data.get("error") if isinstance(data, dict) else None
+        if not err:
+            return None  # e.g. "error": null in an ordinary chunk
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+        secrets = secrets_of(self.deployment)
+
+        def clean(value: Any) -> str | None:
+            return None if value is None else redact(str(value), secrets)
+
+        message = clean(err.get("message")) or "The upstream provider reported an error mid-stream"
+        code = clean(err.get("code"))
+        self.error_type = (clean(err.get("type")) or "upstream_error")[:100]
+        self.error_message = message[:2000]
+        return (
+            b"data: "
+            + orjson.dumps(
+                {"error": {"message": message, "type": self.error_type, "param": clean(err.get("param")), "code": code}}
             )
+            + b"\n\n"
+        )
 
     def _take_usage(self, event: bytes) -> bytes | None:
         try:

@@ -54,3 +54,29 @@ document.addEventListener("submit", (event) => {
   const message = event.target.dataset && event.target.dataset.confirm;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+
+// Formsets (a model's deployments): "Add a deployment" copies the blank row from its <template> and
+// counts it in TOTAL_FORMS. Without JavaScript the page always offers one blank row per save.
+function enableFormsets(root) {
+  root.querySelectorAll("[data-formset]").forEach((set) => {
+    const add = set.querySelector("[data-formset-add]");
+    if (!add || add.dataset.ready) return;
+    add.dataset.ready = "1";
+    add.hidden = false;
+    add.addEventListener("click", () => {
+      const prefix = set.dataset.formset;
+      const total = set.querySelector(`input[name="${prefix}-TOTAL_FORMS"]`);
+      const template = set.querySelector("template[data-formset-empty]");
+      const index = Number(total.value);
+      const html = template.innerHTML.replaceAll("__prefix__", String(index));
+      set.querySelector("[data-formset-rows]").insertAdjacentHTML("beforeend", html);
+      total.value = String(index + 1);
+      const order = set.querySelector(`input[name="${prefix}-${index}-ORDER"]`);
+      if (order) order.value = String(index + 1);
+      const first = set.querySelector(`[name="${prefix}-${index}-provider"]`);
+      if (first) first.focus();
+    });
+  });
+}
+document.addEventListener("DOMContentLoaded", () => enableFormsets(document));
+document.addEventListener("htmx:load", (event) => enableFormsets(event.detail.elt));

@@ -13,6 +13,7 @@ over the first variant.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -71,19 +72,72 @@ class Variant:
 # Limits high enough never to reject (a 429 would count as an error, not as overhead), but every
 # request still goes through the full admission: key, tenant and deployment RPM/TPM, the key's
 # parallel cap, and two hard budgets (tenant and key) with their worst-case reservation and settlement.
-LIMITS_AND_BUDGET_YAML = """\
-limits:
-  tenant: {{rpm: 100000000, tpm: 1000000000000}}
-  deployments:
-    - {{model: gpt-4o-mini, provider: mock, rpm: 100000000, tpm: 1000000000000}}
-    - {{model: gpt-4o-mini-stream, provider: mock-stream, rpm: 100000000, tpm: 1000000000000}}
+_HIGH_LIMITS = "rpm: 100000000, tpm: 2000000000"
+_TENANT_BUDGET = """\
 budgets:
   - scope: tenant
     limit_usd: 1000000
     period: month
     mode: hard
 """
-LIMIT_MINT_ARGS = ("--rpm", "100000000", "--tpm", "1000000000000", "--max-parallel", "1000", "--budget", "1000000")
+LIMITS_AND_BUDGET_YAML = f"""\
+limits:
+  tenant: {{{{{_HIGH_LIMITS}}}}}
+  deployments:
+    - {{{{model: gpt-4o-mini, provider: mock, {_HIGH_LIMITS}}}}}
+    - {{{{model: gpt-4o-mini-stream, provider: mock-stream, {_HIGH_LIMITS}}}}}
+{_TENANT_BUDGET}"""
+LIMIT_MINT_ARGS = ("--rpm", "100000000", "--tpm", "2000000000", "--max-parallel", "1000", "--budget", "1000000")
+
+# The issue 9 routing shape on both bench models: three deployments on three providers (all the same
+# zero-latency mock), least-latency, retries, a fallback model and a non-default breaker (so a route
+# row exists). The mock never fails, so every call succeeds at its first attempt: what this measures
+# is the cost of deciding the route and running the attempt loop, not of retrying.
+_ROUTED = ("a", "b", "c")
+_ROUTE_SETTINGS = """\
+    strategy: least-latency
+    retries: 2
+    timeout_s: 60
+    cooldown: {{failures: 5, window_s: 30, cooldown_s: 15}}
+"""
+
+
+def _routed_model(name: str, provider_prefix: str) -> str:
+    deployments = "".join(
+        f"      - {{{{provider: {provider_prefix}-{s}, model: gpt-4o-mini-2024-07-18}}}}\n" for s in _ROUTED
+    )
+    return (
+        f"  - name: {name}\n{_ROUTE_SETTINGS}    deployments:\n{deployments}    fallbacks: [{name}-fallback]\n"
+        f"  - name: {name}-fallback\n    deployments:\n"
+        f"      - {{{{provider: {provider_prefix}-fallback, model: gpt-4o-mini-2024-07-18}}}}\n"
+    )
+
+
+def _providers(prefix: str, base: str) -> str:
+    return "".join(
+        f"  - {{{{name: {prefix}-{s}, kind: openai-compatible, base_url: '{{{base}}}', api_key: sk-mock-not-a-real-key}}}}\n"
+        for s in (*_ROUTED, "fallback")
+    )
+
+
+ROUTING_YAML = (
+    "version: 1\ntenant: {tenant}\nname: Benchmark ({tenant})\nproviders:\n"
+    + _providers("mock", "json_base")
+    + _providers("mock-stream", "stream_base")
+    + "models:\n"
+    + _routed_model("gpt-4o-mini", "mock")
+    + _routed_model("gpt-4o-mini-stream", "mock-stream")
+)
+# Every routed deployment gets its own limits, as on the limits variants: least-latency may pick any.
+EVERYTHING_EXTRA_YAML = (
+    f"limits:\n  tenant: {{{{{_HIGH_LIMITS}}}}}\n  deployments:\n"
+    + "".join(
+        f"    - {{{{model: {model}, provider: {prefix}-{s}, {_HIGH_LIMITS}}}}}\n"
+        for model, prefix in (("gpt-4o-mini", "mock"), ("gpt-4o-mini-stream", "mock-stream"))
+        for s in _ROUTED
+    )
+    + _TENANT_BUDGET
+)
 
 
 def _redis_reachable() -> bool:
@@ -96,6 +150,11 @@ def _redis_reachable() -> bool:
         return False
 
 
+# One Redis DB per Redis variant, never one that tests use (tests/conftest.py flushes REDIS_URL's DB):
+# the bench never flushes, it only adds keys under its own tenants; override if 12/13 are taken.
+REDIS_LIMITS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_EVERYTHING_URL = os.environ.get("BENCH_REDIS_EVERYTHING_URL", "redis://127.0.0.1:6379/13")
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(name="gateway", tenant="bench", description="plain config: keys, routing, call log"),
     Variant(
@@ -105,6 +164,12 @@ VARIANTS: tuple[Variant, ...] = (
         yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML,
         mint_args=LIMIT_MINT_ARGS,
     ),
+    Variant(
+        name="routing",
+        tenant="bench-routing",
+        description="3 deployments, least-latency, retries 2, a fallback model, cooldown (all first-attempt hits)",
+        yaml_template=ROUTING_YAML,
+    ),
     *(
         (
             Variant(
@@ -113,7 +178,16 @@ VARIANTS: tuple[Variant, ...] = (
                 description="the same limits and budgets enforced in Redis (one Lua round trip + settle)",
                 yaml_template=BASE_YAML + LIMITS_AND_BUDGET_YAML,
                 mint_args=LIMIT_MINT_ARGS,
-                env={"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")},
+                env={"REDIS_URL": REDIS_LIMITS_URL},
+            ),
+            Variant(
+                name="everything",
+                tenant="bench-everything",
+                description="auth + limits + two hard budgets in Redis + the routing model + call log "
+                "(no PII scan or prompt cache yet: they don't exist)",
+                yaml_template=ROUTING_YAML + EVERYTHING_EXTRA_YAML,
+                mint_args=LIMIT_MINT_ARGS,
+                env={"REDIS_URL": REDIS_EVERYTHING_URL},
             ),
         )
         if _redis_reachable()
@@ -133,6 +207,9 @@ def variants_named(names: str) -> list[Variant]:
     return [by_name[n] for n in wanted]
 
 
+_BENCH_SECRET_KEY = secrets.token_urlsafe(50)
+
+
 def base_env(database_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "gateway_project.settings"
@@ -142,6 +219,8 @@ def base_env(database_url: str) -> dict[str, str]:
     env["GATEWAY_PRIVATE_UPSTREAMS"] = ",".join([*allowed, "127.0.0.0/8"])
     # Production settings: DEBUG would keep every query in memory and change error handling.
     env["DEBUG"] = "false"
+    # Production settings refuse to start without a secret; one per bench run, shared by every process.
+    env.setdefault("SECRET_KEY", _BENCH_SECRET_KEY)
     return env
 
 

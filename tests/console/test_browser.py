@@ -123,3 +123,200 @@ def test_sign_up_create_copy_call_revoke_refused(gateway_factory, tmp_path):
         assert wait_for(lambda: chat().status_code == 401, timeout=1.0)
         assert time.monotonic() - revoked_at < 1.5
         browser.close()
+
+
+# --- Every console page, on a laptop and on a phone -------------------------------------------------
+
+WIDTHS = (1366, 375)
+
+# Elements that overflow on purpose: screen-reader-only text and ellipsised labels.
+_LAYOUT_PROBLEMS_JS = """
+() => {
+  const problems = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > window.innerWidth + 1) {
+    // Name the innermost elements that stick out, so the failure says what to fix.
+    const scrolled = (el) => {
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+        if (getComputedStyle(p).overflowX !== "visible") return true;
+      }
+      return false;
+    };
+    const out = [...document.querySelectorAll("body *")].filter(
+      (el) => el.getBoundingClientRect().right > window.innerWidth + 1 && !el.closest(".visually-hidden") && !scrolled(el)
+    );
+    const leaves = out.filter((el) => !out.some((other) => other !== el && el.contains(other))).slice(0, 3);
+    const names = leaves.map((el) => el.outerHTML.slice(0, 80));
+    problems.push(`page is ${doc.scrollWidth}px wide in a ${window.innerWidth}px window (${names.join(", ")})`);
+  }
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest(".visually-hidden, template, [hidden]")) continue;
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName)) continue;  // they scroll their own text
+    const style = getComputedStyle(el);
+    if (style.display === "inline" || style.display === "none" || style.textOverflow === "ellipsis") continue;
+    if (el.clientWidth === 0 || el.scrollWidth <= el.clientWidth + 1) continue;
+    if (style.overflowX === "auto" || style.overflowX === "scroll") continue;
+    if (!["TABLE", "TBODY", "THEAD", "TR", "TD", "TH"].includes(el.tagName) && !el.querySelector("table")
+        && style.overflowX === "visible") continue;  // plain text spilling is caught by the page width
+    const name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+      (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+    problems.push(`${name} clips ${el.scrollWidth - el.clientWidth}px (overflow-x: ${style.overflowX})`);
+  }
+  return problems;
+}
+"""
+
+_STYLED_JS = """
+() => [...document.styleSheets].some((s) => (s.href || "").includes("console") && s.cssRules.length > 0)
+"""
+
+
+def _seed_console_world():
+    """Alice's tenant with something on every page: long names, spend, budgets, limits, audit entries."""
+    from decimal import Decimal
+
+    from billing.models import LimitScope, SpendLedger
+    from billing.prices import to_pico
+    from billing.services import budget_upsert, rate_limit_set
+    from routing.services import model_deployments_set, provider_upsert
+    from tenants.audit import Actor
+    from tenants.models import Membership, Role, Tenant
+    from tenants.services import management_token_create, virtual_key_create
+    from tests.console.conftest import make_user
+
+    acme = Tenant.objects.create(slug="acme", name="Acme Corporation International Holdings")
+    alice = make_user("alice.longname-for-layout@acme-corporation.example")
+    Membership.objects.create(tenant=acme, user=alice, role=Role.OWNER)
+    erin = make_user("erin@acme.example")
+    Membership.objects.create(tenant=acme, user=erin, role=Role.MEMBER)
+    actor = Actor(user=alice)
+    mock, _ = provider_upsert(acme, name="mock", kind="mock", actor=actor)
+    local, _ = provider_upsert(
+        acme,
+        name="openai-compatible-production-eu-west",
+        kind="openai-compatible",
+        base_url="http://127.0.0.1:9/v1/some/very/long/path/for/the/layout/check",
+        api_key="sk-upstream-secret-for-layout-0001",
+        actor=actor,
+    )
+    model = "team-alpha/very-long-model-name-for-layout-testing-2026-01-01"
+    model_deployments_set(acme, model_name=model, deployments=[(mock, "mock-chat")], actor=actor)
+    model_deployments_set(
+        acme,
+        model_name=model,
+        deployments=[(local, "gpt-4o-mini-2024-07-18-with-a-long-suffix"), (mock, "mock-chat")],
+        actor=actor,
+    )
+    key, _ = virtual_key_create(acme, name="production-backend-service-with-a-long-name", actor=actor)
+    management_token_create(acme, name="continuous-integration-deploy-token", role=Role.ADMIN, actor=actor)
+    budget, _ = budget_upsert(acme, scope="tenant", limit_usd=Decimal("0.0002"), period="day", mode="hard", actor=actor)
+    budget_upsert(acme, scope=f"key:{key.name}", limit_usd=Decimal("1234.5"), period="month", mode="soft", actor=actor)
+    rate_limit_set(acme, scope=LimitScope.KEY, ref=str(key.id), rpm=600, tpm=1_000_000, max_parallel=8, actor=actor)
+    from django.utils import timezone
+
+    SpendLedger.objects.create(
+        tenant=acme,
+        day=timezone.localdate(),
+        virtual_key_id=key.id,
+        model=model,
+        cost_picodollars=to_pico(Decimal("0.00005")),
+    )
+    return acme, alice, key, budget, local, model
+
+
+def _add_and_reorder_a_deployment(page, path: str) -> None:
+    """The model editor: "Add a deployment" adds a row in the browser; one save stores rows and order."""
+    from playwright.sync_api import expect
+
+    page.goto(path)
+    rows = page.locator("[data-formset-row]")
+    before = rows.count()  # two deployments and the blank row
+    page.get_by_role("button", name="Add a deployment").click()
+    expect(rows).to_have_count(before + 1)
+    page.select_option(f"[name=dep-{before}-provider]", label="mock (mock)")
+    page.fill(f"[name=dep-{before}-model]", "added-in-the-browser")
+    page.fill(f"[name=dep-{before}-ORDER]", "0")  # first
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Saved ✓")
+    first = page.locator("[name=dep-0-model]")
+    expect(first).to_have_value("added-in-the-browser")
+
+
+def test_every_console_page_fits_phones_and_laptops(gateway_factory, tmp_path):
+    from django.conf import settings as django_settings
+    from django.test import Client
+    from django.urls import reverse
+    from playwright.sync_api import sync_playwright
+
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, check=True, timeout=120
+    )
+    acme, alice, key, budget, provider, model = _seed_console_world()
+    client = Client()
+    client.force_login(alice)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    server = gateway_factory()
+
+    def tenant_url(view: str, **kwargs) -> str:
+        return reverse(view, kwargs={"slug": acme.slug, **kwargs})
+
+    pages = [
+        reverse("home"),
+        reverse("tenant-new"),
+        tenant_url("tenant-overview"),
+        tenant_url("keys"),
+        tenant_url("key-detail", key_id=key.id),
+        tenant_url("providers"),
+        tenant_url("provider-detail", provider_id=provider.id),
+        tenant_url("models"),
+        tenant_url("model-detail", name=model),
+        tenant_url("budgets"),
+        tenant_url("budget-detail", budget_id=budget.id),
+        tenant_url("limits"),
+        tenant_url("spend"),
+        tenant_url("members"),
+        tenant_url("tokens"),
+        tenant_url("audit"),
+        tenant_url("tenant-settings"),
+        reverse("account_email"),
+        reverse("account_change_password"),
+    ]
+    problems: list[str] = []
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        for width in WIDTHS:
+            context = browser.new_context(base_url=server.url, viewport={"width": width, "height": 800})
+            context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": server.url}])
+            page = context.new_page()
+            bad_assets: list[str] = []
+            page.on("requestfailed", lambda r, sink=bad_assets: sink.append(f"{r.url} failed: {r.failure}"))
+            page.on(
+                "response",
+                lambda response, sink=bad_assets: (
+                    sink.append(f"{response.url} answered {response.status}")
+                    if response.status >= 400 and response.request.resource_type != "document"
+                    else None
+                ),
+            )
+            for path in pages:
+                response = page.goto(path, wait_until="load")
+                if response is None or response.status != 200:
+                    problems.append(f"{width}px {path}: status {response and response.status}")
+                    continue
+                if page.url.rstrip("/").endswith("/accounts/login"):
+                    problems.append(f"{width}px {path}: redirected to login")
+                problems += [f"{width}px {path}: {p}" for p in page.evaluate(_LAYOUT_PROBLEMS_JS)]
+            # An unknown page answers 404 with the console's look, not the browser's default.
+            response = page.goto("/t/acme/no-such-page/", wait_until="load")
+            if response is None or response.status != 404:
+                problems.append(f"{width}px 404 page: status {response and response.status}")
+            if not page.evaluate(_STYLED_JS):
+                problems.append(f"{width}px 404 page: the stylesheet did not load")
+            problems += [f"{width}px 404 page: {p}" for p in page.evaluate(_LAYOUT_PROBLEMS_JS)]
+            problems += [f"{width}px asset: {a}" for a in bad_assets]
+            if width == WIDTHS[0]:
+                _add_and_reorder_a_deployment(page, tenant_url("model-detail", name=model))
+            context.close()
+        browser.close()
+    assert not problems, "\n".join(problems)

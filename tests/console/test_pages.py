@@ -62,7 +62,7 @@ def test_a_private_base_url_is_refused(world, client_as, settings):
     response = client_as(world.dave).post(
         url("providers"), {"name": "internal", "kind": "openai-compatible", "base_url": "http://10.0.0.5/v1"}, **HTMX
     )
-    assert "private or reserved address" in response.content.decode()
+    assert "set GATEWAY_PRIVATE_UPSTREAMS=10.0.0.0/8 to allow" in response.content.decode()
     assert not ProviderCredential.objects.filter(name="internal").exists()
 
 

@@ -5,6 +5,17 @@ The model name in the request picks the behaviour, so one server serves every te
 - "fail-429" / "fail-500" / "fail-400": OpenAI's error body with that status (429 adds retry-after)
 - "fail-html": a 502 with an HTML body, like a broken load balancer
 - "slow-stream": a stream that sends one chunk every 50 ms for 10 s, to test client disconnects
+- "echo-key": a 401 that quotes the credential it got, in full and masked (as OpenAI does)
+- "stream-echo-key": a stream that sends one chunk, then an error event quoting the credential
+- "redirect": a 302 to another host; "json-200": a chat.completion JSON even for a stream request
+- "no-done": a stream that ends (cleanly) without data: [DONE]
+- "nul-error": a 400 whose error message and type contain NUL characters
+Any model can also be scripted from a test: `fake.script("m", {"status": 429, "headers": {...}},
+{"status": 503}, {"delay": 0.2})` answers the next three requests for "m" that way (errors in OpenAI's
+shape, `"reset": True` drops the connection, `"hang": True` never answers, a bare delay slows the first
+byte of a normal answer), then behaves normally again.
+GET /v1/models lists two models; /html/v1/models answers 200 with a web page, /odd/v1/models with
+JSON that is not a model list.
 Every request is recorded (path, headers, JSON body) and disconnects are counted.
 """
 
@@ -37,6 +48,13 @@ class FakeOpenAI:
     requests: list[Recorded] = field(default_factory=list)
     stream_cancellations: int = 0
     streams_completed: int = 0
+    scripts: dict[str, list[dict]] = field(default_factory=dict)
+
+    def script(self, model: str, *steps: dict) -> None:
+        self.scripts.setdefault(model, []).extend(steps)
+
+    def calls(self, model: str) -> int:
+        return sum(1 for r in self.requests if isinstance(r.body, dict) and r.body.get("model") == model)
 
     @property
     def base_url(self) -> str:
@@ -46,6 +64,7 @@ class FakeOpenAI:
         self.requests.clear()
         self.stream_cancellations = 0
         self.streams_completed = 0
+        self.scripts.clear()
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -67,9 +86,17 @@ class FakeOpenAI:
         if request.headers.get("authorization") != "Bearer sk-upstream-test-0001":
             return self._error(401, "Incorrect API key provided: sk-up***.", "invalid_request_error", "invalid_api_key")
         model = body.get("model", "")
+        steps = self.scripts.get(model)
+        if steps:
+            scripted = await self._scripted(steps.pop(0), request)
+            if scripted is not None:
+                return scripted
         failure = self._failure(model)
         if failure is not None:
             return failure
+        hostile = await self._hostile(model, request, body)
+        if hostile is not None:
+            return hostile
         prompt_tokens = 9 + sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", []))
         completion_tokens = len(CONTENT_WORDS)
         usage = {
@@ -152,6 +179,28 @@ class FakeOpenAI:
             raise
         return response
 
+    async def _scripted(self, step: dict, request: web.Request) -> web.StreamResponse | None:
+        if step.get("delay"):
+            await asyncio.sleep(step["delay"])
+        if step.get("hang"):
+            await asyncio.sleep(3600)
+        if step.get("reset"):
+            request.transport.close()  # the connection drops without an answer
+            return web.Response(status=500)
+        status = step.get("status", 200)
+        if status == 200:
+            return None
+        messages = {
+            429: ("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+            400: ("Invalid request.", "invalid_request_error", None),
+            401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+        }
+        message, type_, code = messages.get(status, ("The server had an error.", "server_error", None))
+        if step.get("context"):
+            message = "This model's maximum context length is 128000 tokens. However, your messages resulted in 200000 tokens."
+            type_, code = "invalid_request_error", "context_length_exceeded"
+        return self._error(status, message, type_, code, headers=step.get("headers"))
+
     def _failure(self, model: str) -> web.Response | None:
         if model == "fail-429":
             return self._error(
@@ -168,6 +217,51 @@ class FakeOpenAI:
         if model == "fail-html":
             return web.Response(status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html")
         return None
+
+    async def _hostile(self, model: str, request: web.Request, body: dict) -> web.StreamResponse | None:
+        auth = request.headers.get("authorization", "")
+        key = auth.partition(" ")[2]
+        if model == "echo-key":
+            masked = f"{key[:6]}***{key[-4:]}"
+            return self._error(
+                401,
+                f"Incorrect API key provided: {auth}. You can find your key (it looks like {masked}) in your account.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        if model == "nul-error":
+            return self._error(400, "bad\x00input", "invalid\x00request", "nul\x00code")
+        if model == "redirect":
+            return web.Response(status=302, headers={"location": "https://login.example.test/"})
+        if model == "json-200":
+            return web.json_response({"id": "chatcmpl-x", "object": "chat.completion", "choices": []})
+        if model not in ("stream-echo-key", "no-done"):
+            return None
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": model}
+        delta = {"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None}
+        await response.write(b"data: " + json.dumps({**chunk, "choices": [delta]}).encode() + b"\n\n")
+        if model == "stream-echo-key":
+            error = {
+                "error": {"message": f"Invalid credentials: {auth}", "type": "invalid_request_error", "code": None}
+            }
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")  # some servers send it even after an error
+        await response.write_eof()
+        return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        if request.path.startswith("/html/"):
+            return web.Response(text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
+        if request.path.startswith("/odd/"):
+            return web.json_response({"status": "ok"})
+        if request.path.startswith("/quote/"):
+            # Some providers quote the credential they refused, with a status other than 401.
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            error = {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=400)
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o"}, {"id": "gpt-4o-mini"}]})
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
@@ -186,6 +280,8 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        for prefix in ("", "/html", "/odd", "/quote"):
+            app.router.add_get(f"{prefix}/v1/models", self.models)
         ready = threading.Event()
 
         def run() -> None:

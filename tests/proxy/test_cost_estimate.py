@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from billing.prices import Price, to_pico
+from proxy.call import Call as CallRecord
 from proxy.state import Deployment
-from proxy.views import CallRecord
 
 PRICE = Price(input=Decimal("1000"), output=Decimal("2000"))
 

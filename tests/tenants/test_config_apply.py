@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from routing import crypto
+from gateway_project import crypto
 from routing.models import ModelDeployment, ProviderCredential
 from tenants.models import AuditLog, Tenant, VirtualKey, hash_secret
 
@@ -160,7 +160,7 @@ def test_export_applies_back_unchanged_without_secrets(tmp_path):
         (ACME + "  - name: gpt-4o-mini\n    deployments:\n      - provider: main\n        model: x\n", "used twice"),
         (
             ACME.replace("base_url: https://api.openai.com/v1", "base_url: http://169.254.169.254/latest"),
-            "private or reserved",
+            "a cloud metadata address, which is never allowed",
         ),
     ],
 )
@@ -179,7 +179,7 @@ def test_a_failure_late_in_the_file_rolls_back_everything(tmp_path, settings):
         "  - name: local\n    kind: mock\n",
         "  - name: local\n    kind: mock\n  - name: lan\n    kind: openai-compatible\n    base_url: http://10.1.2.3/v1\n",
     )
-    assert "private or reserved" in apply_error(tmp_path, bad)
+    assert "set GATEWAY_PRIVATE_UPSTREAMS=10.0.0.0/8 to allow" in apply_error(tmp_path, bad)
     assert Tenant.objects.get(slug="acme").name == "Acme Corp"
     assert not ProviderCredential.objects.filter(name="lan").exists()
 

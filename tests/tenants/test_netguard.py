@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
@@ -64,3 +65,23 @@ def test_a_hostname_resolving_to_a_private_address_is_refused(monkeypatch):
 
 def test_public_addresses_pass():
     validate_base_url("https://104.18.7.192/v1")
+
+
+@pytest.mark.parametrize(
+    ("url", "allow"),
+    [
+        ("http://127.0.0.1:11434/v1", "GATEWAY_PRIVATE_UPSTREAMS=127.0.0.0/8 to allow local model servers"),
+        ("http://localhost:8000/v1", "GATEWAY_PRIVATE_UPSTREAMS=127.0.0.0/8 to allow local model servers"),
+        ("http://[::1]:8000/v1", "GATEWAY_PRIVATE_UPSTREAMS=::1/128 to allow local model servers"),
+        ("http://192.168.1.20/v1", "GATEWAY_PRIVATE_UPSTREAMS=192.168.0.0/16 to allow model servers on your network"),
+    ],
+)
+def test_the_refusal_says_which_setting_allows_the_address(url, allow):
+    with pytest.raises(UnsafeUpstreamError, match=re.escape(allow)):
+        validate_base_url(url)
+
+
+def test_the_metadata_refusal_offers_no_setting():
+    with pytest.raises(UnsafeUpstreamError, match="cloud metadata address, which is never allowed") as exc:
+        validate_base_url("http://169.254.169.254/latest")
+    assert "GATEWAY_PRIVATE_UPSTREAMS" not in str(exc.value)

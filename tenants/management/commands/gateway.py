@@ -14,7 +14,7 @@ from tenants.models import Tenant
 
 
 class Command(BaseCommand):
-    help = "Gateway operations: apply, export, mint-key, revoke-key, seed-demo, rotate-encryption"
+    help = "Gateway operations: apply, export, mint-key, revoke-key, seed-demo, bootstrap, rotate-encryption"
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=CommandParser)
@@ -62,6 +62,13 @@ class Command(BaseCommand):
 
         sub.add_parser("seed-demo", help="Create the demo tenant, key and mock model (idempotent)")
         sub.add_parser("quickstart", help="Print the demo key, a curl command and the console login")
+        sub.add_parser(
+            "bootstrap",
+            help="Before `make run` serves: check the port, migrate and collect static files if needed, "
+            "seed the demo, print the quickstart",
+        )
+        p = sub.add_parser("preflight", help="Before `make serve`: check the port, collect static files if changed")
+        p.add_argument("--static-only", action="store_true", help="only collect static files if they changed")
         sub.add_parser("rotate-encryption", help="Re-encrypt provider keys with the first GATEWAY_ENCRYPTION_KEY")
 
     def handle(self, *args, **options) -> None:
@@ -117,11 +124,17 @@ class Command(BaseCommand):
                 budget = Decimal(options["budget"])
             except InvalidOperation:
                 raise CommandError(f"--budget {options['budget']!r} is not a number of USD") from None
-            if not budget.is_finite() or budget < 0:
-                raise CommandError("--budget must be zero or more USD")
+        from billing.services import limit_error, usd_error
+
+        if budget is not None:
+            problem = usd_error(budget)
+            if problem:
+                raise CommandError(f"--budget {problem}")
+        # Checked before anything is written: the column's range, not a database error, says no.
         for flag in ("rpm", "tpm", "max_parallel"):
-            if options[flag] is not None and options[flag] < 1:
-                raise CommandError(f"--{flag.replace('_', '-')} must be a positive whole number")
+            problem = limit_error(options[flag]) if options[flag] is not None else None
+            if problem:
+                raise CommandError(f"--{flag.replace('_', '-')} {problem}")
         from django.db import transaction
 
         from billing.models import LimitScope
@@ -218,29 +231,60 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
     def cmd_quickstart(self, options: dict) -> None:
-        import os
+        from django.conf import settings
 
+        from gateway_project.env import default_public_url
         from tenants.demo import DEMO_EMAIL, demo_key_secret, demo_password
+        from tenants.models import VirtualKey, hash_secret
 
-        host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
-        base = f"http://{shown}:{port}"
+        # The address this machine reaches the server on (a wildcard HOST is shown as loopback).
+        base = default_public_url(settings.HOST, settings.PORT)
         key = demo_key_secret()
+        if VirtualKey.objects.filter(key_hash=hash_secret(key), revoked=True).exists():
+            key_text = """  The demo key was revoked, and stays revoked. Mint a new one with:
+    GATEWAY_DEV=1 .venv/bin/python manage.py gateway mint-key --tenant demo --name app
+  and use it in place of $KEY below."""
+            key = "$KEY"
+        else:
+            key_text = f"""  Demo virtual key (tenant "demo", models served by the built-in mock provider):
+    {key}"""
         self.stdout.write(
             f"""
   LLM gateway is starting on {base}
 
-  Demo virtual key (tenant "demo", models served by the built-in mock provider):
-    {key}
+{key_text}
 
   Try it:
     curl {base}/v1/chat/completions \\
       -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
-  Console: {base}/   login {DEMO_EMAIL} / {demo_password()}
+  Console: {base}/   login {DEMO_EMAIL} / {demo_password()} (unless you changed it)
 """
         )
+
+    def cmd_bootstrap(self, options: dict) -> None:
+        # One Django start does everything `make run` needs before the server: restarts stay quick.
+        from django.conf import settings
+
+        from gateway_project.startup import check_port_free, collectstatic_if_needed, migrate_if_needed
+        from tenants.demo import seed_demo
+
+        check_port_free(settings.HOST, settings.PORT)
+        if migrate_if_needed():
+            self.stderr.write("  applied database migrations")
+        collectstatic_if_needed()
+        seed_demo()
+        self.cmd_quickstart(options)
+
+    def cmd_preflight(self, options: dict) -> None:
+        from django.conf import settings
+
+        from gateway_project.startup import check_port_free, collectstatic_if_needed
+
+        if not options["static_only"]:
+            check_port_free(settings.HOST, settings.PORT)
+        collectstatic_if_needed()
 
     def cmd_rotate_encryption(self, options: dict) -> None:
         from routing.services import rotate_encryption

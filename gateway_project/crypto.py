@@ -1,4 +1,4 @@
-"""Encryption at rest for provider API keys.
+"""Encryption at rest for provider API keys and TOTP secrets.
 
 GATEWAY_ENCRYPTION_KEY holds one or more Fernet keys separated by commas. The first one encrypts;
 all of them decrypt, so rotating means: prepend a new key, run `gateway rotate-encryption`, then

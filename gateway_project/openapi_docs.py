@@ -1,0 +1,252 @@
+"""The /v1 gateway API in the OpenAPI document, beside the management API that DRF describes itself.
+
+The proxy views are plain async Django views (no DRF, for speed), so drf-spectacular cannot see them.
+This postprocessing hook adds them by hand under the tag "Gateway API (/v1)": the OpenAI-compatible
+endpoints, the headers the gateway adds, and the error format with the statuses it answers with.
+Keep it in step with proxy/urls.py (tests/console/test_api_docs.py checks the paths).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+TAG = "Gateway API (/v1)"
+SECURITY = "gatewayKey"
+
+_ERROR_CODES = {
+    "400": "Malformed JSON or body; `error.param` names the parameter.",
+    "401": "Missing, unknown, revoked or expired virtual key (`invalid_api_key`).",
+    "404": "A model this key may not use, that the tenant lacks, or that does not exist (all identical);"
+    " also an unknown /v1 path (`unknown_url`).",
+    "413": "The request body is too large (`request_too_large`).",
+    "429": "A rate limit (`rate_limit_exceeded`) or a hard budget (`budget_exceeded`) refused the call;"
+    " see `Retry-After` and the `x-ratelimit-*` headers.",
+    "502": "The upstream provider could not be reached, or refused the connection (`upstream_blocked`).",
+    "503": "The gateway cannot serve the call right now (`gateway_unavailable`, `budget_unavailable`);"
+    " retry after `Retry-After` seconds.",
+    "504": "The upstream provider timed out.",
+}
+
+_HEADER = {"schema": {"type": "string"}}
+_COMMON_HEADERS = {
+    "x-request-id": {**_HEADER, "description": "Yours if the request sent one, else a new id. Quote it to support."},
+    "x-gateway-model": {
+        **_HEADER,
+        "description": "`provider/upstream-model` of the deployment that served the call.",
+    },
+}
+_RATE_HEADERS = {
+    f"x-ratelimit-{what}-{kind}": {
+        "schema": {"type": "string"},
+        "description": f"{desc} ({'requests' if kind == 'requests' else 'tokens'}), for the tightest limit.",
+    }
+    for kind in ("requests", "tokens")
+    for what, desc in (
+        ("limit", "The limit per minute"),
+        ("remaining", "What is left this minute"),
+        ("reset", "Time until the window resets, e.g. `1s`"),
+    )
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "GatewayError": {
+        "type": "object",
+        "description": "OpenAI's error format.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string", "example": "invalid_request_error"},
+                    "param": {"type": "string", "nullable": True},
+                    "code": {"type": "string", "nullable": True, "example": "model_not_found"},
+                },
+            }
+        },
+    },
+    "GatewayChatRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "additionalProperties": True,
+        "description": "OpenAI's chat completion request; other OpenAI parameters are passed through.",
+        "properties": {
+            "model": {"type": "string", "description": "A model name of your tenant that the key may use."},
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"role": {"type": "string"}, "content": {}},
+                    "required": ["role"],
+                },
+            },
+            "stream": {"type": "boolean", "description": "Answer as server-sent events, chunk by chunk."},
+            "max_tokens": {"type": "integer"},
+            "temperature": {"type": "number"},
+            "user": {"type": "string", "description": "Your end user's id; budgets can apply per end user."},
+        },
+    },
+    "GatewayChatResponse": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "OpenAI's chat completion object (or, with `stream: true`, `text/event-stream` chunks).",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "example": "chat.completion"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": "object"},
+        },
+    },
+    "GatewayEmbeddingsRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {}}]},
+        },
+    },
+    "GatewayEmbeddingsResponse": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "object": {"type": "string", "example": "list"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "model": {"type": "string"},
+            "usage": {"type": "object"},
+        },
+    },
+    "GatewayModel": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "example": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "GatewayModelList": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "example": "list"},
+            "data": {"type": "array", "items": _ref("GatewayModel")},
+        },
+    },
+}
+
+
+def _errors(codes: list[str]) -> dict[str, Any]:
+    out = {}
+    for code in codes:
+        headers = dict(_COMMON_HEADERS)
+        if code in ("429", "503"):
+            headers |= _RETRY_AFTER | (_RATE_HEADERS if code == "429" else {})
+        out[code] = {
+            "description": _ERROR_CODES[code],
+            "headers": headers,
+            "content": {"application/json": {"schema": _ref("GatewayError")}},
+        }
+    return out
+
+
+def _operation(
+    operation_id: str, summary: str, description: str, ok: str, errors: list[str], body: str | None = None
+) -> dict:
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [TAG],
+        "summary": summary,
+        "description": description,
+        "security": [{SECURITY: []}],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "headers": {**_COMMON_HEADERS, **_RATE_HEADERS},
+                "content": {"application/json": {"schema": _ref(ok)}},
+            },
+            **_errors(errors),
+        },
+    }
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return op
+
+
+CALL_ERRORS = ["400", "401", "404", "413", "429", "502", "503", "504"]
+
+PATHS: dict[str, Any] = {
+    "/v1/chat/completions": {
+        "post": _operation(
+            "gateway_chat_completions_create",
+            "Chat completion",
+            "OpenAI-compatible. Routed to the tenant's deployments of `model`, in order. With `stream: true`"
+            " the answer is `text/event-stream`, relayed chunk by chunk.",
+            "GatewayChatResponse",
+            CALL_ERRORS,
+            body="GatewayChatRequest",
+        )
+    },
+    "/v1/embeddings": {
+        "post": _operation(
+            "gateway_embeddings_create",
+            "Embeddings",
+            "OpenAI-compatible.",
+            "GatewayEmbeddingsResponse",
+            CALL_ERRORS,
+            body="GatewayEmbeddingsRequest",
+        )
+    },
+    "/v1/models": {
+        "get": _operation(
+            "gateway_models_list",
+            "List models",
+            "Only the models this key may use.",
+            "GatewayModelList",
+            ["401", "503"],
+        )
+    },
+    "/v1/models/{model}": {
+        "get": {
+            **_operation(
+                "gateway_models_retrieve",
+                "Retrieve a model",
+                "404 for a model this key may not use.",
+                "GatewayModel",
+                ["401", "404", "503"],
+            ),
+            "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+        }
+    },
+}
+
+
+def add_gateway_api(result: dict, generator: Any, request: Any, public: bool) -> dict:
+    """drf-spectacular POSTPROCESSING_HOOKS entry: add the /v1 paths, their schemas and the key scheme."""
+    # Copies: the schema is cached and rendered per request; nobody may edit the module's templates.
+    result.setdefault("paths", {}).update(copy.deepcopy(PATHS))
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {}).update(copy.deepcopy(_SCHEMAS))
+    components.setdefault("securitySchemes", {})[SECURITY] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A virtual key (`sk-gw-…`) as `Authorization: Bearer <key>`; the `api-key` header works too.",
+    }
+    tags = [t for t in result.get("tags", []) if t.get("name") != TAG]
+    tags.append(
+        {
+            "name": TAG,
+            "description": "The OpenAI-compatible API your applications call with a virtual key. Point an OpenAI"
+            " SDK's base URL at `<gateway>/v1`. Errors use OpenAI's format.",
+        }
+    )
+    result["tags"] = tags
+    return result

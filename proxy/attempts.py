@@ -1,0 +1,304 @@
+"""The attempt loop: try a plan's deployments until one answers, within one deadline.
+
+For each deployment in the plan's order (the model's, then its fallbacks'): skip it while its
+breaker is open; call it; on a retryable error retry it (exponential backoff with jitter, or the
+provider's Retry-After when that fits the deadline, else move on at once); on a context-length
+error go straight to the context-window fallbacks. A stream counts as answered only once its first
+event has arrived, so a stream that fails before its first byte fails over like any other call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from enum import StrEnum
+
+import orjson
+from django.conf import settings
+
+from proxy import errors
+from proxy.call import Call
+from proxy.health import health
+from proxy.providers import adapter_for
+from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
+from proxy.router import Group, Plan
+from proxy.state import Deployment
+
+logger = logging.getLogger("gateway.attempts")
+
+MAX_JSON_DEPTH = 254  # orjson's encoding limit
+MAX_BACKOFF = 8.0
+
+
+class ErrorKind(StrEnum):
+    NONE = ""
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    AUTH = "auth"  # this deployment's credentials: another deployment may do
+    NOT_FOUND = "not_found"  # this deployment's model: another deployment may do
+    BAD_REQUEST = "bad_request"  # the request itself: no deployment will do
+
+
+# Worth another try on the same deployment, and counted by its breaker.
+RETRYABLE = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.UNREACHABLE}
+)
+# The request's own fault: answer at once, whatever deployments are left.
+FINAL = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTENT_POLICY})
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+)
+
+
+def classify(result: UpstreamResult) -> ErrorKind:
+    """What a failed answer means for the attempt loop (adapters with their own dialect may refine)."""
+    status = result.status
+    if status < 400:
+        return ErrorKind.NONE
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (503, 529):
+        return ErrorKind.OVERLOADED
+    if status == 504 or result.error_type == "upstream_timeout":
+        return ErrorKind.TIMEOUT
+    if result.error_type == "upstream_unreachable":
+        return ErrorKind.UNREACHABLE
+    if status >= 500:
+        return ErrorKind.SERVER
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    text = (result.error_type + " " + result.error_message).lower()
+    if status in (400, 413, 422) and any(m in text for m in _CONTEXT_MARKERS):
+        return ErrorKind.CONTEXT_WINDOW
+    if "content_filter" in text or "content_policy" in text:
+        return ErrorKind.CONTENT_POLICY
+    return ErrorKind.BAD_REQUEST
+
+
+def retry_after(result: UpstreamResult) -> float | None:
+    """Seconds the provider asked us to wait (retry-after-ms, then retry-after), if any."""
+    headers = result.headers
+    raw = headers.get("retry-after-ms")
+    if raw:
+        try:
+            value = float(raw) / 1000
+            if math.isfinite(value) and value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            value = float(raw)
+            if math.isfinite(value) and value >= 0:
+                return value
+        except ValueError:
+            return None  # an HTTP date: rare from LLM APIs; treat as no advice
+    return None
+
+
+def backoff(attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    base = settings.GATEWAY_RETRY_BACKOFF * (2**attempt)
+    return min(base + rng.uniform(0, base), MAX_BACKOFF)
+
+
+class PrimedStream(UpstreamStream):
+    """A stream whose first event already arrived: it replays that event, then relays the rest."""
+
+    def __init__(self, inner: UpstreamStream, events: AsyncIterator[bytes], first: bytes) -> None:
+        self.inner = inner
+        self._events = events
+        self._first = first
+        self.headers = inner.headers
+
+    @property
+    def usage(self) -> dict | None:  # type: ignore[override]
+        return self.inner.usage
+
+    @property
+    def error_type(self) -> str:  # type: ignore[override]
+        return self.inner.error_type
+
+    @property
+    def error_message(self) -> str:  # type: ignore[override]
+        return self.inner.error_message
+
+    async def events(self) -> AsyncIterator[bytes]:
+        yield self._first
+        async for event in self._events:
+            yield event
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self.inner.aclose()
+
+
+def _failure(status: int, message: str, code: str, type_: str = "upstream_error") -> UpstreamResult:
+    return UpstreamResult(
+        status=status, body=errors.error_body(message, type=type_, code=code), error_type=code, error_message=message
+    )
+
+
+async def _prime(stream: UpstreamStream) -> UpstreamResult | PrimedStream:
+    """Wait for the first event; a stream that fails or ends before it is a failed attempt."""
+    events = stream.__aiter__()
+    try:
+        first = await anext(events, None)
+    except BaseException:
+        await stream.aclose()
+        raise
+    if first is None or stream.error_type:
+        await stream.aclose()
+        message = stream.error_message or "The upstream stream ended before its first event"
+        return _failure(502, message, stream.error_type or "upstream_stream_empty")
+    return PrimedStream(stream, events, first)
+
+
+async def _call(dep: Deployment, payload: dict, ctx: CallContext) -> UpstreamResult | UpstreamStream:
+    adapter = adapter_for(dep.kind)
+    try:
+        if ctx.stream:
+            result = await adapter.open_stream(dep, payload, ctx)
+            if isinstance(result, UpstreamStream):
+                return await _prime(result)
+            return result
+        return await adapter.send(dep, payload, ctx)
+    except orjson.JSONEncodeError as exc:
+        # orjson parses up to 1024 levels of nesting but encodes at most 254 (and refuses some
+        # numbers): the body cannot be forwarded as it is, which is the client's error, not ours.
+        reason = "it is nested too deeply" if "ecursion" in str(exc) else str(exc)
+        result = _failure(
+            400,
+            f"The request body cannot be forwarded: {reason} (JSON may nest at most {MAX_JSON_DEPTH} levels).",
+            "invalid_json",
+            "invalid_request_error",
+        )
+        result.error_message = f"JSONEncodeError: {exc}"
+        return result
+
+
+def _all_cooling(group_count: int, cooldown_s: float) -> UpstreamResult:
+    result = _failure(
+        429,
+        "Every deployment of this model is cooling down after recent failures; retry shortly.",
+        "deployments_cooling_down",
+        "rate_limit_exceeded",
+    )
+    result.headers = {"retry-after": str(max(1, math.ceil(cooldown_s)))}
+    return result
+
+
+async def run(
+    call: Call, plan: Plan, payload: dict, ctx: CallContext, deadline: float
+) -> UpstreamResult | UpstreamStream:
+    """Try the plan; return the first success, or the last failure (with its status)."""
+    last: UpstreamResult | None = None
+    skipped_cooling = 0
+    cooldown_s = 0.0
+    groups: list[Group] = plan.groups
+    g = 0
+    context_jumped = False
+    while g < len(groups):
+        group = groups[g]
+        g += 1
+        route = group.route
+        for dep in group.deployments:
+            if dep.blocked:
+                call.deployment = dep
+                last = _failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
+                call.add_attempt(dep, 502, 0.0, "upstream_blocked")
+                continue
+            # Asked right before sending: in half-open state this claims the one probe.
+            if not health.available(dep.id):
+                skipped_cooling += 1
+                cooldown_s = max(cooldown_s, route.cooldown.cooldown_s)
+                continue
+            kind = ErrorKind.NONE
+            for attempt in range(1 + max(route.retries, 0)):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    return last or _failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
+                call.deployment = dep
+                started = time.perf_counter()
+                health.begin(dep.id)
+                adapter_bug = False
+                try:
+                    async with asyncio.timeout(remaining):
+                        result = await _call(dep, payload, ctx)
+                except TimeoutError:
+                    result = _failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
+                    result.error_type = "upstream_timeout"
+                except Exception as exc:  # a bug in an adapter must not become an HTML 500
+                    logger.exception("adapter %s failed", dep.kind)
+                    adapter_bug = True
+                    result = UpstreamResult(
+                        status=500,
+                        body=errors.error_body(
+                            "The gateway failed to call the upstream provider.", type="server_error"
+                        ),
+                        error_type="gateway_error",
+                        error_message=f"{type(exc).__name__}: {exc}"[:1000],
+                    )
+                finally:
+                    health.end(dep.id)
+                elapsed = time.perf_counter() - started
+                if adapter_bug:
+                    call.add_attempt(dep, result.status, elapsed, result.error_type)
+                    return result
+                if isinstance(result, UpstreamStream):
+                    call.add_attempt(dep, 200, elapsed, "")
+                    health.success(dep.id, elapsed)
+                    call.fallback = group.model if group.fallback else ""
+                    return result
+                call.add_attempt(dep, result.status, elapsed, result.error_type)
+                kind = classify(result)
+                if kind is ErrorKind.NONE:
+                    health.success(dep.id, elapsed)
+                    call.fallback = group.model if group.fallback else ""
+                    return result
+                last = result
+                if kind in RETRYABLE:
+                    health.failure(dep.id, route.cooldown)
+                else:
+                    break
+                if attempt == route.retries:
+                    break
+                wait = retry_after(result)
+                if wait is None:
+                    wait = backoff(attempt)
+                if time.perf_counter() + wait >= deadline:
+                    break  # the wait does not fit the deadline: the next deployment, at once
+                await asyncio.sleep(wait)
+            if kind in FINAL:
+                return last  # type: ignore[return-value]
+            if kind is ErrorKind.CONTEXT_WINDOW:
+                if not context_jumped and plan.context_window:
+                    # A bigger window, not another copy of the same one: no retry, no same-size fallback.
+                    context_jumped = True
+                    groups = plan.context_window
+                    g = 0
+                    break
+                return last  # type: ignore[return-value]
+    if last is None:
+        return _all_cooling(skipped_cooling, cooldown_s or 30.0)
+    if last.status == 429 and "retry-after" not in last.headers and cooldown_s:
+        last.headers = {**last.headers, "retry-after": str(max(1, math.ceil(cooldown_s)))}
+    return last

@@ -1,0 +1,194 @@
+"""One `Call` per proxied request: everything the pipeline learns on the way, and the call log row.
+
+The steps fill it in (key, tenant, model, decisions, attempts, usage, timings); `finish()` turns it into
+one row for the log buffer and settles the budget reservation, once, whatever way the request ended.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.prices import pico_to_nanos_ceil, to_pico
+from observability.logbuffer import buffer
+from observability.text import storable
+from proxy import money
+from proxy.state import Deployment, KeyEntry, TenantEntry
+from proxy.tasks import spawn
+from routing.redact import redact, secrets_of
+
+MAX_TOKENS_REPORTED = 2**31 - 1
+
+
+def int_or_none(value: Any) -> int | None:
+    # An upstream may report anything: an absurd count would fail the call log insert, so it is
+    # treated as "no usage reported" (and the cost is estimated) instead.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS_REPORTED:
+        return value
+    return None
+
+
+class Call:
+    """What the call log row will say; filled in as the request goes."""
+
+    __slots__ = (
+        "at",
+        "attempts",
+        "completion_tokens",
+        "content_bytes",
+        "content_events",
+        "deployment",
+        "disconnected",
+        "endpoint",
+        "error_message",
+        "error_type",
+        "fallback",
+        "finished",
+        "key",
+        "model",
+        "prompt_estimate",
+        "prompt_tokens",
+        "request_id",
+        "reservation",
+        "started",
+        "status",
+        "stream",
+        "tags",
+        "tenant",
+        "total_tokens",
+        "ttfb",
+        "usage",
+        "user",
+        "variant",
+    )
+
+    def __init__(self, request_id: str, endpoint: str, started: float) -> None:
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.started = started
+        # One wall-clock instant per call: the log's time, its ledger day and its budget period all
+        # come from it, so a call that spans midnight is booked to the same day everywhere.
+        self.at = datetime.now(UTC)
+        self.key: KeyEntry | None = None
+        self.tenant: TenantEntry | None = None
+        self.model = ""  # as the client asked for it
+        self.variant = ""  # the other model of an A/B split, when this call was sent there
+        self.fallback = ""  # the fallback model that served the call, if any
+        self.deployment: Deployment | None = None  # the one that answered (or was tried last)
+        self.stream = False
+        self.status = 0
+        self.ttfb: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.total_tokens: int | None = None
+        self.usage: dict | None = None
+        self.error_type = ""
+        self.error_message = ""
+        self.user = ""
+        self.tags: list[str] = []
+        self.disconnected = False
+        self.attempts: list[dict] = []
+        self.reservation: Any = None
+        self.prompt_estimate = 0
+        self.content_events = 0
+        self.content_bytes = 0
+        self.finished = False
+
+    def set_usage(self, usage: dict | None) -> None:
+        if not usage:
+            return
+        self.usage = usage
+        self.prompt_tokens = int_or_none(usage.get("prompt_tokens"))
+        self.completion_tokens = int_or_none(usage.get("completion_tokens"))
+        self.total_tokens = int_or_none(usage.get("total_tokens"))
+
+    def add_attempt(self, deployment: Deployment, status: int, latency_s: float, error: str) -> None:
+        self.attempts.append(
+            {
+                "deployment": deployment.id,
+                "provider": deployment.provider_name,
+                "model": deployment.upstream_model,
+                "status": status,
+                "latency_ms": round(latency_s * 1000, 3),
+                "error": storable(error) if error else "",
+            }
+        )
+
+    def _cost(self) -> tuple[int | None, bool, int]:
+        """(cost in picodollars or None if unpriced, estimated?, tokens) of this call."""
+        dep = self.deployment
+        if dep is None or self.status == 0:
+            return None, False, 0
+        if self.prompt_tokens is not None:
+            prompt, completion = self.prompt_tokens, self.completion_tokens or 0
+            details = (self.usage or {}).get("prompt_tokens_details") or {}
+            cached = int_or_none(details.get("cached_tokens")) or 0
+            written = int_or_none(details.get("cache_write_tokens")) or 0
+            estimated = False
+        elif self.status >= 400 and not self.disconnected and not self.content_events:
+            # Refused calls are not billed; a stream that failed after relaying content still is.
+            return (0 if dep.price is not None else None), False, 0
+        else:
+            # No usage reported (or the client left mid-stream): estimate on the high side. A chunk may
+            # carry several tokens, so take the larger of one per event and one per 3 content bytes.
+            completion = max(self.content_events, -(-self.content_bytes // 3))
+            prompt, cached, written = self.prompt_estimate, 0, 0
+            estimated = True
+        if dep.price is None:
+            return None, estimated, prompt + completion
+        return to_pico(dep.price.cost(prompt, completion, cached, written)), estimated, prompt + completion
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.key is None:
+            return  # unauthenticated requests belong to no tenant
+        now = time.perf_counter()
+        dep = self.deployment
+        created = self.at
+        tz = self.tenant.tz if self.tenant is not None and self.tenant.tz is not None else UTC
+        cost, estimated, tokens = self._cost()
+        error_message = self.error_message
+        if error_message and dep is not None:
+            error_message = redact(error_message, secrets_of(dep))  # error path only
+        tags = self.tags
+        if tags:
+            tags = [storable(t) for t in tags]
+        buffer.add(
+            {
+                "created_at": created,
+                "tenant_id": self.key.tenant_id,
+                "virtual_key_id": self.key.key_id,
+                "request_id": self.request_id,
+                "endpoint": self.endpoint,
+                # Every string from the request or the upstream is made storable here, or PostgreSQL
+                # would refuse the row and the spend ledger written with it (observability.text).
+                "requested_model": storable(self.model[:200]),
+                "variant": storable(self.variant[:200]),
+                "deployment_id": dep.id if dep else None,
+                "provider": dep.provider_name if dep else "",
+                "upstream_model": dep.upstream_model if dep else "",
+                "stream": self.stream,
+                "status_code": self.status,
+                "latency_ms": round((now - self.started) * 1000, 3),
+                "ttfb_ms": round((self.ttfb - self.started) * 1000, 3) if self.ttfb else None,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens,
+                "error_type": storable(self.error_type[:100]),
+                "error_message": storable(error_message[:2000]),
+                "end_user": storable(self.user[:200]),
+                "client_disconnected": self.disconnected,
+                "attempts": self.attempts,
+                "cost_picodollars": cost,
+                "cost_estimated": estimated,
+                "tags": tags,
+                "day": created.astimezone(tz).date(),
+            }
+        )
+        if self.reservation is not None:
+            # Settle after the answer is out: the client never waits for this round trip.
+            spawn(money.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
+            self.reservation = None

@@ -1,0 +1,205 @@
+"""OpenAI's wire format on the way in and out: credentials, body parsing and validation, errors.
+
+Pure functions over the request: no I/O except the cached key lookup in `authenticate`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+
+from proxy import errors
+from proxy.errors import ProxyError
+from proxy.state import Deployment, KeyEntry, TenantEntry, state
+from tenants.models import hash_secret
+
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 100
+
+
+def request_id(request: HttpRequest) -> str:
+    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    # ASCII only: the id is forwarded upstream in a header, and non-ASCII header values cannot be sent.
+    if given and len(given) <= 100 and given.isascii() and given.isprintable():
+        return given
+    return "req_" + os.urandom(12).hex()
+
+
+async def authenticate(request: HttpRequest) -> KeyEntry:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    secret = ""
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            secret = value.strip()
+    if not secret:
+        secret = request.META.get("HTTP_API_KEY", "").strip()
+    if not secret:
+        raise ProxyError(
+            401,
+            "You didn't provide an API key. Send your gateway virtual key as 'Authorization: Bearer sk-gw-...'.",
+            code="missing_api_key",
+        )
+    if not secret.startswith("sk-gw-") or len(secret) > 200:
+        raise errors.invalid_key()
+    entry = await state.key(hash_secret(secret))
+    if entry is None:
+        raise errors.invalid_key()
+    if entry.revoked:
+        raise ProxyError(401, "This API key has been revoked.", code="invalid_api_key")
+    if entry.expires_at is not None and entry.expires_at <= time.time():
+        raise ProxyError(401, "This API key has expired.", code="invalid_api_key")
+    return entry
+
+
+async def tenant_of(key: KeyEntry) -> TenantEntry:
+    tenant = await state.tenant(key.tenant_id)
+    if tenant is None:
+        raise errors.invalid_key()
+    return tenant
+
+
+def parse_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise ProxyError(413, "The request body is too large.", code="request_too_large") from None
+    if not raw:
+        raise errors.bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise errors.bad_request("The request body must be a JSON object.", code="invalid_json")
+    return payload
+
+
+def require_model(payload: dict[str, Any]) -> str:
+    model = payload.get("model")
+    if model is None:
+        raise errors.bad_request("you must provide a model parameter", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise errors.bad_request("model must be a non-empty string", param="model", code="invalid_type")
+    return model
+
+
+def validate_chat(payload: dict[str, Any]) -> None:
+    messages = payload.get("messages")
+    if messages is None:
+        raise errors.bad_request(
+            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
+    if not isinstance(messages, list) or not messages:
+        raise errors.bad_request(
+            "'messages' must be a non-empty array of message objects.", param="messages", code="invalid_type"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise errors.bad_request(
+                f"Invalid message at messages[{i}]: each message must be an object with a 'role'.",
+                param=f"messages[{i}]",
+                code="invalid_type",
+            )
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.bad_request("'stream' must be a boolean.", param="stream", code="invalid_type")
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise errors.bad_request("'stream_options' must be an object.", param="stream_options", code="invalid_type")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise errors.bad_request(f"'{name}' must be a positive integer.", param=name, code="invalid_value")
+
+
+def validate_embeddings(payload: dict[str, Any]) -> None:
+    value = payload.get("input")
+    if value is None:
+        raise errors.bad_request(
+            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+        )
+    ok = (isinstance(value, str) and value != "") or (
+        isinstance(value, list)
+        and value
+        and (
+            all(isinstance(x, str) and x for x in value)
+            or all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+            or all(isinstance(x, list) and x and all(isinstance(t, int) for t in x) for x in value)
+        )
+    )
+    if not ok:
+        raise errors.bad_request(
+            "'input' must be a non-empty string, an array of non-empty strings, or token arrays.",
+            param="input",
+            code="invalid_value",
+        )
+
+
+VALIDATORS = {"chat/completions": validate_chat, "embeddings": validate_embeddings}
+
+
+def tags(request: HttpRequest, key: KeyEntry) -> list[str]:
+    """The key's tags plus those of the x-gateway-tags header, bounded in number and length."""
+    found = [t.strip()[:MAX_TAG_LENGTH] for t in key.tags if t.strip()]
+    header = request.META.get("HTTP_X_GATEWAY_TAGS", "")
+    if header:
+        for tag in header.split(","):
+            tag = tag.strip()[:MAX_TAG_LENGTH]
+            if tag and tag not in found:
+                found.append(tag)
+    return found[:MAX_TAGS]
+
+
+def no_fallback(request: HttpRequest) -> bool:
+    """x-gateway-no-fallback: true | false (absent = false)."""
+    raw = request.META.get("HTTP_X_GATEWAY_NO_FALLBACK")
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise errors.bad_request(f"Invalid x-gateway-no-fallback header {raw!r}: use true or false.", code="invalid_header")
+
+
+MAX_TIMEOUT_HEADER = 86_400.0
+
+
+def timeout_header(request: HttpRequest) -> float | None:
+    """x-gateway-timeout: SECONDS. It can lower the model's deadline, never raise it."""
+    raw = request.META.get("HTTP_X_GATEWAY_TIMEOUT")
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not (0 < value <= MAX_TIMEOUT_HEADER):  # also refuses nan and inf
+        raise errors.bad_request(
+            f"Invalid x-gateway-timeout header {raw!r}: give a number of seconds above 0 "
+            f"(at most {MAX_TIMEOUT_HEADER:.0f}).",
+            code="invalid_header",
+        )
+    return value
+
+
+def set_headers(
+    response: HttpResponse, call_request_id: str, deployment: Deployment | None, extra: dict | None
+) -> None:
+    response["x-request-id"] = call_request_id
+    if deployment is not None:
+        response["x-gateway-model"] = f"{deployment.provider_name}/{deployment.upstream_model}"
+    if extra:
+        for name, value in extra.items():
+            response[name] = value
+
+
+def model_object(name: str, tenant: TenantEntry) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": tenant.slug}

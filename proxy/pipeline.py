@@ -1,0 +1,215 @@
+"""The proxy's request pipeline, in the fixed order every call goes through:
+
+authenticate -> parse and validate -> route (rules, split, strategy, fallbacks) -> admit (limits,
+budget reservation) -> attempt loop -> relay the answer -> settle and log.
+
+Each phase is a small function in its own module (inbound.openai, router, money, attempts, call);
+this module only orders them and turns the outcome into a response. Later steps (PII, prompt cache,
+the Anthropic front end) plug in here without the phases growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from proxy import errors, money, router
+from proxy.attempts import run
+from proxy.call import Call
+from proxy.errors import ProxyError
+from proxy.health import health
+from proxy.inbound import openai as inbound
+from proxy.providers.base import CallContext, UpstreamStream
+from proxy.state import state
+from routing.redact import redact, redact_bytes, secrets_of
+
+logger = logging.getLogger("gateway.proxy")
+
+_started = False
+
+
+def ensure_background() -> None:
+    """Start this process's invalidation listener, health sync and log flusher (first request, or lifespan)."""
+    global _started
+    if not _started:
+        from observability.logbuffer import buffer
+
+        state.start()
+        health.start()
+        buffer.start()
+        _started = True
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway could not serve this request right now; retry shortly.",
+        type="server_error",
+        code="gateway_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
+def _error_response(call: Call, exc: ProxyError) -> HttpResponse:
+    call.status = exc.status
+    call.error_type = exc.code or exc.type
+    call.error_message = exc.message
+    response = exc.response()
+    inbound.set_headers(response, call.request_id, call.deployment, None)
+    call.finish()
+    return response
+
+
+def _gateway_headers(call: Call) -> dict[str, str]:
+    headers = {"x-gateway-attempts": str(len(call.attempts))}
+    if call.fallback:
+        headers["x-gateway-fallback"] = call.fallback
+    return headers
+
+
+async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
+    ensure_background()
+    call = Call(inbound.request_id(request), endpoint, time.perf_counter())
+    limit_headers: dict[str, str] = {}
+    try:
+        if request.method != "POST":
+            raise ProxyError(405, f"Method {request.method} is not allowed on /v1/{endpoint}; use POST.")
+        call.key = key = await inbound.authenticate(request)
+        call.tenant = tenant = await inbound.tenant_of(key)
+        payload = inbound.parse_body(request)
+        call.model = model = inbound.require_model(payload)
+        inbound.VALIDATORS[endpoint](payload)
+        user = payload.get("user")
+        if isinstance(user, str):
+            call.user = user
+        call.tags = inbound.tags(request, key)
+        no_fallback = inbound.no_fallback(request)
+        timeout = inbound.timeout_header(request)
+        if model not in tenant.routes or not key.may_use(model):
+            raise errors.model_not_found(model)
+        body = request.body
+        call.prompt_estimate = len(body) // 3 + 1
+        plan = router.plan(
+            tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
+        )
+        call.variant = plan.variant or ""
+        call.deployment = first = plan.first
+        if first is None:
+            raise errors.model_not_found(model)
+        call.reservation, limit_headers = await money.admit(call, key, tenant, first, payload, body, plan.prices())
+    except ProxyError as exc:
+        exc.headers = {**limit_headers, **exc.headers}
+        return _error_response(call, exc)
+    except Exception:
+        # A database or Redis failure while loading config must still answer in OpenAI's format.
+        logger.exception("request setup failed")
+        return _error_response(call, internal_error())
+
+    stream = endpoint == "chat/completions" and payload.get("stream") is True
+    options = payload.get("stream_options") if stream else None
+    ctx = CallContext(
+        request_id=call.request_id,
+        endpoint=endpoint,
+        stream=stream,
+        client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        started=call.started,
+    )
+    call.stream = stream
+    timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
+    try:
+        result = await run(call, plan, payload, ctx, call.started + timeout_s)
+    except asyncio.CancelledError:
+        call.status = 499
+        call.error_type = "client_disconnected"
+        call.disconnected = True
+        call.finish()
+        raise
+    if isinstance(result, UpstreamStream):
+        return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)})
+    deployment = call.deployment
+    if result.status >= 400 and deployment is not None:
+        # A provider may quote the deployment's own key in its error: never relay it.
+        secrets = secrets_of(deployment)
+        result.body = redact_bytes(result.body, secrets)
+        result.error_message = redact(result.error_message, secrets)
+    call.ttfb = time.perf_counter()
+    call.status = result.status
+    call.set_usage(result.usage)
+    if call.prompt_tokens is None and result.status < 400:
+        call.content_events = len(result.body) // 4 + 1
+    call.error_type = result.error_type
+    call.error_message = result.error_message
+    response = HttpResponse(result.body, status=result.status, content_type=result.content_type)
+    inbound.set_headers(
+        response, call.request_id, deployment, {**limit_headers, **result.headers, **_gateway_headers(call)}
+    )
+    call.finish()
+    return response
+
+
+def _stream_response(call: Call, upstream: UpstreamStream, headers: dict[str, str]) -> HttpResponse:
+    call.status = 200
+    closed = False
+
+    async def close(disconnected: bool = False) -> None:
+        """Close the upstream, settle and log: once, whether the relay ran, failed or never started."""
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        if disconnected:
+            call.disconnected = True
+            call.error_type = call.error_type or "client_disconnected"
+        try:
+            await upstream.aclose()
+        finally:
+            call.set_usage(upstream.usage)
+            if upstream.error_type and not call.error_type:
+                # The client saw a 200 and then an error event: the log records the failure.
+                call.status = 502
+                call.error_type = upstream.error_type
+                call.error_message = upstream.error_message
+            call.finish()
+
+    async def relay() -> AsyncIterator[bytes]:
+        disconnected = False
+        try:
+            async for event in upstream:
+                if call.ttfb is None:
+                    call.ttfb = time.perf_counter()
+                # What was generated, for the estimate if the usage chunk never comes.
+                call.content_events += 1
+                start = event.find(b'"content":"')
+                if start >= 0:
+                    end = event.find(b'"', start + 11)
+                    call.content_bytes += max(end - start - 11, 0)
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            disconnected = True
+            raise
+        except Exception as exc:
+            logger.exception("stream relay failed")
+            call.error_type = "gateway_error"
+            call.error_message = f"{type(exc).__name__}: {exc}"[:1000]
+        finally:
+            await close(disconnected)
+
+    gen = relay()
+    response = StreamingHttpResponse(gen, content_type="text/event-stream")
+    response["cache-control"] = "no-cache"
+    response["x-accel-buffering"] = "no"
+    inbound.set_headers(response, call.request_id, call.deployment, {**headers, **upstream.headers})
+    # ProxyHandler iterates (and closes) this generator itself, so a disconnect closes it at once;
+    # if the generator never starts (the client left before the first byte), it calls close().
+    response.gateway_stream = gen  # type: ignore[attr-defined]
+    response.gateway_close = close  # type: ignore[attr-defined]
+    return response
+
+
+def models_response(body: dict) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), content_type="application/json")
