@@ -10,7 +10,6 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.config_cache import tenant_timezone
 from billing.models import BudgetMode, BudgetPeriod
 from billing.prices import format_usd, from_pico
 from billing.selectors import (
@@ -20,6 +19,7 @@ from billing.selectors import (
     spend_by_key,
     spend_by_model,
     spend_summary,
+    tenant_timezone,
     visible_budgets,
 )
 from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert

@@ -234,3 +234,13 @@ def access_budget(access: TenantAccess, budget_id: int) -> Budget:
     if budget is None:
         raise Http404("No such budget in this tenant.")
     return budget
+
+
+def tenant_timezone(tenant_id: int) -> ZoneInfo:
+    from billing.models import BillingSettings
+
+    name = BillingSettings.objects.filter(tenant_id=tenant_id).values_list("timezone", flat=True).first()
+    try:
+        return ZoneInfo(name or "UTC")
+    except Exception:
+        return ZoneInfo("UTC")

@@ -277,9 +277,8 @@ def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_
 
 def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, threshold: int, spent: Decimal) -> None:
     """Render and send one alert (HTML and text) to the tenant's owners, admins and alert addresses."""
-    from billing.config_cache import tenant_timezone
     from billing.periods import period_start
-    from billing.selectors import top_spenders
+    from billing.selectors import tenant_timezone, top_spenders
 
     tenant = budget.tenant
     since = period_start(budget.period, datetime.now(UTC), tenant_timezone(tenant.id))

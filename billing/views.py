@@ -20,7 +20,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from billing.config_cache import tenant_timezone
 from billing.forms import BillingSettingsForm, BudgetForm, LimitForm
 from billing.models import LimitScope, PriceOverride, RateLimit
 from billing.periods import period_start
@@ -32,6 +31,7 @@ from billing.selectors import (
     own_keys,
     spend_by_key,
     spend_by_model,
+    tenant_timezone,
     visible_budgets,
 )
 from billing.services import billing_settings_set, budget_delete, budget_upsert, rate_limit_set

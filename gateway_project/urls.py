@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from billing import urls as billing_urls
 from gateway_project.admin_login import admin_login
+from proxy import apis as proxy_apis
+from proxy import console as proxy_console
 from routing import urls as routing_urls
 from tenants import urls as tenants_urls
 from tenants.apis import api_not_found
@@ -22,7 +24,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The management REST API. Each app contributes its endpoints; later apps append theirs here.
     path(
-        "api/v1/", include(tenants_urls.api_urlpatterns + routing_urls.api_urlpatterns + billing_urls.api_urlpatterns)
+        "api/v1/",
+        include(
+            tenants_urls.api_urlpatterns
+            + routing_urls.api_urlpatterns
+            + billing_urls.api_urlpatterns
+            + proxy_apis.api_urlpatterns
+        ),
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file: the console's CSP allows no inline script.
@@ -31,5 +39,6 @@ urlpatterns = [
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("", include("tenants.urls")),
     path("", include("routing.urls")),
+    path("", include(proxy_console.console_urlpatterns)),
     path("", include("billing.urls")),
 ]

@@ -20,8 +20,9 @@ from enum import StrEnum
 import orjson
 from django.conf import settings
 
-from proxy import errors
+from proxy import errors, money
 from proxy.call import Call
+from proxy.errors import ProxyError
 from proxy.health import health
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
@@ -226,6 +227,18 @@ async def run(
                 last = _failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
                 call.add_attempt(dep, 502, 0.0, "upstream_blocked")
                 continue
+            if plan.per_attempt_limits and (dep.rpm or dep.tpm):
+                try:
+                    reservation = await money.admit_deployment(call, dep, payload)
+                except ProxyError as exc:
+                    # At its own limit: the next deployment, without calling this one.
+                    call.deployment = dep
+                    last = _failure(429, exc.message, "deployment_rate_limited", "rate_limit_exceeded")
+                    last.headers = dict(exc.headers)
+                    call.add_attempt(dep, 429, 0.0, "deployment_rate_limited")
+                    continue
+                if reservation is not None:
+                    call.deployment_reservations.append((dep.id, reservation))
             # Asked right before sending: in half-open state this claims the one probe.
             if not health.available(dep.id):
                 skipped_cooling += 1

@@ -39,6 +39,7 @@ class Call:
         "content_bytes",
         "content_events",
         "deployment",
+        "deployment_reservations",
         "disconnected",
         "endpoint",
         "error_message",
@@ -90,6 +91,8 @@ class Call:
         self.disconnected = False
         self.attempts: list[dict] = []
         self.reservation: Any = None
+        # Per-deployment RPM/TPM admissions of the attempt loop: (deployment id, reservation).
+        self.deployment_reservations: list[tuple[int, Any]] = []
         self.prompt_estimate = 0
         self.content_events = 0
         self.content_bytes = 0
@@ -192,3 +195,7 @@ class Call:
             # Settle after the answer is out: the client never waits for this round trip.
             spawn(money.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
             self.reservation = None
+        for dep_id, reservation in self.deployment_reservations:
+            # The deployment that answered keeps its tokens; the ones that failed give theirs back.
+            spawn(money.settle(reservation, tokens if dep is not None and dep_id == dep.id else 0, 0))
+        self.deployment_reservations = []

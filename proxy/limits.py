@@ -16,7 +16,10 @@ limit until second s+60.
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,21 +296,232 @@ def _decide(
     return Admission(True, headers=headers), reservation
 
 
+class RedisError(Exception):
+    """An error reply from Redis."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _parse(buf: bytearray | bytes, pos: int) -> tuple[Any, int]:
+    """One RESP2 reply from buf at pos: (value, next pos). Raises _Incomplete when more bytes are needed."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind = buf[pos]
+    line = bytes(buf[pos + 1 : end])
+    pos = end + 2
+    if kind == 36:  # $ bulk string
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if len(buf) < pos + n + 2:
+            raise _Incomplete
+        return bytes(buf[pos : pos + n]), pos + n + 2
+    if kind == 58:  # : integer
+        return int(line), pos
+    if kind == 42:  # * array
+        n = int(line)
+        if n < 0:
+            return None, pos
+        items = []
+        for _ in range(n):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 43:  # + simple string
+        return line, pos
+    if kind == 45:  # - error
+        return RedisError(line.decode("utf-8", "replace")), pos
+    raise RedisError(f"unexpected reply type {chr(kind)!r}")
+
+
+def _command(*args: bytes | str | int) -> bytes:
+    """RESP encoding of one command: what redis-py's pack_command does, without its per-argument dispatch."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Connection(asyncio.Protocol):
+    """One pipelined connection per event loop: every command of the process goes out on it in order and
+    its reply is matched in order (RESP guarantees both). Commands issued in the same loop iteration
+    (the admissions and settlements of concurrent requests) leave in one write and come back in one read.
+
+    Why not redis-py: its per-command path (connection pool checkout, argument packing, RESP3 parsing,
+    timeouts, observability hooks, one socket write per command) cost more CPU than the gateway's whole
+    admission. Only what the two scripts need is here: EVALSHA, and SCRIPT LOAD when Redis lost them.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.flush_pending = False
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("Redis closed the connection")
+        self.transport = None
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"Redis connection lost: {self.lost}"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        try:
+            while pos < len(buf):
+                value, pos = _parse(buf, pos)
+                waiter = self.waiters.popleft()
+                if waiter.done():  # the caller was cancelled; its reply is dropped
+                    continue
+                if isinstance(value, RedisError):
+                    waiter.set_exception(value)
+                else:
+                    waiter.set_result(value)
+        except _Incomplete:
+            pass
+        except (RedisError, ValueError, IndexError) as exc:  # a stream we cannot follow: start afresh
+            logger.error("unreadable reply from Redis; reconnecting", exc_info=exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        del buf[:pos]
+
+    def send(self, payload: bytes) -> asyncio.Future:
+        if self.transport is None or self.lost is not None:
+            raise ConnectionError("Redis connection is closed")
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        self.out.append(payload)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.loop.call_soon(self._flush)
+        return waiter
+
+    def _flush(self) -> None:
+        self.flush_pending = False
+        out, self.out = self.out, []
+        if self.transport is not None and out:
+            self.transport.write(b"".join(out))
+
+
+class _Client:
+    """The limiter's Redis client on one event loop: connects on first use and again after a loss."""
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
+        from redis.connection import parse_url
+
+        opts = parse_url(url)
+        self.host = opts.get("host", "localhost")
+        self.port = int(opts.get("port", 6379))
+        self.path = opts.get("path")  # unix:// URLs
+        self.db = int(opts.get("db", 0) or 0)
+        self.username = opts.get("username")
+        self.password = opts.get("password")
+        self.loop = loop
+        self.conn: _Connection | None = None
+        self.connecting: asyncio.Future | None = None
+
+    async def _connect(self) -> _Connection:
+        def factory() -> _Connection:
+            return _Connection(self.loop)
+
+        if self.path:
+            _t, conn = await self.loop.create_unix_connection(factory, self.path)
+        else:
+            _t, conn = await self.loop.create_connection(factory, self.host, self.port)
+        setup = []
+        if self.password:
+            setup.append(
+                conn.send(
+                    _command("AUTH", self.username, self.password) if self.username else _command("AUTH", self.password)
+                )
+            )
+        if self.db:
+            setup.append(conn.send(_command("SELECT", self.db)))
+        # Named, so an operator (and the tests) can tell the limiter's one connection per process apart.
+        setup.append(conn.send(_command("CLIENT", "SETNAME", f"gw-limiter-{os.getpid()}")))
+        try:
+            for reply in setup:
+                await reply
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        return conn
+
+    async def connection(self) -> _Connection:
+        conn = self.conn
+        if conn is not None and conn.lost is None:
+            return conn
+        # Concurrent first calls share one connection attempt.
+        if self.connecting is None:
+            self.connecting = self.loop.create_task(self._connect())
+        connecting = self.connecting
+        try:
+            self.conn = await asyncio.shield(connecting)
+        finally:
+            if self.connecting is connecting and connecting.done():
+                self.connecting = None
+        return self.conn
+
+    async def evalsha(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        conn = self.conn
+        if conn is None or conn.lost is not None:
+            conn = await self.connection()
+        try:
+            return await conn.send(_command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # Redis restarted or its script cache was flushed: EVAL loads the script again for everyone.
+        return await conn.send(_command(b"EVAL", script.source, len(keys), *keys, *args))
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: bytes
+    sha: bytes
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        data = source.encode()
+        return cls(data, hashlib.sha1(data).hexdigest().encode())
+
+
+_ADMIT = _Script.of(ADMIT_LUA)
+_SETTLE = _Script.of(SETTLE_LUA)
+
+
 class RedisLimiter:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._clients: dict[int, Any] = {}
+        self._clients: dict[int, _Client] = {}
 
-    def _client(self) -> tuple[Any, Any, Any]:
-        loop_id = id(asyncio.get_running_loop())
-        entry = self._clients.get(loop_id)
-        if entry is None:
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(self.url, max_connections=200, health_check_interval=30)
-            entry = (client, client.register_script(ADMIT_LUA), client.register_script(SETTLE_LUA))
-            self._clients[loop_id] = entry
-        return entry
+    def _client(self) -> _Client:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        # A client belongs to the loop it was made on; a new loop may reuse a finished one's id.
+        if client is None or client.loop is not loop:
+            for ident in [i for i, c in self._clients.items() if c.loop.is_closed()]:
+                del self._clients[ident]
+            client = self._clients[id(loop)] = _Client(self.url, loop)
+        return client
 
     async def admit(
         self,
@@ -318,7 +532,7 @@ class RedisLimiter:
         budgets: list[BudgetCheck],
         reserve_nanos: int,
     ) -> tuple[Admission, Reservation | None]:
-        _client, admit, _settle = self._client()
+        client = self._client()
         now_ms = int(time.time() * 1000)
         keys: list[str] = []
         args: list[Any] = [
@@ -340,7 +554,7 @@ class RedisLimiter:
         for b in budgets:
             keys += [b.key, b.key + ":res", b.key + ":exp"]
             args += [b.limit_nanos, 1 if b.hard else 0]
-        ok, reason, which, retry, usage_json = await admit(keys=keys, args=args)
+        ok, reason, which, retry, usage_json = await client.evalsha(_ADMIT, keys, args)
         # cjson encodes an empty table as an object: no rate scopes, no usage.
         usage = orjson.loads(usage_json) if usage_json not in (b"[]", b"{}") else []
         return _decide(
@@ -359,7 +573,7 @@ class RedisLimiter:
         )
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
-        _client, _admit, settle = self._client()
+        client = self._client()
         keys: list[str] = [f"gw:rl:{r.scope}:t" for r in reservation.rates]
         if reservation.parallel_key:
             keys.append(f"gw:par:{reservation.parallel_key}")
@@ -376,7 +590,7 @@ class RedisLimiter:
             400 * 86400,
             reservation.admitted_s,
         ]
-        raw = await settle(keys=keys, args=args)
+        raw = await client.evalsha(_SETTLE, keys, args)
         values = [int(v) for v in raw]
         return list(zip(values[::2], values[1::2], strict=True))
 

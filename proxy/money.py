@@ -11,12 +11,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from billing.config_cache import budget_counter_key, seed_budget_counter
 from billing.display import display_usd
 from billing.periods import period_key, seconds_to_next_period
 from billing.prices import NANO
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
+from proxy.loader import budget_counter_key, seed_budget_counter
 from proxy.state import BudgetSpec, Deployment, KeyEntry, TenantEntry
 from proxy.tasks import spawn
 
@@ -55,16 +55,19 @@ async def admit(
     payload: dict,
     body: bytes = b"",
     prices: list | None = None,
+    deployment_limits: bool = True,
 ) -> tuple[Reservation | None, dict[str, str]]:
-    """Admit one call: request-level rates (key, tenant), the first deployment's own rates, the
-    key's parallel cap and every budget that applies. A hard budget reserves the worst case over
-    `prices` (every deployment the call may fall back to), default the deployment's own price."""
+    """Admit one call, in one round trip: the key's and tenant's rates, the key's parallel cap,
+    every budget that applies and, with `deployment_limits`, the deployment's own rates (when the
+    call can go nowhere else; otherwise the attempt loop admits each deployment it tries,
+    `admit_deployment`). A hard budget reserves the worst case over `prices` (every deployment the
+    call may fall back to), by default the deployment's own price."""
     rates = []
     if key.rpm or key.tpm:
         rates.append(RateCheck(f"k:{key.key_id}", key.rpm, key.tpm))
     if tenant.rpm or tenant.tpm:
         rates.append(RateCheck(f"t:{tenant.tenant_id}", tenant.rpm, tenant.tpm))
-    if deployment.rpm or deployment.tpm:
+    if deployment_limits and (deployment.rpm or deployment.tpm):
         rates.append(RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm))
     parallel = (f"k:{key.key_id}", key.max_parallel) if key.max_parallel else None
     budgets = [b for b in tenant.budgets if _applies(b, key, record.user, record.tags)] if tenant.budgets else []
@@ -144,6 +147,44 @@ async def admit(
         type="requests" if admission.reason != "tpm" else "tokens",
         code="rate_limit_exceeded",
         headers={**admission.headers, "retry-after": str(retry)},
+    )
+
+
+def _max_out(record: Any, payload: dict) -> int:
+    if record.endpoint == "embeddings":
+        return 0
+    max_out = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    return max_out if isinstance(max_out, int) and max_out > 0 else 0
+
+
+async def admit_deployment(record: Any, deployment: Deployment, payload: dict) -> Reservation | None:
+    """Admit one attempt on a deployment with its own RPM/TPM (one round trip, only for those).
+
+    Raises a 429 ProxyError when the deployment is at its limit: the attempt loop then tries the
+    next deployment without calling this one."""
+    if not (deployment.rpm or deployment.tpm):
+        return None
+    rates = [RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm)]
+    tokens = record.prompt_estimate + _max_out(record, payload) if deployment.tpm else 0
+    slot_id = os.urandom(8).hex()
+    try:
+        admission, reservation = await limiter().admit(slot_id, rates, tokens, None, [], 0)
+    except asyncio.CancelledError:
+        spawn(_release(slot_id, rates, tokens, None, [], 0))
+        raise
+    except Exception:
+        logger.exception("deployment limit check failed")
+        return None  # rate limits fail open
+    if admission.ok:
+        return reservation
+    retry = max(math.ceil(admission.retry_after), 1)
+    what = "tokens per minute (TPM)" if admission.reason == "tpm" else "requests per minute (RPM)"
+    raise ProxyError(
+        429,
+        f"Rate limit reached for {what} on deployment {deployment.provider_name}/{deployment.upstream_model}.",
+        type="requests" if admission.reason != "tpm" else "tokens",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry)},
     )
 
 

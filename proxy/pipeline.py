@@ -101,7 +101,9 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         call.deployment = first = plan.first
         if first is None:
             raise errors.model_not_found(model)
-        call.reservation, limit_headers = await money.admit(call, key, tenant, first, payload, body, plan.prices())
+        call.reservation, limit_headers = await money.admit(
+            call, key, tenant, first, payload, body, plan.prices(), deployment_limits=not plan.per_attempt_limits
+        )
     except ProxyError as exc:
         exc.headers = {**limit_headers, **exc.headers}
         return _error_response(call, exc)

@@ -34,6 +34,12 @@ class Plan:
     timeout_s: float = 600.0
 
     @property
+    def per_attempt_limits(self) -> bool:
+        """Whether deployments' own RPM/TPM are admitted per attempt: only when the call has somewhere
+        else to go. A call with one deployment admits it with the request, in the same round trip."""
+        return len(self.groups) + len(self.context_window) > 1 or any(len(g.deployments) > 1 for g in self.groups)
+
+    @property
     def first(self) -> Deployment | None:
         for group in self.groups:
             if group.deployments:

@@ -189,7 +189,7 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
     tenant = Tenant.objects.filter(id=tenant_id).values("id", "slug").first()
     if tenant is None:
         return None
-    from billing.config_cache import load_money_config
+    from proxy.loader import load_money_config
 
     money = load_money_config(tenant_id)
     models: dict[str, list[Deployment]] = {}

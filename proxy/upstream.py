@@ -9,42 +9,13 @@ address is refused at connect time, not only when the provider was saved. Redire
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any
 
 import aiohttp
 import httpx
-from aiohttp.abc import AbstractResolver
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
-from routing.netguard import UnsafeUpstreamError, check_address
-
-
-class GuardedResolver(AbstractResolver):
-    def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
-        infos = await self._inner.resolve(host, port, family)
-        allowed = []
-        for info in infos:
-            try:
-                check_address(host, info["host"])
-            except UnsafeUpstreamError:
-                continue
-            allowed.append(info)
-        if not allowed:
-            # Name the way out, as the check on save does: local model servers are a common cause.
-            raise OSError(
-                f"upstream host {host!r} resolves only to private or reserved addresses; the operator can "
-                "allow a network with GATEWAY_PRIVATE_UPSTREAMS (e.g. 127.0.0.0/8 for local model servers)"
-            )
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
-
+from routing.netguard import GuardedResolver
 
 _clients: dict[int, httpx.AsyncClient] = {}
 

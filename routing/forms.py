@@ -6,7 +6,18 @@ from typing import Any
 
 from django import forms
 
-from routing.models import ProviderCredential, ProviderKind
+from routing.models import (
+    MAX_COOLDOWN_FAILURES,
+    MAX_PROMPT_BYTES,
+    MAX_RETRIES,
+    MAX_TIMEOUT_S,
+    MAX_WEIGHT,
+    MAX_WINDOW_S,
+    ProviderCredential,
+    ProviderKind,
+    Sticky,
+    Strategy,
+)
 
 
 class ProviderForm(forms.Form):
@@ -46,6 +57,15 @@ class DeploymentForm(forms.Form):
     model = forms.CharField(
         max_length=200, label="Upstream model", widget=forms.TextInput(attrs={"placeholder": "gpt-4o-mini"})
     )
+    # Left empty, the service keeps the deployment's current weight (1 for a new one).
+    weight = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_WEIGHT,
+        label="Weight",
+        widget=forms.NumberInput(attrs={"placeholder": "1", "class": "order-input"}),
+        help_text="Share under “weighted”.",
+    )
 
     def __init__(self, *args: Any, providers: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,12 +90,12 @@ class BaseDeploymentFormSet(forms.BaseFormSet):
         if not chosen:
             raise forms.ValidationError("Add at least one deployment: a provider and the model name it knows.")
         seen = set()
-        for provider, model in chosen:
+        for provider, model, _weight in chosen:
             if (provider.id, model) in seen:
                 raise forms.ValidationError(f"{provider.name}/{model} is listed twice; remove one of the rows.")
             seen.add((provider.id, model))
 
-    def deployments(self) -> list[tuple[ProviderCredential, str]]:
+    def deployments(self) -> list[tuple[ProviderCredential, str, int | None]]:
         """The kept rows in the order the user gave (rows without an order number keep their place, last)."""
         kept = [
             (index, f)
@@ -88,7 +108,10 @@ class BaseDeploymentFormSet(forms.BaseFormSet):
             order = f.cleaned_data.get(forms.formsets.ORDERING_FIELD_NAME)
             return (order is None, order or 0, index)
 
-        return [(f.cleaned_data["provider"], f.cleaned_data["model"].strip()) for _, f in sorted(kept, key=position)]
+        return [
+            (f.cleaned_data["provider"], f.cleaned_data["model"].strip(), f.cleaned_data.get("weight"))
+            for _, f in sorted(kept, key=position)
+        ]
 
 
 DeploymentFormSet = forms.formset_factory(
@@ -110,3 +133,227 @@ class ModelNameForm(forms.Form):
         help_text="The name clients send as “model”, e.g. gpt-4o-mini or fast-chat.",
         widget=forms.TextInput(attrs={"placeholder": "gpt-4o-mini"}),
     )
+
+
+def _name_list(value: str) -> list[str]:
+    """ "a, b c" -> ["a", "b", "c"]: lists of names are typed as one text field."""
+    return [part for part in value.replace(",", " ").split() if part]
+
+
+class RouteSettingsForm(forms.Form):
+    """One model's strategy, retries, deadline, fallbacks, A/B split and breaker (routing.services checks them)."""
+
+    strategy = forms.ChoiceField(choices=Strategy.choices)
+    retries = forms.IntegerField(
+        min_value=0, max_value=MAX_RETRIES, help_text="Extra attempts per deployment on 429, 5xx and timeouts."
+    )
+    timeout_s = forms.FloatField(
+        min_value=0.001, max_value=MAX_TIMEOUT_S, label="Deadline (s)", help_text="Covers every attempt."
+    )
+    fallbacks = forms.CharField(
+        required=False, max_length=2000, help_text="Other models tried in order when every deployment failed."
+    )
+    context_window_fallbacks = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Context window fallbacks",
+        help_text="Models for prompts too long for this one.",
+    )
+    split_model = forms.ChoiceField(required=False, label="A/B split: variant model")
+    split_percent = forms.FloatField(
+        required=False, min_value=0, max_value=100, label="Share (%)", help_text="Of this model's traffic."
+    )
+    split_sticky = forms.ChoiceField(choices=Sticky.choices, label="Sticky", initial=Sticky.USER)
+    cooldown_failures = forms.IntegerField(
+        min_value=1, max_value=MAX_COOLDOWN_FAILURES, label="Breaker: failures", help_text="Opens the breaker …"
+    )
+    cooldown_window_s = forms.FloatField(min_value=0.001, max_value=MAX_WINDOW_S, label="within (s)")
+    cooldown_s = forms.FloatField(
+        min_value=0.001, max_value=MAX_WINDOW_S, label="Cooldown (s)", help_text="… and skips the deployment this long."
+    )
+
+    # Service error paths ("split.percent", "fallbacks[1]") -> the field that shows them.
+    SERVICE_FIELDS = {
+        "split.model": "split_model",
+        "split.percent": "split_percent",
+        "split.sticky": "split_sticky",
+        "cooldown.failures": "cooldown_failures",
+        "cooldown.window_s": "cooldown_window_s",
+        "cooldown.cooldown_s": "cooldown_s",
+    }
+
+    def __init__(self, *args: Any, model_name: str, other_models: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_name = model_name
+        self.fields["split_model"].choices = [("", "— no split —")] + [(m, m) for m in other_models]
+
+    @classmethod
+    def initial_from(cls, settings: dict) -> dict:
+        split = settings["split"] or {}
+        cooldown = settings["cooldown"]
+        return {
+            "strategy": settings["strategy"],
+            "retries": settings["retries"],
+            "timeout_s": settings["timeout_s"],
+            "fallbacks": ", ".join(settings["fallbacks"]),
+            "context_window_fallbacks": ", ".join(settings["context_window_fallbacks"]),
+            "split_model": split.get("model", ""),
+            "split_percent": split.get("percent"),
+            "split_sticky": split.get("sticky", Sticky.USER.value),
+            "cooldown_failures": cooldown["failures"],
+            "cooldown_window_s": cooldown["window_s"],
+            "cooldown_s": cooldown["cooldown_s"],
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("split_model") and data.get("split_percent") is None:
+            self.add_error("split_percent", "Give the share of traffic the variant gets, from 0 to 100.")
+        return data
+
+    def settings(self) -> dict:
+        """The cleaned form in the shape routing.services.model_routes_set takes."""
+        d = self.cleaned_data
+        return {
+            "strategy": d["strategy"],
+            "retries": d["retries"],
+            "timeout_s": d["timeout_s"],
+            "fallbacks": _name_list(d["fallbacks"]),
+            "context_window_fallbacks": _name_list(d["context_window_fallbacks"]),
+            "split": (
+                {"model": d["split_model"], "percent": d["split_percent"], "sticky": d["split_sticky"]}
+                if d["split_model"]
+                else None
+            ),
+            "cooldown": {
+                "failures": d["cooldown_failures"],
+                "window_s": d["cooldown_window_s"],
+                "cooldown_s": d["cooldown_s"],
+            },
+        }
+
+    def add_service_errors(self, messages: dict[str, list[str]]) -> None:
+        prefix = f"{self.model_name}."
+        for path, errors in messages.items():
+            path = path.removeprefix(prefix)
+            field = self.SERVICE_FIELDS.get(path, path.split("[", 1)[0])
+            self.add_error(field if field in self.fields else None, [f"{path}: {e}" for e in errors])
+
+
+class RuleForm(forms.Form):
+    """One rule: every condition filled in must hold; then the request goes to `route`."""
+
+    key = forms.CharField(required=False, max_length=1000, label="Key names", help_text="Any of these keys.")
+    metadata = forms.CharField(
+        required=False, max_length=1000, label="Key metadata", help_text="k=v, k2=v2 (all must match)."
+    )
+    tags = forms.CharField(required=False, max_length=1000, help_text="Any of these tags.")
+    user = forms.CharField(required=False, max_length=1000, label="End users", help_text="Any of these users.")
+    prompt_bytes_over = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_PROMPT_BYTES, label="Prompt bytes over"
+    )
+    route = forms.ChoiceField(label="Route to")
+
+    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["route"].choices = [("", "— model —")] + [(m, m) for m in models]
+
+    @staticmethod
+    def initial_from(match: dict, route: str) -> dict:
+        return {
+            "key": ", ".join(match.get("key") or []),
+            "metadata": ", ".join(f"{k}={v}" for k, v in (match.get("metadata") or {}).items()),
+            "tags": ", ".join(match.get("tags") or []),
+            "user": ", ".join(match.get("user") or []),
+            "prompt_bytes_over": match.get("prompt_bytes_over"),
+            "route": route,
+        }
+
+    def clean_metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in self.cleaned_data["metadata"].split(","):
+            if not part.strip():
+                continue
+            k, sep, v = part.partition("=")
+            if not sep or not k.strip():
+                raise forms.ValidationError(f"Write each condition as key=value (got {part.strip()!r}).")
+            out[k.strip()] = v.strip()
+        return out
+
+    def rule(self) -> dict:
+        d = self.cleaned_data
+        match: dict[str, Any] = {}
+        for field in ("key", "tags", "user"):
+            if names := _name_list(d[field]):
+                match[field] = names
+        if d["metadata"]:
+            match["metadata"] = d["metadata"]
+        if d["prompt_bytes_over"] is not None:
+            match["prompt_bytes_over"] = d["prompt_bytes_over"]
+        return {"if": match, "route": d["route"]}
+
+
+class BaseRuleFormSet(forms.BaseFormSet):
+    """The ordered rule list in one form, like the deployments: "Order" to reorder, "Remove" to drop."""
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        form.fields[forms.formsets.ORDERING_FIELD_NAME].label = "Order"
+        form.fields[forms.formsets.ORDERING_FIELD_NAME].widget.attrs.update({"min": 0, "class": "order-input"})
+        form.fields[forms.formsets.DELETION_FIELD_NAME].label = "Remove"
+
+    def rules(self) -> list[dict]:
+        kept = [
+            (index, f)
+            for index, f in enumerate(self.forms)
+            if f.cleaned_data and not f.cleaned_data.get(forms.formsets.DELETION_FIELD_NAME)
+        ]
+
+        def position(item: tuple[int, forms.Form]) -> tuple[bool, int, int]:
+            index, f = item
+            order = f.cleaned_data.get(forms.formsets.ORDERING_FIELD_NAME)
+            return (order is None, order or 0, index)
+
+        return [f.rule() for _, f in sorted(kept, key=position)]  # type: ignore[attr-defined]
+
+    def add_service_errors(self, messages: dict[str, list[str]]) -> None:
+        """Show the service's errors ("rules[1].if.tags") above the list, naming the rule by its position."""
+        errors = self.error_class(list(self.non_form_errors()), error_class="nonform")
+        for path, texts in messages.items():
+            label = path
+            if path.startswith("rules[") and "]" in path:
+                index, _, rest = path[len("rules[") :].partition("]")
+                if index.isdigit():
+                    label = f"Rule {int(index) + 1}" + (f" ({rest.lstrip('.')})" if rest else "")
+            errors.extend(f"{label}: {text}" for text in texts)
+        self._non_form_errors = errors
+
+
+RuleFormSet = forms.formset_factory(
+    RuleForm,
+    formset=BaseRuleFormSet,
+    extra=1,
+    can_delete=True,
+    can_delete_extra=True,
+    can_order=True,
+    max_num=100,
+    validate_max=True,
+)
+
+
+class SimulateForm(forms.Form):
+    """What the routing simulator is asked: a request's model and the facts rules look at."""
+
+    model = forms.ChoiceField()
+    key = forms.ChoiceField(required=False, help_text="Rules on key names, metadata and tags read it.")
+    tags = forms.CharField(required=False, max_length=1000, help_text="As in the x-gateway-tags header.")
+    user = forms.CharField(required=False, max_length=200, label="End user", help_text="The request's “user”.")
+    prompt_bytes = forms.IntegerField(required=False, min_value=0, max_value=MAX_PROMPT_BYTES, label="Prompt bytes")
+
+    def __init__(self, *args: Any, models: list[str], keys: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(m, m) for m in models]
+        self.fields["key"].choices = [("", "— no key —")] + [(k, k) for k in keys]
+
+    def tag_list(self) -> list[str]:
+        return [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]

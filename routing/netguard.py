@@ -2,7 +2,7 @@
 
 A base URL whose host is, or resolves to, a private, loopback, link-local, reserved or cloud metadata
 address is refused unless the operator allows the network in GATEWAY_PRIVATE_UPSTREAMS. The check runs
-when a provider is saved and again when the proxy connects (see proxy.upstream.GuardedResolver), so a
+when a provider is saved and again when the proxy connects (GuardedResolver below, used by proxy.upstream and the probe), so a
 DNS answer that changes after the save (DNS rebinding) is still caught.
 """
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+from aiohttp.abc import AbstractResolver
 from django.conf import settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,3 +127,28 @@ def validate_base_url(url: str, *, resolve: bool = True) -> None:
         return
     for info in infos:
         check_address(host, info[4][0])
+
+
+class GuardedResolver(AbstractResolver):
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        infos = await self._inner.resolve(host, port, family)
+        allowed = []
+        for info in infos:
+            try:
+                check_address(host, info["host"])
+            except UnsafeUpstreamError:
+                continue
+            allowed.append(info)
+        if not allowed:
+            # Name the way out, as the check on save does: local model servers are a common cause.
+            raise OSError(
+                f"upstream host {host!r} resolves only to private or reserved addresses; the operator can "
+                "allow a network with GATEWAY_PRIVATE_UPSTREAMS (e.g. 127.0.0.0/8 for local model servers)"
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()

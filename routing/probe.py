@@ -2,7 +2,7 @@
 
 OpenAI and OpenAI-compatible servers answer GET {base_url}/models with the models the key can use,
 which proves the URL and the key without spending tokens. The call goes through the same SSRF guard
-as the proxy (routing.netguard, and proxy.upstream.GuardedResolver at connect time).
+as the proxy (routing.netguard, and routing.netguard.GuardedResolver at connect time).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 
 from gateway_project import crypto
 from routing.models import DEFAULT_BASE_URLS, ProviderCredential, ProviderKind
-from routing.netguard import UnsafeUpstreamError, validate_base_url
+from routing.netguard import GuardedResolver, UnsafeUpstreamError, validate_base_url
 from routing.redact import redact
 
 TIMEOUT_SECONDS = 10.0
@@ -42,8 +42,6 @@ def provider_test_connection(provider: ProviderCredential) -> ProbeResult:
 
 
 async def _list_models(url: str, api_key: str) -> ProbeResult:
-    from proxy.upstream import GuardedResolver
-
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     connector = aiohttp.TCPConnector(resolver=GuardedResolver())
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from routing.models import ModelDeployment, ProviderCredential
+from routing.models import ROUTE_DEFAULTS, ModelDeployment, ModelRoute, ProviderCredential, RouteRule
 from tenants.models import Tenant
 
 
@@ -34,4 +35,24 @@ def model_names_for(tenant: Tenant) -> list[str]:
         .order_by("model_name")
         .values_list("model_name", flat=True)
         .distinct()
+    )
+
+
+def route_settings_of(tenant: Tenant, model_name: str) -> dict | None:
+    """A model's route settings in the services' shape (defaults when it has no row); None if no such model."""
+    if not ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).exists():
+        return None
+    row = ModelRoute.objects.filter(tenant=tenant, model_name=model_name).first()
+    return row.settings() if row is not None else copy.deepcopy(ROUTE_DEFAULTS)
+
+
+def route_rules_for(tenant: Tenant) -> list[RouteRule]:
+    """The tenant's rules in evaluation order."""
+    return list(RouteRule.objects.filter(tenant=tenant).order_by("position", "id"))
+
+
+def split_models_for(tenant: Tenant) -> dict[str, str]:
+    """Model name -> the model its A/B split sends a share to, for models that have a split."""
+    return dict(
+        ModelRoute.objects.filter(tenant=tenant).exclude(split_model="").values_list("model_name", "split_model")
     )

@@ -12,7 +12,9 @@ urlpatterns = [
     path("t/<slug:slug>/models/", views.models, name="models"),
     # Model names may contain slashes ("openai/gpt-4o"), so the delete route must come first.
     path("t/<slug:slug>/models/<path:name>/delete/", views.model_delete_view, name="model-delete"),
+    path("t/<slug:slug>/models/<path:name>/route/", views.model_route, name="model-route"),
     path("t/<slug:slug>/models/<path:name>/", views.model_detail, name="model-detail"),
+    path("t/<slug:slug>/routing/rules/", views.route_rules, name="route-rules"),
 ]
 
 # Mounted under /api/v1/ by gateway_project.urls.

@@ -12,11 +12,35 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
-from routing.forms import BaseDeploymentFormSet, DeploymentFormSet, ModelNameForm, ProviderForm
+from routing.forms import (
+    BaseDeploymentFormSet,
+    BaseRuleFormSet,
+    DeploymentFormSet,
+    ModelNameForm,
+    ProviderForm,
+    RouteSettingsForm,
+    RuleForm,
+    RuleFormSet,
+)
 from routing.models import ProviderKind
 from routing.probe import provider_test_connection
-from routing.selectors import models_for, providers_for
-from routing.services import model_delete, model_deployments_set, provider_delete, provider_upsert, starter_setup
+from routing.selectors import (
+    model_names_for,
+    models_for,
+    providers_for,
+    route_rules_for,
+    route_settings_of,
+    split_models_for,
+)
+from routing.services import (
+    model_delete,
+    model_deployments_set,
+    model_routes_set,
+    provider_delete,
+    provider_upsert,
+    route_rules_set,
+    starter_setup,
+)
 from tenants.forms import add_service_errors
 from tenants.permissions import CONFIG_WRITE, TenantAccess, access_model, access_provider, tenant_access
 from tenants.views import HtmxHttpRequest
@@ -195,13 +219,25 @@ def models(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return render(request, template, context)
 
 
+def _deployment_initial(deployments: list) -> list[dict]:
+    return [{"provider": d.provider, "model": d.upstream_model, "weight": d.weight} for d in deployments]
+
+
+def _route_form(access: TenantAccess, name: str, data: QueryDict | None = None) -> RouteSettingsForm:
+    settings = route_settings_of(access.tenant, name)
+    assert settings is not None  # callers checked the model with access_model
+    others = [m for m in model_names_for(access.tenant) if m != name]
+    return RouteSettingsForm(
+        data, initial=RouteSettingsForm.initial_from(settings), model_name=name, other_models=others
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_detail(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse:
     access = tenant_access(request, slug)
     deployments = access_model(access, name)
-    initial = [{"provider": d.provider, "model": d.upstream_model} for d in deployments]
-    formset = _deployment_formset(access, request.POST or None, initial=initial)
+    formset = _deployment_formset(access, request.POST or None, initial=_deployment_initial(deployments))
     saved, error = False, ""
     if request.method == "POST":
         access.require(CONFIG_WRITE)
@@ -218,8 +254,7 @@ def model_detail(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse
                     return redirect("model-detail", slug=slug, name=name)
                 saved = True
                 deployments = access_model(access, name)
-                initial = [{"provider": d.provider, "model": d.upstream_model} for d in deployments]
-                formset = _deployment_formset(access, initial=initial)
+                formset = _deployment_formset(access, initial=_deployment_initial(deployments))
     context = {
         "section": "models",
         "name": name,
@@ -228,7 +263,81 @@ def model_detail(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse
         "saved": saved,
         "error": error,
     }
-    template = "routing/model_detail.html#edit_form" if request.htmx else "routing/model_detail.html"
+    if request.htmx:
+        return render(request, "routing/model_detail.html#edit_form", context)
+    context["route_form"] = _route_form(access, name)
+    context["split_model"] = split_models_for(access.tenant).get(name, "")
+    return render(request, "routing/model_detail.html", context)
+
+
+@login_required
+@require_POST
+def model_route(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse:
+    """Save a model's routing settings (strategy, retries, deadline, fallbacks, split, breaker)."""
+    access = tenant_access(request, slug, CONFIG_WRITE)
+    access_model(access, name)
+    form = _route_form(access, name, request.POST)
+    saved = False
+    if form.is_valid():
+        try:
+            changed = model_routes_set(access.tenant, routes={name: form.settings()}, actor=access.actor)
+        except ValidationError as exc:
+            form.add_service_errors(exc.message_dict)
+        else:
+            if not request.htmx:
+                messages.success(request, f"Saved the routing of {name}." if changed else "Nothing changed.")
+                return redirect("model-detail", slug=slug, name=name)
+            saved = True
+            form = _route_form(access, name)
+    context = {"section": "models", "name": name, "route_form": form, "route_saved": saved}
+    if request.htmx:
+        return render(request, "routing/model_detail.html#route_form", context)
+    context["deployments"] = access_model(access, name)
+    context["formset"] = _deployment_formset(access, initial=_deployment_initial(context["deployments"]))
+    context["split_model"] = split_models_for(access.tenant).get(name, "")
+    return render(request, "routing/model_detail.html", context)
+
+
+# --- Routing rules ---------------------------------------------------------------------------------
+
+
+def _rule_formset(access: TenantAccess, data: QueryDict | None = None) -> BaseRuleFormSet:
+    initial = [RuleForm.initial_from(r.match, r.route) for r in route_rules_for(access.tenant)]
+    return RuleFormSet(
+        data,
+        initial=initial,
+        prefix="rule",
+        form_kwargs={"models": model_names_for(access.tenant)},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def route_rules(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The tenant's ordered routing rules, edited as one list, and the routing simulator."""
+    access = tenant_access(request, slug)
+    formset = _rule_formset(access, request.POST or None)
+    saved = False
+    if request.method == "POST":
+        access.require(CONFIG_WRITE)
+        if formset.is_valid():
+            try:
+                route_rules_set(access.tenant, rules=formset.rules(), actor=access.actor)
+            except ValidationError as exc:
+                formset.add_service_errors(exc.message_dict)
+            else:
+                if not request.htmx:
+                    messages.success(request, "Saved the routing rules.")
+                    return redirect("route-rules", slug=slug)
+                saved = True
+                formset = _rule_formset(access)
+    context = {
+        "section": "rules",
+        "formset": formset,
+        "saved": saved,
+        "models": model_names_for(access.tenant),
+    }
+    template = "routing/rules.html#rules_form" if request.htmx else "routing/rules.html"
     return render(request, template, context)
 
 

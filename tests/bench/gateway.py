@@ -7,7 +7,7 @@ connections or memory never flatter the next.
 
 Adding a configuration (e.g. "with limits and a budget on") is one more entry in VARIANTS: the
 runner, the pre-check and the report pick it up, and the report prints what it adds per request
-over the first variant.
+over the plain "gateway" variant, as a difference and as a multiple ("x gateway").
 """
 
 from __future__ import annotations
@@ -72,71 +72,85 @@ class Variant:
 # Limits high enough never to reject (a 429 would count as an error, not as overhead), but every
 # request still goes through the full admission: key, tenant and deployment RPM/TPM, the key's
 # parallel cap, and two hard budgets (tenant and key) with their worst-case reservation and settlement.
-_HIGH_LIMITS = "rpm: 100000000, tpm: 2000000000"
-_TENANT_BUDGET = """\
+# TPM stays under the config's 32-bit ceiling (2147483647).
+TENANT_BUDGET_YAML = """\
 budgets:
   - scope: tenant
     limit_usd: 1000000
     period: month
     mode: hard
 """
-LIMITS_AND_BUDGET_YAML = f"""\
+LIMITS_AND_BUDGET_YAML = (
+    """\
 limits:
-  tenant: {{{{{_HIGH_LIMITS}}}}}
+  tenant: {{rpm: 100000000, tpm: 2000000000}}
   deployments:
-    - {{{{model: gpt-4o-mini, provider: mock, {_HIGH_LIMITS}}}}}
-    - {{{{model: gpt-4o-mini-stream, provider: mock-stream, {_HIGH_LIMITS}}}}}
-{_TENANT_BUDGET}"""
+    - {{model: gpt-4o-mini, provider: mock, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini-stream, provider: mock-stream, rpm: 100000000, tpm: 2000000000}}
+"""
+    + TENANT_BUDGET_YAML
+)
 LIMIT_MINT_ARGS = ("--rpm", "100000000", "--tpm", "2000000000", "--max-parallel", "1000", "--budget", "1000000")
 
 # The issue 9 routing shape on both bench models: three deployments on three providers (all the same
 # zero-latency mock), least-latency, retries, a fallback model and a non-default breaker (so a route
 # row exists). The mock never fails, so every call succeeds at its first attempt: what this measures
 # is the cost of deciding the route and running the attempt loop, not of retrying.
-_ROUTED = ("a", "b", "c")
-_ROUTE_SETTINGS = """\
+ROUTING_YAML = """\
+version: 1
+tenant: {tenant}
+name: Benchmark ({tenant})
+providers:
+  - {{name: mock-a, kind: openai-compatible, base_url: "{json_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-b, kind: openai-compatible, base_url: "{json_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-c, kind: openai-compatible, base_url: "{json_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-fallback, kind: openai-compatible, base_url: "{json_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-stream-a, kind: openai-compatible, base_url: "{stream_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-stream-b, kind: openai-compatible, base_url: "{stream_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-stream-c, kind: openai-compatible, base_url: "{stream_base}", api_key: sk-mock-not-a-real-key}}
+  - {{name: mock-stream-fallback, kind: openai-compatible, base_url: "{stream_base}", api_key: sk-mock-not-a-real-key}}
+models:
+  - name: gpt-4o-mini
     strategy: least-latency
     retries: 2
     timeout_s: 60
+    deployments:
+      - {{provider: mock-a, model: gpt-4o-mini-2024-07-18}}
+      - {{provider: mock-b, model: gpt-4o-mini-2024-07-18}}
+      - {{provider: mock-c, model: gpt-4o-mini-2024-07-18}}
+    fallbacks: [gpt-4o-mini-fallback]
     cooldown: {{failures: 5, window_s: 30, cooldown_s: 15}}
+  - name: gpt-4o-mini-fallback
+    deployments:
+      - {{provider: mock-fallback, model: gpt-4o-mini-2024-07-18}}
+  - name: gpt-4o-mini-stream
+    strategy: least-latency
+    retries: 2
+    timeout_s: 60
+    deployments:
+      - {{provider: mock-stream-a, model: gpt-4o-mini-2024-07-18}}
+      - {{provider: mock-stream-b, model: gpt-4o-mini-2024-07-18}}
+      - {{provider: mock-stream-c, model: gpt-4o-mini-2024-07-18}}
+    fallbacks: [gpt-4o-mini-stream-fallback]
+    cooldown: {{failures: 5, window_s: 30, cooldown_s: 15}}
+  - name: gpt-4o-mini-stream-fallback
+    deployments:
+      - {{provider: mock-stream-fallback, model: gpt-4o-mini-2024-07-18}}
 """
-
-
-def _routed_model(name: str, provider_prefix: str) -> str:
-    deployments = "".join(
-        f"      - {{{{provider: {provider_prefix}-{s}, model: gpt-4o-mini-2024-07-18}}}}\n" for s in _ROUTED
-    )
-    return (
-        f"  - name: {name}\n{_ROUTE_SETTINGS}    deployments:\n{deployments}    fallbacks: [{name}-fallback]\n"
-        f"  - name: {name}-fallback\n    deployments:\n"
-        f"      - {{{{provider: {provider_prefix}-fallback, model: gpt-4o-mini-2024-07-18}}}}\n"
-    )
-
-
-def _providers(prefix: str, base: str) -> str:
-    return "".join(
-        f"  - {{{{name: {prefix}-{s}, kind: openai-compatible, base_url: '{{{base}}}', api_key: sk-mock-not-a-real-key}}}}\n"
-        for s in (*_ROUTED, "fallback")
-    )
-
-
-ROUTING_YAML = (
-    "version: 1\ntenant: {tenant}\nname: Benchmark ({tenant})\nproviders:\n"
-    + _providers("mock", "json_base")
-    + _providers("mock-stream", "stream_base")
-    + "models:\n"
-    + _routed_model("gpt-4o-mini", "mock")
-    + _routed_model("gpt-4o-mini-stream", "mock-stream")
-)
 # Every routed deployment gets its own limits, as on the limits variants: least-latency may pick any.
 EVERYTHING_EXTRA_YAML = (
-    f"limits:\n  tenant: {{{{{_HIGH_LIMITS}}}}}\n  deployments:\n"
-    + "".join(
-        f"    - {{{{model: {model}, provider: {prefix}-{s}, {_HIGH_LIMITS}}}}}\n"
-        for model, prefix in (("gpt-4o-mini", "mock"), ("gpt-4o-mini-stream", "mock-stream"))
-        for s in _ROUTED
-    )
-    + _TENANT_BUDGET
+    """\
+limits:
+  tenant: {{rpm: 100000000, tpm: 2000000000}}
+  deployments:
+    - {{model: gpt-4o-mini, provider: mock-a, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini, provider: mock-b, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini, provider: mock-c, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini-stream, provider: mock-stream-a, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini-stream, provider: mock-stream-b, rpm: 100000000, tpm: 2000000000}}
+    - {{model: gpt-4o-mini-stream, provider: mock-stream-c, rpm: 100000000, tpm: 2000000000}}
+"""
+    + TENANT_BUDGET_YAML
 )
 
 

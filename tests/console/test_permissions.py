@@ -66,6 +66,12 @@ CONSOLE = [
     ("models", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-detail", ("model", lambda o: {"name": "acme-secret-model"}), {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-delete", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
+    ("model-route", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
+    ("route-rules", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("routing-health", {}, {"GET": Role.VIEWER}),
+    ("routing-ab", {}, {"GET": Role.VIEWER}),
+    # Simulating reads routing config every member can see and calls no provider.
+    ("routing-simulate", {}, {"GET": Role.VIEWER, "POST": Role.VIEWER}),
     ("budgets", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("budget-detail", TENANT_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("budget-detail", KEY_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
@@ -180,6 +186,8 @@ API = [
     ("api-budgets", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("api-budget-detail", TENANT_BUDGET, {"DELETE": Role.ADMIN}),
     ("api-spend", {}, {"GET": Role.VIEWER}),
+    ("api-routing-simulate", {}, {"POST": Role.VIEWER}),
+    ("api-routing-ab", {}, {"GET": Role.VIEWER}),
 ]
 
 

@@ -50,6 +50,13 @@ models:
   - name: solo
     retries: 0
     deployments: [{{provider: main, model: s-model}}]
+  - name: capped
+    deployments:
+      - {{provider: main, model: p-model}}
+      - {{provider: backup, model: q-model}}
+limits:
+  deployments:
+    - {{model: capped, provider: main, rpm: 1}}
 """
 
 
@@ -213,3 +220,18 @@ def test_an_open_breaker_is_shared_by_every_gateway_process(world, upstream, gat
     for c in (client, other_client):
         assert chat(c, "fragile").headers["x-gateway-model"] == "backup/e-model"
     assert upstream.calls("d-model") == before + 1  # neither process called it during its cooldown
+
+
+def test_a_deployment_at_its_own_rpm_passes_the_call_to_the_next_one(world, upstream):
+    _gateway, _key, client = world
+    assert chat(client, "capped").headers["x-gateway-model"] == "main/p-model"
+    raw = chat(client, "capped")
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-gateway-model"] == "backup/q-model"
+    assert raw.headers["x-gateway-attempts"] == "2"
+    assert upstream.calls("p-model") == 1  # refused by the gateway's own limit, never called
+    row = logged(raw.headers["x-request-id"])
+    assert [(a["model"], a["status"], a["error"]) for a in row.attempts] == [
+        ("p-model", 429, "deployment_rate_limited"),
+        ("q-model", 200, ""),
+    ]

@@ -1,4 +1,7 @@
-"""Loading a tenant's prices, limits and budgets into the proxy's in-process cache (off the hot path)."""
+"""Every database read that builds the proxy's in-process tenant config: prices, limits and budgets.
+
+Runs in a worker thread when a tenant is (re)loaded, never per request.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from billing.prices import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
+from billing.selectors import tenant_timezone
+from proxy.limits import limiter
+from proxy.state import BudgetSpec
 
 
 @dataclass
@@ -22,19 +28,8 @@ class MoneyConfig:
         return find_price(upstream_model, self.prices)
 
 
-def tenant_timezone(tenant_id: int) -> ZoneInfo:
-    from billing.models import BillingSettings
-
-    name = BillingSettings.objects.filter(tenant_id=tenant_id).values_list("timezone", flat=True).first()
-    try:
-        return ZoneInfo(name or "UTC")
-    except Exception:
-        return ZoneInfo("UTC")
-
-
 def load_money_config(tenant_id: int) -> MoneyConfig:
     from billing.models import Budget, LimitScope, PriceOverride, RateLimit
-    from proxy.state import BudgetSpec
 
     prices = dict(shipped_prices())
     for o in PriceOverride.objects.filter(tenant_id=tenant_id):
@@ -76,7 +71,6 @@ def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: dat
     """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
     from billing.models import Budget
     from billing.selectors import spent_in_period_pico
-    from proxy.limits import limiter
 
     budget = Budget.objects.filter(id=budget_id).first()
     spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0

@@ -1,0 +1,128 @@
+"""Management API endpoints that need the proxy's router or runtime state (conventions in tenants.apis).
+
+They live in the proxy app because domain apps never import `proxy`; gateway_project.urls mounts
+`api_urlpatterns` under /api/v1/ with the others.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import Http404
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from observability.selectors import split_comparison
+from proxy.simulate import SimulateRequest, simulate
+from routing.selectors import route_settings_of
+from tenants.apis import TokenApi
+from tenants.permissions import visible_keys
+
+AB_PERIODS = (1, 7, 30)
+
+
+class RoutingSimulateApi(TokenApi):
+    class InputSerializer(serializers.Serializer):
+        model = serializers.CharField(max_length=200, help_text="The public model name a client would send.")
+        key = serializers.CharField(
+            max_length=200, required=False, default="", allow_blank=True, help_text="A virtual key's name."
+        )
+        tags = serializers.ListField(
+            child=serializers.CharField(max_length=100), required=False, default=list, max_length=50
+        )
+        user = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+        prompt_bytes = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, default=0)
+
+    class DeploymentSerializer(serializers.Serializer):
+        provider = serializers.CharField()
+        model = serializers.CharField()
+        breaker = serializers.ChoiceField(choices=["closed", "open", "half_open"])
+
+    class OutputSerializer(serializers.Serializer):
+        model = serializers.CharField(help_text="The public model after rules and the A/B split.")
+        rule = serializers.IntegerField(allow_null=True, help_text="Index of the rule that matched, if any.")
+        variant = serializers.CharField(allow_null=True, help_text="The split's model when the call goes there.")
+        deployments = serializers.ListField(child=serializers.DictField(), help_text="In the order they'd be tried.")
+        fallbacks = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=OutputSerializer,
+        summary="Show where a request would be routed, without calling a provider",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        # The same keys the caller may list: a member's token simulates with its own keys only.
+        if data["key"].strip() and not visible_keys(self.access).filter(name=data["key"].strip()).exists():
+            raise Http404(f"No key named {data['key'].strip()!r} in this tenant.")
+        result = simulate(
+            self.access.tenant.id,
+            SimulateRequest(
+                model=data["model"].strip(),
+                key=data["key"].strip(),
+                tags=tuple(t.strip() for t in data["tags"]),
+                user=data["user"],
+                prompt_bytes=data["prompt_bytes"],
+            ),
+        )
+        return Response(self.OutputSerializer(result).data)
+
+
+class RoutingAbApi(TokenApi):
+    class VariantSerializer(serializers.Serializer):
+        group = serializers.CharField(help_text='"control" or the variant model.')
+        requests = serializers.IntegerField()
+        errors = serializers.IntegerField()
+        error_rate = serializers.FloatField(allow_null=True)
+        p50_ms = serializers.FloatField(allow_null=True)
+        p95_ms = serializers.FloatField(allow_null=True)
+        tokens = serializers.IntegerField()
+        cost_usd = serializers.DecimalField(max_digits=30, decimal_places=12)
+
+    class OutputSerializer(serializers.Serializer):
+        model = serializers.CharField()
+        variant = serializers.CharField(allow_blank=True)
+        days = serializers.IntegerField()
+        groups = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("model", str, required=True, description="A model with an A/B split."),
+            OpenApiParameter("days", int, description="1, 7 or 30 (default 7)."),
+        ],
+        responses=OutputSerializer,
+        summary="Compare the control group and the variant of a model's A/B split",
+    )
+    def get(self, request: Request) -> Response:
+        model = request.query_params.get("model", "").strip()
+        if not model:
+            raise serializers.ValidationError({"model": ["Name the model: ?model=NAME."]})
+        days = request.query_params.get("days", "7")
+        if days not in {str(d) for d in AB_PERIODS}:
+            raise serializers.ValidationError({"days": ["Use 1, 7 or 30."]})
+        settings = route_settings_of(self.access.tenant, model)
+        if settings is None:
+            raise Http404(f"No model named {model!r} in this tenant.")
+        variant = settings["split"]["model"] if settings["split"] else ""
+        since = timezone.now() - timedelta(days=int(days))
+        groups = split_comparison(self.access.tenant, model, variant, since=since)
+        payload = {
+            "model": model,
+            "variant": variant,
+            "days": int(days),
+            "groups": [self.VariantSerializer(g).data for g in groups],
+        }
+        return Response(self.OutputSerializer(payload).data)
+
+
+# Mounted under /api/v1/ by gateway_project.urls.
+api_urlpatterns = [
+    path("routing/simulate/", RoutingSimulateApi.as_view(), name="api-routing-simulate"),
+    path("routing/ab/", RoutingAbApi.as_view(), name="api-routing-ab"),
+]
