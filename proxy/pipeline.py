@@ -26,6 +26,7 @@ from proxy.health import health
 from proxy.inbound import openai as inbound
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.state import state
+from proxy.steps import StreamFilter
 from routing.redact import redact, redact_bytes, secrets_of
 
 logger = logging.getLogger("gateway.proxy")
@@ -94,6 +95,10 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
             raise errors.model_not_found(model)
         body = request.body
         call.prompt_estimate = len(body) // 3 + 1
+        for step in tenant.steps:
+            reply = await step.on_request(call, payload)
+            if reply is not None:
+                return _reply(call, reply)
         plan = router.plan(
             tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
         )
@@ -132,7 +137,8 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         call.finish()
         raise
     if isinstance(result, UpstreamStream):
-        return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)})
+        filters = [f for step in tenant.steps if (f := step.stream_filter(call)) is not None]
+        return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)}, filters)
     deployment = call.deployment
     if result.status >= 400 and deployment is not None:
         # A provider may quote the deployment's own key in its error: never relay it.
@@ -146,6 +152,9 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         call.content_events = len(result.body) // 4 + 1
     call.error_type = result.error_type
     call.error_message = result.error_message
+    if result.status < 400:
+        for step in tenant.steps:
+            result.body = step.on_response(call, result.body)
     response = HttpResponse(result.body, status=result.status, content_type=result.content_type)
     inbound.set_headers(
         response, call.request_id, deployment, {**limit_headers, **result.headers, **_gateway_headers(call)}
@@ -154,7 +163,19 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
     return response
 
 
-def _stream_response(call: Call, upstream: UpstreamStream, headers: dict[str, str]) -> HttpResponse:
+def _reply(call: Call, body: bytes) -> HttpResponse:
+    """A step answered the call itself (a cache hit, a block): no provider was called."""
+    call.status = 200
+    call.ttfb = time.perf_counter()
+    response = HttpResponse(body, content_type="application/json")
+    inbound.set_headers(response, call.request_id, None, {"x-gateway-attempts": "0"})
+    call.finish()
+    return response
+
+
+def _stream_response(
+    call: Call, upstream: UpstreamStream, headers: dict[str, str], filters: list[StreamFilter]
+) -> HttpResponse:
     call.status = 200
     closed = False
 
@@ -190,7 +211,12 @@ def _stream_response(call: Call, upstream: UpstreamStream, headers: dict[str, st
                 if start >= 0:
                     end = event.find(b'"', start + 11)
                     call.content_bytes += max(end - start - 11, 0)
-                yield event
+                for stream_filter in filters:
+                    event = stream_filter(event)
+                    if event is None:
+                        break
+                else:
+                    yield event
         except (asyncio.CancelledError, GeneratorExit):
             disconnected = True
             raise

@@ -139,6 +139,8 @@ class TenantEntry:
     rpm: int | None = None
     tpm: int | None = None
     budgets: list[BudgetSpec] = field(default_factory=list)
+    # Policy steps compiled from the tenant's policies (proxy.steps.Step), in the order they run.
+    steps: tuple = ()
 
 
 # --- loading (runs in a worker thread via sync_to_async; never on the per-request path) ---------------

@@ -1,0 +1,35 @@
+"""Policy steps: what rewrites or observes a call between the client and the provider.
+
+The data-policy and prompt-cache issues add steps (secret scanning, PII redaction and restore, the
+exact cache) by compiling a tenant's policies into a tuple of objects with these hooks, stored on
+`TenantEntry.steps` at load time. A tenant without policies has an empty tuple, and the pipeline then
+does no work for steps at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from proxy.call import Call
+
+# Sees each relayed stream event (bytes of one SSE event); returns the event to send (rewritten or
+# not), or None to hold it back.
+StreamFilter = Callable[[bytes], bytes | None]
+
+
+class Step(Protocol):
+    async def on_request(self, call: Call, payload: dict[str, Any]) -> bytes | None:
+        """Rewrite the request body before routing (payload is this call's own copy), or answer now
+        with a complete JSON body (a cache hit, a block): no provider is called then."""
+        ...
+
+    def on_response(self, call: Call, body: bytes) -> bytes:
+        """Rewrite or observe a complete (non-streamed) successful answer."""
+        ...
+
+    def stream_filter(self, call: Call) -> StreamFilter | None:
+        """A filter for this call's stream events, or None when the step need not see them (the relay
+        then stays a byte copy)."""
+        ...
