@@ -15,7 +15,6 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator
-from enum import StrEnum
 
 import orjson
 from django.conf import settings
@@ -25,7 +24,7 @@ from proxy.call import Call
 from proxy.errors import ProxyError
 from proxy.health import health
 from proxy.providers import adapter_for
-from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
+from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream
 from proxy.router import Group, Plan
 from proxy.state import Deployment
 
@@ -35,61 +34,12 @@ MAX_JSON_DEPTH = 254  # orjson's encoding limit
 MAX_BACKOFF = 8.0
 
 
-class ErrorKind(StrEnum):
-    NONE = ""
-    RATE_LIMITED = "rate_limited"
-    OVERLOADED = "overloaded"
-    SERVER = "server"
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    CONTEXT_WINDOW = "context_window"
-    CONTENT_POLICY = "content_policy"
-    AUTH = "auth"  # this deployment's credentials: another deployment may do
-    NOT_FOUND = "not_found"  # this deployment's model: another deployment may do
-    BAD_REQUEST = "bad_request"  # the request itself: no deployment will do
-
-
 # Worth another try on the same deployment, and counted by its breaker.
 RETRYABLE = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.UNREACHABLE}
 )
 # The request's own fault: answer at once, whatever deployments are left.
 FINAL = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTENT_POLICY})
-
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context window",
-    "prompt is too long",
-    "too many tokens",
-)
-
-
-def classify(result: UpstreamResult) -> ErrorKind:
-    """What a failed answer means for the attempt loop (adapters with their own dialect may refine)."""
-    status = result.status
-    if status < 400:
-        return ErrorKind.NONE
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (503, 529):
-        return ErrorKind.OVERLOADED
-    if status == 504 or result.error_type == "upstream_timeout":
-        return ErrorKind.TIMEOUT
-    if result.error_type == "upstream_unreachable":
-        return ErrorKind.UNREACHABLE
-    if status >= 500:
-        return ErrorKind.SERVER
-    if status in (401, 403):
-        return ErrorKind.AUTH
-    if status == 404:
-        return ErrorKind.NOT_FOUND
-    text = (result.error_type + " " + result.error_message).lower()
-    if status in (400, 413, 422) and any(m in text for m in _CONTEXT_MARKERS):
-        return ErrorKind.CONTEXT_WINDOW
-    if "content_filter" in text or "content_policy" in text:
-        return ErrorKind.CONTENT_POLICY
-    return ErrorKind.BAD_REQUEST
 
 
 def retry_after(result: UpstreamResult) -> float | None:
@@ -282,7 +232,7 @@ async def run(
                     call.fallback = group.model if group.fallback else ""
                     return result
                 call.add_attempt(dep, result.status, elapsed, result.error_type)
-                kind = classify(result)
+                kind = adapter_for(dep.kind).classify(result)
                 if kind is ErrorKind.NONE:
                     health.success(dep.id, elapsed)
                     call.fallback = group.model if group.fallback else ""

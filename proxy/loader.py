@@ -24,8 +24,11 @@ class MoneyConfig:
     deployment_limits: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
     budgets: list = field(default_factory=list)
 
-    def price_for(self, upstream_model: str) -> Price | None:
-        return find_price(upstream_model, self.prices)
+    def price_for(self, upstream_model: str, base_model: str = "") -> Price | None:
+        """The deployment's price: its base_model's when set (a custom upstream id has no entry of its
+        own), else the upstream model's. An unknown base_model is not priced as the upstream id: the
+        operator named the model on purpose, so a typo shows up as "no known price" instead."""
+        return find_price(base_model or upstream_model, self.prices)
 
 
 def load_money_config(tenant_id: int) -> MoneyConfig:

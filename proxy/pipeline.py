@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -56,11 +57,11 @@ def internal_error() -> ProxyError:
     )
 
 
-def _error_response(call: Call, exc: ProxyError) -> HttpResponse:
+def _error_response(call: Call, exc: ProxyError, front: Any) -> HttpResponse:
     call.status = exc.status
     call.error_type = exc.code or exc.type
     call.error_message = exc.message
-    response = exc.response()
+    response = front.error_response(exc)
     inbound.set_headers(response, call.request_id, call.deployment, None)
     call.finish()
     return response
@@ -73,18 +74,24 @@ def _gateway_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
+async def handle(
+    request: HttpRequest, endpoint: str, front: Any = inbound.OPENAI, label: str | None = None
+) -> HttpResponse:
+    """Serve one call. `front` is the wire format the client speaks (proxy.inbound): it reads the
+    credential and the body (as an OpenAI-format payload) and writes answers, stream events and
+    errors back in that format; everything between works in OpenAI's format."""
     ensure_background()
-    call = Call(inbound.request_id(request), endpoint, time.perf_counter())
+    # `label` names the endpoint the client called in the call log (e.g. "messages" for Anthropic's
+    # format, served as chat/completions inside).
+    call = Call(inbound.request_id(request), label or endpoint, time.perf_counter())
     limit_headers: dict[str, str] = {}
     try:
         if request.method != "POST":
             raise ProxyError(405, f"Method {request.method} is not allowed on /v1/{endpoint}; use POST.")
-        call.key = key = await inbound.authenticate(request)
+        call.key = key = await inbound.authenticate_secret(front.credential(request))
         call.tenant = tenant = await inbound.tenant_of(key)
-        payload = inbound.parse_body(request)
-        call.model = model = inbound.require_model(payload)
-        inbound.VALIDATORS[endpoint](payload)
+        payload = front.parse(request, endpoint)
+        call.model = model = payload["model"]
         user = payload.get("user")
         if isinstance(user, str):
             call.user = user
@@ -98,7 +105,7 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         for step in tenant.steps:
             reply = await step.on_request(call, payload)
             if reply is not None:
-                return _reply(call, reply)
+                return _reply(call, front.render(call, reply))
         plan = router.plan(
             tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
         )
@@ -111,11 +118,11 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         )
     except ProxyError as exc:
         exc.headers = {**limit_headers, **exc.headers}
-        return _error_response(call, exc)
+        return _error_response(call, exc, front)
     except Exception:
         # A database or Redis failure while loading config must still answer in OpenAI's format.
         logger.exception("request setup failed")
-        return _error_response(call, internal_error())
+        return _error_response(call, internal_error(), front)
 
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None
@@ -138,6 +145,8 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
         raise
     if isinstance(result, UpstreamStream):
         filters = [f for step in tenant.steps if (f := step.stream_filter(call)) is not None]
+        if (translate := front.stream_filter(call)) is not None:
+            filters.append(translate)
         return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)}, filters)
     deployment = call.deployment
     if result.status >= 400 and deployment is not None:
@@ -155,6 +164,9 @@ async def handle(request: HttpRequest, endpoint: str) -> HttpResponse:
     if result.status < 400:
         for step in tenant.steps:
             result.body = step.on_response(call, result.body)
+        result.body = front.render(call, result.body)
+    else:
+        result.body = front.render_upstream_error(call, result.status, result.body)
     response = HttpResponse(result.body, status=result.status, content_type=result.content_type)
     inbound.set_headers(
         response, call.request_id, deployment, {**limit_headers, **result.headers, **_gateway_headers(call)}

@@ -69,6 +69,16 @@ class Deployment:
     # Precomputed per deployment so the hot path does no string work: full URLs and auth header.
     urls: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    # Provider-kind settings (issue 10): Azure's api-version, Bedrock's region and AWS credentials,
+    # headers the operator adds to every call (`headers:` in YAML), and the model whose price and
+    # context window apply when the upstream id is a custom name.
+    api_version: str = ""
+    region: str = ""
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    aws_session_token: str = ""
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    base_model: str = ""
     weight: int = 1  # share of traffic under the `weighted` strategy
 
 
@@ -203,11 +213,13 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
         p = d.provider
         try:
             api_key = crypto.decrypt(p.api_key_encrypted)
+            secrets = p.secrets()  # aws_* and the operator's headers, encrypted together
         except crypto.DecryptionError as exc:
-            api_key, blocked = "", str(exc)
+            api_key, secrets, blocked = "", {}, str(exc)
         else:
             blocked = ""
-        host = urlsplit(p.base_url).hostname or ""
+        base_url = p.endpoint_url  # Bedrock without a base_url: its regional host
+        host = urlsplit(base_url).hostname or ""
         ip = literal_ip(host) if host else None
         if ip is not None:
             try:
@@ -220,14 +232,22 @@ def _load_tenant(tenant_id: int) -> TenantEntry | None:
             model_name=d.model_name,
             provider_name=p.name,
             kind=p.kind,
-            base_url=p.base_url.rstrip("/"),
+            base_url=base_url.rstrip("/"),
             api_key=api_key,
             upstream_model=d.upstream_model,
             blocked=blocked,
-            price=money.price_for(d.upstream_model),
+            # A custom upstream id (an Azure deployment name) is priced as the model it runs.
+            price=money.price_for(d.upstream_model, d.base_model),
             rpm=rpm,
             tpm=tpm,
             weight=d.weight,
+            api_version=p.api_version,
+            region=p.region,
+            aws_access_key_id=secrets.get("aws_access_key_id", ""),
+            aws_secret_access_key=secrets.get("aws_secret_access_key", ""),
+            aws_session_token=secrets.get("aws_session_token", ""),
+            extra_headers=dict(secrets.get("headers") or {}),
+            base_model=d.base_model,
         )
         adapter_for(dep.kind).prepare(dep)
         models.setdefault(d.model_name, []).append(dep)

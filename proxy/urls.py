@@ -5,6 +5,8 @@ from proxy import views
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="v1-chat"),
     path("v1/embeddings", views.embeddings, name="v1-embeddings"),
+    path("v1/messages", views.messages, name="v1-messages"),
+    path("v1/messages/count_tokens", views.count_tokens, name="v1-messages-count-tokens"),
     path("v1/models", views.models, name="v1-models"),
     path("v1/models/<path:model>", views.models, name="v1-model"),
     re_path(r"^v1/(?P<path>.*)$", views.not_found),

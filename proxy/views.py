@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: /v1/chat/completions, /v1/embeddings, /v1/models.
+"""The OpenAI-compatible API (/v1/chat/completions, /v1/embeddings, /v1/models) and Anthropic's /v1/messages.
 
 Served by proxy.asgi.ProxyHandler: no middleware, no thread hop, no synchronous database query.
 Each endpoint is one line into proxy.pipeline, which orders the phases of a call.
@@ -13,12 +13,13 @@ from django.http import HttpRequest, HttpResponse
 
 from proxy import errors, pipeline
 from proxy.errors import ProxyError
+from proxy.inbound import anthropic
 from proxy.inbound import openai as inbound
 from proxy.pipeline import ensure_background
 
 logger = logging.getLogger("gateway.proxy")
 
-__all__ = ["chat_completions", "embeddings", "ensure_background", "models", "not_found"]
+__all__ = ["chat_completions", "count_tokens", "embeddings", "ensure_background", "messages", "models", "not_found"]
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponse:
@@ -27,6 +28,15 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 async def embeddings(request: HttpRequest) -> HttpResponse:
     return await pipeline.handle(request, "embeddings")
+
+
+async def messages(request: HttpRequest) -> HttpResponse:
+    # Anthropic's Messages API: the pipeline works in OpenAI's chat format, the front end translates.
+    return await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
+
+
+async def count_tokens(request: HttpRequest) -> HttpResponse:
+    return await anthropic.count_tokens(request)
 
 
 async def models(request: HttpRequest, model: str | None = None) -> HttpResponse:

@@ -9,10 +9,10 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from routing.models import ProviderCredential, ProviderKind
+from routing.models import AWS_SECRET_FIELDS, ProviderCredential, ProviderKind
 from routing.probe import provider_test_connection
 from routing.selectors import ModelEntry, models_for, providers_for
-from routing.services import KEEP, model_delete, model_deployments_set, provider_delete, provider_upsert
+from routing.services import KEEP, KIND_FIELDS, model_delete, model_deployments_set, provider_delete, provider_upsert
 from tenants.apis import TokenApi
 from tenants.permissions import CONFIG_WRITE, TenantAccess, access_model, access_provider
 
@@ -27,11 +27,40 @@ class ProviderOutputSerializer(serializers.Serializer):
     api_key_set = serializers.SerializerMethodField(help_text="Whether a key is stored. The key is never returned.")
     api_key_last4 = serializers.CharField()
     api_key_source = serializers.CharField(help_text='"env:NAME" when the key came from an environment variable.')
+    api_version = serializers.CharField(help_text="Azure's api-version.")
+    region = serializers.CharField(help_text="Bedrock's region.")
+    aws_credentials_set = serializers.SerializerMethodField(
+        help_text="Whether AWS credentials are stored (Bedrock). They are never returned."
+    )
+    headers = serializers.ListField(
+        source="header_names",
+        child=serializers.CharField(),
+        help_text="Names of the extra headers sent on every call. Their values are never returned.",
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
     def get_api_key_set(self, provider: ProviderCredential) -> bool:
         return bool(provider.api_key_encrypted)
+
+    def get_aws_credentials_set(self, provider: ProviderCredential) -> bool:
+        return "aws_access_key_id" in (provider.secret_sources or {})
+
+
+class ProviderSettingsInput(serializers.Serializer):
+    """The kind-specific settings, shared by create and update. Secrets are write-only."""
+
+    api_version = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    region = serializers.CharField(max_length=30, required=False, allow_blank=True)
+    aws_access_key_id = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    aws_secret_access_key = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    aws_session_token = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    headers = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        write_only=True,
+        help_text="Extra headers sent on every call ({name: value}); replaces the stored ones.",
+    )
 
 
 class ProviderListApi(TokenApi):
@@ -46,7 +75,7 @@ class ProviderListApi(TokenApi):
 class ProviderCreateApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(ProviderSettingsInput):
         name = serializers.SlugField(max_length=100)
         kind = serializers.ChoiceField(choices=ProviderKind.choices)
         base_url = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
@@ -78,7 +107,7 @@ class ProviderDetailApi(TokenApi):
 class ProviderUpdateApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(ProviderSettingsInput):
         kind = serializers.ChoiceField(choices=ProviderKind.choices, required=False)
         base_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
         api_key = serializers.CharField(required=False, allow_blank=True, write_only=True)
@@ -89,19 +118,26 @@ class ProviderUpdateApi(TokenApi):
     @extend_schema(
         request=InputSerializer,
         responses=OutputSerializer,
-        summary="Change a provider's kind, base URL or API key (omitted fields stay as they are)",
+        summary="Change a provider's kind, base URL, settings or secrets (omitted fields stay as they are)",
     )
     def patch(self, request: Request, provider_id: int) -> Response:
         provider = access_provider(self.access, provider_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        kind = data.get("kind", provider.kind)
+        # A stored api_version or region carries over only to a kind that takes it.
+        takes = KIND_FIELDS.get(kind, frozenset())
+        kept = {f: getattr(provider, f) if f in takes else "" for f in ("api_version", "region")}
         provider, _changed = provider_upsert(
             self.access.tenant,
             name=provider.name,
-            kind=data.get("kind", provider.kind),
+            kind=kind,
             base_url=data.get("base_url", provider.base_url),
             api_key=data.get("api_key", KEEP),
+            api_version=data.get("api_version", kept["api_version"]),
+            region=data.get("region", kept["region"]),
+            **{f: data[f] for f in (*AWS_SECRET_FIELDS, "headers") if f in data},
             actor=self.access.actor,
         )
         return Response(self.OutputSerializer(provider).data)

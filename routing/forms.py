@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from routing.models import (
+    AWS_SECRET_FIELDS,
     MAX_COOLDOWN_FAILURES,
     MAX_PROMPT_BYTES,
     MAX_RETRIES,
@@ -18,25 +19,72 @@ from routing.models import (
     Sticky,
     Strategy,
 )
+from routing.services import KIND_FIELDS, header_problem
+
+
+def _kinds_taking(setting: str) -> str:
+    """The kinds that take `setting`, for the console's show-by-kind toggle (static/js/console.js)."""
+    return " ".join(kind for kind, fields in KIND_FIELDS.items() if setting in fields)
+
+
+def _secret_input(setting: str) -> forms.PasswordInput:
+    return forms.PasswordInput(render_value=True, attrs={"autocomplete": "off", "data-kinds": _kinds_taking(setting)})
 
 
 class ProviderForm(forms.Form):
     name = forms.SlugField(max_length=100, help_text="Referenced by models and YAML files, e.g. “openai-prod”.")
-    kind = forms.ChoiceField(choices=ProviderKind.choices)
+    kind = forms.ChoiceField(choices=ProviderKind.choices, widget=forms.Select(attrs={"data-provider-kind": ""}))
     base_url = forms.CharField(
         max_length=500,
         required=False,
         label="Base URL",
         widget=forms.URLInput(attrs={"placeholder": "https://api.openai.com/v1"}),
-        help_text="Needed for OpenAI-compatible servers; OpenAI's own is the default.",
+        help_text=(
+            "Needed for OpenAI-compatible servers and Azure (https://RESOURCE.openai.azure.com); OpenAI, "
+            "Anthropic, Gemini and Bedrock (from the region) have a default."
+        ),
     )
-    # The stored key is never rendered (the edit form's initial data has no key; it is shown only as its
-    # last four characters). What the user just typed is kept when the form comes back with an error.
-    api_key = forms.CharField(
+    # Stored secrets are never rendered (the edit form's initial data has none; the key is shown only as
+    # its last four characters). What the user just typed is kept when the form comes back with an error.
+    api_key = forms.CharField(required=False, label="API key", widget=_secret_input("api_key"))
+    api_version = forms.CharField(
+        max_length=40,
         required=False,
-        label="API key",
-        widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "off"}),
+        label="API version",
+        widget=forms.TextInput(attrs={"placeholder": "2024-10-21", "data-kinds": _kinds_taking("api_version")}),
+        help_text="Azure's api-version parameter.",
     )
+    region = forms.CharField(
+        max_length=30,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "us-east-1", "data-kinds": _kinds_taking("region")}),
+    )
+    aws_access_key_id = forms.CharField(
+        required=False, label="AWS access key ID", widget=_secret_input("aws_access_key_id")
+    )
+    aws_secret_access_key = forms.CharField(
+        required=False, label="AWS secret access key", widget=_secret_input("aws_secret_access_key")
+    )
+    aws_session_token = forms.CharField(
+        required=False,
+        label="AWS session token",
+        widget=_secret_input("aws_session_token"),
+        help_text="Only for temporary credentials.",
+    )
+    headers = forms.CharField(
+        required=False,
+        label="Extra headers",
+        widget=forms.Textarea(
+            attrs={
+                "rows": 3,
+                "placeholder": "HTTP-Referer: https://example.com",
+                "data-kinds": _kinds_taking("headers"),
+            }
+        ),
+        help_text="One “Name: value” per line, sent with every call to this provider.",
+    )
+
+    SECRETS = ("api_key", *AWS_SECRET_FIELDS)
 
     def __init__(self, *args: Any, editing: ProviderCredential | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,6 +98,58 @@ class ProviderForm(forms.Form):
                 if editing.api_key_encrypted
                 else "No key stored."
             )
+            stored = editing.secret_sources or {}
+            for setting in AWS_SECRET_FIELDS:
+                if setting in stored:
+                    self.fields[setting].help_text = "Stored and encrypted. Leave empty to keep it."
+            if editing.header_names:
+                self.fields["headers"].help_text = (
+                    f"Stored and encrypted: {', '.join(editing.header_names)}. Leave empty to keep them; "
+                    "entering headers replaces them all."
+                )
+
+    def clean_headers(self) -> dict[str, str] | None:
+        """The lines as {name: value}; None when left empty (a new provider then has none)."""
+        text = self.cleaned_data.get("headers") or ""
+        if not text.strip():
+            return None
+        out: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition(":")
+            name = name.strip()
+            if not sep or not name:
+                raise forms.ValidationError(f"Line {number}: write “Name: value”.")
+            problem = header_problem(name, value.strip())
+            if problem:
+                raise forms.ValidationError(f"Line {number}: {problem}.")
+            if name.lower() in {n.lower() for n in out}:
+                raise forms.ValidationError(f"Line {number}: {name} is given twice.")
+            out[name] = value.strip()
+        return out
+
+    def upsert_kwargs(self) -> dict[str, Any]:
+        """provider_upsert's settings from the form: only the chosen kind's, an empty secret keeps the stored one.
+
+        Fields of other kinds are still in the page (hidden by script) and may hold what was typed before
+        switching kind: they are dropped here, not refused.
+        """
+        data = self.cleaned_data
+        takes = KIND_FIELDS.get(data["kind"], frozenset())
+        kwargs: dict[str, Any] = {
+            "base_url": data["base_url"],
+            "api_version": data["api_version"] if "api_version" in takes else "",
+            "region": data["region"] if "region" in takes else "",
+        }
+        for setting in self.SECRETS:
+            if setting in takes and data[setting]:
+                kwargs[setting] = data[setting]
+        if "headers" in takes and data["headers"] is not None:
+            kwargs["headers"] = data["headers"]
+        elif self.editing is None and "headers" in takes:
+            kwargs["headers"] = {}
+        return kwargs
 
 
 class DeploymentForm(forms.Form):

@@ -1,22 +1,41 @@
 from __future__ import annotations
 
+import json
+
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from gateway_project import crypto
 from tenants.models import Tenant
 
 
 class ProviderKind(models.TextChoices):
     OPENAI = "openai", "OpenAI"
     OPENAI_COMPATIBLE = "openai-compatible", "OpenAI-compatible"
+    ANTHROPIC = "anthropic", "Anthropic"
+    AZURE = "azure", "Azure OpenAI"
+    GEMINI = "gemini", "Google Gemini"
+    BEDROCK = "bedrock", "AWS Bedrock"
     MOCK = "mock", "Built-in mock"
 
 
+# Used when a provider gives no base_url. Azure has none (each resource has its own host) and
+# Bedrock's depends on the region (bedrock_base_url); a kind missing here must be given a base_url.
 DEFAULT_BASE_URLS = {
     ProviderKind.OPENAI: "https://api.openai.com/v1",
+    ProviderKind.ANTHROPIC: "https://api.anthropic.com",
+    ProviderKind.GEMINI: "https://generativelanguage.googleapis.com",
     ProviderKind.MOCK: "",
 }
+
+
+def bedrock_base_url(region: str) -> str:
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
+
+
+# Secrets a provider may hold besides api_key, by kind; all of them live in `secrets_encrypted`.
+AWS_SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
 
 class ProviderCredential(models.Model):
@@ -29,6 +48,16 @@ class ProviderCredential(models.Model):
     # How the key was given in YAML ("env:NAME"), so `gateway export` can write it back without the secret.
     api_key_source = models.CharField(max_length=200, blank=True)
     api_key_last4 = models.CharField(max_length=4, blank=True)
+    api_version = models.CharField(max_length=40, blank=True)  # azure: the api-version query parameter
+    region = models.CharField(max_length=30, blank=True)  # bedrock: signing region and default host
+    # Fernet token of a JSON object with the other secrets: aws_access_key_id, aws_secret_access_key,
+    # aws_session_token and "headers" ({name: value}, sent on every call; values may be tokens).
+    secrets_encrypted = models.TextField(blank=True)
+    # Where each of those came from, like api_key_source: {"aws_secret_access_key": "env:NAME",
+    # "headers": {"X-Name": "env:NAME"}}; "literal" or absent when typed in.
+    secret_sources = models.JSONField(default=dict, blank=True)
+    # Header names only (not secret), so pages and the API can list them without decrypting.
+    header_names = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,6 +70,17 @@ class ProviderCredential(models.Model):
     @property
     def masked_key(self) -> str:
         return f"…{self.api_key_last4}" if self.api_key_last4 else ""
+
+    @property
+    def endpoint_url(self) -> str:
+        """The base URL calls go to: the stored one, or Bedrock's regional host when none was given."""
+        if not self.base_url and self.kind == ProviderKind.BEDROCK and self.region:
+            return bedrock_base_url(self.region)
+        return self.base_url
+
+    def secrets(self) -> dict:
+        """The decrypted extra secrets ({} when none). Raises gateway_project.crypto.DecryptionError."""
+        return json.loads(crypto.decrypt(self.secrets_encrypted)) if self.secrets_encrypted else {}
 
 
 # Bounds shared by the columns, the services and the YAML parser, so each refuses the same values.
@@ -59,6 +99,9 @@ class ModelDeployment(models.Model):
     model_name = models.CharField(max_length=200)  # the name clients send
     provider = models.ForeignKey(ProviderCredential, on_delete=models.CASCADE, related_name="deployments")
     upstream_model = models.CharField(max_length=200)
+    # The known model whose price and context window apply when upstream_model is a custom name
+    # (an Azure deployment name, a fine-tune); empty: upstream_model itself.
+    base_model = models.CharField(max_length=200, blank=True)
     # Lower comes first; routing strategies (later) read this per request from the cached config.
     priority = models.PositiveIntegerField(default=0)
     # Share of traffic under the `weighted` strategy; other strategies ignore it.

@@ -12,7 +12,9 @@ from typing import Any
 
 REDACTED = "[redacted]"
 # Header values the gateway adds that are not secrets.
-_PLAIN_HEADERS = frozenset({"content-type", "accept", "accept-encoding", "user-agent", "x-request-id"})
+_PLAIN_HEADERS = frozenset(
+    {"content-type", "accept", "accept-encoding", "user-agent", "x-request-id", "anthropic-version", "anthropic-beta"}
+)
 # Credentials an adapter may carry besides api_key (read with getattr: not every deployment has them).
 _SECRET_ATTRS = ("api_key", "aws_secret_access_key", "aws_session_token", "aws_access_key_id")
 MIN_SECRET = 8  # shorter "secrets" would redact ordinary words
@@ -30,7 +32,11 @@ def secrets_of(deployment: Any) -> list[str]:
         value = getattr(deployment, attr, None)
         if isinstance(value, str) and len(value) >= MIN_SECRET:
             found.append(value)
-    for name, value in (getattr(deployment, "headers", None) or {}).items():
+    # The adapter's own headers, then the operator's `headers:` (values may hold tokens: scrub them all).
+    for name, value in [
+        *(getattr(deployment, "headers", None) or {}).items(),
+        *(getattr(deployment, "extra_headers", None) or {}).items(),
+    ]:
         if name.lower() in _PLAIN_HEADERS or not isinstance(value, str):
             continue
         found.append(value)

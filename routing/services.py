@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from gateway_project import crypto
 from routing.models import (
+    AWS_SECRET_FIELDS,
     DEFAULT_BASE_URLS,
     MAX_COOLDOWN_FAILURES,
     MAX_PROMPT_BYTES,
@@ -30,13 +34,40 @@ from tenants.audit import Actor, audit
 from tenants.changes import record_change
 from tenants.models import Tenant
 
-KEEP = object()  # "leave the stored API key as it is"
+KEEP = object()  # "leave the stored API key (or other secret) as it is"
+
+# Which optional settings each kind takes; anything else given for the kind is refused, not ignored,
+# so a typo'd kind never silently drops a credential.
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    ProviderKind.OPENAI: frozenset({"api_key", "headers"}),
+    ProviderKind.OPENAI_COMPATIBLE: frozenset({"api_key", "headers"}),
+    ProviderKind.ANTHROPIC: frozenset({"api_key", "headers"}),
+    ProviderKind.GEMINI: frozenset({"api_key", "headers"}),
+    ProviderKind.AZURE: frozenset({"api_key", "api_version", "headers"}),
+    ProviderKind.BEDROCK: frozenset({"region", *AWS_SECRET_FIELDS, "headers"}),
+    ProviderKind.MOCK: frozenset({"api_key"}),
+}
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    ProviderKind.AZURE: ("base_url", "api_version"),
+    ProviderKind.BEDROCK: ("region", "aws_access_key_id", "aws_secret_access_key"),
+}
+# RFC 9110 token characters: anything else cannot be a header name.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Headers the HTTP client or the adapter must control: overriding them would break framing or routing.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"})
+# Both end up in a URL (Azure's query string, Bedrock's host name): keep them to their documented shapes.
+_API_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,39}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
 
 def _check_base_url(kind: str, base_url: str) -> str:
     if kind == ProviderKind.MOCK:
         return ""
     base_url = (base_url or DEFAULT_BASE_URLS.get(kind, "")).strip().rstrip("/")
+    if not base_url and kind == ProviderKind.BEDROCK:
+        # Stored empty and derived from the region when used (ProviderCredential.endpoint_url), so a
+        # region change moves the host too. The derived host is AWS's public one: nothing to guard.
+        return ""
     if not base_url:
         raise ValidationError({"base_url": f"A {kind} provider needs a base_url."})
     try:
@@ -44,6 +75,46 @@ def _check_base_url(kind: str, base_url: str) -> str:
     except UnsafeUpstreamError as exc:
         raise ValidationError({"base_url": str(exc)}) from None
     return base_url
+
+
+def header_problem(name: str, value: str) -> str:
+    """Why `name: value` cannot be sent as an extra header, or "" when it can."""
+    if not _HEADER_NAME.match(name):
+        return f"{name!r} is not a valid HTTP header name"
+    if name.lower() in _RESERVED_HEADERS:
+        return f"{name} is set by the gateway and cannot be overridden"
+    if any(ch in value for ch in "\r\n\0"):
+        return f"the value of {name} must not contain line breaks"
+    return ""
+
+
+def headers_clean(headers: dict) -> dict[str, str]:
+    """Extra headers as {name: value}, refusing invalid names, duplicates and values that could split a request."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValidationError({"headers": "Header names and values are strings."})
+        problem = header_problem(name, value)
+        if problem:
+            raise ValidationError({"headers": problem[0].upper() + problem[1:] + "."})
+        if name.lower() in seen:
+            raise ValidationError({"headers": f"{name} is given twice."})
+        seen.add(name.lower())
+        out[name] = value.strip()
+    return out
+
+
+def provider_settings_check(kind: str, given: dict[str, Any]) -> None:
+    """Refuse settings the kind does not take and format errors in api_version/region (before any merge)."""
+    allowed = KIND_FIELDS.get(kind, frozenset())
+    for field_name, value in given.items():
+        if value and field_name not in allowed:
+            raise ValidationError({field_name: f"{field_name} is not a setting of a {kind} provider."})
+    if given.get("api_version") and not _API_VERSION.match(given["api_version"]):
+        raise ValidationError({"api_version": "An api_version looks like 2024-10-21 or 2024-10-01-preview."})
+    if given.get("region") and not _REGION.match(given["region"]):
+        raise ValidationError({"region": "A region looks like us-east-1."})
 
 
 @transaction.atomic
@@ -56,15 +127,42 @@ def provider_upsert(
     base_url: str = "",
     api_key: str | object = KEEP,
     api_key_source: str = "",
+    api_version: str = "",
+    region: str = "",
+    aws_access_key_id: str | object = KEEP,
+    aws_secret_access_key: str | object = KEEP,
+    aws_session_token: str | object = KEEP,
+    headers: dict | object = KEEP,
+    secret_sources: dict | None = None,
 ) -> tuple[ProviderCredential, bool]:
-    """Create or update a provider. Returns (provider, changed)."""
+    """Create or update a provider. Returns (provider, changed).
+
+    Secrets (api_key, aws_*, headers) left as KEEP stay as stored; settings the new kind does not take
+    are dropped when the kind changes. `secret_sources` names where the given secrets came from
+    ({"aws_secret_access_key": "env:NAME", "headers": {"X-Name": "env:NAME"}}), for `gateway export`.
+    """
     if kind not in ProviderKind.values:
         raise ValidationError({"kind": f"Unknown provider kind {kind!r}; use one of {', '.join(ProviderKind.values)}."})
+    api_version, region = (api_version or "").strip(), (region or "").strip()
+    given_secrets = {
+        f: v
+        for f, v in zip(AWS_SECRET_FIELDS, (aws_access_key_id, aws_secret_access_key, aws_session_token), strict=True)
+        if v is not KEEP
+    }
+    given: dict[str, Any] = {"api_version": api_version, "region": region, **given_secrets}
+    if api_key is not KEEP:
+        given["api_key"] = api_key
+    if headers is not KEEP:
+        assert isinstance(headers, dict)
+        headers = headers_clean(headers)
+        given["headers"] = headers
+    provider_settings_check(kind, given)
     base_url = _check_base_url(kind, base_url)
     provider = ProviderCredential.objects.filter(tenant=tenant, name=name).first()
     created = provider is None
     if provider is None:
         provider = ProviderCredential(tenant=tenant, name=name)
+    allowed = KIND_FIELDS[kind]
     changes: dict = {}
     if provider.kind != kind:
         changes["kind"] = [provider.kind, kind]
@@ -72,16 +170,29 @@ def provider_upsert(
     if provider.base_url != base_url:
         changes["base_url"] = [provider.base_url, base_url]
         provider.base_url = base_url
+    for field_name, value in (("api_version", api_version), ("region", region)):
+        if getattr(provider, field_name) != value:
+            changes[field_name] = [getattr(provider, field_name), value]
+            setattr(provider, field_name, value)
+    if "api_key" not in allowed and api_key is KEEP and provider.api_key_encrypted:
+        api_key = ""  # e.g. a provider turned into a bedrock one: its old key has no use there
     if api_key is not KEEP:
         assert isinstance(api_key, str)
         current = crypto.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else ""
         if current != api_key:
-            provider.api_key_encrypted = crypto.encrypt(api_key)
+            provider.api_key_encrypted = crypto.encrypt(api_key) if api_key else ""
             provider.api_key_last4 = api_key[-4:] if len(api_key) >= 12 else ""
             changes["api_key"] = "changed"
     if provider.api_key_source != api_key_source and api_key is not KEEP:
         changes.setdefault("api_key_source", [provider.api_key_source, api_key_source])
         provider.api_key_source = api_key_source
+    _merge_secrets(provider, allowed, given_secrets, headers, secret_sources or {}, changes)
+    for field_name in REQUIRED_FIELDS.get(kind, ()):
+        present = provider.base_url if field_name == "base_url" else getattr(provider, field_name, None)
+        if field_name in AWS_SECRET_FIELDS:
+            present = _stored_secrets(provider).get(field_name)
+        if not present:
+            raise ValidationError({field_name: f"A {kind} provider needs {field_name}."})
     if not created and not changes:
         return provider, False
     provider.full_clean()
@@ -97,6 +208,48 @@ def provider_upsert(
     return provider, True
 
 
+def _stored_secrets(provider: ProviderCredential) -> dict:
+    return provider.secrets() if provider.secrets_encrypted else {}
+
+
+def _merge_secrets(
+    provider: ProviderCredential,
+    allowed: frozenset[str],
+    given: dict[str, Any],
+    headers: dict | object,
+    sources: dict,
+    changes: dict,
+) -> None:
+    """Fold the given extra secrets into the encrypted blob; only what changed is named in `changes`."""
+    before = _stored_secrets(provider)
+    after = {k: v for k, v in before.items() if k in allowed}  # a kind change drops the others
+    new_sources = {k: v for k, v in (provider.secret_sources or {}).items() if k in allowed}
+    for field_name, value in given.items():
+        assert isinstance(value, str)
+        if value:
+            after[field_name] = value
+            new_sources[field_name] = sources.get(field_name) or "literal"
+        else:
+            after.pop(field_name, None)
+            new_sources.pop(field_name, None)
+    if headers is not KEEP:
+        assert isinstance(headers, dict)
+        after["headers"] = headers
+        header_sources = sources.get("headers") or {}
+        new_sources["headers"] = {n: header_sources.get(n) or "literal" for n in headers}
+    after = {k: v for k, v in after.items() if v}
+    new_sources = {k: v for k, v in new_sources.items() if v}
+    for field_name in sorted(set(before) | set(after)):
+        if before.get(field_name) != after.get(field_name):
+            changes[field_name] = "changed"
+    if after != before:
+        provider.secrets_encrypted = crypto.encrypt(json.dumps(after, sort_keys=True)) if after else ""
+        provider.header_names = sorted(after.get("headers", {}))
+    if new_sources != (provider.secret_sources or {}):
+        changes.setdefault("secret_sources", "changed")
+        provider.secret_sources = new_sources
+
+
 @transaction.atomic
 def provider_delete(tenant: Tenant, *, provider: ProviderCredential, actor: Actor) -> None:
     if provider.tenant_id != tenant.id:
@@ -106,15 +259,19 @@ def provider_delete(tenant: Tenant, *, provider: ProviderCredential, actor: Acto
     record_change("tenant", tenant.id)
 
 
-DeploymentSpec = tuple[ProviderCredential, str] | tuple[ProviderCredential, str, int | None]
+DeploymentSpec = (
+    tuple[ProviderCredential, str]
+    | tuple[ProviderCredential, str, int | None]
+    | tuple[ProviderCredential, str, int | None, str | None]
+)
 
 
 @transaction.atomic
 def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[DeploymentSpec], actor: Actor) -> bool:
-    """Make `model_name` served by exactly these (provider, upstream model[, weight]) entries, in order.
+    """Make `model_name` served by exactly these (provider, upstream model[, weight[, base_model]]) entries.
 
-    A weight left out (or None) keeps the deployment's current weight, so editors that do not show
-    weights never reset them; a new deployment starts at 1.
+    A weight or base_model left out (or None) keeps the deployment's current one, so editors that do
+    not show them never reset them; a new deployment starts at weight 1 and no base_model.
     """
     model_name = model_name.strip()
     if not model_name:
@@ -123,26 +280,32 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
         raise ValidationError({"deployments": f"Model {model_name!r} needs at least one deployment."})
     existing = list(ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).select_related("provider"))
     by_pair = {(d.provider_id, d.upstream_model): d for d in existing}
-    wanted: list[tuple[ProviderCredential, str, int]] = []
+    wanted: list[tuple[ProviderCredential, str, int, str]] = []
     for spec in deployments:
         provider, upstream = spec[0], spec[1]
         weight = spec[2] if len(spec) > 2 else None
+        base_model = spec[3] if len(spec) > 3 else None
         if provider.tenant_id != tenant.id:
             raise ValidationError({"provider": "Unknown provider."})
+        current = by_pair.get((provider.id, upstream))
         if weight is None:
-            current = by_pair.get((provider.id, upstream))
             weight = current.weight if current is not None else 1
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
             raise ValidationError({"weight": f"A weight is a whole number from 1 to {MAX_WEIGHT}."})
-        wanted.append((provider, upstream, weight))
-    if len({(p.id, m) for p, m, _w in wanted}) != len(wanted):
+        if base_model is None:
+            base_model = current.base_model if current is not None else ""
+        base_model = base_model.strip()
+        if len(base_model) > 200:
+            raise ValidationError({"base_model": "A base_model has at most 200 characters."})
+        wanted.append((provider, upstream, weight, base_model))
+    if len({(p.id, m) for p, m, _w, _b in wanted}) != len(wanted):
         raise ValidationError({"deployments": f"Model {model_name!r} lists the same deployment twice."})
-    want = [(p.id, m, w) for p, m, w in wanted]
-    have = [(d.provider_id, d.upstream_model, d.weight) for d in existing]
+    want = [(p.id, m, w, b) for p, m, w, b in wanted]
+    have = [(d.provider_id, d.upstream_model, d.weight, d.base_model) for d in existing]
     if want == have:
         return False
     keep_ids = set()
-    for priority, (provider, upstream, weight) in enumerate(wanted):
+    for priority, (provider, upstream, weight, base_model) in enumerate(wanted):
         dep = by_pair.get((provider.id, upstream))
         if dep is None:
             dep = ModelDeployment.objects.create(
@@ -152,15 +315,20 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
                 upstream_model=upstream,
                 priority=priority,
                 weight=weight,
+                base_model=base_model,
             )
-        elif (dep.priority, dep.weight) != (priority, weight):
-            dep.priority, dep.weight = priority, weight
-            dep.save(update_fields=["priority", "weight"])
+        elif (dep.priority, dep.weight, dep.base_model) != (priority, weight, base_model):
+            dep.priority, dep.weight, dep.base_model = priority, weight, base_model
+            dep.save(update_fields=["priority", "weight", "base_model"])
         keep_ids.add(dep.id)
     ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).exclude(id__in=keep_ids).delete()
 
-    def label(name: str, upstream: str, weight: int) -> str:
-        return f"{name}/{upstream}" + (f" (weight {weight})" if weight != 1 else "")
+    def label(name: str, upstream: str, weight: int, base_model: str = "") -> str:
+        return (
+            f"{name}/{upstream}"
+            + (f" (weight {weight})" if weight != 1 else "")
+            + (f" (priced as {base_model})" if base_model else "")
+        )
 
     audit(
         tenant,
@@ -170,8 +338,8 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
         target_label=model_name,
         changes={
             # Provider names, not ids: the audit log is read by people.
-            "before": [label(d.provider.name, d.upstream_model, d.weight) for d in existing],
-            "after": [label(p.name, m, w) for p, m, w in wanted],
+            "before": [label(d.provider.name, d.upstream_model, d.weight, d.base_model) for d in existing],
+            "after": [label(p.name, m, w, b) for p, m, w, b in wanted],
         },
     )
     record_change("tenant", tenant.id)

@@ -22,7 +22,7 @@ from routing.forms import (
     RuleForm,
     RuleFormSet,
 )
-from routing.models import ProviderKind
+from routing.models import ProviderCredential, ProviderKind
 from routing.probe import provider_test_connection
 from routing.selectors import (
     model_names_for,
@@ -63,12 +63,7 @@ def providers(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             else:
                 try:
                     provider, _changed = provider_upsert(
-                        access.tenant,
-                        name=data["name"],
-                        kind=data["kind"],
-                        base_url=data["base_url"],
-                        api_key=data["api_key"],
-                        actor=access.actor,
+                        access.tenant, name=data["name"], kind=data["kind"], actor=access.actor, **form.upsert_kwargs()
                     )
                 except ValidationError as exc:
                     add_service_errors(form, exc)
@@ -87,13 +82,24 @@ def providers(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return render(request, template, context)
 
 
+def _provider_initial(provider: ProviderCredential) -> dict:
+    # Settings only: secrets are never put back into the page.
+    return {
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "api_version": provider.api_version,
+        "region": provider.region,
+    }
+
+
 @login_required
 @never_cache  # a form shown again with an error holds the API key just typed
 @require_http_methods(["GET", "POST"])
 def provider_detail(request: HtmxHttpRequest, slug: str, provider_id: int) -> HttpResponse:
     access = tenant_access(request, slug)
     provider = access_provider(access, provider_id)
-    initial = {"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}
+    initial = _provider_initial(provider)
     form = ProviderForm(request.POST or None, initial=initial, editing=provider)
     saved = False
     if request.method == "POST":
@@ -105,9 +111,8 @@ def provider_detail(request: HtmxHttpRequest, slug: str, provider_id: int) -> Ht
                     access.tenant,
                     name=provider.name,
                     kind=data["kind"],
-                    base_url=data["base_url"],
-                    # An empty field keeps the stored key: it is never sent back to the browser to resubmit.
-                    **({"api_key": data["api_key"]} if data["api_key"] else {}),
+                    # An empty secret field keeps the stored one: it is never sent back to the browser to resubmit.
+                    **form.upsert_kwargs(),
                     actor=access.actor,
                 )
             except ValidationError as exc:
@@ -118,9 +123,7 @@ def provider_detail(request: HtmxHttpRequest, slug: str, provider_id: int) -> Ht
                     return redirect("provider-detail", slug=slug, provider_id=provider.id)
                 provider.refresh_from_db()
                 saved = True
-                form = ProviderForm(
-                    initial=initial | {"kind": provider.kind, "base_url": provider.base_url}, editing=provider
-                )
+                form = ProviderForm(initial=_provider_initial(provider), editing=provider)
     context = {"section": "providers", "provider": provider, "form": form, "saved": saved}
     template = "routing/provider_detail.html#edit_form" if request.htmx else "routing/provider_detail.html"
     return render(request, template, context)
@@ -148,7 +151,7 @@ def provider_test(request: HtmxHttpRequest, slug: str, provider_id: int) -> Http
     context = {"section": "providers", "provider": provider, "result": result}
     if request.htmx:
         return render(request, "routing/provider_detail.html#test_result", context)
-    initial = {"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}
+    initial = _provider_initial(provider)
     context["form"] = ProviderForm(initial=initial, editing=provider)
     return render(request, "routing/provider_detail.html", context)
 

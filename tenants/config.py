@@ -8,6 +8,7 @@ Errors name the line and the field; nothing is written unless the whole file is 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +17,24 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from routing import declarative as routing_yaml
-from routing.models import MAX_WEIGHT, ROUTE_DEFAULTS, ModelDeployment, ProviderCredential, ProviderKind
+from routing.models import (
+    AWS_SECRET_FIELDS,
+    MAX_WEIGHT,
+    ROUTE_DEFAULTS,
+    ModelDeployment,
+    ProviderCredential,
+    ProviderKind,
+)
 from routing.services import (
+    KIND_FIELDS,
+    REQUIRED_FIELDS,
     ROUTE_FIELDS,
+    header_problem,
     model_delete,
     model_deployments_set,
     model_routes_set,
     provider_delete,
+    provider_settings_check,
     provider_upsert,
     route_rules_set,
 )
@@ -116,12 +128,18 @@ class ProviderSpec:
     base_url: str
     api_key: str | None  # resolved secret, None when the file gives none
     api_key_source: str  # "env:NAME" or "literal" or ""
+    api_version: str = ""
+    region: str = ""
+    aws: dict[str, str] = field(default_factory=dict)  # aws_* field -> resolved secret
+    headers: dict[str, str] = field(default_factory=dict)  # name -> resolved value
+    # Where the secrets above came from, in provider_upsert's shape: {"aws_...": "env:X", "headers": {...}}.
+    sources: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ModelSpec:
     name: str
-    deployments: list[tuple[str, str, int]]  # (provider name, upstream model, weight)
+    deployments: list[tuple[str, str, int, str]]  # (provider name, upstream model, weight, base_model)
     routing: dict = field(default_factory=lambda: dict(ROUTE_DEFAULTS))  # strategy, retries, fallbacks, ...
 
 
@@ -136,9 +154,9 @@ class TenantSpec:
 
 
 TOP_LEVEL = {"version", "tenant", "name", "providers", "models", "rules"}
-PROVIDER_FIELDS = {"name", "kind", "base_url", "api_key"}
+PROVIDER_FIELDS = {"name", "kind", "base_url", "api_key", "api_version", "region", "headers", *AWS_SECRET_FIELDS}
 MODEL_FIELDS = {"name", "deployments"} | ROUTE_FIELDS
-DEPLOYMENT_FIELDS = {"provider", "model", "weight"}
+DEPLOYMENT_FIELDS = {"provider", "model", "weight", "base_model"}
 
 
 class _Checker:
@@ -189,6 +207,54 @@ def _resolve_secret(raw: str, path: str, checker: _Checker) -> tuple[str, str]:
     return raw, "literal"
 
 
+def _parse_provider_settings(raw: dict, path: str, c: _Checker, spec: ProviderSpec) -> ProviderSpec:
+    """The kind-specific fields of one providers[i] item: refused when the kind does not take them."""
+    kind = spec.kind
+    for key in sorted(PROVIDER_FIELDS - {"name", "kind", "base_url"}):
+        if raw.get(key) is not None and key not in KIND_FIELDS[kind]:
+            takes = ", ".join(sorted(KIND_FIELDS[kind])) or "nothing else"
+            raise c.fail(f"unknown field {key!r} for a {kind} provider (it takes: {takes})", f"{path}.{key}")
+    for key in REQUIRED_FIELDS.get(kind, ()):
+        if raw.get(key) is None or raw.get(key) == "":
+            raise c.fail(f"a {kind} provider needs {key}", f"{path}.{key}")
+    if raw.get("api_key") is not None:
+        spec.api_key, spec.api_key_source = _resolve_secret(
+            c.string(raw["api_key"], f"{path}.api_key"), f"{path}.api_key", c
+        )
+    for key in ("api_version", "region"):
+        if raw.get(key) is not None:
+            setattr(spec, key, c.string(raw[key], f"{path}.{key}"))
+            try:
+                provider_settings_check(kind, {key: getattr(spec, key)})
+            except ValidationError as exc:
+                raise c.fail(exc.message_dict[key][0], f"{path}.{key}") from None
+    for key in AWS_SECRET_FIELDS:
+        if raw.get(key) is not None:
+            spec.aws[key], spec.sources[key] = _resolve_secret(c.string(raw[key], f"{path}.{key}"), f"{path}.{key}", c)
+    if raw.get("headers") is not None:
+        hpath = f"{path}.headers"
+        if not isinstance(raw["headers"], dict):
+            raise c.fail(f"expected a mapping of header names to values, got {type(raw['headers']).__name__}", hpath)
+        seen: set[str] = set()
+        header_sources: dict[str, str] = {}
+        for name, value in raw["headers"].items():
+            vpath = f"{hpath}.{name}"
+            text = value if isinstance(value, str) else c.string(value, vpath)
+            # Checked as written and again once resolved: an env variable could hold a line break too.
+            problem = header_problem(name, text)
+            if not problem:
+                text, header_sources[name] = _resolve_secret(text.strip(), vpath, c)
+                problem = header_problem(name, text)
+            if problem:
+                raise c.fail(problem, vpath)
+            if name.lower() in seen:
+                raise c.fail(f"header {name} is given twice", vpath)
+            seen.add(name.lower())
+            spec.headers[name] = text
+        spec.sources["headers"] = header_sources
+    return spec
+
+
 def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
     data, loc = load_yaml(text)
     c = _Checker(loc)
@@ -218,10 +284,7 @@ def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
         base_url = c.string(raw.get("base_url") or "", f"{path}.base_url", allow_empty=True)
         if kind == ProviderKind.OPENAI_COMPATIBLE and not base_url:
             raise c.fail("an openai-compatible provider needs a base_url", f"{path}.base_url")
-        api_key, source = None, ""
-        if raw.get("api_key") is not None:
-            api_key, source = _resolve_secret(c.string(raw["api_key"], f"{path}.api_key"), f"{path}.api_key", c)
-        spec.providers.append(ProviderSpec(name, kind, base_url, api_key, source))
+        spec.providers.append(_parse_provider_settings(raw, path, c, ProviderSpec(name, kind, base_url, None, "")))
 
     model_names: set[str] = set()
     for i, raw in enumerate(c.sequence(data.get("models"), "models")):
@@ -242,12 +305,17 @@ def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
             if provider not in seen:
                 raise c.fail(f"unknown provider {provider!r} (not listed under providers)", f"{dpath}.provider")
             upstream = c.string(dep["model"], f"{dpath}.model")
-            if any((provider, upstream) == (p, m) for p, m, _w in deployments):
+            if any((provider, upstream) == (p, m) for p, m, _w, _b in deployments):
                 raise c.fail(f"{provider}/{upstream} is listed twice", dpath)
             weight = dep.get("weight", 1)
             if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
                 raise c.fail(f"must be a whole number from 1 to {MAX_WEIGHT}", f"{dpath}.weight")
-            deployments.append((provider, upstream, weight))
+            base_model = ""
+            if dep.get("base_model") is not None:
+                base_model = c.string(dep["base_model"], f"{dpath}.base_model")
+                if len(base_model) > 200:
+                    raise c.fail("must be at most 200 characters", f"{dpath}.base_model")
+            deployments.append((provider, upstream, weight, base_model))
         spec.models.append(ModelSpec(name, deployments, routing_yaml.parse_model_routing(raw, path, c)))
     routing_yaml.check_model_references(
         {m.name: m.routing for m in spec.models}, {m.name: i for i, m in enumerate(spec.models)}, c
@@ -287,6 +355,12 @@ def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list
                         base_url=p.base_url,
                         api_key=p.api_key if p.api_key is not None else "",
                         api_key_source=p.api_key_source,
+                        api_version=p.api_version,
+                        region=p.region,
+                        # The file is the whole truth: a secret it leaves out is removed.
+                        **{f: p.aws.get(f, "") for f in AWS_SECRET_FIELDS},
+                        headers=p.headers,
+                        secret_sources=p.sources,
                         actor=actor,
                     )
                 except ValidationError as exc:
@@ -299,7 +373,7 @@ def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list
             touched: dict[str, str] = {}  # model -> "+" or "~", printed in file order
             for m in spec.models:
                 existed = ModelDeployment.objects.filter(tenant=tenant, model_name=m.name).exists()
-                entries = [(providers[pn], upstream, weight) for pn, upstream, weight in m.deployments]
+                entries = [(providers[pn], upstream, weight, base) for pn, upstream, weight, base in m.deployments]
                 if model_deployments_set(tenant, model_name=m.name, deployments=entries, actor=actor):
                     touched[m.name] = "~" if existed else "+"
             # Every model's deployments exist before any route names them (fallbacks may point forward).
@@ -328,6 +402,33 @@ def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list
     return tenant, changes
 
 
+def _env_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", "_".join(parts)).upper()
+
+
+def _export_provider_settings(tenant: Tenant, p: ProviderCredential) -> dict[str, Any]:
+    """api_version, region, AWS secrets and headers, in the contract's order; secrets only as env: names."""
+    out: dict[str, Any] = {}
+    if p.api_version:
+        out["api_version"] = p.api_version
+    if p.region:
+        out["region"] = p.region
+    sources = p.secret_sources or {}
+    for key in AWS_SECRET_FIELDS:
+        source = sources.get(key)
+        if source:
+            # A literal cannot be written back in clear; name the variable that should hold it.
+            out[key] = source if source.startswith("env:") else f"env:{_env_name(tenant.slug, p.name, key)}"
+    header_sources = sources.get("headers") or {}
+    if header_sources:
+        out["headers"] = {
+            name: source if source.startswith("env:") else f"env:{_env_name(tenant.slug, p.name, 'header', name)}"
+            # Sorted: the JSON column does not keep the file's order, and exports must be stable.
+            for name, source in sorted(header_sources.items())
+        }
+    return out
+
+
 def export_config(tenant: Tenant) -> str:
     """YAML that apply_config accepts back unchanged. Secrets appear only as env: references."""
     doc: dict[str, Any] = {"tenant": tenant.slug, "name": tenant.name, "providers": [], "models": []}
@@ -341,12 +442,15 @@ def export_config(tenant: Tenant) -> str:
             # A literal key cannot be written back in clear; name the variable that should hold it.
             var = f"{tenant.slug}_{p.name}_API_KEY".upper().replace("-", "_")
             item["api_key"] = f"env:{var}"
+        item.update(_export_provider_settings(tenant, p))
         doc["providers"].append(item)
     models: dict[str, list] = {}
     for d in ModelDeployment.objects.filter(tenant=tenant).select_related("provider"):
         item = {"provider": d.provider.name, "model": d.upstream_model}
         if d.weight != 1:
             item["weight"] = d.weight
+        if d.base_model:
+            item["base_model"] = d.base_model
         models.setdefault(d.model_name, []).append(item)
     routes = routing_yaml.route_settings_by_model(tenant)
     for name, deps in sorted(models.items()):

@@ -30,15 +30,25 @@ def request_id(request: HttpRequest) -> str:
     return "req_" + os.urandom(12).hex()
 
 
-async def authenticate(request: HttpRequest) -> KeyEntry:
+def bearer(request: HttpRequest) -> str:
     header = request.META.get("HTTP_AUTHORIZATION", "")
-    secret = ""
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
-            secret = value.strip()
-    if not secret:
-        secret = request.META.get("HTTP_API_KEY", "").strip()
+            return value.strip()
+    return ""
+
+
+def credential(request: HttpRequest) -> str:
+    """The virtual key: `Authorization: Bearer` (OpenAI SDKs) or `api-key` (Azure-style clients)."""
+    return bearer(request) or request.META.get("HTTP_API_KEY", "").strip()
+
+
+async def authenticate(request: HttpRequest) -> KeyEntry:
+    return await authenticate_secret(credential(request))
+
+
+async def authenticate_secret(secret: str) -> KeyEntry:
     if not secret:
         raise ProxyError(
             401,
@@ -203,3 +213,38 @@ def set_headers(
 
 def model_object(name: str, tenant: TenantEntry) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": tenant.slug}
+
+
+class OpenAIFront:
+    """OpenAI's format in and out. The pipeline works in OpenAI's format, so this front end is the
+    identity; another (Anthropic's /v1/messages) translates at these same five points."""
+
+    name = "openai"
+
+    def credential(self, request: HttpRequest) -> str:
+        return credential(request)
+
+    def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
+        """The body as an OpenAI-format payload, validated for this endpoint."""
+        payload = parse_body(request)
+        require_model(payload)
+        VALIDATORS[endpoint](payload)
+        return payload
+
+    def render(self, call: Any, body: bytes) -> bytes:
+        """A successful OpenAI-format answer, as this front end's clients expect it."""
+        return body
+
+    def render_upstream_error(self, call: Any, status: int, body: bytes) -> bytes:
+        """A failed attempt's OpenAI-format error body, in this front end's error shape."""
+        return body
+
+    def stream_filter(self, call: Any) -> Any:
+        """Translates OpenAI stream events for this front end's clients; None when they need none."""
+        return None
+
+    def error_response(self, exc: ProxyError) -> HttpResponse:
+        return exc.response()
+
+
+OPENAI = OpenAIFront()

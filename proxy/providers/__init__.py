@@ -8,11 +8,23 @@ def adapter_for(kind: str) -> ProviderAdapter:
 
 
 def _registry() -> dict[str, ProviderAdapter]:
+    from proxy.providers.anthropic import AnthropicAdapter
+    from proxy.providers.azure import AzureAdapter
+    from proxy.providers.bedrock import BedrockAdapter
+    from proxy.providers.gemini import GeminiAdapter
     from proxy.providers.mock import MockAdapter
     from proxy.providers.openai import OpenAIAdapter
 
     openai = OpenAIAdapter()
-    return {"openai": openai, "openai-compatible": openai, "mock": MockAdapter()}
+    return {
+        "openai": openai,
+        "openai-compatible": openai,
+        "mock": MockAdapter(),
+        "anthropic": AnthropicAdapter(),
+        "azure": AzureAdapter(),
+        "gemini": GeminiAdapter(),
+        "bedrock": BedrockAdapter(),
+    }
 
 
 _ADAPTERS = _registry()

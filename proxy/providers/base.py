@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from proxy.state import Deployment
@@ -60,6 +61,56 @@ class UpstreamStream:
         return None
 
 
+class ErrorKind(StrEnum):
+    NONE = ""
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    AUTH = "auth"  # this deployment's credentials: another deployment may do
+    NOT_FOUND = "not_found"  # this deployment's model: another deployment may do
+    BAD_REQUEST = "bad_request"  # the request itself: no deployment will do
+
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+)
+
+
+def classify_result(result: UpstreamResult) -> ErrorKind:
+    """What a failed answer means for the attempt loop (adapters with their own dialect may refine)."""
+    status = result.status
+    if status < 400:
+        return ErrorKind.NONE
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (503, 529):
+        return ErrorKind.OVERLOADED
+    if status == 504 or result.error_type == "upstream_timeout":
+        return ErrorKind.TIMEOUT
+    if result.error_type == "upstream_unreachable":
+        return ErrorKind.UNREACHABLE
+    if status >= 500:
+        return ErrorKind.SERVER
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    text = (result.error_type + " " + result.error_message).lower()
+    if status in (400, 413, 422) and any(m in text for m in _CONTEXT_MARKERS):
+        return ErrorKind.CONTEXT_WINDOW
+    if "content_filter" in text or "content_policy" in text:
+        return ErrorKind.CONTENT_POLICY
+    return ErrorKind.BAD_REQUEST
+
+
 class ProviderAdapter:
     kind: str = ""
     endpoints: frozenset[str] = frozenset({"chat/completions", "embeddings"})
@@ -74,3 +125,8 @@ class ProviderAdapter:
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
     ) -> UpstreamResult | UpstreamStream:
         raise NotImplementedError
+
+    def classify(self, result: UpstreamResult) -> ErrorKind:
+        """What a failed answer means for the attempt loop; adapters whose provider has its own
+        dialect (error types, overload statuses) refine this."""
+        return classify_result(result)

@@ -111,17 +111,19 @@ class OpenAIAdapter(ProviderAdapter):
         deployment.headers = headers
 
     def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
-        payload["model"] = deployment.upstream_model
+        # A shallow copy: the client's payload stays as it came, for the next attempt (another
+        # deployment, another provider) and for anything that reads it after the call.
+        body = {**payload, "model": deployment.upstream_model}
         if ctx.stream and not ctx.client_wants_usage:
             options = payload.get("stream_options")
-            payload["stream_options"] = (
+            body["stream_options"] = (
                 {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
             )
+        headers = {**deployment.headers, "x-request-id": ctx.request_id}
+        if deployment.extra_headers:
+            headers.update(deployment.extra_headers)
         return get_client().build_request(
-            "POST",
-            deployment.urls[ctx.endpoint],
-            content=orjson.dumps(payload),
-            headers={**deployment.headers, "x-request-id": ctx.request_id},
+            "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(body), headers=headers
         )
 
     async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:

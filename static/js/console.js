@@ -80,3 +80,20 @@ function enableFormsets(root) {
 }
 document.addEventListener("DOMContentLoaded", () => enableFormsets(document));
 document.addEventListener("htmx:load", (event) => enableFormsets(event.detail.elt));
+
+// Provider forms show only the fields of the chosen kind: <select data-provider-kind> and inputs marked
+// data-kinds="kind kind ...". Without JavaScript every field shows; the server ignores other kinds' fields.
+function showProviderFields(select) {
+  if (!select.form) return;
+  select.form.querySelectorAll("[data-kinds]").forEach((input) => {
+    const field = input.closest(".field") || input;
+    field.hidden = !input.dataset.kinds.split(" ").includes(select.value);
+  });
+}
+document.addEventListener("change", (event) => {
+  if (event.target.matches("select[data-provider-kind]")) showProviderFields(event.target);
+});
+document.addEventListener("htmx:load", (event) => {
+  event.detail.elt.querySelectorAll("select[data-provider-kind]").forEach(showProviderFields);
+});
+document.querySelectorAll("select[data-provider-kind]").forEach(showProviderFields);

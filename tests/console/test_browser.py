@@ -236,7 +236,7 @@ def _add_and_reorder_a_deployment(page, path: str) -> None:
     page.select_option(f"[name=dep-{before}-provider]", label="mock (mock)")
     page.fill(f"[name=dep-{before}-model]", "added-in-the-browser")
     page.fill(f"[name=dep-{before}-ORDER]", "0")  # first
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("status")).to_have_text("Saved ✓")
     first = page.locator("[name=dep-0-model]")
     expect(first).to_have_value("added-in-the-browser")

@@ -10,6 +10,8 @@ The model name in the request picks the behaviour, so one server serves every te
 - "redirect": a 302 to another host; "json-200": a chat.completion JSON even for a stream request
 - "no-done": a stream that ends (cleanly) without data: [DONE]
 - "nul-error": a 400 whose error message and type contain NUL characters
+- "tool-call": calls the get_weather tool (JSON or stream, arguments streamed in pieces) until the
+  conversation ends with the tool's result, then answers normally
 Any model can also be scripted from a test: `fake.script("m", {"status": 429, "headers": {...}},
 {"status": 503}, {"delay": 0.2})` answers the next three requests for "m" that way (errors in OpenAI's
 shape, `"reset": True` drops the connection, `"hang": True` never answers, a bare delay slows the first
@@ -112,6 +114,9 @@ class FakeOpenAI:
             },
         }
         created = int(time.time())
+        messages = body.get("messages") or [{}]
+        if model == "tool-call" and messages[-1].get("role") != "tool":
+            return await self._tool_call(request, body, usage, created)
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -177,6 +182,56 @@ class FakeOpenAI:
         except (ConnectionResetError, asyncio.CancelledError):
             self.stream_cancellations += 1
             raise
+        return response
+
+    async def _tool_call(self, request: web.Request, body: dict, usage: dict, created: int) -> web.StreamResponse:
+        call_id, name, arguments = "call_fake_weather1", "get_weather", '{"city": "Paris", "unit": "celsius"}'
+        if not body.get("stream"):
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+                "refusal": None,
+                "annotations": [],
+            }
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-faketool",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [choice],
+                    "usage": usage,
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        base = {
+            "id": "chatcmpl-faketool",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body["model"],
+        }
+
+        async def send(choices: list, usage_value: Any = None) -> None:
+            payload = {**base, "choices": choices}
+            if include_usage:
+                payload["usage"] = usage_value
+            await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+        # As OpenAI streams a tool call: id and name first, then the arguments in pieces.
+        first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        await send([{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [first]}}])
+        for piece in (arguments[:9], arguments[9:20], arguments[20:]):
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            await send([{"index": 0, "delta": delta, "finish_reason": None}])
+        await send([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        if include_usage:
+            await send([], usage)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
         return response
 
     async def _scripted(self, step: dict, request: web.Request) -> web.StreamResponse | None:

@@ -1,0 +1,589 @@
+"""Anthropic's Messages API (`POST /v1/messages`), translated to and from OpenAI's chat format.
+
+Requests: system messages become `system`, `role: tool` messages become `tool_result` blocks in a
+user turn, assistant `tool_calls` become `tool_use` blocks, images become base64 or URL sources, and
+`max_tokens` (which Anthropic requires) defaults to the model's known output limit. Answers, stream
+events, usage (cache reads and writes included) and errors come back in OpenAI's shape, so costs,
+limits and logs work as for any other provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from proxy.errors import error_body
+from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
+from proxy.providers.openai import transport_error
+from proxy.sse import SSESplitter, event_data
+from proxy.state import Deployment
+from proxy.upstream import get_client
+from routing.redact import redact, secrets_of
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+FALLBACK_MAX_TOKENS = 4096  # when the model's output limit is unknown
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
+
+# Anthropic error type -> (OpenAI error type, status the client sees). An overloaded Anthropic (529) is
+# answered as 503, the status OpenAI clients know to retry; every other status is kept.
+ERROR_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "request_too_large": "invalid_request_error",
+    "rate_limit_error": "rate_limit_error",
+    "api_error": "server_error",
+    "overloaded_error": "server_error",
+}
+PASS_HEADERS = ("retry-after", "retry-after-ms")
+
+
+class _BadRequest(Exception):
+    """The OpenAI request cannot be expressed in Anthropic's format."""
+
+
+# --- request translation --------------------------------------------------------------------------------
+
+
+def _image(url: Any) -> dict:
+    if not isinstance(url, str) or not url:
+        raise _BadRequest("image_url.url must be a non-empty string")
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        media_type = header[5:].split(";")[0]
+        if not sep or ";base64" not in header or not media_type:
+            raise _BadRequest("An image data URL must look like data:image/png;base64,...")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _BadRequest("image_url.url must be an http(s) URL or a base64 data URL")
+
+
+def _part(part: Any) -> dict:
+    """One OpenAI content part as an Anthropic content block."""
+    if not isinstance(part, dict):
+        raise _BadRequest("Each content part must be an object")
+    kind = part.get("type")
+    if kind == "text":
+        block = {"type": "text", "text": str(part.get("text") or "")}
+    elif kind == "image_url":
+        image = part.get("image_url")
+        block = _image(image.get("url") if isinstance(image, dict) else image)
+    elif kind == "file":
+        data = (part.get("file") or {}).get("file_data") or ""
+        header, _, encoded = data.partition(",")
+        if not header.startswith("data:") or ";base64" not in header:
+            raise _BadRequest("Only base64 data URLs are supported in file parts for this provider")
+        media_type = header[5:].split(";")[0]
+        block = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": encoded}}
+    else:
+        raise _BadRequest(f"Content parts of type {kind!r} are not supported by this provider")
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _blocks(content: Any) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if isinstance(content, list):
+        # Anthropic refuses empty text blocks; OpenAI clients sometimes send them.
+        return [b for b in map(_part, content) if b["type"] != "text" or b["text"] or "cache_control" in b]
+    raise _BadRequest("message content must be a string or a list of content parts")
+
+
+def _with_cache_control(message: dict, blocks: list[dict]) -> list[dict]:
+    """A message-level cache_control marks the message's last block (where Anthropic expects it)."""
+    control = message.get("cache_control")
+    if control is not None and blocks:
+        blocks[-1] = {**blocks[-1], "cache_control": control}
+    return blocks
+
+
+def _tool_result(message: dict) -> dict:
+    content = message.get("content")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or "")}
+    if isinstance(content, list):
+        block["content"] = _blocks(content)
+    elif content is not None:
+        block["content"] = str(content)
+    if "cache_control" in message:
+        block["cache_control"] = message["cache_control"]
+    return block
+
+
+def _assistant(message: dict) -> Any:
+    content = message.get("content")
+    tool_calls = message.get("tool_calls")
+    if not tool_calls:
+        if isinstance(content, str) and "cache_control" not in message:
+            return content
+        return _with_cache_control(message, _blocks(content))
+    blocks = _blocks(content)
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not function.get("name"):
+            raise _BadRequest("Each assistant tool call needs a function with a name")
+        arguments = function.get("arguments") or "{}"
+        try:
+            args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            raise _BadRequest(f"The arguments of tool call {call.get('id')!r} are not valid JSON") from None
+        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": function["name"], "input": args})
+    return _with_cache_control(message, blocks)
+
+
+def _messages(payload: dict) -> tuple[list[dict], list[dict]]:
+    system: list[dict] = []
+    out: list[dict] = []
+    for message in payload.get("messages") or ():
+        if not isinstance(message, dict):
+            raise _BadRequest("Each message must be an object")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_with_cache_control(message, _blocks(message.get("content"))))
+            continue
+        if role == "tool":
+            role, content = "user", [_tool_result(message)]
+        elif role == "user":
+            content = message.get("content")
+            if not isinstance(content, str) or "cache_control" in message:
+                content = _with_cache_control(message, _blocks(content))
+        elif role == "assistant":
+            content = _assistant(message)
+        else:
+            raise _BadRequest(f"Messages with role {role!r} are not supported by this provider")
+        if out and out[-1]["role"] == role:
+            # Anthropic wants alternating turns: consecutive tool results (and a user message after them)
+            # belong in one user turn.
+            previous = out[-1]["content"]
+            if isinstance(previous, str):
+                previous = _blocks(previous)
+            out[-1]["content"] = previous + (_blocks(content) if isinstance(content, str) else content)
+        else:
+            out.append({"role": role, "content": content})
+    return system, out
+
+
+def _tools(tools: Any) -> list[dict]:
+    out = []
+    for tool in tools:
+        function = (
+            tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
+        )
+        if not isinstance(function, dict) or not function.get("name"):
+            raise _BadRequest("Only function tools with a name are supported by this provider")
+        item: dict[str, Any] = {"name": function["name"]}
+        if function.get("description"):
+            item["description"] = function["description"]
+        item["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+        if "cache_control" in tool:
+            item["cache_control"] = tool["cache_control"]
+        out.append(item)
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict | None:
+    if choice is None:
+        result = None
+    elif isinstance(choice, str):
+        if choice not in TOOL_CHOICES:
+            raise _BadRequest(f"tool_choice {choice!r} is not supported")
+        result = dict(TOOL_CHOICES[choice])
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        result = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise _BadRequest("tool_choice must be auto, none, required or a function")
+    if parallel is False and (result is None or result["type"] != "none"):
+        result = result or {"type": "auto"}
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def _max_tokens(payload: dict, deployment: Deployment) -> int:
+    value = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    if isinstance(value, int) and value > 0:
+        return value
+    price = deployment.price
+    limit = getattr(price, "max_output", None)
+    return limit if isinstance(limit, int) and limit > 0 else FALLBACK_MAX_TOKENS
+
+
+def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: bool) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat request (a new dict: `payload` is left as it is)."""
+    if (payload.get("n") or 1) != 1:
+        raise _BadRequest("This provider returns one choice per request: n must be 1")
+    system, messages = _messages(payload)
+    body: dict[str, Any] = {
+        "model": deployment.upstream_model,
+        "max_tokens": _max_tokens(payload, deployment),
+        "messages": messages,
+    }
+    if system:
+        # One string unless a block carries cache_control, which only the block form can hold.
+        if any("cache_control" in b or b["type"] != "text" for b in system):
+            body["system"] = system
+        else:
+            body["system"] = "\n\n".join(b["text"] for b in system)
+    stop = payload.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    for name in ("temperature", "top_p"):
+        if payload.get(name) is not None:
+            body[name] = payload[name]
+    tools = payload.get("tools")
+    if tools:
+        body["tools"] = _tools(tools)
+    choice = _tool_choice(payload.get("tool_choice"), payload.get("parallel_tool_calls"))
+    if choice is not None and (tools or choice["type"] == "none"):
+        body["tool_choice"] = choice
+    user = payload.get("user")
+    if isinstance(user, str) and user:
+        body["metadata"] = {"user_id": user}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+# --- answer translation ---------------------------------------------------------------------------------
+
+
+def to_openai_usage(usage: dict) -> dict:
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + read + written
+    completion = usage.get("output_tokens") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": written},
+    }
+
+
+def _tool_call(block: dict) -> dict:
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()},
+    }
+
+
+def to_openai_completion(data: dict) -> tuple[dict, dict]:
+    texts: list[str] = []
+    calls: list[dict] = []
+    for block in data.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            calls.append(_tool_call(block))
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    usage = to_openai_usage(data.get("usage") or {})
+    body = {
+        "id": data.get("id") or "",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model") or "",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
+            }
+        ],
+        "usage": usage,
+    }
+    return body, usage
+
+
+def _openai_error(status: int, err_type: str, message: str) -> tuple[int, bytes, str]:
+    """(status, OpenAI error body, error type) for an Anthropic error."""
+    openai_type = ERROR_TYPES.get(err_type, "upstream_error")
+    if status == 529 or err_type == "overloaded_error":
+        status = 503
+    return status, error_body(message, type=openai_type, code=err_type or None), err_type or "upstream_error"
+
+
+def _error_from_upstream(response: httpx.Response, content: bytes, deployment: Deployment) -> UpstreamResult:
+    status = response.status_code
+    try:
+        data = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        data = None
+    err = data.get("error") if isinstance(data, dict) else None
+    secrets = secrets_of(deployment)
+    if isinstance(err, dict):
+        err_type = str(err.get("type") or "")
+        message = redact(str(err.get("message") or ""), secrets)
+    else:
+        # e.g. the HTML page Cloudflare answers a 413 with, before the request reaches Anthropic.
+        err_type = {413: "request_too_large", 529: "overloaded_error"}.get(status, "")
+        text = redact(content[:500].decode("utf-8", "replace").strip(), secrets)
+        message = f"Upstream returned HTTP {status}" + (f": {text}" if text else "")
+    status, body, err_type = _openai_error(status, err_type, message)
+    headers = {name: response.headers[name] for name in PASS_HEADERS if name in response.headers}
+    if "request-id" in response.headers:
+        headers["x-upstream-request-id"] = response.headers["request-id"]
+    return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000], headers=headers)
+
+
+def _bad_request(message: str) -> UpstreamResult:
+    return UpstreamResult(
+        status=400,
+        body=error_body(message, type="invalid_request_error", code="unsupported_for_provider"),
+        error_type="invalid_request_error",
+        error_message=message,
+    )
+
+
+def _bad_response(message: str) -> UpstreamResult:
+    return UpstreamResult(
+        status=502,
+        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+        error_type="upstream_bad_response",
+        error_message=message,
+    )
+
+
+class AnthropicAdapter(ProviderAdapter):
+    kind = "anthropic"
+    endpoints = frozenset({"chat/completions"})
+
+    def prepare(self, deployment: Deployment) -> None:
+        base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+        deployment.urls = {"chat/completions": f"{base}/v1/messages"}
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION, "accept-encoding": "identity"}
+        if deployment.api_key:
+            headers["x-api-key"] = deployment.api_key
+        deployment.headers = {**headers, **deployment.extra_headers}
+
+    def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        body = to_anthropic(payload, deployment, stream=ctx.stream)
+        return get_client().build_request(
+            "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=deployment.headers
+        )
+
+    def _check(
+        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
+    ) -> httpx.Request | UpstreamResult:
+        if ctx.endpoint != "chat/completions":
+            return _bad_request(
+                f"The provider {deployment.provider_name!r} (Anthropic) has no {ctx.endpoint} endpoint; "
+                "route this model to a provider that offers it"
+            )
+        try:
+            return self._request(deployment, payload, ctx)
+        except _BadRequest as exc:
+            return _bad_request(str(exc))
+
+    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
+        request = self._check(deployment, payload, ctx)
+        if isinstance(request, UpstreamResult):
+            return request
+        try:
+            response = await get_client().send(request)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        content = response.content
+        if response.status_code >= 400:
+            return _error_from_upstream(response, content, deployment)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return _bad_response("The upstream provider returned a body that is not JSON")
+        if not isinstance(data, dict) or data.get("type") != "message":
+            return _bad_response("The upstream provider returned JSON that is not a message")
+        body, usage = to_openai_completion(data)
+        headers = {"x-upstream-request-id": response.headers["request-id"]} if "request-id" in response.headers else {}
+        return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=headers)
+
+    async def open_stream(
+        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
+    ) -> UpstreamResult | UpstreamStream:
+        request = self._check(deployment, payload, ctx)
+        if isinstance(request, UpstreamResult):
+            return request
+        try:
+            response = await get_client().send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            return _error_from_upstream(response, content, deployment)
+        content_type = response.headers.get("content-type", "")
+        if response.status_code >= 300 or "text/event-stream" not in content_type:
+            await response.aclose()
+            return _bad_response(
+                f"The upstream provider answered a stream request with HTTP {response.status_code} "
+                f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
+            )
+        stream = AnthropicStream(response, show_usage=ctx.client_wants_usage, deployment=deployment)
+        if "request-id" in response.headers:
+            stream.headers = {"x-upstream-request-id": response.headers["request-id"]}
+        return stream
+
+
+# Events with nothing to translate, skipped before parsing (the event line comes first in Anthropic's frames).
+SKIPPED_EVENTS = (b"event: ping\n", b"event: content_block_stop\n")
+
+
+def _data(event: bytes) -> bytes:
+    """The data of an `event: T\\ndata: {...}\\n\\n` frame, without splitting it into lines."""
+    at = event.find(b"\ndata: ")
+    if event.startswith(b"event: ") and at > 0 and event.count(b"\n") == 3:
+        return event[at + 7 : -2]
+    return event_data(event)
+
+
+class AnthropicStream(UpstreamStream):
+    """Anthropic's stream events, translated one by one into OpenAI chat.completion.chunk events."""
+
+    def __init__(self, response: httpx.Response, *, show_usage: bool, deployment: Deployment) -> None:
+        super().__init__()
+        self.response = response
+        self.show_usage = show_usage
+        self.deployment = deployment
+        # The chunk's fixed fields, serialised once (again at message_start, with the message's id).
+        self._prefix = b'data: {"id":"","object":"chat.completion.chunk","created":%d,"model":"",' % int(time.time())
+        self._anthropic_usage: dict = {}
+        self._tools: dict[int, int] = {}  # content block index -> OpenAI tool call index
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return self._prefix + b'"choices":[' + orjson.dumps(choice) + b"]}\n\n"
+
+    def _translate(self, data: dict) -> bytes | None:
+        kind = data.get("type")
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                return self._chunk({"content": delta.get("text") or ""})
+            if dkind == "input_json_delta":
+                partial = delta.get("partial_json")
+                index = self._tools.get(data.get("index"))
+                if not partial or index is None:
+                    return None
+                return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]})
+            return None  # thinking and signature deltas have no OpenAI counterpart
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tools[data.get("index")] = len(self._tools)
+                call = {"index": index, "id": block.get("id"), "type": "function"}
+                call["function"] = {"name": block.get("name"), "arguments": ""}
+                return self._chunk({"tool_calls": [call]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return None
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._anthropic_usage = dict(message.get("usage") or {})
+            fixed = {
+                "id": message.get("id") or "",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": message.get("model") or "",
+            }
+            self._prefix = b"data: " + orjson.dumps(fixed)[:-1] + b","
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "message_delta":
+            # message_delta's usage is cumulative: its fields replace those of message_start.
+            self._anthropic_usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            reason = (data.get("delta") or {}).get("stop_reason")
+            return self._chunk({}, FINISH_REASONS.get(reason or "end_turn", "stop"))
+        return None  # content_block_stop, ping and unknown new event types
+
+    def _error_event(self, data: dict) -> bytes:
+        err = data.get("error") if isinstance(data.get("error"), dict) else {}
+        message = redact(
+            str(err.get("message") or "The upstream provider reported an error mid-stream"), secrets_of(self.deployment)
+        )
+        _status, body, err_type = _openai_error(200, str(err.get("type") or ""), message)
+        self.error_type = err_type[:100]
+        self.error_message = message[:2000]
+        return b"data: " + body + b"\n\n"
+
+    def _finish(self) -> list[bytes]:
+        self.usage = usage = to_openai_usage(self._anthropic_usage)
+        out = []
+        if self.show_usage:
+            out.append(self._prefix + b'"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    async def events(self) -> AsyncIterator[bytes]:
+        splitter = SSESplitter()
+        try:
+            async for raw in self.response.aiter_raw():
+                for event in splitter.feed(raw):
+                    if event.startswith(SKIPPED_EVENTS):
+                        continue
+                    try:
+                        data = orjson.loads(_data(event))
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(data, dict):
+                        continue
+                    kind = data.get("type")
+                    if kind == "message_stop":
+                        for out in self._finish():
+                            yield out
+                        return
+                    if kind == "error":
+                        yield self._error_event(data)
+                        return
+                    out = self._translate(data)
+                    if out is not None:
+                        yield out
+        except httpx.HTTPError as exc:
+            self.error_type = "upstream_stream_error"
+            self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
+            yield (
+                b"data: "
+                + error_body("The upstream stream was interrupted", type="upstream_error", code="upstream_stream_error")
+                + b"\n\n"
+            )
+            return
+        # The connection ended without message_stop: the answer may be cut short.
+        self.error_type = "upstream_stream_incomplete"
+        self.error_message = "The upstream stream ended without message_stop"
+        yield (
+            b"data: "
+            + error_body(
+                "The upstream stream ended before it was complete",
+                type="upstream_error",
+                code="upstream_stream_incomplete",
+            )
+            + b"\n\n"
+        )
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

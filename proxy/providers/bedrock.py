@@ -1,0 +1,608 @@
+"""AWS Bedrock Runtime: the Converse and ConverseStream APIs, SigV4-signed.
+
+The OpenAI chat request becomes a Converse request (system blocks, user/assistant turns, images as
+bytes, toolUse/toolResult blocks, inferenceConfig, toolConfig); the answer, the binary
+`application/vnd.amazon.eventstream` stream and AWS's error types come back in OpenAI's shapes.
+Signing (botocore's SigV4Auth) and frame decoding (botocore's EventStreamBuffer, which checks both
+CRCs) are botocore's: nothing cryptographic is written here. Embeddings are not offered yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer, ParserError
+from yarl import URL
+
+from proxy.errors import error_body
+from proxy.providers.base import (
+    CallContext,
+    ErrorKind,
+    ProviderAdapter,
+    UpstreamResult,
+    UpstreamStream,
+    classify_result,
+)
+from proxy.providers.openai import transport_error
+from proxy.state import Deployment
+from proxy.upstream import get_client
+from routing.redact import redact, secrets_of
+
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+
+# AWS error type -> (status the client gets, OpenAI error type). AWS's own statuses mostly agree;
+# ModelNotReady (AWS: 429) is a model still loading, which another deployment may serve: overloaded.
+_AWS_ERRORS: dict[str, tuple[int, str]] = {
+    "ThrottlingException": (429, "rate_limit_error"),
+    "ServiceQuotaExceededException": (429, "rate_limit_error"),
+    "ValidationException": (400, "invalid_request_error"),
+    "AccessDeniedException": (403, "permission_error"),
+    "UnrecognizedClientException": (403, "authentication_error"),
+    "InvalidSignatureException": (403, "authentication_error"),
+    "ExpiredTokenException": (403, "authentication_error"),
+    "ResourceNotFoundException": (404, "invalid_request_error"),
+    "ModelNotReadyException": (503, "server_error"),
+    "ServiceUnavailableException": (503, "server_error"),
+    "ModelTimeoutException": (408, "timeout_error"),
+    "InternalServerException": (500, "server_error"),
+    "ModelErrorException": (502, "upstream_error"),
+    "ModelStreamErrorException": (502, "upstream_error"),
+}
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "content_filtered": "content_filter",
+    "guardrail_intervened": "content_filter",
+}
+
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+_INFERENCE_FIELDS = (("temperature", "temperature"), ("top_p", "topP"))
+
+
+class Unsupported(ValueError):
+    """The request uses something Converse cannot express: the client's error, answered with a 400."""
+
+
+@functools.lru_cache(maxsize=256)
+def _signer(region: str, key_id: str, secret: str, token: str) -> SigV4Auth:
+    # One signer per credential set, reused: each request only pays for the signature itself.
+    return SigV4Auth(Credentials(key_id, secret, token or None), "bedrock", region)
+
+
+def signed_headers(deployment: Deployment, url: str, body: bytes, accept: str) -> dict[str, str]:
+    """SigV4 headers for one request (the body hash is part of the signature, so per request)."""
+    headers = {"content-type": "application/json", "accept": accept, "accept-encoding": "identity"}
+    if deployment.extra_headers:
+        headers.update(deployment.extra_headers)
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    signer = _signer(
+        deployment.region,
+        deployment.aws_access_key_id,
+        deployment.aws_secret_access_key,
+        deployment.aws_session_token,
+    )
+    signer.add_auth(request)
+    return dict(request.headers.items())
+
+
+# --- OpenAI request -> Converse request ----------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") in ("text", None)
+        )
+    return str(content)
+
+
+def _image_block(part: dict) -> dict:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise Unsupported("Bedrock's Converse API takes images as data: URLs (base64); image URLs are not fetched.")
+    header, _, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    fmt = _IMAGE_FORMATS.get(media_type.removeprefix("image/").lower())
+    if fmt is None or encoding != "base64":
+        raise Unsupported(f"Bedrock accepts base64 png, jpeg, gif or webp images, not {header[:60]!r}.")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Unsupported("An image data: URL is not valid base64.") from None
+    # Blobs travel base64-encoded in Converse's JSON: the client's encoding is forwarded as it is.
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
+def _user_blocks(content: Any) -> list[dict]:
+    if isinstance(content, list):
+        blocks = []
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind == "text":
+                if part.get("text"):
+                    blocks.append({"text": str(part["text"])})
+            elif kind == "image_url":
+                blocks.append(_image_block(part))
+            else:
+                raise Unsupported(f"Content parts of type {str(kind)[:40]!r} are not supported for Bedrock.")
+        return blocks
+    text = _text_of(content)
+    return [{"text": text}] if text else []
+
+
+def _tool_input(arguments: Any) -> Any:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        raise Unsupported("A tool call's arguments are not valid JSON.") from None
+    # Converse wants an object; a scalar or list is wrapped rather than refused.
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _assistant_blocks(message: dict) -> list[dict]:
+    blocks = []
+    text = _text_of(message.get("content"))
+    if text:
+        blocks.append({"text": text})
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        blocks.append(
+            {
+                "toolUse": {
+                    "toolUseId": call.get("id"),
+                    "name": fn.get("name"),
+                    "input": _tool_input(fn.get("arguments")),
+                }
+            }
+        )
+    return blocks
+
+
+def _tool_result_block(message: dict) -> dict:
+    return {
+        "toolResult": {
+            "toolUseId": message.get("tool_call_id"),
+            "content": [{"text": _text_of(message.get("content"))}],
+        }
+    }
+
+
+def _tool_choice(choice: Any) -> dict | None:
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if name:
+            return {"tool": {"name": name}}
+    return None
+
+
+def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat request (a new dict: `payload` is not touched)."""
+    system: list[dict] = []
+    messages: list[dict] = []
+    has_tool_blocks = False
+    for message in payload.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            if text:
+                system.append({"text": text})
+            continue
+        if role == "assistant":
+            turn, blocks = "assistant", _assistant_blocks(message)
+            has_tool_blocks = has_tool_blocks or bool(message.get("tool_calls"))
+        elif role in ("tool", "function"):
+            turn, blocks = "user", [_tool_result_block(message)]
+            has_tool_blocks = True
+        else:
+            turn, blocks = "user", _user_blocks(message.get("content"))
+        if not blocks:
+            continue
+        # Converse wants user and assistant turns to alternate: consecutive turns of one role (several
+        # tool results, a tool result then a user text) become one message.
+        if messages and messages[-1]["role"] == turn:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": turn, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    inference: dict[str, Any] = {}
+    max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    if max_tokens:
+        inference["maxTokens"] = max_tokens
+    for ours, theirs in _INFERENCE_FIELDS:
+        if payload.get(ours) is not None:
+            inference[theirs] = payload[ours]
+    stop = payload.get("stop")
+    if stop:
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if inference:
+        body["inferenceConfig"] = inference
+    tools = payload.get("tools") or []
+    choice = payload.get("tool_choice")
+    # "none" cannot be said in Converse: leave the tools out, unless the history has tool blocks
+    # (Converse then requires the toolConfig).
+    if tools and (choice != "none" or has_tool_blocks):
+        specs = []
+        for tool in tools:
+            fn = tool.get("function") or {}
+            spec: dict[str, Any] = {"name": fn.get("name")}
+            if fn.get("description"):
+                spec["description"] = fn["description"]
+            spec["inputSchema"] = {"json": fn.get("parameters") or {"type": "object", "properties": {}}}
+            specs.append({"toolSpec": spec})
+        config: dict[str, Any] = {"tools": specs}
+        converse_choice = _tool_choice(choice)
+        if converse_choice is not None:
+            config["toolChoice"] = converse_choice
+        body["toolConfig"] = config
+    return body
+
+
+# --- Converse answer -> OpenAI ------------------------------------------------------------------
+
+
+def openai_usage(usage: Any) -> dict | None:
+    """OpenAI usage from Converse's: cache reads and writes are part of prompt_tokens, as in OpenAI's
+    convention (billing.prices), while Bedrock counts them apart from inputTokens."""
+    if not isinstance(usage, dict):
+        return None
+    cached = int(usage.get("cacheReadInputTokens") or 0)
+    written = int(usage.get("cacheWriteInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + cached + written
+    completion = int(usage.get("outputTokens") or 0)
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached or written:
+        details: dict[str, int] = {"cached_tokens": cached}
+        if written:
+            details["cache_write_tokens"] = written
+        out["prompt_tokens_details"] = details
+    return out
+
+
+def chat_completion(data: dict, deployment: Deployment, ctx: CallContext) -> tuple[dict, dict | None]:
+    message = ((data.get("output") or {}).get("message")) or {}
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for block in message.get("content") or []:
+        if "text" in block:
+            texts.append(str(block["text"]))
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            tool_calls.append(
+                {
+                    "id": use.get("toolUseId"),
+                    "type": "function",
+                    "function": {"name": use.get("name"), "arguments": orjson.dumps(use.get("input", {})).decode()},
+                }
+            )
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    usage = openai_usage(data.get("usage"))
+    body = {
+        "id": f"chatcmpl-{ctx.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": deployment.upstream_model,
+        "choices": [{"index": 0, "message": reply, "finish_reason": _FINISH.get(data.get("stopReason"), "stop")}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body, usage
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def _aws_type(raw: str) -> str:
+    # "ThrottlingException:http://internal.amazon.com/coral/..." or "com.amazon.coral#ThrottlingException"
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
+
+
+def aws_error(
+    status: int, error_type: str, message: str, deployment: Deployment, retry_after: str = ""
+) -> UpstreamResult:
+    """An AWS error (HTTP answer or stream exception) in OpenAI's shape, secrets scrubbed."""
+    mapped, openai_type = _AWS_ERRORS.get(error_type, (status if status >= 400 else 502, "upstream_error"))
+    message = redact(message or f"Bedrock returned {error_type or f'HTTP {status}'}", secrets_of(deployment))
+    result = UpstreamResult(
+        status=mapped,
+        body=error_body(message, type=openai_type, code=error_type or f"upstream_{status}"),
+        error_type=error_type or "upstream_error",
+        error_message=message[:2000],
+    )
+    if retry_after:
+        result.headers["retry-after"] = retry_after
+    return result
+
+
+def _error_from_response(response: httpx.Response, content: bytes, deployment: Deployment) -> UpstreamResult:
+    try:
+        data = orjson.loads(content) if content else {}
+    except orjson.JSONDecodeError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    error_type = _aws_type(response.headers.get("x-amzn-errortype") or str(data.get("__type") or ""))
+    message = str(data.get("message") or data.get("Message") or "")
+    if not message and not data:
+        message = content[:300].decode("utf-8", "replace").strip()
+    result = aws_error(response.status_code, error_type, message, deployment, response.headers.get("retry-after", ""))
+    result.headers.update(_pass_headers(response))
+    return result
+
+
+def _pass_headers(response: httpx.Response) -> dict[str, str]:
+    request_id = response.headers.get("x-amzn-requestid")
+    return {"x-upstream-request-id": request_id} if request_id else {}
+
+
+def _bad_request(message: str) -> UpstreamResult:
+    return UpstreamResult(
+        status=400,
+        body=error_body(message, type="invalid_request_error", code="unsupported_for_provider"),
+        error_type="unsupported_for_provider",
+        error_message=message,
+    )
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+class BedrockAdapter(ProviderAdapter):
+    kind = "bedrock"
+    endpoints = frozenset({"chat/completions"})
+
+    def prepare(self, deployment: Deployment) -> None:
+        base = deployment.base_url or f"https://bedrock-runtime.{deployment.region}.amazonaws.com"
+        model = quote(deployment.upstream_model, safe="")
+        # Normalised the way the HTTP transport (yarl) will send it: the signature covers the path as
+        # sent, and yarl un-escapes characters such as ":" in model ids.
+        deployment.urls = {
+            "converse": str(URL(f"{base}/model/{model}/converse")),
+            "converse-stream": str(URL(f"{base}/model/{model}/converse-stream")),
+        }
+        deployment.headers = {}
+
+    def classify(self, result: UpstreamResult) -> ErrorKind:
+        if result.error_type == "ModelTimeoutException":
+            return ErrorKind.TIMEOUT
+        return classify_result(result)
+
+    def _request(self, deployment: Deployment, payload: dict[str, Any], stream: bool) -> httpx.Request:
+        if not deployment.urls:
+            self.prepare(deployment)
+        url = deployment.urls["converse-stream" if stream else "converse"]
+        body = orjson.dumps(converse_request(payload))
+        headers = signed_headers(deployment, url, body, EVENTSTREAM if stream else "application/json")
+        return get_client().build_request("POST", url, content=body, headers=headers)
+
+    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
+        if ctx.endpoint != "chat/completions":
+            return _bad_request("Embeddings are not supported for Bedrock deployments yet.")
+        try:
+            request = self._request(deployment, payload, stream=False)
+        except Unsupported as exc:
+            return _bad_request(str(exc))
+        try:
+            response = await get_client().send(request)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        content = response.content
+        if response.status_code >= 300:
+            return _error_from_response(response, content, deployment)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            message = "Bedrock returned a body that is not a Converse response"
+            return UpstreamResult(
+                status=502,
+                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+                error_type="upstream_bad_response",
+                error_message=message,
+            )
+        body, usage = chat_completion(data, deployment, ctx)
+        return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(response))
+
+    async def open_stream(
+        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
+    ) -> UpstreamResult | UpstreamStream:
+        if ctx.endpoint != "chat/completions":
+            return _bad_request("Embeddings are not supported for Bedrock deployments yet.")
+        try:
+            request = self._request(deployment, payload, stream=True)
+        except Unsupported as exc:
+            return _bad_request(str(exc))
+        try:
+            response = await get_client().send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        if response.status_code >= 300:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            return _error_from_response(response, content, deployment)
+        content_type = response.headers.get("content-type", "")
+        if EVENTSTREAM not in content_type:
+            await response.aclose()
+            message = f"Bedrock answered a stream request with {content_type.split(';')[0] or 'no content type'}, not an event stream"
+            return UpstreamResult(
+                status=502,
+                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+                error_type="upstream_bad_response",
+                error_message=message,
+            )
+        stream = BedrockStream(response, deployment, ctx)
+        stream.headers = _pass_headers(response)
+        return stream
+
+
+def _sse(data: dict) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class ConverseStreamTranslator:
+    """Binary event-stream bytes in, OpenAI SSE events out; fed as bytes arrive, in any slicing."""
+
+    def __init__(self, deployment: Deployment, ctx: CallContext) -> None:
+        self.deployment = deployment
+        self.hide_usage = not ctx.client_wants_usage
+        self.buffer = EventStreamBuffer()
+        self.base = {"id": f"chatcmpl-{ctx.request_id}", "object": "chat.completion.chunk", "created": int(time.time())}
+        self.base["model"] = deployment.upstream_model
+        self.tool_index: dict[int, int] = {}  # Converse content block index -> OpenAI tool_calls index
+        self.stopped = False
+        self.usage: dict | None = None
+        self.error: UpstreamResult | None = None
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        return _sse({**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """OpenAI events for the frames completed by `data`; raises ParserError on a corrupt frame."""
+        self.buffer.add_data(data)
+        out: list[bytes] = []
+        for message in self.buffer:
+            if self.error is not None:
+                break
+            headers = message.headers
+            kind = headers.get(":message-type", "event")
+            if kind == "event":
+                event = self._event(headers.get(":event-type", ""), message.payload)
+                if event:
+                    out.append(event)
+            else:
+                self._exception(kind, headers, message.payload)
+                out.append(b"data: " + self.error.body + b"\n\n")
+        return out
+
+    def _exception(self, kind: str, headers: dict, payload: bytes) -> None:
+        try:
+            data = orjson.loads(payload) if payload else {}
+        except orjson.JSONDecodeError:
+            data = {}
+        if kind == "exception":
+            name = str(headers.get(":exception-type", ""))
+        else:  # "error": the code and message travel in headers
+            name, data = str(headers.get(":error-code", "")), {"message": headers.get(":error-message", "")}
+        # Stream exception types are lowerCamelCase ("throttlingException"): the same AWS types.
+        error_type = name[:1].upper() + name[1:]
+        message = str(data.get("message") or data.get("Message") or "") if isinstance(data, dict) else ""
+        self.error = aws_error(500, error_type, message, self.deployment)
+
+    def _event(self, name: str, payload: bytes) -> bytes | None:
+        data = orjson.loads(payload) if payload else {}
+        if not isinstance(data, dict):
+            return None
+        if name == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            if "text" in delta:
+                return self._chunk({"content": delta["text"]})
+            if "toolUse" in delta:
+                index = self.tool_index.get(data.get("contentBlockIndex", 0))
+                if index is None:
+                    return None
+                return self._chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": delta["toolUse"].get("input", "")}}]}
+                )
+            return None  # reasoning and citations have no OpenAI counterpart
+        if name == "contentBlockStart":
+            use = (data.get("start") or {}).get("toolUse")
+            if not use:
+                return None
+            index = len(self.tool_index)
+            self.tool_index[data.get("contentBlockIndex", 0)] = index
+            call = {"index": index, "id": use.get("toolUseId"), "type": "function"}
+            call["function"] = {"name": use.get("name"), "arguments": ""}
+            return self._chunk({"tool_calls": [call]})
+        if name == "messageStart":
+            return self._chunk({"role": data.get("role", "assistant"), "content": ""})
+        if name == "messageStop":
+            self.stopped = True
+            return self._chunk({}, _FINISH.get(data.get("stopReason"), "stop"))
+        if name == "metadata":
+            self.usage = openai_usage(data.get("usage"))
+            if self.usage is None or self.hide_usage:
+                return None
+            return _sse({**self.base, "choices": [], "usage": self.usage})
+        return None  # contentBlockStop and events added later
+
+
+class BedrockStream(UpstreamStream):
+    def __init__(self, response: httpx.Response, deployment: Deployment, ctx: CallContext) -> None:
+        super().__init__()
+        self.response = response
+        self.deployment = deployment
+        self.translator = ConverseStreamTranslator(deployment, ctx)
+
+    def _fail(self, error_type: str, message: str, client_message: str) -> bytes:
+        self.error_type, self.error_message = error_type, message[:2000]
+        return b"data: " + error_body(client_message, type="upstream_error", code=error_type) + b"\n\n"
+
+    async def events(self) -> AsyncIterator[bytes]:
+        translator = self.translator
+        try:
+            async for chunk in self.response.aiter_raw():
+                try:
+                    events = translator.feed(chunk)
+                except (ParserError, orjson.JSONDecodeError) as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    yield self._fail("upstream_bad_frame", message, "The upstream event stream was corrupt")
+                    return
+                self.usage = translator.usage
+                for event in events:
+                    yield event
+                if translator.error is not None:
+                    self.error_type = translator.error.error_type
+                    self.error_message = translator.error.error_message
+                    return
+        except httpx.HTTPError as exc:
+            message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
+            yield self._fail("upstream_stream_error", message, "The upstream stream was interrupted")
+            return
+        if not translator.stopped:
+            message = "The Bedrock stream ended without messageStop"
+            yield self._fail("upstream_stream_incomplete", message, "The upstream stream ended before it was complete")
+            return
+        yield b"data: [DONE]\n\n"
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

@@ -1,0 +1,225 @@
+"""A fake Anthropic upstream: a real HTTP server on loopback speaking the Messages API's wire format.
+
+Written from Anthropic's API reference (docs.claude.com/en/api/messages, /streaming, /errors):
+- `POST /v1/messages` needs `x-api-key` (else 401 authentication_error) and `anthropic-version` (else
+  400), and answers a `message` object, or with `"stream": true` the SSE events message_start,
+  content_block_start, ping, content_block_delta (text_delta / input_json_delta), content_block_stop,
+  message_delta (stop_reason and cumulative usage), message_stop, each framed `event: T\\ndata: {...}\\n\\n`.
+- Errors are `{"type": "error", "error": {"type", "message"}, "request_id"}` with the documented status
+  (400 invalid_request_error, 401 authentication_error, 403 permission_error, 404 not_found_error,
+  413 request_too_large, 429 rate_limit_error with retry-after, 500 api_error, 529 overloaded_error).
+By default a model answers "Hello from the fake Claude." (with `usage`). A test scripts the next answers
+for a model: `fake.script("m", {"status": 429, "headers": {"retry-after": "7"}})`, or an answer
+`{"content": [blocks...], "stop_reason": "tool_use", "usage": {...}}`, or `{"stream_error": "overloaded_error"}`
+(a stream that fails after its first text delta), or `{"raw": b"...", "status": 413, "content_type": "text/html"}`.
+Every request is recorded (path, headers, JSON body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+API_KEY = "sk-ant-test-0001"
+DEFAULT_TEXT = "Hello from the fake Claude."
+ERRORS = {
+    400: ("invalid_request_error", 'messages: roles must alternate between "user" and "assistant"'),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "model: claude-nope"),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: Any
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass
+class FakeAnthropic:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    scripts: dict[str, list[dict]] = field(default_factory=dict)
+    sent_events: list[bytes] = field(default_factory=list)  # the raw bytes of the last stream
+
+    def script(self, model: str, *steps: dict) -> None:
+        self.scripts.setdefault(model, []).extend(steps)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.scripts.clear()
+        self.sent_events.clear()
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    def _error(self, status: int, err_type: str | None = None, message: str | None = None, headers=None):
+        default_type, default_message = ERRORS.get(status, ("api_error", "Internal server error"))
+        body = {
+            "type": "error",
+            "error": {"type": err_type or default_type, "message": message or default_message},
+            "request_id": "req_fake_error",
+        }
+        return web.Response(
+            body=_dumps(body),
+            status=status,
+            content_type="application/json",
+            headers={"request-id": "req_fake_error", **(headers or {})},
+        )
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw
+        self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        if request.headers.get("x-api-key") != API_KEY:
+            return self._error(401)
+        if not request.headers.get("anthropic-version"):
+            return self._error(400, message="anthropic-version: header is required")
+        if not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
+            return self._error(400, message="max_tokens: Field required")
+        steps = self.scripts.get(body.get("model", ""))
+        step = steps.pop(0) if steps else {}
+        if "raw" in step:
+            return web.Response(body=step["raw"], status=step["status"], content_type=step.get("content_type"))
+        if step.get("status", 200) != 200:
+            return self._error(step["status"], step.get("type"), step.get("message"), step.get("headers"))
+        content = step.get("content") or [{"type": "text", "text": DEFAULT_TEXT}]
+        has_tool = any(b["type"] == "tool_use" for b in content)
+        stop_reason = step.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
+        input_tokens = 10 + len(json.dumps(body.get("messages"))) // 4
+        output_tokens = sum(len(json.dumps(b)) // 4 for b in content)
+        usage = {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+            **step.get("usage", {}),
+        }
+        message = {
+            "id": "msg_01FakeAnthropic",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.Response(
+                body=_dumps(message), content_type="application/json", headers={"request-id": "req_fake_ok"}
+            )
+        return await self._stream(request, message, step)
+
+    async def _stream(self, request: web.Request, message: dict, step: dict) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream; charset=utf-8", "request-id": "req_fake_stream"}
+        )
+        await response.prepare(request)
+        self.sent_events = []
+
+        async def send(event_type: str, data: dict) -> None:
+            frame = b"event: " + event_type.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+            self.sent_events.append(frame)
+            # Split every frame across two writes to exercise the gateway's SSE reassembly.
+            await response.write(frame[:9])
+            await response.write(frame[9:])
+
+        usage = message["usage"]
+        start_usage = {**usage, "output_tokens": 1}
+        start = {**message, "content": [], "stop_reason": None, "usage": start_usage}
+        await send("message_start", {"type": "message_start", "message": start})
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                await send(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                if index == 0:
+                    await send("ping", {"type": "ping"})
+                words = block["text"].split(" ")
+                for n, word in enumerate(words):
+                    piece = word if n == 0 else " " + word
+                    delta = {"type": "text_delta", "text": piece}
+                    await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+                    if step.get("stream_error"):
+                        err_type = step["stream_error"]
+                        error = {"type": "error", "error": {"type": err_type, "message": ERRORS[529][1]}}
+                        await send("error", error)
+                        await response.write_eof()
+                        return response
+            elif block["type"] == "tool_use":
+                start_block = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                await send(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": start_block}
+                )
+                arguments = json.dumps(block["input"])
+                third = max(1, len(arguments) // 3)
+                pieces = ["", arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+                for piece in pieces:
+                    delta = {"type": "input_json_delta", "partial_json": piece}
+                    await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
+        # message_delta's usage is cumulative (input and cache fields included).
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": usage,
+            },
+        )
+        await send("message_stop", {"type": "message_stop"})
+        await response.write_eof()
+        return response
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> FakeAnthropic:
+        sock = socket.socket()
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        app = web.Application()
+        app.router.add_post("/v1/messages", self.messages)
+        ready = threading.Event()
+
+        def run() -> None:
+            self.loop = asyncio.new_event_loop()
+            runner = web.AppRunner(app, handle_signals=False)
+            self.loop.run_until_complete(runner.setup())
+            self.loop.run_until_complete(web.SockSite(runner, sock).start())
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(runner.cleanup())
+
+        self._thread = threading.Thread(target=run, name="fake-anthropic", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

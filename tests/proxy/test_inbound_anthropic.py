@@ -1,0 +1,502 @@
+"""Anthropic's Messages API in front of the gateway: the translation in process, then the official
+`anthropic` SDK against a real gateway server and the fake OpenAI upstream."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import orjson
+import pytest
+
+from observability.models import CallLog
+from proxy.errors import ProxyError
+from proxy.inbound.anthropic import ANTHROPIC, StreamTranslator, to_chat, to_message
+from tests.conftest import wait_for
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+class FakeCall:
+    model = "claude-for-alice"
+    request_id = "req_test1"
+
+
+def events(raw: bytes) -> list[tuple[str, dict]]:
+    """Anthropic SSE bytes as (event name, data) pairs, checking the framing of each event."""
+    out = []
+    for block in raw.split(b"\n\n"):
+        if not block:
+            continue
+        name_line, data_line = block.split(b"\n")
+        assert name_line.startswith(b"event: ") and data_line.startswith(b"data: ")
+        data = json.loads(data_line[6:])
+        assert data["type"] == name_line[7:].decode()
+        out.append((data["type"], data))
+    assert raw.endswith(b"\n\n")
+    return out
+
+
+def chunk(choices: list, usage: dict | None = None) -> bytes:
+    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "up", "choices": choices, "usage": usage}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+# --- request translation ------------------------------------------------------------------------------
+
+
+def test_a_messages_request_becomes_the_equivalent_openai_chat_payload():
+    chat = to_chat(
+        {
+            "model": "claude-for-alice",
+            "max_tokens": 300,
+            "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Weather in Paris? See:"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                        {"type": "image", "source": {"type": "url", "url": "https://example.test/a.png"}},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "21C"}]},
+                        {"type": "text", "text": "And tomorrow?"},
+                    ],
+                },
+            ],
+            "tools": [WEATHER_TOOL],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "stop_sequences": ["\n\nHuman:"],
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "top_k": 5,
+            "metadata": {"user_id": "alice-7"},
+            "stream": True,
+        }
+    )
+    assert chat["messages"] == [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in Paris? See:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                {"type": "image_url", "image_url": {"url": "https://example.test/a.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        # The tool result comes straight after the assistant's call, before the user's new text.
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
+        {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]},
+    ]
+    assert chat["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": WEATHER_TOOL["input_schema"],
+                "description": "The weather in a city.",
+            },
+        }
+    ]
+    assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
+    assert chat["max_tokens"] == 300 and chat["stop"] == ["\n\nHuman:"] and chat["user"] == "alice-7"
+    assert chat["temperature"] == 0.2 and chat["top_p"] == 0.9 and "top_k" not in chat
+    # Anthropic clients read usage from message_delta: the gateway always asks for it.
+    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, "auto"),
+        ({"type": "none"}, "none"),
+        ({"type": "tool", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
+def test_tool_choice_maps_to_openai(choice, expected):
+    messages = [{"role": "user", "content": "hi"}]
+    chat = to_chat(
+        {"model": "m", "max_tokens": 5, "messages": messages, "tools": [WEATHER_TOOL], "tool_choice": choice}
+    )
+    assert chat["tool_choice"] == expected and "parallel_tool_calls" not in chat
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens: Field required"),
+        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "model: Field required"),
+        ({"model": "m", "max_tokens": 5}, "messages: Field required"),
+        ({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
+        ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]}, "top-level `system`"),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            },
+            "server tool",
+        ),
+    ],
+)
+def test_invalid_requests_are_refused_with_anthropic_400s(body, says):
+    with pytest.raises(ProxyError) as caught:
+        to_chat(body)
+    response = ANTHROPIC.error_response(caught.value)
+    assert response.status_code == 400
+    error = json.loads(response.content)
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert says in error["error"]["message"]
+
+
+# --- answers and errors -------------------------------------------------------------------------------
+
+
+def test_a_chat_completion_renders_as_an_anthropic_message_with_tool_use_and_cache_usage():
+    completion = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "model": "upstream-id",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": 12,
+            "total_tokens": 112,
+            "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30},
+        },
+    }
+    message = json.loads(ANTHROPIC.render(FakeCall(), orjson.dumps(completion)))
+    assert message == {
+        "id": "msg_chatcmpl-9",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-for-alice",  # the model the client asked for, not the upstream id
+        "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        # Anthropic counts cache reads and writes apart from input_tokens.
+        "usage": {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 30,
+            "cache_read_input_tokens": 60,
+            "output_tokens": 12,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop_reason"),
+    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("content_filter", "refusal")],
+)
+def test_finish_reasons_map_to_stop_reasons(finish, stop_reason):
+    completion = {"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": finish}]}
+    assert to_message(completion, "m")["stop_reason"] == stop_reason
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_errors_take_anthropics_shape_and_type_for_their_status(status, error_type):
+    upstream = orjson.dumps({"error": {"message": "Slow down, Alice.", "type": "requests", "code": "x"}})
+    body = json.loads(ANTHROPIC.render_upstream_error(FakeCall(), status, upstream))
+    assert body == {
+        "type": "error",
+        "error": {"type": error_type, "message": "Slow down, Alice."},
+        "request_id": "req_test1",
+    }
+    response = ANTHROPIC.error_response(ProxyError(status, "No.", headers={"retry-after": "3"}))
+    assert response.status_code == status and response["retry-after"] == "3"
+    assert json.loads(response.content) == {"type": "error", "error": {"type": error_type, "message": "No."}}
+
+
+# --- streams ------------------------------------------------------------------------------------------
+
+
+def test_a_stream_of_text_then_a_tool_call_becomes_anthropics_event_sequence():
+    translate = ANTHROPIC.stream_filter(FakeCall())
+    tool_start = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    upstream = [
+        chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+        b": keep-alive comment\n\n",
+        chunk([{"index": 0, "delta": {"content": "Let me "}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"content": "check."}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"tool_calls": [tool_start]}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}}]),
+        chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}}]),
+        chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        chunk([], {"prompt_tokens": 50, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 20}}),
+        b"data: [DONE]\n\n",
+    ]
+    raw = b"".join(out for event in upstream if (out := translate(event)) is not None)
+    seq = events(raw)
+    assert [name for name, _ in seq] == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    start = seq[0][1]["message"]
+    assert start["model"] == "claude-for-alice" and start["role"] == "assistant" and start["content"] == []
+    assert seq[2][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    assert seq[3][1]["delta"] == {"type": "text_delta", "text": "Let me "}
+    assert seq[6][1] == {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "call_7", "name": "get_weather", "input": {}},
+    }
+    assert [seq[i][1]["delta"]["partial_json"] for i in (7, 8)] == ['{"city":', '"Oslo"}']
+    assert seq[9][1] == {"type": "content_block_stop", "index": 1}
+    assert seq[10][1] == {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {
+            "input_tokens": 30,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 20,
+            "output_tokens": 9,
+        },
+    }
+
+
+def test_an_upstream_error_mid_stream_becomes_an_anthropic_error_event_and_ends_the_stream():
+    translate = StreamTranslator(FakeCall())
+    first = translate(chunk([{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]))
+    error = translate(b'data: {"error": {"message": "upstream fell over", "type": "server_error"}}\n\n')
+    assert [name for name, _ in events(first)][-1] == "content_block_delta"
+    assert events(error) == [
+        ("error", {"type": "error", "error": {"type": "api_error", "message": "upstream fell over"}})
+    ]
+    assert translate(b"data: [DONE]\n\n") is None  # nothing after the error, as Anthropic does
+
+
+# --- the anthropic SDK against a real gateway ------------------------------------------------------------
+
+
+def logs_for(request_id: str) -> list[CallLog]:
+    return list(CallLog.objects.filter(request_id=request_id))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_anthropic_sdk_chats_streams_and_calls_tools_through_an_openai_upstream(
+    gateway, make_tenant, mint, upstream
+):
+    acme = make_tenant("acme", {"claude-for-alice": "gpt-4o-mini", "tools": "tool-call"})
+    alice = anthropic.Anthropic(base_url=gateway.url, api_key=mint(acme), max_retries=0)
+    ask = [{"role": "user", "content": "Say hello"}]
+
+    raw = alice.messages.with_raw_response.create(
+        model="claude-for-alice", max_tokens=64, system="Be brief.", messages=ask, metadata={"user_id": "alice"}
+    )
+    message = raw.parse()
+    assert message.type == "message" and message.role == "assistant" and message.model == "claude-for-alice"
+    assert message.content[0].text == "Hello from the fake upstream."
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens == 6 and message.usage.input_tokens > 0
+    sent = upstream.requests[-1].body
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."} and sent["max_tokens"] == 64
+    request_id = raw.headers["x-request-id"]
+    assert wait_for(lambda: len(logs_for(request_id)) == 1)
+    log = logs_for(request_id)[0]
+    assert log.tenant_id == acme.id and log.status_code == 200 and log.endpoint == "messages"
+    assert log.completion_tokens == 6 and log.end_user == "alice"
+
+    # The SDK's stream helper collects the text and the usage from message_delta.
+    with alice.messages.stream(model="claude-for-alice", max_tokens=64, messages=ask) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from the fake upstream."
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 6 and final.usage.input_tokens > 0
+
+    # Tools round trip: tool_use out, tool_result back in, then the answer.
+    weather = {**WEATHER_TOOL}
+    called = alice.messages.create(model="tools", max_tokens=64, messages=ask, tools=[weather])
+    assert called.stop_reason == "tool_use"
+    use = called.content[0]
+    assert use.type == "tool_use" and use.name == "get_weather" and use.input == {"city": "Paris", "unit": "celsius"}
+    with alice.messages.stream(model="tools", max_tokens=64, messages=ask, tools=[weather]) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.stop_reason == "tool_use" and streamed.content[0].input == use.input
+    assert streamed.content[0].id == use.id
+    follow_up = [
+        *ask,
+        {"role": "assistant", "content": called.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C and sunny"}]},
+    ]
+    answer = alice.messages.create(model="tools", max_tokens=64, messages=follow_up, tools=[weather])
+    assert answer.content[0].text == "Hello from the fake upstream."
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert sent[-1] == {"role": "tool", "tool_call_id": use.id, "content": "21C and sunny"}
+
+    counted = alice.messages.count_tokens(model="claude-for-alice", messages=ask, system="Be brief.")
+    assert counted.input_tokens > 0
+    calls_before = len(upstream.requests)
+    assert (
+        alice.messages.count_tokens(
+            model="claude-for-alice", messages=[{"role": "user", "content": "x" * 4000}]
+        ).input_tokens
+        > counted.input_tokens + 900
+    )
+    assert len(upstream.requests) == calls_before  # counting never calls a provider
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_anthropic_sdk_gets_errors_in_anthropics_shape(gateway, make_tenant, mint, upstream):
+    acme = make_tenant("acme", {"claude-for-alice": "gpt-4o-mini", "limited": "fail-429"})
+    key = mint(acme)
+    ask = [{"role": "user", "content": "hi"}]
+
+    stranger = anthropic.Anthropic(base_url=gateway.url, api_key="sk-gw-not-a-real-key", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        stranger.messages.create(model="claude-for-alice", max_tokens=5, messages=ask)
+    assert caught.value.status_code == 401 and caught.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.AuthenticationError):
+        stranger.messages.count_tokens(model="claude-for-alice", messages=ask)
+
+    # Authorization: Bearer works as well as x-api-key (the SDK's auth_token).
+    alice = anthropic.Anthropic(base_url=gateway.url, auth_token=key, max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        alice.messages.create(model="claude-of-bob", max_tokens=5, messages=ask)
+    assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "not_found_error"
+
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        alice.messages.create(model="limited", max_tokens=5, messages=ask)
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.body["error"] == {"type": "rate_limit_error", "message": "Rate limit reached for requests"}
+    assert caught.value.body["request_id"] == caught.value.response.headers["x-request-id"]
+
+    missing = httpx.post(
+        f"{gateway.url}/v1/messages", headers={"x-api-key": key}, json={"model": "claude-for-alice", "messages": ask}
+    )
+    assert missing.status_code == 400
+    assert missing.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_anthropic_sdk_reaches_an_anthropic_upstream_through_the_translation(gateway_factory, mint, monkeypatch):
+    from tenants.config import apply_config
+    from tests.fakes.anthropic_upstream import API_KEY, DEFAULT_TEXT, FakeAnthropic
+
+    claude = FakeAnthropic().start()
+    try:
+        monkeypatch.setenv("ANTHROPIC_TEST_KEY", API_KEY)
+        yaml = "\n".join(
+            [
+                "tenant: acme",
+                "name: Acme Corp",
+                "providers:",
+                f"  - {{name: claude, kind: anthropic, base_url: '{claude.base_url}', api_key: env:ANTHROPIC_TEST_KEY}}",
+                "models:",
+                "  - name: claude",
+                "    deployments:",
+                "      - {provider: claude, model: claude-sonnet-4-5}",
+            ]
+        )
+        acme, _changes = apply_config(yaml + "\n")
+        alice = anthropic.Anthropic(base_url=gateway_factory().url, api_key=mint(acme), max_retries=0)
+        system = [{"type": "text", "text": "Long shared context.", "cache_control": {"type": "ephemeral"}}]
+        ask = [{"role": "user", "content": "Hi"}]
+
+        message = alice.messages.create(model="claude", max_tokens=50, system=system, messages=ask)
+        assert message.content[0].text == DEFAULT_TEXT and message.model == "claude"
+        sent = claude.requests[-1]
+        assert sent.headers["x-api-key"] == API_KEY and sent.body["model"] == "claude-sonnet-4-5"
+        # The cache breakpoint survives the trip through the OpenAI-format pipeline.
+        assert sent.body["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+        with alice.messages.stream(model="claude", max_tokens=50, messages=ask) as stream:
+            assert "".join(stream.text_stream) == DEFAULT_TEXT
+            assert stream.get_final_message().usage.output_tokens > 0
+
+        tool_use = {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}
+        claude.script("claude-sonnet-4-5", {"content": [tool_use]})
+        with alice.messages.stream(model="claude", max_tokens=50, messages=ask, tools=[WEATHER_TOOL]) as stream:
+            called = stream.get_final_message()
+        assert called.stop_reason == "tool_use"
+        assert (called.content[0].id, called.content[0].input) == ("toolu_01A", {"city": "Paris"})
+        follow_up = [
+            *ask,
+            {"role": "assistant", "content": called.content},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "21C"}]},
+        ]
+        alice.messages.create(model="claude", max_tokens=50, messages=follow_up, tools=[WEATHER_TOOL])
+        turns = claude.requests[-1].body["messages"]
+        assert turns[-2]["content"][-1]["type"] == "tool_use" and turns[-2]["content"][-1]["id"] == "toolu_01A"
+        assert (
+            turns[-1]["content"][0]["type"] == "tool_result" and turns[-1]["content"][0]["tool_use_id"] == "toolu_01A"
+        )
+    finally:
+        claude.stop()

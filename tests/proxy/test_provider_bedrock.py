@@ -1,0 +1,472 @@
+"""The Bedrock adapter against a fake Bedrock Runtime on loopback that checks every SigV4 signature with
+botocore and speaks Converse JSON and ConverseStream's binary event-stream frames.
+
+Alice's deployment signs with a long-term key; Bob's with temporary credentials (session token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.providers import adapter_for
+from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream
+from proxy.providers.bedrock import BedrockAdapter, ConverseStreamTranslator, converse_request
+from proxy.state import Deployment
+from proxy.upstream import close_client
+from tests.fakes.bedrock_upstream import CREDENTIALS, REGION, FakeBedrock, event, exception
+
+GOLDEN = Path(__file__).parent / "golden" / "bedrock"
+ALICE_KEY, BOB_KEY = "AKIDALICEEXAMPLE01", "ASIABOBTEMPEXAMPLE"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBedrock]:
+    server = FakeBedrock().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bedrock(fake: FakeBedrock) -> FakeBedrock:
+    fake.reset()
+    return fake
+
+
+def deployment(fake: FakeBedrock, model: str = "anthropic.claude-3-5-haiku-20241022-v1:0", **creds) -> Deployment:
+    secret, _token = CREDENTIALS[ALICE_KEY]
+    fields = {"aws_access_key_id": ALICE_KEY, "aws_secret_access_key": secret, **creds}
+    dep = Deployment(
+        id=7,
+        model_name="claude",
+        provider_name="aws",
+        kind="bedrock",
+        base_url=fake.base_url,
+        api_key="",
+        upstream_model=model,
+        region=REGION,
+        **fields,
+    )
+    BedrockAdapter().prepare(dep)
+    return dep
+
+
+def bob_deployment(fake: FakeBedrock, **extra) -> Deployment:
+    secret, token = CREDENTIALS[BOB_KEY]
+    fields = {"aws_access_key_id": BOB_KEY, "aws_secret_access_key": secret, "aws_session_token": token, **extra}
+    return deployment(fake, **fields)
+
+
+def chat(content: str = "Hi", **extra) -> dict:
+    return {"model": "claude", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def call(
+    dep: Deployment, payload: dict, *, stream: bool = False, wants_usage: bool = False, endpoint="chat/completions"
+):
+    """One adapter call; a stream is read to its end. Returns (result, events or None)."""
+    ctx = CallContext(request_id="req-alice-1", endpoint=endpoint, stream=stream, client_wants_usage=wants_usage)
+
+    async def go():
+        adapter = adapter_for("bedrock")
+        try:
+            if not stream:
+                return await adapter.send(dep, payload, ctx), None
+            result = await adapter.open_stream(dep, payload, ctx)
+            if not isinstance(result, UpstreamStream):
+                return result, None
+            events = [e async for e in result]
+            await result.aclose()
+            return result, events
+        finally:
+            await close_client()
+
+    return asyncio.run(go())
+
+
+def chunks(events: list[bytes]) -> list[dict]:
+    return [orjson.loads(e[6:]) for e in events if e != b"data: [DONE]\n\n"]
+
+
+def streamed_text(events: list[bytes]) -> str:
+    return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks(events) if c.get("choices"))
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def test_a_chat_is_signed_sent_to_converse_and_answered_as_a_chat_completion(bedrock):
+    payload = chat("Hello there", max_tokens=64, temperature=0.2, top_p=0.9, stop="END")
+    before = copy.deepcopy(payload)
+    result, _ = call(deployment(bedrock), payload)
+    assert result.status == 200, result.body
+    body = orjson.loads(result.body)
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello from the fake Bedrock."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert result.usage == body["usage"]
+    assert payload == before  # the attempt loop reuses it for the next deployment
+    sent = bedrock.requests[-1]
+    assert sent.path == "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse"
+    assert sent.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ALICE_KEY}/")
+    assert "x-amz-security-token" not in sent.headers
+    assert sent.body["inferenceConfig"] == {"maxTokens": 64, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]}
+    assert result.headers["x-upstream-request-id"] == "req-0001"
+
+
+def test_an_inference_profile_arn_is_quoted_and_still_signed_correctly(bedrock):
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+    result, _ = call(deployment(bedrock, arn), chat())
+    assert result.status == 200, result.body
+    assert "inference-profile%2Fus.anthropic" in bedrock.requests[-1].path
+
+
+def test_cache_reads_and_writes_count_as_prompt_tokens_priced_apart(bedrock):
+    result, _ = call(deployment(bedrock, "cached-claude"), chat())
+    assert result.usage == {
+        "prompt_tokens": 162,
+        "completion_tokens": 7,
+        "total_tokens": 169,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 50},
+    }
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+
+def test_a_wrong_secret_fails_the_signature_check_and_maps_to_403(bedrock):
+    dep = deployment(bedrock, aws_secret_access_key="not-alices-secret-key-0000000000000000")
+    result, _ = call(dep, chat())
+    assert result.status == 403
+    error = orjson.loads(result.body)["error"]
+    assert error["code"] == "InvalidSignatureException"
+    assert error["type"] == "authentication_error"
+    assert "signature we calculated does not match" in error["message"]
+    assert adapter_for("bedrock").classify(result) == ErrorKind.AUTH
+
+
+def test_bobs_session_token_is_sent_and_signed(bedrock):
+    result, _ = call(bob_deployment(bedrock), chat())
+    assert result.status == 200, result.body
+    sent = bedrock.requests[-1].headers
+    assert sent["x-amz-security-token"] == CREDENTIALS[BOB_KEY][1]
+    assert "x-amz-security-token" in sent["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+
+
+def test_temporary_credentials_without_their_session_token_are_refused(bedrock):
+    result, _ = call(bob_deployment(bedrock, aws_session_token=""), chat())
+    assert result.status == 403
+    assert orjson.loads(result.body)["error"]["code"] == "UnrecognizedClientException"
+
+
+def test_operator_headers_are_sent_and_covered_by_the_signature(bedrock):
+    result, _ = call(deployment(bedrock, extra_headers={"X-Amzn-Bedrock-Trace": "ENABLED"}), chat())
+    assert result.status == 200, result.body
+    sent = bedrock.requests[-1].headers
+    assert sent["x-amzn-bedrock-trace"] == "ENABLED"
+    assert "x-amzn-bedrock-trace" in sent["authorization"]
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("aws_type", "status", "openai_type", "kind"),
+    [
+        ("ThrottlingException", 429, "rate_limit_error", ErrorKind.RATE_LIMITED),
+        ("ValidationException", 400, "invalid_request_error", ErrorKind.BAD_REQUEST),
+        ("AccessDeniedException", 403, "permission_error", ErrorKind.AUTH),
+        ("ResourceNotFoundException", 404, "invalid_request_error", ErrorKind.NOT_FOUND),
+        ("ModelNotReadyException", 503, "server_error", ErrorKind.OVERLOADED),
+        ("ServiceUnavailableException", 503, "server_error", ErrorKind.OVERLOADED),
+        ("ModelTimeoutException", 408, "timeout_error", ErrorKind.TIMEOUT),
+        ("InternalServerException", 500, "server_error", ErrorKind.SERVER),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_aws_error_type_maps_to_its_openai_status(bedrock, aws_type, status, openai_type, kind, stream):
+    result, events = call(deployment(bedrock, f"error-{aws_type}"), chat(), stream=stream)
+    assert events is None
+    assert isinstance(result, UpstreamResult)
+    assert result.status == status
+    error = orjson.loads(result.body)["error"]
+    assert (error["type"], error["code"]) == (openai_type, aws_type)
+    assert error["message"] == f"{aws_type} from the fake Bedrock for error-{aws_type}"
+    assert result.error_type == aws_type
+    assert adapter_for("bedrock").classify(result) == kind
+    if aws_type == "ThrottlingException":
+        assert result.headers["retry-after"] == "3"
+    else:
+        assert "retry-after" not in result.headers
+
+
+def test_embeddings_are_refused_with_a_clear_400(bedrock):
+    result, _ = call(deployment(bedrock), {"model": "claude", "input": "hi"}, endpoint="embeddings")
+    assert result.status == 400
+    assert "Embeddings are not supported for Bedrock" in orjson.loads(result.body)["error"]["message"]
+    assert bedrock.requests == []
+
+
+def test_an_image_url_is_refused_and_a_data_url_becomes_bytes(bedrock):
+    remote = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    result, _ = call(deployment(bedrock), chat(remote))
+    assert result.status == 400
+    assert "data: URLs" in orjson.loads(result.body)["error"]["message"]
+    inline = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg=="}},
+    ]
+    result, _ = call(deployment(bedrock), chat(inline))
+    assert result.status == 200, result.body
+    assert bedrock.requests[-1].body["messages"][0]["content"] == [
+        {"text": "What is this?"},
+        {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQSkZJRg=="}}},
+    ]
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+
+def test_a_stream_of_split_binary_frames_becomes_openai_chunks_and_done(bedrock):
+    result, events = call(deployment(bedrock), chat(), stream=True)
+    assert isinstance(result, UpstreamStream), getattr(result, "body", b"")
+    assert events[-1] == b"data: [DONE]\n\n"
+    assert streamed_text(events) == "Hello from the fake Bedrock."
+    parsed = chunks(events)
+    assert parsed[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert parsed[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["object"] == "chat.completion.chunk" and "usage" not in c for c in parsed)  # not asked for
+    assert result.usage == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert result.error_type == ""
+    assert bedrock.requests[-1].path.endswith("/converse-stream")
+    assert bedrock.requests[-1].headers["accept"] == "application/vnd.amazon.eventstream"
+
+
+def test_a_client_that_asked_for_usage_gets_the_usage_chunk_before_done(bedrock):
+    _result, events = call(deployment(bedrock, "cached-claude"), chat(), stream=True, wants_usage=True)
+    last = chunks(events)[-1]
+    assert last["choices"] == []
+    assert last["usage"]["prompt_tokens_details"] == {"cached_tokens": 100, "cache_write_tokens": 50}
+    assert events[-1] == b"data: [DONE]\n\n"
+
+
+def test_frames_split_at_every_byte_boundary_translate_the_same():
+    frames = b"".join(
+        [
+            event("messageStart", {"role": "assistant"}),
+            event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "héllo"}}),
+            event(
+                "contentBlockStart", {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}
+            ),
+            event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": '{"a":'}}}),
+            event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "1}"}}}),
+            event("messageStop", {"stopReason": "tool_use"}),
+            event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}),
+        ]
+    )
+    dep = Deployment(
+        id=1, model_name="m", provider_name="p", kind="bedrock", base_url="", api_key="", upstream_model="m"
+    )
+    ctx = CallContext(request_id="r", endpoint="chat/completions", stream=True, client_wants_usage=True)
+
+    def translate(pieces: list[bytes]) -> list[bytes]:
+        translator = ConverseStreamTranslator(dep, ctx)
+        out = [e for piece in pieces for e in translator.feed(piece)]
+        assert translator.stopped and translator.usage["total_tokens"] == 7
+        # "created" is the translator's clock second, which may tick between two runs.
+        return [{k: v for k, v in orjson.loads(e[6:]).items() if k != "created"} for e in out]
+
+    whole = translate([frames])
+    assert len(whole) == 7
+    assert translate([frames[i : i + 1] for i in range(len(frames))]) == whole
+    for cut in range(1, len(frames)):
+        assert translate([frames[:cut], frames[cut:]]) == whole
+
+
+def test_a_corrupted_frame_crc_ends_the_stream_with_one_error_event(bedrock):
+    result, events = call(deployment(bedrock, "corrupt-crc"), chat(), stream=True)
+    assert b"data: [DONE]\n\n" not in events
+    error = orjson.loads(events[-1][6:])["error"]
+    assert error["code"] == "upstream_bad_frame"
+    assert result.error_type == "upstream_bad_frame"
+    assert "Checksum" in result.error_message or "CRC" in result.error_message
+    assert streamed_text(events[:-1]) == ""  # nothing after the corrupt frame was trusted
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "code", "status_type"),
+    [
+        ("throttlingException", "ThrottlingException", "rate_limit_error"),
+        ("modelStreamErrorException", "ModelStreamErrorException", "upstream_error"),
+        ("internalServerException", "InternalServerException", "server_error"),
+        ("validationException", "ValidationException", "invalid_request_error"),
+    ],
+)
+def test_an_exception_frame_mid_stream_becomes_one_error_event_without_done(bedrock, exception_type, code, status_type):
+    result, events = call(deployment(bedrock, f"stream-exception-{exception_type}"), chat(), stream=True)
+    assert b"data: [DONE]\n\n" not in events
+    assert streamed_text(events[:-1]) == "Hello from"  # what came before the exception was relayed
+    error = orjson.loads(events[-1][6:])["error"]
+    assert (error["code"], error["type"]) == (code, status_type)
+    assert error["message"] == f"{exception_type} mid-stream from the fake Bedrock"
+    assert sum(b'"error"' in e for e in events) == 1
+    assert result.error_type == code
+
+
+def test_an_exception_frame_from_the_translator_alone_names_its_type():
+    dep = Deployment(
+        id=1, model_name="m", provider_name="p", kind="bedrock", base_url="", api_key="", upstream_model="m"
+    )
+    translator = ConverseStreamTranslator(dep, CallContext(request_id="r", endpoint="chat/completions", stream=True))
+    out = translator.feed(exception("serviceUnavailableException", "try later"))
+    assert orjson.loads(out[0][6:])["error"]["code"] == "ServiceUnavailableException"
+    assert translator.error.status == 503
+
+
+def test_a_stream_that_ends_without_message_stop_is_reported_incomplete(bedrock):
+    result, events = call(deployment(bedrock, "truncated"), chat(), stream=True)
+    assert b"data: [DONE]\n\n" not in events
+    assert orjson.loads(events[-1][6:])["error"]["code"] == "upstream_stream_incomplete"
+    assert result.error_type == "upstream_stream_incomplete"
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+def _tool_round_trip(bedrock: FakeBedrock, stream: bool) -> None:
+    dep = deployment(bedrock)
+    first = chat("Weather in Paris?", tools=[WEATHER_TOOL], tool_choice="auto")
+    result, events = call(dep, first, stream=stream)
+    if stream:
+        parsed = chunks(events)
+        calls = [tc for c in parsed for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+        assert calls[0] == {
+            "index": 0,
+            "id": "tooluse_fake0001",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": ""},
+        }
+        arguments = "".join(tc["function"]["arguments"] for tc in calls)
+        assert parsed[-1]["choices"][0]["finish_reason"] == "tool_calls"
+        tool_call = {
+            "id": calls[0]["id"],
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments},
+        }
+    else:
+        message = orjson.loads(result.body)["choices"][0]
+        assert message["finish_reason"] == "tool_calls"
+        assert message["message"]["content"] == "Let me check."
+        tool_call = message["message"]["tool_calls"][0]
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Paris"}
+    sent = bedrock.requests[-1].body
+    assert sent["toolConfig"]["toolChoice"] == {"auto": {}}
+    assert sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"] == WEATHER_TOOL["function"]["parameters"]
+
+    second = {
+        "model": "claude",
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [tool_call]},
+            {"role": "tool", "tool_call_id": tool_call["id"], "content": "18C and sunny"},
+        ],
+    }
+    result, events = call(dep, second, stream=stream)
+    text = streamed_text(events) if stream else orjson.loads(result.body)["choices"][0]["message"]["content"]
+    assert text == "The tool said: 18C and sunny"
+    messages = bedrock.requests[-1].body["messages"]
+    assert messages[1]["content"][1] == {
+        "toolUse": {"toolUseId": "tooluse_fake0001", "name": "get_weather", "input": {"city": "Paris"}}
+    }
+    assert messages[2] == {
+        "role": "user",
+        "content": [{"toolResult": {"toolUseId": "tooluse_fake0001", "content": [{"text": "18C and sunny"}]}}],
+    }
+
+
+def test_tools_round_trip_as_json(bedrock):
+    _tool_round_trip(bedrock, stream=False)
+
+
+def test_tools_round_trip_as_a_stream(bedrock):
+    _tool_round_trip(bedrock, stream=True)
+
+
+# --- golden translations ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
+def test_translated_requests_match_the_golden_files(path):
+    case = json.loads(path.read_text())
+    openai_request = copy.deepcopy(case["openai"])
+    assert converse_request(openai_request) == case["converse"]
+    assert openai_request == case["openai"]
+
+
+def test_there_are_golden_files():
+    assert len(list(GOLDEN.glob("*.json"))) >= 4
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def test_the_openai_sdk_talks_to_bedrock_through_the_gateway(bedrock, gateway, mint, monkeypatch):
+    import openai
+
+    from tenants.config import apply_config
+
+    monkeypatch.setenv("ACME_AWS_KEY_ID", ALICE_KEY)
+    monkeypatch.setenv("ACME_AWS_SECRET", CREDENTIALS[ALICE_KEY][0])
+    acme, _changes = apply_config(
+        "tenant: acme\n"
+        "name: Acme Corp\n"
+        "providers:\n"
+        f"  - {{name: aws, kind: bedrock, base_url: '{bedrock.base_url}', region: {REGION},"
+        " aws_access_key_id: env:ACME_AWS_KEY_ID, aws_secret_access_key: env:ACME_AWS_SECRET}\n"
+        "models:\n"
+        "  - name: claude\n"
+        "    deployments: [{provider: aws, model: 'anthropic.claude-3-5-haiku-20241022-v1:0'}]\n"
+    )
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=mint(acme), max_retries=0)
+
+    answer = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert answer.choices[0].message.content == "Hello from the fake Bedrock."
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (12, 7)
+
+    stream = client.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    parts = list(stream)
+    assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == "Hello from the fake Bedrock."
+    assert parts[-1].usage.total_tokens == 19
+
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER_TOOL])
+    tool_call = first.choices[0].message.tool_calls[0]
+    assert (tool_call.function.name, json.loads(tool_call.function.arguments)) == ("get_weather", {"city": "Paris"})
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": tool_call.id, "content": "18C and sunny"},
+    ]
+    second = client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == "The tool said: 18C and sunny"
+    assert all(r.headers["authorization"].startswith("AWS4-HMAC-SHA256") for r in bedrock.requests)
