@@ -19,6 +19,7 @@ PICO = Decimal(10**12)
 # i.e. about 9 million USD per counter). Reservations round up, so a budget is never overshot.
 NANO = Decimal(1_000_000_000)
 DEFAULT_MAX_OUTPUT = 16_384
+_ID_PREFIX = re.compile(r"^(models/|(us|eu|apac|global|jp|au|ca|us-gov)\.)")
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest|-preview(-\d{2}-\d{4})?)$")
 
 
@@ -68,26 +69,37 @@ def _dec(value: object) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+def price_families() -> dict[str, dict]:
+    """The shipped table as data/prices.json holds it: one block per provider family, with its sources."""
+    return json.loads((Path(__file__).parent / "data" / "prices.json").read_text())["families"]
+
+
 @cache
 def shipped_prices() -> dict[str, Price]:
-    data = json.loads((Path(__file__).parent / "data" / "prices.json").read_text())
     out = {}
-    for model, row in data["models"].items():
-        out[model] = Price(
-            input=Decimal(row["input"]),
-            output=Decimal(row["output"]),
-            cached_input=_dec(row.get("cached_input")),
-            cache_write=_dec(row.get("cache_write")),
-            max_output=int(row.get("max_output", DEFAULT_MAX_OUTPUT)),
-        )
+    for family in price_families().values():
+        for model, row in family["models"].items():
+            out[model] = Price(
+                input=Decimal(row["input"]),
+                output=Decimal(row["output"]),
+                cached_input=_dec(row.get("cached_input")),
+                cache_write=_dec(row.get("cache_write")),
+                max_output=int(row.get("max_output", DEFAULT_MAX_OUTPUT)),
+            )
     return out
 
 
 def find_price(model: str, table: dict[str, Price]) -> Price | None:
-    """Exact id, then without a date/version suffix (gpt-4o-mini-2024-07-18), then the longest prefix."""
+    """Exact id, then without a Bedrock region/profile or Gemini "models/" prefix, then without a
+    date/version suffix (gpt-4o-mini-2024-07-18, anthropic.claude-...-20250929-v1:0), then the longest
+    known prefix (claude-opus-4-0 -> claude-opus-4)."""
     if model in table:
         return table[model]
-    stripped = model
+    # Bedrock cross-region inference profiles prefix the model id ("us.anthropic.claude-..."): the
+    # shipped rows are the global on-demand prices (see data/prices.json).
+    stripped = _ID_PREFIX.sub("", model)
+    if stripped in table:
+        return table[stripped]
     for _ in range(3):
         shorter = _DATE_SUFFIX.sub("", stripped)
         if shorter == stripped:
@@ -95,10 +107,6 @@ def find_price(model: str, table: dict[str, Price]) -> Price | None:
         stripped = shorter
         if stripped in table:
             return table[stripped]
-    # Bedrock ids carry a region prefix ("us.anthropic.claude-..."), Gemini a "models/" one.
-    for prefix in ("us.", "eu.", "apac.", "global.", "models/"):
-        if stripped.startswith(prefix) and stripped[len(prefix) :] in table:
-            return table[stripped[len(prefix) :]]
     best = max((name for name in table if stripped.startswith(name + "-")), key=len, default=None)
     return table[best] if best else None
 

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404
 
-from billing.models import Budget, SpendLedger, TagSpend
+from billing.models import Budget, PriceOverride, SpendLedger, TagSpend
 from billing.periods import period_start
-from billing.prices import format_usd, from_pico
+from billing.prices import Price, find_price, format_usd, from_pico, shipped_prices
 from observability.models import CallLog
 from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey
@@ -244,3 +244,24 @@ def tenant_timezone(tenant_id: int) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except Exception:
         return ZoneInfo("UTC")
+
+
+def price_table_for(tenant_id: int) -> dict[str, Price]:
+    """The prices the proxy bills this tenant's calls at: the shipped table with its negotiated overrides."""
+    table = dict(shipped_prices())
+    for o in PriceOverride.objects.filter(tenant_id=tenant_id):
+        shipped = table.get(o.model)
+        table[o.model] = Price(
+            input=o.input,
+            output=o.output,
+            cached_input=o.cached_input,
+            cache_write=o.cache_write,
+            max_output=shipped.max_output if shipped else Price(o.input, o.output).max_output,
+        )
+    return table
+
+
+def deployment_has_price(upstream_model: str, base_model: str, table: dict[str, Price]) -> bool:
+    """Whether calls to this deployment get a cost: the same lookup as proxy.loader.MoneyConfig.price_for.
+    Without one, calls are logged without a cost and don't count against budgets."""
+    return find_price(base_model or upstream_model, table) is not None

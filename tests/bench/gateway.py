@@ -54,6 +54,26 @@ models:
         model: gpt-4o-mini-2024-07-18
 """
 
+# The same two bench models served by a `kind: anthropic` provider (the mock answers /v1/messages in
+# Anthropic's wire format): every request is translated OpenAI -> Anthropic and the answer, stream
+# events and usage back. Its "x plain" is the translation's cost over the OpenAI relay (issue 10:
+# at most +0.3 CPU ms/request). {root} is the mock without /v1: the adapter appends /v1/messages.
+ANTHROPIC_YAML = """\
+version: 1
+tenant: {tenant}
+name: Benchmark ({tenant})
+providers:
+  - {{name: mock-claude, kind: anthropic, base_url: "{root}", api_key: sk-ant-mock-not-a-real-key}}
+  - {{name: mock-claude-stream, kind: anthropic, base_url: "{root}/stream", api_key: sk-ant-mock-not-a-real-key}}
+models:
+  - name: gpt-4o-mini
+    deployments:
+      - {{provider: mock-claude, model: claude-haiku-4-5-20251001}}
+  - name: gpt-4o-mini-stream
+    deployments:
+      - {{provider: mock-claude-stream, model: claude-haiku-4-5-20251001}}
+"""
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -66,7 +86,9 @@ class Variant:
 
     def yaml(self, mock_port: int) -> str:
         base = f"http://127.0.0.1:{mock_port}"
-        return self.yaml_template.format(tenant=self.tenant, json_base=f"{base}/v1", stream_base=f"{base}/stream/v1")
+        return self.yaml_template.format(
+            tenant=self.tenant, root=base, json_base=f"{base}/v1", stream_base=f"{base}/stream/v1"
+        )
 
 
 # Limits high enough never to reject (a 429 would count as an error, not as overhead), but every
@@ -183,6 +205,12 @@ VARIANTS: tuple[Variant, ...] = (
         tenant="bench-routing",
         description="3 deployments, least-latency, retries 2, a fallback model, cooldown (all first-attempt hits)",
         yaml_template=ROUTING_YAML,
+    ),
+    Variant(
+        name="anthropic",
+        tenant="bench-anthropic",
+        description="the plain config with a kind: anthropic upstream: OpenAI <-> Anthropic Messages translation",
+        yaml_template=ANTHROPIC_YAML,
     ),
     *(
         (

@@ -1,4 +1,4 @@
-"""A zero-latency OpenAI-compatible upstream: a raw asyncio protocol answering with canned bytes.
+"""A zero-latency OpenAI-compatible (and Anthropic Messages) upstream: a raw asyncio protocol answering with canned bytes.
 
 Run as its own process (`python -m tests.bench.mock --port 0`); it prints `MOCK_PORT <n>` once it
 listens. No HTTP framework: a parse of the request head plus one transport.write per response
@@ -9,6 +9,9 @@ Routes (any other path: 404):
   POST /stream/v1/chat/completions   always SSE (like shared/bench, a base URL for a streaming model)
   POST /v1/embeddings                a small embedding list
   GET  /v1/models                    a model list
+  POST /v1/messages                  Anthropic Messages API: a message JSON, or Anthropic's SSE events
+                                     when the body says "stream": true (the `anthropic` bench variant)
+  POST /stream/v1/messages           always Anthropic SSE
   GET  /_mock/stats                  {"requests": n}: lets the pre-check see the gateway really called us
 Streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's do.
 """
@@ -23,7 +26,15 @@ import sys
 
 import orjson
 
-from tests.bench.payloads import CHAT_COMPLETION, EMBEDDINGS, SSE_DONE, SSE_EVENTS, SSE_USAGE_EVENT
+from tests.bench.payloads import (
+    CHAT_COMPLETION,
+    EMBEDDINGS,
+    JSON_ANSWER,
+    SSE_DONE,
+    SSE_EVENTS,
+    SSE_USAGE_EVENT,
+    STREAM_PIECES,
+)
 
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 _INCLUDE_USAGE = re.compile(rb'"include_usage"\s*:\s*true')
@@ -60,6 +71,72 @@ MODELS_RESPONSE = _response(
     "application/json",
     b'{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"system"}]}',
 )
+# Anthropic's wire format (docs.anthropic.com/en/api/messages, .../messages-streaming), with the same text
+# and token counts as the OpenAI answers, so the pre-check verifies the gateway's translation back to
+# OpenAI's format exactly (48 + 26 = 74 tokens for JSON; 48 + 12 for streams).
+ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
+ANTHROPIC_MESSAGE = orjson.dumps(
+    {
+        "id": "msg_mock0001",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_MODEL,
+        "content": [{"type": "text", "text": JSON_ANSWER}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 48,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 26,
+        },
+    }
+)
+
+
+def _anthropic_event(data: dict) -> bytes:
+    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+ANTHROPIC_SSE_EVENTS: tuple[bytes, ...] = (
+    _anthropic_event(
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_mock0002",
+                "type": "message",
+                "role": "assistant",
+                "model": ANTHROPIC_MODEL,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 48,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": 1,
+                },
+            },
+        }
+    ),
+    _anthropic_event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    _anthropic_event({"type": "ping"}),
+    *(
+        _anthropic_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
+        for piece in STREAM_PIECES
+    ),
+    _anthropic_event({"type": "content_block_stop", "index": 0}),
+    _anthropic_event(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 12},
+        }
+    ),
+    _anthropic_event({"type": "message_stop"}),
+)
+ANTHROPIC_JSON_RESPONSE = _response("200 OK", "application/json", ANTHROPIC_MESSAGE, "request-id: req_mock0001\r\n")
+ANTHROPIC_SSE_RESPONSE = _sse_response(ANTHROPIC_SSE_EVENTS)
 NOT_FOUND = _error("404 Not Found", "mock: unknown path")
 NOT_ALLOWED = _error("405 Method Not Allowed", "mock: method not allowed")
 BAD_REQUEST = _error("400 Bad Request", "mock: malformed request")
@@ -139,6 +216,12 @@ class MockProtocol(asyncio.Protocol):
             if path.startswith(b"/stream/") or _STREAM_TRUE.search(body):
                 return SSE_RESPONSE_WITH_USAGE if _INCLUDE_USAGE.search(body) else SSE_RESPONSE
             return JSON_RESPONSE
+        if path in (b"/v1/messages", b"/stream/v1/messages"):
+            if method != b"post":
+                return NOT_ALLOWED
+            if path.startswith(b"/stream/") or _STREAM_TRUE.search(body):
+                return ANTHROPIC_SSE_RESPONSE
+            return ANTHROPIC_JSON_RESPONSE
         if path in (b"/v1/embeddings", b"/stream/v1/embeddings"):
             return EMBEDDINGS_RESPONSE if method == b"post" else NOT_ALLOWED
         if path in (b"/v1/models", b"/stream/v1/models"):

@@ -42,6 +42,9 @@ def test_worst_case_reservation_rounds_up_and_uses_the_output_cap():
         ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
         ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5"),
         ("models/gemini-2.5-flash", "gemini-2.5-flash"),
+        ("claude-opus-4-6", "claude-opus-4-6"),
+        ("claude-opus-4-20250514", "claude-opus-4"),
+        ("claude-3-haiku-20240307", "claude-3-haiku"),
     ],
 )
 def test_provider_model_ids_find_their_price(model, expected):
@@ -49,18 +52,86 @@ def test_provider_model_ids_find_their_price(model, expected):
     assert find_price(model, table) is table[expected]
 
 
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # Bedrock model ids: vendor prefix, release date and a ":0" version suffix.
+        ("anthropic.claude-sonnet-4-20250514-v1:0", "anthropic.claude-sonnet-4"),
+        ("anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku"),
+        ("anthropic.claude-opus-4-1-20250805-v1:0", "anthropic.claude-opus-4-1"),
+        # Cross-region inference profiles put a region or "global." in front.
+        ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic.claude-haiku-4-5"),
+        ("eu.anthropic.claude-3-7-sonnet-20250219-v1:0", "anthropic.claude-3-7-sonnet"),
+        ("apac.anthropic.claude-sonnet-4-20250514-v1:0", "anthropic.claude-sonnet-4"),
+        ("global.anthropic.claude-opus-4-5-20251101-v1:0", "anthropic.claude-opus-4-5"),
+        ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5"),
+        ("us.amazon.nova-pro-v1:0", "amazon.nova-pro"),
+        # A profile prefix and a snapshot the table doesn't list: the longest known prefix.
+        ("us.anthropic.claude-opus-4-0-v1:0", "anthropic.claude-opus-4"),
+    ],
+)
+def test_bedrock_ids_with_region_prefixes_and_version_suffixes_find_their_price(model, expected):
+    table = shipped_prices()
+    assert find_price(model, table) is table[expected]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected_input"),
+    [
+        # Longest-prefix matching would otherwise bill these at their cheaper family head's price.
+        ("o3-pro", "20.00"),
+        ("o1-pro-2025-03-19", "150.00"),
+        ("gpt-5-pro", "15.00"),
+        ("o1-mini-2024-09-12", "1.10"),
+        ("claude-opus-4-5-20251101", "5.00"),
+    ],
+)
+def test_premium_and_cheaper_siblings_are_not_priced_as_their_prefix(model, expected_input):
+    assert find_price(model, shipped_prices()).input == Decimal(expected_input)
+
+
+def test_anthropic_rows_price_cache_reads_at_a_tenth_and_writes_at_a_quarter_more():
+    for name, price in shipped_prices().items():
+        # Claude 3 Haiku's published cache prices are rounded (0.03 and 0.30 for 0.025 and 0.3125).
+        if (
+            name.startswith(("claude-", "anthropic.claude-"))
+            and price.cache_write is not None
+            and "3-haiku" not in name
+        ):
+            assert price.cached_input == price.input / 10, name
+            assert price.cache_write == price.input * Decimal("1.25"), name
+
+
+def test_base_model_prices_a_custom_bedrock_deployment_name():
+    from zoneinfo import ZoneInfo
+
+    from proxy.loader import MoneyConfig
+
+    config = MoneyConfig(tz=ZoneInfo("UTC"), prices=dict(shipped_prices()))
+    # Alice's provisioned-throughput ARN has no row of its own; its base_model names the model.
+    arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"
+    assert config.price_for(arn) is None
+    price = config.price_for(arn, "us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    assert price is shipped_prices()["anthropic.claude-sonnet-4-5"]
+
+
+def test_every_price_family_cites_its_source():
+    from billing.prices import price_families
+
+    for name, family in price_families().items():
+        assert family["source"] and family["models"], name
+        if name != "mock":
+            assert all(url.startswith("https://") for url in family["source"]), name
+
+
 def test_unknown_models_have_no_price():
     assert find_price("my-finetune", shipped_prices()) is None
 
 
 def test_every_supported_provider_family_ships_prices():
-    import json
-    from pathlib import Path
+    from billing.prices import price_families
 
-    import billing
-
-    data = json.loads((Path(billing.__file__).parent / "data" / "prices.json").read_text())["models"]
-    assert {row["provider"] for row in data.values()} >= {"openai", "anthropic", "gemini", "bedrock", "mock"}
+    assert set(price_families()) >= {"openai", "anthropic", "gemini", "bedrock", "mock"}
 
 
 @pytest.mark.parametrize(

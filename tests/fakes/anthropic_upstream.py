@@ -12,6 +12,8 @@ By default a model answers "Hello from the fake Claude." (with `usage`). A test 
 for a model: `fake.script("m", {"status": 429, "headers": {"retry-after": "7"}})`, or an answer
 `{"content": [blocks...], "stop_reason": "tool_use", "usage": {...}}`, or `{"stream_error": "overloaded_error"}`
 (a stream that fails after its first text delta), or `{"raw": b"...", "status": 413, "content_type": "text/html"}`.
+`GET /v1/models` (same key and version checks) lists MODELS in Anthropic's page shape; scripts for the
+pseudo-model LISTING answer it instead (`fake.script(LISTING, {"status": 401, "message": "..."})`).
 Every request is recorded (path, headers, JSON body).
 """
 
@@ -28,6 +30,8 @@ from aiohttp import web
 
 API_KEY = "sk-ant-test-0001"
 DEFAULT_TEXT = "Hello from the fake Claude."
+MODELS = ["claude-sonnet-4-20250514", "claude-3-5-haiku-20241022"]
+LISTING = "(models)"
 ERRORS = {
     400: ("invalid_request_error", 'messages: roles must alternate between "user" and "assistant"'),
     401: ("authentication_error", "invalid x-api-key"),
@@ -86,6 +90,18 @@ class FakeAnthropic:
             content_type="application/json",
             headers={"request-id": "req_fake_error", **(headers or {})},
         )
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, None))
+        if self.scripts.get(LISTING):
+            step = self.scripts[LISTING].pop(0)
+            return self._error(step["status"], message=step.get("message"))
+        if request.headers.get("x-api-key") != API_KEY:
+            return self._error(401)
+        if not request.headers.get("anthropic-version"):
+            return self._error(400, message="anthropic-version: header is required")
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
+        return web.json_response({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -204,6 +220,7 @@ class FakeAnthropic:
         self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_get("/v1/models", self.models)
         ready = threading.Event()
 
         def run() -> None:

@@ -2,6 +2,8 @@
 
 Routes: `POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=...` with the
 key in `api-key` (a wrong key: Azure's 401 body; no api-version: Azure's 404 "Resource not found").
+`GET /openai/models?api-version=...` (same key and version checks) lists MODELS as Models - List does;
+scripts for the pseudo-deployment LISTING answer it instead (`{"status": 401, "message": "..."}`).
 Answers carry Azure's `prompt_filter_results` and per-choice `content_filter_results`; a stream
 starts with Azure's chunk whose `choices` is empty (id "", created 0, model "") and that holds only
 `prompt_filter_results`, and adds a usage chunk when `stream_options.include_usage` is set.
@@ -29,6 +31,8 @@ from aiohttp import web
 
 API_KEY = "az-upstream-test-0001"
 WORDS = ["Hello", " from", " the", " fake", " Azure", "."]
+MODELS = ["gpt-4o", "text-embedding-3-small"]
+LISTING = "(models)"
 
 SAFE = {
     "hate": {"filtered": False, "severity": "safe"},
@@ -106,6 +110,31 @@ class FakeAzure:
                 }
             },
         )
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.requests.append(Recorded(request.path, dict(request.query), dict(request.headers), None))
+        if self.scripts.get(LISTING):
+            step = self.scripts[LISTING].pop(0)
+            return self._error(step["status"], {"error": {"code": str(step["status"]), "message": step.get("message")}})
+        if "api-version" not in request.query:
+            return self._error(404, {"error": {"code": "404", "message": "Resource not found"}})
+        if request.headers.get("api-key") != API_KEY:
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+                "key for an active subscription and use a correct regional API endpoint for your resource."
+            )
+            return self._error(401, {"error": {"code": "401", "message": message}})
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "status": "succeeded",
+                "created_at": 1718841600,
+                "lifecycle_status": "generally-available",
+            }
+            for m in MODELS
+        ]
+        return web.json_response({"data": data, "object": "list"})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         deployment, operation = request.match_info["deployment"], request.match_info["operation"]
@@ -288,6 +317,7 @@ class FakeAzure:
         self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/openai/deployments/{deployment}/{operation:chat/completions|embeddings}", self.handle)
+        app.router.add_get("/openai/models", self.models)
         ready = threading.Event()
 
         def run() -> None:

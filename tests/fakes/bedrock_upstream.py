@@ -15,6 +15,7 @@ The model id in the path picks the behaviour:
 - "stream-exception-<awsType>": a stream that sends some text, then that exception frame
 - "corrupt-crc": a stream whose second frame has a wrong message CRC
 - "truncated": a stream that ends without messageStop
+`GET /foundation-models` (the control plane's ListFoundationModels, same signature check) lists MODELS.
 Every request is recorded (raw path, lower-cased headers, JSON body).
 """
 
@@ -43,6 +44,7 @@ CREDENTIALS = {
     "ASIABOBTEMPEXAMPLE": ("bob-temp-secret-000000000000000000000002", "bob-session-token-FwoGZXIvYXdzEXAMPLE"),
 }
 ANSWER_WORDS = ["Hello", " from", " the", " fake", " Bedrock", "."]
+MODELS = ["anthropic.claude-3-5-haiku-20241022-v1:0", "amazon.titan-embed-text-v2:0"]
 # AWS's documented HTTP status of each error type (ModelNotReady is a 429 on the wire).
 AWS_STATUS = {
     "ThrottlingException": 429,
@@ -160,6 +162,22 @@ class FakeBedrock:
         return None
 
     # --- handlers -------------------------------------------------------------------------------
+
+    async def foundation_models(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append(Recorded(request.raw_path, {k.lower(): v for k, v in request.headers.items()}, None))
+        denied = self._check_signature(request, body)
+        if denied is not None:
+            return denied
+        summaries = [
+            {
+                "modelId": m,
+                "modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{m}",
+                "providerName": m.split(".")[0],
+            }
+            for m in MODELS
+        ]
+        return web.json_response({"modelSummaries": summaries}, headers={"x-amzn-RequestId": "req-list-0001"})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -282,6 +300,7 @@ class FakeBedrock:
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         app = web.Application()
+        app.router.add_get("/foundation-models", self.foundation_models)
         app.router.add_route("POST", "/{tail:.*}", self.handle)
         ready = threading.Event()
 

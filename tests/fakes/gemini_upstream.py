@@ -5,6 +5,9 @@ Routes (v1beta): `models/{model}:generateContent`, `models/{model}:streamGenerat
 cumulative, as Google sends it) and `models/{model}:batchEmbedContents`. The key must come in
 `x-goog-api-key`; a wrong key gets Google's 400 INVALID_ARGUMENT with reason API_KEY_INVALID.
 
+`GET /v1beta/models` (same key check) lists MODELS as `models/{id}` names; scripts for the pseudo-model
+LISTING answer it instead (`fake.script(LISTING, {"status": 403, "message": "..."})`).
+
 The model name picks the behaviour:
 - any model: a text answer; "tools": a functionCall of the first declared function, or, once the last
   turn holds a functionResponse, a text answer quoting it;
@@ -30,6 +33,8 @@ from aiohttp import web
 
 API_KEY = "gm-upstream-test-0001"
 WORDS = ["Hello", " from", " the", " fake", " Gemini", "."]
+MODELS = ["gemini-2.0-flash", "text-embedding-004"]
+LISTING = "(models)"
 
 STATUSES = {
     400: "INVALID_ARGUMENT",
@@ -133,6 +138,32 @@ class FakeGemini:
     def _finish(self, model: str) -> str:
         return {"safety": "SAFETY", "max-tokens": "MAX_TOKENS"}.get(model, "STOP")
 
+    def _key_invalid(self) -> web.Response:
+        details = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+        ]
+        return self.google_error(400, "API key not valid. Please pass a valid API key.", details)
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.requests.append(Recorded(request.path, dict(request.query), dict(request.headers), None))
+        if self.scripts.get(LISTING):
+            scripted = self._scripted(self.scripts[LISTING].pop(0))
+            if scripted is not None:
+                return scripted
+        if request.headers.get("x-goog-api-key") != API_KEY:
+            return self._key_invalid()
+        methods = {"text-embedding-004": ["embedContent"]}
+        models = [
+            {"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": methods.get(m, ["generateContent"])}
+            for m in MODELS
+        ]
+        return web.json_response({"models": models})
+
     async def generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["tail"].partition(":")
         raw = await request.read()
@@ -224,6 +255,7 @@ class FakeGemini:
         self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/v1beta/models/{tail}", self.generate)
+        app.router.add_get("/v1beta/models", self.models)
         ready = threading.Event()
 
         def run() -> None:

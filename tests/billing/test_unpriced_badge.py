@@ -1,0 +1,73 @@
+"""The console flags deployments without a known price (issue 10): their calls are logged without a
+cost and don't count against budgets, so an operator must see it on the models list and model page.
+Alice (acme) owns the models; Bob (globex) never sees them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from billing.models import PriceOverride
+from routing.services import model_deployments_set
+from tenants.audit import Actor
+from tests.console.conftest import _fast_passwords, _fresh_rate_limits, client_as, world  # noqa: F401
+
+BADGE = "No known price: calls are logged without a cost and don't count against budgets"
+
+
+@pytest.fixture
+def finetune(world):  # noqa: F811
+    mock = world.objects["provider"]
+    model_deployments_set(
+        world.acme, model_name="support-bot", deployments=[(mock, "ft:acme-support")], actor=Actor.cli()
+    )
+    return world
+
+
+def _models_page(client, slug: str = "acme") -> str:
+    return client.get(reverse("models", kwargs={"slug": slug})).content.decode()
+
+
+def _model_page(client, name: str, slug: str = "acme"):
+    return client.get(reverse("model-detail", kwargs={"slug": slug, "name": name}))
+
+
+@pytest.mark.django_db
+def test_alice_sees_the_badge_on_an_unpriced_deployment_only(finetune, client_as):  # noqa: F811
+    client = client_as(finetune.alice)
+    page = _models_page(client)
+    assert page.count(BADGE) == 1  # the fine-tune; gpt-4o-mini's mock-chat has a shipped price
+    row = page[page.index("support-bot") :]
+    assert BADGE in row[: row.index("</tr>")]
+    assert BADGE in _model_page(client, "support-bot").content.decode()
+    assert BADGE not in _model_page(client, "gpt-4o-mini").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_base_model_prices_the_deployment_and_removes_the_badge(finetune, client_as):  # noqa: F811
+    mock = finetune.objects["provider"]
+    model_deployments_set(
+        finetune.acme,
+        model_name="support-bot",
+        deployments=[(mock, "ft:acme-support", None, "gpt-4o-mini")],
+        actor=Actor.cli(),
+    )
+    client = client_as(finetune.alice)
+    assert BADGE not in _models_page(client)
+    assert BADGE not in _model_page(client, "support-bot").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_negotiated_price_counts_as_a_known_price(finetune, client_as):  # noqa: F811
+    PriceOverride.objects.create(tenant=finetune.acme, model="ft:acme-support", input=Decimal(1), output=Decimal(2))
+    assert BADGE not in _models_page(client_as(finetune.alice))
+
+
+@pytest.mark.django_db
+def test_bob_cannot_see_alices_unpriced_model(finetune, client_as):  # noqa: F811
+    bob = client_as(finetune.bob)
+    assert _model_page(bob, "support-bot").status_code == 404
+    assert _models_page(bob, "acme").count(BADGE) == 0
