@@ -77,6 +77,7 @@ class PrimedStream(UpstreamStream):
         self._events = events
         self._first = first
         self.headers = inner.headers
+        self.native = inner.native
 
     @property
     def usage(self) -> dict | None:  # type: ignore[override]

@@ -90,7 +90,13 @@ async def handle(
             raise ProxyError(405, f"Method {request.method} is not allowed on /v1/{endpoint}; use POST.")
         call.key = key = await inbound.authenticate_secret(front.credential(request))
         call.tenant = tenant = await inbound.tenant_of(key)
-        payload = front.parse(request, endpoint)
+        # A front end whose format an upstream kind also speaks (Anthropic's) keeps the client's own
+        # body, for relaying to that kind; the OpenAI front's payload is already the body it relays.
+        native_kind = getattr(front, "native_kind", "")
+        if native_kind:
+            payload, native = front.parse_native(request, endpoint)
+        else:
+            payload, native = front.parse(request, endpoint), None
         call.model = model = payload["model"]
         user = payload.get("user")
         if isinstance(user, str):
@@ -133,6 +139,11 @@ async def handle(
         client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         started=call.started,
     )
+    if native_kind and not tenant.steps:
+        # Policy steps read and rewrite the OpenAI-format payload and answers: with any, translate
+        # both ways so that they see (and govern) everything; without, relay to same-format upstreams.
+        ctx.native = native
+        ctx.native_kind = native_kind
     call.stream = stream
     timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
     try:
@@ -145,7 +156,8 @@ async def handle(
         raise
     if isinstance(result, UpstreamStream):
         filters = [f for step in tenant.steps if (f := step.stream_filter(call)) is not None]
-        if (translate := front.stream_filter(call)) is not None:
+        # A relayed stream (result.native) is already in the client's format.
+        if not result.native and (translate := front.stream_filter(call)) is not None:
             filters.append(translate)
         return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)}, filters)
     deployment = call.deployment
@@ -161,7 +173,9 @@ async def handle(
         call.content_events = len(result.body) // 4 + 1
     call.error_type = result.error_type
     call.error_message = result.error_message
-    if result.status < 400:
+    if result.native:
+        pass  # relayed from a same-format upstream: already what the client expects, answer or error
+    elif result.status < 400:
         for step in tenant.steps:
             result.body = step.on_response(call, result.body)
         result.body = front.render(call, result.body)

@@ -565,12 +565,19 @@ class AnthropicFront:
     """Anthropic's Messages format in and out, over the OpenAI-format pipeline."""
 
     name = "anthropic"
+    # Upstreams of this kind speak this format: the pipeline relays the client's body to them.
+    native_kind = "anthropic"
 
     def credential(self, request: HttpRequest) -> str:
         return credential(request)
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
         return to_chat(inbound.parse_body(request))
+
+    def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the OpenAI-format payload, the client's own Messages body, for relaying to an Anthropic upstream)."""
+        body = inbound.parse_body(request)
+        return to_chat(body), body
 
     def render(self, call: Any, body: bytes) -> bytes:
         try:

@@ -5,6 +5,10 @@ user turn, assistant `tool_calls` become `tool_use` blocks, images become base64
 `max_tokens` (which Anthropic requires) defaults to the model's known output limit. Answers, stream
 events, usage (cache reads and writes included) and errors come back in OpenAI's shape, so costs,
 limits and logs work as for any other provider.
+
+A client that speaks Anthropic's format itself (POST /v1/messages, ctx.native) is relayed instead: its
+own body goes up with only `model` swapped, and the answer, stream events and errors come back as
+Anthropic sent them (marked `native`); only usage is read, into OpenAI's format, for costs and logs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from proxy.providers.openai import transport_error
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client
-from routing.redact import redact, secrets_of
+from routing.redact import redact, redact_bytes, secrets_of
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -266,11 +270,16 @@ def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: boo
 # --- answer translation ---------------------------------------------------------------------------------
 
 
+def _count(value: Any) -> int:
+    # A count that is not a count (null, a string) must not turn a served answer into an adapter error.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def to_openai_usage(usage: dict) -> dict:
-    read = usage.get("cache_read_input_tokens") or 0
-    written = usage.get("cache_creation_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + read + written
-    completion = usage.get("output_tokens") or 0
+    read = _count(usage.get("cache_read_input_tokens"))
+    written = _count(usage.get("cache_creation_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + read + written
+    completion = _count(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -326,7 +335,9 @@ def _openai_error(status: int, err_type: str, message: str) -> tuple[int, bytes,
     return status, error_body(message, type=openai_type, code=err_type or None), err_type or "upstream_error"
 
 
-def _error_from_upstream(response: httpx.Response, content: bytes, deployment: Deployment) -> UpstreamResult:
+def _error_from_upstream(
+    response: httpx.Response, content: bytes, deployment: Deployment, native: bool = False
+) -> UpstreamResult:
     status = response.status_code
     try:
         data = orjson.loads(content) if content else None
@@ -342,10 +353,20 @@ def _error_from_upstream(response: httpx.Response, content: bytes, deployment: D
         err_type = {413: "request_too_large", 529: "overloaded_error"}.get(status, "")
         text = redact(content[:500].decode("utf-8", "replace").strip(), secrets)
         message = f"Upstream returned HTTP {status}" + (f": {text}" if text else "")
-    status, body, err_type = _openai_error(status, err_type, message)
     headers = {name: response.headers[name] for name in PASS_HEADERS if name in response.headers}
     if "request-id" in response.headers:
         headers["x-upstream-request-id"] = response.headers["request-id"]
+    if native and isinstance(err, dict):
+        # Relayed as Anthropic wrote it (its status, 529 included), minus the deployment's secrets.
+        return UpstreamResult(
+            status=status,
+            body=redact_bytes(content, secrets),
+            error_type=err_type or "upstream_error",
+            error_message=message[:2000],
+            headers=headers,
+            native=True,
+        )
+    status, body, err_type = _openai_error(status, err_type, message)
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000], headers=headers)
 
 
@@ -380,7 +401,10 @@ class AnthropicAdapter(ProviderAdapter):
         deployment.headers = {**headers, **deployment.extra_headers}
 
     def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
-        body = to_anthropic(payload, deployment, stream=ctx.stream)
+        if ctx.native_kind == "anthropic":
+            body = {**ctx.native, "model": deployment.upstream_model}  # type: ignore[dict-item]
+        else:
+            body = to_anthropic(payload, deployment, stream=ctx.stream)
         return get_client().build_request(
             "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=deployment.headers
         )
@@ -407,16 +431,21 @@ class AnthropicAdapter(ProviderAdapter):
         except httpx.HTTPError as exc:
             return transport_error(exc, deployment)
         content = response.content
+        native = ctx.native_kind == "anthropic"
         if response.status_code >= 400:
-            return _error_from_upstream(response, content, deployment)
+            return _error_from_upstream(response, content, deployment, native)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             return _bad_response("The upstream provider returned a body that is not JSON")
         if not isinstance(data, dict) or data.get("type") != "message":
             return _bad_response("The upstream provider returned JSON that is not a message")
-        body, usage = to_openai_completion(data)
         headers = {"x-upstream-request-id": response.headers["request-id"]} if "request-id" in response.headers else {}
+        if native:
+            usage = data.get("usage")
+            usage = to_openai_usage(usage if isinstance(usage, dict) else {})
+            return UpstreamResult(status=200, body=content, usage=usage, headers=headers, native=True)
+        body, usage = to_openai_completion(data)
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=headers)
 
     async def open_stream(
@@ -436,7 +465,7 @@ class AnthropicAdapter(ProviderAdapter):
                 content = b""
             finally:
                 await response.aclose()
-            return _error_from_upstream(response, content, deployment)
+            return _error_from_upstream(response, content, deployment, ctx.native_kind == "anthropic")
         content_type = response.headers.get("content-type", "")
         if response.status_code >= 300 or "text/event-stream" not in content_type:
             await response.aclose()
@@ -444,7 +473,10 @@ class AnthropicAdapter(ProviderAdapter):
                 f"The upstream provider answered a stream request with HTTP {response.status_code} "
                 f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
             )
-        stream = AnthropicStream(response, show_usage=ctx.client_wants_usage, deployment=deployment)
+        if ctx.native_kind == "anthropic":
+            stream: UpstreamStream = AnthropicRelayStream(response, deployment)
+        else:
+            stream = AnthropicStream(response, show_usage=ctx.client_wants_usage, deployment=deployment)
         if "request-id" in response.headers:
             stream.headers = {"x-upstream-request-id": response.headers["request-id"]}
         return stream
@@ -584,6 +616,88 @@ class AnthropicStream(UpstreamStream):
             )
             + b"\n\n"
         )
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def _event_kind(event: bytes) -> bytes:
+    """The type of an Anthropic SSE frame: its `event:` line (always first from Anthropic), else its data's type."""
+    if event.startswith(b"event: "):
+        return event[7 : event.find(b"\n")].strip()
+    try:
+        data = orjson.loads(event_data(event))
+    except orjson.JSONDecodeError:
+        return b""
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind.encode() if isinstance(kind, str) else b""
+
+
+def _native_error_event(message: str) -> bytes:
+    body = {"type": "error", "error": {"type": "api_error", "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+class AnthropicRelayStream(UpstreamStream):
+    """Anthropic's stream events relayed as they came (to a client speaking Anthropic's format); only
+    message_start and message_delta are parsed, for the usage, and an error event, for the log."""
+
+    native = True
+
+    def __init__(self, response: httpx.Response, deployment: Deployment) -> None:
+        super().__init__()
+        self.response = response
+        self.deployment = deployment
+        self._anthropic_usage: dict = {}
+
+    def _data(self, event: bytes) -> dict:
+        try:
+            data = orjson.loads(_data(event))
+        except orjson.JSONDecodeError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def events(self) -> AsyncIterator[bytes]:
+        splitter = SSESplitter()
+        try:
+            async for raw in self.response.aiter_raw():
+                for event in splitter.feed(raw):
+                    kind = _event_kind(event)
+                    if kind == b"message_start":
+                        message = self._data(event).get("message")
+                        usage = message.get("usage") if isinstance(message, dict) else None
+                        if isinstance(usage, dict):
+                            self._anthropic_usage = dict(usage)
+                    elif kind == b"message_delta":
+                        # Cumulative: its fields replace message_start's. Known from here on, so a client
+                        # that leaves before message_stop is still billed what it was served.
+                        usage = self._data(event).get("usage")
+                        if isinstance(usage, dict):
+                            self._anthropic_usage.update({k: v for k, v in usage.items() if v is not None})
+                        self.usage = to_openai_usage(self._anthropic_usage)
+                    elif kind == b"message_stop":
+                        self.usage = to_openai_usage(self._anthropic_usage)
+                        yield event
+                        return
+                    elif kind == b"error":
+                        err = self._data(event).get("error")
+                        err = err if isinstance(err, dict) else {}
+                        secrets = secrets_of(self.deployment)
+                        message = str(err.get("message") or "The upstream provider reported an error mid-stream")
+                        self.error_type = str(err.get("type") or "upstream_error")[:100]
+                        self.error_message = redact(message, secrets)[:2000]
+                        yield redact_bytes(event, secrets)
+                        return
+                    yield event
+        except httpx.HTTPError as exc:
+            self.error_type = "upstream_stream_error"
+            self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
+            yield _native_error_event("The upstream stream was interrupted")
+            return
+        # The connection ended without message_stop: the answer may be cut short.
+        self.error_type = "upstream_stream_incomplete"
+        self.error_message = "The upstream stream ended without message_stop"
+        yield _native_error_event("The upstream stream ended before it was complete")
 
     async def aclose(self) -> None:
         await self.response.aclose()

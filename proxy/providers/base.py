@@ -24,6 +24,11 @@ class CallContext:
     # asks the upstream for it and hides the extra chunk from the client.
     client_wants_usage: bool = False
     started: float = 0.0
+    # Same protocol in and out: the client's own request body (e.g. Anthropic's Messages request) and
+    # the adapter kind that speaks it. That adapter relays it with only `model` swapped, so fields the
+    # gateway does not know keep working; every other adapter translates `payload` as usual.
+    native: dict[str, Any] | None = None
+    native_kind: str = ""
 
 
 @dataclass(slots=True)
@@ -37,12 +42,17 @@ class UpstreamResult:
     error_type: str = ""
     error_message: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # The body is in the client's own format (relayed from a same-protocol upstream, ctx.native), not
+    # OpenAI's: the front end passes it on untouched. `usage`, errors and status are still OpenAI-style.
+    native: bool = False
 
 
 class UpstreamStream:
-    """An open stream: iterate to get OpenAI SSE events as bytes; usage is set when seen."""
+    """An open stream: iterate to get OpenAI SSE events as bytes (or, when `native`, the upstream's
+    own events in the client's format); usage is set when seen, in OpenAI's format either way."""
 
     status = 200
+    native = False
 
     def __init__(self) -> None:
         self.usage: dict | None = None

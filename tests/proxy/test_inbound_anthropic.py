@@ -471,7 +471,8 @@ def test_the_anthropic_sdk_reaches_an_anthropic_upstream_through_the_translation
         ask = [{"role": "user", "content": "Hi"}]
 
         message = alice.messages.create(model="claude", max_tokens=50, system=system, messages=ask)
-        assert message.content[0].text == DEFAULT_TEXT and message.model == "claude"
+        # Anthropic to Anthropic is a relay (tests/proxy/test_relay_anthropic.py): the answer is Claude's own.
+        assert message.content[0].text == DEFAULT_TEXT and message.model == "claude-sonnet-4-5"
         sent = claude.requests[-1]
         assert sent.headers["x-api-key"] == API_KEY and sent.body["model"] == "claude-sonnet-4-5"
         # The cache breakpoint survives the trip through the OpenAI-format pipeline.
