@@ -144,6 +144,78 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+_SCHEMAS |= {
+    "AnthropicError": {
+        "type": "object",
+        "description": "Anthropic's error format, for /v1/messages.",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"type": "string", "example": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string", "example": "rate_limit_error"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "AnthropicMessageRequest": {
+        "type": "object",
+        "description": "Anthropic's Messages API request: model (a public model of the tenant), max_tokens,"
+        " messages, and optionally system, tools, tool_choice, stop_sequences, temperature, top_p,"
+        " metadata and stream.",
+        "required": ["model", "max_tokens", "messages"],
+        "properties": {
+            "model": {"type": "string"},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {"type": "array", "items": {"type": "object"}},
+            "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "AnthropicMessage": {
+        "type": "object",
+        "description": "Anthropic's message: content blocks (text, tool_use), stop_reason and usage.",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "example": "message"},
+            "role": {"type": "string", "example": "assistant"},
+            "model": {"type": "string"},
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": {"type": "string", "nullable": True},
+            "usage": {"type": "object"},
+        },
+    },
+    "AnthropicTokenCount": {
+        "type": "object",
+        "properties": {"input_tokens": {"type": "integer"}},
+    },
+}
+
+
+def _anthropic_operation(operation_id: str, summary: str, description: str, ok: str, errors: list[str]) -> dict:
+    return {
+        "operationId": operation_id,
+        "tags": [TAG],
+        "summary": summary,
+        "description": description,
+        "security": [{SECURITY: []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AnthropicMessageRequest")}}},
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": _ref(ok)}}},
+            **{
+                code: {
+                    "description": _ERROR_CODES[code],
+                    "content": {"application/json": {"schema": _ref("AnthropicError")}},
+                }
+                for code in errors
+            },
+        },
+    }
+
+
 def _errors(codes: list[str]) -> dict[str, Any]:
     out = {}
     for code in codes:
@@ -203,6 +275,26 @@ PATHS: dict[str, Any] = {
             "GatewayEmbeddingsResponse",
             CALL_ERRORS,
             body="GatewayEmbeddingsRequest",
+        )
+    },
+    "/v1/messages": {
+        "post": _anthropic_operation(
+            "gateway_messages_create",
+            "Message (Anthropic format)",
+            "Anthropic's Messages API over the same keys, routing, limits, budgets and logs. The virtual key goes"
+            " in `x-api-key` or `Authorization: Bearer`. Translated for non-Anthropic deployments; relayed"
+            " untouched (apart from the model) to Anthropic ones. With `stream: true`, Anthropic's event stream.",
+            "AnthropicMessage",
+            CALL_ERRORS,
+        )
+    },
+    "/v1/messages/count_tokens": {
+        "post": _anthropic_operation(
+            "gateway_messages_count_tokens",
+            "Count tokens (Anthropic format)",
+            "An estimate of the request's input tokens; no provider is called.",
+            "AnthropicTokenCount",
+            ["400", "401", "404"],
         )
     },
     "/v1/models": {
