@@ -5,6 +5,9 @@ PORT ?= 8000
 WORKERS ?= 1
 
 export UV_PYTHON_DOWNLOADS := never
+# Some environments set PYTHONDONTWRITEBYTECODE: every start (each test server, each `make run`) would
+# then compile Django and the project again, about 2 s of CPU each time. Let Python cache bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 export DJANGO_SETTINGS_MODULE := gateway_project.settings
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
