@@ -4,14 +4,20 @@ The OpenAI chat request becomes a Converse request (system blocks, user/assistan
 bytes, toolUse/toolResult blocks, inferenceConfig, toolConfig); the answer, the binary
 `application/vnd.amazon.eventstream` stream and AWS's error types come back in OpenAI's shapes.
 Signing (botocore's SigV4Auth) and frame decoding (botocore's EventStreamBuffer, which checks both
-CRCs) are botocore's: nothing cryptographic is written here. Embeddings are not offered yet.
+CRCs) are botocore's: nothing cryptographic is written here.
+
+Embeddings go through InvokeModel (`/model/{id}/invoke`), whose body is the model's own: Amazon Titan
+Text Embeddings takes one text per call (a list becomes concurrent calls, bounded), Cohere Embed takes a
+batch of texts. Both answer floats, packed as float32 base64 when the client asks (the openai SDK does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -69,6 +75,12 @@ _FINISH = {
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
 }
+
+# Titan embeds one text per call: a list input fans out, but no more than this many calls at once, so
+# that one client's batch does not spend the account's whole Bedrock request rate in one burst.
+EMBED_CONCURRENCY = 8
+COHERE_BATCH = 96  # Cohere Embed's documented maximum of texts per call
+_COHERE_INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering"})
 
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 _INFERENCE_FIELDS = (("temperature", "temperature"), ("top_p", "topP"))
@@ -379,12 +391,124 @@ def _bad_request(message: str) -> UpstreamResult:
     )
 
 
+# --- embeddings (InvokeModel) --------------------------------------------------------------------
+
+
+def embedding_family(model_id: str) -> str:
+    """The embedding family of a Bedrock model id, "titan" or "cohere" (also inside an inference profile
+    id or ARN, "us.cohere.embed-..."); "" for any other model."""
+    model = model_id.rsplit("/", 1)[-1].lower()
+    if "titan-embed" in model:
+        return "titan"
+    if "cohere.embed" in model:
+        return "cohere"
+    return ""
+
+
+def embedding_texts(payload: dict[str, Any]) -> list[str]:
+    """The texts of an OpenAI embeddings request; raises Unsupported for token arrays and other shapes."""
+    value = payload.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, (int, list)) for v in value):
+        # Token ids are a tokenizer's (OpenAI's); Bedrock's models take text and cannot read them.
+        raise Unsupported("Bedrock embedding models take text: token arrays in 'input' are not supported.")
+    raise Unsupported("'input' must be a string or a non-empty list of strings for Bedrock embeddings.")
+
+
+def titan_bodies(payload: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
+    extra: dict[str, Any] = {}
+    if payload.get("dimensions") is not None:
+        extra["dimensions"] = payload["dimensions"]
+    return [{"inputText": text, **extra} for text in texts]
+
+
+def cohere_bodies(payload: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
+    if payload.get("dimensions") is not None:
+        raise Unsupported("Cohere Embed on Bedrock has a fixed size: leave 'dimensions' out.")
+    # OpenAI has no input type; documents are the common case. A client may name another one.
+    input_type = payload.get("input_type")
+    if input_type not in _COHERE_INPUT_TYPES:
+        input_type = "search_document"
+    return [
+        {"texts": texts[i : i + COHERE_BATCH], "input_type": input_type} for i in range(0, len(texts), COHERE_BATCH)
+    ]
+
+
+def float32_base64(values: list[float]) -> str:
+    """OpenAI's base64 encoding: the vector as little-endian float32, base64."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def _cohere_vectors(data: dict) -> Any:
+    vectors = data.get("embeddings")
+    # With embedding_types the answer is keyed by type; only floats are asked for, but read either.
+    return vectors.get("float") if isinstance(vectors, dict) else vectors
+
+
+def _estimate(texts: list[str]) -> int:
+    return sum(-(-len(text) // 4) for text in texts)
+
+
+def embeddings_list(
+    family: str, answers: list[dict], texts: list[str], payload: dict[str, Any]
+) -> tuple[dict, dict | None] | None:
+    """The OpenAI embeddings list and the usage to bill (None: estimated), or None for a malformed answer."""
+    vectors: list[Any] = []
+    counted: int | None = 0
+    for data in answers:
+        if family == "titan":
+            vectors.append(data.get("embedding"))
+            tokens = data.get("inputTextTokenCount")
+        else:
+            batch = _cohere_vectors(data)
+            if not isinstance(batch, list):
+                return None
+            vectors.extend(batch)
+            # Bedrock documents no token count in Cohere's answer; Cohere's own API bills in
+            # meta.billed_units, which is trusted when it is there.
+            tokens = ((data.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and counted is not None:
+            counted += tokens
+        else:
+            counted = None
+    if len(vectors) != len(texts) or not all(isinstance(v, list) for v in vectors):
+        return None
+    as_base64 = payload.get("encoding_format") == "base64"
+    rows = [
+        {"object": "embedding", "index": i, "embedding": float32_base64(v) if as_base64 else v}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": counted, "total_tokens": counted} if counted is not None else None
+    # Without a count the body carries an estimate for clients that read the field, and the gateway
+    # is told nothing, so that it marks the cost as estimated.
+    shown = usage or {"prompt_tokens": _estimate(texts), "total_tokens": _estimate(texts)}
+    return {"object": "list", "data": rows, "model": payload.get("model"), "usage": shown}, usage
+
+
+class _CallFailed(Exception):
+    def __init__(self, result: UpstreamResult) -> None:
+        super().__init__(result.error_type)
+        self.result = result
+
+
+def _bad_response(message: str) -> UpstreamResult:
+    return UpstreamResult(
+        status=502,
+        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
+        error_type="upstream_bad_response",
+        error_message=message,
+    )
+
+
 # --- the adapter ---------------------------------------------------------------------------------
 
 
 class BedrockAdapter(ProviderAdapter):
     kind = "bedrock"
-    endpoints = frozenset({"chat/completions"})
+    endpoints = frozenset({"chat/completions", "embeddings"})
 
     def prepare(self, deployment: Deployment) -> None:
         base = deployment.base_url or f"https://bedrock-runtime.{deployment.region}.amazonaws.com"
@@ -394,6 +518,7 @@ class BedrockAdapter(ProviderAdapter):
         deployment.urls = {
             "converse": str(URL(f"{base}/model/{model}/converse")),
             "converse-stream": str(URL(f"{base}/model/{model}/converse-stream")),
+            "invoke": str(URL(f"{base}/model/{model}/invoke")),
         }
         deployment.headers = {}
 
@@ -410,9 +535,64 @@ class BedrockAdapter(ProviderAdapter):
         headers = signed_headers(deployment, url, body, EVENTSTREAM if stream else "application/json")
         return get_client().build_request("POST", url, content=body, headers=headers)
 
+    async def _invoke(self, deployment: Deployment, body: dict[str, Any]) -> tuple[dict, httpx.Response]:
+        """One signed InvokeModel call; raises _CallFailed with the mapped error."""
+        url = deployment.urls["invoke"]
+        content = orjson.dumps(body)
+        headers = signed_headers(deployment, url, content, "application/json")
+        client = get_client()
+        try:
+            response = await client.send(client.build_request("POST", url, content=content, headers=headers))
+        except httpx.HTTPError as exc:
+            raise _CallFailed(transport_error(exc, deployment)) from None
+        if response.status_code >= 300:
+            raise _CallFailed(_error_from_response(response, response.content, deployment))
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise _CallFailed(_bad_response("Bedrock returned a body that is not an InvokeModel JSON answer"))
+        return data, response
+
+    async def _embeddings(self, deployment: Deployment, payload: dict[str, Any]) -> UpstreamResult:
+        family = embedding_family(deployment.upstream_model)
+        if not family:
+            return _bad_request(
+                "Embeddings on Bedrock are offered for Amazon Titan Text Embeddings and Cohere Embed models, "
+                f"not {deployment.upstream_model[:100]!r}."
+            )
+        try:
+            texts = embedding_texts(payload)
+            bodies = titan_bodies(payload, texts) if family == "titan" else cohere_bodies(payload, texts)
+        except Unsupported as exc:
+            return _bad_request(str(exc))
+        if not deployment.urls.get("invoke"):
+            self.prepare(deployment)
+        limit = asyncio.Semaphore(EMBED_CONCURRENCY)
+
+        async def one(body: dict[str, Any]) -> tuple[dict, httpx.Response]:
+            async with limit:
+                return await self._invoke(deployment, body)
+
+        tasks = [asyncio.ensure_future(one(body)) for body in bodies]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except _CallFailed as exc:
+            # One failed text fails the request: the calls still running are not worth their cost.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return exc.result
+        built = embeddings_list(family, [data for data, _response in answers], texts, payload)
+        if built is None:
+            return _bad_response("Bedrock returned an embeddings answer of an unexpected shape")
+        body, usage = built
+        return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(answers[0][1]))
+
     async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
-        if ctx.endpoint != "chat/completions":
-            return _bad_request("Embeddings are not supported for Bedrock deployments yet.")
+        if ctx.endpoint == "embeddings":
+            return await self._embeddings(deployment, payload)
         try:
             request = self._request(deployment, payload, stream=False)
         except Unsupported as exc:
@@ -429,13 +609,7 @@ class BedrockAdapter(ProviderAdapter):
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            message = "Bedrock returned a body that is not a Converse response"
-            return UpstreamResult(
-                status=502,
-                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-                error_type="upstream_bad_response",
-                error_message=message,
-            )
+            return _bad_response("Bedrock returned a body that is not a Converse response")
         body, usage = chat_completion(data, deployment, ctx)
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(response))
 
@@ -443,7 +617,7 @@ class BedrockAdapter(ProviderAdapter):
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
     ) -> UpstreamResult | UpstreamStream:
         if ctx.endpoint != "chat/completions":
-            return _bad_request("Embeddings are not supported for Bedrock deployments yet.")
+            return _bad_request("Embeddings are answered in one piece, not streamed.")
         try:
             request = self._request(deployment, payload, stream=True)
         except Unsupported as exc:

@@ -1,4 +1,5 @@
-"""A fake Bedrock Runtime: a real HTTP server on loopback speaking Converse and ConverseStream.
+"""A fake Bedrock Runtime: a real HTTP server on loopback speaking Converse, ConverseStream and
+InvokeModel for the Titan Text Embeddings and Cohere Embed models.
 
 Written from AWS's API reference. Every request must carry a valid SigV4 signature (service
 "bedrock"): the fake recomputes it with botocore's signer from the known credentials and the request
@@ -15,6 +16,13 @@ The model id in the path picks the behaviour:
 - "stream-exception-<awsType>": a stream that sends some text, then that exception frame
 - "corrupt-crc": a stream whose second frame has a wrong message CRC
 - "truncated": a stream that ends without messageStop
+InvokeModel (`/model/<id>/invoke`) answers embedding models with `fake_vector(text, size)`:
+- an id with "titan-embed": one {"inputText", "dimensions"?} per call (256, 512 or 1024), answered with
+  {"embedding", "inputTextTokenCount" (words), "embeddingsByType"}; each call takes 4 ms per character
+  of its text (at most 0.1 s) so that concurrent calls finish out of order, and `max_in_flight` records
+  how many were open at once; the text "fail:<AwsType>" answers that AWS error
+- an id with "cohere.embed": {"texts" (at most 96), "input_type"} answered with {"embeddings", "id",
+  "response_type": "embeddings_floats", "texts"}; an id ending "-billed" adds Cohere's meta.billed_units
 `GET /foundation-models` (the control plane's ListFoundationModels, same signature check) lists MODELS.
 Every request is recorded (raw path, lower-cased headers, JSON body).
 """
@@ -58,6 +66,14 @@ AWS_STATUS = {
     "ModelErrorException": 424,
 }
 SLICES = [1, 7, 3, 13, 2, 29, 5, 64]
+TITAN_DIMENSIONS = (256, 512, 1024)
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+
+
+def fake_vector(text: str, size: int) -> list[float]:
+    """A vector that depends on the text; sixteenths, so float32 holds every value exactly."""
+    seed = zlib.crc32(text.encode())
+    return [((seed >> (i % 24)) % 33 - 16) / 16 for i in range(size)]
 
 
 def _string_header(name: str, value: str) -> bytes:
@@ -99,6 +115,8 @@ class FakeBedrock:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     @property
     def base_url(self) -> str:
@@ -106,6 +124,7 @@ class FakeBedrock:
 
     def reset(self) -> None:
         self.requests.clear()
+        self.in_flight = self.max_in_flight = 0
 
     # --- AWS plumbing ---------------------------------------------------------------------------
 
@@ -191,18 +210,64 @@ class FakeBedrock:
         if denied is not None:
             return denied
         parts = raw_path.split("?", 1)[0].split("/")
-        if len(parts) != 4 or parts[1] != "model" or parts[3] not in ("converse", "converse-stream"):
+        if len(parts) != 4 or parts[1] != "model" or parts[3] not in ("converse", "converse-stream", "invoke"):
             return self._aws_error("UnknownOperationException", "Unknown operation", 404)
         model = unquote(parts[2])
-        if not isinstance(parsed, dict) or not parsed.get("messages"):
-            return self._aws_error("ValidationException", "A conversation must start with a user message.")
         if model.startswith("error-"):
             error_type = model.removeprefix("error-")
             headers = {"retry-after": "3"} if error_type == "ThrottlingException" else None
             return self._aws_error(error_type, f"{error_type} from the fake Bedrock for {model}", headers=headers)
+        if parts[3] == "invoke":
+            return await self._invoke(model, parsed)
+        if not isinstance(parsed, dict) or not parsed.get("messages"):
+            return self._aws_error("ValidationException", "A conversation must start with a user message.")
         if parts[3] == "converse":
             return web.json_response(self._answer(model, parsed), headers={"x-amzn-RequestId": "req-0001"})
         return await self._stream(request, model, parsed)
+
+    async def _invoke(self, model: str, body: Any) -> web.Response:
+        if not isinstance(body, dict):
+            return self._aws_error("ValidationException", "Malformed input request, please reformat your input.")
+        if "titan-embed" in model:
+            return await self._titan(body)
+        if "cohere.embed" in model:
+            return self._cohere(model, body)
+        return self._aws_error("ValidationException", f"The fake Bedrock does not invoke {model}.")
+
+    async def _titan(self, body: dict) -> web.Response:
+        text, size = body.get("inputText"), body.get("dimensions", 1024)
+        if not isinstance(text, str) or set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}:
+            return self._aws_error("ValidationException", "Malformed input request: inputText is required.")
+        if size not in TITAN_DIMENSIONS:
+            return self._aws_error("ValidationException", f"dimensions must be one of {list(TITAN_DIMENSIONS)}.")
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(min(0.004 * len(text), 0.1))
+        finally:
+            self.in_flight -= 1
+        if text.startswith("fail:"):
+            error_type = text.removeprefix("fail:")
+            return self._aws_error(error_type, f"{error_type} for one text from the fake Bedrock")
+        vector = fake_vector(text, size)
+        answer = {"embedding": vector, "inputTextTokenCount": len(text.split()), "embeddingsByType": {"float": vector}}
+        return web.json_response(answer, headers={"x-amzn-RequestId": "req-invoke-0001"})
+
+    def _cohere(self, model: str, body: dict) -> web.Response:
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or len(texts) > 96:
+            return self._aws_error("ValidationException", "texts must be a list of at most 96 strings.")
+        if body.get("input_type") not in COHERE_INPUT_TYPES:
+            return self._aws_error("ValidationException", "input_type is required.")
+        answer: dict[str, Any] = {
+            "embeddings": [fake_vector(t, 1024) for t in texts],
+            "id": "emb-fake-0001",
+            "response_type": "embeddings_floats",
+            "texts": texts,
+        }
+        if model.endswith("-billed"):
+            answer["meta"] = {"billed_units": {"input_tokens": sum(len(t.split()) for t in texts)}}
+        return web.json_response(answer, headers={"x-amzn-RequestId": "req-invoke-0002"})
 
     def _usage(self, model: str) -> dict:
         usage = {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19}

@@ -7,8 +7,10 @@ Alice's deployment signs with a long-term key; Bob's with temporary credentials 
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +19,13 @@ import pytest
 
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream
-from proxy.providers.bedrock import BedrockAdapter, ConverseStreamTranslator, converse_request
+from proxy.providers.bedrock import EMBED_CONCURRENCY, BedrockAdapter, ConverseStreamTranslator, converse_request
 from proxy.state import Deployment
 from proxy.upstream import close_client
-from tests.fakes.bedrock_upstream import CREDENTIALS, REGION, FakeBedrock, event, exception
+from tests.fakes.bedrock_upstream import CREDENTIALS, REGION, FakeBedrock, event, exception, fake_vector
 
 GOLDEN = Path(__file__).parent / "golden" / "bedrock"
+TITAN, COHERE = "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"
 ALICE_KEY, BOB_KEY = "AKIDALICEEXAMPLE01", "ASIABOBTEMPEXAMPLE"
 WEATHER_TOOL = {
     "type": "function",
@@ -215,10 +218,10 @@ def test_each_aws_error_type_maps_to_its_openai_status(bedrock, aws_type, status
         assert "retry-after" not in result.headers
 
 
-def test_embeddings_are_refused_with_a_clear_400(bedrock):
+def test_embeddings_on_a_chat_model_are_refused_with_a_clear_400(bedrock):
     result, _ = call(deployment(bedrock), {"model": "claude", "input": "hi"}, endpoint="embeddings")
     assert result.status == 400
-    assert "Embeddings are not supported for Bedrock" in orjson.loads(result.body)["error"]["message"]
+    assert "Titan Text Embeddings and Cohere Embed" in orjson.loads(result.body)["error"]["message"]
     assert bedrock.requests == []
 
 
@@ -237,6 +240,109 @@ def test_an_image_url_is_refused_and_a_data_url_becomes_bytes(bedrock):
         {"text": "What is this?"},
         {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQSkZJRg=="}}},
     ]
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+
+def embed(dep: Deployment, input, **extra):
+    return call(dep, {"model": "embed", "input": input, **extra}, endpoint="embeddings")[0]
+
+
+def test_one_text_goes_to_titan_through_a_signed_invoke_call(bedrock):
+    result = embed(deployment(bedrock, TITAN), "Alice writes to Acme")
+    assert result.status == 200, result.body
+    body = orjson.loads(result.body)
+    assert body["object"] == "list" and body["model"] == "embed"
+    assert body["data"] == [{"object": "embedding", "index": 0, "embedding": fake_vector("Alice writes to Acme", 1024)}]
+    assert body["usage"] == result.usage == {"prompt_tokens": 4, "total_tokens": 4}
+    sent = bedrock.requests[-1]
+    assert sent.path == "/model/amazon.titan-embed-text-v2:0/invoke"
+    assert sent.body == {"inputText": "Alice writes to Acme"}
+    assert sent.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ALICE_KEY}/")
+    assert sent.headers["accept"] == "application/json"
+    assert result.headers["x-upstream-request-id"] == "req-invoke-0001"
+
+
+def test_a_list_for_titan_is_sent_as_concurrent_bounded_calls_and_answered_in_order(bedrock):
+    # Longer texts take longer in the fake: the first texts finish last, yet keep their index.
+    texts = [("word " * (12 - i)).strip() for i in range(12)]
+    secret, token = CREDENTIALS[BOB_KEY]
+    bob = deployment(bedrock, TITAN, aws_access_key_id=BOB_KEY, aws_secret_access_key=secret, aws_session_token=token)
+    result = embed(bob, texts)
+    assert result.status == 200, result.body
+    rows = orjson.loads(result.body)["data"]
+    assert [row["index"] for row in rows] == list(range(12))
+    assert [row["embedding"] for row in rows] == [fake_vector(t, 1024) for t in texts]
+    assert result.usage == {"prompt_tokens": sum(range(1, 13)), "total_tokens": sum(range(1, 13))}
+    assert sorted(r.body["inputText"] for r in bedrock.requests) == sorted(texts)
+    assert all(r.headers["x-amz-security-token"] == CREDENTIALS[BOB_KEY][1] for r in bedrock.requests)
+    assert 2 <= bedrock.max_in_flight <= EMBED_CONCURRENCY
+
+
+def test_dimensions_reach_titan_and_base64_decodes_to_the_same_floats(bedrock):
+    result = embed(deployment(bedrock, TITAN), ["short", "a bit longer"], dimensions=256, encoding_format="base64")
+    assert result.status == 200, result.body
+    assert [r.body["dimensions"] for r in bedrock.requests] == [256, 256]
+    rows = orjson.loads(result.body)["data"]
+    for row, text in zip(rows, ["short", "a bit longer"], strict=True):
+        packed = base64.b64decode(row["embedding"])
+        assert list(struct.unpack("<256f", packed)) == fake_vector(text, 256)
+
+
+def test_cohere_takes_the_texts_as_one_batch_and_its_cost_is_estimated(bedrock):
+    texts = ["Bob at Globex", "searches", "documents"]
+    result = embed(deployment(bedrock, COHERE), texts)
+    assert result.status == 200, result.body
+    assert len(bedrock.requests) == 1
+    assert bedrock.requests[0].path == "/model/cohere.embed-english-v3/invoke"
+    assert bedrock.requests[0].body == {"texts": texts, "input_type": "search_document"}
+    body = orjson.loads(result.body)
+    assert [row["embedding"] for row in body["data"]] == [fake_vector(t, 1024) for t in texts]
+    # Bedrock documents no token count for Cohere: the gateway gets none and marks the cost estimated.
+    assert result.usage is None
+    assert body["usage"]["prompt_tokens"] == sum(-(-len(t) // 4) for t in texts)
+
+
+def test_cohere_batches_above_96_texts_are_split_and_a_billed_count_is_used(bedrock):
+    texts = [f"text number {i}" for i in range(100)]
+    result = embed(deployment(bedrock, f"{COHERE}-billed"), texts, input_type="search_query")
+    assert result.status == 200, result.body
+    assert sorted(len(r.body["texts"]) for r in bedrock.requests) == [4, 96]
+    assert {r.body["input_type"] for r in bedrock.requests} == {"search_query"}
+    rows = orjson.loads(result.body)["data"]
+    assert [row["embedding"] for row in rows] == [fake_vector(t, 1024) for t in texts]
+    assert result.usage == {"prompt_tokens": 300, "total_tokens": 300}
+
+
+@pytest.mark.parametrize("tokens", [[15339, 1917], [[15339], [1917]]])
+def test_token_arrays_are_refused_before_any_call(bedrock, tokens):
+    result = embed(deployment(bedrock, TITAN), tokens)
+    assert result.status == 400
+    error = orjson.loads(result.body)["error"]
+    assert error["code"] == "unsupported_for_provider"
+    assert "token arrays" in error["message"]
+    assert bedrock.requests == []
+
+
+def test_one_failing_titan_call_fails_the_whole_list_with_the_mapped_error(bedrock):
+    result = embed(deployment(bedrock, TITAN), ["first text", "fail:ThrottlingException", "third"])
+    assert result.status == 429
+    error = orjson.loads(result.body)["error"]
+    assert (error["type"], error["code"]) == ("rate_limit_error", "ThrottlingException")
+    assert adapter_for("bedrock").classify(result) == ErrorKind.RATE_LIMITED
+
+
+def test_embedding_errors_from_bedrock_map_like_chat(bedrock):
+    result = embed(deployment(bedrock, TITAN), "hi", dimensions=300)
+    assert result.status == 400
+    error = orjson.loads(result.body)["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "ValidationException")
+    assert "dimensions must be one of" in error["message"]
+    dep = deployment(bedrock, TITAN, aws_secret_access_key="not-alices-secret-key-0000000000000000")
+    result = embed(dep, "hi")
+    assert result.status == 403
+    assert orjson.loads(result.body)["error"]["code"] == "InvalidSignatureException"
 
 
 # --- streams ------------------------------------------------------------------------------------
@@ -426,7 +532,8 @@ def test_there_are_golden_files():
 # --- end to end ---------------------------------------------------------------------------------
 
 
-def test_the_openai_sdk_talks_to_bedrock_through_the_gateway(bedrock, gateway, mint, monkeypatch):
+def acme_on_bedrock(bedrock: FakeBedrock, gateway, mint, monkeypatch):
+    """Alice's tenant with a chat model and two embedding models on the fake Bedrock, and an SDK client."""
     import openai
 
     from tenants.config import apply_config
@@ -442,8 +549,16 @@ def test_the_openai_sdk_talks_to_bedrock_through_the_gateway(bedrock, gateway, m
         "models:\n"
         "  - name: claude\n"
         "    deployments: [{provider: aws, model: 'anthropic.claude-3-5-haiku-20241022-v1:0'}]\n"
+        "  - name: titan\n"
+        f"    deployments: [{{provider: aws, model: '{TITAN}'}}]\n"
+        "  - name: cohere\n"
+        f"    deployments: [{{provider: aws, model: '{COHERE}'}}]\n"
     )
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=mint(acme), max_retries=0)
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=mint(acme), max_retries=0)
+
+
+def test_the_openai_sdk_talks_to_bedrock_through_the_gateway(bedrock, gateway, mint, monkeypatch):
+    client = acme_on_bedrock(bedrock, gateway, mint, monkeypatch)
 
     answer = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
     assert answer.choices[0].message.content == "Hello from the fake Bedrock."
@@ -469,4 +584,25 @@ def test_the_openai_sdk_talks_to_bedrock_through_the_gateway(bedrock, gateway, m
     ]
     second = client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER_TOOL])
     assert second.choices[0].message.content == "The tool said: 18C and sunny"
+    assert all(r.headers["authorization"].startswith("AWS4-HMAC-SHA256") for r in bedrock.requests)
+
+
+def test_the_openai_sdk_gets_bedrock_embeddings_through_the_gateway(bedrock, gateway, mint, monkeypatch):
+    import openai
+
+    client = acme_on_bedrock(bedrock, gateway, mint, monkeypatch)
+
+    # The SDK asks for base64 by default and decodes it back to floats itself.
+    titan = client.embeddings.create(model="titan", input=["Alice's first note", "second"], dimensions=512)
+    assert [row.embedding for row in titan.data] == [fake_vector(t, 512) for t in ["Alice's first note", "second"]]
+    assert (titan.usage.prompt_tokens, titan.usage.total_tokens) == (4, 4)
+    assert [r.body["dimensions"] for r in bedrock.requests] == [512, 512]
+
+    raw = client.embeddings.with_raw_response.create(model="cohere", input="one document")
+    assert isinstance(raw.http_response.json()["data"][0]["embedding"], str)  # base64 on the wire
+    assert raw.parse().data[0].embedding == fake_vector("one document", 1024)
+    assert bedrock.requests[-1].body == {"texts": ["one document"], "input_type": "search_document"}
+
+    with pytest.raises(openai.BadRequestError, match="token arrays"):
+        client.embeddings.create(model="titan", input=[[15339, 1917]])
     assert all(r.headers["authorization"].startswith("AWS4-HMAC-SHA256") for r in bedrock.requests)
