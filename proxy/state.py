@@ -18,7 +18,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from tenants.changes import CHANNEL
+from tenants.changes import channel
 
 logger = logging.getLogger("gateway.state")
 
@@ -450,7 +450,7 @@ class ConfigState:
             client = aioredis.Redis.from_url(settings.REDIS_URL)
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(channel())
                 # Events published while we were not subscribed are lost: start from a clean slate.
                 self.clear()
                 backoff = 0.1

@@ -33,7 +33,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from tenants.models import KEY_PREFIX, ManagementToken, Role
+from tenants.models import KEY_PREFIX, ROLE_RANK, ManagementToken, Membership, Role
 from tenants.permissions import (
     AUDIT_VIEW,
     KEYS_WRITE,
@@ -82,6 +82,20 @@ class ManagementTokenAuthentication(BaseAuthentication):
         token = management_token_by_secret(secret)
         if token is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked management token.")
+        if token.created_by_id is not None:
+            # A token acts for the person who minted it: it stops when they leave the tenant, and it
+            # never carries more than their current role (a demoted admin's token is demoted too).
+            role = (
+                Membership.objects.filter(tenant_id=token.tenant_id, user_id=token.created_by_id)
+                .values_list("role", flat=True)
+                .first()
+            )
+            if role is None:
+                raise exceptions.AuthenticationFailed(
+                    "This management token's owner is no longer a member of the tenant; mint a new one."
+                )
+            if ROLE_RANK.get(role, -1) < ROLE_RANK.get(token.role, -1):
+                token.role = role
         now = timezone.now()
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
             ManagementToken.objects.filter(id=token.id).update(last_used_at=now)

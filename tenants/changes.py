@@ -16,7 +16,17 @@ from tenants.models import ConfigChange
 
 logger = logging.getLogger("gateway.changes")
 
-CHANNEL = "gateway:config-changes"
+CHANNEL_PREFIX = "gateway:config-changes"
+
+
+def channel() -> str:
+    """The pub/sub channel of this deployment's changes. Channels ignore Redis databases, so the name
+    carries the database number: two gateways sharing one Redis server on different databases must not
+    drop each other's caches."""
+    from redis.connection import parse_url
+
+    return f"{CHANNEL_PREFIX}:{parse_url(settings.REDIS_URL).get('db', 0)}"
+
 
 _redis_client = None
 
@@ -32,7 +42,7 @@ def _redis():
 
 def _publish(kind: str, ref: str) -> None:
     try:
-        _redis().publish(CHANNEL, f"{kind}:{ref}")
+        _redis().publish(channel(), f"{kind}:{ref}")
     except Exception:
         # The change is in ConfigChange and cache entries expire after GATEWAY_CACHE_TTL; processes also
         # poll the table when pub/sub is down, so a failed publish delays, never loses, invalidation.

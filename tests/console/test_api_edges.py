@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from billing.models import Budget
 from tenants.audit import Actor
-from tenants.models import Role, VirtualKey
+from tenants.models import Membership, Role, VirtualKey
 from tenants.services import management_token_create, virtual_key_create
 
 
@@ -64,6 +64,26 @@ def test_erins_member_token_manages_erins_keys_only(world, client):
     assert names == ["erin-notebook"]
     assert client.post(f"/api/v1/keys/{world.objects['erin_key'].id}/revoke/", headers=headers).status_code == 200
     assert client.post(f"/api/v1/keys/{world.objects['key'].id}/revoke/", headers=headers).status_code == 404
+
+
+def test_erins_token_stops_when_she_leaves_acme(world, client):
+    _token, secret = management_token_create(world.acme, name="erin-ci", role=Role.MEMBER, actor=Actor(user=world.erin))
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/keys/", headers=headers).status_code == 200
+    Membership.objects.filter(tenant=world.acme, user=world.erin).delete()
+    response = client.get("/api/v1/keys/", headers=headers)
+    assert response.status_code == 401
+    assert "no longer a member" in response.json()["error"]["message"]
+
+
+def test_a_token_never_carries_more_than_its_owners_current_role(world, client):
+    _token, secret = management_token_create(world.acme, name="erin-ci", role=Role.MEMBER, actor=Actor(user=world.erin))
+    headers = {"Authorization": f"Bearer {secret}"}
+    Membership.objects.filter(tenant=world.acme, user=world.erin).update(role=Role.VIEWER)
+    # A viewer may read but not create keys: neither may a member token Erin minted before.
+    assert client.get("/api/v1/keys/", headers=headers).status_code == 200
+    assert post(Client(headers=headers), "/api/v1/keys/", {"name": "after-demotion"}).status_code == 403
+    assert not VirtualKey.objects.filter(name="after-demotion").exists()
 
 
 # --- Unknown API paths -----------------------------------------------------------------------------
