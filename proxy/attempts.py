@@ -24,7 +24,7 @@ from proxy.call import Call
 from proxy.errors import ProxyError
 from proxy.health import health
 from proxy.providers import adapter_for
-from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream
+from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream, failure
 from proxy.router import Group, Plan
 from proxy.state import Deployment
 
@@ -103,12 +103,6 @@ class PrimedStream(UpstreamStream):
             await self.inner.aclose()
 
 
-def _failure(status: int, message: str, code: str, type_: str = "upstream_error") -> UpstreamResult:
-    return UpstreamResult(
-        status=status, body=errors.error_body(message, type=type_, code=code), error_type=code, error_message=message
-    )
-
-
 async def _prime(stream: UpstreamStream) -> UpstreamResult | PrimedStream:
     """Wait for the first event; a stream that fails or ends before it is a failed attempt."""
     events = stream.__aiter__()
@@ -120,7 +114,7 @@ async def _prime(stream: UpstreamStream) -> UpstreamResult | PrimedStream:
     if first is None or stream.error_type:
         await stream.aclose()
         message = stream.error_message or "The upstream stream ended before its first event"
-        return _failure(502, message, stream.error_type or "upstream_stream_empty")
+        return failure(502, message, stream.error_type or "upstream_stream_empty")
     return PrimedStream(stream, events, first)
 
 
@@ -137,7 +131,7 @@ async def _call(dep: Deployment, payload: dict, ctx: CallContext) -> UpstreamRes
         # orjson parses up to 1024 levels of nesting but encodes at most 254 (and refuses some
         # numbers): the body cannot be forwarded as it is, which is the client's error, not ours.
         reason = "it is nested too deeply" if "ecursion" in str(exc) else str(exc)
-        result = _failure(
+        result = failure(
             400,
             f"The request body cannot be forwarded: {reason} (JSON may nest at most {MAX_JSON_DEPTH} levels).",
             "invalid_json",
@@ -148,7 +142,7 @@ async def _call(dep: Deployment, payload: dict, ctx: CallContext) -> UpstreamRes
 
 
 def _all_cooling(group_count: int, cooldown_s: float) -> UpstreamResult:
-    result = _failure(
+    result = failure(
         429,
         "Every deployment of this model is cooling down after recent failures; retry shortly.",
         "deployments_cooling_down",
@@ -175,7 +169,7 @@ async def run(
         for dep in group.deployments:
             if dep.blocked:
                 call.deployment = dep
-                last = _failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
+                last = failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
                 call.add_attempt(dep, 502, 0.0, "upstream_blocked")
                 continue
             if plan.per_attempt_limits and (dep.rpm or dep.tpm):
@@ -184,7 +178,7 @@ async def run(
                 except ProxyError as exc:
                     # At its own limit: the next deployment, without calling this one.
                     call.deployment = dep
-                    last = _failure(429, exc.message, "deployment_rate_limited", "rate_limit_exceeded")
+                    last = failure(429, exc.message, "deployment_rate_limited", "rate_limit_exceeded")
                     last.headers = dict(exc.headers)
                     call.add_attempt(dep, 429, 0.0, "deployment_rate_limited")
                     continue
@@ -199,7 +193,7 @@ async def run(
             for attempt in range(1 + max(route.retries, 0)):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    return last or _failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
+                    return last or failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
                 call.deployment = dep
                 started = time.perf_counter()
                 health.begin(dep.id)
@@ -208,7 +202,7 @@ async def run(
                     async with asyncio.timeout(remaining):
                         result = await _call(dep, payload, ctx)
                 except TimeoutError:
-                    result = _failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
+                    result = failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
                     result.error_type = "upstream_timeout"
                 except Exception as exc:  # a bug in an adapter must not become an HTML 500
                     logger.exception("adapter %s failed", dep.kind)

@@ -59,3 +59,14 @@ async def close_client() -> None:
     client = _clients.pop(id(loop), None)
     if client is not None:
         await client.aclose()
+
+
+async def read_and_close(response: httpx.Response) -> bytes:
+    """The whole body of a streamed response the gateway will not relay (an error answer), with the
+    connection released; empty when the connection fails while reading it."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()

@@ -21,11 +21,18 @@ import httpx
 import orjson
 
 from proxy.errors import error_body
-from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
+from proxy.providers.base import (
+    CallContext,
+    ProviderAdapter,
+    UpstreamResult,
+    UpstreamStream,
+    bad_request,
+    bad_response,
+)
 from proxy.providers.openai import transport_error
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
-from proxy.upstream import get_client
+from proxy.upstream import get_client, read_and_close
 from routing.redact import redact, redact_bytes, secrets_of
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -370,24 +377,6 @@ def _error_from_upstream(
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000], headers=headers)
 
 
-def _bad_request(message: str) -> UpstreamResult:
-    return UpstreamResult(
-        status=400,
-        body=error_body(message, type="invalid_request_error", code="unsupported_for_provider"),
-        error_type="invalid_request_error",
-        error_message=message,
-    )
-
-
-def _bad_response(message: str) -> UpstreamResult:
-    return UpstreamResult(
-        status=502,
-        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-        error_type="upstream_bad_response",
-        error_message=message,
-    )
-
-
 class AnthropicAdapter(ProviderAdapter):
     kind = "anthropic"
     endpoints = frozenset({"chat/completions"})
@@ -413,14 +402,15 @@ class AnthropicAdapter(ProviderAdapter):
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
     ) -> httpx.Request | UpstreamResult:
         if ctx.endpoint != "chat/completions":
-            return _bad_request(
+            return bad_request(
                 f"The provider {deployment.provider_name!r} (Anthropic) has no {ctx.endpoint} endpoint; "
-                "route this model to a provider that offers it"
+                "route this model to a provider that offers it",
+                error_type="invalid_request_error",
             )
         try:
             return self._request(deployment, payload, ctx)
         except _BadRequest as exc:
-            return _bad_request(str(exc))
+            return bad_request(str(exc), error_type="invalid_request_error")
 
     async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
         request = self._check(deployment, payload, ctx)
@@ -437,9 +427,9 @@ class AnthropicAdapter(ProviderAdapter):
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            return _bad_response("The upstream provider returned a body that is not JSON")
+            return bad_response("The upstream provider returned a body that is not JSON")
         if not isinstance(data, dict) or data.get("type") != "message":
-            return _bad_response("The upstream provider returned JSON that is not a message")
+            return bad_response("The upstream provider returned JSON that is not a message")
         headers = {"x-upstream-request-id": response.headers["request-id"]} if "request-id" in response.headers else {}
         if native:
             usage = data.get("usage")
@@ -459,17 +449,12 @@ class AnthropicAdapter(ProviderAdapter):
         except httpx.HTTPError as exc:
             return transport_error(exc, deployment)
         if response.status_code >= 400:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
+            content = await read_and_close(response)
             return _error_from_upstream(response, content, deployment, ctx.native_kind == "anthropic")
         content_type = response.headers.get("content-type", "")
         if response.status_code >= 300 or "text/event-stream" not in content_type:
             await response.aclose()
-            return _bad_response(
+            return bad_response(
                 f"The upstream provider answered a stream request with HTTP {response.status_code} "
                 f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from proxy.errors import error_body
 from proxy.state import Deployment
 
 
@@ -69,6 +70,29 @@ class UpstreamStream:
 
     async def aclose(self) -> None:
         return None
+
+
+def failure(
+    status: int, message: str, code: str, type: str = "upstream_error", error_type: str | None = None
+) -> UpstreamResult:
+    """A failed attempt that never got a usable answer: OpenAI's error body, and the code as the call
+    log's error type unless told otherwise."""
+    return UpstreamResult(
+        status=status,
+        body=error_body(message, type=type, code=code),
+        error_type=error_type or code,
+        error_message=message,
+    )
+
+
+def bad_request(message: str, error_type: str | None = None) -> UpstreamResult:
+    """The request asks for something this provider cannot do: refused before any upstream call."""
+    return failure(400, message, "unsupported_for_provider", "invalid_request_error", error_type)
+
+
+def bad_response(message: str) -> UpstreamResult:
+    """The provider answered, but not with something the gateway can read."""
+    return failure(502, message, "upstream_bad_response")
 
 
 class ErrorKind(StrEnum):

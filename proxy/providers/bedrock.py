@@ -38,11 +38,13 @@ from proxy.providers.base import (
     ProviderAdapter,
     UpstreamResult,
     UpstreamStream,
+    bad_request,
+    bad_response,
     classify_result,
 )
 from proxy.providers.openai import transport_error
 from proxy.state import Deployment
-from proxy.upstream import get_client
+from proxy.upstream import get_client, read_and_close
 from routing.redact import redact, secrets_of
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -382,15 +384,6 @@ def _pass_headers(response: httpx.Response) -> dict[str, str]:
     return {"x-upstream-request-id": request_id} if request_id else {}
 
 
-def _bad_request(message: str) -> UpstreamResult:
-    return UpstreamResult(
-        status=400,
-        body=error_body(message, type="invalid_request_error", code="unsupported_for_provider"),
-        error_type="unsupported_for_provider",
-        error_message=message,
-    )
-
-
 # --- embeddings (InvokeModel) --------------------------------------------------------------------
 
 
@@ -494,15 +487,6 @@ class _CallFailed(Exception):
         self.result = result
 
 
-def _bad_response(message: str) -> UpstreamResult:
-    return UpstreamResult(
-        status=502,
-        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-        error_type="upstream_bad_response",
-        error_message=message,
-    )
-
-
 # --- the adapter ---------------------------------------------------------------------------------
 
 
@@ -552,13 +536,13 @@ class BedrockAdapter(ProviderAdapter):
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            raise _CallFailed(_bad_response("Bedrock returned a body that is not an InvokeModel JSON answer"))
+            raise _CallFailed(bad_response("Bedrock returned a body that is not an InvokeModel JSON answer"))
         return data, response
 
     async def _embeddings(self, deployment: Deployment, payload: dict[str, Any]) -> UpstreamResult:
         family = embedding_family(deployment.upstream_model)
         if not family:
-            return _bad_request(
+            return bad_request(
                 "Embeddings on Bedrock are offered for Amazon Titan Text Embeddings and Cohere Embed models, "
                 f"not {deployment.upstream_model[:100]!r}."
             )
@@ -566,7 +550,7 @@ class BedrockAdapter(ProviderAdapter):
             texts = embedding_texts(payload)
             bodies = titan_bodies(payload, texts) if family == "titan" else cohere_bodies(payload, texts)
         except Unsupported as exc:
-            return _bad_request(str(exc))
+            return bad_request(str(exc))
         if not deployment.urls.get("invoke"):
             self.prepare(deployment)
         limit = asyncio.Semaphore(EMBED_CONCURRENCY)
@@ -586,7 +570,7 @@ class BedrockAdapter(ProviderAdapter):
             return exc.result
         built = embeddings_list(family, [data for data, _response in answers], texts, payload)
         if built is None:
-            return _bad_response("Bedrock returned an embeddings answer of an unexpected shape")
+            return bad_response("Bedrock returned an embeddings answer of an unexpected shape")
         body, usage = built
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(answers[0][1]))
 
@@ -596,7 +580,7 @@ class BedrockAdapter(ProviderAdapter):
         try:
             request = self._request(deployment, payload, stream=False)
         except Unsupported as exc:
-            return _bad_request(str(exc))
+            return bad_request(str(exc))
         try:
             response = await get_client().send(request)
         except httpx.HTTPError as exc:
@@ -609,7 +593,7 @@ class BedrockAdapter(ProviderAdapter):
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            return _bad_response("Bedrock returned a body that is not a Converse response")
+            return bad_response("Bedrock returned a body that is not a Converse response")
         body, usage = chat_completion(data, deployment, ctx)
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(response))
 
@@ -617,33 +601,23 @@ class BedrockAdapter(ProviderAdapter):
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
     ) -> UpstreamResult | UpstreamStream:
         if ctx.endpoint != "chat/completions":
-            return _bad_request("Embeddings are answered in one piece, not streamed.")
+            return bad_request("Embeddings are answered in one piece, not streamed.")
         try:
             request = self._request(deployment, payload, stream=True)
         except Unsupported as exc:
-            return _bad_request(str(exc))
+            return bad_request(str(exc))
         try:
             response = await get_client().send(request, stream=True)
         except httpx.HTTPError as exc:
             return transport_error(exc, deployment)
         if response.status_code >= 300:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
+            content = await read_and_close(response)
             return _error_from_response(response, content, deployment)
         content_type = response.headers.get("content-type", "")
         if EVENTSTREAM not in content_type:
             await response.aclose()
             message = f"Bedrock answered a stream request with {content_type.split(';')[0] or 'no content type'}, not an event stream"
-            return UpstreamResult(
-                status=502,
-                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-                error_type="upstream_bad_response",
-                error_message=message,
-            )
+            return bad_response(message)
         stream = BedrockStream(response, deployment, ctx)
         stream.headers = _pass_headers(response)
         return stream

@@ -27,11 +27,18 @@ import httpx
 import orjson
 
 from proxy.errors import error_body
-from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
+from proxy.providers.base import (
+    CallContext,
+    ProviderAdapter,
+    UpstreamResult,
+    UpstreamStream,
+    bad_request,
+    bad_response,
+)
 from proxy.providers.openai import _not_a_stream, _stream_error_event, transport_error
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
-from proxy.upstream import get_client
+from proxy.upstream import get_client, read_and_close
 from routing.redact import redact, secrets_of
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -478,25 +485,6 @@ def error_from_google(status: int, content: bytes, deployment: Deployment) -> Up
     return result
 
 
-def _bad_request(exc: TranslationError) -> UpstreamResult:
-    message = str(exc)
-    return UpstreamResult(
-        status=400,
-        body=error_body(message, type="invalid_request_error", code="unsupported_for_provider"),
-        error_type="unsupported_for_provider",
-        error_message=message,
-    )
-
-
-def _bad_response(message: str) -> UpstreamResult:
-    return UpstreamResult(
-        status=502,
-        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-        error_type="upstream_bad_response",
-        error_message=message,
-    )
-
-
 def _pass_headers(response: httpx.Response) -> dict[str, str]:
     value = response.headers.get("retry-after")
     return {"retry-after": value} if value is not None else {}
@@ -543,7 +531,7 @@ class GeminiAdapter(ProviderAdapter):
             else:
                 body, estimate = to_gemini(payload), 0
         except TranslationError as exc:
-            return _bad_request(exc)
+            return bad_request(str(exc))
         try:
             response = await get_client().send(self._request(deployment, ctx.endpoint, body))
         except httpx.HTTPError as exc:
@@ -556,9 +544,9 @@ class GeminiAdapter(ProviderAdapter):
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            return _bad_response("The upstream provider returned a body that is not JSON")
+            return bad_response("The upstream provider returned a body that is not JSON")
         if not isinstance(data, dict):
-            return _bad_response("The upstream provider returned JSON that is not an object")
+            return bad_response("The upstream provider returned JSON that is not an object")
         if ctx.endpoint == "embeddings":
             return self._embeddings(data, payload, estimate)
         blocked = _blocked_prompt(data)
@@ -591,19 +579,14 @@ class GeminiAdapter(ProviderAdapter):
         try:
             body = to_gemini(payload)
         except TranslationError as exc:
-            return _bad_request(exc)
+            return bad_request(str(exc))
         client = get_client()
         try:
             response = await client.send(self._request(deployment, "stream", body), stream=True)
         except httpx.HTTPError as exc:
             return transport_error(exc, deployment)
         if response.status_code >= 300:
-            try:
-                content = await response.aread() if response.status_code >= 400 else b""
-            except httpx.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
+            content = await read_and_close(response)
             if response.status_code < 400:
                 return _not_a_stream(response.status_code, "", response.headers.get("location", ""))
             result = error_from_google(response.status_code, content, deployment)

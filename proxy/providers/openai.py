@@ -11,10 +11,16 @@ import httpx
 import orjson
 
 from proxy.errors import error_body
-from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
+from proxy.providers.base import (
+    CallContext,
+    ProviderAdapter,
+    UpstreamResult,
+    UpstreamStream,
+    bad_response,
+)
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
-from proxy.upstream import get_client
+from proxy.upstream import get_client, read_and_close
 from routing.redact import redact, secrets_of
 
 # Response headers worth passing through to the client.
@@ -58,12 +64,7 @@ def _not_a_stream(status: int, content_type: str, location: str) -> UpstreamResu
             f"The upstream provider answered a stream request with HTTP {status} "
             f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
         )
-    return UpstreamResult(
-        status=502,
-        body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-        error_type="upstream_bad_response",
-        error_message=message,
-    )
+    return bad_response(message)
 
 
 def _stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
@@ -142,12 +143,7 @@ class OpenAIAdapter(ProviderAdapter):
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             message = "The upstream provider returned a body that is not JSON"
-            return UpstreamResult(
-                status=502,
-                body=error_body(message, type="upstream_error", code="upstream_bad_response"),
-                error_type="upstream_bad_response",
-                error_message=message,
-            )
+            return bad_response(message)
         if isinstance(data, dict) and isinstance(data.get("usage"), dict):
             usage = data["usage"]
         return UpstreamResult(status=response.status_code, body=content, usage=usage, headers=_pass_headers(response))
@@ -162,12 +158,7 @@ class OpenAIAdapter(ProviderAdapter):
         except httpx.HTTPError as exc:
             return transport_error(exc, deployment)
         if response.status_code >= 400:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
+            content = await read_and_close(response)
             result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
             result.headers = _pass_headers(response)
             return result
