@@ -7,16 +7,15 @@ Whatever an upstream says, the gateway must not carry the provider key to its cl
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 
 def pytest_configure(config) -> None:
@@ -29,7 +28,7 @@ def quoted_key_error(key: str) -> dict:
 
 
 @dataclass
-class QuotingUpstream:
+class QuotingUpstream(LoopbackServer):
     """An OpenAI-compatible server on loopback that accepts any key; the upstream model id picks the path.
 
     - "ok" / "ok-embed": a normal answer (JSON or SSE stream with usage)
@@ -102,33 +101,13 @@ class QuotingUpstream:
         return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
     def start(self) -> QuotingUpstream:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
         app = web.Application()
         for prefix in ("", "/quote"):
             app.router.add_post(f"{prefix}/v1/chat/completions", self.chat)
             app.router.add_post(f"{prefix}/v1/embeddings", self.embeddings)
             app.router.add_get(f"{prefix}/v1/models", self.models)
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            runner = web.AppRunner(app, handle_signals=False)
-            self.loop.run_until_complete(runner.setup())
-            self.loop.run_until_complete(web.SockSite(runner, sock).start())
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="quoting-upstream", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self.serve(app, "quoting-upstream")
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
 
 
 @pytest.fixture

@@ -19,14 +19,13 @@ Every request is recorded (path, headers, JSON body).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 API_KEY = "sk-ant-test-0001"
 DEFAULT_TEXT = "Hello from the fake Claude."
@@ -56,7 +55,7 @@ def _dumps(value: Any) -> bytes:
 
 
 @dataclass
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -215,28 +214,8 @@ class FakeAnthropic:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeAnthropic:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            runner = web.AppRunner(app, handle_signals=False)
-            self.loop.run_until_complete(runner.setup())
-            self.loop.run_until_complete(web.SockSite(runner, sock).start())
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="fake-anthropic", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self.serve(app, "fake-anthropic")
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)

@@ -20,14 +20,13 @@ Every request is recorded (path, query, headers, JSON body).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 API_KEY = "az-upstream-test-0001"
 WORDS = ["Hello", " from", " the", " fake", " Azure", "."]
@@ -52,7 +51,7 @@ class Recorded:
 
 
 @dataclass
-class FakeAzure:
+class FakeAzure(LoopbackServer):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -312,28 +311,8 @@ class FakeAzure:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeAzure:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/openai/deployments/{deployment}/{operation:chat/completions|embeddings}", self.handle)
         app.router.add_get("/openai/models", self.models)
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            runner = web.AppRunner(app, handle_signals=False)
-            self.loop.run_until_complete(runner.setup())
-            self.loop.run_until_complete(web.SockSite(runner, sock).start())
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="fake-azure", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self.serve(app, "fake-azure")
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)

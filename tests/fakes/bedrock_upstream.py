@@ -32,9 +32,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import socket
 import struct
-import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +42,8 @@ from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from tests.fakes.loopback import LoopbackServer
 
 REGION = "us-east-1"
 # Access key id -> (secret, session token or None): the credentials the fake accepts.
@@ -111,7 +111,7 @@ class Recorded:
 
 
 @dataclass
-class FakeBedrock:
+class FakeBedrock(LoopbackServer):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -361,28 +361,8 @@ class FakeBedrock:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeBedrock:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_get("/foundation-models", self.foundation_models)
         app.router.add_route("POST", "/{tail:.*}", self.handle)
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            runner = web.AppRunner(app, handle_signals=False)
-            self.loop.run_until_complete(runner.setup())
-            self.loop.run_until_complete(web.SockSite(runner, sock).start())
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="fake-bedrock", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self.serve(app, "fake-bedrock")
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 CONTENT_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 
@@ -44,7 +44,7 @@ class Recorded:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -329,32 +329,10 @@ class FakeOpenAI:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeOpenAI:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         for prefix in ("", "/html", "/odd", "/quote"):
             app.router.add_get(f"{prefix}/v1/models", self.models)
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            runner = web.AppRunner(app, handle_signals=False)
-            self.loop.run_until_complete(runner.setup())
-            site = web.SockSite(runner, sock)
-            self.loop.run_until_complete(site.start())
-            self._runner = runner
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-
-        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self.serve(app, "fake-openai")
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
