@@ -16,7 +16,7 @@ from billing.models import SpendLedger
 from billing.selectors import reconcile
 from observability.models import CallLog
 from tenants.config import apply_config
-from tests.conftest import UPSTREAM_KEY, wait_for
+from tests.conftest import UPSTREAM_KEY, tenant_yaml, wait_for
 from tests.openapi import validate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,26 +33,7 @@ MODELS = {
 
 
 def acme_yaml(base_url: str, extra: str = "") -> str:
-    lines = [
-        "tenant: acme",
-        "name: Acme Corp",
-        "providers:",
-        "  - name: main",
-        "    kind: openai-compatible",
-        f"    base_url: {base_url}",
-        "    api_key: env:FAKE_UPSTREAM_KEY",
-        "  - name: mock",
-        "    kind: mock",
-        "models:",
-    ]
-    for public, upstream_model in {**MODELS, "local": "mock-chat"}.items():
-        provider = "mock" if public == "local" else "main"
-        lines += [
-            f"  - name: {public}",
-            "    deployments:",
-            f"      - provider: {provider}",
-            f"        model: {upstream_model}",
-        ]
+    lines = [tenant_yaml("acme", base_url, {**MODELS, "local": "mock-chat"}).rstrip("\n")]
     lines += ["prices:"] + [f"  - model: {m}\n    input: 1000\n    output: 2000" for m in MODELS.values()]
     return "\n".join(lines) + "\n" + extra
 
