@@ -172,7 +172,7 @@ async def run(
                 last = failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
                 call.add_attempt(dep, 502, 0.0, "upstream_blocked")
                 continue
-            if plan.per_attempt_limits and (dep.rpm or dep.tpm):
+            if (dep.rpm or dep.tpm) and plan.per_attempt_limits:
                 try:
                     reservation = await money.admit_deployment(call, dep, payload)
                 except ProxyError as exc:

@@ -28,7 +28,7 @@ from proxy.inbound import openai as inbound
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.state import state
 from proxy.steps import StreamFilter
-from routing.redact import redact, redact_bytes, secrets_of
+from routing.redact import redact_bytes, secrets_of
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -162,10 +162,9 @@ async def handle(
         return _stream_response(call, result, {**limit_headers, **_gateway_headers(call)}, filters)
     deployment = call.deployment
     if result.status >= 400 and deployment is not None:
-        # A provider may quote the deployment's own key in its error: never relay it.
-        secrets = secrets_of(deployment)
-        result.body = redact_bytes(result.body, secrets)
-        result.error_message = redact(result.error_message, secrets)
+        # A provider may quote the deployment's own key in its error: never relay it. (The stored
+        # error_message is scrubbed once, in Call.finish, with every other way a call can end.)
+        result.body = redact_bytes(result.body, secrets_of(deployment))
     call.ttfb = time.perf_counter()
     call.status = result.status
     call.set_usage(result.usage)

@@ -21,7 +21,7 @@ from django.http import Http404
 
 from proxy import router
 from proxy.health import CLOSED, OPEN, SNAPSHOT_KEY, health
-from proxy.state import KeyEntry, TenantEntry, _load_key, _load_tenant
+from proxy.state import KeyEntry, TenantEntry, load_key, load_tenant
 from tenants.models import VirtualKey
 
 logger = logging.getLogger("gateway.simulate")
@@ -76,7 +76,7 @@ def breaker_states(dep_ids: list[int]) -> dict[int, str]:
 
 
 def tenant_entry(tenant_id: int) -> TenantEntry:
-    entry = _load_tenant(tenant_id)
+    entry = load_tenant(tenant_id)
     if entry is None:  # the tenant was deleted under us
         raise Http404("No such tenant.")
     return entry
@@ -100,7 +100,7 @@ def key_entry(tenant_id: int, name: str) -> KeyEntry:
         .order_by("-created_at")
         .values_list("key_hash", flat=True)
     ).first()
-    entry = _load_key(key_hash) if key_hash else None
+    entry = load_key(key_hash) if key_hash else None
     if entry is None:
         raise Http404(f"No key named {name!r} in this tenant.")
     return entry

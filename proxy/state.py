@@ -156,7 +156,7 @@ class TenantEntry:
 # --- loading (runs in a worker thread via sync_to_async; never on the per-request path) ---------------
 
 
-def _load_key(key_hash: str) -> KeyEntry | None:
+def load_key(key_hash: str) -> KeyEntry | None:
     from tenants.models import VirtualKey
 
     row = (
@@ -187,7 +187,7 @@ def _load_key(key_hash: str) -> KeyEntry | None:
     )
 
 
-def _load_tenant(tenant_id: int) -> TenantEntry | None:
+def load_tenant(tenant_id: int) -> TenantEntry | None:
     from urllib.parse import urlsplit
 
     from gateway_project import crypto
@@ -335,7 +335,7 @@ class ConfigState:
         if neg is not None and now - neg < NEGATIVE_TTL:
             return None
         generation = self._generation
-        entry = await self._single_flight(self._key_loads, key_hash, _load_key)
+        entry = await self._single_flight(self._key_loads, key_hash, load_key)
         if generation != self._generation:
             return entry
         if entry is None:
@@ -351,7 +351,7 @@ class ConfigState:
         if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
             return entry
         generation = self._generation
-        entry = await self._single_flight(self._tenant_loads, tenant_id, _load_tenant)
+        entry = await self._single_flight(self._tenant_loads, tenant_id, load_tenant)
         if entry is not None and generation == self._generation:
             self.tenants[tenant_id] = entry
         return entry

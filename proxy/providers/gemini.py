@@ -35,7 +35,7 @@ from proxy.providers.base import (
     bad_request,
     bad_response,
 )
-from proxy.providers.openai import _not_a_stream, _stream_error_event, transport_error
+from proxy.providers.openai import not_a_stream, stream_error_event, transport_error
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
@@ -588,14 +588,14 @@ class GeminiAdapter(ProviderAdapter):
         if response.status_code >= 300:
             content = await read_and_close(response)
             if response.status_code < 400:
-                return _not_a_stream(response.status_code, "", response.headers.get("location", ""))
+                return not_a_stream(response.status_code, "", response.headers.get("location", ""))
             result = error_from_google(response.status_code, content, deployment)
             result.headers = {**_pass_headers(response), **result.headers}
             return result
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             await response.aclose()
-            return _not_a_stream(response.status_code, content_type, "")
+            return not_a_stream(response.status_code, content_type, "")
         return GeminiStream(response, deployment=deployment, ctx=ctx)
 
 
@@ -693,13 +693,13 @@ class GeminiStream(UpstreamStream):
         except httpx.HTTPError as exc:
             self.error_type = "upstream_stream_error"
             self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
-            yield _stream_error_event("The upstream stream was interrupted", "upstream_stream_error")
+            yield stream_error_event("The upstream stream was interrupted", "upstream_stream_error")
             return
         if not self.finished:
             # Gemini has no [DONE]: a stream is complete when a candidate says why it finished.
             self.error_type = "upstream_stream_incomplete"
             self.error_message = "The upstream stream ended without a finishReason"
-            yield _stream_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
+            yield stream_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
             return
         if self.include_usage and self.usage is not None:
             yield self._chunk([], usage=self.usage)

@@ -55,7 +55,7 @@ def _error_from_upstream(status: int, content: bytes, content_type: str) -> Upst
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000])
 
 
-def _not_a_stream(status: int, content_type: str, location: str) -> UpstreamResult:
+def not_a_stream(status: int, content_type: str, location: str) -> UpstreamResult:
     if 300 <= status < 400:
         where = f" to {location[:200]}" if location else ""
         message = f"The upstream provider answered a stream request with a redirect (HTTP {status}{where}); check the base URL"
@@ -67,7 +67,7 @@ def _not_a_stream(status: int, content_type: str, location: str) -> UpstreamResu
     return bad_response(message)
 
 
-def _stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
+def stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
     return b"data: " + error_body(message, type=type_, code=code) + b"\n\n"
 
 
@@ -167,7 +167,7 @@ class OpenAIAdapter(ProviderAdapter):
             # A redirect (never followed) or a body that is not SSE: relaying it as a 200 event stream
             # would hand the client an empty or garbled stream and log a success.
             await response.aclose()
-            return _not_a_stream(response.status_code, content_type, response.headers.get("location", ""))
+            return not_a_stream(response.status_code, content_type, response.headers.get("location", ""))
         stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage, deployment=deployment)
         stream.headers = _pass_headers(response)
         return stream
@@ -217,13 +217,13 @@ class OpenAIStream(UpstreamStream):
         except httpx.HTTPError as exc:
             self.error_type = "upstream_stream_error"
             self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
-            yield _stream_error_event("The upstream stream was interrupted", "upstream_stream_error")
+            yield stream_error_event("The upstream stream was interrupted", "upstream_stream_error")
             return
         if not done:
             # The connection ended cleanly but the stream never finished: the answer may be cut short.
             self.error_type = "upstream_stream_incomplete"
             self.error_message = "The upstream stream ended without [DONE]"
-            yield _stream_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
+            yield stream_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
 
     def _error_event(self, event: bytes) -> bytes | None:
         """An upstream error event, in OpenAI's error shape and without the deployment's secrets."""

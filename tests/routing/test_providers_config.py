@@ -15,7 +15,7 @@ from django.db import connection
 from django.urls import reverse
 
 from billing.prices import shipped_prices
-from proxy.state import _load_tenant
+from proxy.state import load_tenant
 from routing.models import ModelDeployment, ProviderCredential
 from routing.redact import secrets_of
 from tenants.config import ConfigError, apply_config, export_config
@@ -268,7 +268,7 @@ def test_base_model_is_checked_and_optional():
 
 def test_the_loader_builds_deployments_with_decrypted_settings_and_base_model_prices():
     tenant, _ = apply_config(ACME)
-    entry = _load_tenant(tenant.id)
+    entry = load_tenant(tenant.id)
     (azure,) = entry.models["gpt-4o-eu"]
     assert (azure.kind, azure.base_url, azure.api_key, azure.api_version) == (
         "azure",
@@ -297,14 +297,14 @@ def test_the_loader_builds_deployments_with_decrypted_settings_and_base_model_pr
 
 def test_an_unknown_base_model_leaves_the_deployment_unpriced():
     tenant, _ = apply_config(ACME.replace("base_model: gpt-4o}", "base_model: no-such-model}"))
-    (azure,) = _load_tenant(tenant.id).models["gpt-4o-eu"]
+    (azure,) = load_tenant(tenant.id).models["gpt-4o-eu"]
     assert azure.price is None
 
 
 def test_a_changed_region_moves_bedrocks_host():
     tenant, _ = apply_config(ACME)
     apply_config(ACME.replace("region: us-east-1", "region: eu-central-1"))
-    _claude, aws = _load_tenant(tenant.id).models["claude"]
+    _claude, aws = load_tenant(tenant.id).models["claude"]
     assert aws.base_url == "https://bedrock-runtime.eu-central-1.amazonaws.com"
 
 

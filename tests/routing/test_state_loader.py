@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from proxy.state import CooldownSpec, ModelRoute, RouteRule, SplitSpec, _load_tenant
+from proxy.state import CooldownSpec, ModelRoute, RouteRule, SplitSpec, load_tenant
 from tenants.config import apply_config
 from tests.routing.test_declarative import ACME
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def test_alices_routing_reaches_the_proxy_config():
     tenant, _ = apply_config(ACME)
-    entry = _load_tenant(tenant.id)
+    entry = load_tenant(tenant.id)
     assert set(entry.routes) == set(entry.models) == {"smart", "smart-v2", "cheap", "long"}
     smart = entry.routes["smart"]
     assert smart.deployments is entry.models["smart"]
@@ -51,7 +51,7 @@ def test_alices_routing_reaches_the_proxy_config():
 def test_loading_costs_the_same_queries_for_four_models_or_twelve():
     tenant, _ = apply_config(ACME)
     with CaptureQueriesContext(connection) as few:
-        _load_tenant(tenant.id)
+        load_tenant(tenant.id)
     more = ACME.replace(
         "rules:",
         "".join(
@@ -62,6 +62,6 @@ def test_loading_costs_the_same_queries_for_four_models_or_twelve():
     )
     apply_config(more)
     with CaptureQueriesContext(connection) as many:
-        entry = _load_tenant(tenant.id)
+        entry = load_tenant(tenant.id)
     assert entry.routes["extra-7"].retries == 3
     assert len(many) == len(few)
