@@ -51,6 +51,20 @@ class CallLog(models.Model):
     tags = models.JSONField(default=list)
     # One entry per upstream attempt: {"deployment", "provider", "model", "status", "latency_ms", "error"}.
     attempts = models.JSONField(default=list)
+    # The public model the call was routed to after rules and the A/B split ("" when it is the one asked for).
+    route = models.CharField(max_length=200, blank=True, default="")
+    # Why the call left its model for a fallback (the last failure's error kind), "" without a fallback.
+    fallback_reason = models.CharField(max_length=100, blank=True, default="")
+    # The key's metadata at the time of the call (the key form promises it on every log row).
+    key_metadata = models.JSONField(default=dict)
+    # Prompt tokens the provider served from its own prompt cache.
+    cached_tokens = models.PositiveIntegerField(null=True)
+    # The gateway's exact cache: "hit", "miss", or "" when the cache was not consulted.
+    cache_status = models.CharField(max_length=8, blank=True, default="")
+    # What a cache hit would have cost upstream (USD x 10**12); null otherwise.
+    cost_saved_picodollars = models.BigIntegerField(null=True)
+    # Data-policy actions taken: {"email": {"pseudonymize": 2}, "card": {"block": 1}}. Counts only, never values.
+    pii_actions = models.JSONField(default=dict)
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"])]

@@ -35,9 +35,11 @@ class Call:
     __slots__ = (
         "at",
         "attempts",
+        "cache_status",
         "completion_tokens",
         "content_bytes",
         "content_events",
+        "cost_saved",
         "deployment",
         "deployment_reservations",
         "disconnected",
@@ -48,10 +50,12 @@ class Call:
         "finished",
         "key",
         "model",
+        "pii_actions",
         "prompt_estimate",
         "prompt_tokens",
         "request_id",
         "reservation",
+        "route",
         "started",
         "status",
         "stream",
@@ -76,6 +80,11 @@ class Call:
         self.model = ""  # as the client asked for it
         self.variant = ""  # the other model of an A/B split, when this call was sent there
         self.fallback = ""  # the fallback model that served the call, if any
+        self.route = ""  # the public model after rules and the A/B split, when not the one asked for
+        self.cache_status = ""  # the exact cache: "hit", "miss", or "" when not consulted
+        self.cost_saved: int | None = None  # picodollars a cache hit saved
+        # Data-policy actions: {detector: {action: count}}; counts only, never the values.
+        self.pii_actions: dict[str, dict[str, int]] | None = None
         self.deployment: Deployment | None = None  # the one that answered (or was tried last)
         self.stream = False
         self.status = 0
@@ -156,6 +165,17 @@ class Call:
         error_message = self.error_message
         if error_message and dep is not None:
             error_message = redact(error_message, secrets_of(dep))  # error path only
+        usage = self.usage
+        cached_tokens = None
+        if usage:
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                cached_tokens = int_or_none(details.get("cached_tokens"))
+        fallback_reason = ""
+        if self.fallback and len(self.attempts) > 1:
+            # The failure that sent the call to its fallback: the attempt just before the one that answered.
+            before = self.attempts[-2]
+            fallback_reason = (before["error"] or f"status {before['status']}")[:100]
         tags = self.tags
         if tags:
             tags = [storable(t) for t in tags]
@@ -189,6 +209,13 @@ class Call:
                 "cost_estimated": estimated,
                 "tags": tags,
                 "day": created.astimezone(tz).date(),
+                "route": storable(self.route[:200]),
+                "fallback_reason": storable(fallback_reason),
+                "key_metadata": self.key.metadata if isinstance(self.key.metadata, dict) else {},
+                "cached_tokens": cached_tokens,
+                "cache_status": self.cache_status,
+                "cost_saved_picodollars": self.cost_saved,
+                "pii_actions": self.pii_actions or {},
             }
         )
         if self.reservation is not None:

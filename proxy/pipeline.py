@@ -116,6 +116,8 @@ async def handle(
             tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
         )
         call.variant = plan.variant or ""
+        if plan.model != model:
+            call.route = plan.model
         call.deployment = first = plan.first
         if first is None:
             raise errors.model_not_found(model)
