@@ -24,6 +24,14 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=63, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
+    # Data policies, as the normalized `pii:` and `cache:` sections of the tenant YAML
+    # (routing.policies validates them); null when the tenant has none.
+    pii_policy = models.JSONField(null=True, blank=True)
+    cache_policy = models.JSONField(null=True, blank=True)
+    # Observability: request and response bodies are stored (after PII redaction, size-capped) only
+    # when the tenant turns it on; call logs older than the retention are purged.
+    log_bodies = models.BooleanField(default=False)
+    log_retention_days = models.PositiveIntegerField(default=30)
 
     def __str__(self) -> str:
         return self.slug
@@ -60,6 +68,8 @@ class VirtualKey(models.Model):
     revoked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The key's own `pii:` policy, replacing the tenant's for calls made with this key; null inherits.
+    pii_policy = models.JSONField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
