@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
+
+# (period, tz) -> (start, end, key): the key of the minute last asked about. Every admission with a budget
+# asks, and period boundaries fall on whole minutes in every time zone, so one entry per budget shape
+# answers nearly every call without converting time zones or formatting dates.
+_recent: dict[tuple[str, Any], tuple[float, float, str]] = {}
 
 
 def period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
+    ts = now.timestamp()
+    recent = _recent.get((period, tz))
+    if recent is not None and recent[0] <= ts < recent[1]:
+        return recent[2]
+    key = _period_key(period, now, tz)
+    if len(_recent) > 1000:
+        _recent.clear()
+    minute = ts - ts % 60
+    _recent[(period, tz)] = (minute, minute + 60, key)
+    return key
+
+
+def _period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
     local = now.astimezone(tz)
     if period == "day":
         return local.strftime("%Y-%m-%d")

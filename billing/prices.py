@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
 from pathlib import Path
@@ -30,6 +30,11 @@ class Price:
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
     max_output: int = DEFAULT_MAX_OUTPUT
+    # Derived once (see worst_case_nanos); not part of the price's identity.
+    int_rates: tuple[int, int] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "int_rates", _worst_case_rates(self))
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
@@ -46,10 +51,24 @@ class Price:
 
     def worst_case_nanos(self, prompt_tokens: int, max_output: int | None) -> int:
         out = max_output if max_output is not None else self.max_output
+        rates = self.int_rates
+        if rates is not None:
+            # Every admission with a hard budget asks this: integer picodollars per token give the
+            # same exact answer as the Decimal below at a fraction of its cost.
+            pico = prompt_tokens * rates[0] + out * rates[1]
+            return -(-pico // 1000)
         # Prompt tokens may turn out to be cache writes, billed above the input price.
         prompt_rate = max(self.input, self.cache_write or self.input)
         cost = (prompt_tokens * prompt_rate + out * self.output) / MILLION
         return to_nanos_ceil(cost)
+
+
+def _worst_case_rates(price: Price) -> tuple[int, int] | None:
+    """(prompt, output) rates in integer picodollars per token, or None when a price has more than six
+    decimals (USD per million tokens) and only Decimal is exact."""
+    prompt_rate = max(price.input, price.cache_write or price.input)
+    pico = (prompt_rate * MILLION, price.output * MILLION)  # USD per million tokens -> pico USD per token
+    return (int(pico[0]), int(pico[1])) if all(v == v.to_integral_value() for v in pico) else None
 
 
 def to_pico(amount: Decimal) -> int:

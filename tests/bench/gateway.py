@@ -83,6 +83,10 @@ class Variant:
     yaml_template: str = BASE_YAML
     mint_args: tuple[str, ...] = ()  # extra `gateway mint-key` arguments (per-key limits, say)
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the gateway process
+    # Every request carries a different prompt (the prompt cache misses every time: lookup + fill).
+    unique_prompts: bool = False
+    # The variant answers from the prompt cache: the pre-check may see fewer upstream calls.
+    cache_hits: bool = False
 
     def yaml(self, mock_port: int) -> str:
         base = f"http://127.0.0.1:{mock_port}"
@@ -176,6 +180,28 @@ limits:
 )
 
 
+# Issue 11's full data policy (every detector, a custom pattern, a term list, pseudonyms restored in the
+# answers) and the exact prompt cache. The benchmark's prompt holds no personal data, so the scan finds
+# nothing and the answer is relayed unchanged: what this measures is the cost of looking.
+PII_AND_CACHE_YAML = """\
+pii:
+  mode: enforce
+  detectors: {{email: pseudonymize, phone: redact, card: block, iban: redact, us_ssn: redact, ip: mask, secret: block}}
+  custom:
+    - {{name: order_id, pattern: 'ORD-\\d{{6}}', action: redact}}
+  terms: {{words: [Project Falcon], action: redact}}
+  scan_responses: false
+cache:
+  enabled: true
+  ttl_s: 3600
+"""
+CACHE_ONLY_YAML = """\
+cache:
+  enabled: true
+  ttl_s: 3600
+"""
+
+
 def _redis_reachable() -> bool:
     import socket
 
@@ -225,11 +251,21 @@ VARIANTS: tuple[Variant, ...] = (
             Variant(
                 name="everything",
                 tenant="bench-everything",
-                description="auth + limits + two hard budgets in Redis + the routing model + call log "
-                "(no PII scan or prompt cache yet: they don't exist)",
-                yaml_template=ROUTING_YAML + EVERYTHING_EXTRA_YAML,
+                description="auth + limits + two hard budgets in Redis + the routing model + the full PII policy "
+                "+ the prompt cache (a unique prompt per request: every lookup misses and fills) + call log",
+                yaml_template=ROUTING_YAML + EVERYTHING_EXTRA_YAML + PII_AND_CACHE_YAML,
                 mint_args=LIMIT_MINT_ARGS,
                 env={"REDIS_URL": REDIS_EVERYTHING_URL},
+                unique_prompts=True,
+            ),
+            Variant(
+                name="cache-hit",
+                tenant="bench-cache-hit",
+                description="the plain config with the prompt cache in Redis, the same prompt every time: "
+                "every request after the first is answered from the cache",
+                yaml_template=BASE_YAML + CACHE_ONLY_YAML,
+                env={"REDIS_URL": REDIS_LIMITS_URL},
+                cache_hits=True,
             ),
         )
         if _redis_reachable()

@@ -11,6 +11,7 @@ import re
 import resource
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class Request:
     path: str
     body: bytes
     headers: dict[str, str]
+    # When set, this substring of the body is replaced by a fresh token on every request (wrk only), so
+    # that no two prompts are equal: the prompt cache then misses every time and pays lookup + fill.
+    unique_marker: str = ""
 
 
 @dataclass
@@ -77,8 +81,28 @@ def _lua_string(value: str) -> str:
     return f"[{eq}[{value}]{eq}]"
 
 
+def _unique_body_lua(request: Request) -> str:
+    """A wrk request() that sends the body with the marker replaced by a run-unique counter."""
+    body = request.body.decode()
+    head, found, tail = body.partition(request.unique_marker)
+    if not found:
+        raise BenchError(f"the request body does not contain the marker {request.unique_marker!r}")
+    # A fresh nonce per wrk run: the counter restarts with every scenario, the prompts must not.
+    nonce = uuid.uuid4().hex[:12]
+    return f"""
+local head = {_lua_string(head + nonce + "-")}
+local tail = {_lua_string(tail)}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, head .. counter .. tail)
+end
+"""
+
+
 def _wrk_script(request: Request) -> str:
     headers = "\n".join(f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in request.headers.items())
+    unique = _unique_body_lua(request) if request.unique_marker else ""
     # response() counts every non-2xx (wrk's own status error count only sees >= 400); each wrk
     # thread has its own Lua state, so done() sums the per-thread counters through setup()'s table.
     return f"""
@@ -86,6 +110,7 @@ wrk.method = "POST"
 wrk.body = {_lua_string(request.body.decode())}
 {headers}
 local threads = {{}}
+{unique}
 function setup(thread) table.insert(threads, thread) end
 function init(args) non2xx = 0 end
 function response(status, headers, body)
@@ -143,6 +168,8 @@ def _run_wrk(request: Request, concurrency: int, duration: float, workdir: Path,
 
 
 def _run_python(request: Request, concurrency: int, duration: float, procs: Processes) -> LoadResult:
+    if request.unique_marker:
+        raise BenchError("unique prompts per request need wrk (apt-get install -y wrk)")
     spec = {
         "host": request.host,
         "port": request.port,

@@ -93,16 +93,19 @@ EMBEDDINGS = orjson.dumps(
 )
 
 
-def request_body(model: str, *, stream: bool, include_usage: bool = False) -> bytes:
-    """The client's request: two messages, ~280 bytes, as in shared/bench/run.sh."""
+# Replaced per request by the load driver when a variant asks for unique prompts (prompt cache misses).
+UNIQUE_MARKER = "@@unique@@"
+USER_PROMPT = "Explain in two sentences why a gateway benchmark needs a fixed, zero-latency upstream mock."
+
+
+def request_body(model: str, *, stream: bool, include_usage: bool = False, unique: bool = False) -> bytes:
+    """The client's request: two messages, ~280 bytes, as in shared/bench/run.sh. With `unique`, the user
+    message starts with a marker the load driver replaces by a fresh token on every request."""
     body: dict = {
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a concise assistant. Answer in one short paragraph."},
-            {
-                "role": "user",
-                "content": "Explain in two sentences why a gateway benchmark needs a fixed, zero-latency upstream mock.",
-            },
+            {"role": "user", "content": f"{UNIQUE_MARKER} {USER_PROMPT}" if unique else USER_PROMPT},
         ],
         "max_tokens": 64,
         "temperature": 0,

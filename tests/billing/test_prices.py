@@ -160,3 +160,28 @@ def test_the_prompt_ceiling_counts_bytes_and_media_parts():
     image = b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}'
     # "image_url" appears twice (type and key): counted generously, never under.
     assert prompt_ceiling(image) >= len(image) + MEDIA_PART_TOKENS
+
+
+def test_worst_case_integer_path_matches_decimal_arithmetic() -> None:
+    # Admission uses integer picodollar rates when a price has at most six decimals; the answer must be
+    # exactly the Decimal one, rounded up, for prices of every shape (and Decimal past six decimals).
+    import random
+
+    from billing.prices import MILLION, to_nanos_ceil
+
+    rng = random.Random(7)
+    rates = ["0", "0.000001", "0.0000001", "0.0375", "0.15", "0.6", "1.23456789", "2.5", "75"]
+    for _ in range(5000):
+        write = rng.choice([None, *rates])
+        price = Price(
+            Decimal(rng.choice(rates)),
+            Decimal(rng.choice(rates)),
+            None,
+            Decimal(write) if write is not None else None,
+        )
+        prompt, out = rng.randint(0, 10**7), rng.randint(0, 10**6)
+        prompt_rate = max(price.input, price.cache_write or price.input)
+        expected = to_nanos_ceil((prompt * prompt_rate + out * price.output) / MILLION)
+        assert price.worst_case_nanos(prompt, out) == expected
+    assert Price(Decimal("1.23456789"), Decimal("0")).int_rates is None
+    assert Price(Decimal("0.15"), Decimal("0.6")).int_rates == (150_000, 600_000)
