@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -25,7 +27,7 @@ from billing.selectors import (
 from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert
 from tenants.apis import TokenApi
 from tenants.models import Role
-from tenants.permissions import CONFIG_WRITE
+from tenants.permissions import BILLING_MANAGE, CONFIG_WRITE
 
 
 class BudgetOutputSerializer(serializers.Serializer):
@@ -140,3 +142,126 @@ class SpendApi(TokenApi):
             },
             "by_model": {m: format_usd(from_pico(v)) for m, v in sorted(by_model)},
         }
+
+
+# --- Invoices (owners only: billing.manage) ---------------------------------------------------------
+
+
+class InvoiceSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    number = serializers.CharField(source="label", help_text="INV-000042, or DRAFT until finalized.")
+    status = serializers.CharField()
+    month = serializers.DateField(format="%Y-%m", help_text="The calendar month billed (tenant time zone).")
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    currency = serializers.CharField()
+    total_usd = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
+    finalized_at = serializers.DateTimeField(allow_null=True)
+    paid_at = serializers.DateTimeField(allow_null=True)
+
+
+def _current_invoice(access, invoice_id: int):
+    from billing.invoices import invoice_refresh
+    from billing.models import InvoiceStatus
+    from billing.selectors import access_invoice
+
+    invoice = access_invoice(access, invoice_id)
+    if invoice.status == InvoiceStatus.DRAFT:
+        # A draft follows the ledger: show it as of now.
+        invoice = invoice_refresh(invoice.tenant, invoice.month) or invoice
+    return invoice
+
+
+class InvoiceListApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    class OutputSerializer(InvoiceSummarySerializer):
+        pass
+
+    @extend_schema(responses=OutputSerializer(many=True), summary="List the tenant's invoices, newest first")
+    def get(self, request: Request) -> Response:
+        from billing.selectors import visible_invoices
+
+        return Response(self.OutputSerializer(visible_invoices(self.access), many=True).data)
+
+
+class InvoiceDetailApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    class OutputSerializer(InvoiceSummarySerializer):
+        subtotal_usd = serializers.CharField()
+        fee_usd = serializers.CharField()
+        markup_usd = serializers.CharField()
+        lines = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(
+        responses=OutputSerializer,
+        summary="One invoice with its lines (exact decimal strings; the total is rounded once, to the cent)",
+    )
+    def get(self, request: Request, invoice_id: int) -> Response:
+        from billing.invoice_exports import invoice_json
+
+        invoice = _current_invoice(self.access, invoice_id)
+        body = {**InvoiceSummarySerializer(invoice).data, **invoice_json(invoice)}
+        body["total_usd"] = f"{invoice.total_usd:.2f}"
+        return Response(body)
+
+
+class InvoicePdfApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    @extend_schema(responses={(200, "application/pdf"): bytes}, summary="The invoice as a PDF")
+    def get(self, request: Request, invoice_id: int) -> HttpResponse:
+        from billing.invoice_exports import invoice_filename, invoice_pdf
+
+        invoice = _current_invoice(self.access, invoice_id)
+        response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{invoice_filename(invoice, "pdf")}"'
+        return response
+
+
+class InvoiceCsvApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    @extend_schema(
+        responses={(200, "text/csv"): str}, summary="The invoice as CSV: one row per line, amounts sum to the total"
+    )
+    def get(self, request: Request, invoice_id: int) -> HttpResponse:
+        from billing.invoice_exports import invoice_csv, invoice_filename
+
+        invoice = _current_invoice(self.access, invoice_id)
+        response = HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{invoice_filename(invoice, "csv")}"'
+        return response
+
+
+class InvoiceNotVoidable(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "invoice_not_voidable"
+    default_detail = "Only a finalized, unpaid invoice can be voided."
+
+
+class InvoiceVoidApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    class OutputSerializer(InvoiceSummarySerializer):
+        voided_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(
+        request=None,
+        responses={200: OutputSerializer, 409: None},
+        summary="Void a finalized, unpaid invoice (it keeps its number; Stripe's copy is voided too)",
+        description="409 `invoice_not_voidable` for a draft, a paid or an already void invoice.",
+    )
+    def post(self, request: Request, invoice_id: int) -> Response:
+        from billing.invoices import invoice_void
+        from billing.selectors import access_invoice
+
+        invoice = access_invoice(self.access, invoice_id)
+        if not invoice_void(self.access.tenant, invoice=invoice, actor=self.access.actor):
+            invoice.refresh_from_db()  # the state that refused it, not the one we loaded
+            raise InvoiceNotVoidable(
+                f"{invoice.label} is {invoice.status}: only a finalized, unpaid invoice can be voided."
+            )
+        invoice.refresh_from_db()
+        return Response(self.OutputSerializer(invoice).data)

@@ -300,3 +300,7 @@ def register() -> None:
     EXTENSIONS["prices"] = (parse_prices, apply_prices)
     EXTENSIONS["limits"] = (parse_limits, apply_limits)
     EXTENSIONS["budgets"] = (parse_budgets, apply_budgets)
+    # The plan (`billing:`, billing.plan_config): invoices count months in the time zone set above.
+    from billing.plan_config import register as register_plan
+
+    register_plan()

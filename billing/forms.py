@@ -85,3 +85,27 @@ class BillingSettingsForm(forms.Form):
         max_length=64,
         help_text="IANA name such as <code>Europe/Berlin</code>. Budget periods and spend days start at midnight here.",
     )
+
+
+class SpendRangeForm(forms.Form):
+    """The Spend page's date range: whole days in the tenant's time zone."""
+
+    PRESETS = [("month", "This month"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
+
+    range = forms.ChoiceField(choices=PRESETS, required=False)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        choice = data.get("range") or ("custom" if data.get("since") or data.get("until") else "month")
+        data["range"] = choice
+        since, until = data.get("since"), data.get("until")
+        if choice == "custom":
+            if since is None:
+                self.add_error("since", "A custom range needs a first day.")
+            elif until is not None and until < since:
+                self.add_error("until", "The last day must not be before the first.")
+            elif until is not None and (until - since).days > 3660:
+                self.add_error("since", "Ranges are limited to ten years.")
+        return data

@@ -265,3 +265,150 @@ def deployment_has_price(upstream_model: str, base_model: str, table: dict[str, 
     """Whether calls to this deployment get a cost: the same lookup as proxy.loader.MoneyConfig.price_for.
     Without one, calls are logged without a cost and don't count against budgets."""
     return find_price(base_model or upstream_model, table) is not None
+
+
+# --- Invoices ------------------------------------------------------------------------------------------
+
+
+def visible_invoices(access: TenantAccess) -> QuerySet:
+    """The tenant's invoices, newest month first. Only owners see invoices (billing.manage)."""
+    from billing.models import Invoice
+
+    access.require(permissions.BILLING_MANAGE)
+    return Invoice.objects.filter(tenant=access.tenant).order_by("-month", "-period_start", "-id")
+
+
+def access_invoice(access: TenantAccess, invoice_id: int):
+    invoice = visible_invoices(access).filter(id=invoice_id).select_related("tenant").first()
+    if invoice is None:
+        raise Http404("No such invoice in this tenant.")
+    return invoice
+
+
+@dataclass
+class InvoiceDifference:
+    tenant: str
+    month: str
+    what: str
+    ledger: Decimal
+    invoiced: Decimal
+
+
+def invoice_reconcile(tenant: Tenant | None = None) -> tuple[list[InvoiceDifference], list[InvoiceDifference]]:
+    """Invoices against the spend ledger: (differences, not yet invoiced).
+
+    For every month with an invoice, the provider cost on its invoices (usage and correction lines
+    for that month, drafts included) must equal the ledger's spend for the tenant and month; with
+    markup 0 and no fee that makes the invoice total the ledger's spend, to the cent. Each invoice's
+    total must be its lines' exact sum rounded once. A late correction for a closed month that no
+    draft carries yet is "not yet invoiced": it goes on the next invoice, so it is not a difference.
+    """
+    from collections import defaultdict
+
+    from billing.invoices import CLOSED, month_last_day, round_total
+    from billing.models import Invoice, InvoiceLine, InvoiceStatus, LineKind
+
+    tenants = [tenant] if tenant else list(Tenant.objects.filter(invoices__isnull=False).distinct())
+    diffs: list[InvoiceDifference] = []
+    pending: list[InvoiceDifference] = []
+    for t in tenants:
+        invoices = list(Invoice.objects.filter(tenant=t).prefetch_related("lines"))
+        for inv in invoices:
+            exact = sum((ln.amount_usd for ln in inv.lines.all()), Decimal(0))
+            if round_total(exact) != inv.total_usd:
+                diffs.append(
+                    InvoiceDifference(t.slug, f"{inv.month:%Y-%m}", f"{inv.label} total", exact, inv.total_usd)
+                )
+        billed: dict = defaultdict(lambda: [Decimal(0), Decimal(0)])  # month -> [closed, drafts]
+        for month, status, cost in InvoiceLine.objects.filter(
+            invoice__tenant=t, kind__in=[LineKind.USAGE, LineKind.CREDIT]
+        ).values_list("usage_month", "invoice__status", "cost_usd"):
+            billed[month][0 if status in CLOSED else 1] += cost
+        drafts_after = {inv.month for inv in invoices if inv.status == InvoiceStatus.DRAFT}
+        for month in sorted({inv.month for inv in invoices} | set(billed)):
+            pico = _ledger(t.id, month, month_last_day(month)).aggregate(s=Sum("cost_picodollars"))["s"]
+            ledger = from_pico(int(pico or 0))
+            closed, drafted = billed[month]
+            if ledger == closed + drafted:
+                continue
+            row = InvoiceDifference(t.slug, f"{month:%Y-%m}", "provider cost", ledger, closed + drafted)
+            # A closed month's late correction, with no later draft to carry it yet, is pending.
+            if not drafted and not any(m > month for m in drafts_after):
+                pending.append(row)
+            else:
+                diffs.append(row)
+    return diffs, pending
+
+
+# --- The Spend page: totals and breakdowns over a date range ---------------------------------------
+
+
+@dataclass
+class SpendRow:
+    label: str
+    cost_picodollars: int
+    requests: int
+    tokens: int | None = None  # tag rows have no token counts in the ledger
+
+    @property
+    def spent(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+
+def _scoped_ledger(tenant: Tenant, since: date | None, until: date | None, key_ids: list[int] | None):
+    rows = _ledger(tenant.id, since, until)
+    return rows if key_ids is None else rows.filter(virtual_key_id__in=key_ids)
+
+
+def spend_totals(tenant: Tenant, *, since: date | None, until: date | None, key_ids: list[int] | None = None) -> dict:
+    """Exact spend, priced requests and tokens over [since, until] (days in the tenant's time zone)."""
+    agg = _scoped_ledger(tenant, since, until, key_ids).aggregate(
+        cost=Sum("cost_picodollars"),
+        requests=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+    )
+    prompt, completion = int(agg["prompt"] or 0), int(agg["completion"] or 0)
+    return {
+        "cost": from_pico(int(agg["cost"] or 0)),
+        "requests": int(agg["requests"] or 0),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "tokens": prompt + completion,
+    }
+
+
+def spend_by_end_user(
+    tenant: Tenant, *, since: date | None, until: date | None, key_ids: list[int] | None = None, limit: int = 50
+) -> list[SpendRow]:
+    rows = (
+        _scoped_ledger(tenant, since, until, key_ids)
+        .values("end_user")
+        .annotate(c=Sum("cost_picodollars"), n=Sum("requests"), p=Sum("prompt_tokens"), o=Sum("completion_tokens"))
+        .order_by("-c", "end_user")[:limit]
+    )
+    return [
+        SpendRow(r["end_user"], int(r["c"] or 0), int(r["n"] or 0), int(r["p"] or 0) + int(r["o"] or 0)) for r in rows
+    ]
+
+
+def spend_by_model_rows(
+    tenant: Tenant, *, since: date | None, until: date | None, key_ids: list[int] | None = None
+) -> list[SpendRow]:
+    rows = (
+        _scoped_ledger(tenant, since, until, key_ids)
+        .values("model")
+        .annotate(c=Sum("cost_picodollars"), n=Sum("requests"), p=Sum("prompt_tokens"), o=Sum("completion_tokens"))
+        .order_by("-c", "model")
+    )
+    return [SpendRow(r["model"], int(r["c"] or 0), int(r["n"] or 0), int(r["p"] or 0) + int(r["o"] or 0)) for r in rows]
+
+
+def spend_by_tag(tenant: Tenant, *, since: date | None, until: date | None, limit: int = 50) -> list[SpendRow]:
+    rows = TagSpend.objects.filter(tenant_id=tenant.id)
+    if since:
+        rows = rows.filter(day__gte=since)
+    if until:
+        rows = rows.filter(day__lte=until)
+    found = rows.values("tag").annotate(c=Sum("cost_picodollars"), n=Sum("requests")).order_by("-c", "tag")[:limit]
+    return [SpendRow(r["tag"], int(r["c"] or 0), int(r["n"] or 0)) for r in found]

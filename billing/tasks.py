@@ -31,3 +31,59 @@ def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[
     limit_nanos = budget.limit_usd * NANO
     crossed = {t for t in budget.alert_at if t < threshold and spent_nanos * 100 >= limit_nanos * t}
     return sorted(crossed | {threshold})
+
+
+# --- Stripe (billing.stripe_sync) ---------------------------------------------------------------------
+# Thin: a failed push is recorded on the invoice with its backoff and retried by stripe_sync_task, so the
+# tasks themselves never raise for Stripe and never sleep in a worker.
+
+
+@shared_task
+def push_invoice_task(*, invoice_id: int) -> str:
+    from billing.stripe_sync import push_and_record
+
+    return push_and_record(invoice_id)
+
+
+@shared_task
+def void_invoice_task(*, invoice_id: int) -> str:
+    from billing.stripe_sync import void_and_record
+
+    return void_and_record(invoice_id)
+
+
+@shared_task
+def stripe_sync_task() -> dict:
+    from billing.stripe_sync import sync
+
+    result = sync()
+    return {"pushed": result.pushed, "voided": result.voided, "failed": [label for label, _ in result.failed]}
+
+
+@shared_task(bind=True, max_retries=5, default_retry_delay=60)
+def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str = "") -> None:
+    from billing.stripe_webhooks import payment_failed_email_send
+
+    try:
+        payment_failed_email_send(invoice_id=invoice_id, hosted_invoice_url=hosted_invoice_url)
+    except OSError as exc:  # SMTP hiccups: retry later
+        raise self.retry(exc=exc) from exc
+
+
+# --- Invoices (billing.invoices) -----------------------------------------------------------------------
+
+
+@shared_task
+def finalize_invoices_task() -> list[str]:
+    """The beat entry on the 1st and 2nd (hourly): `gateway finalize-invoices`. Idempotent."""
+    from billing.invoices import finalize_invoices
+
+    return [inv.label for inv in finalize_invoices()]
+
+
+@shared_task
+def refresh_drafts_task() -> list[str]:
+    """The beat entry every 10 minutes: rebuild the drafts of tenants whose ledger moved. Idempotent."""
+    from billing.invoices import refresh_drafts
+
+    return [f"{inv.billed_slug} {inv.month:%Y-%m}" for inv in refresh_drafts()]

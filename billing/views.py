@@ -7,8 +7,8 @@ keys they created; viewers read everything; admins and owners change budgets, li
 
 from __future__ import annotations
 
-from datetime import date
-from decimal import Decimal
+from datetime import date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from billing.forms import BillingSettingsForm, BudgetForm, LimitForm
+from billing.forms import BillingSettingsForm, BudgetForm, LimitForm, SpendRangeForm
 from billing.models import LimitScope, PriceOverride, RateLimit
 from billing.periods import period_start
 from billing.prices import from_pico
@@ -29,8 +29,11 @@ from billing.selectors import (
     access_budget,
     budget_usage,
     own_keys,
+    spend_by_end_user,
     spend_by_key,
-    spend_by_model,
+    spend_by_model_rows,
+    spend_by_tag,
+    spend_totals,
     tenant_timezone,
     visible_budgets,
 )
@@ -261,8 +264,22 @@ def key_limits(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
 # --- Spend -----------------------------------------------------------------------------------------
 
 
-def _spend_context(access: TenantAccess) -> dict:
-    since = _month_start(access)
+def _spend_range(access: TenantAccess, form: SpendRangeForm) -> tuple[date | None, date | None]:
+    """(first day, last day) of the page's range in the tenant's time zone; this month by default."""
+    today = timezone.now().astimezone(tenant_timezone(access.tenant.id)).date()
+    data = form.cleaned_data if form.is_bound and form.is_valid() else {"range": "month"}
+    if data["range"] == "7d":
+        return today - timedelta(days=6), today
+    if data["range"] == "30d":
+        return today - timedelta(days=29), today
+    if data["range"] == "custom":
+        return data["since"], data.get("until")
+    return _month_start(access), None
+
+
+def _spend_context(access: TenantAccess, form: SpendRangeForm | None = None) -> dict:
+    form = form or SpendRangeForm()
+    since, until = _spend_range(access, form)
     # Members see what their own keys spent; viewers and up audit the whole tenant.
     own_only = access.role == Role.MEMBER
     key_ids = list(own_keys(access).values_list("id", flat=True)) if own_only else None
@@ -270,21 +287,30 @@ def _spend_context(access: TenantAccess) -> dict:
     by_key = sorted(
         (
             {"id": key_id, "name": names.get(key_id) if key_id else None, "spent": from_pico(cost)}
-            for key_id, cost in spend_by_key(access.tenant, since=since, key_ids=key_ids).items()
+            for key_id, cost in spend_by_key(access.tenant, since=since, until=until, key_ids=key_ids).items()
         ),
         key=lambda row: -row["spent"],
     )
-    by_model = [
-        {"model": m, "spent": from_pico(c)} for m, c in spend_by_model(access.tenant, since=since, key_ids=key_ids)
-    ]
-    total = sum((row["spent"] for row in by_key), Decimal(0))
+    by_model = spend_by_model_rows(access.tenant, since=since, until=until, key_ids=key_ids)
+    totals = spend_totals(access.tenant, since=since, until=until, key_ids=key_ids)
+    # The same range as instants, for the fragment served from the call-log rollups (observability).
+    tz = tenant_timezone(access.tenant.id)
+    start = datetime.combine(since or date(2000, 1, 1), time.min, tzinfo=tz)
+    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=tz) if until else timezone.now()
     return {
+        "usage_query": urlencode({"start": start.isoformat(), "end": end.isoformat()}),
         "section": "spend",
         "own_only": own_only,
+        "range_form": form,
         "since": since,
+        "until": until,
         "by_key": by_key,
         "by_model": by_model,
-        "total": total,
+        "by_user": spend_by_end_user(access.tenant, since=since, until=until, key_ids=key_ids),
+        # The tag ledger does not record keys, so a member (who sees only their keys) gets no tag totals.
+        "by_tag": [] if own_only else spend_by_tag(access.tenant, since=since, until=until),
+        "totals": totals,
+        "total": totals["cost"],
         "prices": PriceOverride.objects.filter(tenant=access.tenant).order_by("model"),
     }
 
@@ -309,4 +335,6 @@ def spend(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 return redirect("spend", slug=slug)
         if request.htmx:
             return render(request, "billing/spend.html#settings_form", {"settings_form": form})
-    return render(request, "billing/spend.html", {**_spend_context(access), "settings_form": form})
+    range_form = SpendRangeForm(request.GET or None)
+    context = {**_spend_context(access, range_form), "settings_form": form}
+    return render(request, "billing/spend.html", context, status=400 if range_form.errors else 200)

@@ -27,6 +27,7 @@ websocket_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websoc
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
+    from observability.background import serve as serve_logs
     from observability.logbuffer import buffer
     from proxy import views
     from proxy.state import state
@@ -35,6 +36,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            serve_logs()  # live logs, and with REDIS_URL the durable log stream and its consumer
             views.ensure_background()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

@@ -35,6 +35,11 @@ _COMMON_HEADERS = {
         **_HEADER,
         "description": "`provider/upstream-model` of the deployment that served the call.",
     },
+    "x-gateway-overhead-ms": {
+        **_HEADER,
+        "description": "Milliseconds spent in the gateway itself, upstream time excluded (for a stream: until"
+        " its headers went out).",
+    },
 }
 _RATE_HEADERS = {
     f"x-ratelimit-{what}-{kind}": {
@@ -132,6 +137,49 @@ _SCHEMAS: dict[str, Any] = {
             "object": {"type": "string", "example": "model"},
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
+        },
+    },
+    "GatewayKey": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "example": "gateway.key"},
+            "name": {"type": "string"},
+            "tenant": {"type": "string"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+            "metadata": {"type": "object"},
+            "limits": {
+                "type": "object",
+                "properties": {
+                    name: {"type": "integer", "nullable": True}
+                    for name in ("rpm", "tpm", "max_parallel", "tenant_rpm", "tenant_tpm")
+                },
+            },
+            "spend": {
+                "type": "object",
+                "nullable": True,
+                "description": "The key's own budget period and its spend, when the key has a budget.",
+                "properties": {
+                    "period": {"type": "string"},
+                    "period_key": {"type": "string"},
+                    "usd": {"type": "string", "example": "1.25"},
+                },
+            },
+            "budgets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "scope": {"type": "string", "example": "key:web"},
+                        "period": {"type": "string", "enum": ["day", "week", "month", "total"]},
+                        "period_key": {"type": "string", "example": "2026-12"},
+                        "hard": {"type": "boolean"},
+                        "limit_usd": {"type": "string"},
+                        "spent_usd": {"type": "string"},
+                        "remaining_usd": {"type": "string"},
+                    },
+                },
+            },
         },
     },
     "GatewayModelList": {
@@ -295,6 +343,16 @@ PATHS: dict[str, Any] = {
             "An estimate of the request's input tokens; no provider is called.",
             "AnthropicTokenCount",
             ["400", "401", "404"],
+        )
+    },
+    "/v1/gateway/key": {
+        "get": _operation(
+            "gateway_key_retrieve",
+            "This key",
+            "The calling key's name, models, limits and budgets with this period's spend: no management token"
+            " needed, and nothing of any other key.",
+            "GatewayKey",
+            ["401", "503"],
         )
     },
     "/v1/models": {

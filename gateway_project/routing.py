@@ -1,4 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-# Websocket routes (live call logs arrive with the observability issue).
-websocket_urlpatterns: list = []
+from observability.consumers import LiveLogsConsumer
+
+# Websocket routes, wrapped in gateway_project.asgi by AllowedHostsOriginValidator(AuthMiddlewareStack(...)).
+websocket_urlpatterns: list = [
+    path("ws/logs/", LiveLogsConsumer.as_asgi(), name="ws-logs"),
+]

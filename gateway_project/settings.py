@@ -169,6 +169,12 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("REDIS_URL", "")
+if _TESTING and REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    # pytest-xdist runs the suite in several processes, each with its own PostgreSQL database: give each
+    # its own Redis database too (counting down from the one given), or they would flush and share state.
+    _base, _, _db = REDIS_URL.rpartition("/")
+    if _db.isdigit():
+        REDIS_URL = f"{_base}/{max(int(_db) - int(os.environ['PYTEST_XDIST_WORKER'][2:]), 0)}"
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
@@ -340,6 +346,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 # Call logs are buffered in memory and bulk-inserted every interval or batch, whichever comes first.
 GATEWAY_LOG_FLUSH_INTERVAL = envfloat("GATEWAY_LOG_FLUSH_INTERVAL", 0.5)
 GATEWAY_LOG_BATCH_SIZE = envint("GATEWAY_LOG_BATCH_SIZE", 500)
+# With REDIS_URL, a server process hands its call logs to a durable Redis stream, written into the
+# database by a consumer group (observability.stream): by default a consumer in every gateway process;
+# GATEWAY_LOG_CONSUMER=0 leaves it to `manage.py gateway consume-logs` processes.
+GATEWAY_LOG_STREAM = envbool("GATEWAY_LOG_STREAM", True)
+GATEWAY_LOG_CONSUMER = envbool("GATEWAY_LOG_CONSUMER", True)
+# Entries a consumer took but did not acknowledge (it died) are claimed by another after this long.
+GATEWAY_LOG_CLAIM_IDLE = envfloat("GATEWAY_LOG_CLAIM_IDLE", 30.0)
 # Safety net for the in-process key/config cache: entries are re-read at least this often even if an
 # invalidation message was lost.
 GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)
@@ -352,3 +365,52 @@ GATEWAY_INVALIDATION_POLL_INTERVAL = envfloat("GATEWAY_INVALIDATION_POLL_INTERVA
 # First retry waits about this many seconds (doubling per retry, with jitter, at most 8 s) unless the
 # provider says how long with Retry-After / retry-after-ms.
 GATEWAY_RETRY_BACKOFF = envfloat("GATEWAY_RETRY_BACKOFF", 0.5)
+
+# --- Stripe (billing.stripe_sync) ------------------------------------------------------------------
+# Stripe is on when STRIPE_API_KEY is set (or STRIPE_API_KEY_FILE). STRIPE_API_BASE points the client
+# at another address (tests use a loopback fake); empty means api.stripe.com.
+STRIPE_API_KEY = envstr("STRIPE_API_KEY", "")
+STRIPE_API_BASE = envstr("STRIPE_API_BASE", "").rstrip("/")
+STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET", "")
+# Seconds per Stripe request: a push runs in a Celery worker, the portal link in a console click.
+STRIPE_TIMEOUT = envfloat("STRIPE_TIMEOUT", 20.0)
+# The stripe library logs every response body at INFO, and Stripe quotes a refused key (masked) in it:
+# only its warnings reach our logs, whatever LOG_LEVEL says.
+LOGGING["loggers"]["stripe"] = {"level": "WARNING", "propagate": True}
+# Periodic tasks (`celery -A gateway_project beat`). Other entries are added to this dict by key.
+CELERY_BEAT_SCHEDULE: dict = {}
+# Pushes finalized invoices Stripe has not got yet, each when its backoff has passed.
+CELERY_BEAT_SCHEDULE["billing-stripe-sync"] = {"task": "billing.tasks.stripe_sync_task", "schedule": 60.0}
+
+# --- Invoices (billing.invoices) ----------------------------------------------------------------------
+# Printed on every invoice PDF as the seller.
+GATEWAY_OPERATOR_NAME = envstr("GATEWAY_OPERATOR_NAME", "LLM Gateway operator")
+# Lines separated by newlines (or "\n" in the environment variable).
+GATEWAY_OPERATOR_ADDRESS = envstr("GATEWAY_OPERATOR_ADDRESS", "").replace("\\n", "\n")
+# Months end at different UTC hours in different time zones (UTC-12 .. UTC+14), so the close runs
+# every hour of the 1st and 2nd; it is idempotent and skips months that have not ended locally.
+from celery.schedules import crontab  # noqa: E402  (here, next to its only use)
+
+CELERY_BEAT_SCHEDULE["billing-finalize-invoices"] = {
+    "task": "billing.tasks.finalize_invoices_task",
+    "schedule": crontab(minute=5, day_of_month="1,2"),
+}
+# Drafts follow the ledger: tenants whose ledger moved since their draft was built get it rebuilt.
+CELERY_BEAT_SCHEDULE["billing-refresh-drafts"] = {"task": "billing.tasks.refresh_drafts_task", "schedule": 600.0}
+
+# --- Observability: call-log partitions and retention, /metrics, traces -------------------------------
+# The call log's daily partitions a week ahead, and per-tenant retention (observability.partitions).
+CELERY_BEAT_SCHEDULE["observability-partitions"] = {
+    "task": "observability.tasks.calllog_partitions_create_ahead",
+    "schedule": 3600.0,
+}
+CELERY_BEAT_SCHEDULE["observability-retention"] = {
+    "task": "observability.tasks.calllog_retention_apply",
+    "schedule": 3600.0,
+}
+# /metrics answers only with `Authorization: Bearer <this token>`; unset, /metrics does not exist (404).
+GATEWAY_METRICS_TOKEN = envstr("GATEWAY_METRICS_TOKEN", "")
+# OpenTelemetry traces (observability.traces): on when OTEL_EXPORTER_OTLP_ENDPOINT is set (OTLP over
+# HTTP/protobuf; the SDK's own OTEL_* variables such as OTEL_EXPORTER_OTLP_HEADERS apply).
+OTEL_EXPORTER_OTLP_ENDPOINT = envstr("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/")
+OTEL_SERVICE_NAME = envstr("OTEL_SERVICE_NAME", "llm-gateway")

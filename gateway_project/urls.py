@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from billing import urls as billing_urls
 from gateway_project.admin_login import admin_login
+from observability import exposition as observability_exposition
+from observability import health as observability_health
 from proxy import apis as proxy_apis
 from proxy import console as proxy_console
 from routing import urls as routing_urls
@@ -20,6 +22,9 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page links; plain path, not static(), so that loading
     # the URLs never reads the static files manifest.
     path("favicon.ico", RedirectView.as_view(url=settings.STATIC_URL + "img/favicon.svg", permanent=True)),
+    # Readiness (database, Redis, migrations) and Prometheus metrics, for the operator's tooling.
+    path("readyz", observability_health.readyz, name="readyz"),
+    path("metrics", observability_exposition.metrics_view, name="metrics"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     # The management REST API. Each app contributes its endpoints; later apps append theirs here.
@@ -41,4 +46,5 @@ urlpatterns = [
     path("", include("routing.urls")),
     path("", include(proxy_console.console_urlpatterns)),
     path("", include("billing.urls")),
+    path("", include("observability.urls")),
 ]

@@ -3,3 +3,15 @@ from django.apps import AppConfig
 
 class ObservabilityConfig(AppConfig):
     name = "observability"
+
+    def ready(self) -> None:
+        # Per flushed batch of the call-log buffer, never per request.
+        from observability import bodies, logbuffer, rollups
+
+        logbuffer.register_hook(rollups.write_rollups)
+        logbuffer.register_hook(bodies.write_bodies)
+        from observability import exposition, traces
+
+        logbuffer.register_hook(exposition.record_batch)
+        if traces.enabled():  # tracing off costs nothing, not even a hook call
+            logbuffer.register_hook(traces.export_batch)

@@ -1,9 +1,22 @@
 """Call logs leave the hot path through this buffer.
 
-The proxy appends a plain dict (microseconds); a background task bulk-inserts the buffer every
+The proxy appends a plain dict (microseconds); a background task hands the buffer to its sinks every
 GATEWAY_LOG_FLUSH_INTERVAL seconds or GATEWAY_LOG_BATCH_SIZE rows. On a normal shutdown (ASGI
-lifespan, or interpreter exit) whatever is left is flushed. The sink is swappable: the database
-today, a durable Redis stream later.
+lifespan, or interpreter exit) whatever is left is flushed.
+
+Sinks, all fed per flushed batch (nothing per request):
+- the store (`LogBuffer.sink`), which must accept every row: `DatabaseSink` (call log + spend ledger in
+  one transaction) or, in a server process with REDIS_URL, `observability.stream.StreamSink` (a durable
+  Redis stream that a consumer group writes into the database). Only the store's failures are retried,
+  degraded or counted as refused (see `flush_sync`).
+- fan-out sinks (`LogBuffer.fanout`), fed with the rows the store accepted: live logs
+  (`observability.live.LiveSink`). Their failures are logged and never hold the logs back.
+- hooks (`register_hook`): called with the rows just committed to the database, once per row, in the
+  process that wrote them (a gateway, or the stream's consumer): rollups, metrics, traces.
+
+`observability.background.serve()` is called once by a server process (ASGI lifespan start-up) and
+turns on the live sink and, with REDIS_URL, the stream and its consumer; anything else (tests,
+management commands, `flush_sync`) writes straight to the database as before.
 """
 
 from __future__ import annotations
@@ -12,9 +25,11 @@ import asyncio
 import atexit
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Protocol
 
+import redis.exceptions
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -25,10 +40,22 @@ from observability.text import storable, storable_deep
 logger = logging.getLogger("gateway.logs")
 
 MAX_BUFFERED = 200_000
+# pg_advisory_xact_lock key of the stream consumers' check-then-insert (any constant unique to it).
+DEDUPE_LOCK = 0x6C6F6773  # "logs"
 
 
 class LogSink(Protocol):
     def write(self, records: list[dict[str, Any]]) -> None: ...
+
+
+# "The store is away, try again later" as opposed to "this batch is wrong": the database, or Redis in
+# front of it. Rows are put back in order, never degraded or dropped, on these.
+AWAY: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class DatabaseSink:
@@ -38,9 +65,12 @@ class DatabaseSink:
     long enough to add tens of milliseconds to the event loop's p99. Tuples cost a fraction of it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, dedupe: bool = False) -> None:
         self._sql: str | None = None
         self._columns: list[tuple[str, Any, Any]] = []
+        # The stream's consumer may see an entry twice (redelivered after a crash between commit and
+        # acknowledgement, or written directly while Redis was away): then rows already stored are skipped.
+        self.dedupe = dedupe
 
     def _prepare(self) -> str:
         import orjson
@@ -72,19 +102,66 @@ class DatabaseSink:
         close_old_connections()
         if self._sql is None:
             self._sql = self._prepare()
-        rows = [
-            tuple(
-                convert(r.get(name, default)) if convert else r.get(name, default)
-                for name, convert, default in self._columns
-            )
-            for r in records
-        ]
         from billing.ledger import write_ledger
 
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(self._sql, rows)
-            write_ledger(cursor, records, connection.ops.adapt_datefield_value)
-        after_write(records)
+            if self.dedupe:
+                records = self._not_yet_stored(cursor, records)
+            rows = [
+                tuple(
+                    convert(r.get(name, default)) if convert else r.get(name, default)
+                    for name, convert, default in self._columns
+                )
+                for r in records
+            ]
+            if rows:
+                cursor.executemany(self._sql, rows)
+                write_ledger(cursor, records, connection.ops.adapt_datefield_value)
+        if records:
+            after_write(records)
+
+    @staticmethod
+    def _not_yet_stored(cursor: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records whose call is not in the table yet, and each call once.
+
+        A call is its tenant, request id and start time: clients may choose their request id (and reuse
+        it), so the request id alone would drop a genuine second call and its spend. Two consumers that
+        both hold a redelivered entry are serialised by a transaction-level advisory lock, so neither can
+        insert between the other's check and insert.
+        """
+        from django.db import connection
+
+        from observability.models import CallLog
+
+        stamps = [r.get("created_at") for r in records if r.get("created_at") is not None]
+        ids = list({r.get("request_id") for r in records})
+        seen: set[tuple] = set()
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEDUPE_LOCK])
+            if stamps:
+                # One array parameter instead of an IN list; the time range lets PostgreSQL prune
+                # partitions, the request id index finds the rows.
+                cursor.execute(
+                    f"SELECT tenant_id, request_id, created_at FROM {CallLog._meta.db_table} "
+                    "WHERE request_id = ANY(%s) AND created_at >= %s AND created_at <= %s",
+                    [ids, min(stamps), max(stamps)],
+                )
+                seen = set(cursor.fetchall())
+        elif stamps:
+            seen = set(
+                CallLog.objects.filter(
+                    request_id__in=ids, created_at__gte=min(stamps), created_at__lte=max(stamps)
+                ).values_list("tenant_id", "request_id", "created_at")
+            )
+        fresh = []
+        for r in records:
+            call = (r.get("tenant_id"), r.get("request_id"), r.get("created_at"))
+            if call in seen:
+                metrics.incr("calllog_rows_duplicate")
+                continue
+            seen.add(call)
+            fresh.append(r)
+        return fresh
 
     def write_ledger_only(self, records: list[dict[str, Any]]) -> None:
         """The spend of calls whose log rows the database refuses: the money is never lost with the row."""
@@ -153,14 +230,17 @@ def register_hook(hook: Any) -> None:
 
 
 class LogBuffer:
-    def __init__(self, sink: LogSink | None = None) -> None:
+    def __init__(self, sink: LogSink | None = None, fanout: list[LogSink] | None = None) -> None:
         self.sink: LogSink = sink or DatabaseSink()
+        self.fanout: list[LogSink] = list(fanout or ())
         self._records: deque[dict[str, Any]] = deque()
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._lock = threading.Lock()  # serialises flushes from the task and from atexit
         self.batch_size = settings.GATEWAY_LOG_BATCH_SIZE
         self.interval = settings.GATEWAY_LOG_FLUSH_INTERVAL
+        self.consumer: Any = None  # observability.stream.StreamConsumer when this process runs one
+        self._fanout_logged: dict[int, float] = {}
 
     def add(self, record: dict[str, Any]) -> None:
         if len(self._records) >= MAX_BUFFERED:
@@ -187,7 +267,11 @@ class LogBuffer:
                 pass
             self._wake.clear()
             if self._records:
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:
+                    # Never let one bad flush end the flusher: the rows are still in the buffer or stored.
+                    logger.exception("call log flush failed")
 
     def _take(self) -> list[dict[str, Any]]:
         batch = []
@@ -202,70 +286,108 @@ class LogBuffer:
                 batch = self._take()
                 try:
                     self.sink.write(batch)
-                except (OperationalError, InterfaceError):
-                    # The database is away: put the rows back in order and try again on the next tick.
+                except AWAY:
+                    # The store is away: put the rows back in order and try again on the next tick.
                     # Logs are never dropped because the database hiccupped.
                     self._records.extendleft(reversed(batch))
                     logger.exception("writing %d call logs failed; will retry", len(batch))
                     break
-                except Exception:
-                    # Something in the batch itself is wrong (a value the database refuses). Write the
-                    # rows one by one so a single bad row cannot block everybody's logs and ledger.
-                    done, away = self._write_one_by_one(batch)
-                    written += done
+                except Exception as exc:
+                    # Something in the batch itself is wrong (a value the database refuses). Write it in
+                    # parts so a single bad row cannot block everybody's logs and ledger.
+                    done, away = self._write_in_parts(batch, exc)
+                    written += len(done)
+                    self._fan_out(done)
                     if away:
                         break
                     continue
                 written += len(batch)
+                self._fan_out(batch)
         return written
 
-    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> tuple[int, bool]:
-        """Returns (rows written, database away?)."""
-        written = 0
-        for i, record in enumerate(batch):
+    def _fan_out(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        for sink in self.fanout:
             try:
-                self.sink.write([record])
-                written += 1
+                sink.write(records)
+            except Exception:
+                # Once a minute per sink: a channel layer that is away must not flood the log every flush.
+                now = time.monotonic()
+                if now - self._fanout_logged.get(id(sink), -60.0) >= 60.0:
+                    self._fanout_logged[id(sink)] = now
+                    logger.exception("call log sink %r failed", sink)
+
+    def _write_in_parts(self, batch: list[dict[str, Any]], refused: Exception) -> tuple[list[dict[str, Any]], bool]:
+        """A refused batch, halved until each refused row stands alone, then that row retried degraded.
+
+        A few bad rows among thousands cost a few dozen writes, not one transaction per row; rows keep
+        their order. Returns (rows written, as written; store away?).
+        """
+        written: list[dict[str, Any]] = []
+        parts: deque[list[dict[str, Any]]] = deque([batch])
+        error = refused
+        tried = True  # the whole batch was just refused
+        while parts:
+            part = parts.popleft()
+            if not tried:
+                try:
+                    self.sink.write(part)
+                    written.extend(part)
+                    continue
+                except AWAY:
+                    self._put_back(part, parts)
+                    return written, True
+                except Exception as exc:
+                    error = exc
+            tried = False
+            if len(part) > 1:
+                middle = len(part) // 2
+                parts.extendleft([part[middle:], part[:middle]])  # the first half goes first
                 continue
-            except (OperationalError, InterfaceError):
-                self._records.extendleft(reversed(batch[i:]))
-                logger.exception("writing call logs failed; will retry")
-                return written, True
-            except Exception as exc:
-                metrics.incr("calllog_rows_refused")
-                logger.exception("the database refused call log %s; retrying it degraded", record.get("request_id"))
-                reason = type(exc).__name__
+            record = part[0]
+            metrics.incr("calllog_rows_refused")
+            logger.error(
+                "the database refused call log %s; retrying it degraded", record.get("request_id"), exc_info=error
+            )
             try:
-                self._write_refused(record, reason)
-                written += 1
-            except (OperationalError, InterfaceError):
-                self._records.extendleft(reversed(batch[i:]))
-                logger.exception("writing call logs failed; will retry")
+                written.append(self._write_refused(record, type(error).__name__))
+            except AWAY:
+                self._put_back(part, parts)
                 return written, True
         return written, False
 
-    def _write_refused(self, record: dict[str, Any], reason: str) -> None:
+    def _put_back(self, part: list[dict[str, Any]], parts: deque[list[dict[str, Any]]]) -> None:
+        """The store went away mid-way: the rows not written yet go back to the buffer, in order."""
+        rest = list(part)
+        for later in parts:
+            rest.extend(later)
+        self._records.extendleft(reversed(rest))
+        logger.exception("writing call logs failed; will retry")
+
+    def _write_refused(self, record: dict[str, Any], reason: str) -> dict[str, Any]:
         """A refused row: retry it degraded; if even that is refused, keep at least its spend."""
         row = degraded(record, reason)
         try:
             self.sink.write([row])
             metrics.incr("calllog_rows_degraded")
-            return
-        except (OperationalError, InterfaceError):
+            return row
+        except AWAY:
             raise
         except Exception:
             metrics.incr("calllog_rows_lost")
             logger.exception("the database refused call log %r even degraded; keeping its spend only", row)
         write_ledger_only = getattr(self.sink, "write_ledger_only", None)
         if write_ledger_only is None:
-            return
+            return row
         try:
             write_ledger_only([storable_deep(row)])
-        except (OperationalError, InterfaceError):
+        except AWAY:
             raise
         except Exception:
             metrics.incr("ledger_rows_lost")
             logger.exception("the spend of call %s is lost: the database refused it", row.get("request_id"))
+        return row
 
     async def flush(self) -> int:
         return await sync_to_async(self.flush_sync, thread_sensitive=False)()
@@ -279,6 +401,11 @@ class LogBuffer:
                 pass
             self._task = None
         await self.flush()
+        if self.consumer is not None:
+            # After the final flush into the stream: the consumer drains it into the database before
+            # the process exits, so a SIGTERM'd gateway leaves no row behind even when it is the only one.
+            await self.consumer.stop()
+            self.consumer = None
 
 
 buffer = LogBuffer()

@@ -1,7 +1,8 @@
 """Tiny in-process counters for events that must not pass silently (a refused call log row, ...).
 
-Per process, reset on restart: enough for tests, logs and a health page to read. A Prometheus
-exporter can read the same dictionary later.
+Per process, reset on restart: enough for tests and logs to read. /metrics shows them summed over
+processes as `gateway_internal_events_total{event=...}` (observability.exposition pushes what they
+gained with each flushed batch).
 """
 
 from __future__ import annotations

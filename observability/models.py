@@ -67,7 +67,13 @@ class CallLog(models.Model):
     pii_actions = models.JSONField(default=dict)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            # The log explorer's keyset pagination orders by (created_at, id) within a tenant, and a
+            # member's view (and the key filter) reads one key's calls.
+            models.Index(fields=["tenant", "-created_at", "-id"], name="calllog_tenant_created_id"),
+            models.Index(fields=["tenant", "virtual_key", "-created_at"], name="calllog_tenant_key_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.requested_model} {self.status_code}"
@@ -77,3 +83,192 @@ class CallLog(models.Model):
         from billing.prices import from_pico
 
         return None if self.cost_picodollars is None else from_pico(self.cost_picodollars)
+
+
+# --- Rollups: what the dashboard and the spend page read, never the raw logs ------------------------
+
+# Upper bounds (ms) of the fixed latency/TTFB histogram buckets; the last bucket is open-ended. A
+# percentile read from a rollup is exact to within the width of the bucket it falls in.
+LATENCY_BOUNDS_MS: tuple[float, ...] = (
+    25,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7500,
+    10000,
+    15000,
+    30000,
+    60000,
+)
+HISTOGRAM_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
+LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(HISTOGRAM_BUCKETS))
+TTFB_COLUMNS = tuple(f"ttfb_{i}" for i in range(HISTOGRAM_BUCKETS))
+
+
+class CallRollup(models.Model):
+    """Calls summed per bucket and per (model, key, variant): the series, percentiles and those breakdowns.
+
+    End users and tags have rollups of their own (UserRollupHour, TagRollupHour): thousands of end users
+    would multiply these rows, and every dashboard query reads these.
+
+    Written per flushed batch of the call-log buffer as additive upserts (observability.rollups), so
+    concurrent writers in many processes never lose an increment. `virtual_key_id` is 0 for calls
+    without a key: a NULL would never conflict in the unique constraint and duplicate rows.
+    """
+
+    tenant_id = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    model = models.CharField(max_length=200)
+    virtual_key_id = models.BigIntegerField(default=0)
+    variant = models.CharField(max_length=200, default="")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_picodollars = models.BigIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    ttfb_count = models.BigIntegerField(default=0)
+    last_at = models.DateTimeField(null=True)
+    for _name in LATENCY_COLUMNS + TTFB_COLUMNS:
+        locals()[_name] = models.BigIntegerField(default=0)
+    del _name
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.bucket:%Y-%m-%d %H:%M} {self.model} {self.requests}"
+
+
+class CallRollupMinute(CallRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "model", "virtual_key_id", "variant"],
+                name="uniq_rollup_minute",
+            )
+        ]
+
+
+class CallRollupHour(CallRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "model", "virtual_key_id", "variant"],
+                name="uniq_rollup_hour",
+            )
+        ]
+
+
+class CallRollupDay(CallRollup):
+    """Whole UTC days, for ranges longer than a week (a month reads 30 buckets instead of 720)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "model", "virtual_key_id", "variant"],
+                name="uniq_rollup_day",
+            )
+        ]
+
+
+class TagRollupHour(models.Model):
+    """Calls per hour and tag (a call with two tags counts in both). Kept apart from CallRollup so that
+    the tag list does not multiply its rows."""
+
+    tenant_id = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    tag = models.CharField(max_length=200)
+    # The key, so that a member's view sums only their own keys' calls.
+    virtual_key_id = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_picodollars = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "tag", "virtual_key_id"],
+                name="uniq_tag_rollup_hour",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.bucket:%Y-%m-%d %H:%M} {self.tag} {self.requests}"
+
+
+class UserRollup(models.Model):
+    """Calls per bucket, end user and key (the key so that a member's view sums only their own keys)."""
+
+    tenant_id = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    end_user = models.CharField(max_length=200)
+    virtual_key_id = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_picodollars = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.bucket:%Y-%m-%d %H:%M} {self.end_user} {self.requests}"
+
+
+class UserRollupHour(UserRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "end_user", "virtual_key_id"], name="uniq_user_rollup_hour"
+            )
+        ]
+
+
+class UserRollupDay(UserRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "bucket", "end_user", "virtual_key_id"], name="uniq_user_rollup_day"
+            )
+        ]
+
+
+# Stored bodies are capped so that one huge prompt cannot bloat the table; the cut is marked.
+BODY_MAX_CHARS = 64 * 1024
+
+
+class CallBody(models.Model):
+    """The request and response body of one call, after PII redaction and size-capped.
+
+    Written by the log writer only for tenants with `log_bodies` on, and purged with the call log
+    (same tenant and `created_at`, so retention deletes both by the same range).
+    """
+
+    tenant_id = models.BigIntegerField()
+    created_at = models.DateTimeField()
+    request_id = models.CharField(max_length=100)
+    request_body = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
+    truncated = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant_id", "request_id"], name="callbody_tenant_request"),
+            models.Index(fields=["tenant_id", "created_at"], name="callbody_tenant_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

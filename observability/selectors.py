@@ -1,17 +1,35 @@
-"""Reads of call logs for the routing console: A/B split comparison and recent per-deployment health."""
+"""Reads of call logs: the routing console's A/B comparison and deployment health, the dashboard (from the\nrollups), the log explorer (keyset pages), its detail view and exports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+import orjson
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q, Sum
+from django.db.models import Aggregate, Count, FloatField, Max, Q, QuerySet, Sum, TextField
+from django.db.models.functions import Cast
+from django.http import Http404
 
 from billing.prices import from_pico
-from observability.models import CallLog
-from tenants.models import Tenant
+from observability.models import (
+    HISTOGRAM_BUCKETS,
+    LATENCY_COLUMNS,
+    TTFB_COLUMNS,
+    CallBody,
+    CallLog,
+    CallRollupDay,
+    CallRollupHour,
+    CallRollupMinute,
+    TagRollupHour,
+    UserRollupDay,
+    UserRollupHour,
+)
+from observability.rollups import percentile_from_histogram
+from tenants.models import Tenant, VirtualKey
 
 # Bounds on rows read into Python where the database cannot compute percentiles (SQLite) and for the
 # health panel, which refreshes every few seconds: the newest rows are the ones that matter.
@@ -123,3 +141,422 @@ def deployment_stats(tenant: Tenant, *, since: datetime) -> dict[int, Deployment
     for dep_id, values in latencies.items():
         stats[dep_id].p50_ms = percentile(values, 0.5)
     return stats
+
+
+# --- Dashboard: read from the rollups, never from the raw logs -------------------------------------
+
+# Ranges up to MINUTE_TABLE_MAX read the per-minute rollup, up to HOUR_TABLE_MAX the per-hour one, longer
+# ones the per-day one: a chart never sums more than a few thousand buckets of rows.
+MINUTE_TABLE_MAX = timedelta(hours=6)
+HOUR_TABLE_MAX = timedelta(days=8)
+MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+# At most this many points per chart: finer buckets are summed into wider ones.
+MAX_POINTS = 120
+BREAKDOWN_LIMIT = 20
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_picodollars: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
+    ttfb: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
+
+    def add(self, row: dict) -> None:
+        self.requests += row["requests"] or 0
+        self.errors += row["errors"] or 0
+        self.prompt_tokens += row["prompt_tokens"] or 0
+        self.completion_tokens += row["completion_tokens"] or 0
+        self.total_tokens += row["total_tokens"] or 0
+        self.cost_picodollars += row["cost_picodollars"] or 0
+        for i, name in enumerate(LATENCY_COLUMNS):
+            self.latency[i] += row.get(name) or 0
+        for i, name in enumerate(TTFB_COLUMNS):
+            self.ttfb[i] += row.get(name) or 0
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+    def latency_p(self, p: float) -> float | None:
+        return percentile_from_histogram(self.latency, p)
+
+    def ttfb_p(self, p: float) -> float | None:
+        return percentile_from_histogram(self.ttfb, p)
+
+    @property
+    def p50(self) -> float | None:
+        return self.latency_p(0.5)
+
+    @property
+    def p95(self) -> float | None:
+        return self.latency_p(0.95)
+
+    @property
+    def p99(self) -> float | None:
+        return self.latency_p(0.99)
+
+    @property
+    def ttfb_p50(self) -> float | None:
+        return self.ttfb_p(0.5)
+
+    @property
+    def ttfb_p95(self) -> float | None:
+        return self.ttfb_p(0.95)
+
+    @property
+    def ttfb_p99(self) -> float | None:
+        return self.ttfb_p(0.99)
+
+
+@dataclass
+class Point:
+    at: datetime
+    totals: Totals
+
+
+@dataclass
+class BreakdownRow:
+    label: str
+    value: Any  # the filter value (key id, model name, ...)
+    requests: int
+    errors: int
+    total_tokens: int
+    cost_picodollars: int
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+
+@dataclass
+class Dashboard:
+    start: datetime
+    end: datetime
+    step: timedelta
+    totals: Totals
+    series: list[Point]
+    by_model: list[BreakdownRow]
+    by_key: list[BreakdownRow]
+    by_user: list[BreakdownRow]
+    by_tag: list[BreakdownRow]
+    by_variant: list[BreakdownRow]
+
+
+_SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_picodollars")
+
+
+def _rollup_rows(tenant_id: int, start: datetime, end: datetime, key_ids: list[int] | None, *, unit: timedelta):
+    model = {MINUTE: CallRollupMinute, HOUR: CallRollupHour}.get(unit, CallRollupDay)
+    rows = model.objects.filter(tenant_id=tenant_id, bucket__gte=start, bucket__lt=end)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    return rows
+
+
+def bucket_unit(start: datetime, end: datetime) -> timedelta:
+    """The bucket width of the rollup that serves [start, end)."""
+    if end - start <= MINUTE_TABLE_MAX:
+        return MINUTE
+    return HOUR if end - start <= HOUR_TABLE_MAX else DAY
+
+
+def align(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The range widened to whole buckets of the table that serves it (the day table counts whole UTC days)."""
+    unit = bucket_unit(start, end)
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    start = epoch + ((start - epoch) // unit) * unit
+    end_floor = epoch + ((end - epoch) // unit) * unit
+    return start, end_floor if end_floor == end else end_floor + unit
+
+
+def _step_for(start: datetime, end: datetime, unit: timedelta) -> timedelta:
+    units = max(1, -(-int((end - start) / unit) // MAX_POINTS))
+    # Round to steps that read well on an axis.
+    for nice in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440):
+        if nice >= units:
+            return unit * nice
+    return unit * units
+
+
+def _breakdown(rows, field_name: str, label=lambda v: str(v)) -> list[BreakdownRow]:
+    found = (
+        rows.values(field_name)
+        .annotate(**{f"s_{f}": Sum(f) for f in ("requests", "errors", "total_tokens", "cost_picodollars")})
+        .order_by("-s_requests", field_name)[:BREAKDOWN_LIMIT]
+    )
+    return [
+        BreakdownRow(
+            label=label(r[field_name]),
+            value=r[field_name],
+            requests=r["s_requests"] or 0,
+            errors=r["s_errors"] or 0,
+            total_tokens=r["s_total_tokens"] or 0,
+            cost_picodollars=r["s_cost_picodollars"] or 0,
+        )
+        for r in found
+    ]
+
+
+def dashboard(tenant: Tenant, *, start: datetime, end: datetime, key_ids: list[int] | None = None) -> Dashboard:
+    """Totals, percentiles, a time series and breakdowns for [start, end), all from the rollups.
+
+    `key_ids` limits everything to those keys (a member's own keys); None is the whole tenant.
+    """
+    unit = bucket_unit(start, end)
+    start, end = align(start, end)
+    rows = _rollup_rows(tenant.id, start, end, key_ids, unit=unit)
+    step = _step_for(start, end, unit)
+    sums = {f: Sum(f) for f in _SUM_FIELDS + LATENCY_COLUMNS + TTFB_COLUMNS}
+    totals = Totals()
+    points: dict[datetime, Totals] = {}
+    for r in rows.values("bucket").annotate(**{f"s_{k}": v for k, v in sums.items()}).order_by("bucket"):
+        row = {k: r[f"s_{k}"] for k in sums}
+        totals.add(row)
+        slot = start + ((r["bucket"] - start) // step) * step
+        points.setdefault(slot, Totals()).add(row)
+    series = []
+    at = start
+    while at < end:
+        series.append(Point(at=at, totals=points.get(at, Totals())))
+        at += step
+    key_names = dict(VirtualKey.objects.filter(tenant=tenant).values_list("id", "name"))
+    # End users and tags have rollups of their own, per hour (and per day for end users): a range shorter
+    # than an hour reads whole hours.
+    tags = TagRollupHour.objects.filter(tenant_id=tenant.id, bucket__gte=_hour_floor(start), bucket__lt=end)
+    user_model = UserRollupDay if unit == DAY else UserRollupHour
+    users = user_model.objects.filter(tenant_id=tenant.id, bucket__gte=_hour_floor(start), bucket__lt=end)
+    if key_ids is not None:
+        tags = tags.filter(virtual_key_id__in=key_ids)
+        users = users.filter(virtual_key_id__in=key_ids)
+    return Dashboard(
+        start=start,
+        end=end,
+        step=step,
+        totals=totals,
+        series=series,
+        by_model=_breakdown(rows, "model", lambda v: v or "(none)"),
+        by_key=_breakdown(rows, "virtual_key_id", lambda v: key_names.get(v, f"deleted key {v}") if v else "(no key)"),
+        by_user=_breakdown(users, "end_user"),
+        by_tag=_breakdown(tags, "tag"),
+        by_variant=_breakdown(rows, "variant", lambda v: v or "control"),
+    )
+
+
+def _hour_floor(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class KeyUsage:
+    calls: int
+    cost_picodollars: int
+    last_at: datetime | None
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+
+def key_usage(
+    tenant: Tenant, *, start: datetime, end: datetime, key_ids: list[int] | None = None
+) -> dict[int, KeyUsage]:
+    """Per key id: calls and spend in [start, end) (whole hours) from the hour rollup, and its last use ever."""
+    start = _hour_floor(start)
+    rows = CallRollupHour.objects.filter(tenant_id=tenant.id)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    in_range = (
+        rows.filter(bucket__gte=start, bucket__lt=end)
+        .values("virtual_key_id")
+        .annotate(n=Sum("requests"), c=Sum("cost_picodollars"))
+        .order_by()
+    )
+    usage = {r["virtual_key_id"]: KeyUsage(r["n"] or 0, r["c"] or 0, None) for r in in_range}
+    for r in rows.values("virtual_key_id").annotate(m=Max("last_at")).order_by():
+        usage.setdefault(r["virtual_key_id"], KeyUsage(0, 0, None)).last_at = r["m"]
+    return usage
+
+
+@dataclass
+class VariantUsage:
+    model: str
+    variant: str
+    requests: int
+    errors: int
+    total_tokens: int
+    cost_picodollars: int
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+
+def variant_usage(
+    tenant: Tenant, *, start: datetime, end: datetime, key_ids: list[int] | None = None
+) -> list[VariantUsage]:
+    """Per (model asked for, A/B variant): calls, errors, tokens and spend in [start, end), whole hours."""
+    rows = CallRollupHour.objects.filter(tenant_id=tenant.id, bucket__gte=_hour_floor(start), bucket__lt=end)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    found = (
+        rows.values("model", "variant")
+        .annotate(n=Sum("requests"), e=Sum("errors"), t=Sum("total_tokens"), c=Sum("cost_picodollars"))
+        .order_by("model", "variant")
+    )
+    return [VariantUsage(r["model"], r["variant"], r["n"] or 0, r["e"] or 0, r["t"] or 0, r["c"] or 0) for r in found]
+
+
+# --- Log explorer: keyset pagination on (tenant, created_at, id) -----------------------------------
+
+PAGE_SIZE = 50
+EXPORT_CHUNK = 2000
+STATUS_CLASSES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600)}
+
+
+@dataclass
+class LogFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    key_id: int | None = None
+    model: str = ""
+    status: str = ""  # "2xx", "4xx", "5xx", "error", or an exact code
+    end_user: str = ""
+    tag: str = ""
+    request_id: str = ""
+
+
+def filtered_logs(tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | None = None) -> QuerySet[CallLog]:
+    """The tenant's call logs matching `filters`, newest first; `key_ids` restricts to those keys."""
+    rows = CallLog.objects.filter(tenant=tenant)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    if filters.since:
+        rows = rows.filter(created_at__gte=filters.since)
+    if filters.until:
+        rows = rows.filter(created_at__lt=filters.until)
+    if filters.key_id is not None:
+        rows = rows.filter(virtual_key_id=filters.key_id)
+    if filters.model:
+        rows = rows.filter(requested_model=filters.model)
+    if filters.status in STATUS_CLASSES:
+        low, high = STATUS_CLASSES[filters.status]
+        rows = rows.filter(status_code__gte=low, status_code__lt=high)
+    elif filters.status == "error":
+        rows = rows.filter(Q(status_code__gte=400) | ~Q(error_type=""))
+    elif filters.status.isdigit():
+        rows = rows.filter(status_code=int(filters.status))
+    if filters.end_user:
+        rows = rows.filter(end_user=filters.end_user)
+    if filters.tag:
+        if connection.features.supports_json_field_contains:
+            rows = rows.filter(tags__contains=[filters.tag])
+        else:  # SQLite (development): match the tag as a JSON string in the stored list
+            tags_text = Cast("tags", TextField())
+            rows = rows.annotate(tags_text=tags_text).filter(tags_text__contains=orjson.dumps(filters.tag).decode())
+    if filters.request_id:
+        rows = rows.filter(request_id=filters.request_id)
+    return rows.order_by("-created_at", "-id")
+
+
+def encode_cursor(row: CallLog) -> str:
+    return f"{row.created_at.timestamp():.6f}_{row.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    at, _, row_id = cursor.partition("_")
+    try:
+        return datetime.fromtimestamp(float(at), tz=UTC), int(row_id)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def after_cursor(rows: QuerySet[CallLog], position: tuple[datetime, int] | None) -> QuerySet[CallLog]:
+    """Rows strictly older than `position` in (created_at, id) order: no gap, no duplicate."""
+    if position is None:
+        return rows
+    at, row_id = position
+    return rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row_id))
+
+
+def log_page(
+    tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | None = None, cursor: str = "", size: int = PAGE_SIZE
+) -> tuple[list[CallLog], str]:
+    """One page of logs and the cursor of the next page ("" on the last page)."""
+    rows = after_cursor(filtered_logs(tenant, filters, key_ids=key_ids), decode_cursor(cursor) if cursor else None)
+    page = list(rows[: size + 1])
+    more = len(page) > size
+    page = page[:size]
+    return page, encode_cursor(page[-1]) if more and page else ""
+
+
+def iter_log_chunks(rows: QuerySet[CallLog], chunk: int = EXPORT_CHUNK) -> Iterator[list[CallLog]]:
+    """All of `rows` (ordered newest first) in chunks, each one indexed LIMIT query after the last: an
+    export of millions of rows never holds more than one chunk, and no long transaction stays open."""
+    position = None
+    while True:
+        page = list(after_cursor(rows, position)[:chunk])
+        if not page:
+            return
+        yield page
+        if len(page) < chunk:
+            return
+        position = (page[-1].created_at, page[-1].id)
+
+
+def export_estimate(tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | None = None) -> int | None:
+    """How many rows an export will have, from the rollups (for the progress bar): exact for filters the
+    rollups know (time in whole buckets, key, and model or end user), an upper bound otherwise; None without a
+    time range."""
+    if filters.since is None:
+        return None
+    end = filters.until or datetime.now(UTC)
+    unit = bucket_unit(filters.since, end)
+    start, end = align(filters.since, end)
+    if filters.end_user:
+        rows = (UserRollupDay if unit == DAY else UserRollupHour).objects.filter(
+            tenant_id=tenant.id, end_user=filters.end_user, bucket__gte=_hour_floor(start), bucket__lt=end
+        )
+        if key_ids is not None:
+            rows = rows.filter(virtual_key_id__in=key_ids)
+    else:
+        rows = _rollup_rows(tenant.id, start, end, key_ids, unit=unit)
+        if filters.model:
+            rows = rows.filter(model=filters.model)
+    if filters.key_id is not None:
+        rows = rows.filter(virtual_key_id=filters.key_id)
+    return int(rows.aggregate(n=Sum("requests"))["n"] or 0)
+
+
+def access_log(tenant: Tenant, log_id: int, *, key_ids: list[int] | None = None) -> CallLog:
+    """One call log of the tenant (and of `key_ids` when given); 404 otherwise."""
+    rows = CallLog.objects.filter(tenant=tenant, id=log_id)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    log = rows.first()
+    if log is None:
+        raise Http404("No such call log in this tenant.")
+    return log
+
+
+def log_by_request_id(tenant: Tenant, request_id: str, *, key_ids: list[int] | None = None) -> CallLog | None:
+    rows = CallLog.objects.filter(tenant=tenant, request_id=request_id)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
+    return rows.order_by("-created_at").first()
+
+
+def body_of(log: CallLog) -> CallBody | None:
+    return CallBody.objects.filter(tenant_id=log.tenant_id, request_id=log.request_id).order_by("-id").first()

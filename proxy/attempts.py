@@ -78,6 +78,7 @@ class PrimedStream(UpstreamStream):
         self._first = first
         self.headers = inner.headers
         self.native = inner.native
+        self.call: Call | None = None  # told the provider's stop reason when the stream closes
 
     @property
     def usage(self) -> dict | None:  # type: ignore[override]
@@ -91,6 +92,10 @@ class PrimedStream(UpstreamStream):
     def error_message(self) -> str:  # type: ignore[override]
         return self.inner.error_message
 
+    @property
+    def finish_reason(self) -> str:  # type: ignore[override]
+        return self.inner.finish_reason
+
     async def events(self) -> AsyncIterator[bytes]:
         yield self._first
         async for event in self._events:
@@ -101,6 +106,8 @@ class PrimedStream(UpstreamStream):
             await self._events.aclose()  # type: ignore[attr-defined]
         finally:
             await self.inner.aclose()
+            if self.call is not None and self.inner.finish_reason:
+                self.call.finish_reason = self.inner.finish_reason
 
 
 async def _prime(stream: UpstreamStream) -> UpstreamResult | PrimedStream:
@@ -223,12 +230,15 @@ async def run(
                     return result
                 if isinstance(result, UpstreamStream):
                     call.add_attempt(dep, 200, elapsed, "")
+                    if isinstance(result, PrimedStream):
+                        result.call = call
                     health.success(dep.id, elapsed)
                     call.fallback = group.model if group.fallback else ""
                     return result
                 call.add_attempt(dep, result.status, elapsed, result.error_type)
                 kind = adapter_for(dep.kind).classify(result)
                 if kind is ErrorKind.NONE:
+                    call.finish_reason = result.finish_reason
                     health.success(dep.id, elapsed)
                     call.fallback = group.model if group.fallback else ""
                     return result

@@ -35,6 +35,9 @@ class Call:
     __slots__ = (
         "at",
         "attempts",
+        "bodies",
+        "cache",
+        "cache_headers",
         "cache_status",
         "completion_tokens",
         "content_bytes",
@@ -47,9 +50,11 @@ class Call:
         "error_message",
         "error_type",
         "fallback",
+        "finish_reason",
         "finished",
         "key",
         "model",
+        "overhead_ms",
         "pii_actions",
         "prompt_estimate",
         "prompt_tokens",
@@ -58,10 +63,12 @@ class Call:
         "route",
         "started",
         "status",
+        "step_state",
         "stream",
         "tags",
         "tenant",
         "total_tokens",
+        "traceparent",
         "ttfb",
         "usage",
         "user",
@@ -83,8 +90,12 @@ class Call:
         self.route = ""  # the public model after rules and the A/B split, when not the one asked for
         self.cache_status = ""  # the exact cache: "hit", "miss", or "" when not consulted
         self.cost_saved: int | None = None  # picodollars a cache hit saved
+        self.cache: Any = None  # proxy.policies.cache.CacheCall when the cache applies to this call
+        self.cache_headers: Any = None  # proxy.inbound.openai.CacheHeaders, when the request sent any
         # Data-policy actions: {detector: {action: count}}; counts only, never the values.
         self.pii_actions: dict[str, dict[str, int]] | None = None
+        # What a policy step keeps between the request and the answer, by step (the PII step's pseudonyms).
+        self.step_state: dict[str, Any] = {}
         self.deployment: Deployment | None = None  # the one that answered (or was tried last)
         self.stream = False
         self.status = 0
@@ -99,6 +110,8 @@ class Call:
         self.tags: list[str] = []
         self.disconnected = False
         self.attempts: list[dict] = []
+        # {"request_body", "response_body"} for the log writer, only when the tenant logs bodies (proxy.bodylog).
+        self.bodies: dict[str, Any] | None = None
         self.reservation: Any = None
         # Per-deployment RPM/TPM admissions of the attempt loop: (deployment id, reservation).
         self.deployment_reservations: list[tuple[int, Any]] = []
@@ -106,6 +119,12 @@ class Call:
         self.content_events = 0
         self.content_bytes = 0
         self.finished = False
+        # The answering provider's stop reason in its own words; finish() files it with that attempt.
+        self.finish_reason = ""
+        # Time spent in the gateway itself when the answer's headers went out (x-gateway-overhead-ms).
+        self.overhead_ms: float | None = None
+        # The client's W3C trace context, so that the call's span joins the client's trace.
+        self.traceparent = ""
 
     def set_usage(self, usage: dict | None) -> None:
         if not usage:
@@ -124,11 +143,16 @@ class Call:
                 "status": status,
                 "latency_ms": round(latency_s * 1000, 3),
                 "error": storable(error) if error else "",
+                # When the attempt began, in ms after the call did: traces place their spans with it.
+                "start_ms": round((time.perf_counter() - latency_s - self.started) * 1000, 3),
+                "kind": deployment.kind,
             }
         )
 
     def _cost(self) -> tuple[int | None, bool, int]:
         """(cost in picodollars or None if unpriced, estimated?, tokens) of this call."""
+        if self.cache_status == "hit":
+            return 0, False, 0  # answered from the prompt cache: no provider was paid (cost_saved says what it saved)
         dep = self.deployment
         if dep is None or self.status == 0:
             return None, False, 0
@@ -176,6 +200,8 @@ class Call:
             # The failure that sent the call to its fallback: the attempt just before the one that answered.
             before = self.attempts[-2]
             fallback_reason = (before["error"] or f"status {before['status']}")[:100]
+        if self.finish_reason and self.attempts:
+            self.attempts[-1]["finish_reason"] = storable(self.finish_reason[:100])
         tags = self.tags
         if tags:
             tags = [storable(t) for t in tags]
@@ -216,6 +242,9 @@ class Call:
                 "cache_status": self.cache_status,
                 "cost_saved_picodollars": self.cost_saved,
                 "pii_actions": self.pii_actions or {},
+                "overhead_ms": self.overhead_ms,  # not a column: read by /metrics (observability.exposition)
+                "traceparent": self.traceparent,  # not a column either: read by observability.traces
+                **(self.bodies or {}),
             }
         )
         if self.reservation is not None:

@@ -62,6 +62,8 @@ class Admission:
     index: int = -1  # for a budget refusal or a seed request: which budget check
     # For the x-ratelimit-* headers: the most constrained scope of each kind.
     headers: dict[str, str] = field(default_factory=dict)
+    # The prompt cache's entry fetched in the same round trip (RedisLimiter.admit's cache_key), if any.
+    cached: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -294,6 +296,11 @@ def _decide(
         now_ms // 1000,
     )
     return Admission(True, headers=headers), reservation
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class RedisError(Exception):
@@ -548,9 +555,17 @@ class RedisLimiter:
         parallel: tuple[str, int] | None,
         budgets: list[BudgetCheck],
         reserve_nanos: int,
+        cache_key: str = "",
     ) -> tuple[Admission, Reservation | None]:
         client = self._client()
         now_ms = int(time.time() * 1000)
+        cached = None
+        if cache_key:
+            # The prompt cache's lookup (proxy.policies.cache) is queued just before the script, so both
+            # leave in one write and come back in one read: one round trip for the pair.
+            conn = client.conn if client.conn is not None and client.conn.lost is None else await client.connection()
+            cached = conn.send(_command(b"GET", cache_key))
+            cached.add_done_callback(_retrieve)  # a failed admission must not leave it unretrieved
         keys: list[str] = []
         args: list[Any] = [
             now_ms,
@@ -574,7 +589,7 @@ class RedisLimiter:
         ok, reason, which, retry, usage_json = await client.evalsha(_ADMIT, keys, args)
         # cjson encodes an empty table as an object: no rate scopes, no usage.
         usage = orjson.loads(usage_json) if usage_json not in (b"[]", b"{}") else []
-        return _decide(
+        admission, reservation = _decide(
             ok,
             reason.decode(),
             which,
@@ -588,6 +603,9 @@ class RedisLimiter:
             reserve_nanos,
             now_ms,
         )
+        if cached is not None:
+            admission.cached = await cached  # already read along with the script's reply
+        return admission, reservation
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
         client = self._client()
@@ -612,6 +630,20 @@ class RedisLimiter:
         raw = await client.evalsha(_SETTLE, keys, args, SETTLE_DEFER)
         values = [int(v) for v in raw]
         return list(zip(values[::2], values[1::2], strict=True))
+
+    # The prompt cache's own reads and writes ride the same pipelined connection (proxy.policies.cache).
+
+    async def get(self, key: str) -> bytes | None:
+        """One GET: the cache lookup of a call that has no admission to fold it into."""
+        client = self._client()
+        conn = await client.connection()
+        return await conn.send(_command(b"GET", key))
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        """A cache fill: nobody waits for it, so it waits for company on the wire like a settlement."""
+        client = self._client()
+        conn = await client.connection()
+        await conn.send(_command(b"SET", key, value, b"EX", ttl_s), SETTLE_DEFER)
 
     def seed_spent(self, key: str, nanos: int) -> None:
         """Start a period's counter from the ledger if Redis has none (new budget, Redis restarted)."""
@@ -647,8 +679,9 @@ class LocalLimiter:
             del entries[rid]
         return sum(amt for amt, _exp in entries.values())
 
-    async def admit(self, request_id, rates, tokens, parallel, budgets, reserve_nanos):
-        # No await between check and record: atomic on the event loop.
+    async def admit(self, request_id, rates, tokens, parallel, budgets, reserve_nanos, cache_key=""):
+        # No await between check and record: atomic on the event loop. (No cache_key lookup here: without
+        # Redis the prompt cache is an in-process store, read directly.)
         now_ms = int(time.time() * 1000)
         now_s = now_ms // 1000
         usage = []

@@ -23,6 +23,22 @@ from proxy.tasks import spawn
 logger = logging.getLogger("gateway.money")
 
 
+_slot_pid = 0
+_slot_prefix = ""
+_slot_seq = 0
+
+
+def new_slot_id() -> str:
+    """A reservation id unique across processes and restarts: a random per-process prefix and a counter
+    (one getrandom call per process instead of one per request). Re-drawn after a fork."""
+    global _slot_pid, _slot_prefix, _slot_seq
+    pid = os.getpid()
+    if pid != _slot_pid:
+        _slot_pid, _slot_prefix, _slot_seq = pid, os.urandom(6).hex(), 0
+    _slot_seq += 1
+    return f"{_slot_prefix}{_slot_seq:x}"
+
+
 def _applies(budget: BudgetSpec, key: KeyEntry, user: str, tags: list[str]) -> bool:
     kind = budget.scope_kind
     if kind == "tenant":
@@ -71,7 +87,15 @@ async def admit(
         rates.append(RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm))
     parallel = (f"k:{key.key_id}", key.max_parallel) if key.max_parallel else None
     budgets = [b for b in tenant.budgets if _applies(b, key, record.user, record.tags)] if tenant.budgets else []
+    # The prompt cache (proxy.policies.cache) looks up in this same round trip. A hit answers the call
+    # and reserves nothing; an in-process hit is known before admission even starts.
+    cache = getattr(record, "cache", None)
+    cache_key = cache.lookup_key(record) if cache is not None else ""
+    if cache is not None and cache.hit is not None:
+        return None, {}
     if not rates and not parallel and not budgets:
+        if cache_key:
+            await cache.fetch(cache_key)  # nothing to admit: the lookup is the call's one round trip
         return None, {}
 
     max_out = payload.get("max_completion_tokens") or payload.get("max_tokens")
@@ -97,9 +121,11 @@ async def admit(
             for price in prices
         )
     # Reservations are keyed by a gateway-made id: client request ids may repeat.
-    slot_id = os.urandom(8).hex()
+    slot_id = new_slot_id()
     try:
-        admission, reservation = await _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now)
+        admission, reservation = await _admit_seeding(
+            slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key
+        )
     except asyncio.CancelledError:
         # The client left while the script ran: whatever it recorded must not wait 12 minutes to expire.
         spawn(_release(slot_id, rates, tokens, parallel, checks, reserve))
@@ -116,6 +142,12 @@ async def admit(
                 headers={"retry-after": "1"},
             ) from None
         return None, {}  # rate limits fail open: better a burst than an outage
+    if cache_key and cache.found(admission.cached):
+        # Served from the cache, refused or not (it costs nothing): give back what was just admitted,
+        # after the answer. Only the request itself stays counted against RPM.
+        if reservation is not None:
+            spawn(settle(reservation, 0, 0))
+        return None, admission.headers if admission.ok else {}
     if admission.ok:
         return reservation, admission.headers
     if admission.reason == "budget":
@@ -166,7 +198,7 @@ async def admit_deployment(record: Any, deployment: Deployment, payload: dict) -
         return None
     rates = [RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm)]
     tokens = record.prompt_estimate + _max_out(record, payload) if deployment.tpm else 0
-    slot_id = os.urandom(8).hex()
+    slot_id = new_slot_id()
     try:
         admission, reservation = await limiter().admit(slot_id, rates, tokens, None, [], 0)
     except asyncio.CancelledError:
@@ -201,10 +233,15 @@ def _scope_label(scope: str, key: KeyEntry, tenant: TenantEntry, deployment: Dep
     return "this key"
 
 
-async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now):
+async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key=""):
     """Admit; when a budget's counter is missing, start it from the ledger and try again."""
     for _ in range(len(checks) + 1):
-        admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
+        if cache_key:
+            admission, reservation = await limiter().admit(
+                slot_id, rates, tokens, parallel, checks, reserve, cache_key=cache_key
+            )
+        else:
+            admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
         if admission.reason != "seed":
             return admission, reservation
         check = checks[admission.index]

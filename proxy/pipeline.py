@@ -25,9 +25,11 @@ from proxy.call import Call
 from proxy.errors import ProxyError
 from proxy.health import health
 from proxy.inbound import openai as inbound
+from proxy.policies import cache as prompt_cache
+from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.state import state
-from proxy.steps import StreamFilter
+from proxy.steps import StreamFilter, apply_filters
 from routing.redact import redact_bytes, secrets_of
 
 logger = logging.getLogger("gateway.proxy")
@@ -63,12 +65,23 @@ def _error_response(call: Call, exc: ProxyError, front: Any) -> HttpResponse:
     call.error_message = exc.message
     response = front.error_response(exc)
     inbound.set_headers(response, call.request_id, call.deployment, None)
+    mark_overhead(call, response)
     call.finish()
     return response
 
 
+def mark_overhead(call: Call, response: HttpResponse) -> None:
+    """x-gateway-overhead-ms: the time spent in the gateway so far, the upstream attempts' time excluded
+    (for a stream, what is known when its headers go out). Logged with the call for /metrics."""
+    upstream_ms = sum(attempt["latency_ms"] for attempt in call.attempts)
+    call.overhead_ms = overhead = round(max((time.perf_counter() - call.started) * 1000 - upstream_ms, 0.0), 3)
+    response["x-gateway-overhead-ms"] = f"{overhead:.3f}"
+
+
 def _gateway_headers(call: Call) -> dict[str, str]:
     headers = {"x-gateway-attempts": str(len(call.attempts))}
+    if call.cache_status:
+        headers["x-gateway-cache"] = call.cache_status
     if call.fallback:
         headers["x-gateway-fallback"] = call.fallback
     return headers
@@ -84,6 +97,7 @@ async def handle(
     # `label` names the endpoint the client called in the call log (e.g. "messages" for Anthropic's
     # format, served as chat/completions inside).
     call = Call(inbound.request_id(request), label or endpoint, time.perf_counter())
+    call.traceparent = request.META.get("HTTP_TRACEPARENT", "")[:64]  # for the trace built after the fact
     limit_headers: dict[str, str] = {}
     try:
         if request.method != "POST":
@@ -104,11 +118,16 @@ async def handle(
         call.tags = inbound.tags(request, key)
         no_fallback = inbound.no_fallback(request)
         timeout = inbound.timeout_header(request)
+        call.cache_headers = inbound.cache_headers(request)
+        # The tenant's policy steps; a request may turn the prompt cache on for itself (x-gateway-cache).
+        steps = prompt_cache.with_request_cache(tenant.steps, call.cache_headers)
+        if key.pii_override:
+            steps = with_key_policy(steps, key.pii_step)  # the key's own pii policy replaces the tenant's
         if model not in tenant.routes or not key.may_use(model):
             raise errors.model_not_found(model)
         body = request.body
         call.prompt_estimate = len(body) // 3 + 1
-        for step in tenant.steps:
+        for step in steps:
             reply = await step.on_request(call, payload)
             if reply is not None:
                 return _reply(call, front.render(call, reply))
@@ -141,7 +160,7 @@ async def handle(
         client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         started=call.started,
     )
-    if native_kind and not tenant.steps:
+    if native_kind and not steps:
         # Policy steps read and rewrite the OpenAI-format payload and answers: with any, translate
         # both ways so that they see (and govern) everything; without, relay to same-format upstreams.
         ctx.native = native
@@ -149,7 +168,11 @@ async def handle(
     call.stream = stream
     timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
     try:
-        result = await run(call, plan, payload, ctx, call.started + timeout_s)
+        if call.cache is not None and call.cache.hit is not None:
+            # Answered from the prompt cache (found during admission): relayed below like an upstream's.
+            result = call.cache.replay(call, stream, ctx.client_wants_usage)
+        else:
+            result = await run(call, plan, payload, ctx, call.started + timeout_s)
     except asyncio.CancelledError:
         call.status = 499
         call.error_type = "client_disconnected"
@@ -157,7 +180,9 @@ async def handle(
         call.finish()
         raise
     if isinstance(result, UpstreamStream):
-        filters = [f for step in tenant.steps if (f := step.stream_filter(call)) is not None]
+        # Answers pass the steps in reverse order: the last to rewrite the request (the cache, after PII)
+        # is the first to see the answer, so it stores what the upstream sent, before any restore.
+        filters = [f for step in reversed(steps) if (f := step.stream_filter(call)) is not None]
         # A relayed stream (result.native) is already in the client's format.
         if not result.native and (translate := front.stream_filter(call)) is not None:
             filters.append(translate)
@@ -177,7 +202,7 @@ async def handle(
     if result.native:
         pass  # relayed from a same-format upstream: already what the client expects, answer or error
     elif result.status < 400:
-        for step in tenant.steps:
+        for step in reversed(steps):
             result.body = step.on_response(call, result.body)
         result.body = front.render(call, result.body)
     else:
@@ -186,6 +211,7 @@ async def handle(
     inbound.set_headers(
         response, call.request_id, deployment, {**limit_headers, **result.headers, **_gateway_headers(call)}
     )
+    mark_overhead(call, response)
     call.finish()
     return response
 
@@ -196,6 +222,7 @@ def _reply(call: Call, body: bytes) -> HttpResponse:
     call.ttfb = time.perf_counter()
     response = HttpResponse(body, content_type="application/json")
     inbound.set_headers(response, call.request_id, None, {"x-gateway-attempts": "0"})
+    mark_overhead(call, response)
     call.finish()
     return response
 
@@ -224,6 +251,8 @@ def _stream_response(
                 call.status = 502
                 call.error_type = upstream.error_type
                 call.error_message = upstream.error_message
+            if call.cache is not None:
+                call.cache.stream_ended(call, upstream)  # stores a stream that ended cleanly
             call.finish()
 
     async def relay() -> AsyncIterator[bytes]:
@@ -238,12 +267,11 @@ def _stream_response(
                 if start >= 0:
                     end = event.find(b'"', start + 11)
                     call.content_bytes += max(end - start - 11, 0)
-                for stream_filter in filters:
-                    event = stream_filter(event)
-                    if event is None:
-                        break
-                else:
+                if not filters:
                     yield event
+                    continue
+                for out in apply_filters(filters, event):
+                    yield out
         except (asyncio.CancelledError, GeneratorExit):
             disconnected = True
             raise
@@ -259,6 +287,7 @@ def _stream_response(
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
     inbound.set_headers(response, call.request_id, call.deployment, {**headers, **upstream.headers})
+    mark_overhead(call, response)
     # ProxyHandler iterates (and closes) this generator itself, so a disconnect closes it at once;
     # if the generator never starts (the client left before the first byte), it calls close().
     response.gateway_stream = gen  # type: ignore[attr-defined]

@@ -44,6 +44,10 @@ class KeyEntry:
     tpm: int | None = None
     max_parallel: int | None = None
     tags: tuple[str, ...] = ()
+    # The key's own `pii:` policy replaces the tenant's (proxy.policies.pii.with_key_policy); the step
+    # is None when the override does nothing.
+    pii_override: bool = False
+    pii_step: Any = None
 
     def usable_now(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > now)
@@ -161,12 +165,13 @@ def load_key(key_hash: str) -> KeyEntry | None:
 
     row = (
         VirtualKey.objects.filter(key_hash=key_hash)
-        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata")
+        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata", "pii_policy")
         .first()
     )
     if row is None:
         return None
     from billing.models import LimitScope, RateLimit
+    from proxy.policies.pii import pii_step
 
     limit = RateLimit.objects.filter(tenant_id=row["tenant_id"], scope=LimitScope.KEY, ref=str(row["id"])).first()
     metadata = row["metadata"] or {}
@@ -184,6 +189,8 @@ def load_key(key_hash: str) -> KeyEntry | None:
         tpm=limit.tpm if limit else None,
         max_parallel=limit.max_parallel if limit else None,
         tags=tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        pii_override=row["pii_policy"] is not None,
+        pii_step=pii_step(row["pii_policy"]),
     )
 
 
@@ -198,7 +205,9 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
     from routing.netguard import UnsafeUpstreamError, check_address, literal_ip
     from tenants.models import Tenant
 
-    tenant = Tenant.objects.filter(id=tenant_id).values("id", "slug").first()
+    tenant = (
+        Tenant.objects.filter(id=tenant_id).values("id", "slug", "cache_policy", "pii_policy", "log_bodies").first()
+    )
     if tenant is None:
         return None
     from proxy.loader import load_money_config
@@ -255,6 +264,12 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
     rows = {r.model_name: r for r in RouteRow.objects.filter(tenant_id=tenant_id)}
     routes = {name: _model_route(name, deps, rows.get(name)) for name, deps in models.items()}
     rules = tuple(_route_rule(i, r.match, r.route) for i, r in enumerate(RuleRow.objects.filter(tenant_id=tenant_id)))
+    from proxy.bodylog import BODY_LOG
+    from proxy.policies.cache import compile_cache
+    from proxy.policies.pii import pii_step
+
+    # The prompt cache is always the last step: it keys on the request as the earlier steps left it.
+    cache_step = compile_cache(tenant["cache_policy"])
     return TenantEntry(
         tenant_id=tenant["id"],
         slug=tenant["slug"],
@@ -266,6 +281,13 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         rpm=money.tenant_rpm,
         tpm=money.tenant_tpm,
         budgets=money.budgets,
+        # PII first (every later step sees only the redacted request), the prompt cache last.
+        # Body logging sits between them: it keeps the request and the answer as PII redaction left them.
+        steps=tuple(
+            step
+            for step in (pii_step(tenant["pii_policy"]), BODY_LOG if tenant["log_bodies"] else None, cache_step)
+            if step is not None
+        ),
     )
 
 

@@ -4,6 +4,11 @@ The data-policy and prompt-cache issues add steps (secret scanning, PII redactio
 exact cache) by compiling a tenant's policies into a tuple of objects with these hooks, stored on
 `TenantEntry.steps` at load time. A tenant without policies has an empty tuple, and the pipeline then
 does no work for steps at all.
+
+Requests pass the steps in order, answers in reverse order (`on_response`, `stream_filter`): the last
+step to see the request is the first to see the answer. So the prompt cache, last, keys on the redacted
+request and stores the upstream's unrestored answer, and its hits are restored by the PII step like any
+upstream answer.
 """
 
 from __future__ import annotations
@@ -15,8 +20,28 @@ if TYPE_CHECKING:
     from proxy.call import Call
 
 # Sees each relayed stream event (bytes of one SSE event); returns the event to send (rewritten or
-# not), or None to hold it back.
-StreamFilter = Callable[[bytes], bytes | None]
+# not), None to hold it back, or a list of events (e.g. text a filter held back, flushed in its own
+# event before a finish event).
+StreamFilter = Callable[[bytes], bytes | list[bytes] | None]
+
+
+def apply_filters(filters: list[StreamFilter], event: bytes) -> list[bytes]:
+    """The events to send for one relayed event, each filter seeing what the previous one returned."""
+    events = [event]
+    for stream_filter in filters:
+        out: list[bytes] = []
+        for item in events:
+            result = stream_filter(item)
+            if result is None:
+                continue
+            if isinstance(result, list):
+                out.extend(result)
+            else:
+                out.append(result)
+        events = out
+        if not events:
+            break
+    return events
 
 
 class Step(Protocol):

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from proxy import views
+from proxy import keyinfo, views
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="v1-chat"),
@@ -9,5 +9,6 @@ urlpatterns = [
     path("v1/messages/count_tokens", views.count_tokens, name="v1-messages-count-tokens"),
     path("v1/models", views.models, name="v1-models"),
     path("v1/models/<path:model>", views.models, name="v1-model"),
+    path("v1/gateway/key", keyinfo.key_info, name="v1-gateway-key"),
     re_path(r"^v1/(?P<path>.*)$", views.not_found),
 ]

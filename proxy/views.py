@@ -7,6 +7,7 @@ Each endpoint is one line into proxy.pipeline, which orders the phases of a call
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -36,11 +37,15 @@ async def messages(request: HttpRequest) -> HttpResponse:
 
 
 async def count_tokens(request: HttpRequest) -> HttpResponse:
-    return await anthropic.count_tokens(request)
+    started = time.perf_counter()
+    response = await anthropic.count_tokens(request)
+    response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"  # no upstream call
+    return response
 
 
 async def models(request: HttpRequest, model: str | None = None) -> HttpResponse:
     ensure_background()
+    started = time.perf_counter()
     request_id = inbound.request_id(request)
     try:
         if request.method != "GET":
@@ -62,11 +67,14 @@ async def models(request: HttpRequest, model: str | None = None) -> HttpResponse
     else:
         response = pipeline.models_response(body)
     response["x-request-id"] = request_id
+    response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
     return response
 
 
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    started = time.perf_counter()
     exc = ProxyError(404, f"Unknown endpoint: {request.method} {request.path}", code="unknown_url")
     response = exc.response()
     response["x-request-id"] = inbound.request_id(request)
+    response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
     return response

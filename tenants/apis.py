@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils import timezone
@@ -36,6 +37,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from tenants.models import KEY_PREFIX, ROLE_RANK, ManagementToken, Membership, Role
 from tenants.permissions import (
     AUDIT_VIEW,
+    CONFIG_WRITE,
     KEYS_WRITE,
     MEMBERS_MANAGE,
     VIEW,
@@ -247,6 +249,28 @@ class KeyOutputSerializer(serializers.Serializer):
     revoked_at = serializers.DateTimeField(allow_null=True)
     created_by = serializers.EmailField(source="created_by.email", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
+    pii = serializers.JSONField(
+        source="pii_policy",
+        allow_null=True,
+        help_text="The key's own PII policy (the `pii:` section as JSON), replacing the tenant's for its calls; "
+        "null: the tenant's applies.",
+    )
+
+
+KEY_PII_INPUT_HELP = "The key's own PII policy (see /api/v1/policies/pii/); null inherits the tenant's. Admins only."
+
+
+def _check_key_pii(access: TenantAccess, data: dict) -> None:
+    """A key's PII override can switch the tenant's data protection off, so only admins may set it; it is
+    checked before anything is written."""
+    if "pii" not in data:
+        return
+    if not access.can(CONFIG_WRITE):
+        raise DjangoPermissionDenied("Only an owner or admin may set a key's PII policy.")
+    if data["pii"] is not None:
+        from routing.policies import pii_policy_clean
+
+        pii_policy_clean(data["pii"])
 
 
 class KeyListApi(TokenApi):
@@ -267,6 +291,7 @@ class KeyCreateApi(TokenApi):
         models = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         metadata = serializers.DictField(required=False, default=dict)
+        pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
 
     class OutputSerializer(KeyOutputSerializer):
         secret = serializers.CharField(help_text="Shown once, in this response only.")
@@ -275,7 +300,15 @@ class KeyCreateApi(TokenApi):
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **serializer.validated_data)
+        data = dict(serializer.validated_data)
+        _check_key_pii(self.access, data)
+        pii = data.pop("pii", None)
+        with transaction.atomic():
+            key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **data)
+            if pii is not None:
+                from routing.services import virtual_key_pii_policy_set
+
+                virtual_key_pii_policy_set(self.access.tenant, key=key, policy=pii, actor=self.access.actor)
         key.secret = secret  # type: ignore[attr-defined]
         return no_store(Response(self.OutputSerializer(key).data, status=status.HTTP_201_CREATED))
 
@@ -297,27 +330,36 @@ class KeyUpdateApi(TokenApi):
         models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
         metadata = serializers.DictField(required=False)
+        pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
 
     class OutputSerializer(KeyOutputSerializer):
         pass
 
     @extend_schema(
-        request=InputSerializer, responses=OutputSerializer, summary="Change a key's name, models, expiry or metadata"
+        request=InputSerializer,
+        responses=OutputSerializer,
+        summary="Change a key's name, models, expiry, metadata or PII policy",
     )
     def patch(self, request: Request, key_id: int) -> Response:
         key = access_key(self.access, key_id, write=True)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        key = virtual_key_update(
-            self.access.tenant,
-            key=key,
-            actor=self.access.actor,
-            name=data.get("name"),
-            models=data.get("models"),
-            expires_at=data["expires_at"] if "expires_at" in data else "unchanged",
-            metadata=data.get("metadata"),
-        )
+        _check_key_pii(self.access, data)
+        with transaction.atomic():
+            key = virtual_key_update(
+                self.access.tenant,
+                key=key,
+                actor=self.access.actor,
+                name=data.get("name"),
+                models=data.get("models"),
+                expires_at=data["expires_at"] if "expires_at" in data else "unchanged",
+                metadata=data.get("metadata"),
+            )
+            if "pii" in data:
+                from routing.services import virtual_key_pii_policy_set
+
+                virtual_key_pii_policy_set(self.access.tenant, key=key, policy=data["pii"], actor=self.access.actor)
         return Response(self.OutputSerializer(key).data)
 
 

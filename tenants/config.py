@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from routing import declarative as routing_yaml
+from routing import policies as routing_policies
 from routing.models import (
     AWS_SECRET_FIELDS,
     MAX_WEIGHT,
@@ -330,6 +331,9 @@ def parse_config(text: str, extensions: dict | None = None) -> TenantSpec:
 
 # Later issues register extra top-level sections here: name -> (parse(value, path, checker), apply).
 EXTENSIONS: dict[str, tuple[Any, Any]] = {}
+# Data policies (issue 11); routing.policies checks them. An absent section leaves the stored policy.
+EXTENSIONS["pii"] = (routing_policies.parse_pii_section, routing_policies.apply_pii_section)
+EXTENSIONS["cache"] = (routing_policies.parse_cache_section, routing_policies.apply_cache_section)
 
 
 def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list[str]]:

@@ -97,6 +97,14 @@ class TokenForm(RoleChoiceForm):
 
 class TenantSettingsForm(forms.Form):
     name = forms.CharField(max_length=200)
+    log_bodies = forms.BooleanField(
+        required=False,
+        label="Store request and response bodies in call logs",
+        help_text="Stored after PII redaction, cut at 64 KiB each, and purged with the log.",
+    )
+    log_retention_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, label="Keep call logs for (days)"
+    )
 
 
 class TenantCreateForm(forms.Form):

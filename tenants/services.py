@@ -240,6 +240,24 @@ def tenant_rename(tenant: Tenant, *, name: str, actor: Actor) -> Tenant:
 
 
 @transaction.atomic
+def tenant_log_settings_set(tenant: Tenant, *, log_bodies: bool, log_retention_days: int, actor: Actor) -> Tenant:
+    """Body logging and log retention. The proxy reloads the tenant (it decides whether bodies are kept)."""
+    if not 1 <= log_retention_days <= 3650:
+        raise ValidationError({"log_retention_days": "Keep call logs between 1 and 3650 days."})
+    changes = {}
+    if tenant.log_bodies != log_bodies:
+        changes["log_bodies"] = [tenant.log_bodies, log_bodies]
+    if tenant.log_retention_days != log_retention_days:
+        changes["log_retention_days"] = [tenant.log_retention_days, log_retention_days]
+    if changes:
+        tenant.log_bodies, tenant.log_retention_days = log_bodies, log_retention_days
+        tenant.save(update_fields=["log_bodies", "log_retention_days"])
+        audit(tenant, actor=actor, action="tenant.update", target=tenant, changes=changes)
+        record_change("tenant", tenant.id)
+    return tenant
+
+
+@transaction.atomic
 def tenant_delete(tenant: Tenant, *, actor: Actor) -> None:
     """Delete the tenant and everything in it. Its keys stop working at once."""
     key_hashes = list(tenant.virtual_keys.values_list("key_hash", flat=True))

@@ -68,6 +68,7 @@ from tenants.services import (
     membership_set_role,
     tenant_create,
     tenant_delete,
+    tenant_log_settings_set,
     tenant_rename,
     virtual_key_create,
     virtual_key_revoke,
@@ -142,13 +143,21 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def tenant_settings(request: HttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
-    form = TenantSettingsForm(request.POST or None, initial={"name": access.tenant.name})
+    tenant = access.tenant
+    initial = {"name": tenant.name, "log_bodies": tenant.log_bodies, "log_retention_days": tenant.log_retention_days}
+    form = TenantSettingsForm(request.POST or None, initial=initial)
     saved = False
     if request.method == "POST":
         access.require(CONFIG_WRITE)
         if form.is_valid():
             try:
                 tenant_rename(access.tenant, name=form.cleaned_data["name"], actor=access.actor)
+                tenant_log_settings_set(
+                    access.tenant,
+                    log_bodies=form.cleaned_data["log_bodies"],
+                    log_retention_days=form.cleaned_data["log_retention_days"] or tenant.log_retention_days,
+                    actor=access.actor,
+                )
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from proxy import errors
 from proxy.errors import ProxyError
 from proxy.inbound import openai as inbound
+from proxy.providers.anthropic import CLIENT_HEADERS, FORWARDED_HEADERS
 from proxy.tokens import estimate_prompt_tokens, estimate_tokens
 
 logger = logging.getLogger("gateway.proxy")
@@ -123,22 +124,31 @@ def _document_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     raise _invalid(f"{where}.source: only text and base64 documents can be sent to this model", f"{where}.source")
 
 
-def _user_part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
+def _user_part(block: dict[str, Any], where: str, relay: bool = False) -> dict[str, Any] | None:
+    """One user content block as an OpenAI part. relay: the body goes to Anthropic as it is, so a block the
+    gateway cannot translate is kept raw (a translating adapter refuses it) instead of refused here."""
     kind = block.get("type")
-    if kind == "text":
-        if not isinstance(block.get("text"), str):
-            raise _invalid(f"{where}.text: Field required", f"{where}.text")
-        return _with_cache_control({"type": "text", "text": block["text"]}, block)
-    if kind == "image":
-        return _image_part(block, where)
-    if kind == "document":
-        return _document_part(block, where)
+    try:
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _invalid(f"{where}.text: Field required", f"{where}.text")
+            return _with_cache_control({"type": "text", "text": block["text"]}, block)
+        if kind == "image":
+            return _image_part(block, where)
+        if kind == "document":
+            return _document_part(block, where)
+    except ProxyError:
+        if relay:
+            return dict(block)
+        raise
     if kind in IGNORED_BLOCKS:
         return None
+    if relay:
+        return dict(block)
     raise _invalid(f"{where}.type: content blocks of type {kind!r} cannot be sent to this model", f"{where}.type")
 
 
-def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _tool_result(block: dict[str, Any], where: str, relay: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A tool_result block: the OpenAI `tool` message, and its images (a tool message holds only text)."""
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
@@ -150,7 +160,7 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
         texts.append(content)
     elif isinstance(content, list):
         for j, item in enumerate(content):
-            part = _user_part(item, f"{where}.content.{j}") if isinstance(item, dict) else None
+            part = _user_part(item, f"{where}.content.{j}", relay) if isinstance(item, dict) else None
             if part is None:
                 continue
             if part["type"] == "text":
@@ -165,7 +175,7 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
     return {"role": "tool", "tool_call_id": tool_use_id, "content": text}, images
 
 
-def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_messages(content: Any, where: str, relay: bool = False) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     # OpenAI wants tool results as `tool` messages right after the assistant's tool calls, before
@@ -176,11 +186,11 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(block, dict):
             raise _invalid(f"{where}.{i}: Input should be an object", f"{where}.{i}")
         if block.get("type") == "tool_result":
-            message, images = _tool_result(block, f"{where}.{i}")
+            message, images = _tool_result(block, f"{where}.{i}", relay)
             tools.append(message)
             parts.extend(images)
         else:
-            part = _user_part(block, f"{where}.{i}")
+            part = _user_part(block, f"{where}.{i}", relay)
             if part is not None:
                 parts.append(part)
     if parts:
@@ -188,11 +198,12 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
     return tools
 
 
-def _assistant_message(content: Any, where: str) -> dict[str, Any]:
+def _assistant_message(content: Any, where: str, relay: bool = False) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []  # relay: blocks only Anthropic understands (server tool use and results)
     for i, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
@@ -204,9 +215,13 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any]:
             calls.append(
                 {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
             )
+        elif relay and isinstance(block, dict) and kind not in IGNORED_BLOCKS:
+            raw.append(dict(block))
         elif kind not in IGNORED_BLOCKS:
             raise _invalid(f"{where}.{i}.type: content blocks of type {kind!r} cannot be sent to this model", where)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if raw:
+        message["content"] = ([{"type": "text", "text": message["content"]}] if message["content"] else []) + raw
     if calls:
         message["tool_calls"] = calls
     return message
@@ -219,7 +234,7 @@ def _system_message(system: Any) -> dict[str, Any]:
     return {"role": "system", "content": [_with_cache_control({"type": "text", "text": b["text"]}, b) for b in system]}
 
 
-def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
+def _messages(payload: dict[str, Any], relay: bool = False) -> list[dict[str, Any]]:
     messages = payload.get("messages")
     if messages is None:
         raise _invalid("messages: Field required", "messages")
@@ -238,9 +253,9 @@ def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(content, str | list):
             raise _invalid(f"{where}.content: Input should be a valid string or list", f"{where}.content")
         if role == "user":
-            out.extend(_user_messages(content, f"{where}.content"))
+            out.extend(_user_messages(content, f"{where}.content", relay))
         elif role == "assistant":
-            out.append(_assistant_message(content, f"{where}.content"))
+            out.append(_assistant_message(content, f"{where}.content", relay))
         else:
             raise _invalid(
                 f"{where}.role: Unexpected role {role!r}. The Messages API accepts a top-level `system` "
@@ -250,11 +265,14 @@ def _messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, relay: bool = False) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _invalid("tools: Input should be a valid list", "tools")
     out = []
     for i, tool in enumerate(tools):
+        if relay and isinstance(tool, dict) and tool.get("type") not in (None, "custom"):
+            out.append(dict(tool))  # a server tool: Anthropic runs it; a translating adapter refuses it
+            continue
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _invalid(f"tools.{i}.name: Field required", f"tools.{i}")
         if tool.get("type") not in (None, "custom"):
@@ -296,40 +314,31 @@ def _positive_int(payload: dict[str, Any], name: str, required: bool) -> int | N
     return value
 
 
-def to_chat(payload: dict[str, Any], *, count_only: bool = False) -> dict[str, Any]:
+def to_chat(payload: dict[str, Any], *, count_only: bool = False, relay: bool = False) -> dict[str, Any]:
     """An Anthropic Messages request as an OpenAI chat payload (validated; raises ProxyError 400).
 
-    count_only: the count_tokens body, which has no max_tokens."""
+    count_only: the count_tokens body, which has no max_tokens.
+    relay: the body itself may go to an Anthropic upstream (it is the same format), so only what the gateway
+    needs is validated (model, max_tokens, stream, the messages' structure); a setting it cannot translate
+    is left out of the OpenAI payload, and a block or server tool kept raw, for Anthropic to judge."""
     model = payload.get("model")
     if model is None:
         raise _invalid("model: Field required", "model")
     if not isinstance(model, str) or not model.strip():
         raise _invalid("model: Input should be a non-empty string", "model")
     max_tokens = _positive_int(payload, "max_tokens", required=not count_only)
-    chat: dict[str, Any] = {"model": model, "messages": _messages(payload)}
+    chat: dict[str, Any] = {"model": model, "messages": _messages(payload, relay)}
     if max_tokens is not None:
         chat["max_tokens"] = max_tokens
-    for name in ("temperature", "top_p"):
-        value = payload.get(name)
-        if value is not None:
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise _invalid(f"{name}: Input should be a valid number", name)
-            chat[name] = value
-    stops = payload.get("stop_sequences")
-    if stops is not None:
-        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise _invalid("stop_sequences: Input should be a list of strings", "stop_sequences")
-        if stops:
-            chat["stop"] = stops
+    for option in (_sampling, _stop_sequences, _tool_settings):
+        try:
+            option(payload, chat, relay)
+        except ProxyError:
+            if not relay:
+                raise
     metadata = payload.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"]
-    tools = payload.get("tools")
-    if tools is not None:
-        if converted := _tools(tools):
-            chat["tools"] = converted
-    if payload.get("tool_choice") is not None:
-        _tool_choice(payload["tool_choice"], chat)
     stream = payload.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _invalid("stream: Input should be a valid boolean", "stream")
@@ -338,6 +347,33 @@ def to_chat(payload: dict[str, Any], *, count_only: bool = False) -> dict[str, A
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+def _sampling(payload: dict[str, Any], chat: dict[str, Any], relay: bool) -> None:
+    for name in ("temperature", "top_p"):
+        value = payload.get(name)
+        if value is not None:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise _invalid(f"{name}: Input should be a valid number", name)
+            chat[name] = value
+
+
+def _stop_sequences(payload: dict[str, Any], chat: dict[str, Any], relay: bool) -> None:
+    stops = payload.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _invalid("stop_sequences: Input should be a list of strings", "stop_sequences")
+        if stops:
+            chat["stop"] = stops
+
+
+def _tool_settings(payload: dict[str, Any], chat: dict[str, Any], relay: bool) -> None:
+    tools = payload.get("tools")
+    if tools is not None:
+        if converted := _tools(tools, relay):
+            chat["tools"] = converted
+    if payload.get("tool_choice") is not None:
+        _tool_choice(payload["tool_choice"], chat)
 
 
 # --- answer: OpenAI chat.completion -> Anthropic message ---------------------------------------------
@@ -378,11 +414,30 @@ def usage_of(usage: Any) -> dict[str, int]:
     }
 
 
+def _thinking_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's reasoning as Anthropic thinking blocks: the signed blocks when the upstream was Claude
+    (thinking_blocks), else the bare reasoning_content of other reasoning models, unsigned."""
+    blocks = []
+    for block in message.get("thinking_blocks") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            signature = block.get("signature")
+            signature = signature if isinstance(signature, str) else ""
+            blocks.append({"type": "thinking", "thinking": block["thinking"], "signature": signature})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
+    reasoning = message.get("reasoning_content")
+    if not blocks and isinstance(reasoning, str) and reasoning:
+        blocks.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    return blocks
+
+
 def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = _thinking_of(message)
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -447,7 +502,7 @@ class StreamTranslator:
         self.started = False
         self.ended = False
         self.index = -1  # of the current content block
-        self.block: str | None = None  # "text" or "tool_use" while a block is open
+        self.block: str | None = None  # "text", "thinking" or "tool_use" while a block is open
         self.tool_index: Any = None  # the OpenAI tool_calls index the open tool_use block is for
         self.stop_reason: str | None = None
         self.usage: Any = None
@@ -487,6 +542,7 @@ class StreamTranslator:
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            self._thinking(out, delta)
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.block != "text":
@@ -500,6 +556,28 @@ class StreamTranslator:
                 self.stop_reason = STOP_REASONS.get(finish, "end_turn")
                 self._close_block(out)
         return b"".join(out) or None
+
+    def _thinking(self, out: list[bytes], delta: dict[str, Any]) -> None:
+        """reasoning_content deltas as a thinking block; the signed block that follows (thinking_blocks, from
+        a Claude upstream) signs it and closes it; a redacted block is a block of its own."""
+        reasoning = delta.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            if self.block != "thinking":
+                self._open(out, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+            out.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+        for block in delta.get("thinking_blocks") or ():
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+                self._open(out, {"type": "redacted_thinking", "data": block["data"]}, "redacted_thinking")
+                self._close_block(out)
+            elif block.get("type") == "thinking" and isinstance(block.get("signature"), str):
+                if self.block != "thinking":  # signed but never streamed as text: the whole block at once
+                    self._open(out, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+                    if isinstance(block.get("thinking"), str) and block["thinking"]:
+                        out.append(self._delta({"type": "thinking_delta", "thinking": block["thinking"]}))
+                out.append(self._delta({"type": "signature_delta", "signature": block["signature"]}))
+                self._close_block(out)
 
     def _start(self, out: list[bytes], upstream_id: Any) -> None:
         if self.started:
@@ -561,6 +639,13 @@ class StreamTranslator:
 # --- the front end ------------------------------------------------------------------------------------
 
 
+def _keep_client_headers(request: HttpRequest) -> None:
+    """The client's anthropic-beta / anthropic-version, for the Anthropic adapter to pass on (set for every
+    request, so nothing carries over)."""
+    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if request.headers.get(name)}
+    CLIENT_HEADERS.set(headers or None)
+
+
 class AnthropicFront:
     """Anthropic's Messages format in and out, over the OpenAI-format pipeline."""
 
@@ -572,12 +657,14 @@ class AnthropicFront:
         return credential(request)
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
+        _keep_client_headers(request)
         return to_chat(inbound.parse_body(request))
 
     def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the OpenAI-format payload, the client's own Messages body, for relaying to an Anthropic upstream)."""
+        _keep_client_headers(request)
         body = inbound.parse_body(request)
-        return to_chat(body), body
+        return to_chat(body, relay=True), body
 
     def render(self, call: Any, body: bytes) -> bytes:
         try:
@@ -625,7 +712,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
             raise ProxyError(405, f"Method {request.method} is not allowed here; use POST.")
         key = await inbound.authenticate_secret(credential(request))
         tenant = await inbound.tenant_of(key)
-        chat = to_chat(inbound.parse_body(request), count_only=True)
+        chat = to_chat(inbound.parse_body(request), count_only=True, relay=True)
         if chat["model"] not in tenant.routes or not key.may_use(chat["model"]):
             raise errors.model_not_found(chat["model"])
         response = HttpResponse(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.core.exceptions import RequestDataTooBig
@@ -198,6 +198,51 @@ def timeout_header(request: HttpRequest) -> float | None:
             code="invalid_header",
         )
     return value
+
+
+class CacheHeaders(NamedTuple):
+    """The prompt cache's request headers (proxy.policies.cache)."""
+
+    use: bool | None  # x-gateway-cache: true | false; None when absent (the tenant's policy decides)
+    ttl_s: int | None  # x-gateway-cache-ttl: SECONDS
+    no_cache: bool  # Cache-Control: no-cache (skip the lookup)
+    no_store: bool  # Cache-Control: no-store (skip the write)
+
+
+MAX_CACHE_TTL = 30 * 86_400
+
+
+def cache_headers(request: HttpRequest) -> CacheHeaders | None:
+    """x-gateway-cache, x-gateway-cache-ttl and Cache-Control; None when the request sends none of them."""
+    meta = request.META
+    use_raw = meta.get("HTTP_X_GATEWAY_CACHE")
+    ttl_raw = meta.get("HTTP_X_GATEWAY_CACHE_TTL")
+    control = meta.get("HTTP_CACHE_CONTROL")
+    if use_raw is None and ttl_raw is None and control is None:
+        return None
+    use = None
+    if use_raw is not None:
+        value = use_raw.strip().lower()
+        if value in ("true", "1", "yes"):
+            use = True
+        elif value in ("false", "0", "no"):
+            use = False
+        else:
+            raise errors.bad_request(
+                f"Invalid x-gateway-cache header {use_raw!r}: use true or false.", code="invalid_header"
+            )
+    ttl = None
+    if ttl_raw is not None:
+        value = ttl_raw.strip()
+        ttl = int(value) if value.isascii() and value.isdigit() else 0
+        if not (0 < ttl <= MAX_CACHE_TTL):
+            raise errors.bad_request(
+                f"Invalid x-gateway-cache-ttl header {ttl_raw!r}: give a whole number of seconds from 1 to "
+                f"{MAX_CACHE_TTL}.",
+                code="invalid_header",
+            )
+    directives = {d.strip().lower() for d in control.split(",")} if control else set()
+    return CacheHeaders(use, ttl, "no-cache" in directives, "no-store" in directives)
 
 
 def set_headers(

@@ -6,6 +6,13 @@ user turn, assistant `tool_calls` become `tool_use` blocks, images become base64
 events, usage (cache reads and writes included) and errors come back in OpenAI's shape, so costs,
 limits and logs work as for any other provider.
 
+Extended thinking maps as peers (LiteLLM) map it for OpenAI-format clients: `reasoning_effort` becomes a
+`thinking` budget; answers carry the thinking text as `reasoning_content` and the signed blocks as
+`thinking_blocks` (streamed: `reasoning_content` deltas, then each block whole once its signature arrives),
+and an assistant turn sent back with its `thinking_blocks` gets them back in front, as Anthropic requires.
+The client's own `anthropic-beta` / `anthropic-version` headers (CLIENT_HEADERS) go up unless the operator
+set them on the deployment.
+
 A client that speaks Anthropic's format itself (POST /v1/messages, ctx.native) is relayed instead: its
 own body goes up with only `model` swapped, and the answer, stream events and errors come back as
 Anthropic sent them (marked `native`); only usage is read, into OpenAI's format, for costs and logs.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -64,6 +72,17 @@ ERROR_TYPES = {
 }
 PASS_HEADERS = ("retry-after", "retry-after-ms")
 
+# OpenAI's reasoning_effort as an extended-thinking budget (LiteLLM's figures; 1024 is Anthropic's minimum).
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096}
+MIN_THINKING_BUDGET = 1024
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+# The `anthropic-beta` / `anthropic-version` headers the client itself sent, set by the Anthropic front end
+# for the request being served (a context variable: each request runs in its own task). They go upstream
+# unless the operator set that header on the deployment.
+CLIENT_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("anthropic_client_headers", default=None)
+FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
+
 
 class _BadRequest(Exception):
     """The OpenAI request cannot be expressed in Anthropic's format."""
@@ -96,6 +115,11 @@ def _part(part: Any) -> dict:
     elif kind == "image_url":
         image = part.get("image_url")
         block = _image(image.get("url") if isinstance(image, dict) else image)
+    elif kind in THINKING_BLOCKS:
+        block = _thinking_block(part)
+        if block is None:
+            return {"type": "text", "text": ""}  # left out, as an empty text block is
+        return block
     elif kind == "file":
         data = (part.get("file") or {}).get("file_data") or ""
         header, _, encoded = data.partition(",")
@@ -108,6 +132,20 @@ def _part(part: Any) -> dict:
     if "cache_control" in part:
         block["cache_control"] = part["cache_control"]
     return block
+
+
+def _thinking_block(block: Any) -> dict | None:
+    """A thinking block an assistant turn sends back (from `thinking_blocks` or its content), signature kept:
+    Anthropic checks it, and wants the blocks back unchanged when tools were used while thinking. One without
+    a signature (a client that kept only the text) is left out: Anthropic would refuse it, not use it."""
+    if not isinstance(block, dict) or block.get("type") not in THINKING_BLOCKS:
+        raise _BadRequest("thinking_blocks may only hold thinking and redacted_thinking blocks (objects)")
+    if block["type"] == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block["data"]} if isinstance(block.get("data"), str) else None
+    signature = block.get("signature")
+    if not isinstance(block.get("thinking"), str) or not isinstance(signature, str) or not signature:
+        return None
+    return {"type": "thinking", "thinking": block["thinking"], "signature": signature}
 
 
 def _blocks(content: Any) -> list[dict]:
@@ -144,11 +182,17 @@ def _tool_result(message: dict) -> dict:
 def _assistant(message: dict) -> Any:
     content = message.get("content")
     tool_calls = message.get("tool_calls")
+    thinking = message.get("thinking_blocks")
+    if thinking is not None and not isinstance(thinking, list):
+        raise _BadRequest("thinking_blocks must be a list")
+    # The turn's thinking comes first, as Anthropic produced it. (A bare reasoning_content has no
+    # signature, so Anthropic would refuse it: it is not sent back.)
+    thought = [b for b in map(_thinking_block, thinking or ()) if b is not None]
     if not tool_calls:
-        if isinstance(content, str) and "cache_control" not in message:
+        if isinstance(content, str) and "cache_control" not in message and not thought:
             return content
-        return _with_cache_control(message, _blocks(content))
-    blocks = _blocks(content)
+        return _with_cache_control(message, thought + _blocks(content))
+    blocks = thought + _blocks(content)
     for call in tool_calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not function.get("name"):
@@ -238,6 +282,28 @@ def _max_tokens(payload: dict, deployment: Deployment) -> int:
     return limit if isinstance(limit, int) and limit > 0 else FALLBACK_MAX_TOKENS
 
 
+def _thinking(payload: dict, max_tokens: int) -> dict | None:
+    """Anthropic's `thinking` setting: as sent (LiteLLM's extra parameter), or from OpenAI's reasoning_effort."""
+    thinking = payload.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
+            raise _BadRequest('thinking must be an object such as {"type": "enabled", "budget_tokens": 2048}')
+        return thinking
+    effort = payload.get("reasoning_effort")
+    if effort is None or effort == "none":
+        return None
+    if effort not in THINKING_BUDGETS:
+        raise _BadRequest(f"reasoning_effort must be one of none, {', '.join(THINKING_BUDGETS)}; got {effort!r}")
+    # Anthropic wants the budget below max_tokens: a small max_tokens narrows it, down to the minimum.
+    budget = min(THINKING_BUDGETS[effort], max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        raise _BadRequest(
+            f"reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} with this provider (the thinking "
+            "budget counts towards it)"
+        )
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: bool) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat request (a new dict: `payload` is left as it is)."""
     if (payload.get("n") or 1) != 1:
@@ -269,6 +335,9 @@ def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: boo
     user = payload.get("user")
     if isinstance(user, str) and user:
         body["metadata"] = {"user_id": user}
+    thinking = _thinking(payload, body["max_tokens"])
+    if thinking is not None:
+        body["thinking"] = thinking
     if stream:
         body["stream"] = True
     return body
@@ -306,15 +375,29 @@ def _tool_call(block: dict) -> dict:
 def to_openai_completion(data: dict) -> tuple[dict, dict]:
     texts: list[str] = []
     calls: list[dict] = []
+    reasoning: list[str] = []
+    thought: list[dict] = []
     for block in data.get("content") or ():
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
             calls.append(_tool_call(block))
+        elif kind == "thinking":
+            # As peers (LiteLLM) give it to OpenAI-format clients: the text as reasoning_content, and the
+            # signed blocks as thinking_blocks, for the client to send back with the next turn.
+            reasoning.append(block.get("thinking") or "")
+            thought.append(
+                {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block.get("signature")}
+            )
+        elif kind == "redacted_thinking":
+            thought.append({"type": "redacted_thinking", "data": block.get("data")})
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if thought:
+        message["reasoning_content"] = "".join(reasoning)
+        message["thinking_blocks"] = thought
     usage = to_openai_usage(data.get("usage") or {})
     body = {
         "id": data.get("id") or "",
@@ -377,6 +460,17 @@ def _error_from_upstream(
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000], headers=headers)
 
 
+def _headers(deployment: Deployment) -> dict[str, str]:
+    """The deployment's headers, plus the client's anthropic-beta / anthropic-version where the operator
+    set none (betas such as a longer context or new tools are the client's to ask for)."""
+    client = CLIENT_HEADERS.get()
+    if not client:
+        return deployment.headers
+    operator = {name.lower() for name in deployment.extra_headers}
+    extra = {name: value for name, value in client.items() if name not in operator}
+    return {**deployment.headers, **extra} if extra else deployment.headers
+
+
 class AnthropicAdapter(ProviderAdapter):
     kind = "anthropic"
     endpoints = frozenset({"chat/completions"})
@@ -395,7 +489,7 @@ class AnthropicAdapter(ProviderAdapter):
         else:
             body = to_anthropic(payload, deployment, stream=ctx.stream)
         return get_client().build_request(
-            "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=deployment.headers
+            "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=_headers(deployment)
         )
 
     def _check(
@@ -431,12 +525,16 @@ class AnthropicAdapter(ProviderAdapter):
         if not isinstance(data, dict) or data.get("type") != "message":
             return bad_response("The upstream provider returned JSON that is not a message")
         headers = {"x-upstream-request-id": response.headers["request-id"]} if "request-id" in response.headers else {}
+        reason = data.get("stop_reason")
+        reason = reason if isinstance(reason, str) else ""
         if native:
             usage = data.get("usage")
             usage = to_openai_usage(usage if isinstance(usage, dict) else {})
-            return UpstreamResult(status=200, body=content, usage=usage, headers=headers, native=True)
+            return UpstreamResult(
+                status=200, body=content, usage=usage, headers=headers, native=True, finish_reason=reason
+            )
         body, usage = to_openai_completion(data)
-        return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=headers)
+        return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=headers, finish_reason=reason)
 
     async def open_stream(
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
@@ -491,6 +589,7 @@ class AnthropicStream(UpstreamStream):
         self._prefix = b'data: {"id":"","object":"chat.completion.chunk","created":%d,"model":"",' % int(time.time())
         self._anthropic_usage: dict = {}
         self._tools: dict[int, int] = {}  # content block index -> OpenAI tool call index
+        self._thinking: dict[Any, list[str]] = {}  # thinking block index -> its text so far, until signed
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -509,7 +608,17 @@ class AnthropicStream(UpstreamStream):
                 if not partial or index is None:
                     return None
                 return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]})
-            return None  # thinking and signature deltas have no OpenAI counterpart
+            if dkind == "thinking_delta":
+                text = delta.get("thinking") or ""
+                self._thinking.setdefault(data.get("index"), []).append(text)
+                return self._chunk({"reasoning_content": text}) if text else None
+            if dkind == "signature_delta":
+                # The signature closes a thinking block: the client gets the whole signed block once, as in
+                # a JSON answer's thinking_blocks, ready to send back with the next turn.
+                text = "".join(self._thinking.pop(data.get("index"), ()))
+                block = {"type": "thinking", "thinking": text, "signature": delta.get("signature")}
+                return self._chunk({"thinking_blocks": [block]})
+            return None  # citations and deltas of new kinds have no OpenAI counterpart
         if kind == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -519,6 +628,11 @@ class AnthropicStream(UpstreamStream):
                 return self._chunk({"tool_calls": [call]})
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
+            if block.get("type") == "thinking" and block.get("thinking"):
+                self._thinking.setdefault(data.get("index"), []).append(block["thinking"])
+                return self._chunk({"reasoning_content": block["thinking"]})
+            if block.get("type") == "redacted_thinking":
+                return self._chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": block.get("data")}]})
             return None
         if kind == "message_start":
             message = data.get("message") or {}
@@ -535,6 +649,8 @@ class AnthropicStream(UpstreamStream):
             # message_delta's usage is cumulative: its fields replace those of message_start.
             self._anthropic_usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
             reason = (data.get("delta") or {}).get("stop_reason")
+            if isinstance(reason, str):
+                self.finish_reason = reason
             return self._chunk({}, FINISH_REASONS.get(reason or "end_turn", "stop"))
         return None  # content_block_stop, ping and unknown new event types
 
@@ -656,7 +772,11 @@ class AnthropicRelayStream(UpstreamStream):
                     elif kind == b"message_delta":
                         # Cumulative: its fields replace message_start's. Known from here on, so a client
                         # that leaves before message_stop is still billed what it was served.
-                        usage = self._data(event).get("usage")
+                        data = self._data(event)
+                        usage = data.get("usage")
+                        delta = data.get("delta")
+                        if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                            self.finish_reason = delta["stop_reason"]
                         if isinstance(usage, dict):
                             self._anthropic_usage.update({k: v for k, v in usage.items() if v is not None})
                         self.usage = to_openai_usage(self._anthropic_usage)

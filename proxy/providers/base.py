@@ -46,6 +46,8 @@ class UpstreamResult:
     # The body is in the client's own format (relayed from a same-protocol upstream, ctx.native), not
     # OpenAI's: the front end passes it on untouched. `usage`, errors and status are still OpenAI-style.
     native: bool = False
+    # Why the provider stopped, in its own words ("end_turn", "MAX_TOKENS"): for the call log's attempt.
+    finish_reason: str = ""
 
 
 class UpstreamStream:
@@ -54,6 +56,7 @@ class UpstreamStream:
 
     status = 200
     native = False
+    finish_reason = ""  # the provider's own stop reason, once its stream said it
 
     def __init__(self) -> None:
         self.usage: dict | None = None

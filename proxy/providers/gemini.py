@@ -7,6 +7,11 @@ the two formats disagree, and how they are resolved:
 - a `role: tool` message carries only the call id, but `functionResponse` needs the function's name:
   it is looked up in the earlier assistant message's `tool_calls`;
 - Gemini has no tool call ids: the answer's `functionCall`s get fresh `call_...` ids;
+- Gemini 2.5/3 signs its function calls (`thoughtSignature` on the part) and Gemini 3 refuses a next turn
+  without the signature back: it rides along in the tool call, both as Google's own OpenAI-compatible
+  field `extra_content.google.thought_signature` and inside the id (`call_<hex>__thought__<base64url>`,
+  for clients that keep only id, name and arguments), and goes back on the functionCall part it came on;
+- thought summaries (`thought: true` parts) are not answer text: they become `reasoning_content`;
 - `usageMetadata` is cumulative and repeated on every streamed chunk: the last one wins, never a sum;
 - errors are `{"error": {"code", "message", "status", "details"}}`; a `RetryInfo` detail's
   `retryDelay` ("12s") becomes a Retry-After so the attempt loop waits as asked.
@@ -186,7 +191,7 @@ def _function_response(content: Any) -> dict:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def _contents(messages: list) -> tuple[list[dict], list[str]]:
+def _contents(messages: list, fill_signatures: bool = False) -> tuple[list[dict], list[str]]:
     contents: list[dict] = []
     system: list[str] = []
     names: dict[str, str] = {}  # tool call id -> function name, from earlier assistant messages
@@ -220,7 +225,15 @@ def _contents(messages: list) -> tuple[list[dict], list[str]]:
                     args = orjson.loads(raw) if isinstance(raw, str) else raw
                 except orjson.JSONDecodeError as exc:
                     raise TranslationError(f"The arguments of tool call {call.get('id')!r} are not JSON") from exc
-                parts.append({"functionCall": {"name": name, "args": args if isinstance(args, dict) else {}}})
+                part = {"functionCall": {"name": name, "args": args if isinstance(args, dict) else {}}}
+                if signature := thought_signature(call):
+                    part["thoughtSignature"] = signature
+                parts.append(part)
+            calls = [p for p in parts if "functionCall" in p]
+            if fill_signatures and calls and not any("thoughtSignature" in p for p in calls):
+                # Function calls Gemini did not make (another provider's, or a client that kept no ids):
+                # Gemini 3 refuses them unsigned and documents this value to skip its check.
+                calls[0]["thoughtSignature"] = SKIP_SIGNATURE
             add("model", parts)
         elif role == "tool":
             call_id = message.get("tool_call_id", "")
@@ -280,12 +293,12 @@ def _generation_config(payload: dict) -> dict:
     return config
 
 
-def to_gemini(payload: dict[str, Any]) -> dict[str, Any]:
+def to_gemini(payload: dict[str, Any], model: str = "") -> dict[str, Any]:
     """The GenerateContentRequest for an OpenAI chat completions payload (which is left untouched)."""
     messages = payload.get("messages")
     if not isinstance(messages, list):
         raise TranslationError("'messages' must be a list")
-    contents, system = _contents(messages)
+    contents, system = _contents(messages, fill_signatures=model.removeprefix("models/").startswith(STRICT_SIGNATURES))
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
@@ -349,32 +362,64 @@ def openai_usage(meta: Any) -> dict | None:
     }
 
 
-def _call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
+THOUGHT_SEPARATOR = "__thought__"
+# Models that refuse function calls without a thought signature, and the value Google documents for calls
+# that have none (ai.google.dev/gemini-api/docs/thought-signatures).
+STRICT_SIGNATURES = ("gemini-3",)
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 
-def _split_parts(parts: Any) -> tuple[str, list[dict]]:
-    """(text, OpenAI tool_calls) of a candidate's parts; thought summaries are not answer text."""
+def _call_id(signature: str | None = None) -> str:
+    call_id = "call_" + uuid.uuid4().hex[:24]
+    if signature:
+        # base64url without padding: ids stay within [A-Za-z0-9_-], as other providers require of them.
+        call_id += THOUGHT_SEPARATOR + signature.replace("+", "-").replace("/", "_").rstrip("=")
+    return call_id
+
+
+def thought_signature(call: dict) -> str | None:
+    """The thought signature an OpenAI-format tool call carries: Google's extra field, else the id's tail."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if isinstance(signature, str) and signature:
+        return signature
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or THOUGHT_SEPARATOR not in call_id:
+        return None
+    encoded = call_id.rpartition(THOUGHT_SEPARATOR)[2]
+    return encoded.replace("-", "+").replace("_", "/") + "=" * (-len(encoded) % 4) if encoded else None
+
+
+def _split_parts(parts: Any) -> tuple[str, list[dict], str]:
+    """(text, OpenAI tool_calls, thought summaries) of a candidate's parts: thoughts are not answer text,
+    they go to the client as reasoning_content, as peers (LiteLLM) give them."""
     text: list[str] = []
     calls: list[dict] = []
+    thoughts: list[str] = []
     for part in parts or ():
         if part.get("thought"):
+            if isinstance(part.get("text"), str):
+                thoughts.append(part["text"])
             continue
         if "text" in part:
             text.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(
-                {
-                    "id": _call_id(),
-                    "type": "function",
-                    "function": {
-                        "name": call.get("name", ""),
-                        "arguments": orjson.dumps(call.get("args") or {}).decode(),
-                    },
-                }
-            )
-    return "".join(text), calls
+            signature = part.get("thoughtSignature")
+            signature = signature if isinstance(signature, str) and signature else None
+            tool_call: dict[str, Any] = {
+                "id": _call_id(signature),
+                "type": "function",
+                "function": {
+                    "name": call.get("name", ""),
+                    "arguments": orjson.dumps(call.get("args") or {}).decode(),
+                },
+            }
+            if signature:
+                tool_call["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(tool_call)
+    return "".join(text), calls, "".join(thoughts)
 
 
 def _finish_reason(reason: str | None, has_calls: bool) -> str | None:
@@ -402,10 +447,12 @@ def _blocked_prompt(data: dict) -> UpstreamResult | None:
 def to_openai_completion(data: dict, model: str, request_id: str) -> dict:
     choices = []
     for position, candidate in enumerate(data.get("candidates") or ()):
-        text, calls = _split_parts((candidate.get("content") or {}).get("parts"))
+        text, calls, thoughts = _split_parts((candidate.get("content") or {}).get("parts"))
         message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
         if calls:
             message["tool_calls"] = calls
+        if thoughts:
+            message["reasoning_content"] = thoughts
         choices.append(
             {
                 "index": candidate.get("index", position),
@@ -529,7 +576,7 @@ class GeminiAdapter(ProviderAdapter):
             if ctx.endpoint == "embeddings":
                 body, estimate = to_gemini_embeddings(payload, model)
             else:
-                body, estimate = to_gemini(payload), 0
+                body, estimate = to_gemini(payload, model), 0
         except TranslationError as exc:
             return bad_request(str(exc))
         try:
@@ -553,7 +600,15 @@ class GeminiAdapter(ProviderAdapter):
         if blocked is not None:
             return blocked
         answer = to_openai_completion(data, deployment.upstream_model, ctx.request_id)
-        return UpstreamResult(status=200, body=orjson.dumps(answer), usage=answer.get("usage"))
+        candidates = data.get("candidates")
+        first = candidates[0] if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict) else {}
+        reason = first.get("finishReason")
+        return UpstreamResult(
+            status=200,
+            body=orjson.dumps(answer),
+            usage=answer.get("usage"),
+            finish_reason=reason if isinstance(reason, str) else "",
+        )
 
     def _embeddings(self, data: dict, payload: dict, estimate: int) -> UpstreamResult:
         as_base64 = payload.get("encoding_format") == "base64"
@@ -577,7 +632,7 @@ class GeminiAdapter(ProviderAdapter):
         self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
     ) -> UpstreamResult | UpstreamStream:
         try:
-            body = to_gemini(payload)
+            body = to_gemini(payload, deployment.upstream_model)
         except TranslationError as exc:
             return bad_request(str(exc))
         client = get_client()
@@ -627,12 +682,14 @@ class GeminiStream(UpstreamStream):
             self.base["model"] = data["modelVersion"]
         for position, candidate in enumerate(data.get("candidates") or ()):
             index = candidate.get("index", position)
-            text, calls = _split_parts((candidate.get("content") or {}).get("parts"))
+            text, calls, thoughts = _split_parts((candidate.get("content") or {}).get("parts"))
             delta: dict[str, Any] = {}
             if index not in self.started:
                 self.started.add(index)
                 delta["role"] = "assistant"
                 delta["content"] = ""
+            if thoughts:
+                delta["reasoning_content"] = thoughts
             if text:
                 delta["content"] = text
             if calls:
@@ -641,6 +698,8 @@ class GeminiStream(UpstreamStream):
                 self.tool_index[index] = first + len(calls)
             if delta:
                 out.append(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
+            if isinstance(candidate.get("finishReason"), str) and index == 0:
+                self.finish_reason = candidate["finishReason"]
             reason = _finish_reason(candidate.get("finishReason"), index in self.tool_index)
             if reason:
                 self.finished = True

@@ -113,6 +113,17 @@ def _requests(
     }
 
 
+def _scan_cost(procs: Processes, env: dict[str, str]) -> list[str]:
+    """The PII step's own CPU per request and per KB, measured in-process (tests/bench/scan.py)."""
+    from tests.bench.scan import report_lines
+
+    out = procs.run_captured([sys.executable, "-m", "tests.bench.scan"], timeout=300, env=env, cwd=gw.ROOT)
+    try:
+        return report_lines(orjson.loads(out.strip().splitlines()[-1]))
+    except (IndexError, orjson.JSONDecodeError):
+        raise BenchError(f"the PII scan measurement printed no result:\n{out[-2000:]}") from None
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, procs: Processes, workdir: Path, started: float) -> None:
         self.args = args
@@ -231,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = [bench.run_variant(v, mock_port, env) for v in variants]
         database = "given DATABASE_URL" if given_db else "temporary SQLite file"
         report = render(bench.header(database), bench.rows, targets)
+        if any(v.name == "everything" for v in variants):
+            report += "\n\n" + "\n".join(_scan_cost(procs, env))
         print(report)
         elapsed = time.monotonic() - started
         _log(started, f"done in {elapsed:.0f} s")

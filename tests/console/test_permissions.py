@@ -31,6 +31,29 @@ def _budget(o: dict, scope: str) -> int:
 
 
 TENANT_BUDGET = ("tenant_budget", lambda o: {"budget_id": _budget(o, "tenant")})
+
+
+def _invoice(o: dict) -> int:
+    from datetime import date
+
+    from billing.models import Invoice
+
+    invoice, _ = Invoice.objects.get_or_create(
+        tenant=o["key"].tenant,
+        month=date(2026, 10, 1),
+        defaults={
+            "status": "finalized",
+            "number": 1,
+            "period_start": date(2026, 10, 1),
+            "period_end": date(2026, 10, 31),
+        },
+    )
+    return invoice.id
+
+
+# Invoices are the owners' (billing.manage), every other role gets 403.
+INVOICE = ("invoice", lambda o: {"invoice_id": _invoice(o)})
+STRIPE_OFF = ("stripe-off", lambda o: {})
 # A budget on Alice's key: like the key itself, Erin (member) must not even learn it exists.
 KEY_BUDGET = ("key", lambda o: {"budget_id": _budget(o, f"key:{o['key'].name}")})
 ERIN_KEY_BUDGET = ("erin_key_budget", lambda o: {"budget_id": _budget(o, f"key:{o['erin_key'].name}")})
@@ -68,6 +91,12 @@ CONSOLE = [
     ("model-delete", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
     ("model-route", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
     ("route-rules", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("policies", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("policy-cache", {}, {"POST": Role.ADMIN}),
+    # The preview stores nothing and calls no provider.
+    ("policy-preview", {}, {"POST": Role.VIEWER}),
+    # A key's own PII policy can switch the tenant's off: admins only (Erin on her own key: test_policies_console).
+    ("key-policy", KEY, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("routing-health", {}, {"GET": Role.VIEWER}),
     ("routing-ab", {}, {"GET": Role.VIEWER}),
     # Simulating reads routing config every member can see and calls no provider.
@@ -83,6 +112,12 @@ CONSOLE = [
     ("key-limits", KEY, {"POST": Role.ADMIN}),
     ("key-limits", ERIN_KEY, {"POST": Role.ADMIN}),
     ("spend", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("billing", {}, {"GET": Role.OWNER, "POST": Role.OWNER}),
+    ("billing-invoice-csv", INVOICE, {"GET": Role.OWNER}),
+    ("billing-invoice-pdf", INVOICE, {"GET": Role.OWNER}),
+    ("billing-invoice-void", INVOICE, {"POST": Role.OWNER}),
+    # Stripe is off in these tests: owners pass the permission check, then get 404 (no portal to open).
+    ("billing-stripe-portal", STRIPE_OFF, {"GET": Role.OWNER}),
 ]
 
 
@@ -100,6 +135,8 @@ def _expected(person: str, label: str, minimum: str) -> int | None:
     role = ROLE_OF[person]
     if label == "key" and role == Role.MEMBER:
         return 404  # Erin does not see Alice's key at all
+    if label == "stripe-off" and RANK[role] >= RANK[minimum]:
+        return 404  # allowed, but there is no Stripe to send the owner to
     return None if RANK[role] >= RANK[minimum] else 403
 
 
@@ -186,8 +223,15 @@ API = [
     ("api-budgets", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("api-budget-detail", TENANT_BUDGET, {"DELETE": Role.ADMIN}),
     ("api-spend", {}, {"GET": Role.VIEWER}),
+    ("api-invoices", {}, {"GET": Role.OWNER}),
+    ("api-invoice-detail", INVOICE, {"GET": Role.OWNER}),
+    ("api-invoice-pdf", INVOICE, {"GET": Role.OWNER}),
+    ("api-invoice-csv", INVOICE, {"GET": Role.OWNER}),
+    ("api-invoice-void", INVOICE, {"POST": Role.OWNER}),
     ("api-routing-simulate", {}, {"POST": Role.VIEWER}),
     ("api-routing-ab", {}, {"GET": Role.VIEWER}),
+    ("api-policy-pii", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
+    ("api-policy-cache", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
 ]
 
 

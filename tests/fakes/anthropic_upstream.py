@@ -15,10 +15,19 @@ for a model: `fake.script("m", {"status": 429, "headers": {"retry-after": "7"}})
 `GET /v1/models` (same key and version checks) lists MODELS in Anthropic's page shape; scripts for the
 pseudo-model LISTING answer it instead (`fake.script(LISTING, {"status": 401, "message": "..."})`).
 Every request is recorded (path, headers, JSON body).
+
+Extended thinking (docs.claude.com/en/docs/build-with-claude/extended-thinking): a scripted answer may hold
+`{"type": "thinking", "thinking": "..."}` blocks (the fake signs them: `signature(text)`) and
+`{"type": "redacted_thinking", "data": "..."}`; streamed, a thinking block is thinking_delta events then one
+signature_delta. A request with `thinking: {type: enabled, budget_tokens}` needs 1024 <= budget < max_tokens,
+and, as Anthropic checks, an assistant turn that used tools must start with its thinking blocks, sent back
+with valid signatures. Blocks of other kinds (server_tool_use, web_search_tool_result...) stream as one
+content_block_start holding the whole block.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +50,40 @@ ERRORS = {
     500: ("api_error", "Internal server error"),
     529: ("overloaded_error", "Overloaded"),
 }
+
+
+def signature(thinking: str) -> str:
+    """The fake's stand-in for Anthropic's opaque signature of a thinking block."""
+    return "sig_" + hashlib.sha256(thinking.encode()).hexdigest()[:24]
+
+
+def _thinking_error(body: dict) -> str | None:
+    """Why Anthropic would refuse a request's extended-thinking parts, or None."""
+    thinking = body.get("thinking")
+    enabled = isinstance(thinking, dict) and thinking.get("type") == "enabled"
+    if enabled:
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if budget >= body["max_tokens"]:
+            return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    for i, message in enumerate(body.get("messages") or ()):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = [b for b in message.get("content") or () if isinstance(b, dict)]
+        if not content:
+            continue
+        for j, block in enumerate(content):
+            if block.get("type") == "thinking" and block.get("signature") != signature(block.get("thinking", "")):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+        uses_tools = any(b.get("type") == "tool_use" for b in content)
+        if enabled and uses_tools and content[0].get("type") not in ("thinking", "redacted_thinking"):
+            return (
+                f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                f"`{content[0].get('type')}`. When `thinking` is enabled, a final `assistant` message must start "
+                "with a thinking block."
+            )
+    return None
 
 
 @dataclass
@@ -115,6 +158,8 @@ class FakeAnthropic(LoopbackServer):
             return self._error(400, message="anthropic-version: header is required")
         if not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
             return self._error(400, message="max_tokens: Field required")
+        if problem := _thinking_error(body):
+            return self._error(400, message=problem)
         steps = self.scripts.get(body.get("model", ""))
         step = steps.pop(0) if steps else {}
         if "raw" in step:
@@ -122,6 +167,7 @@ class FakeAnthropic(LoopbackServer):
         if step.get("status", 200) != 200:
             return self._error(step["status"], step.get("type"), step.get("message"), step.get("headers"))
         content = step.get("content") or [{"type": "text", "text": DEFAULT_TEXT}]
+        content = [{**b, "signature": signature(b["thinking"])} if b["type"] == "thinking" else b for b in content]
         has_tool = any(b["type"] == "tool_use" for b in content)
         stop_reason = step.get("stop_reason") or ("tool_use" if has_tool else "end_turn")
         input_tokens = 10 + len(json.dumps(body.get("messages"))) // 4
@@ -197,6 +243,20 @@ class FakeAnthropic(LoopbackServer):
                 for piece in pieces:
                     delta = {"type": "input_json_delta", "partial_json": piece}
                     await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            elif block["type"] == "thinking":
+                start_block = {"type": "thinking", "thinking": "", "signature": ""}
+                await send(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": start_block}
+                )
+                for n, word in enumerate(block["thinking"].split(" ")):
+                    delta = {"type": "thinking_delta", "thinking": word if n == 0 else " " + word}
+                    await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+                delta = {"type": "signature_delta", "signature": block["signature"]}
+                await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            else:  # redacted_thinking, server tool use and results: the whole block at once
+                await send(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+                )
             await send("content_block_stop", {"type": "content_block_stop", "index": index})
         # message_delta's usage is cumulative (input and cache fields included).
         await send(

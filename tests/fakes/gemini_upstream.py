@@ -14,7 +14,12 @@ The model name picks the behaviour:
 - "cached": usage with cachedContentTokenCount; "thinking": a thought part and thoughtsTokenCount;
 - "safety": finishReason SAFETY without content; "max-tokens": finishReason MAX_TOKENS;
 - "blocked-prompt": promptFeedback.blockReason and no candidates;
-- "stream-error": one chunk, then an error event; "stream-cut": chunks without a finishReason.
+- "stream-error": one chunk, then an error event; "stream-cut": chunks without a finishReason;
+- "signed-tools" (and any "gemini-3..." model): as Gemini 3 does (ai.google.dev/gemini-api/docs/thought-signatures), two parallel
+  functionCalls (Paris and Lyon), the first with a `thoughtSignature` (SIGNATURE, base64 with + / =);
+  a request whose model turn holds functionCalls without that signature on the first one gets Gemini 3's
+  400 INVALID_ARGUMENT "Function call is missing a thought_signature in functionCall parts" (the documented
+  dummy SKIP_SIGNATURES pass, as they do at Google).
 `fake.script("m", {"status": 429, "retry_delay": "12s"}, {"status": 503})` answers the next requests
 for "m" with Google's error body for that status (RetryInfo detail when retry_delay is given).
 Every request is recorded (path, query, headers, JSON body).
@@ -22,6 +27,7 @@ Every request is recorded (path, query, headers, JSON body).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +40,8 @@ API_KEY = "gm-upstream-test-0001"
 WORDS = ["Hello", " from", " the", " fake", " Gemini", "."]
 MODELS = ["gemini-2.0-flash", "text-embedding-004"]
 LISTING = "(models)"
+SIGNATURE = base64.b64encode(bytes(range(250, 256)) + b"sig-paris?").decode()  # "+vv8/f7/...=="
+SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
 
 STATUSES = {
     400: "INVALID_ARGUMENT",
@@ -121,7 +129,31 @@ class FakeGemini(LoopbackServer):
             usage["totalTokenCount"] += 7
         return usage
 
+    @staticmethod
+    def _unsigned_call(body: dict) -> str | None:
+        """Gemini 3's complaint about a model turn whose function calls lost their thought signature."""
+        for turn in body.get("contents", []):
+            calls = [p for p in turn.get("parts", []) if "functionCall" in p]
+            signed = calls[0].get("thoughtSignature") in (SIGNATURE, *SKIP_SIGNATURES) if calls else True
+            if turn.get("role") == "model" and not signed:
+                return (
+                    "Function call is missing a thought_signature in functionCall parts. This is required for "
+                    f"tools to work correctly, and missing thought_signature may lead to degraded model "
+                    f"performance. Additional data, function call `default_api:{calls[0]['functionCall']['name']}`"
+                )
+        return None
+
     def _answer_parts(self, body: dict, model: str) -> list[dict]:
+        if model == "signed-tools" or model.startswith("gemini-3"):
+            last = body["contents"][-1]["parts"]
+            responses = [p["functionResponse"] for p in last if "functionResponse" in p]
+            if responses:
+                return [{"text": f"{len(responses)} tools answered", "thoughtSignature": "c2lnLXRleHQ="}]
+            name = body["tools"][0]["functionDeclarations"][0]["name"]
+            return [
+                {"functionCall": {"name": name, "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE},
+                {"functionCall": {"name": name, "args": {"city": "Lyon"}}},
+            ]
         if model == "tools":
             last = body["contents"][-1]["parts"]
             responses = [p["functionResponse"] for p in last if "functionResponse" in p]
@@ -183,6 +215,8 @@ class FakeGemini(LoopbackServer):
             scripted = self._scripted(steps.pop(0))
             if scripted is not None:
                 return scripted
+        if (model == "signed-tools" or model.startswith("gemini-3")) and (problem := self._unsigned_call(body)):
+            return self.google_error(400, problem)
         if method == "batchEmbedContents":
             embeddings = [
                 {"values": [round(len(r["content"]["parts"][0]["text"]) / 10, 3), -0.25, 0.5]} for r in body["requests"]

@@ -501,3 +501,91 @@ def test_the_anthropic_sdk_reaches_an_anthropic_upstream_through_the_translation
         )
     finally:
         claude.stop()
+
+
+# --- relayed bodies, reasoning ------------------------------------------------------------------------
+
+
+def test_a_relayed_body_keeps_blocks_and_server_tools_the_gateway_cannot_translate():
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+    used = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "oslo"}}
+    cited = {"type": "search_result", "source": "https://example.org", "title": "Oslo", "content": []}
+    body = {
+        "model": "claude",
+        "max_tokens": 100,
+        "temperature": "warm",  # Anthropic's to judge: the body goes to it as it is
+        "tools": [search, WEATHER_TOOL],
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Searching."}, used]},
+            {"role": "user", "content": [cited, {"type": "text", "text": "Thanks"}]},
+        ],
+    }
+    chat = to_chat(body, relay=True)
+    assert chat["tools"][0] == search and chat["tools"][1]["function"]["name"] == "get_weather"
+    assert chat["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Searching."}, used]}
+    assert chat["messages"][2]["content"] == [cited, {"type": "text", "text": "Thanks"}]
+    assert "temperature" not in chat and chat["max_tokens"] == 100
+
+    # Translated (no relay), the same body is refused with a clear error, as before.
+    with pytest.raises(ProxyError) as caught:
+        to_chat(body)
+    assert caught.value.status == 400
+    # What the gateway needs is checked either way.
+    for broken, says in [
+        ({**body, "max_tokens": 0}, "max_tokens"),
+        ({**body, "model": ""}, "model"),
+        ({**body, "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({**body, "stream": "yes"}, "stream"),
+    ]:
+        with pytest.raises(ProxyError) as caught:
+            to_chat(broken, relay=True)
+        assert caught.value.status == 400 and says in caught.value.message
+
+
+def test_reasoning_from_the_upstream_becomes_thinking_blocks_in_json_and_in_the_stream():
+    signed = {"type": "thinking", "thinking": "Oslo is cold.", "signature": "sig_1"}
+    redacted = {"type": "redacted_thinking", "data": "EmwKAh"}
+    completion = {
+        "id": "chatcmpl-9",
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": "Cold.",
+                    "reasoning_content": "Oslo is cold.",
+                    "thinking_blocks": [signed, redacted],
+                },
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    assert to_message(completion, "m")["content"] == [signed, redacted, {"type": "text", "text": "Cold."}]
+    plain = {"choices": [{"message": {"role": "assistant", "content": "Cold.", "reasoning_content": "Hm."}}]}
+    assert to_message(plain, "m")["content"][0] == {"type": "thinking", "thinking": "Hm.", "signature": ""}
+
+    translate = StreamTranslator(FakeCall())
+    upstream = [
+        chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"reasoning_content": "Oslo is "}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"reasoning_content": "cold."}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"thinking_blocks": [signed]}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"thinking_blocks": [redacted]}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"content": "Cold."}, "finish_reason": "stop"}]),
+        b"data: [DONE]\n\n",
+    ]
+    seq = events(b"".join(out for event in upstream if (out := translate(event)) is not None))
+    blocks = [(name, data.get("content_block", data.get("delta"))) for name, data in seq[2:-2]]
+    assert blocks == [
+        ("content_block_start", {"type": "thinking", "thinking": "", "signature": ""}),
+        ("content_block_delta", {"type": "thinking_delta", "thinking": "Oslo is "}),
+        ("content_block_delta", {"type": "thinking_delta", "thinking": "cold."}),
+        ("content_block_delta", {"type": "signature_delta", "signature": "sig_1"}),
+        ("content_block_stop", None),
+        ("content_block_start", redacted),
+        ("content_block_stop", None),
+        ("content_block_start", {"type": "text", "text": ""}),
+        ("content_block_delta", {"type": "text_delta", "text": "Cold."}),
+        ("content_block_stop", None),
+    ]
+    assert [data["index"] for _name, data in seq[2:-2]] == [0, 0, 0, 0, 0, 1, 1, 2, 2, 2]

@@ -18,11 +18,14 @@ import orjson
 import pytest
 
 from billing.prices import Price
+from observability.models import CallLog
 from proxy.providers import adapter_for
+from proxy.providers.anthropic import CLIENT_HEADERS
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.state import Deployment
 from proxy.upstream import close_client
-from tests.fakes.anthropic_upstream import API_KEY, DEFAULT_TEXT, FakeAnthropic
+from tests.conftest import wait_for
+from tests.fakes.anthropic_upstream import API_KEY, DEFAULT_TEXT, FakeAnthropic, signature
 
 GOLDEN = Path(__file__).parent / "golden" / "anthropic"
 WEATHER_TOOL = {
@@ -426,6 +429,27 @@ def test_alice_uses_claude_through_the_gateway_with_the_openai_sdk(
     assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris", "unit": "C"}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
+    # Thinking through the real gateway: the SDK keeps reasoning_content and thinking_blocks on the message,
+    # Alice sends the turn back as she got it, and the log records Anthropic's own stop reason.
+    fake_anthropic.script("claude-sonnet-4-5", {"content": [THOUGHT, TOOL_USE]})
+    ask = [{"role": "user", "content": "Paris?"}]
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude", messages=ask, tools=[WEATHER_TOOL], reasoning_effort="low"
+    )
+    message = raw.parse().choices[0].message
+    assert message.model_extra["reasoning_content"] == THOUGHT["thinking"]
+    turn = message.model_dump(exclude_none=True)
+    tool = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "18C"}
+    again = client.chat.completions.create(
+        model="claude", messages=[*ask, turn, tool], tools=[WEATHER_TOOL], reasoning_effort="low"
+    )
+    assert again.choices[0].message.content == DEFAULT_TEXT
+    assert fake_anthropic.requests[-1].body["messages"][1]["content"][0]["type"] == "thinking"
+    with django_db_blocker.unblock():
+        assert wait_for(lambda: CallLog.objects.filter(request_id=raw.headers["x-request-id"]).exists())
+        row = CallLog.objects.get(request_id=raw.headers["x-request-id"])
+    assert row.attempts[-1]["finish_reason"] == "tool_use"
+
     with pytest.raises(openai.RateLimitError):
         fake_anthropic.script("claude-sonnet-4-5", {"status": 429}, {"status": 429}, {"status": 429})
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
@@ -443,3 +467,110 @@ def test_a_too_long_prompt_is_seen_as_a_context_window_error_and_an_overload_as_
     # The attempt loop falls back to a larger-context model, or retries elsewhere, on these.
     assert adapter.classify(too_long) == ErrorKind.CONTEXT_WINDOW
     assert adapter.classify(overloaded) == ErrorKind.OVERLOADED
+
+
+# --- extended thinking, stop reasons, client headers ------------------------------------------------
+
+THOUGHT = {"type": "thinking", "thinking": "Paris is in France. I should check the weather."}
+REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT"}
+
+
+def test_thinking_comes_back_as_reasoning_content_with_signed_blocks_that_a_next_turn_sends_back(claude):
+    dep = deployment(claude)
+    claude.script("claude-sonnet-4-5", {"content": [THOUGHT, REDACTED, TOOL_USE]})
+    first = chat([{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], reasoning_effort="medium")
+    result = send(dep, first)
+    assert result.status == 200, result.body
+    assert claude.requests[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert result.finish_reason == "tool_use"  # the provider's own words, for the call log
+    message = orjson.loads(result.body)["choices"][0]["message"]
+    assert message["reasoning_content"] == THOUGHT["thinking"]
+    assert message["thinking_blocks"] == [{**THOUGHT, "signature": signature(THOUGHT["thinking"])}, REDACTED]
+
+    # Alice sends the assistant turn back as she got it: the signed blocks lead the turn again, which is
+    # what Anthropic demands when thinking and tools meet (the fake checks signature and placement).
+    second = chat(
+        [
+            *first["messages"],
+            message,
+            {"role": "tool", "tool_call_id": "toolu_01Paris", "content": "18C and sunny"},
+        ],
+        tools=[WEATHER_TOOL],
+        reasoning_effort="medium",
+    )
+    assert send(dep, second).status == 200
+    sent = claude.requests[-1].body["messages"][1]["content"]
+    assert [b["type"] for b in sent] == ["thinking", "redacted_thinking", "tool_use"]
+    assert sent[0]["signature"] == signature(THOUGHT["thinking"])
+
+    # Without its thinking the same turn is refused by Anthropic: the blocks are what makes it work.
+    bare = copy.deepcopy(second)
+    del bare["messages"][1]["thinking_blocks"]
+    refused = send(dep, bare)
+    assert refused.status == 400 and b"must start with a thinking block" in refused.body
+
+
+def test_reasoning_effort_becomes_a_thinking_budget_within_max_tokens(claude):
+    dep = deployment(claude)
+    ask = [{"role": "user", "content": "Hi"}]
+    assert send(dep, chat(ask, reasoning_effort="high", max_tokens=3000)).status == 200
+    assert claude.requests[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 2999}
+    assert send(dep, chat(ask, reasoning_effort="none")).status == 200
+    assert "thinking" not in claude.requests[-1].body
+    own = {"type": "enabled", "budget_tokens": 1500}
+    assert send(dep, chat(ask, thinking=own, reasoning_effort="low")).status == 200
+    assert claude.requests[-1].body["thinking"] == own  # LiteLLM's explicit setting wins
+    # A thinking block that lost its signature (LiteLLM streams them unsigned at first) is left out, not refused.
+    unsigned = {"type": "thinking", "thinking": "Hmm.", "signature": None}
+    history = [*ask, {"role": "assistant", "content": "Hello", "thinking_blocks": [unsigned]}, *ask]
+    assert send(dep, chat(history)).status == 200
+    assert claude.requests[-1].body["messages"][1] == {"role": "assistant", "content": "Hello"}
+    calls = len(claude.requests)
+    for payload, says in [
+        (chat(ask, reasoning_effort="low", max_tokens=500), b"max_tokens above 1024"),
+        (chat(ask, reasoning_effort="extreme"), b"reasoning_effort must be one of"),
+        (chat([{"role": "assistant", "content": "x", "thinking_blocks": [{"type": "plan"}]}]), b"may only hold"),
+    ]:
+        result = send(dep, payload)
+        assert result.status == 400 and says in result.body and b"invalid_request_error" in result.body
+    assert len(claude.requests) == calls  # refused before any upstream call
+
+
+def test_streamed_thinking_arrives_as_reasoning_deltas_then_one_signed_block(claude):
+    dep = deployment(claude)
+    claude.script("claude-sonnet-4-5", {"content": [THOUGHT, REDACTED, {"type": "text", "text": "Sunny."}]})
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    result, events = stream(dep, chat(ask, reasoning_effort="low"))
+    assert isinstance(result, UpstreamStream) and not result.error_type and events[-1] == "[DONE]"
+    deltas = [e["choices"][0]["delta"] for e in events[:-1]]
+    reasoning = [d["reasoning_content"] for d in deltas if "reasoning_content" in d]
+    assert len(reasoning) > 1 and "".join(reasoning) == THOUGHT["thinking"]
+    blocks = [b for d in deltas for b in d.get("thinking_blocks", [])]
+    assert blocks == [{**THOUGHT, "signature": signature(THOUGHT["thinking"])}, REDACTED]
+    assert "".join(d.get("content") or "" for d in deltas) == "Sunny."
+    assert result.finish_reason == "end_turn"
+
+    # The blocks gathered from the stream are enough for the next turn.
+    message = {"role": "assistant", "content": "Sunny.", "thinking_blocks": blocks}
+    follow = chat([*ask, message, {"role": "user", "content": "And tomorrow?"}], reasoning_effort="low")
+    assert send(dep, follow).status == 200
+    assert [b["type"] for b in claude.requests[-1].body["messages"][1]["content"]] == [
+        "thinking",
+        "redacted_thinking",
+        "text",
+    ]
+
+
+def test_the_clients_anthropic_beta_goes_up_unless_the_operator_set_one(claude):
+    token = CLIENT_HEADERS.set({"anthropic-beta": "context-1m-2025-08-07", "anthropic-version": "2023-06-01"})
+    try:
+        assert send(deployment(claude), chat([{"role": "user", "content": "Hi"}])).status == 200
+        assert claude.requests[-1].headers["anthropic-beta"] == "context-1m-2025-08-07"
+        operator = deployment(claude, extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"})
+        result, _events = stream(operator, chat([{"role": "user", "content": "Hi"}]))
+        assert claude.requests[-1].headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+        assert result.finish_reason == "end_turn"
+    finally:
+        CLIENT_HEADERS.reset(token)
+    assert send(deployment(claude), chat([{"role": "user", "content": "Hi"}])).status == 200
+    assert "anthropic-beta" not in claude.requests[-1].headers

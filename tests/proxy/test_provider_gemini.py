@@ -23,7 +23,7 @@ from proxy.providers.base import CallContext, UpstreamResult
 from proxy.providers.gemini import GeminiAdapter, to_gemini
 from proxy.state import Deployment
 from proxy.upstream import close_client
-from tests.fakes.gemini_upstream import API_KEY, FakeGemini
+from tests.fakes.gemini_upstream import API_KEY, SIGNATURE, FakeGemini
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
 ADAPTER = GeminiAdapter()
@@ -244,6 +244,12 @@ def test_thinking_tokens_are_billed_as_output_and_thoughts_are_not_answer_text(g
     assert body["choices"][0]["message"]["content"] == "Hello from the fake Gemini."
     assert result.usage["completion_tokens"] == 7 + 7  # 7 parts produced + 7 thought tokens
     assert result.usage["completion_tokens_details"]["reasoning_tokens"] == 7
+    # The thought summary reaches the client as reasoning_content, JSON or streamed.
+    assert body["choices"][0]["message"]["reasoning_content"] == "Let me think."
+    _opened, events = stream(deployment(gemini, "thinking"), chat(stream=True))
+    deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+    assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == ["Let me think."]
+    assert "".join(d.get("content") or "" for d in deltas) == "Hello from the fake Gemini."
 
 
 @pytest.mark.parametrize(("model", "finish"), [("safety", "content_filter"), ("max-tokens", "length")])
@@ -451,3 +457,72 @@ def test_the_openai_sdk_talks_to_gemini_through_the_gateway(gateway, gemini, min
         return CallLog.objects.filter(tenant_id=acme.id, requested_model="flash", completion_tokens=6).count() == 2
 
     assert wait_for(stream_log)
+
+
+# --- thought signatures and stop reasons -------------------------------------------------------------
+
+SIMPLE_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def _next_turn(first: dict, calls: list[dict]) -> dict:
+    return {
+        **first,
+        "messages": [
+            *first["messages"],
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            *({"role": "tool", "tool_call_id": c["id"], "content": '{"temp": 18}'} for c in calls),
+        ],
+    }
+
+
+def test_gemini_3s_signed_function_calls_go_back_with_their_signature_and_the_next_turn_works(gemini):
+    dep = deployment(gemini, "signed-tools")
+    first = chat("Weather in Paris and Lyon?", tools=[SIMPLE_TOOL])
+    result = send(dep, first)
+    assert result.status == 200 and result.finish_reason == "STOP"
+    paris, lyon = orjson.loads(result.body)["choices"][0]["message"]["tool_calls"]
+    assert paris["extra_content"] == {"google": {"thought_signature": SIGNATURE}}
+    assert "__thought__" in paris["id"] and set(paris["id"]) <= set(
+        "abcdefghijklmnopqrstuvwxyz0123456789_-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    )
+    assert "extra_content" not in lyon and "__thought__" not in lyon["id"]  # Gemini signs the first call only
+
+    answered = send(dep, _next_turn(first, [paris, lyon]))
+    assert answered.status == 200, answered.body
+    model_turn = gemini.requests[-1].body["contents"][1]
+    assert [p.get("thoughtSignature") for p in model_turn["parts"]] == [SIGNATURE, None]
+
+    # A client that keeps only id, name and arguments (most frameworks) still sends it back: it is in the id.
+    bare = [{"id": c["id"], "type": "function", "function": c["function"]} for c in (paris, lyon)]
+    assert send(dep, _next_turn(first, bare)).status == 200
+    assert gemini.requests[-1].body["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE
+
+    # Without it Gemini 3 refuses the turn: the signature is what makes multi-turn tool use work.
+    fresh = [{**c, "id": f"call_{n}"} for n, c in enumerate(bare)]
+    refused = send(dep, _next_turn(first, fresh))
+    assert refused.status == 400 and b"thought_signature" in refused.body
+
+    # Calls Gemini never signed (a conversation that began on another provider) get Google's documented
+    # skip value on a Gemini 3 model, and go through.
+    gemini_3 = deployment(gemini, "gemini-3-pro-preview")
+    assert send(gemini_3, _next_turn(first, fresh)).status == 200
+    assert [p.get("thoughtSignature") for p in gemini.requests[-1].body["contents"][1]["parts"]] == [
+        "skip_thought_signature_validator",
+        None,
+    ]
+
+
+def test_streamed_signed_function_calls_carry_their_signature_and_the_stop_reason_is_kept(gemini):
+    dep = deployment(gemini, "signed-tools")
+    first = chat("Weather in Paris and Lyon?", tools=[SIMPLE_TOOL])
+    opened, events = stream(dep, {**first, "stream": True})
+    assert events[-1] == "[DONE]" and opened.finish_reason == "STOP"
+    calls = [c for e in events[:-1] for c in e["choices"][0]["delta"].get("tool_calls", [])]
+    assert [c["index"] for c in calls] == [0, 1]
+    assert calls[0]["extra_content"]["google"]["thought_signature"] == SIGNATURE
+    sent_back = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+    assert send(dep, _next_turn(first, sent_back)).status == 200
+    assert gemini.requests[-1].body["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE
+
+    cut_short, _events = stream(deployment(gemini, "max-tokens"), chat(stream=True))
+    assert cut_short.finish_reason == "MAX_TOKENS"

@@ -231,3 +231,52 @@ def test_a_fallback_from_anthropic_to_an_openai_deployment_is_translated(world, 
     with pytest.raises(anthropic.InternalServerError) as caught:
         alice.messages.create(model="mixed", max_tokens=20, messages=ASK)
     assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "api_error"
+
+
+def test_blocks_and_server_tools_the_gateway_does_not_know_are_relayed_with_alices_beta_header(world):
+    gateway, key, _alice, claude = world
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    used = {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "paris"}}
+    found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01", "content": [{"type": "web_search_result"}]}
+    cited = {"type": "search_result", "source": "https://example.org", "title": "T", "content": []}
+    body = {
+        "model": "claude",
+        "max_tokens": 2000,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [search, {"name": "get_weather", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [used, found, {"type": "text", "text": "Found it."}]},
+            {"role": "user", "content": [cited, {"type": "text", "text": "And this?"}]},
+        ],
+    }
+    headers = {"x-api-key": key, "anthropic-beta": "web-search-2025-03-05", "anthropic-version": "2023-06-01"}
+    claude.script("claude-sonnet-4-5", {"content": [used, found, {"type": "text", "text": "Sunny."}]})
+    response = httpx.post(f"{gateway.url}/v1/messages", headers=headers, json=body)
+    assert response.status_code == 200, response.text
+    assert [b["type"] for b in response.json()["content"]] == ["server_tool_use", "web_search_tool_result", "text"]
+    sent = claude.requests[-1]
+    assert sent.body == {**body, "model": "claude-sonnet-4-5"}
+    assert sent.headers["anthropic-beta"] == "web-search-2025-03-05"
+    row = logged(response.headers["x-request-id"])
+    assert row.status_code == 200 and row.attempts[-1]["finish_reason"] == "end_turn"
+
+    # Streamed the same; the stop reason is read from message_delta on the way through.
+    claude.script("claude-sonnet-4-5", {"content": [used, found], "stop_reason": "pause_turn"})
+    with httpx.stream("POST", f"{gateway.url}/v1/messages", headers=headers, json={**body, "stream": True}) as r:
+        assert b"".join(r.iter_raw()) == b"".join(claude.sent_events)
+        request_id = r.headers["x-request-id"]
+    assert claude.requests[-1].headers["anthropic-beta"] == "web-search-2025-03-05"
+    assert logged(request_id).attempts[-1]["finish_reason"] == "pause_turn"
+
+    # What the gateway itself needs is still checked, in Anthropic's shape, before any upstream call.
+    calls = len(claude.requests)
+    for broken, says in [
+        ({**body, "max_tokens": None}, "max_tokens: Field required"),
+        ({**body, "messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({**body, "messages": [{"role": "user", "content": 7}]}, "messages.0.content"),
+    ]:
+        response = httpx.post(f"{gateway.url}/v1/messages", headers=headers, json=broken)
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        assert says in response.json()["error"]["message"]
+    assert len(claude.requests) == calls

@@ -13,6 +13,18 @@ from tenants.audit import Actor
 from tenants.models import Tenant
 
 
+def _parse_day(text: str) -> datetime | None:
+    from datetime import UTC
+
+    from django.utils.dateparse import parse_date
+
+    try:
+        day = parse_date(text)
+    except ValueError:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
+
+
 class Command(BaseCommand):
     help = "Gateway operations: apply, export, mint-key, revoke-key, seed-demo, bootstrap, rotate-encryption"
 
@@ -45,6 +57,12 @@ class Command(BaseCommand):
         p = sub.add_parser("reconcile", help="Prove the spend ledger equals the sum of call log costs")
         p.add_argument("--tenant", default=None)
 
+        p = sub.add_parser("export-logs", help="Print a tenant's call logs as CSV or JSON lines, streamed")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--since", default=None, help="ISO 8601 date or date-time (UTC unless it has an offset)")
+        p.add_argument("--until", default=None, help="ISO 8601 date or date-time, exclusive")
+        p.add_argument("--format", default="csv", choices=["csv", "jsonl"])
+
         p = sub.add_parser("revoke-key", help="Revoke a virtual key by name or prefix")
         p.add_argument("--tenant", required=True)
         p.add_argument("--name", required=True)
@@ -70,6 +88,20 @@ class Command(BaseCommand):
         p = sub.add_parser("preflight", help="Before `make serve`: check the port, collect static files if changed")
         p.add_argument("--static-only", action="store_true", help="only collect static files if they changed")
         sub.add_parser("rotate-encryption", help="Re-encrypt provider keys with the first GATEWAY_ENCRYPTION_KEY")
+        p = sub.add_parser(
+            "consume-logs",
+            help="Write the call log stream (REDIS_URL) into the database until SIGTERM; gateways run one each "
+            "unless GATEWAY_LOG_CONSUMER=0",
+        )
+        p.add_argument("--name", default=None, help="consumer name in the group (default: host-pid)")
+
+        p = sub.add_parser("stripe-sync", help="Push finalized invoices that Stripe has not got yet")
+        p.add_argument("--tenant", default=None)
+
+        # Invoices: `invoice` and `finalize-invoices` (billing.invoice_commands).
+        from billing.invoice_commands import add_arguments as add_invoice_arguments
+
+        add_invoice_arguments(sub)
 
     def handle(self, *args, **options) -> None:
         handler = getattr(self, "cmd_" + options["subcommand"].replace("-", "_"))
@@ -184,6 +216,20 @@ class Command(BaseCommand):
                     raise CommandError(f"--{name} {options[name]!r} is not a date (YYYY-MM-DD)")
         self.stdout.write(json.dumps(spend_summary(tenant, **dates)))
 
+    def cmd_export_logs(self, options: dict) -> None:
+        from observability.exports import export_logs
+
+        tenant = self._tenant(options["tenant"])
+        bounds = {}
+        for name in ("since", "until"):
+            bounds[name] = None
+            if options[name]:
+                bounds[name] = parse_datetime(options[name]) or _parse_day(options[name])
+                if bounds[name] is None:
+                    raise CommandError(f"--{name} {options[name]!r} is not an ISO 8601 date or date-time")
+        for text in export_logs(tenant, since=bounds["since"], until=bounds["until"], fmt=options["format"]):
+            self.stdout.write(text, ending="")
+
     def cmd_reconcile(self, options: dict) -> None:
         from billing.selectors import reconcile
 
@@ -194,6 +240,40 @@ class Command(BaseCommand):
         if diffs:
             raise CommandError(f"{len(diffs)} difference(s) between the spend ledger and the call logs")
         self.stdout.write("ledger matches call logs")
+        from billing.invoice_commands import reconcile_invoices
+
+        invoice_diffs = reconcile_invoices(self, tenant)
+        if invoice_diffs:
+            raise CommandError(f"{invoice_diffs} difference(s) between the spend ledger and the invoices")
+
+    def cmd_invoice(self, options: dict) -> None:
+        from billing.invoice_commands import cmd_invoice
+
+        cmd_invoice(self, options)
+
+    def cmd_finalize_invoices(self, options: dict) -> None:
+        from billing.invoice_commands import cmd_finalize_invoices
+
+        cmd_finalize_invoices(self, options)
+
+    def cmd_stripe_sync(self, options: dict) -> None:
+        from billing.stripe_sync import enabled, sync
+
+        tenant = self._tenant(options["tenant"]) if options["tenant"] else None
+        if not enabled():
+            raise CommandError("Stripe is off: set STRIPE_API_KEY")
+        # The operator asks now: invoices waiting out a backoff are tried too.
+        result = sync(tenant, force=True)
+        for label in result.pushed:
+            self.stdout.write(f"{label}: pushed to Stripe")
+        for label in result.voided:
+            self.stdout.write(f"{label}: voided in Stripe")
+        for label, error in result.failed:
+            self.stderr.write(f"{label}: {error}")
+        if result.failed:
+            raise CommandError(f"{len(result.failed)} invoice(s) not pushed; they are retried with backoff")
+        if not result.pushed and not result.voided:
+            self.stdout.write("nothing to push")
 
     def cmd_revoke_key(self, options: dict) -> None:
         from tenants.models import VirtualKey
@@ -285,6 +365,15 @@ class Command(BaseCommand):
         if not options["static_only"]:
             check_port_free(settings.HOST, settings.PORT)
         collectstatic_if_needed()
+
+    def cmd_consume_logs(self, options: dict) -> None:
+        import asyncio
+
+        from observability import stream
+
+        if not stream.enabled():
+            raise CommandError("the call log stream is off: set REDIS_URL (and leave GATEWAY_LOG_STREAM on)")
+        asyncio.run(stream.consume_forever(name=options["name"]))
 
     def cmd_rotate_encryption(self, options: dict) -> None:
         from routing.services import rotate_encryption

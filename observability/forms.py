@@ -1,0 +1,90 @@
+"""Query forms of the dashboard and the log explorer: bad input becomes a form error, never a 500."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django import forms
+
+RANGES = {"24h": ("Last 24 hours", timedelta(hours=24)), "7d": ("Last 7 days", timedelta(days=7))}
+RANGES["30d"] = ("Last 30 days", timedelta(days=30))
+MAX_RANGE = timedelta(days=400)
+STATUS_CHOICES = [
+    ("", "Any status"),
+    ("2xx", "2xx"),
+    ("4xx", "4xx"),
+    ("5xx", "5xx"),
+    ("error", "Errors (>= 400 or failed mid-stream)"),
+]
+DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+class UtcDateTimeField(forms.DateTimeField):
+    """A <input type=datetime-local> read as UTC (the console shows times in UTC)."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(input_formats=DATETIME_FORMATS, required=False, **kwargs)
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result is not None:
+            result = result.replace(tzinfo=UTC) if result.tzinfo is None else result.astimezone(UTC)
+        return result
+
+
+class RangeForm(forms.Form):
+    range = forms.ChoiceField(
+        choices=[(k, label) for k, (label, _) in RANGES.items()] + [("custom", "Custom")], required=False
+    )
+    since = UtcDateTimeField(label="From (UTC)")
+    until = UtcDateTimeField(label="To (UTC)")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        choice = data.get("range") or ("custom" if data.get("since") else "24h")
+        data["range"] = choice
+        if choice == "custom":
+            since, until = data.get("since"), data.get("until") or datetime.now(UTC)
+            if since is None:
+                self.add_error("since", "A custom range needs a start.")
+            elif since >= until:
+                self.add_error("until", "The end must be after the start.")
+            elif until - since > MAX_RANGE:
+                self.add_error("since", "Ranges are limited to 400 days.")
+            else:
+                data["start"], data["end"] = since, until
+        else:
+            data["end"] = datetime.now(UTC)
+            data["start"] = data["end"] - RANGES[choice][1]
+        return data
+
+
+class LogFilterForm(forms.Form):
+    since = UtcDateTimeField(label="From (UTC)")
+    until = UtcDateTimeField(label="To (UTC)")
+    key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Key")
+    model = forms.CharField(max_length=200, required=False)
+    status = forms.CharField(max_length=5, required=False, widget=forms.TextInput(attrs={"list": "status-choices"}))
+    user = forms.CharField(max_length=200, required=False, label="End user")
+    tag = forms.CharField(max_length=200, required=False)
+    request_id = forms.CharField(max_length=100, required=False, label="Request id")
+
+    def __init__(self, data=None, *, keys: list[tuple[int, str]] = (), **kwargs) -> None:
+        super().__init__(data, **kwargs)
+        self.fields["key"].choices = [("", "Any key"), *keys]
+
+    def clean_status(self) -> str:
+        status = self.cleaned_data["status"].strip().lower()
+        if status and status not in {"2xx", "3xx", "4xx", "5xx", "error"}:
+            if not (status.isdigit() and 100 <= int(status) <= 599):
+                raise forms.ValidationError("Use a code (e.g. 429), a class (2xx, 4xx, 5xx) or 'error'.")
+        return status
+
+    def clean(self) -> dict:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since >= until:
+            self.add_error("until", "The end must be after the start.")
+        return data

@@ -1,0 +1,226 @@
+"""Rollups: the call-log buffer's batches summed per minute, hour and day, for the dashboard and spend page.
+
+Registered as a hook of the call-log buffer (observability.logbuffer.register_hook), so this runs once
+per flushed batch, off the hot path: the batch is aggregated in Python, then each table gets one
+executemany of additive upserts (INSERT ... ON CONFLICT DO UPDATE adds to the totals). Concurrent
+writers in several processes never lose an increment, and rows are sorted so that they take row locks
+in the same order (no deadlocks).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils.dateparse import parse_datetime
+
+from observability.models import (
+    HISTOGRAM_BUCKETS,
+    LATENCY_BOUNDS_MS,
+    LATENCY_COLUMNS,
+    TTFB_COLUMNS,
+    CallRollupDay,
+    CallRollupHour,
+    CallRollupMinute,
+    TagRollupHour,
+    UserRollupDay,
+    UserRollupHour,
+)
+
+logger = logging.getLogger("gateway.logs")
+
+_KEY = ("tenant_id", "bucket", "model", "virtual_key_id", "variant")
+_SUMS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_picodollars",
+    "latency_sum_ms",
+    "ttfb_count",
+    *LATENCY_COLUMNS,
+    *TTFB_COLUMNS,
+)
+_TAG_KEY = ("tenant_id", "bucket", "tag", "virtual_key_id")
+_TAG_SUMS = ("requests", "errors", "total_tokens", "cost_picodollars")
+_USER_KEY = ("tenant_id", "bucket", "end_user", "virtual_key_id")
+# Offsets of the histograms in a rollup accumulator (the list of _SUMS values).
+_LAT0 = _SUMS.index(LATENCY_COLUMNS[0])
+_TTFB0 = _SUMS.index(TTFB_COLUMNS[0])
+
+
+def histogram_bucket(ms: float) -> int:
+    """Index of the histogram bucket holding `ms` (bucket i holds values up to LATENCY_BOUNDS_MS[i])."""
+    return bisect_left(LATENCY_BOUNDS_MS, ms)
+
+
+def is_error(record: dict[str, Any]) -> bool:
+    """An answer with status >= 400, or a stream that started fine and recorded an error mid-way."""
+    status = record.get("status_code") or 0
+    return status >= 400 or bool(record.get("error_type"))
+
+
+def record_time(record: dict[str, Any]) -> datetime | None:
+    value = record.get("created_at")
+    if isinstance(value, str):  # a record that went through a queue as JSON
+        value = parse_datetime(value)
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass
+class Batch:
+    """One batch of records summed per rollup table; `last` is the newest call per CallRollup key."""
+
+    minute: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_SUMS)))
+    hour: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_SUMS)))
+    day: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_SUMS)))
+    tags: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_TAG_SUMS)))
+    users_hour: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_TAG_SUMS)))
+    users_day: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_TAG_SUMS)))
+    last: dict[tuple, datetime] = field(default_factory=dict)
+
+
+def aggregate(records: list[dict[str, Any]]) -> Batch:
+    """The accumulators of one batch of call-log records."""
+    batch = Batch()
+    last = batch.last
+    for r in records:
+        at = record_time(r)
+        tenant_id = r.get("tenant_id")
+        if at is None or not isinstance(tenant_id, int):
+            continue
+        error = 1 if is_error(r) else 0
+        cost = _int(r.get("cost_picodollars"))
+        total = _int(r.get("total_tokens"))
+        latency = r.get("latency_ms")
+        latency = float(latency) if isinstance(latency, (int, float)) else 0.0
+        ttfb = r.get("ttfb_ms")
+        key_id = r.get("virtual_key_id") or 0
+        dims = (r.get("requested_model") or "", key_id, r.get("variant") or "")
+        prompt, completion = _int(r.get("prompt_tokens")), _int(r.get("completion_tokens"))
+        lat_slot = _LAT0 + histogram_bucket(latency)
+        ttfb_slot = _TTFB0 + histogram_bucket(float(ttfb)) if isinstance(ttfb, (int, float)) else None
+        m_bucket = at.replace(second=0, microsecond=0)
+        h_bucket = m_bucket.replace(minute=0)
+        d_bucket = h_bucket.replace(hour=0)
+        for table, bucket in ((batch.minute, m_bucket), (batch.hour, h_bucket), (batch.day, d_bucket)):
+            key = (tenant_id, bucket, *dims)
+            acc = table[key]
+            acc[0] += 1
+            acc[1] += error
+            acc[2] += prompt
+            acc[3] += completion
+            acc[4] += total
+            acc[5] += cost
+            acc[6] += latency
+            acc[lat_slot] += 1
+            if ttfb_slot is not None:
+                acc[7] += 1
+                acc[ttfb_slot] += 1
+            if key not in last or last[key] < at:
+                last[key] = at
+        end_user = r.get("end_user")
+        if end_user and isinstance(end_user, str):
+            for table, bucket in ((batch.users_hour, h_bucket), (batch.users_day, d_bucket)):
+                acc = table[(tenant_id, bucket, end_user[:200], key_id)]
+                acc[0] += 1
+                acc[1] += error
+                acc[2] += total
+                acc[3] += cost
+        for tag in r.get("tags") or ():
+            if isinstance(tag, str):
+                acc = batch.tags[(tenant_id, h_bucket, tag[:200], key_id)]
+                acc[0] += 1
+                acc[1] += error
+                acc[2] += total
+                acc[3] += cost
+    return batch
+
+
+def _upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...], *, last_at: bool) -> str:
+    quote = connection.ops.quote_name
+    columns = [*keys, *sums] + (["last_at"] if last_at else [])
+    sets = [f"{quote(c)} = {quote(table)}.{quote(c)} + excluded.{quote(c)}" for c in sums]
+    if last_at:
+        # GREATEST ignores NULLs on PostgreSQL; SQLite's two-argument MAX would return NULL.
+        newest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+        sets.append(f"last_at = {newest}(COALESCE({quote(table)}.last_at, excluded.last_at), excluded.last_at)")
+    return (
+        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(quote(c) for c in keys)}) DO UPDATE SET {', '.join(sets)}"
+    )
+
+
+def write_rollups(records: list[dict[str, Any]]) -> None:
+    """Add one batch of call-log records to the minute, hour and day rollups, and those of tags and users."""
+    batch = aggregate(records)
+    if not batch.minute:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+
+    def rows(table: dict, with_last: bool) -> list[tuple]:
+        out = []
+        for key in sorted(table, key=str):
+            row = (*key[:1], adapt(key[1]), *key[2:], *table[key])
+            out.append((*row, adapt(batch.last[key])) if with_last else row)
+        return out
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model, table in (
+            (CallRollupMinute, batch.minute),
+            (CallRollupHour, batch.hour),
+            (CallRollupDay, batch.day),
+        ):
+            sql = _upsert_sql(model._meta.db_table, _KEY, _SUMS, last_at=True)
+            cursor.executemany(sql, rows(table, True))
+        for model, keys, table in (
+            (TagRollupHour, _TAG_KEY, batch.tags),
+            (UserRollupHour, _USER_KEY, batch.users_hour),
+            (UserRollupDay, _USER_KEY, batch.users_day),
+        ):
+            if table:
+                cursor.executemany(
+                    _upsert_sql(model._meta.db_table, keys, _TAG_SUMS, last_at=False), rows(table, False)
+                )
+
+
+def percentile_from_histogram(counts: list[int], p: float) -> float | None:
+    """The p-quantile of a histogram of LATENCY_BOUNDS_MS buckets, interpolated linearly inside its
+    bucket (so within one bucket width of the exact value). The open last bucket answers its lower bound."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = p * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if n and seen + n >= rank:
+            low = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
+            if i >= len(LATENCY_BOUNDS_MS):
+                return float(low)
+            high = LATENCY_BOUNDS_MS[i]
+            return low + (high - low) * max(rank - seen, 0) / n
+        seen += n
+    return float(LATENCY_BOUNDS_MS[-1])
+
+
+def bucket_bounds(ms: float) -> tuple[float, float]:
+    """(low, high) of the bucket holding `ms`; high is infinite for the open last bucket."""
+    i = histogram_bucket(ms)
+    low = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
+    high = LATENCY_BOUNDS_MS[i] if i < HISTOGRAM_BUCKETS - 1 else float("inf")
+    return float(low), float(high)

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from observability import live_views, views
+
+urlpatterns = [
+    path("t/<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
+    path("t/<slug:slug>/logs/explore/", views.log_explorer, name="log-explorer"),
+    path("t/<slug:slug>/logs/live/", live_views.live_logs, name="logs-live"),
+    path("t/<slug:slug>/logs/export/", views.log_export, name="log-export"),
+    path("t/<slug:slug>/logs/<int:log_id>/", views.log_detail, name="log-detail"),
+    path("t/<slug:slug>/logs/request/<str:request_id>/", views.log_by_request, name="log-by-request"),
+    path("t/<slug:slug>/playground/", views.playground, name="playground"),
+    path("t/<slug:slug>/playground/key/", views.playground_key, name="playground-key"),
+    path("t/<slug:slug>/spend/usage/", views.spend_usage, name="spend-usage"),
+]

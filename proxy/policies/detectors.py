@@ -1,0 +1,368 @@
+"""Built-in PII and secret detectors: fast patterns find candidates, validators keep look-alikes out.
+
+The patterns are compiled once (stdlib `re`: they are ours and written not to backtrack badly) and a
+policy's `Scanner` runs only the families it enables. Each family either starts with a literal or a
+narrow character class, so that CPython's matcher skips ahead in C, or runs only after a cheap
+substring check ("@" for emails, "sk-" for provider keys): one alternation of everything would try
+every branch at every position, about 0.5 ms per KB. Validators (Luhn and issuer ranges,
+python-stdnum, phonenumbers, ipaddress, an entropy floor) run only on candidates. Tenants' own
+regexes are not here: they run under a time bound with the `regex` module (proxy.policies.pii).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum.us import ssn as stdnum_ssn
+
+# Built-in detector names, in the order the policy YAML lists them.
+BUILTIN_DETECTORS = ("email", "phone", "card", "iban", "us_ssn", "ip", "secret")
+# Names of people, found by Presidio's NER: offered only where presidio-analyzer (and its spaCy model)
+# is installed; never required.
+NER_DETECTOR = "person"
+NER_AVAILABLE = importlib.util.find_spec("presidio_analyzer") is not None
+NER_MIN_SCORE = 0.6
+DETECTORS = BUILTIN_DETECTORS + ((NER_DETECTOR,) if NER_AVAILABLE else ())
+_ner_engine = None
+
+
+def ner_engine() -> Any:  # presidio_analyzer.AnalyzerEngine
+    """The process's Presidio analyzer, created on first use (it loads a language model: seconds)."""
+    global _ner_engine
+    if _ner_engine is None:
+        from presidio_analyzer import AnalyzerEngine
+
+        _ner_engine = AnalyzerEngine()
+    return _ner_engine
+
+
+# Regions tried, in order, for a phone number written without its country code. A number with "+"
+# (or "00") is parsed as international and validated against its own country's plan; a national
+# number without a trunk "0" is read in the North American plan, one with it in the others.
+NANP_REGIONS = ("US",)
+TRUNK_ZERO_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN")
+
+Finding = tuple[int, int, str]  # start, end, detector
+
+# Each family of detectors is one pattern that starts with a literal or a narrow character class
+# (CPython's `re` then skips ahead in C) or runs only after a cheap substring check: a whole-text
+# alternation would try every branch at every position, about 0.5 ms per KB.
+_PKEY = re.compile(
+    r"-----BEGIN[A-Z ]{0,30}PRIVATE KEY-----(?:[\s\S]{0,20000}?-----END[A-Z ]{0,30}PRIVATE KEY-----|[A-Za-z0-9+/=\s]*)"
+)
+_JWT = re.compile(r"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")
+# Provider keys with a recognisable prefix: OpenAI/Anthropic/this gateway (sk-...), GitHub, Stripe,
+# Slack, Google, AWS access key ids. Run when one of the prefixes occurs.
+_PROVKEY_HINTS = (
+    "sk-",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "_pat_",
+    "k_live_",
+    "k_test_",
+    "xox",
+    "AIza",
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+)
+_PROVKEY = re.compile(
+    r"(?<![\w-])(?:sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
+    r"|(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})(?![\w-])"
+)
+_BEARER = re.compile(r"(?i:bearer)\s+([A-Za-z0-9._~+/-]{16,}=*)")
+# A long random-looking value right after a word like key/secret/token/password, matched on the
+# lower-cased text (a case-insensitive alternation is several times slower).
+_KW_HINTS = ("key", "secret", "token", "passw", "pwd")
+# What may follow one of those words before the value: "api_key_id", "tokens", "password:".
+_KW_TAIL = re.compile(r"[a-z_-]{0,12}?\b[\"']?(?:\s*(?:[:=]|=>|\bis\b|\bwas\b)\s*|\s+)[\"']?([a-z0-9_+/=.~-]{16,})")
+# Emails are found from their "@" (a literal: fast), the local part is read backwards.
+_EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_V6_HINT = re.compile(r":[0-9A-Fa-f:]")
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}(?![\w:])")
+# Digit runs with the separators phones, cards, SSNs and IPv4 addresses are written with; classified
+# in Python. The look-behind sits after the first character so that the class can skip ahead.
+_NUM = re.compile(r"[+(\d](?<![\w+.\-/@:][+(\d])[\d \-.()/]{5,25}\d(?!\w)")
+
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+_SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
+_CARD_SEPARATORS = re.compile(r"\d+(?:([ -])\d+)?(?:\1\d+)*")
+_PHONE_WORDS = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|fax|whatsapp|sms|text|ring|dial)\b")
+_NOT_PHONE_WORDS = re.compile(
+    r"(?i)(?:\b(?:order|invoice|ticket|ref|reference|room|id|account|acct|tracking|po|isbn|issn|zip|serial|lot|sku|part|model|box)\b|#|no\.)"
+)
+_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version\s*|release\s*)$")
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def card_issuer(digits: str) -> str | None:
+    """The card network a number belongs to by its prefix and length, or None."""
+    n = len(digits)
+    two, four = int(digits[:2]), int(digits[:4])
+    if digits[0] == "4" and n in (13, 16, 19):
+        return "visa"
+    if (51 <= two <= 55 or 2221 <= four <= 2720) and n == 16:
+        return "mastercard"
+    if two in (34, 37) and n == 15:
+        return "amex"
+    if (digits.startswith("6011") or two == 65 or 644 <= int(digits[:3]) <= 649) and 16 <= n <= 19:
+        return "discover"
+    if 3528 <= four <= 3589 and 16 <= n <= 19:
+        return "jcb"
+    if (300 <= int(digits[:3]) <= 305 or two in (36, 38, 39)) and 14 <= n <= 19:
+        return "diners"
+    if two == 62 and 16 <= n <= 19:
+        return "unionpay"
+    if (two == 50 or 56 <= two <= 58) and 12 <= n <= 19:
+        return "maestro"
+    return None
+
+
+def is_card(candidate: str, digits: str) -> bool:
+    if not 12 <= len(digits) <= 19 or not _CARD_SEPARATORS.fullmatch(candidate):
+        return False
+    return card_issuer(digits) is not None and luhn_valid(digits)
+
+
+def is_ssn(candidate: str) -> bool:
+    return bool(_SSN_SHAPE.fullmatch(candidate)) and stdnum_ssn.is_valid(candidate.replace(" ", "-"))
+
+
+def is_phone(candidate: str, digits: str, before: str) -> bool:
+    """A phone number, validated with phonenumbers; national numbers need phone-like evidence
+    (separators or a word like "call" before them) so that order numbers and ids stay out."""
+    if not 7 <= len(digits) <= 15 or _DATE.match(candidate):
+        return False
+    if _NOT_PHONE_WORDS.search(before[-20:]):
+        return False
+    international = candidate.startswith(("+", "00"))
+    if international:
+        text = "+" + candidate[2:] if candidate.startswith("00") else candidate
+        return _valid_number(text, None)
+    separated = len(digits) != len(candidate)
+    if not separated and not _PHONE_WORDS.search(before[-30:]):
+        return False
+    if separated and "." in candidate and not _PHONE_WORDS.search(before[-30:]):
+        # "10.0.12.34", "3.14159265": dotted numbers are phones only when introduced as such.
+        groups = candidate.split(".")
+        if len(groups) != 3 or [len(g) for g in groups] != [3, 3, 4]:
+            return False
+    if _SSN_SHAPE.fullmatch(candidate):
+        return False  # 3-2-4 digits is how SSNs and serials are written, never phone numbers
+    regions = TRUNK_ZERO_REGIONS if digits[0] == "0" else NANP_REGIONS
+    return any(_valid_number(candidate, region) for region in regions)
+
+
+def _valid_number(text: str, region: str | None) -> bool:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
+
+
+def is_iban(candidate: str) -> bool:
+    return stdnum_iban.is_valid(candidate)
+
+
+def is_ipv6(candidate: str) -> bool:
+    if sum(c not in ":" for c in candidate) < 4:
+        return False  # "::", "a::b": too little to be an address someone wrote down
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def entropy(value: str) -> float:
+    counts: dict[str, int] = {}
+    for ch in value:
+        counts[ch] = counts.get(ch, 0) + 1
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def is_random_token(value: str) -> bool:
+    """A value that looks generated (a key, a token), not a word or a path."""
+    value = value.rstrip(".")
+    if len(value) < 16:
+        return False
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    if not (has_digit and has_alpha) and len(value) < 32:
+        return False
+    return entropy(value) >= 3.0
+
+
+def resolve(hits: list[Finding]) -> list[Finding]:
+    """Non-overlapping findings in text order; where two overlap, the one starting first (or the longer) wins."""
+    if len(hits) < 2:
+        return hits
+    hits.sort(key=lambda h: (h[0], h[0] - h[1]))
+    kept = [hits[0]]
+    for hit in hits[1:]:
+        if hit[0] >= kept[-1][1]:
+            kept.append(hit)
+    return kept
+
+
+def lower(text: str) -> str:
+    """The text lower-cased with its offsets kept (a few characters, like "İ", lower-case to two)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
+def term_pattern(words: Iterable[str]) -> re.Pattern[str]:
+    """Literal words or phrases (lower-cased: matched on the lower-cased text), any run of whitespace
+    between words; whole words are checked by the caller."""
+    alternatives = sorted({" ".join(w.lower().split()) for w in words if w.strip()}, key=len, reverse=True)
+    escaped = [r"\s+".join(re.escape(part) for part in w.split(" ")) for w in alternatives]
+    return re.compile("(?:" + "|".join(escaped) + r")(?!\w)")
+
+
+class Scanner:
+    """The built-in detectors a policy enables, and its term list, compiled once per policy."""
+
+    def __init__(self, detectors: Iterable[str], terms: Iterable[str] = ()) -> None:
+        self.enabled = frozenset(detectors)
+        self.numbers = bool(self.enabled & {"card", "us_ssn", "phone", "ip"})
+        # Loaded here, at config load in a worker thread, never on a request.
+        self.ner = ner_engine() if NER_DETECTOR in self.enabled else None
+        words = [w for w in terms if w.strip()]
+        self.terms = term_pattern(words) if words else None
+        # First words, lower-cased: a term list is searched only when one of them occurs.
+        self.term_hints = tuple({w.lower().split()[0] for w in words})
+
+    def scan(self, text: str) -> list[Finding]:
+        found: list[Finding] = []
+        enabled = self.enabled
+        lowered: str | None = None
+        if "secret" in enabled:
+            lowered = lower(text)
+            self._secrets(text, lowered, found)
+        if "email" in enabled and "@" in text:
+            self._emails(text, found)
+        if "iban" in enabled:
+            found.extend((m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if is_iban(m.group()))
+        if self.numbers:
+            for m in _NUM.finditer(text):
+                self._number(text, m.group(), m.start(), found)
+        if "ip" in enabled and _V6_HINT.search(text):
+            found.extend((m.start(), m.end(), "ip") for m in _IPV6.finditer(text) if is_ipv6(m.group()))
+        if self.ner is not None:
+            for result in self.ner.analyze(text=text, entities=["PERSON"], language="en"):
+                if result.score >= NER_MIN_SCORE:
+                    found.append((result.start, result.end, NER_DETECTOR))
+        if self.terms is not None:
+            if lowered is None:
+                lowered = lower(text)
+            if any(hint in lowered for hint in self.term_hints):
+                for m in self.terms.finditer(lowered):
+                    start = m.start()
+                    if start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_"):
+                        found.append((start, m.end(), "terms"))
+        return resolve(found)
+
+    def _secrets(self, text: str, lowered: str, found: list[Finding]) -> None:
+        if "-----BEGIN" in text:
+            found.extend((m.start(), m.end(), "secret") for m in _PKEY.finditer(text))
+        if "eyJ" in text:
+            found.extend((m.start(), m.end(), "secret") for m in _JWT.finditer(text))
+        if any(hint in text for hint in _PROVKEY_HINTS):
+            found.extend((m.start(), m.end(), "secret") for m in _PROVKEY.finditer(text))
+        if "earer" in lowered:
+            for m in _BEARER.finditer(text):
+                if is_random_token(m.group(1)) or len(m.group(1)) >= 24:
+                    found.append((m.start(1), m.end(1), "secret"))
+        for hint in _KW_HINTS:
+            pos = lowered.find(hint)
+            while pos >= 0:
+                m = _KW_TAIL.match(lowered, pos + len(hint))
+                if m is not None:
+                    value = text[m.start(1) : m.end(1)].rstrip(".")
+                    if is_random_token(value):
+                        found.append((m.start(1), m.start(1) + len(value), "secret"))
+                pos = lowered.find(hint, pos + 1)
+
+    def _emails(self, text: str, found: list[Finding]) -> None:
+        for m in _EMAIL_DOMAIN.finditer(text):
+            at = m.start()
+            start = at
+            floor = max(at - 64, 0)
+            while start > floor and text[start - 1] in _LOCAL_CHARS:
+                start -= 1
+            if start > 0 and text[start - 1] in _LOCAL_CHARS:
+                continue  # a local part longer than 64 characters: not an address
+            while start < at and not text[start].isalnum():
+                start += 1  # "...jane@x.com": the leading dots are punctuation
+            if start < at:
+                found.append((start, m.end(), "email"))
+
+    def _number(self, text: str, candidate: str, start: int, found: list[Finding]) -> None:
+        if candidate[0] == "(" and candidate.count("(") > candidate.count(")"):
+            candidate, start = candidate[1:], start + 1  # "(4111 1111 1111 1111)": the value inside
+        hit = self._classify(text, candidate, start)
+        if hit is not None:
+            found.append((start, start + len(candidate), hit))
+            return
+        if " " not in candidate:
+            return
+        # "10.0.0.1 2024", "415-555-2671 2 times": try the groups before a space on their own.
+        head = candidate.rpartition(" ")[0]
+        while head:
+            head = head.rstrip(" ")
+            hit = self._classify(text, head, start) if len(head) >= 7 else None
+            if hit is not None:
+                found.append((start, start + len(head), hit))
+                rest = candidate[len(head) :].lstrip(" ")
+                if len(rest) >= 7:
+                    self._number(text, rest, start + len(candidate) - len(rest), found)
+                return
+            head = head.rpartition(" ")[0]
+
+    def _classify(self, text: str, candidate: str, start: int) -> str | None:
+        enabled = self.enabled
+        if candidate.endswith(")") or candidate.count("(") != candidate.count(")"):
+            return None
+        if "ip" in enabled and "." in candidate and _IPV4.fullmatch(candidate):
+            if _VERSION_BEFORE.search(text[max(start - 10, 0) : start]):
+                return None  # "version 10.0.0.1"
+            return "ip"
+        digits = "".join(c for c in candidate if c.isdigit())
+        if "us_ssn" in enabled and len(digits) == 9 and is_ssn(candidate):
+            return "us_ssn"
+        if "card" in enabled and is_card(candidate, digits):
+            return "card"
+        if "phone" in enabled and is_phone(candidate, digits, text[max(start - 30, 0) : start]):
+            return "phone"
+        return None

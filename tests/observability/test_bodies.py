@@ -1,0 +1,81 @@
+"""Body logging: the request (after PII redaction) and the answer are stored only when the tenant turned
+it on. Driven in process through pipeline.handle with the built-in mock provider."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from django.test import RequestFactory
+
+from observability.logbuffer import buffer
+from observability.models import CallBody, CallLog
+from proxy import pipeline
+from proxy.state import state
+from tenants.config import apply_config
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+YAML = """
+tenant: bodies
+name: Bodies Corp
+providers:
+  - {name: mock, kind: mock}
+models:
+  - name: local
+    deployments: [{provider: mock, model: mock-chat}]
+pii:
+  mode: enforce
+  detectors: {email: pseudonymize}
+"""
+
+
+def _send(secret: str, content: str, stream: bool = False) -> tuple[int, bytes]:
+    request = RequestFactory().post(
+        "/v1/chat/completions",
+        data=orjson.dumps({"model": "local", "messages": [{"role": "user", "content": content}], "stream": stream}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+
+    async def go():
+        response = await pipeline.handle(request, "chat/completions")
+        if stream:
+            return response.status_code, b"".join([chunk async for chunk in response.gateway_stream])
+        return response.status_code, response.content
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def tenant_and_secret(mint, monkeypatch):
+    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on this short-lived loop
+    state.clear()
+    tenant, _ = apply_config(YAML)
+    yield tenant, mint(tenant)
+    buffer.flush_sync()
+    state.clear()
+
+
+def test_bodies_are_stored_redacted_only_when_turned_on(tenant_and_secret):
+    tenant, secret = tenant_and_secret
+    assert _send(secret, "off: write to ann@example.com")[0] == 200
+    Tenant.objects.filter(id=tenant.id).update(log_bodies=True)
+    state.clear()
+    assert _send(secret, "on: write to ann@example.com")[0] == 200
+    status, streamed = _send(secret, "stream: write to ann@example.com", stream=True)
+    assert status == 200 and b"data:" in streamed
+    buffer.flush_sync()
+
+    assert CallLog.objects.filter(tenant=tenant).count() == 3
+    bodies = {b.request_id: b for b in CallBody.objects.filter(tenant_id=tenant.id)}
+    assert len(bodies) == 2  # nothing for the call made while body logging was off
+    logs = {log.request_id: log for log in CallLog.objects.filter(tenant=tenant)}
+    for body in bodies.values():
+        assert body.created_at == logs[body.request_id].created_at
+        assert "ann@example.com" not in body.request_body  # stored after PII redaction
+        assert "ann@example.com" not in body.response_body
+        assert '"model":"local"' in body.request_body
+        assert body.response_body

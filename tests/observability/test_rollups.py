@@ -1,0 +1,139 @@
+"""The rollups say what the raw call logs say: counts, tokens and cost exact, percentiles within a bucket."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db.models import Q, Sum
+
+from observability.logbuffer import after_write
+from observability.models import CallLog, CallRollupHour, CallRollupMinute, TagRollupHour, UserRollupHour
+from observability.rollups import bucket_bounds, percentile_from_histogram
+from observability.selectors import dashboard, percentile
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+def make_records(tenant_id: int, n: int, seed: int = 7) -> list[dict]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        status = rnd.choice([200, 200, 200, 200, 429, 500])
+        prompt, completion = rnd.randint(1, 500), rnd.randint(0, 800)
+        out.append(
+            {
+                "created_at": T0 + timedelta(seconds=rnd.randint(0, 3 * 3600)),
+                "tenant_id": tenant_id,
+                "virtual_key_id": rnd.choice([None, 11, 12]),
+                "request_id": f"req-{seed}-{i}",
+                "endpoint": "chat.completions",
+                "requested_model": rnd.choice(["gpt-4o-mini", "local"]),
+                "variant": rnd.choice(["", "", "local"]),
+                "status_code": status,
+                "latency_ms": rnd.lognormvariate(6, 1),
+                "ttfb_ms": rnd.lognormvariate(5, 1) if rnd.random() < 0.7 else None,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                # A stream that failed after a 200 counts as an error too.
+                "error_type": "upstream_error" if status >= 400 or rnd.random() < 0.05 else "",
+                "end_user": rnd.choice(["", "u1", "u2"]),
+                "cost_picodollars": rnd.choice([None, rnd.randint(0, 10**9)]),
+                "tags": rnd.choice([[], ["team-a"], ["team-a", "batch"]]),
+            }
+        )
+    return out
+
+
+def write_batch(records: list[dict]) -> None:
+    """What the buffer's database sink does, inside the test's transaction: insert, then run the hooks."""
+    CallLog.objects.bulk_create([CallLog(**r) for r in records])
+    after_write(records)
+
+
+def test_rollups_equal_the_raw_logs():
+    tenant = Tenant.objects.create(slug="rolls", name="Rolls")
+    records = make_records(tenant.id, 600)
+    # Two batches, so rows are upserted onto existing ones.
+    write_batch(records[:350])
+    write_batch(records[350:])
+
+    logs = CallLog.objects.filter(tenant=tenant)
+    raw_errors = logs.filter(Q(status_code__gte=400) | ~Q(error_type="")).count()
+    raw_sums = logs.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"), t=Sum("total_tokens"))
+    raw_cost = logs.aggregate(s=Sum("cost_picodollars"))["s"]
+    for model in (CallRollupMinute, CallRollupHour):
+        agg = model.objects.filter(tenant_id=tenant.id).aggregate(
+            n=Sum("requests"),
+            e=Sum("errors"),
+            p=Sum("prompt_tokens"),
+            c=Sum("completion_tokens"),
+            t=Sum("total_tokens"),
+            cost=Sum("cost_picodollars"),
+        )
+        assert agg["n"] == 600
+        assert agg["e"] == raw_errors
+        assert (agg["p"], agg["c"], agg["t"]) == (raw_sums["p"], raw_sums["c"], raw_sums["t"])
+        assert agg["cost"] == raw_cost
+
+    # Per model and key in one hour, exactly.
+    hour = T0 + timedelta(hours=1)
+    in_hour = logs.filter(created_at__gte=hour, created_at__lt=hour + timedelta(hours=1), virtual_key_id=11)
+    rolled = CallRollupHour.objects.filter(tenant_id=tenant.id, bucket=hour, virtual_key_id=11)
+    for model_name in ("gpt-4o-mini", "local"):
+        assert in_hour.filter(requested_model=model_name).count() == (
+            rolled.filter(model=model_name).aggregate(n=Sum("requests"))["n"] or 0
+        )
+
+    tag_n = TagRollupHour.objects.filter(tenant_id=tenant.id, tag="team-a").aggregate(
+        n=Sum("requests"), c=Sum("cost_picodollars")
+    )
+    team_a = logs.filter(tags__contains=["team-a"])
+    assert tag_n["n"] == team_a.count()
+    assert tag_n["c"] == (team_a.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
+
+    for user in ("u1", "u2"):
+        rolled = UserRollupHour.objects.filter(tenant_id=tenant.id, end_user=user).aggregate(
+            n=Sum("requests"), e=Sum("errors"), t=Sum("total_tokens"), c=Sum("cost_picodollars")
+        )
+        raw = logs.filter(end_user=user)
+        assert rolled["n"] == raw.count()
+        assert rolled["e"] == raw.filter(Q(status_code__gte=400) | ~Q(error_type="")).count()
+        assert rolled["t"] == raw.aggregate(s=Sum("total_tokens"))["s"]
+        assert rolled["c"] == (raw.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
+
+    # The dashboard's percentiles come from the histograms: within the width of the bucket.
+    board = dashboard(tenant, start=T0, end=T0 + timedelta(hours=4))
+    assert board.totals.requests == 600
+    assert board.totals.cost_picodollars == raw_cost
+    latencies = list(logs.values_list("latency_ms", flat=True))
+    ttfbs = [v for v in logs.values_list("ttfb_ms", flat=True) if v is not None]
+    for p in (0.5, 0.95, 0.99):
+        for values, estimate in ((latencies, board.totals.latency_p(p)), (ttfbs, board.totals.ttfb_p(p))):
+            exact = percentile(values, p)
+            low, high = bucket_bounds(exact)
+            width = high - low if high != float("inf") else low
+            assert abs(estimate - exact) <= width, (p, estimate, exact)
+    assert sum(point.totals.requests for point in board.series) == 600
+    # A month reads the day rollups (whole UTC days): the same totals.
+    month = dashboard(tenant, start=T0 - timedelta(days=20), end=T0 + timedelta(days=10))
+    assert (month.totals.requests, month.totals.errors, month.totals.cost_picodollars) == (600, raw_errors, raw_cost)
+    assert month.step == timedelta(days=1)
+    assert {r.label: r.requests for r in month.by_user} == {r.label: r.requests for r in board.by_user}
+    assert {r.label for r in board.by_tag} == {"team-a", "batch"}
+    assert {r.label for r in board.by_user} == {"u1", "u2"}
+    assert sum(r.requests for r in board.by_model) == 600
+
+
+def test_percentile_from_histogram_interpolates_inside_the_bucket():
+    counts = [0] * 20
+    counts[3] = 10  # ten calls between 75 and 100 ms
+    assert percentile_from_histogram(counts, 0.5) == pytest.approx(87.5)
+    assert percentile_from_histogram([0] * 20, 0.5) is None
+    counts = [0] * 19 + [4]  # all slower than a minute: the open bucket answers its lower bound
+    assert percentile_from_histogram(counts, 0.99) == 60000

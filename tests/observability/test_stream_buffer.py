@@ -1,0 +1,47 @@
+"""The log buffer's store handling, without a database: a refused batch is split, not written row by row."""
+
+from __future__ import annotations
+
+from observability import metrics
+from observability.live import usd
+from observability.logbuffer import LogBuffer
+
+
+class PickyStore:
+    """Refuses any write containing a row marked bad, like PostgreSQL refusing one value of a batch."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.rows: list[dict] = []
+
+    def write(self, records: list[dict]) -> None:
+        self.writes += 1
+        if any(r.get("bad") and not r.get("error_message", "").startswith("[the database refused") for r in records):
+            raise ValueError("integer out of range")
+        self.rows.extend(records)
+
+
+def test_a_few_bad_rows_among_thousands_cost_a_few_dozen_writes_and_keep_the_order():
+    store = PickyStore()
+    buffer = LogBuffer(sink=store)
+    refused = metrics.value("calllog_rows_refused")
+    for i in range(4000):
+        buffer.add({"request_id": f"r{i}", "tenant_id": 1, "bad": i in (7, 2500)})
+    assert buffer.flush_sync() == 4000
+    assert [r["request_id"] for r in store.rows] == [f"r{i}" for i in range(4000)]
+    assert store.writes < 60  # one row at a time would be 4,000 writes
+    assert metrics.value("calllog_rows_refused") == refused + 2
+    degraded = [r for r in store.rows if r.get("bad")]
+    assert [r["request_id"] for r in degraded] == ["r7", "r2500"]
+    assert all("database refused" in r["error_message"] for r in degraded)
+
+
+def test_usd_is_the_exact_decimal_of_picodollars():
+    assert [usd(v) for v in (None, 0, 1, 1_500_000_000, 10**12, 123 * 10**12 + 5)] == [
+        None,
+        "0",
+        "0.000000000001",
+        "0.0015",
+        "1",
+        "123.000000000005",
+    ]
