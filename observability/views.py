@@ -18,6 +18,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.prices import from_pico
@@ -315,8 +316,13 @@ def spend_usage(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     embeds this with htmx: billing does not read the call-log rollups itself)."""
     access = tenant_access(request, slug)
     try:
-        start = datetime.fromisoformat(request.GET["start"])
-        end = datetime.fromisoformat(request.GET["end"])
+        if "start" not in request.GET and "end" not in request.GET:
+            # Opened on its own (a bookmark, a new tab): the last 30 days.
+            end = timezone.now()
+            start = end - timedelta(days=30)
+        else:
+            start = datetime.fromisoformat(request.GET["start"])
+            end = datetime.fromisoformat(request.GET["end"])
         if start.tzinfo is None or end.tzinfo is None or start >= end:
             raise ValueError
     except (KeyError, ValueError):

@@ -51,6 +51,21 @@ def _invoice(o: dict) -> int:
     return invoice.id
 
 
+def _log(o: dict):
+    from observability.models import CallLog
+
+    log, _ = CallLog.objects.get_or_create(
+        tenant=o["key"].tenant,
+        request_id="req_permission_walk",
+        defaults={"virtual_key": o["key"], "endpoint": "chat/completions", "status_code": 200, "latency_ms": 1.0},
+    )
+    return log
+
+
+# A call made with Alice's key: like the key itself, Erin (member) must not learn it exists.
+KEY_LOG = ("key", lambda o: {"log_id": _log(o).id})
+KEY_LOG_BY_REQUEST = ("key", lambda o: {"request_id": _log(o).request_id})
+
 # Invoices are the owners' (billing.manage), every other role gets 403.
 INVOICE = ("invoice", lambda o: {"invoice_id": _invoice(o)})
 STRIPE_OFF = ("stripe-off", lambda o: {})
@@ -112,6 +127,16 @@ CONSOLE = [
     ("key-limits", KEY, {"POST": Role.ADMIN}),
     ("key-limits", ERIN_KEY, {"POST": Role.ADMIN}),
     ("spend", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("dashboard", {}, {"GET": Role.VIEWER}),
+    ("log-explorer", {}, {"GET": Role.VIEWER}),
+    ("logs-live", {}, {"GET": Role.VIEWER}),
+    ("log-export", {}, {"GET": Role.VIEWER}),
+    ("log-detail", KEY_LOG, {"GET": Role.VIEWER}),
+    ("log-by-request", KEY_LOG_BY_REQUEST, {"GET": Role.VIEWER}),
+    ("playground", {}, {"GET": Role.VIEWER}),
+    # The playground mints a short-lived key for the user: whoever may create keys.
+    ("playground-key", {}, {"POST": Role.MEMBER}),
+    ("spend-usage", {}, {"GET": Role.VIEWER}),
     ("billing", {}, {"GET": Role.OWNER, "POST": Role.OWNER}),
     ("billing-invoice-csv", INVOICE, {"GET": Role.OWNER}),
     ("billing-invoice-pdf", INVOICE, {"GET": Role.OWNER}),

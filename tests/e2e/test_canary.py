@@ -483,7 +483,18 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
         "/invitations/",
     ):
         call("GET", path)
+    # A call log row and the month's invoice (built from the ledger) for the log and invoice pages.
+    from billing.invoices import invoice_for_month, local_today
+    from tenants.models import Tenant
+
+    assert wait_for(lambda: CallLog.objects.filter(request_id__in=request_ids).exists(), timeout=15)
+    log = CallLog.objects.filter(request_id__in=request_ids).order_by("id").first()
+    acme = Tenant.objects.get(slug="acme")
+    invoice = invoice_for_month(acme, local_today(acme).replace(day=1))
     objects = {
+        "invoice_id": invoice.id,
+        "log_id": log.id,
+        "request_id": log.request_id,
         "key_id": app_key.id,
         "provider_id": providers["main"].id,
         "name": "quote-401",
