@@ -17,6 +17,11 @@ PY312 ?= $(shell for p in python3.12 /usr/local/bin/python3.12 /usr/bin/python3.
 PYTHON := .venv/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gateway
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The suite runs in two processes (pytest-xdist), each with its own PostgreSQL and Redis database
+# (gateway_project/settings.py counts Redis databases down from TEST_REDIS_URL's); a file stays on one
+# process, so its module fixtures are built once.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: install run serve test bench lint migrate
 

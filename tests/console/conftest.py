@@ -81,6 +81,11 @@ def _populate(tenant: Tenant, owner, prefix: str) -> dict:
 
 @pytest.fixture
 def world(db) -> World:
+    return build_world()
+
+
+def build_world() -> World:
+    """Alice's acme with one person per role, and Bob's globex, each with keys, providers and tokens."""
     acme = Tenant.objects.create(slug="acme", name="Acme Corp")
     globex = Tenant.objects.create(slug="globex", name="Globex")
     alice, dave, erin, charlie = (make_user(f"{n}@acme.example") for n in ("alice", "dave", "erin", "charlie"))

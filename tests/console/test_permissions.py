@@ -7,9 +7,36 @@ test_every_console_url_is_walked, so nobody can add a page that skips the permis
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tenants.models import Role
+from tests.console.conftest import World, build_world
+
+
+@pytest.fixture(scope="module")
+def _world_once(django_db_setup, django_db_blocker):
+    """The two tenants, built once for this module's several hundred cases instead of once per case.
+
+    They live in a transaction that stays open for the module; each case runs in its own savepoint
+    inside it (the `db` fixture), so what a POST revokes or deletes is back for the next case, and the
+    module's rollback leaves the database as it found it. pytest tears this down before a test of any
+    other module runs, so no other test ever sees these rows or waits on this transaction.
+    """
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        try:
+            yield build_world()
+        finally:
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
+
+
+@pytest.fixture
+def world(_world_once: World, db) -> World:
+    return _world_once
+
 
 # Who: the four acme roles by name.
 ROLE_OF = {"alice": Role.OWNER, "dave": Role.ADMIN, "erin": Role.MEMBER, "charlie": Role.VIEWER}

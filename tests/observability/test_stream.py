@@ -106,7 +106,9 @@ def test_a_consumer_restart_with_pending_entries_loses_nothing_and_inserts_nothi
         # acknowledges anything (killed between commit and XACK).
         dead = consumer("dead")
         await dead._ensure_group()
-        taken = stream._entries(await dead.client.xreadgroup(stream.GROUP, "dead", {stream.stream_name(): ">"}, count=10))
+        taken = stream._entries(
+            await dead.client.xreadgroup(stream.GROUP, "dead", {stream.stream_name(): ">"}, count=10)
+        )
         assert len(taken) == 2
         assert await asyncio.get_running_loop().run_in_executor(None, dead._write, taken[:1])
         await dead.client.aclose()
