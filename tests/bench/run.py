@@ -175,7 +175,7 @@ class Bench:
             headers,
             (JSON_MODEL, STREAM_MODEL),
         )
-        if mock_requests(mock_port) - calls_before < (1 if variant.cache_hits else 3):
+        if mock_requests(mock_port) - calls_before < (1 if variant.cache_hits or variant.unique_prompts else 3):
             raise BenchError(f"pre-check failed: {variant.name} answered without calling the mock upstream")
         requests = _requests(
             gateway.port, headers, "/v1/chat/completions", "/v1/chat/completions", variant.unique_prompts
