@@ -351,7 +351,8 @@ def start_gateway(
         "--port",
         str(port),
         "--workers",
-        "1",
+        # BENCH_WORKERS=2 looks at what several workers share (the limiter's Redis, the log stream).
+        os.environ.get("BENCH_WORKERS", "1"),
         "--loop",
         "uvloop",
         "--log-level",

@@ -202,7 +202,7 @@ class Bench:
         driver = "wrk -t1" if self.driver == "wrk" else "the Python asyncio driver (tests/bench/pydriver.py)"
         return [
             f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} CPUs ({cpu or platform.machine()}); "
-            f"Python {platform.python_version()}; granian, 1 worker, uvloop; database {database}.",
+            f"Python {platform.python_version()}; granian, {os.environ.get('BENCH_WORKERS', '1')} worker(s), uvloop; database {database}.",
             f"Load: {driver}; {self.args.duration:g} s per scenario after {self.args.warmup:g} s warm-up per mode "
             f"at c={WARMUP_CONCURRENCY}; the stream is timed to its last byte (7 events + [DONE]).",
         ]
