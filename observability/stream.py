@@ -37,6 +37,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from gateway_project.deployment import database_identity
 from observability import metrics
 from observability.logbuffer import AWAY, DatabaseSink, LogBuffer, LogSink
 from observability.text import storable_deep
@@ -57,9 +58,7 @@ def stream_name() -> str:
     """The stream of this deployment's database: gateways that share a Redis database but write to
     different PostgreSQL databases (a staging copy, a test run next to a leftover server) must never
     take each other's call logs and write them into the wrong database."""
-    db = settings.DATABASES["default"]
-    ident = f"{db.get('HOST') or ''}:{db.get('PORT') or ''}/{db.get('NAME') or ''}"
-    return f"{STREAM_PREFIX}:{hashlib.blake2b(ident.encode(), digest_size=6).hexdigest()}"
+    return f"{STREAM_PREFIX}:{hashlib.blake2b(database_identity().encode(), digest_size=6).hexdigest()}"
 
 
 def enabled() -> bool:

@@ -26,6 +26,7 @@ import orjson
 from django.conf import settings
 
 from billing.prices import to_pico
+from gateway_project.deployment import database_identity
 from proxy.limits import RedisLimiter, limiter
 from proxy.providers.base import UpstreamResult, UpstreamStream
 from proxy.sse import event_data
@@ -63,26 +64,11 @@ def canonical_request(endpoint: str, payload: dict[str, Any]) -> bytes:
     return orjson.dumps([endpoint, normalized], option=orjson.OPT_SORT_KEYS)
 
 
-_database: bytes | None = None
-
-
-def _database_ident() -> bytes:
-    """Which database's tenants these are. Tenant ids restart in a new database: a gateway pointed at a
-    fresh one (a rebuilt staging copy) sharing Redis with an old one must never answer its tenant 1 with
-    the old tenant 1's entries. Read on first use, once the settings say which database this is."""
-    global _database
-    if _database is None:
-        from django.conf import settings
-
-        db = settings.DATABASES["default"]
-        _database = f"{db.get('HOST') or ''}:{db.get('PORT') or ''}/{db.get('NAME') or ''}".encode()
-    return _database
-
-
 def entry_key(tenant_id: int, model: str, canonical: bytes) -> str:
-    """The store key: namespaced per tenant, and the tenant and its database are hashed in too."""
+    """The store key: namespaced per tenant, and the tenant and its database are hashed in too
+    (tenant ids restart in a fresh database that may share Redis with an old one)."""
     digest = hashlib.blake2b(digest_size=20, person=b"gw-prompt-cache")
-    digest.update(b"%s\x00%d\x00%s\x00" % (_database_ident(), tenant_id, model.encode()))
+    digest.update(b"%s\x00%d\x00%s\x00" % (database_identity().encode(), tenant_id, model.encode()))
     digest.update(canonical)
     return f"gw:pc:{tenant_id}:{digest.hexdigest()}"
 
