@@ -13,7 +13,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.models import BudgetMode, BudgetPeriod
-from billing.prices import format_usd, from_pico
 from billing.selectors import (
     access_budget,
     budget_usage,
@@ -25,6 +24,7 @@ from billing.selectors import (
     visible_budgets,
 )
 from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert
+from gateway_project.common.money import format_usd, from_pico
 from tenants.apis import TokenApi
 from tenants.models import Role
 from tenants.permissions import BILLING_MANAGE, CONFIG_WRITE

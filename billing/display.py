@@ -2,7 +2,7 @@
 
 Whole cents for amounts of a cent or more; below a cent, two significant digits, because small tenants
 and test budgets live there ("0.00005 USD", not "0.00 USD"). Exact Decimal arithmetic throughout;
-the exact figure stays available through billing.prices.format_usd.
+the exact figure stays available through gateway_project.common.money.format_usd.
 """
 
 from __future__ import annotations

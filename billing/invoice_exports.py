@@ -17,7 +17,7 @@ from django.template.loader import render_to_string
 
 from billing.invoices import cents_to_usd, line_cents
 from billing.models import Invoice, LineKind
-from billing.prices import format_usd
+from gateway_project.common.money import format_usd
 
 CSV_FIELDS = [
     "invoice",

@@ -29,9 +29,9 @@ from billing.invoices import (
 )
 from billing.models import InvoiceStatus, LineGrouping, Plan
 from billing.selectors import access_invoice, visible_invoices
+from gateway_project.common.htmx import HtmxHttpRequest
 from tenants.forms import add_service_errors
 from tenants.permissions import BILLING_MANAGE, TenantAccess, tenant_access
-from tenants.views import HtmxHttpRequest
 
 
 class PlanForm(forms.Form):

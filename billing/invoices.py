@@ -50,8 +50,8 @@ from billing.models import (
     Plan,
     SpendLedger,
 )
-from billing.prices import from_pico
 from billing.selectors import tenant_timezone
+from gateway_project.common.money import from_pico
 from tenants.audit import Actor, audit
 from tenants.models import Tenant, VirtualKey
 

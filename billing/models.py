@@ -10,7 +10,7 @@ from tenants.models import Tenant
 
 # Money sums are stored as integer picodollars (USD x 10**12): exact on PostgreSQL and SQLite alike
 # (SQLite turns decimals into floats), and exact for every price with up to six decimals per million
-# tokens. Python code turns them into Decimal with billing.prices.from_pico.
+# tokens. Python code turns them into Decimal with gateway_project.common.money.from_pico.
 PRICE = {"max_digits": 18, "decimal_places": 6, "validators": [MinValueValidator(Decimal(0))]}
 
 

@@ -12,7 +12,7 @@ from django.http import Http404
 
 from billing.models import Budget, PriceOverride, SpendLedger, TagSpend
 from billing.periods import period_start
-from billing.prices import Price, find_price, format_usd, from_pico, shipped_prices
+from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices
 from observability.models import CallLog
 from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey

@@ -45,7 +45,7 @@ from billing.models import Invoice, InvoiceStatus, Plan
 
 # The Celery tasks live in billing.tasks, where workers find them; importable from here too.
 from billing.tasks import push_invoice_task, stripe_sync_task, void_invoice_task  # noqa: F401
-from routing.redact import redact
+from gateway_project.common.redact import redact
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 

@@ -23,7 +23,7 @@ def send_budget_alert(self, *, budget_id: int, period_key: str, threshold: int, 
 
 def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[int]:
     from billing.models import Budget
-    from billing.prices import NANO
+    from gateway_project.common.money import NANO
 
     budget = Budget.objects.filter(id=budget_id).only("limit_usd", "alert_at").first()
     if budget is None:

@@ -23,7 +23,6 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from billing.forms import BillingSettingsForm, BudgetForm, LimitForm, SpendRangeForm
 from billing.models import LimitScope, PriceOverride, RateLimit
 from billing.periods import period_start
-from billing.prices import from_pico
 from billing.selectors import (
     BudgetUsage,
     access_budget,
@@ -38,11 +37,12 @@ from billing.selectors import (
     visible_budgets,
 )
 from billing.services import billing_settings_set, budget_delete, budget_upsert, rate_limit_set
+from gateway_project.common.htmx import HtmxHttpRequest
+from gateway_project.common.money import from_pico
 from routing.models import ModelDeployment
 from tenants.forms import add_service_errors
 from tenants.models import Role, VirtualKey
 from tenants.permissions import CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
-from tenants.views import HtmxHttpRequest
 
 PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
 

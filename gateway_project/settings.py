@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from gateway_project.env import (
+from gateway_project.common.env import (
     LEGACY_DEV_SECRET,
     database_from_url,
     default_public_url,

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from django.db.models import QuerySet
 
-from billing.prices import format_usd, from_pico
+from gateway_project.common.money import format_usd, from_pico
 from observability.models import CallLog
 from observability.selectors import iter_log_chunks
 

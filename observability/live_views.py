@@ -12,11 +12,11 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from gateway_project.common.htmx import HtmxHttpRequest
 from observability.consumers import SESSION_TENANT
 from routing.selectors import model_names_for
 from tenants.models import Role
 from tenants.permissions import tenant_access, visible_keys
-from tenants.views import HtmxHttpRequest
 
 
 @login_required

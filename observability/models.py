@@ -50,7 +50,7 @@ class CallLog(models.Model):
     end_user = models.CharField(max_length=200, blank=True)
     client_disconnected = models.BooleanField(default=False)
     # Exact cost in USD x 10**12 from the provider's usage and the tenant's prices; null when the model
-    # has no price. See billing.prices.
+    # has no price. See gateway_project.common.money.
     cost_picodollars = models.BigIntegerField(null=True)
     # True when tokens were estimated (no usage reported, or the client left mid-stream).
     cost_estimated = models.BooleanField(default=False)
@@ -87,7 +87,7 @@ class CallLog(models.Model):
 
     @property
     def cost_usd(self):
-        from billing.prices import from_pico
+        from gateway_project.common.money import from_pico
 
         return None if self.cost_picodollars is None else from_pico(self.cost_picodollars)
 

@@ -14,7 +14,7 @@ from django.db.models import Aggregate, Count, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 from django.http import Http404
 
-from billing.prices import from_pico
+from gateway_project.common.money import from_pico
 from observability.models import (
     HISTOGRAM_BUCKETS,
     LATENCY_COLUMNS,

@@ -37,7 +37,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway_project.deployment import database_identity
+from gateway_project.common.dbidentity import database_identity
 from observability import metrics
 from observability.logbuffer import AWAY, DatabaseSink, LogBuffer, LogSink
 from observability.text import storable_deep

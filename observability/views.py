@@ -21,7 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.prices import from_pico
+from gateway_project.common.htmx import HtmxHttpRequest
+from gateway_project.common.money import from_pico
 from observability import selectors
 from observability.charts import bar_chart, line_chart
 from observability.exports import export_lines
@@ -44,7 +45,6 @@ from observability.selectors import (
 from routing.selectors import model_names_for
 from tenants.models import Role, VirtualKey
 from tenants.permissions import KEYS_WRITE, TenantAccess, own_keys, tenant_access, visible_keys
-from tenants.views import HtmxHttpRequest
 
 PLAYGROUND_KEY_TTL = timedelta(minutes=15)
 

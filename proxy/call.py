@@ -10,13 +10,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from billing.prices import pico_to_nanos_ceil, to_pico
+from gateway_project.common.money import pico_to_nanos_ceil, to_pico
+from gateway_project.common.redact import redact, secrets_of
 from observability.logbuffer import buffer
 from observability.text import storable
 from proxy import money
 from proxy.state import Deployment, KeyEntry, TenantEntry
 from proxy.tasks import spawn
-from routing.redact import redact, secrets_of
 
 MAX_TOKENS_REPORTED = 2**31 - 1
 

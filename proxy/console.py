@@ -15,13 +15,13 @@ from django.urls import path
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from gateway_project.common.htmx import HtmxHttpRequest
 from observability.selectors import DeploymentStats, deployment_stats, split_comparison
 from proxy.health import health
 from proxy.simulate import SimulateRequest, breaker_states, simulate
 from routing.forms import SimulateForm
 from routing.selectors import model_names_for, models_for, route_settings_of, split_models_for
 from tenants.permissions import TenantAccess, tenant_access, visible_keys
-from tenants.views import HtmxHttpRequest
 
 HEALTH_WINDOW = timedelta(minutes=15)
 AB_PERIODS = {"1": "Last 24 hours", "7": "Last 7 days", "30": "Last 30 days"}

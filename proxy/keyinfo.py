@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from billing.periods import period_key
-from billing.prices import NANO
+from gateway_project.common.money import NANO
 from proxy import pipeline
 from proxy.errors import ProxyError
 from proxy.inbound import openai as inbound

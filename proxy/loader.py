@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from billing.prices import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
 from billing.selectors import tenant_timezone
+from gateway_project.common.money import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
 from proxy.limits import limiter
 from proxy.state import BudgetSpec
 

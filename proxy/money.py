@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 
 from billing.display import display_usd
 from billing.periods import period_key, seconds_to_next_period
-from billing.prices import NANO
+from gateway_project.common.money import NANO
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.loader import budget_counter_key, seed_budget_counter

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from gateway_project.common.redact import redact_bytes, secrets_of
 from proxy import errors, money, router
 from proxy.attempts import run
 from proxy.call import Call
@@ -30,7 +31,6 @@ from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.state import state
 from proxy.steps import StreamFilter, apply_filters
-from routing.redact import redact_bytes, secrets_of
 
 logger = logging.getLogger("gateway.proxy")
 

@@ -65,7 +65,7 @@ class Deployment:
     base_url: str
     api_key: str
     upstream_model: str
-    price: Any = None  # billing.prices.Price, or None when the model has no known price
+    price: Any = None  # gateway_project.common.money.Price, or None when the model has no known price
     rpm: int | None = None
     tpm: int | None = None
     # Set when the base URL is an IP literal the operator has not allowed (checked once at load).
@@ -197,12 +197,12 @@ def load_key(key_hash: str) -> KeyEntry | None:
 def load_tenant(tenant_id: int) -> TenantEntry | None:
     from urllib.parse import urlsplit
 
-    from gateway_project import crypto
+    from gateway_project.common import crypto
+    from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
     from proxy.providers import adapter_for
     from routing.models import ModelDeployment
     from routing.models import ModelRoute as RouteRow
     from routing.models import RouteRule as RuleRow
-    from routing.netguard import UnsafeUpstreamError, check_address, literal_ip
     from tenants.models import Tenant
 
     tenant = (

@@ -15,7 +15,7 @@ import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
-from routing.netguard import GuardedResolver
+from gateway_project.common.netguard import GuardedResolver
 
 _clients: dict[int, httpx.AsyncClient] = {}
 

@@ -6,7 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from gateway_project import crypto
+from gateway_project.common import crypto
 from tenants.models import Tenant
 
 
@@ -43,7 +43,7 @@ class ProviderCredential(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=30, choices=ProviderKind.choices)
     base_url = models.URLField(max_length=500, blank=True)
-    # Fernet token of the provider API key (see gateway_project.crypto); never returned or logged in clear.
+    # Fernet token of the provider API key (see gateway_project.common.crypto); never returned or logged in clear.
     api_key_encrypted = models.TextField(blank=True)
     # How the key was given in YAML ("env:NAME"), so `gateway export` can write it back without the secret.
     api_key_source = models.CharField(max_length=200, blank=True)
@@ -79,7 +79,7 @@ class ProviderCredential(models.Model):
         return self.base_url
 
     def secrets(self) -> dict:
-        """The decrypted extra secrets ({} when none). Raises gateway_project.crypto.DecryptionError."""
+        """The decrypted extra secrets ({} when none). Raises gateway_project.common.crypto.DecryptionError."""
         return json.loads(crypto.decrypt(self.secrets_encrypted)) if self.secrets_encrypted else {}
 
 

@@ -12,9 +12,9 @@ Each kind has a listing call that proves the URL and the credentials without spe
 The operator's extra headers are sent too, as the proxy sends them, so a provider behind an
 authenticating proxy tests the way it is called.
 
-The call goes through the same SSRF guard as the proxy (routing.netguard, and
-routing.netguard.GuardedResolver at connect time). What the provider says back is shown only after
-routing.redact has removed every secret of the credential: providers quote rejected keys.
+The call goes through the same SSRF guard as the proxy (gateway_project.common.netguard, and
+gateway_project.common.netguard.GuardedResolver at connect time). What the provider says back is shown only after
+gateway_project.common.redact has removed every secret of the credential: providers quote rejected keys.
 The request shapes mirror proxy/providers/*, which this module must not import (domain apps never
 import proxy).
 """
@@ -34,10 +34,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from yarl import URL
 
-from gateway_project import crypto
+from gateway_project.common import crypto
+from gateway_project.common.netguard import GuardedResolver, UnsafeUpstreamError, validate_base_url
+from gateway_project.common.redact import redact, secrets_of
 from routing.models import DEFAULT_BASE_URLS, ProviderCredential, ProviderKind
-from routing.netguard import GuardedResolver, UnsafeUpstreamError, validate_base_url
-from routing.redact import redact, secrets_of
 
 TIMEOUT_SECONDS = 10.0
 ANTHROPIC_VERSION = "2023-06-01"

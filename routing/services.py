@@ -10,7 +10,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from gateway_project import crypto
+from gateway_project.common import crypto
+from gateway_project.common.netguard import UnsafeUpstreamError, validate_base_url
 from routing.models import (
     AWS_SECRET_FIELDS,
     DEFAULT_BASE_URLS,
@@ -29,7 +30,6 @@ from routing.models import (
     Sticky,
     Strategy,
 )
-from routing.netguard import UnsafeUpstreamError, validate_base_url
 from routing.policies import cache_policy_clean, pii_policy_clean
 from tenants.audit import Actor, audit
 from tenants.changes import record_change

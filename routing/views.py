@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
+from gateway_project.common.htmx import HtmxHttpRequest
 from routing.forms import (
     BaseDeploymentFormSet,
     BaseRuleFormSet,
@@ -61,7 +62,6 @@ from tenants.permissions import (
     tenant_access,
     visible_keys,
 )
-from tenants.views import HtmxHttpRequest
 
 # --- Providers -------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from gateway_project.env import LEGACY_DEV_SECRET
+from gateway_project.common.env import LEGACY_DEV_SECRET
 from routing.models import ModelDeployment, ProviderCredential, ProviderKind
 from routing.services import model_deployments_set, provider_upsert
 from tenants.audit import Actor, audit

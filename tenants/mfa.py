@@ -1,13 +1,13 @@
 """Two-factor secrets at rest: allauth stores TOTP keys and recovery-code seeds in the database, in
 clear unless its adapter encrypts them. A database dump must not be enough to pass a second factor,
-so they are encrypted like provider keys (gateway_project.crypto, rotated with the same command).
+so they are encrypted like provider keys (gateway_project.common.crypto, rotated with the same command).
 """
 
 from __future__ import annotations
 
 from allauth.mfa.adapter import DefaultMFAAdapter
 
-from gateway_project import crypto
+from gateway_project.common import crypto
 
 # Fernet tokens always start with this (version byte 0x80, base64): anything else was stored before
 # encryption was turned on and is read as it is.

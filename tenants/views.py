@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
+from gateway_project.common.htmx import HtmxHttpRequest
 from routing.selectors import model_names_for
 from tenants.adapters import INVITATION_SESSION_KEY
 from tenants.audit import Actor
@@ -75,10 +75,6 @@ from tenants.services import (
     virtual_key_rotate,
     virtual_key_update,
 )
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _base_url(request: HttpRequest) -> str:

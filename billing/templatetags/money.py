@@ -7,7 +7,7 @@ from decimal import Decimal
 from django import template
 
 from billing.display import display_usd
-from billing.prices import format_usd
+from gateway_project.common.money import format_usd
 
 register = template.Library()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django import template
 
-from billing.prices import Price
 from billing.selectors import deployment_has_price, price_table_for
+from gateway_project.common.money import Price
 
 register = template.Library()
 

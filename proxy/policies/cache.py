@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from django.conf import settings
 
-from billing.prices import to_pico
-from gateway_project.deployment import database_identity
+from gateway_project.common.dbidentity import database_identity
+from gateway_project.common.money import to_pico
 from proxy.limits import RedisLimiter, limiter
 from proxy.providers.base import UpstreamResult, UpstreamStream
 from proxy.sse import event_data
@@ -111,7 +111,7 @@ def storable_answer(endpoint: str, answer: Any) -> bool:
 
 
 def saved_picodollars(price: Any, usage: dict[str, Any] | None) -> int | None:
-    """What the stored answer's usage would cost at `price` (billing.prices.Price), as Call._cost
+    """What the stored answer's usage would cost at `price` (gateway_project.common.money.Price), as Call._cost
     prices a call; None when unpriced or without usage."""
     from proxy.call import int_or_none
 

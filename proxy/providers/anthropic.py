@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway_project.common.redact import redact, redact_bytes, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
@@ -41,7 +42,6 @@ from proxy.providers.openai import transport_error
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
-from routing.redact import redact, redact_bytes, secrets_of
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

@@ -31,6 +31,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, ParserError
 from yarl import URL
 
+from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
@@ -45,7 +46,6 @@ from proxy.providers.base import (
 from proxy.providers.openai import transport_error
 from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
-from routing.redact import redact, secrets_of
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 
@@ -286,7 +286,7 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
 
 def openai_usage(usage: Any) -> dict | None:
     """OpenAI usage from Converse's: cache reads and writes are part of prompt_tokens, as in OpenAI's
-    convention (billing.prices), while Bedrock counts them apart from inputTokens."""
+    convention (gateway_project.common.money), while Bedrock counts them apart from inputTokens."""
     if not isinstance(usage, dict):
         return None
     cached = int(usage.get("cacheReadInputTokens") or 0)

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
@@ -44,7 +45,6 @@ from proxy.providers.openai import not_a_stream, stream_error_event, transport_e
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
-from routing.redact import redact, secrets_of
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 

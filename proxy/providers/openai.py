@@ -10,6 +10,7 @@ import aiohttp
 import httpx
 import orjson
 
+from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
@@ -21,7 +22,6 @@ from proxy.providers.base import (
 from proxy.sse import SSESplitter, event_data
 from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
-from routing.redact import redact, secrets_of
 
 # Response headers worth passing through to the client.
 PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-request-id", "retry-after", "retry-after-ms")

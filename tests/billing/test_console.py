@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from billing.models import BillingSettings, Budget, LimitScope, RateLimit, SpendLedger
 from billing.periods import period_start
-from billing.prices import to_pico
+from gateway_project.common.money import to_pico
 from tenants.models import AuditLog, Role
 
 # The console's autouse helpers (cache reset, fast password hashing), for this module only: the

@@ -19,7 +19,7 @@ from billing.invoices import (
     round_total,
 )
 from billing.models import BillingSettings, Invoice, InvoiceStatus, LineKind, Plan, SpendLedger
-from billing.prices import from_pico
+from gateway_project.common.money import from_pico
 from tenants.audit import Actor
 from tenants.models import Membership, Role, Tenant
 

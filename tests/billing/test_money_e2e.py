@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.db.models import Sum
 
 from billing.models import SpendLedger
-from billing.prices import from_pico
+from gateway_project.common.money import from_pico
 from observability.models import CallLog
 from tenants.config import apply_config
 from tests.conftest import UPSTREAM_KEY, wait_for

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.prices import Price, find_price, format_usd, from_pico, shipped_prices, to_pico
+from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices, to_pico
 
 
 def test_cost_is_exact_decimal_arithmetic():
@@ -116,7 +116,7 @@ def test_base_model_prices_a_custom_bedrock_deployment_name():
 
 
 def test_every_price_family_cites_its_source():
-    from billing.prices import price_families
+    from gateway_project.common.money import price_families
 
     for name, family in price_families().items():
         assert family["source"] and family["models"], name
@@ -129,7 +129,7 @@ def test_unknown_models_have_no_price():
 
 
 def test_every_supported_provider_family_ships_prices():
-    from billing.prices import price_families
+    from gateway_project.common.money import price_families
 
     assert set(price_families()) >= {"openai", "anthropic", "gemini", "bedrock", "mock"}
 
@@ -167,7 +167,7 @@ def test_worst_case_integer_path_matches_decimal_arithmetic() -> None:
     # exactly the Decimal one, rounded up, for prices of every shape (and Decimal past six decimals).
     import random
 
-    from billing.prices import MILLION, to_nanos_ceil
+    from gateway_project.common.money import MILLION, to_nanos_ceil
 
     rng = random.Random(7)
     rates = ["0", "0.000001", "0.0000001", "0.0375", "0.15", "0.6", "1.23456789", "2.5", "75"]

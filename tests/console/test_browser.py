@@ -176,8 +176,8 @@ def _seed_console_world():
     from decimal import Decimal
 
     from billing.models import LimitScope, SpendLedger
-    from billing.prices import to_pico
     from billing.services import budget_upsert, rate_limit_set
+    from gateway_project.common.money import to_pico
     from routing.services import model_deployments_set, provider_upsert
     from tenants.audit import Actor
     from tenants.models import Membership, Role, Tenant

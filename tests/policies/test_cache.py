@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 from django.test import RequestFactory
 
-from billing.prices import pico_to_nanos_ceil
+from gateway_project.common.money import pico_to_nanos_ceil
 from observability.logbuffer import buffer
 from proxy import limits, pipeline, tasks
 from proxy.policies import cache as prompt_cache

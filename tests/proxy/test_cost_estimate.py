@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing.prices import Price, to_pico
+from gateway_project.common.money import Price, to_pico
 from proxy.call import Call as CallRecord
 from proxy.state import Deployment
 

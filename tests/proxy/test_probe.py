@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway_project import crypto
+from gateway_project.common import crypto
 from routing.models import ProviderCredential
 from routing.probe import _bedrock_control_url, provider_test_connection
 from tests.conftest import UPSTREAM_KEY

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from billing.prices import Price
+from gateway_project.common.money import Price
 from observability.models import CallLog
 from proxy.providers import adapter_for
 from proxy.providers.anthropic import CLIENT_HEADERS

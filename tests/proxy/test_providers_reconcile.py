@@ -22,7 +22,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
-from billing.prices import format_usd, from_pico
+from gateway_project.common.money import format_usd, from_pico
 from tests.conftest import UPSTREAM_KEY, wait_for
 from tests.fakes import anthropic_upstream, azure_upstream, bedrock_upstream, gemini_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_project.common.redact import redact, secrets_of
 from proxy.state import Deployment
-from routing.redact import redact, secrets_of
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl0"
 

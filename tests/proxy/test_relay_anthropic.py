@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 
-from billing.prices import to_pico
+from gateway_project.common.money import to_pico
 from observability.models import CallLog
 from tenants.config import apply_config
 from tests.conftest import UPSTREAM_KEY, wait_for

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from billing.prices import Price
+from gateway_project.common.money import Price
 from proxy.health import Health
 from proxy.strategies import NAMES, order
 

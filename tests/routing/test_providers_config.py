@@ -14,10 +14,10 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from billing.prices import shipped_prices
+from gateway_project.common.money import shipped_prices
+from gateway_project.common.redact import secrets_of
 from proxy.state import load_tenant
 from routing.models import ModelDeployment, ProviderCredential
-from routing.redact import secrets_of
 from tenants.config import ConfigError, apply_config, export_config
 from tenants.models import Role, Tenant
 from tests.console.conftest import api_as, client_as, world  # noqa: F401

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from gateway_project import crypto
+from gateway_project.common import crypto
 from routing.models import ModelDeployment, ProviderCredential
 from tenants.models import AuditLog, Tenant, VirtualKey, hash_secret
 

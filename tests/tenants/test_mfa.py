@@ -8,7 +8,7 @@ import pytest
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret, hotp_value
 
-from gateway_project import crypto
+from gateway_project.common import crypto
 
 pytestmark = pytest.mark.django_db
 

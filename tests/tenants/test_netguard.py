@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from routing.netguard import UnsafeUpstreamError, validate_base_url
+from gateway_project.common.netguard import UnsafeUpstreamError, validate_base_url
 
 
 @pytest.fixture(autouse=True)

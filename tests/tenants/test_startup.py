@@ -18,7 +18,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from gateway_project.env import default_public_url, is_loopback_host
+from gateway_project.common.env import default_public_url, is_loopback_host
 from gateway_project.startup import check_port_free
 from tests.conftest import ROOT, free_port
 
@@ -303,7 +303,7 @@ def test_a_demo_key_the_user_revoked_stays_revoked(db):
 
 
 def test_a_demo_key_from_the_old_shared_secret_is_revoked(db, settings):
-    from gateway_project.env import LEGACY_DEV_SECRET
+    from gateway_project.common.env import LEGACY_DEV_SECRET
     from tenants.demo import demo_key_secret, seed_demo
     from tenants.models import VirtualKey, hash_secret
 

@@ -313,7 +313,7 @@ class Command(BaseCommand):
     def cmd_quickstart(self, options: dict) -> None:
         from django.conf import settings
 
-        from gateway_project.env import default_public_url
+        from gateway_project.common.env import default_public_url
         from tenants.demo import DEMO_EMAIL, demo_key_secret, demo_password
         from tenants.models import VirtualKey, hash_secret
 

@@ -134,6 +134,6 @@ def dev_secret_key(path: Path) -> str:
 
 
 def fernet_key_from_secret(secret_key: str) -> str:
-    """The Fernet key gateway_project.crypto derives from SECRET_KEY when GATEWAY_ENCRYPTION_KEY is unset."""
+    """The Fernet key gateway_project.common.crypto derives from SECRET_KEY when GATEWAY_ENCRYPTION_KEY is unset."""
     digest = hashlib.sha256(b"gateway-encryption:" + secret_key.encode()).digest()
     return base64.urlsafe_b64encode(digest).decode()
