@@ -30,7 +30,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
     from observability.background import serve as serve_logs
     from observability.logbuffer import buffer
     from proxy import views
-    from proxy.state import state
+    from proxy.configcache import state
     from proxy.upstream import close_client
 
     while True:
@@ -40,7 +40,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             views.ensure_background()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            from proxy.tasks import drain
+            from proxy.background import drain
 
             await drain()  # settle in-flight budget reservations before the logs' final flush
             await state.stop()

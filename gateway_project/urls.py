@@ -8,8 +8,8 @@ from billing import urls as billing_urls
 from gateway_project.admin_login import admin_login
 from observability import exposition as observability_exposition
 from observability import health as observability_health
-from proxy import apis as proxy_apis
-from proxy import console as proxy_console
+from proxy.console import apis as proxy_apis
+from proxy.console import views as proxy_console
 from routing import urls as routing_urls
 from tenants import urls as tenants_urls
 from tenants.apis import api_not_found

@@ -19,14 +19,15 @@ from collections.abc import AsyncIterator
 import orjson
 from django.conf import settings
 
-from proxy import errors, money
+from proxy import admission as money
+from proxy import errors
+from proxy.breakers import health
 from proxy.call import Call
 from proxy.errors import ProxyError
-from proxy.health import health
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream, failure
 from proxy.router import Group, Plan
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 
 logger = logging.getLogger("gateway.attempts")
 

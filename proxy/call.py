@@ -14,9 +14,9 @@ from gateway_project.common.money import pico_to_nanos_ceil, to_pico
 from gateway_project.common.redact import redact, secrets_of
 from observability.logbuffer import buffer
 from observability.text import storable
-from proxy import money
-from proxy.state import Deployment, KeyEntry, TenantEntry
-from proxy.tasks import spawn
+from proxy import admission as money
+from proxy.background import spawn
+from proxy.snapshot import Deployment, KeyEntry, TenantEntry
 
 MAX_TOKENS_REPORTED = 2**31 - 1
 

@@ -1,7 +1,7 @@
 """Gauges the proxy adds to /metrics (observability.exposition), read at scrape time.
 
 Circuit breakers live in each process's memory and are synced between processes through Redis
-pub/sub (proxy.health), so the scraped process's view stands for all of them. Only deployments this
+pub/sub (proxy.breakers), so the scraped process's view stands for all of them. Only deployments this
 process has called appear: the label values are deployment ids of the configuration.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from proxy.health import CLOSED, HALF_OPEN, OPEN, health
+from proxy.breakers import CLOSED, HALF_OPEN, OPEN, health
 
 HELP = "Circuit breaker of a deployment (1 for its current state), as this process sees it."
 

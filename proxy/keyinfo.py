@@ -2,9 +2,9 @@
 
 Self-service for the key's holder (no management token): its name, the models it may call, its rate
 limits and every budget that applies to it, with this period's spend and what remains. Served from the
-proxy's cached key and tenant (proxy.state) and the budget counters the limiter keeps (proxy.limits);
+proxy's cached key and tenant (proxy.configcache) and the budget counters the limiter keeps (proxy.limits);
 no database query, except that a budget counter nobody has used yet is started from the ledger once,
-exactly as admission does (proxy.money).
+exactly as admission does (proxy.admission).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from proxy.errors import ProxyError
 from proxy.inbound import openai as inbound
 from proxy.limits import LocalLimiter, limiter
 from proxy.loader import budget_counter_key, seed_budget_counter
-from proxy.state import BudgetSpec, KeyEntry, TenantEntry
+from proxy.snapshot import BudgetSpec, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.proxy")
 

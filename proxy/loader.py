@@ -1,18 +1,33 @@
-"""Every database read that builds the proxy's in-process tenant config: prices, limits and budgets.
+"""Every database read that builds the proxy's snapshots (proxy.snapshot): a key, and a tenant with its
+deployments, routes, rules, prices, limits, budgets and compiled policy steps.
 
-Runs in a worker thread when a tenant is (re)loaded, never per request.
+Runs in a worker thread when a key or tenant is (re)loaded (proxy.configcache), never per request.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from billing.selectors import tenant_timezone
+from billing.models import Budget, LimitScope, PriceOverride, RateLimit
+from billing.selectors import spent_in_period_pico, tenant_timezone
+from gateway_project.common import crypto
 from gateway_project.common.money import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
+from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
+from proxy.bodylog import BODY_LOG
 from proxy.limits import limiter
-from proxy.state import BudgetSpec
+from proxy.policies.cache import compile_cache
+from proxy.policies.pii import pii_step
+from proxy.providers import adapter_for
+from proxy.snapshot import BudgetSpec, CooldownSpec, Deployment, KeyEntry, RouteSpec, RuleSpec, SplitSpec, TenantEntry
+from routing.models import ModelDeployment
+from routing.models import ModelRoute as RouteRow
+from routing.models import RouteRule as RuleRow
+from tenants.models import Tenant, VirtualKey
 
 
 @dataclass
@@ -32,7 +47,6 @@ class MoneyConfig:
 
 
 def load_money_config(tenant_id: int) -> MoneyConfig:
-    from billing.models import Budget, LimitScope, PriceOverride, RateLimit
 
     prices = dict(shipped_prices())
     for o in PriceOverride.objects.filter(tenant_id=tenant_id):
@@ -61,7 +75,7 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
             alert_at=tuple(sorted(int(a) for a in budget.alert_at)),
         )
         # The period's counter is started from the ledger by admission, when it finds none
-        # (proxy.money._admit_seeding): a new period, a new budget or a Redis restart alike.
+        # (proxy.admission._admit_seeding): a new period, a new budget or a Redis restart alike.
         config.budgets.append(spec)
     return config
 
@@ -72,9 +86,151 @@ def budget_counter_key(budget_id: int, period: str) -> str:
 
 def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: datetime) -> None:
     """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
-    from billing.models import Budget
-    from billing.selectors import spent_in_period_pico
 
     budget = Budget.objects.filter(id=budget_id).first()
     spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
     limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))
+
+
+def load_key(key_hash: str) -> KeyEntry | None:
+
+    row = (
+        VirtualKey.objects.filter(key_hash=key_hash)
+        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata", "pii_policy")
+        .first()
+    )
+    if row is None:
+        return None
+
+    limit = RateLimit.objects.filter(tenant_id=row["tenant_id"], scope=LimitScope.KEY, ref=str(row["id"])).first()
+    metadata = row["metadata"] or {}
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return KeyEntry(
+        key_id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        allowed_models=frozenset(row["allowed_models"] or ()),
+        expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
+        revoked=row["revoked"],
+        metadata=metadata,
+        loaded_at=time.monotonic(),
+        rpm=limit.rpm if limit else None,
+        tpm=limit.tpm if limit else None,
+        max_parallel=limit.max_parallel if limit else None,
+        tags=tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        pii_override=row["pii_policy"] is not None,
+        pii_step=pii_step(row["pii_policy"]),
+    )
+
+
+def load_tenant(tenant_id: int) -> TenantEntry | None:
+
+    tenant = (
+        Tenant.objects.filter(id=tenant_id).values("id", "slug", "cache_policy", "pii_policy", "log_bodies").first()
+    )
+    if tenant is None:
+        return None
+
+    money = load_money_config(tenant_id)
+    models: dict[str, list[Deployment]] = {}
+    for d in (
+        ModelDeployment.objects.filter(tenant_id=tenant_id)
+        .select_related("provider")
+        .order_by("model_name", "priority", "id")
+    ):
+        p = d.provider
+        try:
+            api_key = crypto.decrypt(p.api_key_encrypted)
+            secrets = p.secrets()  # aws_* and the operator's headers, encrypted together
+        except crypto.DecryptionError as exc:
+            api_key, secrets, blocked = "", {}, str(exc)
+        else:
+            blocked = ""
+        base_url = p.endpoint_url  # Bedrock without a base_url: its regional host
+        host = urlsplit(base_url).hostname or ""
+        ip = literal_ip(host) if host else None
+        if ip is not None:
+            try:
+                check_address(host, str(ip))
+            except UnsafeUpstreamError as exc:
+                blocked = str(exc)
+        rpm, tpm = money.deployment_limits.get(d.id, (None, None))
+        dep = Deployment(
+            id=d.id,
+            model_name=d.model_name,
+            provider_name=p.name,
+            kind=p.kind,
+            base_url=base_url.rstrip("/"),
+            api_key=api_key,
+            upstream_model=d.upstream_model,
+            blocked=blocked,
+            # A custom upstream id (an Azure deployment name) is priced as the model it runs.
+            price=money.price_for(d.upstream_model, d.base_model),
+            rpm=rpm,
+            tpm=tpm,
+            weight=d.weight,
+            api_version=p.api_version,
+            region=p.region,
+            aws_access_key_id=secrets.get("aws_access_key_id", ""),
+            aws_secret_access_key=secrets.get("aws_secret_access_key", ""),
+            aws_session_token=secrets.get("aws_session_token", ""),
+            extra_headers=dict(secrets.get("headers") or {}),
+            base_model=d.base_model,
+        )
+        adapter_for(dep.kind).prepare(dep)
+        models.setdefault(d.model_name, []).append(dep)
+    # One query each for route settings and rules, whatever the number of models.
+    rows = {r.model_name: r for r in RouteRow.objects.filter(tenant_id=tenant_id)}
+    routes = {name: _model_route(name, deps, rows.get(name)) for name, deps in models.items()}
+    rules = tuple(_route_rule(i, r.match, r.route) for i, r in enumerate(RuleRow.objects.filter(tenant_id=tenant_id)))
+
+    # The prompt cache is always the last step: it keys on the request as the earlier steps left it.
+    cache_step = compile_cache(tenant["cache_policy"])
+    return TenantEntry(
+        tenant_id=tenant["id"],
+        slug=tenant["slug"],
+        models=models,
+        routes=routes,
+        rules=rules,
+        loaded_at=time.monotonic(),
+        tz=money.tz,
+        rpm=money.tenant_rpm,
+        tpm=money.tenant_tpm,
+        budgets=money.budgets,
+        # PII first (every later step sees only the redacted request), the prompt cache last.
+        # Body logging sits between them: it keeps the request and the answer as PII redaction left them.
+        steps=tuple(
+            step
+            for step in (pii_step(tenant["pii_policy"]), BODY_LOG if tenant["log_bodies"] else None, cache_step)
+            if step is not None
+        ),
+    )
+
+
+def _model_route(name: str, deployments: list[Deployment], row: Any) -> RouteSpec:
+    if row is None:
+        return RouteSpec(name=name, deployments=deployments)
+    return RouteSpec(
+        name=name,
+        deployments=deployments,
+        strategy=row.strategy,
+        retries=row.retries,
+        timeout_s=float(row.timeout_s),
+        fallbacks=tuple(row.fallbacks or ()),
+        context_window_fallbacks=tuple(row.context_window_fallbacks or ()),
+        split=SplitSpec(row.split_model, float(row.split_percent), row.split_sticky) if row.split_model else None,
+        cooldown=CooldownSpec(row.cooldown_failures, float(row.cooldown_window_s), float(row.cooldown_s)),
+    )
+
+
+def _route_rule(index: int, match: dict, route: str) -> RuleSpec:
+    over = match.get("prompt_bytes_over")
+    return RuleSpec(
+        index=index,
+        key_names=frozenset(match.get("key") or ()),
+        metadata=tuple(sorted((str(k), str(v)) for k, v in (match.get("metadata") or {}).items())),
+        tags=frozenset(match.get("tags") or ()),
+        users=frozenset(match.get("user") or ()),
+        prompt_bytes_over=int(over) if over is not None else None,
+        route=route,
+    )

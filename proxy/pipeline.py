@@ -20,16 +20,17 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from gateway_project.common.redact import redact_bytes, secrets_of
-from proxy import errors, money, router
+from proxy import admission as money
+from proxy import errors, router
 from proxy.attempts import run
+from proxy.breakers import health
 from proxy.call import Call
+from proxy.configcache import state
 from proxy.errors import ProxyError
-from proxy.health import health
 from proxy.inbound import openai as inbound
 from proxy.policies import cache as prompt_cache
 from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamStream
-from proxy.state import state
 from proxy.steps import StreamFilter, apply_filters
 
 logger = logging.getLogger("gateway.proxy")

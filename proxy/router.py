@@ -9,8 +9,8 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from proxy.health import health
-from proxy.state import Deployment, KeyEntry, ModelRoute, RouteRule, TenantEntry
+from proxy.breakers import health
+from proxy.snapshot import Deployment, KeyEntry, RouteSpec, RuleSpec, TenantEntry
 from proxy.strategies import order
 
 
@@ -19,7 +19,7 @@ class Group:
     """One public model's deployments, in the order they will be tried."""
 
     model: str
-    route: ModelRoute
+    route: RouteSpec
     deployments: list[Deployment]
     fallback: bool = False  # a model of the fallback chain, not the one asked for
 
@@ -51,11 +51,11 @@ class Plan:
         return [d.price for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is not None]
 
 
-def route_of(tenant: TenantEntry, model: str) -> ModelRoute | None:
+def route_of(tenant: TenantEntry, model: str) -> RouteSpec | None:
     return tenant.routes.get(model)
 
 
-def _matches(rule: RouteRule, key: KeyEntry, tags: list[str], user: str, prompt_bytes: int) -> bool:
+def _matches(rule: RuleSpec, key: KeyEntry, tags: list[str], user: str, prompt_bytes: int) -> bool:
     if rule.key_names and key.name not in rule.key_names:
         return False
     if rule.metadata:

@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from proxy.health import Health
-    from proxy.state import Deployment
+    from proxy.breakers import Health
+    from proxy.snapshot import Deployment
 
 _INFINITY = Decimal("Infinity")
 

@@ -774,6 +774,6 @@ def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict 
         return False
     key.save(update_fields=["pii_policy"])
     audit(tenant, actor=actor, action="key.pii", target=key, changes=_policy_changes("pii", current, cleaned))
-    # Proxies compile the override into the key's cached entry (proxy.state.load_key): this drops it.
+    # Proxies compile the override into the key's cached entry (proxy.loader.load_key): this drops it.
     record_change("key", key.key_hash)
     return True

@@ -14,8 +14,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
 from proxy import errors
+from proxy.configcache import state
 from proxy.errors import ProxyError
-from proxy.state import Deployment, KeyEntry, TenantEntry, state
+from proxy.snapshot import Deployment, KeyEntry, TenantEntry
 from tenants.models import hash_secret
 
 MAX_TAGS = 20

@@ -27,10 +27,10 @@ from django.conf import settings
 
 from gateway_project.common.dbidentity import database_identity
 from gateway_project.common.money import to_pico
+from proxy.background import spawn
 from proxy.limits import RedisLimiter, limiter
 from proxy.providers.base import UpstreamResult, UpstreamStream
 from proxy.sse import event_data
-from proxy.tasks import spawn
 
 if TYPE_CHECKING:
     from proxy.call import Call

@@ -39,8 +39,8 @@ from proxy.providers.base import (
     bad_response,
 )
 from proxy.providers.openai import transport_error
+from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"

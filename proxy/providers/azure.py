@@ -19,7 +19,7 @@ import orjson
 from proxy.errors import error_body
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.providers.openai import OpenAIAdapter
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import get_client
 
 DEFAULT_API_VERSION = "2024-10-21"  # the current GA version; it supports stream_options.include_usage

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from proxy.errors import error_body
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 
 
 @dataclass(slots=True)

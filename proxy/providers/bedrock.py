@@ -44,7 +44,7 @@ from proxy.providers.base import (
     classify_result,
 )
 from proxy.providers.openai import transport_error
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import get_client, read_and_close
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"

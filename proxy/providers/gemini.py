@@ -42,8 +42,8 @@ from proxy.providers.base import (
     bad_response,
 )
 from proxy.providers.openai import not_a_stream, stream_error_event, transport_error
+from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.providers.base import CallContext, ProviderAdapter, UpstreamResult, UpstreamStream
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.tokens import estimate_prompt_tokens, estimate_tokens
 
 DEFAULT_DIMENSIONS = 16

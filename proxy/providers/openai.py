@@ -19,8 +19,8 @@ from proxy.providers.base import (
     UpstreamStream,
     bad_response,
 )
+from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.state import Deployment
 from proxy.upstream import get_client, read_and_close
 
 # Response headers worth passing through to the client.

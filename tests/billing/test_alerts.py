@@ -10,9 +10,9 @@ from django.core import mail
 
 from billing.models import BillingSettings, BudgetAlert
 from billing.services import budget_alert_send, budget_upsert
-from proxy import money
+from proxy import admission as money
+from proxy.background import drain
 from proxy.limits import BudgetCheck, limiter
-from proxy.tasks import drain
 from tenants.audit import Actor
 from tenants.models import Membership, Role
 

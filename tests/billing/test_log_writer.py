@@ -57,7 +57,7 @@ def test_nul_and_lone_surrogates_reaching_the_writer_are_stored_and_reconcile(ac
 def test_the_hot_path_makes_every_request_string_storable_before_the_buffer(acme, keys):  # noqa: F811
     """No refusal at all: the proxy's CallRecord cleans what it hands the buffer."""
     from proxy.call import Call as CallRecord
-    from proxy.state import KeyEntry
+    from proxy.snapshot import KeyEntry
 
     web, _ = keys
     refused = metrics.value("calllog_rows_refused")

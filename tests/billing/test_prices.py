@@ -153,7 +153,7 @@ def test_the_worst_case_prices_prompt_tokens_as_possible_cache_writes():
 
 
 def test_the_prompt_ceiling_counts_bytes_and_media_parts():
-    from proxy.money import MEDIA_PART_TOKENS, prompt_ceiling
+    from proxy.admission import MEDIA_PART_TOKENS, prompt_ceiling
 
     text = b'{"messages": [{"role": "user", "content": "a a a a a a"}]}'
     assert prompt_ceiling(text) == len(text)

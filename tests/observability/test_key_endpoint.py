@@ -15,8 +15,8 @@ from billing.models import LimitScope
 from billing.services import budget_upsert, rate_limit_set
 from observability.logbuffer import buffer
 from proxy import keyinfo, pipeline
-from proxy.state import state
-from proxy.tasks import drain
+from proxy.background import drain
+from proxy.configcache import state
 from tenants.audit import Actor
 from tenants.models import VirtualKey
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from observability import exposition
 from observability.logbuffer import buffer
 from proxy import pipeline
-from proxy.state import state
+from proxy.configcache import state
 from tests.conftest import wait_for
 
 TOKEN = "metrics-token-0123456789"
@@ -209,8 +209,8 @@ def test_spend_renders_as_an_exact_decimal():
 
 
 def test_breaker_states_are_gauges_read_at_scrape_time():
-    from proxy.health import health
-    from proxy.state import CooldownSpec
+    from proxy.breakers import health
+    from proxy.snapshot import CooldownSpec
 
     dep_id = 987_654
     try:

@@ -14,7 +14,7 @@ from django.test import RequestFactory
 from observability import logbuffer, traces
 from observability.logbuffer import buffer
 from proxy import pipeline
-from proxy.state import state
+from proxy.configcache import state
 from tests.conftest import wait_for
 from tests.fakes.otlp_collector import FakeCollector
 

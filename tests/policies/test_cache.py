@@ -15,9 +15,10 @@ from django.test import RequestFactory
 
 from gateway_project.common.money import pico_to_nanos_ceil
 from observability.logbuffer import buffer
-from proxy import limits, pipeline, tasks
+from proxy import background as tasks
+from proxy import limits, pipeline, redis_wire
+from proxy.configcache import state
 from proxy.policies import cache as prompt_cache
-from proxy.state import state
 from tenants.config import apply_config
 from tenants.models import Tenant, hash_secret
 from tests.conftest import LOOPBACK, UPSTREAM_KEY
@@ -352,7 +353,7 @@ class _Flushes:
 
     def __init__(self, monkeypatch) -> None:
         self.writes: list[list[bytes]] = []
-        original = limits._Connection._flush
+        original = redis_wire.Connection._flush
         flushes = self
 
         def flush(conn) -> None:
@@ -360,7 +361,7 @@ class _Flushes:
                 flushes.writes.append([part.split(b"\r\n")[2] for part in conn.out])
             original(conn)
 
-        monkeypatch.setattr(limits._Connection, "_flush", flush)
+        monkeypatch.setattr(redis_wire.Connection, "_flush", flush)
 
 
 def test_a_lookup_rides_on_the_admission_round_trip(world, upstream, monkeypatch):

@@ -16,9 +16,10 @@ from django.test import RequestFactory
 
 from observability.logbuffer import buffer
 from observability.models import CallBody, CallLog
-from proxy import pipeline, tasks
+from proxy import background as tasks
+from proxy import pipeline
+from proxy.configcache import state
 from proxy.inbound import anthropic
-from proxy.state import state
 from tenants.config import apply_config
 from tenants.models import Tenant, VirtualKey, hash_secret
 from tests.conftest import UPSTREAM_KEY

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from gateway_project.common.money import Price, to_pico
 from proxy.call import Call as CallRecord
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 
 PRICE = Price(input=Decimal("1000"), output=Decimal("2000"))
 

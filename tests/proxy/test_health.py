@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import pytest
 from django.conf import settings
 
-from proxy.health import Health
+from proxy.breakers import Health
 
 DEP = 7
 
 
 @dataclass(frozen=True)
-class Cooldown:  # the fields of proxy.state.CooldownSpec
+class Cooldown:  # the fields of proxy.snapshot.CooldownSpec
     failures: int = 3
     window_s: float = 60.0
     cooldown_s: float = 30.0

@@ -10,7 +10,7 @@ import orjson
 
 from proxy.providers.base import CallContext
 from proxy.providers.openai import OpenAIAdapter
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 
 
 def build(dep: Deployment, payload: dict, ctx: CallContext):

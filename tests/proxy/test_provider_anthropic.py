@@ -22,7 +22,7 @@ from observability.models import CallLog
 from proxy.providers import adapter_for
 from proxy.providers.anthropic import CLIENT_HEADERS
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import close_client
 from tests.conftest import wait_for
 from tests.fakes.anthropic_upstream import API_KEY, DEFAULT_TEXT, FakeAnthropic, signature

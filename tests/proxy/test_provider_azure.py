@@ -17,7 +17,7 @@ import pytest
 from proxy.attempts import retry_after
 from proxy.providers.azure import AzureAdapter
 from proxy.providers.base import CallContext, UpstreamResult
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import close_client
 from tests.fakes.azure_upstream import API_KEY, FakeAzure
 

@@ -20,7 +20,7 @@ import pytest
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, ErrorKind, UpstreamResult, UpstreamStream
 from proxy.providers.bedrock import EMBED_CONCURRENCY, BedrockAdapter, ConverseStreamTranslator, converse_request
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import close_client
 from tests.fakes.bedrock_upstream import CREDENTIALS, REGION, FakeBedrock, event, exception, fake_vector
 

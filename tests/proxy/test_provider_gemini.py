@@ -21,7 +21,7 @@ from proxy.attempts import retry_after
 from proxy.providers import adapter_for
 from proxy.providers.base import CallContext, UpstreamResult
 from proxy.providers.gemini import GeminiAdapter, to_gemini
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 from proxy.upstream import close_client
 from tests.fakes.gemini_upstream import API_KEY, SIGNATURE, FakeGemini
 

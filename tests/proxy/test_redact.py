@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway_project.common.redact import redact, secrets_of
-from proxy.state import Deployment
+from proxy.snapshot import Deployment
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl0"
 

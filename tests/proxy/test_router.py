@@ -7,7 +7,7 @@ import random
 import pytest
 
 from proxy.router import plan
-from proxy.state import Deployment, KeyEntry, ModelRoute, RouteRule, SplitSpec, TenantEntry
+from proxy.snapshot import Deployment, KeyEntry, RouteSpec, RuleSpec, SplitSpec, TenantEntry
 
 
 def dep(i: int, model: str) -> Deployment:
@@ -30,7 +30,7 @@ def key(name: str = "app", key_id: int = 1, tags: tuple[str, ...] = (), metadata
     )
 
 
-def tenant(routes: list[ModelRoute], rules: tuple[RouteRule, ...] = ()) -> TenantEntry:
+def tenant(routes: list[RouteSpec], rules: tuple[RuleSpec, ...] = ()) -> TenantEntry:
     return TenantEntry(
         tenant_id=1,
         slug="acme",
@@ -43,17 +43,17 @@ def tenant(routes: list[ModelRoute], rules: tuple[RouteRule, ...] = ()) -> Tenan
 
 ACME = tenant(
     [
-        ModelRoute(
+        RouteSpec(
             "smart", [dep(1, "smart"), dep(2, "smart")], fallbacks=("cheap",), context_window_fallbacks=("long",)
         ),
-        ModelRoute("smart-v2", [dep(3, "smart-v2")]),
-        ModelRoute("cheap", [dep(4, "cheap")]),
-        ModelRoute("long", [dep(5, "long")]),
+        RouteSpec("smart-v2", [dep(3, "smart-v2")]),
+        RouteSpec("cheap", [dep(4, "cheap")]),
+        RouteSpec("long", [dep(5, "long")]),
     ],
     rules=(
-        RouteRule(index=0, tags=frozenset({"batch"}), route="cheap"),
-        RouteRule(index=1, prompt_bytes_over=200_000, route="long"),
-        RouteRule(index=2, key_names=frozenset({"nightly"}), metadata=(("team", "data"),), route="cheap"),
+        RuleSpec(index=0, tags=frozenset({"batch"}), route="cheap"),
+        RuleSpec(index=1, prompt_bytes_over=200_000, route="long"),
+        RuleSpec(index=2, key_names=frozenset({"nightly"}), metadata=(("team", "data"),), route="cheap"),
     ),
 )
 
@@ -89,8 +89,8 @@ def test_a_rule_on_key_name_and_metadata_needs_both():
 def split_tenant(percent: float, sticky: str = "user") -> TenantEntry:
     return tenant(
         [
-            ModelRoute("smart", [dep(1, "smart")], split=SplitSpec(model="smart-v2", percent=percent, sticky=sticky)),
-            ModelRoute("smart-v2", [dep(3, "smart-v2")]),
+            RouteSpec("smart", [dep(1, "smart")], split=SplitSpec(model="smart-v2", percent=percent, sticky=sticky)),
+            RouteSpec("smart-v2", [dep(3, "smart-v2")]),
         ]
     )
 
@@ -130,7 +130,7 @@ def test_the_split_bucket_does_not_depend_on_the_process():
 def test_weighted_plans_use_the_weights():
     heavy, light = dep(1, "w"), dep(2, "w")
     heavy.weight, light.weight = 9, 1
-    t = tenant([ModelRoute("w", [heavy, light], strategy="weighted")])
+    t = tenant([RouteSpec("w", [heavy, light], strategy="weighted")])
     rng = random.Random(7)
     firsts = [plan(t, key(), "w", rng=rng).first.id for _ in range(5000)]
     assert 0.87 < firsts.count(1) / 5000 < 0.93

@@ -12,7 +12,7 @@ from django.test import RequestFactory
 from observability.logbuffer import buffer
 from observability.models import CallLog
 from proxy import pipeline
-from proxy.state import state
+from proxy.configcache import state
 from tenants.config import apply_config
 from tenants.models import hash_secret
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from gateway_project.common.money import Price
-from proxy.health import Health
+from proxy.breakers import Health
 from proxy.strategies import NAMES, order
 
 
 @dataclass
-class Dep:  # the fields of proxy.state.Deployment that strategies read
+class Dep:  # the fields of proxy.snapshot.Deployment that strategies read
     id: int
     provider_name: str
     weight: int = 1

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from observability.models import CallLog
 from observability.selectors import percentile, split_comparison
-from proxy.health import health
-from proxy.state import CooldownSpec
+from proxy.breakers import health
+from proxy.snapshot import CooldownSpec
 from routing.models import ModelDeployment, ModelRoute, RouteRule
 from routing.services import model_deployments_set, model_routes_set, route_rules_set
 from tenants.audit import Actor

@@ -11,7 +11,8 @@ import time
 import pytest
 from django.conf import settings
 
-from proxy.state import ConfigState, load_key, load_tenant
+from proxy.configcache import ConfigState
+from proxy.loader import load_key, load_tenant
 from routing.services import tenant_pii_policy_set
 from tenants.audit import Actor
 from tenants.changes import channel

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from gateway_project.common.money import shipped_prices
 from gateway_project.common.redact import secrets_of
-from proxy.state import load_tenant
+from proxy.loader import load_tenant
 from routing.models import ModelDeployment, ProviderCredential
 from tenants.config import ConfigError, apply_config, export_config
 from tenants.models import Role, Tenant

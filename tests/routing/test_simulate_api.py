@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from proxy.health import health
-from proxy.state import CooldownSpec
+from proxy.breakers import health
+from proxy.snapshot import CooldownSpec
 from routing.models import ModelDeployment, ProviderKind
 from routing.services import model_deployments_set, model_routes_set, provider_upsert, route_rules_set
 from tenants.audit import Actor

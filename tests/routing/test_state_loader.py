@@ -1,4 +1,4 @@
-"""proxy.state builds ModelRoute / RouteRule / Deployment.weight from the stored routing config."""
+"""proxy.loader builds RouteSpec / RuleSpec / Deployment.weight from the stored routing config."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from proxy.state import CooldownSpec, ModelRoute, RouteRule, SplitSpec, load_tenant
+from proxy.loader import load_tenant
+from proxy.snapshot import CooldownSpec, RouteSpec, RuleSpec, SplitSpec
 from tenants.config import apply_config
 from tests.routing.test_declarative import ACME
 
@@ -23,7 +24,7 @@ def test_alices_routing_reaches_the_proxy_config():
         ("main", "gpt-4o", 3),
         ("backup", "gpt-4o", 1),
     ]
-    assert smart == ModelRoute(
+    assert smart == RouteSpec(
         name="smart",
         deployments=smart.deployments,
         strategy="weighted",
@@ -34,11 +35,11 @@ def test_alices_routing_reaches_the_proxy_config():
         split=SplitSpec(model="smart-v2", percent=10.0, sticky="user"),
         cooldown=CooldownSpec(failures=5, window_s=60.0, cooldown_s=12.5),
     )
-    assert entry.routes["cheap"] == ModelRoute(name="cheap", deployments=entry.models["cheap"])
+    assert entry.routes["cheap"] == RouteSpec(name="cheap", deployments=entry.models["cheap"])
     assert entry.rules == (
-        RouteRule(index=0, tags=frozenset({"batch"}), route="cheap"),
-        RouteRule(index=1, prompt_bytes_over=200000, route="long"),
-        RouteRule(
+        RuleSpec(index=0, tags=frozenset({"batch"}), route="cheap"),
+        RuleSpec(index=1, prompt_bytes_over=200000, route="long"),
+        RuleSpec(
             index=2,
             key_names=frozenset({"ci"}),
             metadata=(("team", "ml"),),

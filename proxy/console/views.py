@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from gateway_project.common.htmx import HtmxHttpRequest
 from observability.selectors import DeploymentStats, deployment_stats, split_comparison
-from proxy.health import health
-from proxy.simulate import SimulateRequest, breaker_states, simulate
+from proxy.breakers import health
+from proxy.console.simulate import SimulateRequest, breaker_states, simulate
 from routing.forms import SimulateForm
 from routing.selectors import model_names_for, models_for, route_settings_of, split_models_for
 from tenants.permissions import TenantAccess, tenant_access, visible_keys

@@ -1,12 +1,12 @@
 """The routing simulator: what the router would do for a request, without calling a provider.
 
-Used by `POST /api/v1/routing/simulate/` (proxy.apis) and the console's simulate panel (proxy.console).
+Used by `POST /api/v1/routing/simulate/` (proxy.console.apis) and the console's simulate panel (proxy.console.views).
 It runs the same `proxy.router.plan` the hot path runs, over the tenant config loaded fresh from the
 database (not the proxy's cache, so an edit just saved is what gets simulated).
 
-Breaker states come from this process's `proxy.health.health`. The console and the management API may
+Breaker states come from this process's `proxy.breakers.health`. The console and the management API may
 run in a process that serves no proxy traffic, so an opening announced by another process through
-Redis (proxy.health.SNAPSHOT_KEY) also counts as open.
+Redis (proxy.breakers.SNAPSHOT_KEY) also counts as open.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from django.conf import settings
 from django.http import Http404
 
 from proxy import router
-from proxy.health import CLOSED, OPEN, SNAPSHOT_KEY, health
-from proxy.state import KeyEntry, TenantEntry, load_key, load_tenant
+from proxy.breakers import CLOSED, OPEN, SNAPSHOT_KEY, health
+from proxy.loader import load_key, load_tenant
+from proxy.snapshot import KeyEntry, TenantEntry
 from tenants.models import VirtualKey
 
 logger = logging.getLogger("gateway.simulate")

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from observability.selectors import split_comparison
-from proxy.simulate import SimulateRequest, simulate
+from proxy.console.simulate import SimulateRequest, simulate
 from routing.selectors import route_settings_of
 from tenants.apis import TokenApi
 from tenants.permissions import visible_keys

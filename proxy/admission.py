@@ -14,11 +14,11 @@ from asgiref.sync import sync_to_async
 from billing.display import display_usd
 from billing.periods import period_key, seconds_to_next_period
 from gateway_project.common.money import NANO
+from proxy.background import spawn
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.loader import budget_counter_key, seed_budget_counter
-from proxy.state import BudgetSpec, Deployment, KeyEntry, TenantEntry
-from proxy.tasks import spawn
+from proxy.snapshot import BudgetSpec, Deployment, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.money")
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 if TYPE_CHECKING:
-    from proxy.state import CooldownSpec
+    from proxy.snapshot import CooldownSpec
 
 logger = logging.getLogger("gateway.health")
 
@@ -186,7 +186,7 @@ class Health:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # called outside the event loop (a management command, a sync test): local only
-        from proxy.tasks import spawn
+        from proxy.background import spawn
 
         message = json.dumps({"dep": dep_id, "until": until, "cooldown_s": cooldown_s, "origin": self._origin})
         spawn(self._publish(loop, dep_id, message))
