@@ -20,6 +20,7 @@ from channels.routing import URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from gateway_project.routing import websocket_urlpatterns  # noqa: E402
+from proxy import lifecycle  # noqa: E402
 from proxy.asgi import ProxyHandler  # noqa: E402
 
 proxy_app = ProxyHandler()
@@ -27,25 +28,13 @@ websocket_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websoc
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
-    from observability.background import serve as serve_logs
-    from observability.logbuffer import buffer
-    from proxy import views
-    from proxy.configcache import state
-    from proxy.upstream import close_client
-
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            serve_logs()  # live logs, and with REDIS_URL the durable log stream and its consumer
-            views.ensure_background()
+            lifecycle.startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            from proxy.background import drain
-
-            await drain()  # settle in-flight budget reservations before the logs' final flush
-            await state.stop()
-            await buffer.stop()
-            await close_client()
+            await lifecycle.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -6,18 +6,22 @@ import asyncio
 import logging
 import math
 import os
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
 
 from billing.display import display_usd
+from billing.models import Budget
 from billing.periods import period_key, seconds_to_next_period
-from gateway_project.common.money import NANO
+from billing.selectors import spent_in_period_pico
+from billing.tasks import send_budget_alert
+from gateway_project.common.money import NANO, pico_to_nanos_ceil
 from proxy.background import spawn
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
-from proxy.loader import budget_counter_key, seed_budget_counter
 from proxy.snapshot import BudgetSpec, Deployment, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.money")
@@ -64,20 +68,31 @@ def prompt_ceiling(body: bytes) -> int:
 
 
 async def admit(
-    record: Any,
+    *,
     key: KeyEntry,
     tenant: TenantEntry,
     deployment: Deployment,
     payload: dict,
-    body: bytes = b"",
+    body: bytes,
+    endpoint: str,
+    user: str,
+    tags: list[str],
+    prompt_estimate: int,
+    now: datetime,
     prices: list | None = None,
     deployment_limits: bool = True,
+    cache: Any = None,
+    cache_key: str = "",
 ) -> tuple[Reservation | None, dict[str, str]]:
     """Admit one call, in one round trip: the key's and tenant's rates, the key's parallel cap,
     every budget that applies and, with `deployment_limits`, the deployment's own rates (when the
     call can go nowhere else; otherwise the attempt loop admits each deployment it tries,
     `admit_deployment`). A hard budget reserves the worst case over `prices` (every deployment the
-    call may fall back to), by default the deployment's own price."""
+    call may fall back to), by default the deployment's own price.
+
+    `cache` is the call's prompt-cache lookup when the cache is on: its GET at `cache_key` rides on
+    this same round trip. A hit answers the call and reserves nothing; an in-process hit is known
+    before admission even starts."""
     rates = []
     if key.rpm or key.tpm:
         rates.append(RateCheck(f"k:{key.key_id}", key.rpm, key.tpm))
@@ -86,11 +101,7 @@ async def admit(
     if deployment_limits and (deployment.rpm or deployment.tpm):
         rates.append(RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm))
     parallel = (f"k:{key.key_id}", key.max_parallel) if key.max_parallel else None
-    budgets = [b for b in tenant.budgets if _applies(b, key, record.user, record.tags)] if tenant.budgets else []
-    # The prompt cache (proxy.policies.cache) looks up in this same round trip. A hit answers the call
-    # and reserves nothing; an in-process hit is known before admission even starts.
-    cache = getattr(record, "cache", None)
-    cache_key = cache.lookup_key(record) if cache is not None else ""
+    budgets = [b for b in tenant.budgets if _applies(b, key, user, tags)] if tenant.budgets else []
     if cache is not None and cache.hit is not None:
         return None, {}
     if not rates and not parallel and not budgets:
@@ -98,13 +109,9 @@ async def admit(
             await cache.fetch(cache_key)  # nothing to admit: the lookup is the call's one round trip
         return None, {}
 
-    max_out = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
-    if record.endpoint == "embeddings":
-        max_out = 0
+    max_out = requested_output(endpoint, payload)
     # TPM counts the prompt and the requested output cap up front, as OpenAI does; settled after.
-    tokens = record.prompt_estimate + (max_out or 0) if any(r.tpm for r in rates) else 0
-    now = record.at
+    tokens = prompt_estimate + (max_out or 0) if any(r.tpm for r in rates) else 0
     checks = []
     for b in budgets:
         pk = period_key(b.period, now, tenant.tz)
@@ -182,22 +189,24 @@ async def admit(
     )
 
 
-def _max_out(record: Any, payload: dict) -> int:
-    if record.endpoint == "embeddings":
+def requested_output(endpoint: str, payload: dict) -> int | None:
+    """The output cap the request sets (0 for embeddings, which generate none); None when unset."""
+    if endpoint == "embeddings":
         return 0
     max_out = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    return max_out if isinstance(max_out, int) and max_out > 0 else 0
+    return max_out if isinstance(max_out, int) and max_out > 0 else None
 
 
-async def admit_deployment(record: Any, deployment: Deployment, payload: dict) -> Reservation | None:
+async def admit_deployment(deployment: Deployment, *, tokens: int) -> Reservation | None:
     """Admit one attempt on a deployment with its own RPM/TPM (one round trip, only for those).
 
+    `tokens` is what the call counts against TPM (its prompt estimate plus the requested output cap).
     Raises a 429 ProxyError when the deployment is at its limit: the attempt loop then tries the
     next deployment without calling this one."""
     if not (deployment.rpm or deployment.tpm):
         return None
     rates = [RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm)]
-    tokens = record.prompt_estimate + _max_out(record, payload) if deployment.tpm else 0
+    tokens = tokens if deployment.tpm else 0
     slot_id = new_slot_id()
     try:
         admission, reservation = await limiter().admit(slot_id, rates, tokens, None, [], 0)
@@ -231,6 +240,17 @@ def _scope_label(scope: str, key: KeyEntry, tenant: TenantEntry, deployment: Dep
     if kind == "d":
         return f"model '{deployment.model_name}'"
     return "this key"
+
+
+def budget_counter_key(budget_id: int, period: str) -> str:
+    return f"gw:b:{budget_id}:{period}"
+
+
+def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: datetime) -> None:
+    """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
+    budget = Budget.objects.filter(id=budget_id).first()
+    spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
+    limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))
 
 
 async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key=""):
@@ -293,6 +313,4 @@ async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
 
 
 def _enqueue_alert(budget_id: int, period: str, threshold: int, spent_nanos: int) -> None:
-    from billing.tasks import send_budget_alert
-
     send_budget_alert.delay(budget_id=budget_id, period_key=period, threshold=threshold, spent_nanos=spent_nanos)

@@ -182,7 +182,8 @@ async def run(
                 continue
             if (dep.rpm or dep.tpm) and plan.per_attempt_limits:
                 try:
-                    reservation = await money.admit_deployment(call, dep, payload)
+                    tokens = call.prompt_estimate + (money.requested_output(call.endpoint, payload) or 0)
+                    reservation = await money.admit_deployment(dep, tokens=tokens)
                 except ProxyError as exc:
                     # At its own limit: the next deployment, without calling this one.
                     call.deployment = dep

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway_project.common.money import pico_to_nanos_ceil, to_pico
 from gateway_project.common.redact import redact, secrets_of
@@ -27,6 +27,15 @@ def int_or_none(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS_REPORTED:
         return value
     return None
+
+
+class CacheHeaders(NamedTuple):
+    """The prompt cache's request headers (proxy.policies.cache)."""
+
+    use: bool | None  # x-gateway-cache: true | false; None when absent (the tenant's policy decides)
+    ttl_s: int | None  # x-gateway-cache-ttl: SECONDS
+    no_cache: bool  # Cache-Control: no-cache (skip the lookup)
+    no_store: bool  # Cache-Control: no-store (skip the write)
 
 
 class Call:
@@ -91,7 +100,7 @@ class Call:
         self.cache_status = ""  # the exact cache: "hit", "miss", or "" when not consulted
         self.cost_saved: int | None = None  # picodollars a cache hit saved
         self.cache: Any = None  # proxy.policies.cache.CacheCall when the cache applies to this call
-        self.cache_headers: Any = None  # proxy.inbound.openai.CacheHeaders, when the request sent any
+        self.cache_headers: CacheHeaders | None = None  # when the request sent any
         # Data-policy actions: {detector: {action: count}}; counts only, never the values.
         self.pii_actions: dict[str, dict[str, int]] | None = None
         # What a policy step keeps between the request and the answer, by step (the PII step's pseudonyms).

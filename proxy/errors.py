@@ -60,3 +60,13 @@ def model_not_found(model: str) -> ProxyError:
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ProxyError:
     return ProxyError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway could not serve this request right now; retry shortly.",
+        type="server_error",
+        code="gateway_unavailable",
+        headers={"retry-after": "1"},
+    )

@@ -22,11 +22,11 @@ from django.http import HttpRequest, HttpResponse
 
 from billing.periods import period_key
 from gateway_project.common.money import NANO
-from proxy import pipeline
-from proxy.errors import ProxyError
+from proxy.admission import budget_counter_key, seed_budget_counter
+from proxy.errors import ProxyError, internal_error
 from proxy.inbound import openai as inbound
+from proxy.lifecycle import ensure_background
 from proxy.limits import LocalLimiter, limiter
-from proxy.loader import budget_counter_key, seed_budget_counter
 from proxy.snapshot import BudgetSpec, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.proxy")
@@ -104,7 +104,7 @@ async def describe(key: KeyEntry, tenant: TenantEntry, now: datetime) -> dict[st
 
 
 async def key_info(request: HttpRequest) -> HttpResponse:
-    pipeline.ensure_background()
+    ensure_background()
     started = time.perf_counter()
     request_id = inbound.request_id(request)
     try:
@@ -119,7 +119,7 @@ async def key_info(request: HttpRequest) -> HttpResponse:
         response = exc.response()
     except Exception:
         logger.exception("describing a key failed")
-        response = pipeline.internal_error().response()
+        response = internal_error().response()
     response["x-request-id"] = request_id
     response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
     return response

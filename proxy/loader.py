@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from billing.models import Budget, LimitScope, PriceOverride, RateLimit
-from billing.selectors import spent_in_period_pico, tenant_timezone
+from billing.selectors import tenant_timezone
 from gateway_project.common import crypto
-from gateway_project.common.money import NANO, Price, find_price, pico_to_nanos_ceil, shipped_prices
+from gateway_project.common.money import NANO, Price, find_price, shipped_prices
 from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
 from proxy.bodylog import BODY_LOG
-from proxy.limits import limiter
 from proxy.policies.cache import compile_cache
 from proxy.policies.pii import pii_step
 from proxy.providers import adapter_for
@@ -78,18 +76,6 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
         # (proxy.admission._admit_seeding): a new period, a new budget or a Redis restart alike.
         config.budgets.append(spec)
     return config
-
-
-def budget_counter_key(budget_id: int, period: str) -> str:
-    return f"gw:b:{budget_id}:{period}"
-
-
-def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: datetime) -> None:
-    """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
-
-    budget = Budget.objects.filter(id=budget_id).first()
-    spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
-    limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))
 
 
 def load_key(key_hash: str) -> KeyEntry | None:

@@ -23,41 +23,16 @@ from gateway_project.common.redact import redact_bytes, secrets_of
 from proxy import admission as money
 from proxy import errors, router
 from proxy.attempts import run
-from proxy.breakers import health
 from proxy.call import Call
-from proxy.configcache import state
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, internal_error
 from proxy.inbound import openai as inbound
+from proxy.lifecycle import ensure_background
 from proxy.policies import cache as prompt_cache
 from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.steps import StreamFilter, apply_filters
 
 logger = logging.getLogger("gateway.proxy")
-
-_started = False
-
-
-def ensure_background() -> None:
-    """Start this process's invalidation listener, health sync and log flusher (first request, or lifespan)."""
-    global _started
-    if not _started:
-        from observability.logbuffer import buffer
-
-        state.start()
-        health.start()
-        buffer.start()
-        _started = True
-
-
-def internal_error() -> ProxyError:
-    return ProxyError(
-        503,
-        "The gateway could not serve this request right now; retry shortly.",
-        type="server_error",
-        code="gateway_unavailable",
-        headers={"retry-after": "1"},
-    )
 
 
 def _error_response(call: Call, exc: ProxyError, front: Any) -> HttpResponse:
@@ -142,7 +117,20 @@ async def handle(
         if first is None:
             raise errors.model_not_found(model)
         call.reservation, limit_headers = await money.admit(
-            call, key, tenant, first, payload, body, plan.prices(), deployment_limits=not plan.per_attempt_limits
+            key=key,
+            tenant=tenant,
+            deployment=first,
+            payload=payload,
+            body=body,
+            endpoint=call.endpoint,
+            user=call.user,
+            tags=call.tags,
+            prompt_estimate=call.prompt_estimate,
+            now=call.at,
+            prices=plan.prices(),
+            deployment_limits=not plan.per_attempt_limits,
+            cache=call.cache,
+            cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
         )
     except ProxyError as exc:
         exc.headers = {**limit_headers, **exc.headers}

@@ -10,17 +10,18 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from django.http import HttpRequest, HttpResponse
 
 from proxy import errors, pipeline
 from proxy.errors import ProxyError
 from proxy.inbound import anthropic
 from proxy.inbound import openai as inbound
-from proxy.pipeline import ensure_background
+from proxy.lifecycle import ensure_background
 
 logger = logging.getLogger("gateway.proxy")
 
-__all__ = ["chat_completions", "count_tokens", "embeddings", "ensure_background", "messages", "models", "not_found"]
+__all__ = ["chat_completions", "count_tokens", "embeddings", "messages", "models", "not_found"]
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponse:
@@ -38,7 +39,7 @@ async def messages(request: HttpRequest) -> HttpResponse:
 
 async def count_tokens(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
-    response = await anthropic.count_tokens(request)
+    response = await _count_tokens(request)
     response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"  # no upstream call
     return response
 
@@ -63,7 +64,7 @@ async def models(request: HttpRequest, model: str | None = None) -> HttpResponse
         response = exc.response()
     except Exception:
         logger.exception("listing models failed")
-        response = pipeline.internal_error().response()
+        response = errors.internal_error().response()
     else:
         response = pipeline.models_response(body)
     response["x-request-id"] = request_id
@@ -77,4 +78,27 @@ async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     response = exc.response()
     response["x-request-id"] = inbound.request_id(request)
     response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+    return response
+
+
+async def _count_tokens(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages/count_tokens: an estimate of the prompt's input tokens; no provider is called."""
+    ensure_background()
+    try:
+        if request.method != "POST":
+            raise ProxyError(405, f"Method {request.method} is not allowed here; use POST.")
+        key = await inbound.authenticate_secret(anthropic.credential(request))
+        tenant = await inbound.tenant_of(key)
+        chat = anthropic.to_chat(inbound.parse_body(request), count_only=True, relay=True)
+        if chat["model"] not in tenant.routes or not key.may_use(chat["model"]):
+            raise errors.model_not_found(chat["model"])
+        response = HttpResponse(
+            orjson.dumps({"input_tokens": anthropic.estimate_input_tokens(chat)}), content_type="application/json"
+        )
+    except ProxyError as exc:
+        response = anthropic.ANTHROPIC.error_response(exc)
+    except Exception:
+        logger.exception("count_tokens failed")
+        response = anthropic.ANTHROPIC.error_response(errors.internal_error())
+    response["x-request-id"] = inbound.request_id(request)
     return response

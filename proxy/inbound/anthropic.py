@@ -700,28 +700,3 @@ def estimate_input_tokens(chat: dict[str, Any]) -> int:
     if chat.get("tools"):
         total += estimate_tokens(orjson.dumps(chat["tools"]).decode())
     return total
-
-
-async def count_tokens(request: HttpRequest) -> HttpResponse:
-    """POST /v1/messages/count_tokens: an estimate of the prompt's input tokens; no provider is called."""
-    from proxy.pipeline import ensure_background, internal_error
-
-    ensure_background()
-    try:
-        if request.method != "POST":
-            raise ProxyError(405, f"Method {request.method} is not allowed here; use POST.")
-        key = await inbound.authenticate_secret(credential(request))
-        tenant = await inbound.tenant_of(key)
-        chat = to_chat(inbound.parse_body(request), count_only=True, relay=True)
-        if chat["model"] not in tenant.routes or not key.may_use(chat["model"]):
-            raise errors.model_not_found(chat["model"])
-        response = HttpResponse(
-            orjson.dumps({"input_tokens": estimate_input_tokens(chat)}), content_type="application/json"
-        )
-    except ProxyError as exc:
-        response = ANTHROPIC.error_response(exc)
-    except Exception:
-        logger.exception("count_tokens failed")
-        response = ANTHROPIC.error_response(internal_error())
-    response["x-request-id"] = inbound.request_id(request)
-    return response

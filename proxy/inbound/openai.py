@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
 from proxy import errors
+from proxy.call import CacheHeaders
 from proxy.configcache import state
 from proxy.errors import ProxyError
 from proxy.snapshot import Deployment, KeyEntry, TenantEntry
@@ -199,15 +200,6 @@ def timeout_header(request: HttpRequest) -> float | None:
             code="invalid_header",
         )
     return value
-
-
-class CacheHeaders(NamedTuple):
-    """The prompt cache's request headers (proxy.policies.cache)."""
-
-    use: bool | None  # x-gateway-cache: true | false; None when absent (the tenant's policy decides)
-    ttl_s: int | None  # x-gateway-cache-ttl: SECONDS
-    no_cache: bool  # Cache-Control: no-cache (skip the lookup)
-    no_store: bool  # Cache-Control: no-store (skip the write)
 
 
 MAX_CACHE_TTL = 30 * 86_400

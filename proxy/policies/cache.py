@@ -33,8 +33,7 @@ from proxy.providers.base import UpstreamResult, UpstreamStream
 from proxy.sse import event_data
 
 if TYPE_CHECKING:
-    from proxy.call import Call
-    from proxy.inbound.openai import CacheHeaders
+    from proxy.call import CacheHeaders, Call
     from proxy.steps import StreamFilter
 
 logger = logging.getLogger("gateway.cache")

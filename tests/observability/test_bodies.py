@@ -11,7 +11,7 @@ from django.test import RequestFactory
 
 from observability.logbuffer import buffer
 from observability.models import CallBody, CallLog
-from proxy import pipeline
+from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from tenants.config import apply_config
 from tenants.models import Tenant
@@ -51,7 +51,7 @@ def _send(secret: str, content: str, stream: bool = False) -> tuple[int, bytes]:
 
 @pytest.fixture
 def tenant_and_secret(mint, monkeypatch):
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on this short-lived loop
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on this short-lived loop
     state.clear()
     tenant, _ = apply_config(YAML)
     yield tenant, mint(tenant)

@@ -14,7 +14,7 @@ from django.urls import resolve
 from billing.models import LimitScope
 from billing.services import budget_upsert, rate_limit_set
 from observability.logbuffer import buffer
-from proxy import keyinfo, pipeline
+from proxy import keyinfo, lifecycle, pipeline
 from proxy.background import drain
 from proxy.configcache import state
 from tenants.audit import Actor
@@ -48,7 +48,7 @@ def _chat(secret: str) -> int:
 
 @pytest.fixture
 def world(acme, globex, mint, monkeypatch):
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on these short-lived loops
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on these short-lived loops
     state.clear()
     actor = Actor.cli()
     alice_key = mint(acme, name="alice-app", models=["gpt-4o-mini", "embed"])

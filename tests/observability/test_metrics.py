@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from observability import exposition
 from observability.logbuffer import buffer
-from proxy import pipeline
+from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from tests.conftest import wait_for
 
@@ -143,7 +143,7 @@ def _call(secret: str, model: str, stream: bool = False):
 @pytest.mark.django_db(transaction=True)
 def test_overhead_header_on_json_and_stream_answers_excludes_upstream_time(acme, mint, upstream, monkeypatch, client,
                                                                            settings):  # fmt: skip
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on these short-lived loops
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on these short-lived loops
     settings.GATEWAY_METRICS_TOKEN = TOKEN
     state.clear()
     secret = mint(acme)
@@ -236,7 +236,7 @@ def test_the_log_writers_own_counters_are_pushed_once_each():
 def test_every_other_v1_answer_carries_the_overhead_header_too(monkeypatch):
     from proxy import views
 
-    monkeypatch.setattr(pipeline, "_started", True)
+    monkeypatch.setattr(lifecycle, "_started", True)
     factory = RequestFactory()
     answers = [
         asyncio.run(views.models(factory.get("/v1/models"))),  # no key: 401

@@ -13,7 +13,7 @@ from django.test import RequestFactory
 
 from observability import logbuffer, traces
 from observability.logbuffer import buffer
-from proxy import pipeline
+from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from tests.conftest import wait_for
 from tests.fakes.otlp_collector import FakeCollector
@@ -48,7 +48,7 @@ def _chat(secret: str, request_id: str) -> int:
 def test_a_retried_call_becomes_a_server_span_with_one_client_span_per_attempt(
     acme, mint, upstream, collector, monkeypatch, settings
 ):
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on this short-lived loop
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on this short-lived loop
     settings.GATEWAY_RETRY_BACKOFF = 0.01
     state.clear()
     secret = mint(acme)

@@ -16,7 +16,7 @@ from django.test import RequestFactory
 from gateway_project.common.money import pico_to_nanos_ceil
 from observability.logbuffer import buffer
 from proxy import background as tasks
-from proxy import limits, pipeline, redis_wire
+from proxy import lifecycle, limits, pipeline, redis_wire
 from proxy.configcache import state
 from proxy.policies import cache as prompt_cache
 from tenants.config import apply_config
@@ -74,7 +74,7 @@ def world(django_db_setup, django_db_blocker, fake_openai):
 def logged(db, world, upstream, monkeypatch) -> list[dict]:
     """The call log rows of this test. No entries, budget counters or loaded config are left from the
     test before."""
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on these short-lived loops
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on these short-lived loops
     rows: list[dict] = []
     monkeypatch.setattr(buffer, "add", rows.append)
     r = redis.Redis.from_url(settings.REDIS_URL)

@@ -17,7 +17,7 @@ from django.test import RequestFactory
 from observability.logbuffer import buffer
 from observability.models import CallBody, CallLog
 from proxy import background as tasks
-from proxy import pipeline
+from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from proxy.inbound import anthropic
 from tenants.config import apply_config
@@ -124,7 +124,7 @@ def tenant_yaml(slug: str, fake_url: str, echo_url: str) -> str:
 def world(upstream, echo, mint, monkeypatch):
     """Alice's acme with the full policy and Bob's globex without one, a key each."""
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on these short-lived loops
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on these short-lived loops
     echo.bodies.clear()
     echo_url = f"http://{echo.host}:{echo.port}/v1"
     acme, _ = apply_config(tenant_yaml("acme", upstream.base_url, echo_url))

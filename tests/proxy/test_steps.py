@@ -11,7 +11,7 @@ from django.test import RequestFactory
 
 from observability.logbuffer import buffer
 from observability.models import CallLog
-from proxy import pipeline
+from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from tenants.config import apply_config
 from tenants.models import hash_secret
@@ -72,7 +72,7 @@ def _send(secret: str, content: str, stream: bool = False):
 
 @pytest.fixture
 def secret(mint, monkeypatch):
-    monkeypatch.setattr(pipeline, "_started", True)  # no background tasks on this short-lived loop
+    monkeypatch.setattr(lifecycle, "_started", True)  # no background tasks on this short-lived loop
     state.clear()
     tenant, _ = apply_config(YAML)
     yield mint(tenant)

@@ -1,0 +1,38 @@
+"""The proxy's per-process background work, started on the first request (or by the ASGI lifespan):
+the config-change listener, the breaker sync and the call-log flusher."""
+
+from __future__ import annotations
+
+from observability.background import serve as serve_logs
+from observability.logbuffer import buffer
+from proxy.background import drain
+from proxy.breakers import health
+from proxy.configcache import state
+from proxy.upstream import close_client
+
+_started = False
+
+
+def ensure_background() -> None:
+    """Start this process's invalidation listener, health sync and log flusher (first request, or lifespan)."""
+    global _started
+    if not _started:
+        state.start()
+        health.start()
+        buffer.start()
+        _started = True
+
+
+def startup() -> None:
+    """ASGI lifespan start: live logs (and with REDIS_URL the durable log stream and its consumer), then
+    the proxy's own background work."""
+    serve_logs()
+    ensure_background()
+
+
+async def shutdown() -> None:
+    """ASGI lifespan end: settle in-flight budget reservations before the logs' final flush."""
+    await drain()
+    await state.stop()
+    await buffer.stop()
+    await close_client()
