@@ -33,15 +33,15 @@ from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
     ProviderAdapter,
+    Refused,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
 )
-from proxy.providers.openai import transport_error
 from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.upstream import get_client, read_and_close
+from proxy.upstream import get_client
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -483,41 +483,34 @@ class AnthropicAdapter(ProviderAdapter):
             headers["x-api-key"] = deployment.api_key
         deployment.headers = {**headers, **deployment.extra_headers}
 
-    def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        if ctx.endpoint != "chat/completions":
+            raise Refused(
+                bad_request(
+                    f"The provider {deployment.provider_name!r} (Anthropic) has no {ctx.endpoint} endpoint; "
+                    "route this model to a provider that offers it",
+                    error_type="invalid_request_error",
+                )
+            )
         if ctx.native_kind == "anthropic":
             body = {**ctx.native, "model": deployment.upstream_model}  # type: ignore[dict-item]
         else:
-            body = to_anthropic(payload, deployment, stream=ctx.stream)
+            try:
+                body = to_anthropic(payload, deployment, stream=ctx.stream)
+            except _BadRequest as exc:
+                raise Refused(bad_request(str(exc), error_type="invalid_request_error")) from None
         return get_client().build_request(
             "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=_headers(deployment)
         )
 
-    def _check(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> httpx.Request | UpstreamResult:
-        if ctx.endpoint != "chat/completions":
-            return bad_request(
-                f"The provider {deployment.provider_name!r} (Anthropic) has no {ctx.endpoint} endpoint; "
-                "route this model to a provider that offers it",
-                error_type="invalid_request_error",
-            )
-        try:
-            return self._request(deployment, payload, ctx)
-        except _BadRequest as exc:
-            return bad_request(str(exc), error_type="invalid_request_error")
-
-    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
-        request = self._check(deployment, payload, ctx)
-        if isinstance(request, UpstreamResult):
-            return request
-        try:
-            response = await get_client().send(request)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        content = response.content
-        native = ctx.native_kind == "anthropic"
-        if response.status_code >= 400:
-            return _error_from_upstream(response, content, deployment, native)
+    def parse(
+        self,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        ctx: CallContext,
+        response: httpx.Response,
+        content: bytes,
+    ) -> UpstreamResult:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -527,7 +520,7 @@ class AnthropicAdapter(ProviderAdapter):
         headers = {"x-upstream-request-id": response.headers["request-id"]} if "request-id" in response.headers else {}
         reason = data.get("stop_reason")
         reason = reason if isinstance(reason, str) else ""
-        if native:
+        if ctx.native_kind == "anthropic":
             usage = data.get("usage")
             usage = to_openai_usage(usage if isinstance(usage, dict) else {})
             return UpstreamResult(
@@ -536,26 +529,12 @@ class AnthropicAdapter(ProviderAdapter):
         body, usage = to_openai_completion(data)
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=headers, finish_reason=reason)
 
-    async def open_stream(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> UpstreamResult | UpstreamStream:
-        request = self._check(deployment, payload, ctx)
-        if isinstance(request, UpstreamResult):
-            return request
-        try:
-            response = await get_client().send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        if response.status_code >= 400:
-            content = await read_and_close(response)
-            return _error_from_upstream(response, content, deployment, ctx.native_kind == "anthropic")
-        content_type = response.headers.get("content-type", "")
-        if response.status_code >= 300 or "text/event-stream" not in content_type:
-            await response.aclose()
-            return bad_response(
-                f"The upstream provider answered a stream request with HTTP {response.status_code} "
-                f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
-            )
+    def parse_error(
+        self, deployment: Deployment, ctx: CallContext, response: httpx.Response, content: bytes
+    ) -> UpstreamResult:
+        return _error_from_upstream(response, content, deployment, ctx.native_kind == "anthropic")
+
+    def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
         if ctx.native_kind == "anthropic":
             stream: UpstreamStream = AnthropicRelayStream(response, deployment)
         else:

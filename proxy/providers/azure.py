@@ -79,7 +79,7 @@ class AzureAdapter(OpenAIAdapter):
             headers["api-key"] = deployment.api_key
         deployment.headers = headers
 
-    def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
         # Azure routes by the deployment in the URL, so the body is forwarded as the client sent it,
         # apart from asking for stream usage (a new dict: the payload may be retried elsewhere).
         if ctx.stream and not ctx.client_wants_usage:

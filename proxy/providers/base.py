@@ -1,8 +1,14 @@
-"""The provider adapter interface.
+"""The provider adapter interface, and the transport every adapter shares.
 
 One adapter per provider family translates an OpenAI-format request into the provider's, and the
-provider's answer, stream events, usage and errors back into OpenAI's format. The proxy view only
-ever sees OpenAI-shaped bytes plus a usage dict.
+provider's answer, stream events, usage and errors back into OpenAI's format. The proxy only ever
+sees OpenAI-shaped bytes plus a usage dict.
+
+The transport is written once, here (`send`, `open_stream`: the pooled client, transport errors,
+redirects, an error body read and the connection closed, a stream that is not one). An adapter
+supplies four pure-ish hooks: `build` (the HTTP request), `parse` (a 2xx answer), `parse_error` (a
+4xx/5xx answer), `decoder` (the provider's stream as OpenAI events), plus `classify` where its
+provider has its own error dialect.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
+import httpx
+
 from proxy.errors import error_body
 from proxy.snapshot import Deployment
+from proxy.upstream import get_client, read_and_close
 
 
 @dataclass(slots=True)
@@ -148,22 +158,135 @@ def classify_result(result: UpstreamResult) -> ErrorKind:
     return ErrorKind.BAD_REQUEST
 
 
+def not_a_stream(status: int, content_type: str, location: str) -> UpstreamResult:
+    if 300 <= status < 400:
+        where = f" to {location[:200]}" if location else ""
+        message = f"The upstream provider answered a stream request with a redirect (HTTP {status}{where}); check the base URL"
+    else:
+        message = (
+            f"The upstream provider answered a stream request with HTTP {status} "
+            f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
+        )
+    return bad_response(message)
+
+
+def redirected(status: int, location: str) -> UpstreamResult:
+    """Redirects are never followed (a provider URL that moves is a misconfiguration, and following one
+    could carry the credential elsewhere)."""
+    where = f" to {location[:200]}" if location else ""
+    return bad_response(f"The upstream provider answered with a redirect (HTTP {status}{where}); check the base URL")
+
+
+def stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
+    return b"data: " + error_body(message, type=type_, code=code) + b"\n\n"
+
+
+def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
+    # httpx-aiohttp maps every aiohttp connection error (even "connection refused") to ConnectTimeout,
+    # so look at the original aiohttp exception to tell a timeout from an unreachable host.
+    cause = exc.__cause__
+    timed_out = isinstance(exc, httpx.TimeoutException) and (
+        cause is None or isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError))
+    )
+    if timed_out:
+        status, code, msg = 504, "upstream_timeout", "The upstream provider timed out"
+    else:
+        status, code, msg = 502, "upstream_unreachable", "The upstream provider could not be reached"
+    message = f"{msg} ({deployment.provider_name}): {type(exc).__name__}: {exc}"[:1000]
+    return UpstreamResult(
+        status=status,
+        body=error_body(message, type="upstream_error", code=code),
+        error_type=code,
+        error_message=message,
+    )
+
+
+class Refused(Exception):
+    """`build` cannot translate this request for this provider: `result` answers it, no upstream call."""
+
+    def __init__(self, result: UpstreamResult) -> None:
+        super().__init__(result.error_message)
+        self.result = result
+
+
 class ProviderAdapter:
     kind: str = ""
     endpoints: frozenset[str] = frozenset({"chat/completions", "embeddings"})
+    # What a stream answer's content type must contain (Bedrock's is AWS's binary event stream).
+    stream_content_type = "text/event-stream"
 
     def prepare(self, deployment: Deployment) -> None:
         """Precompute per-deployment URLs and headers when the tenant config is loaded."""
 
-    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
+    # -- the hooks an adapter implements ----------------------------------------------------------------
+
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        """The upstream request (never mutating `payload`: a later attempt may send it elsewhere); raise
+        Refused for a request this provider cannot serve."""
         raise NotImplementedError
 
-    async def open_stream(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> UpstreamResult | UpstreamStream:
+    def parse(
+        self,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        ctx: CallContext,
+        response: httpx.Response,
+        content: bytes,
+    ) -> UpstreamResult:
+        """A 2xx answer, translated to OpenAI's format."""
+        raise NotImplementedError
+
+    def parse_error(
+        self, deployment: Deployment, ctx: CallContext, response: httpx.Response, content: bytes
+    ) -> UpstreamResult:
+        """A 4xx/5xx answer, as OpenAI's error body with the provider's status."""
+        raise NotImplementedError
+
+    def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
+        """The open stream, decoded into OpenAI events (or relayed, for a native request)."""
         raise NotImplementedError
 
     def classify(self, result: UpstreamResult) -> ErrorKind:
         """What a failed answer means for the attempt loop; adapters whose provider has its own
         dialect (error types, overload statuses) refine this."""
         return classify_result(result)
+
+    # -- the transport, written once --------------------------------------------------------------------
+
+    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
+        try:
+            request = self.build(deployment, payload, ctx)
+        except Refused as exc:
+            return exc.result
+        try:
+            response = await get_client().send(request)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        status = response.status_code
+        if status >= 400:
+            return self.parse_error(deployment, ctx, response, response.content)
+        if status >= 300:
+            return redirected(status, response.headers.get("location", ""))
+        return self.parse(deployment, payload, ctx, response, response.content)
+
+    async def open_stream(
+        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
+    ) -> UpstreamResult | UpstreamStream:
+        try:
+            request = self.build(deployment, payload, ctx)
+        except Refused as exc:
+            return exc.result
+        try:
+            response = await get_client().send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return transport_error(exc, deployment)
+        status = response.status_code
+        if status >= 400:
+            return self.parse_error(deployment, ctx, response, await read_and_close(response))
+        content_type = response.headers.get("content-type", "")
+        if status >= 300 or self.stream_content_type not in content_type:
+            # A redirect (never followed) or a body that is not a stream: relaying it as a 200 event
+            # stream would hand the client an empty or garbled stream and log a success.
+            await response.aclose()
+            return not_a_stream(status, content_type, response.headers.get("location", ""))
+        return self.decoder(deployment, ctx, response)

@@ -37,15 +37,16 @@ from proxy.providers.base import (
     CallContext,
     ErrorKind,
     ProviderAdapter,
+    Refused,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
     classify_result,
+    transport_error,
 )
-from proxy.providers.openai import transport_error
 from proxy.snapshot import Deployment
-from proxy.upstream import get_client, read_and_close
+from proxy.upstream import get_client
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 
@@ -493,6 +494,7 @@ class _CallFailed(Exception):
 class BedrockAdapter(ProviderAdapter):
     kind = "bedrock"
     endpoints = frozenset({"chat/completions", "embeddings"})
+    stream_content_type = EVENTSTREAM
 
     def prepare(self, deployment: Deployment) -> None:
         base = deployment.base_url or f"https://bedrock-runtime.{deployment.region}.amazonaws.com"
@@ -511,12 +513,17 @@ class BedrockAdapter(ProviderAdapter):
             return ErrorKind.TIMEOUT
         return classify_result(result)
 
-    def _request(self, deployment: Deployment, payload: dict[str, Any], stream: bool) -> httpx.Request:
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        if ctx.stream and ctx.endpoint != "chat/completions":
+            raise Refused(bad_request("Embeddings are answered in one piece, not streamed."))
         if not deployment.urls:
             self.prepare(deployment)
-        url = deployment.urls["converse-stream" if stream else "converse"]
-        body = orjson.dumps(converse_request(payload))
-        headers = signed_headers(deployment, url, body, EVENTSTREAM if stream else "application/json")
+        url = deployment.urls["converse-stream" if ctx.stream else "converse"]
+        try:
+            body = orjson.dumps(converse_request(payload))
+        except Unsupported as exc:
+            raise Refused(bad_request(str(exc))) from None
+        headers = signed_headers(deployment, url, body, EVENTSTREAM if ctx.stream else "application/json")
         return get_client().build_request("POST", url, content=body, headers=headers)
 
     async def _invoke(self, deployment: Deployment, body: dict[str, Any]) -> tuple[dict, httpx.Response]:
@@ -576,18 +583,17 @@ class BedrockAdapter(ProviderAdapter):
 
     async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
         if ctx.endpoint == "embeddings":
-            return await self._embeddings(deployment, payload)
-        try:
-            request = self._request(deployment, payload, stream=False)
-        except Unsupported as exc:
-            return bad_request(str(exc))
-        try:
-            response = await get_client().send(request)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        content = response.content
-        if response.status_code >= 300:
-            return _error_from_response(response, content, deployment)
+            return await self._embeddings(deployment, payload)  # InvokeModel, one call per text or batch
+        return await super().send(deployment, payload, ctx)
+
+    def parse(
+        self,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        ctx: CallContext,
+        response: httpx.Response,
+        content: bytes,
+    ) -> UpstreamResult:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -597,27 +603,12 @@ class BedrockAdapter(ProviderAdapter):
         body, usage = chat_completion(data, deployment, ctx)
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage, headers=_pass_headers(response))
 
-    async def open_stream(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> UpstreamResult | UpstreamStream:
-        if ctx.endpoint != "chat/completions":
-            return bad_request("Embeddings are answered in one piece, not streamed.")
-        try:
-            request = self._request(deployment, payload, stream=True)
-        except Unsupported as exc:
-            return bad_request(str(exc))
-        try:
-            response = await get_client().send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        if response.status_code >= 300:
-            content = await read_and_close(response)
-            return _error_from_response(response, content, deployment)
-        content_type = response.headers.get("content-type", "")
-        if EVENTSTREAM not in content_type:
-            await response.aclose()
-            message = f"Bedrock answered a stream request with {content_type.split(';')[0] or 'no content type'}, not an event stream"
-            return bad_response(message)
+    def parse_error(
+        self, deployment: Deployment, ctx: CallContext, response: httpx.Response, content: bytes
+    ) -> UpstreamResult:
+        return _error_from_response(response, content, deployment)
+
+    def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
         stream = BedrockStream(response, deployment, ctx)
         stream.headers = _pass_headers(response)
         return stream

@@ -36,15 +36,16 @@ from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
     ProviderAdapter,
+    Refused,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
+    stream_error_event,
 )
-from proxy.providers.openai import not_a_stream, stream_error_event, transport_error
 from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.upstream import get_client, read_and_close
+from proxy.upstream import get_client
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -562,7 +563,17 @@ class GeminiAdapter(ProviderAdapter):
             headers["x-goog-api-key"] = deployment.api_key
         deployment.headers = headers
 
-    def _request(self, deployment: Deployment, url_name: str, body: dict) -> httpx.Request:
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        try:
+            if ctx.stream:
+                body, url_name = to_gemini(payload, deployment.upstream_model), "stream"
+            elif ctx.endpoint == "embeddings":
+                body, _estimate = to_gemini_embeddings(payload, deployment.upstream_model.removeprefix("models/"))
+                url_name = "embeddings"
+            else:
+                body, url_name = to_gemini(payload, deployment.upstream_model.removeprefix("models/")), ctx.endpoint
+        except TranslationError as exc:
+            raise Refused(bad_request(str(exc))) from None
         headers = deployment.headers
         if deployment.extra_headers:
             headers = {**headers, **deployment.extra_headers}  # the operator's headers go last
@@ -570,24 +581,14 @@ class GeminiAdapter(ProviderAdapter):
             "POST", deployment.urls[url_name], content=orjson.dumps(body), headers=headers
         )
 
-    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
-        model = deployment.upstream_model.removeprefix("models/")
-        try:
-            if ctx.endpoint == "embeddings":
-                body, estimate = to_gemini_embeddings(payload, model)
-            else:
-                body, estimate = to_gemini(payload, model), 0
-        except TranslationError as exc:
-            return bad_request(str(exc))
-        try:
-            response = await get_client().send(self._request(deployment, ctx.endpoint, body))
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        content = response.content
-        if response.status_code >= 300:
-            result = error_from_google(response.status_code, content, deployment)
-            result.headers = {**_pass_headers(response), **result.headers}
-            return result
+    def parse(
+        self,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        ctx: CallContext,
+        response: httpx.Response,
+        content: bytes,
+    ) -> UpstreamResult:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -595,6 +596,7 @@ class GeminiAdapter(ProviderAdapter):
         if not isinstance(data, dict):
             return bad_response("The upstream provider returned JSON that is not an object")
         if ctx.endpoint == "embeddings":
+            _body, estimate = to_gemini_embeddings(payload, deployment.upstream_model.removeprefix("models/"))
             return self._embeddings(data, payload, estimate)
         blocked = _blocked_prompt(data)
         if blocked is not None:
@@ -609,6 +611,16 @@ class GeminiAdapter(ProviderAdapter):
             usage=answer.get("usage"),
             finish_reason=reason if isinstance(reason, str) else "",
         )
+
+    def parse_error(
+        self, deployment: Deployment, ctx: CallContext, response: httpx.Response, content: bytes
+    ) -> UpstreamResult:
+        result = error_from_google(response.status_code, content, deployment)
+        result.headers = {**_pass_headers(response), **result.headers}
+        return result
+
+    def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
+        return GeminiStream(response, deployment=deployment, ctx=ctx)
 
     def _embeddings(self, data: dict, payload: dict, estimate: int) -> UpstreamResult:
         as_base64 = payload.get("encoding_format") == "base64"
@@ -627,31 +639,6 @@ class GeminiAdapter(ProviderAdapter):
             "usage": {"prompt_tokens": estimate, "total_tokens": estimate},
         }
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=None)
-
-    async def open_stream(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> UpstreamResult | UpstreamStream:
-        try:
-            body = to_gemini(payload, deployment.upstream_model)
-        except TranslationError as exc:
-            return bad_request(str(exc))
-        client = get_client()
-        try:
-            response = await client.send(self._request(deployment, "stream", body), stream=True)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        if response.status_code >= 300:
-            content = await read_and_close(response)
-            if response.status_code < 400:
-                return not_a_stream(response.status_code, "", response.headers.get("location", ""))
-            result = error_from_google(response.status_code, content, deployment)
-            result.headers = {**_pass_headers(response), **result.headers}
-            return result
-        content_type = response.headers.get("content-type", "")
-        if "text/event-stream" not in content_type:
-            await response.aclose()
-            return not_a_stream(response.status_code, content_type, "")
-        return GeminiStream(response, deployment=deployment, ctx=ctx)
 
 
 class GeminiStream(UpstreamStream):

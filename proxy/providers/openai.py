@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 
@@ -18,10 +17,11 @@ from proxy.providers.base import (
     UpstreamResult,
     UpstreamStream,
     bad_response,
+    stream_error_event,
 )
 from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
-from proxy.upstream import get_client, read_and_close
+from proxy.upstream import get_client
 
 # Response headers worth passing through to the client.
 PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-request-id", "retry-after", "retry-after-ms")
@@ -55,42 +55,6 @@ def _error_from_upstream(status: int, content: bytes, content_type: str) -> Upst
     return UpstreamResult(status=status, body=body, error_type=err_type, error_message=message[:2000])
 
 
-def not_a_stream(status: int, content_type: str, location: str) -> UpstreamResult:
-    if 300 <= status < 400:
-        where = f" to {location[:200]}" if location else ""
-        message = f"The upstream provider answered a stream request with a redirect (HTTP {status}{where}); check the base URL"
-    else:
-        message = (
-            f"The upstream provider answered a stream request with HTTP {status} "
-            f"{content_type.split(';')[0].strip() or 'without a content type'}, not an event stream"
-        )
-    return bad_response(message)
-
-
-def stream_error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
-    return b"data: " + error_body(message, type=type_, code=code) + b"\n\n"
-
-
-def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
-    # httpx-aiohttp maps every aiohttp connection error (even "connection refused") to ConnectTimeout,
-    # so look at the original aiohttp exception to tell a timeout from an unreachable host.
-    cause = exc.__cause__
-    timed_out = isinstance(exc, httpx.TimeoutException) and (
-        cause is None or isinstance(cause, (TimeoutError, aiohttp.ServerTimeoutError))
-    )
-    if timed_out:
-        status, code, msg = 504, "upstream_timeout", "The upstream provider timed out"
-    else:
-        status, code, msg = 502, "upstream_unreachable", "The upstream provider could not be reached"
-    message = f"{msg} ({deployment.provider_name}): {type(exc).__name__}: {exc}"[:1000]
-    return UpstreamResult(
-        status=status,
-        body=error_body(message, type="upstream_error", code=code),
-        error_type=code,
-        error_message=message,
-    )
-
-
 def _pass_headers(response: httpx.Response) -> dict[str, str]:
     out = {}
     for name in PASS_HEADERS:
@@ -111,7 +75,7 @@ class OpenAIAdapter(ProviderAdapter):
             headers["authorization"] = f"Bearer {deployment.api_key}"
         deployment.headers = headers
 
-    def _request(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+    def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
         # A shallow copy: the client's payload stays as it came, for the next attempt (another
         # deployment, another provider) and for anything that reads it after the call.
         body = {**payload, "model": deployment.upstream_model}
@@ -127,47 +91,29 @@ class OpenAIAdapter(ProviderAdapter):
             "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(body), headers=headers
         )
 
-    async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
-        request = self._request(deployment, payload, ctx)
-        try:
-            response = await get_client().send(request)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        content = response.content
-        if response.status_code >= 400:
-            result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
-            result.headers = _pass_headers(response)
-            return result
-        usage = None
+    def parse(
+        self,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        ctx: CallContext,
+        response: httpx.Response,
+        content: bytes,
+    ) -> UpstreamResult:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            message = "The upstream provider returned a body that is not JSON"
-            return bad_response(message)
-        if isinstance(data, dict) and isinstance(data.get("usage"), dict):
-            usage = data["usage"]
+            return bad_response("The upstream provider returned a body that is not JSON")
+        usage = data["usage"] if isinstance(data, dict) and isinstance(data.get("usage"), dict) else None
         return UpstreamResult(status=response.status_code, body=content, usage=usage, headers=_pass_headers(response))
 
-    async def open_stream(
-        self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext
-    ) -> UpstreamResult | UpstreamStream:
-        request = self._request(deployment, payload, ctx)
-        client = get_client()
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return transport_error(exc, deployment)
-        if response.status_code >= 400:
-            content = await read_and_close(response)
-            result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
-            result.headers = _pass_headers(response)
-            return result
-        content_type = response.headers.get("content-type", "")
-        if response.status_code >= 300 or "text/event-stream" not in content_type:
-            # A redirect (never followed) or a body that is not SSE: relaying it as a 200 event stream
-            # would hand the client an empty or garbled stream and log a success.
-            await response.aclose()
-            return not_a_stream(response.status_code, content_type, response.headers.get("location", ""))
+    def parse_error(
+        self, deployment: Deployment, ctx: CallContext, response: httpx.Response, content: bytes
+    ) -> UpstreamResult:
+        result = _error_from_upstream(response.status_code, content, response.headers.get("content-type", ""))
+        result.headers = _pass_headers(response)
+        return result
+
+    def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
         stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage, deployment=deployment)
         stream.headers = _pass_headers(response)
         return stream

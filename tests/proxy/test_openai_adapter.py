@@ -15,7 +15,7 @@ from proxy.snapshot import Deployment
 
 def build(dep: Deployment, payload: dict, ctx: CallContext):
     async def go():  # the shared client belongs to the running event loop
-        return OpenAIAdapter()._request(dep, payload, ctx)
+        return OpenAIAdapter().build(dep, payload, ctx)
 
     return asyncio.run(go())
 
