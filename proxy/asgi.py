@@ -19,6 +19,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import set_script_prefix, set_urlconf
 
 from proxy.errors import ProxyError
+from proxy.relay import GatewayStreamResponse
 
 
 class ProxyHandler(ASGIHandler):
@@ -93,8 +94,7 @@ class ProxyHandler(ASGIHandler):
         # Every /v1/ answer (JSON, stream, error) passes here; the console's SecurityMiddleware does
         # this for the other pages, but the proxy runs no middleware.
         response["X-Content-Type-Options"] = "nosniff"
-        stream = getattr(response, "gateway_stream", None)
-        if stream is None:
+        if not isinstance(response, GatewayStreamResponse):
             await super().send_response(response, send)
             return
         completed = False
@@ -103,7 +103,7 @@ class ProxyHandler(ASGIHandler):
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             # Iterate our own generator (not Django's wrapper around it) so that a disconnect closes it
             # right away: that cancels the upstream request and logs the call.
-            async with aclosing(stream) as events:
+            async with aclosing(response.events) as events:
                 async for event in events:
                     await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -111,7 +111,7 @@ class ProxyHandler(ASGIHandler):
         finally:
             # Closing an async generator that never started does not run its cleanup: do it here
             # (idempotent when the generator already did).
-            await response.gateway_close(disconnected=not completed)
+            await response.close_relay(disconnected=not completed)
 
 
 class _Done(Exception):

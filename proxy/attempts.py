@@ -19,8 +19,7 @@ from collections.abc import AsyncIterator
 import orjson
 from django.conf import settings
 
-from proxy import admission as money
-from proxy import errors
+from proxy import admission, errors
 from proxy.breakers import health
 from proxy.call import Call
 from proxy.errors import ProxyError
@@ -182,8 +181,8 @@ async def run(
                 continue
             if (dep.rpm or dep.tpm) and plan.per_attempt_limits:
                 try:
-                    tokens = call.prompt_estimate + (money.requested_output(call.endpoint, payload) or 0)
-                    reservation = await money.admit_deployment(dep, tokens=tokens)
+                    tokens = call.prompt_estimate + (admission.requested_output(call.endpoint, payload) or 0)
+                    reservation = await admission.admit_deployment(dep, tokens=tokens)
                 except ProxyError as exc:
                     # At its own limit: the next deployment, without calling this one.
                     call.deployment = dep

@@ -14,7 +14,7 @@ from gateway_project.common.money import pico_to_nanos_ceil, to_pico
 from gateway_project.common.redact import redact, secrets_of
 from observability.logbuffer import buffer
 from observability.text import storable
-from proxy import admission as money
+from proxy import admission
 from proxy.background import spawn
 from proxy.snapshot import Deployment, KeyEntry, TenantEntry
 
@@ -258,9 +258,9 @@ class Call:
         )
         if self.reservation is not None:
             # Settle after the answer is out: the client never waits for this round trip.
-            spawn(money.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
+            spawn(admission.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
             self.reservation = None
         for dep_id, reservation in self.deployment_reservations:
             # The deployment that answered keeps its tokens; the ones that failed give theirs back.
-            spawn(money.settle(reservation, tokens if dep is not None and dep_id == dep.id else 0, 0))
+            spawn(admission.settle(reservation, tokens if dep is not None and dep_id == dep.id else 0, 0))
         self.deployment_reservations = []

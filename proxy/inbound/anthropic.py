@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 
 from proxy import errors
 from proxy.errors import ProxyError
+from proxy.inbound import Front
 from proxy.inbound import openai as inbound
 from proxy.providers.anthropic import CLIENT_HEADERS, FORWARDED_HEADERS
 from proxy.tokens import estimate_prompt_tokens, estimate_tokens
@@ -646,11 +647,10 @@ def _keep_client_headers(request: HttpRequest) -> None:
     CLIENT_HEADERS.set(headers or None)
 
 
-class AnthropicFront:
+class AnthropicFront(Front):
     """Anthropic's Messages format in and out, over the OpenAI-format pipeline."""
 
     name = "anthropic"
-    # Upstreams of this kind speak this format: the pipeline relays the client's body to them.
     native_kind = "anthropic"
 
     def credential(self, request: HttpRequest) -> str:
@@ -661,7 +661,6 @@ class AnthropicFront:
         return to_chat(inbound.parse_body(request))
 
     def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(the OpenAI-format payload, the client's own Messages body, for relaying to an Anthropic upstream)."""
         _keep_client_headers(request)
         body = inbound.parse_body(request)
         return to_chat(body, relay=True), body

@@ -17,6 +17,7 @@ from proxy import errors
 from proxy.call import CacheHeaders
 from proxy.configcache import state
 from proxy.errors import ProxyError
+from proxy.inbound import Front
 from proxy.snapshot import Deployment, KeyEntry, TenantEntry
 from tenants.models import hash_secret
 
@@ -253,9 +254,9 @@ def model_object(name: str, tenant: TenantEntry) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": tenant.slug}
 
 
-class OpenAIFront:
+class OpenAIFront(Front):
     """OpenAI's format in and out. The pipeline works in OpenAI's format, so this front end is the
-    identity; another (Anthropic's /v1/messages) translates at these same five points."""
+    identity; another (Anthropic's /v1/messages) translates at these same points."""
 
     name = "openai"
 
@@ -263,22 +264,18 @@ class OpenAIFront:
         return credential(request)
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
-        """The body as an OpenAI-format payload, validated for this endpoint."""
         payload = parse_body(request)
         require_model(payload)
         VALIDATORS[endpoint](payload)
         return payload
 
     def render(self, call: Any, body: bytes) -> bytes:
-        """A successful OpenAI-format answer, as this front end's clients expect it."""
         return body
 
     def render_upstream_error(self, call: Any, status: int, body: bytes) -> bytes:
-        """A failed attempt's OpenAI-format error body, in this front end's error shape."""
         return body
 
     def stream_filter(self, call: Any) -> Any:
-        """Translates OpenAI stream events for this front end's clients; None when they need none."""
         return None
 
     def error_response(self, exc: ProxyError) -> HttpResponse:

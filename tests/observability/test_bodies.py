@@ -43,7 +43,7 @@ def _send(secret: str, content: str, stream: bool = False) -> tuple[int, bytes]:
     async def go():
         response = await pipeline.handle(request, "chat/completions")
         if stream:
-            return response.status_code, b"".join([chunk async for chunk in response.gateway_stream])
+            return response.status_code, b"".join([chunk async for chunk in response.events])
         return response.status_code, response.content
 
     return asyncio.run(go())

@@ -132,7 +132,7 @@ def _call(secret: str, model: str, stream: bool = False):
         response = await pipeline.handle(request, "chat/completions")
         headers_at = time.perf_counter() - started
         if stream:
-            body = b"".join([chunk async for chunk in response.gateway_stream])
+            body = b"".join([chunk async for chunk in response.events])
         else:
             body = response.content
         return response, body, headers_at

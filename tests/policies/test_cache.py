@@ -19,6 +19,7 @@ from proxy import background as tasks
 from proxy import lifecycle, limits, pipeline, redis_wire
 from proxy.configcache import state
 from proxy.policies import cache as prompt_cache
+from proxy.relay import GatewayStreamResponse
 from tenants.config import apply_config
 from tenants.models import Tenant, hash_secret
 from tests.conftest import LOOPBACK, UPSTREAM_KEY
@@ -111,7 +112,7 @@ async def post(
         **meta,
     )
     response = await pipeline.handle(request, endpoint)
-    stream = getattr(response, "gateway_stream", None)
+    stream = response.events if isinstance(response, GatewayStreamResponse) else None
     content = b"".join([chunk async for chunk in stream]) if stream is not None else response.content
     if drain:
         await tasks.drain()
@@ -438,7 +439,7 @@ def test_a_hit_answers_the_anthropic_front_in_its_own_format(world, upstream):
             HTTP_X_API_KEY=world["alice"],
         )
         response = await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
-        raw = b"".join([c async for c in response.gateway_stream]) if stream else response.content
+        raw = b"".join([c async for c in response.events]) if stream else response.content
         await tasks.drain()
         return response, raw
 

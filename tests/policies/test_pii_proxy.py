@@ -20,6 +20,7 @@ from proxy import background as tasks
 from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from proxy.inbound import anthropic
+from proxy.relay import GatewayStreamResponse
 from tenants.config import apply_config
 from tenants.models import Tenant, VirtualKey, hash_secret
 from tests.conftest import UPSTREAM_KEY
@@ -147,7 +148,7 @@ async def post(secret: str, payload: dict, endpoint: str = "chat/completions"):
         response = await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
     else:
         response = await pipeline.handle(request, endpoint)
-    stream = getattr(response, "gateway_stream", None)
+    stream = response.events if isinstance(response, GatewayStreamResponse) else None
     content = b"".join([chunk async for chunk in stream]) if stream is not None else response.content
     return response, content
 

@@ -63,7 +63,7 @@ def _send(secret: str, content: str, stream: bool = False):
         tenant.steps = (Shout(),)
         response = await pipeline.handle(request, "chat/completions")
         if stream:
-            chunks = [chunk async for chunk in response.gateway_stream]
+            chunks = [chunk async for chunk in response.events]
             return response, b"".join(chunks)
         return response, response.content
 
