@@ -161,7 +161,7 @@ class InvoiceSummarySerializer(serializers.Serializer):
 
 
 def _current_invoice(access, invoice_id: int):
-    from billing.invoices import invoice_refresh
+    from billing.invoicing.services import invoice_refresh
     from billing.models import InvoiceStatus
     from billing.selectors import access_invoice
 
@@ -199,7 +199,7 @@ class InvoiceDetailApi(TokenApi):
         summary="One invoice with its lines (exact decimal strings; the total is rounded once, to the cent)",
     )
     def get(self, request: Request, invoice_id: int) -> Response:
-        from billing.invoice_exports import invoice_json
+        from billing.invoicing.exports import invoice_json
 
         invoice = _current_invoice(self.access, invoice_id)
         body = {**InvoiceSummarySerializer(invoice).data, **invoice_json(invoice)}
@@ -212,7 +212,7 @@ class InvoicePdfApi(TokenApi):
 
     @extend_schema(responses={(200, "application/pdf"): bytes}, summary="The invoice as a PDF")
     def get(self, request: Request, invoice_id: int) -> HttpResponse:
-        from billing.invoice_exports import invoice_filename, invoice_pdf
+        from billing.invoicing.exports import invoice_filename, invoice_pdf
 
         invoice = _current_invoice(self.access, invoice_id)
         response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
@@ -227,7 +227,7 @@ class InvoiceCsvApi(TokenApi):
         responses={(200, "text/csv"): str}, summary="The invoice as CSV: one row per line, amounts sum to the total"
     )
     def get(self, request: Request, invoice_id: int) -> HttpResponse:
-        from billing.invoice_exports import invoice_csv, invoice_filename
+        from billing.invoicing.exports import invoice_csv, invoice_filename
 
         invoice = _current_invoice(self.access, invoice_id)
         response = HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8")
@@ -254,7 +254,7 @@ class InvoiceVoidApi(TokenApi):
         description="409 `invoice_not_voidable` for a draft, a paid or an already void invoice.",
     )
     def post(self, request: Request, invoice_id: int) -> Response:
-        from billing.invoices import invoice_void
+        from billing.invoicing.services import invoice_void
         from billing.selectors import access_invoice
 
         invoice = access_invoice(self.access, invoice_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from billing.invoices import MAX_MARKUP_PERCENT, MAX_PLAN_USD, plan_amount_error, plan_set
+from billing.invoicing.services import MAX_MARKUP_PERCENT, MAX_PLAN_USD, plan_amount_error, plan_set
 from billing.models import LineGrouping, Plan
 from tenants.audit import Actor
 from tenants.models import Tenant

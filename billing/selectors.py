@@ -305,7 +305,7 @@ def invoice_reconcile(tenant: Tenant | None = None) -> tuple[list[InvoiceDiffere
     """
     from collections import defaultdict
 
-    from billing.invoices import CLOSED, month_last_day, round_total
+    from billing.invoicing.services import CLOSED, month_last_day, round_total
     from billing.models import Invoice, InvoiceLine, InvoiceStatus, LineKind
 
     tenants = [tenant] if tenant else list(Tenant.objects.filter(invoices__isnull=False).distinct())

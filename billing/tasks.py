@@ -33,28 +33,28 @@ def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[
     return sorted(crossed | {threshold})
 
 
-# --- Stripe (billing.stripe_sync) ---------------------------------------------------------------------
+# --- Stripe (billing.stripe.sync) ---------------------------------------------------------------------
 # Thin: a failed push is recorded on the invoice with its backoff and retried by stripe_sync_task, so the
 # tasks themselves never raise for Stripe and never sleep in a worker.
 
 
 @shared_task
 def push_invoice_task(*, invoice_id: int) -> str:
-    from billing.stripe_sync import push_and_record
+    from billing.stripe.sync import push_and_record
 
     return push_and_record(invoice_id)
 
 
 @shared_task
 def void_invoice_task(*, invoice_id: int) -> str:
-    from billing.stripe_sync import void_and_record
+    from billing.stripe.sync import void_and_record
 
     return void_and_record(invoice_id)
 
 
 @shared_task
 def stripe_sync_task() -> dict:
-    from billing.stripe_sync import sync
+    from billing.stripe.sync import sync
 
     result = sync()
     return {"pushed": result.pushed, "voided": result.voided, "failed": [label for label, _ in result.failed]}
@@ -62,7 +62,7 @@ def stripe_sync_task() -> dict:
 
 @shared_task(bind=True, max_retries=5, default_retry_delay=60)
 def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str = "") -> None:
-    from billing.stripe_webhooks import payment_failed_email_send
+    from billing.stripe.webhooks import payment_failed_email_send
 
     try:
         payment_failed_email_send(invoice_id=invoice_id, hosted_invoice_url=hosted_invoice_url)
@@ -70,13 +70,13 @@ def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str 
         raise self.retry(exc=exc) from exc
 
 
-# --- Invoices (billing.invoices) -----------------------------------------------------------------------
+# --- Invoices (billing.invoicing.services) -----------------------------------------------------------------------
 
 
 @shared_task
 def finalize_invoices_task() -> list[str]:
     """The beat entry on the 1st and 2nd (hourly): `gateway finalize-invoices`. Idempotent."""
-    from billing.invoices import finalize_invoices
+    from billing.invoicing.services import finalize_invoices
 
     return [inv.label for inv in finalize_invoices()]
 
@@ -84,6 +84,6 @@ def finalize_invoices_task() -> list[str]:
 @shared_task
 def refresh_drafts_task() -> list[str]:
     """The beat entry every 10 minutes: rebuild the drafts of tenants whose ledger moved. Idempotent."""
-    from billing.invoices import refresh_drafts
+    from billing.invoicing.services import refresh_drafts
 
     return [f"{inv.billed_slug} {inv.month:%Y-%m}" for inv in refresh_drafts()]

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from billing.invoices import (
+from billing.invoicing.services import (
     finalize_invoices,
     invoice_finalize,
     invoice_for_month,
@@ -227,7 +227,7 @@ def test_lines_per_model_and_key_when_the_plan_asks(people):
 
 
 def test_paid_and_void_are_one_way_and_void_is_not_billed_again(people):
-    from billing.invoices import invoice_void, mark_invoice_paid
+    from billing.invoicing.services import invoice_void, mark_invoice_paid
 
     add_ledger(people.acme, date(2026, 11, 3), "gpt-4o", 10**12)
     add_ledger(people.globex, date(2026, 11, 3), "gpt-4o", 10**12)

@@ -131,7 +131,7 @@ def invoice_key(invoice: Invoice) -> str:
 
 def stripe_items(invoice: Invoice) -> list[dict]:
     """One Stripe invoice item per line: integer cents that add up exactly to the invoice total."""
-    from billing.invoices import line_cents
+    from billing.invoicing.services import line_cents
 
     items = []
     for n, (line, cents) in enumerate(line_cents(invoice), start=1):

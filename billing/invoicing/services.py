@@ -475,10 +475,10 @@ def _next_number() -> int:
 
 
 def _queue_stripe_push(invoice: Invoice) -> None:
-    """Hand the invoice to the Stripe push (billing.stripe_sync queues it after commit when Stripe is on;
+    """Hand the invoice to the Stripe push (billing.stripe.sync queues it after commit when Stripe is on;
     a missing or failing queue never blocks finalization: `gateway stripe-sync` picks it up later)."""
     try:
-        from billing.stripe_sync import queue_push
+        from billing.stripe.sync import queue_push
     except ImportError:
         return
     try:
@@ -593,7 +593,7 @@ def invoice_void(tenant: Tenant, *, invoice: Invoice, actor: Actor) -> bool:
     """Finalized -> void: the amount is written off (not billed again). Paid invoices stay paid.
 
     The invoice keeps its number (numbering stays gap-free). If Stripe has it, it is voided there too,
-    after commit and with retries like a push (billing.stripe_sync.queue_void). Returns False when
+    after commit and with retries like a push (billing.stripe.sync.queue_void). Returns False when
     the invoice was not finalized (a draft, paid or already void): nothing changes then.
     """
     if invoice.tenant_id != tenant.id:
@@ -624,7 +624,7 @@ def invoice_void(tenant: Tenant, *, invoice: Invoice, actor: Actor) -> bool:
 
 def _queue_stripe_void(invoice: Invoice) -> None:
     # Like the push: never blocks or fails the void; the beat's stripe-sync retries what is left.
-    from billing.stripe_sync import queue_void
+    from billing.stripe.sync import queue_void
 
     try:
         queue_void(invoice)

@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from billing.invoice_exports import invoice_csv, invoice_filename, invoice_pdf
-from billing.invoices import (
+from billing.invoicing.exports import invoice_csv, invoice_filename, invoice_pdf
+from billing.invoicing.services import (
     MAX_MARKUP_PERCENT,
     MAX_PLAN_USD,
     invoice_refresh,
@@ -66,7 +66,7 @@ def _plan_initial(access: TenantAccess) -> dict:
 
 def _stripe_on() -> bool:
     try:
-        from billing.stripe_sync import enabled
+        from billing.stripe.sync import enabled
     except ImportError:  # the Stripe half may not be installed: no portal link then
         return False
     return enabled()

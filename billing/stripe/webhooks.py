@@ -110,7 +110,7 @@ def _our_invoice(obj: dict) -> Invoice | None:
 
 
 def _invoice_paid(invoice: Invoice, obj: dict) -> None:
-    from billing.invoices import mark_invoice_paid
+    from billing.invoicing.services import mark_invoice_paid
 
     transitions = (obj.get("status_transitions") or {}).get("paid_at")
     paid_at = datetime.fromtimestamp(transitions, tz=UTC) if transitions else timezone.now()

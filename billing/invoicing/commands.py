@@ -35,7 +35,7 @@ def _tenant(slug: str) -> Tenant:
 
 
 def _month(text: str):
-    from billing.invoices import parse_month
+    from billing.invoicing.services import parse_month
 
     try:
         return parse_month(text)
@@ -44,8 +44,8 @@ def _month(text: str):
 
 
 def cmd_invoice(command: Any, options: dict) -> None:
-    from billing.invoice_exports import invoice_csv, invoice_json, invoice_pdf
-    from billing.invoices import invoice_for_month
+    from billing.invoicing.exports import invoice_csv, invoice_json, invoice_pdf
+    from billing.invoicing.services import invoice_for_month
 
     tenant = _tenant(options["tenant"])
     invoice = invoice_for_month(tenant, _month(options["month"]))
@@ -75,7 +75,7 @@ def _write(path: str, data: bytes) -> None:
 
 
 def cmd_finalize_invoices(command: Any, options: dict) -> None:
-    from billing.invoices import finalize_invoices
+    from billing.invoicing.services import finalize_invoices
 
     tenant = _tenant(options["tenant"]) if options["tenant"] else None
     month = _month(options["month"]) if options["month"] else None
@@ -87,14 +87,14 @@ def cmd_finalize_invoices(command: Any, options: dict) -> None:
     if not done:
         command.stdout.write("nothing to finalize")
     # Without a broker the Stripe pushes run in background threads: give them a chance before we exit.
-    from billing.stripe_sync import wait_for_background
+    from billing.stripe.sync import wait_for_background
 
     wait_for_background()
 
 
 def reconcile_invoices(command: Any, tenant: Tenant | None) -> int:
     """The invoice half of `gateway reconcile`; returns the number of differences."""
-    from billing.invoices import invoice_refresh
+    from billing.invoicing.services import invoice_refresh
     from billing.models import Invoice, InvoiceStatus
     from billing.selectors import invoice_reconcile
 
