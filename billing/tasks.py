@@ -1,3 +1,10 @@
+"""Celery tasks of the billing app: thin, each calls one service function.
+
+Workers find them here by name (billing.tasks.<function>; the beat entries in settings name them too).
+The services that queue them (billing.stripe.sync, billing.stripe.webhooks) import this module, so the
+tasks import their services inside their bodies: that is the one import cycle billing allows.
+"""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -12,28 +19,16 @@ def send_budget_alert(self, *, budget_id: int, period_key: str, threshold: int, 
     has crossed, in ascending order: whichever task runs first mails 50 % before 80 %, and the others
     find those alerts already sent (the alert row is locked while it is sent).
     """
-    from billing.services import budget_alert_send
+    from billing.services import budget_alert_send, thresholds_up_to
 
     try:
-        for step in _thresholds_up_to(budget_id, threshold, spent_nanos):
+        for step in thresholds_up_to(budget_id, threshold, spent_nanos):
             budget_alert_send(budget_id=budget_id, period_key=period_key, threshold=step, spent_nanos=spent_nanos)
     except Exception as exc:  # SMTP hiccups: retry, the alert row keeps it exactly-once
         raise self.retry(exc=exc) from exc
 
 
-def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[int]:
-    from billing.models import Budget
-    from gateway_project.common.money import NANO
-
-    budget = Budget.objects.filter(id=budget_id).only("limit_usd", "alert_at").first()
-    if budget is None:
-        return [threshold]  # the service notices the missing budget and sends nothing
-    limit_nanos = budget.limit_usd * NANO
-    crossed = {t for t in budget.alert_at if t < threshold and spent_nanos * 100 >= limit_nanos * t}
-    return sorted(crossed | {threshold})
-
-
-# --- Stripe (billing.stripe.sync) ---------------------------------------------------------------------
+# --- Stripe (billing.stripe.sync) ----------------------------------------------------------------------
 # Thin: a failed push is recorded on the invoice with its backoff and retried by stripe_sync_task, so the
 # tasks themselves never raise for Stripe and never sleep in a worker.
 
@@ -70,7 +65,7 @@ def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str 
         raise self.retry(exc=exc) from exc
 
 
-# --- Invoices (billing.invoicing.services) -----------------------------------------------------------------------
+# --- Invoices (billing.invoicing.services) -------------------------------------------------------------
 
 
 @shared_task

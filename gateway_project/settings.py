@@ -382,7 +382,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # Pushes finalized invoices Stripe has not got yet, each when its backoff has passed.
 CELERY_BEAT_SCHEDULE["billing-stripe-sync"] = {"task": "billing.tasks.stripe_sync_task", "schedule": 60.0}
 
-# --- Invoices (billing.invoicing.services) ----------------------------------------------------------------------
+# --- Invoices (billing.invoicing.services) ---------------------------------------------------------
 # Printed on every invoice PDF as the seller.
 GATEWAY_OPERATOR_NAME = envstr("GATEWAY_OPERATOR_NAME", "LLM Gateway operator")
 # Lines separated by newlines (or "\n" in the environment variable).

@@ -15,8 +15,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from pypdf import PdfReader
 
-from billing.invoicing.services import invoice_finalize, invoice_for_month, ledger_month_total, round_total
+from billing.invoicing.rules import round_total
+from billing.invoicing.services import invoice_finalize, invoice_for_month
 from billing.models import Invoice, InvoiceStatus, Plan
+from billing.selectors import ledger_month_total
 from tenants.audit import Actor
 from tenants.services import management_token_create
 from tests.billing.test_invoices import DEC_2, NOV, add_ledger, people, synthetic_month  # noqa: F401
