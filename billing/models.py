@@ -138,7 +138,8 @@ class SpendLedger(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "day"]),
-            # The periodic draft refresh reads the last two months of every tenant (billing.invoicing.services.refresh_drafts).
+            # The periodic draft refresh reads the last two months of every tenant
+            # (billing.invoicing.services.refresh_drafts).
             models.Index(fields=["day"], name="ledger_day_idx"),
         ]
 
@@ -162,7 +163,7 @@ class TagSpend(models.Model):
         return f"{self.tenant_id} {self.day} {self.tag} {self.cost_picodollars}"
 
 
-# --- Plans and invoices (issue 13) ---------------------------------------------------------------
+# --- Plans and invoices --------------------------------------------------------------------------
 # Invoice amounts are Decimal columns with 16 decimal places: a ledger cost is exact to the
 # picodollar (12 places) and a markup percent has at most 2 places, so cost * percent / 100 is exact
 # too. Amounts are rounded to cents once, at the invoice total (see billing.invoicing.services).

@@ -18,15 +18,18 @@ from billing.models import (
     Invoice,
     InvoiceLine,
     InvoiceStatus,
+    LimitScope,
     LineKind,
     Plan,
     PriceOverride,
+    RateLimit,
     SpendLedger,
     TagSpend,
 )
 from billing.periods import period_start
 from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices
 from observability.models import CallLog
+from routing.models import ModelDeployment
 from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey
 from tenants.permissions import TenantAccess
@@ -253,6 +256,35 @@ def tenant_timezone(tenant_id: int) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except Exception:
         return ZoneInfo("UTC")
+
+
+def key_names(tenant: Tenant) -> dict[int, str]:
+    """Every key of the tenant by id, revoked ones included (their spend stays in the history)."""
+    return dict(VirtualKey.objects.filter(tenant=tenant).values_list("id", "name"))
+
+
+def price_overrides(tenant: Tenant) -> QuerySet[PriceOverride]:
+    """The tenant's negotiated prices, by model."""
+    return PriceOverride.objects.filter(tenant=tenant).order_by("model")
+
+
+def tenant_rate_limit(tenant: Tenant) -> RateLimit | None:
+    return RateLimit.objects.filter(tenant=tenant, scope=LimitScope.TENANT, ref="").first()
+
+
+def key_rate_limits(tenant: Tenant, key_ids: list[int]) -> dict[int, RateLimit]:
+    """The limits set on these keys of the tenant, by key id (keys without limits are left out)."""
+    refs = [str(key_id) for key_id in key_ids]
+    return {int(r.ref): r for r in RateLimit.objects.filter(tenant=tenant, scope=LimitScope.KEY, ref__in=refs)}
+
+
+def deployment_rate_limits(tenant: Tenant) -> list[tuple[RateLimit, ModelDeployment | None]]:
+    """Each deployment limit of the tenant with its deployment (None when the deployment is gone)."""
+    limits = list(RateLimit.objects.filter(tenant=tenant, scope=LimitScope.DEPLOYMENT))
+    ids = [int(r.ref) for r in limits if r.ref.isdigit()]
+    deployments = ModelDeployment.objects.filter(tenant=tenant, id__in=ids).select_related("provider")
+    by_id = {str(d.id): d for d in deployments}
+    return [(r, by_id.get(r.ref)) for r in limits]
 
 
 def price_table_for(tenant_id: int) -> dict[str, Price]:

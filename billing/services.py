@@ -107,7 +107,7 @@ def budget_upsert(
     for k, v in new.items():
         setattr(budget, k, v)
     budget.full_clean()
-    budget.save()
+    budget.save(update_fields=None if created else list(new))
     audit(tenant, actor=actor, action="budget.create" if created else "budget.update", target=budget, changes=changes)
     record_change("tenant", tenant.id)
     return budget, True
@@ -188,11 +188,12 @@ def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
         o = have.get(model)
         if o and all(getattr(o, k) == v for k, v in values.items()):
             continue
+        existing = o is not None
         o = o or PriceOverride(tenant=tenant, model=model)
         for k, v in values.items():
             setattr(o, k, v)
         o.full_clean()
-        o.save()
+        o.save(update_fields=list(values) if existing else None)
         changed = True
     stale = [m for m in have if m not in want]
     if stale:

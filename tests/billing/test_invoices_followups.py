@@ -1,4 +1,4 @@
-"""Issue 13 follow-ups: drafts follow the ledger on a beat, voiding (console, API, Stripe), invoices that
+"""Invoices beyond build and finalize: drafts follow the ledger on a beat, voiding (console, API, Stripe), invoices that
 outlive their tenant, and Stripe pushes that never hold up a request without a broker."""
 
 from __future__ import annotations
