@@ -1,4 +1,5 @@
-"""Reads over the spend ledger: totals, breakdowns, budget usage and reconciliation."""
+"""Reads for money: the spend ledger (totals, breakdowns, budget usage, reconciliation), rate limits,
+prices, plans and invoices. Tenant first; nothing here writes."""
 
 from __future__ import annotations
 
