@@ -1,5 +1,5 @@
 """Reads for money: the spend ledger (totals, breakdowns, budget usage, reconciliation), rate limits,
-prices, plans and invoices. Tenant first; nothing here writes."""
+prices, plans and invoices. Nothing here writes."""
 
 from __future__ import annotations
 
