@@ -12,9 +12,12 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.models import BudgetMode, BudgetPeriod
+from billing.invoicing.exports import invoice_csv, invoice_filename, invoice_json, invoice_pdf
+from billing.invoicing.services import invoice_refresh, invoice_void
+from billing.models import BudgetMode, BudgetPeriod, InvoiceStatus
 from billing.selectors import (
     access_budget,
+    access_invoice,
     budget_usage,
     own_keys,
     spend_by_key,
@@ -22,6 +25,7 @@ from billing.selectors import (
     spend_summary,
     tenant_timezone,
     visible_budgets,
+    visible_invoices,
 )
 from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert
 from gateway_project.common.money import format_usd, from_pico
@@ -161,10 +165,6 @@ class InvoiceSummarySerializer(serializers.Serializer):
 
 
 def _current_invoice(access, invoice_id: int):
-    from billing.invoices import invoice_refresh
-    from billing.models import InvoiceStatus
-    from billing.selectors import access_invoice
-
     invoice = access_invoice(access, invoice_id)
     if invoice.status == InvoiceStatus.DRAFT:
         # A draft follows the ledger: show it as of now.
@@ -180,8 +180,6 @@ class InvoiceListApi(TokenApi):
 
     @extend_schema(responses=OutputSerializer(many=True), summary="List the tenant's invoices, newest first")
     def get(self, request: Request) -> Response:
-        from billing.selectors import visible_invoices
-
         return Response(self.OutputSerializer(visible_invoices(self.access), many=True).data)
 
 
@@ -199,8 +197,6 @@ class InvoiceDetailApi(TokenApi):
         summary="One invoice with its lines (exact decimal strings; the total is rounded once, to the cent)",
     )
     def get(self, request: Request, invoice_id: int) -> Response:
-        from billing.invoice_exports import invoice_json
-
         invoice = _current_invoice(self.access, invoice_id)
         body = {**InvoiceSummarySerializer(invoice).data, **invoice_json(invoice)}
         body["total_usd"] = f"{invoice.total_usd:.2f}"
@@ -212,8 +208,6 @@ class InvoicePdfApi(TokenApi):
 
     @extend_schema(responses={(200, "application/pdf"): bytes}, summary="The invoice as a PDF")
     def get(self, request: Request, invoice_id: int) -> HttpResponse:
-        from billing.invoice_exports import invoice_filename, invoice_pdf
-
         invoice = _current_invoice(self.access, invoice_id)
         response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
         response["Content-Disposition"] = f'attachment; filename="{invoice_filename(invoice, "pdf")}"'
@@ -227,8 +221,6 @@ class InvoiceCsvApi(TokenApi):
         responses={(200, "text/csv"): str}, summary="The invoice as CSV: one row per line, amounts sum to the total"
     )
     def get(self, request: Request, invoice_id: int) -> HttpResponse:
-        from billing.invoice_exports import invoice_csv, invoice_filename
-
         invoice = _current_invoice(self.access, invoice_id)
         response = HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{invoice_filename(invoice, "csv")}"'
@@ -254,9 +246,6 @@ class InvoiceVoidApi(TokenApi):
         description="409 `invoice_not_voidable` for a draft, a paid or an already void invoice.",
     )
     def post(self, request: Request, invoice_id: int) -> Response:
-        from billing.invoices import invoice_void
-        from billing.selectors import access_invoice
-
         invoice = access_invoice(self.access, invoice_id)
         if not invoice_void(self.access.tenant, invoice=invoice, actor=self.access.actor):
             invoice.refresh_from_db()  # the state that refused it, not the one we loaded

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.models import Budget, BudgetMode, BudgetPeriod, LimitScope, PriceOverride, RateLimit
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from billing.models import BillingSettings, Budget, BudgetMode, BudgetPeriod, LimitScope, PriceOverride, RateLimit
+from billing.plan_config import register as register_plan
 from billing.services import (
     DEFAULT_ALERTS,
     MAX_ALERT_PERCENT,
@@ -22,8 +27,11 @@ from billing.services import (
     prices_set,
     rate_limit_set,
     usd_error,
+    validate_scope,
 )
+from routing.models import ModelDeployment
 from tenants.audit import Actor
+from tenants.config import EXTENSIONS, ConfigError
 from tenants.models import Tenant
 
 
@@ -108,10 +116,6 @@ def parse_limits(value: Any, path: str, c: Any) -> dict:
 
 
 def apply_limits(tenant: Tenant, limits: dict | None, *, actor: Actor) -> list[str]:
-    from django.core.exceptions import ValidationError
-
-    from routing.models import ModelDeployment
-
     if limits is None:
         return []
     changes = []
@@ -138,8 +142,6 @@ def apply_limits(tenant: Tenant, limits: dict | None, *, actor: Actor) -> list[s
 
 
 def export_limits(tenant: Tenant) -> dict | None:
-    from routing.models import ModelDeployment
-
     out: dict[str, Any] = {}
     t = RateLimit.objects.filter(tenant=tenant, scope=LimitScope.TENANT).first()
     if t:
@@ -157,16 +159,12 @@ def export_limits(tenant: Tenant) -> dict | None:
 
 
 def parse_budgets(value: Any, path: str, c: Any) -> list[dict]:
-    from django.core.exceptions import ValidationError
-
-    from billing.services import _validate_scope
-
     out, seen = [], set()
     for i, item in enumerate(c.sequence(value, path)):
         p = f"{path}[{i}]"
         c.mapping(item, p, {"scope", "limit_usd", "period", "mode", "alert_at"}, {"scope", "limit_usd"})
         try:
-            scope = _validate_scope(c.string(item["scope"], f"{p}.scope"))
+            scope = validate_scope(c.string(item["scope"], f"{p}.scope"))
         except ValidationError as exc:
             raise c.fail(exc.messages[0], f"{p}.scope") from None
         period = c.string(item.get("period") or "month", f"{p}.period")
@@ -199,8 +197,6 @@ def parse_budgets(value: Any, path: str, c: Any) -> list[dict]:
 
 
 def apply_budgets(tenant: Tenant, budgets: list[dict] | None, *, actor: Actor) -> list[str]:
-    from tenants.config import ConfigError
-
     if budgets is None:
         return []
     changes, keep = [], set()
@@ -230,8 +226,6 @@ def export_budgets(tenant: Tenant) -> list[dict] | None:
 
 
 def parse_timezone(value: Any, path: str, c: Any) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     name = c.string(value, path)
     try:
         ZoneInfo(name)
@@ -247,15 +241,11 @@ def apply_timezone(tenant: Tenant, name: str | None, *, actor: Actor) -> list[st
 
 
 def export_timezone(tenant: Tenant) -> str | None:
-    from billing.models import BillingSettings
-
     name = BillingSettings.objects.filter(tenant=tenant).values_list("timezone", flat=True).first()
     return name if name and name != "UTC" else None
 
 
 def parse_alert_emails(value: Any, path: str, c: Any) -> list[str]:
-    from django.core.validators import validate_email
-
     out = []
     for i, item in enumerate(c.sequence(value, path)):
         email = c.string(item, f"{path}[{i}]")
@@ -268,8 +258,6 @@ def parse_alert_emails(value: Any, path: str, c: Any) -> list[str]:
 
 
 def apply_alert_emails(tenant: Tenant, emails: list[str] | None, *, actor: Actor) -> list[str]:
-    from billing.models import BillingSettings
-
     if emails is None:
         return []
     tz = BillingSettings.objects.filter(tenant=tenant).values_list("timezone", flat=True).first() or "UTC"
@@ -279,8 +267,6 @@ def apply_alert_emails(tenant: Tenant, emails: list[str] | None, *, actor: Actor
 
 
 def export_alert_emails(tenant: Tenant) -> list[str] | None:
-    from billing.models import BillingSettings
-
     return BillingSettings.objects.filter(tenant=tenant).values_list("alert_emails", flat=True).first() or None
 
 
@@ -292,8 +278,6 @@ apply_alert_emails.export = export_alert_emails  # type: ignore[attr-defined]
 
 
 def register() -> None:
-    from tenants.config import EXTENSIONS
-
     # Order matters: the time zone first (budgets count in it), limits after models exist.
     EXTENSIONS["timezone"] = (parse_timezone, apply_timezone)
     EXTENSIONS["alert_emails"] = (parse_alert_emails, apply_alert_emails)
@@ -301,6 +285,5 @@ def register() -> None:
     EXTENSIONS["limits"] = (parse_limits, apply_limits)
     EXTENSIONS["budgets"] = (parse_budgets, apply_budgets)
     # The plan (`billing:`, billing.plan_config): invoices count months in the time zone set above.
-    from billing.plan_config import register as register_plan
 
     register_plan()

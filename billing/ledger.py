@@ -1,5 +1,8 @@
 """The spend ledger is written in the same transaction as the call logs it sums.
 
+`write_ledger_batch` is a batch hook of the call-log store (observability.logbuffer.register_batch_hook,
+registered by BillingConfig.ready): it runs with the store's cursor, before the rows commit.
+
 Rows are aggregated per batch in Python, then upserted (INSERT ... ON CONFLICT DO UPDATE adds to the
 existing totals), so concurrent writers from many processes never lose an increment.
 """
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+
+from django.db import connection
 
 LEDGER_SQL = """
 INSERT INTO billing_spendledger
@@ -57,3 +62,7 @@ def write_ledger(cursor: Any, records: list[dict[str, Any]], adapt_date: Any) ->
         cursor.executemany(
             TAG_SQL, [(k[0], adapt_date(k[1]), k[2], *v) for k, v in sorted(tags.items(), key=lambda i: str(i[0]))]
         )
+
+
+def write_ledger_batch(cursor: Any, records: list[dict[str, Any]]) -> None:
+    write_ledger(cursor, records, connection.ops.adapt_datefield_value)

@@ -138,7 +138,8 @@ class SpendLedger(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "day"]),
-            # The periodic draft refresh reads the last two months of every tenant (billing.invoices.refresh_drafts).
+            # The periodic draft refresh reads the last two months of every tenant
+            # (billing.invoicing.services.refresh_drafts).
             models.Index(fields=["day"], name="ledger_day_idx"),
         ]
 
@@ -162,10 +163,10 @@ class TagSpend(models.Model):
         return f"{self.tenant_id} {self.day} {self.tag} {self.cost_picodollars}"
 
 
-# --- Plans and invoices (issue 13) ---------------------------------------------------------------
+# --- Plans and invoices --------------------------------------------------------------------------
 # Invoice amounts are Decimal columns with 16 decimal places: a ledger cost is exact to the
 # picodollar (12 places) and a markup percent has at most 2 places, so cost * percent / 100 is exact
-# too. Amounts are rounded to cents once, at the invoice total (see billing.invoices).
+# too. Amounts are rounded to cents once, at the invoice total (see billing.invoicing.services).
 MONEY = {"max_digits": 34, "decimal_places": 16}
 
 
@@ -234,7 +235,7 @@ class Invoice(models.Model):
     period_start = models.DateField()
     period_end = models.DateField()
     currency = models.CharField(max_length=3, default="usd")
-    # Unrounded parts (see billing.invoices for the rule) and the total rounded to cents.
+    # Unrounded parts (see billing.invoicing.services for the rule) and the total rounded to cents.
     subtotal_usd = models.DecimalField(default=Decimal(0), **MONEY)
     markup_usd = models.DecimalField(default=Decimal(0), **MONEY)
     fee_usd = models.DecimalField(default=Decimal(0), **MONEY)
@@ -246,7 +247,7 @@ class Invoice(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
-    # Stripe push state (billing.stripe_sync): retried with backoff until stripe_pushed_at is set.
+    # Stripe push state (billing.stripe.sync): retried with backoff until stripe_pushed_at is set.
     stripe_invoice_id = models.CharField(max_length=100, blank=True)
     stripe_pushed_at = models.DateTimeField(null=True, blank=True)
     stripe_attempts = models.PositiveIntegerField(default=0)
@@ -255,7 +256,7 @@ class Invoice(models.Model):
     # Set once a voided invoice that Stripe had is voided (or deleted, if still a draft) there too.
     stripe_voided_at = models.DateTimeField(null=True, blank=True)
     # The running month's ledger as of the last refresh (requests and exact cost): the periodic refresh
-    # (billing.invoices.refresh_drafts) rebuilds only invoices whose ledger moved since.
+    # (billing.invoicing.services.refresh_drafts) rebuilds only invoices whose ledger moved since.
     ledger_requests = models.PositiveBigIntegerField(default=0)
     ledger_cost_usd = models.DecimalField(default=Decimal(0), **MONEY)
 

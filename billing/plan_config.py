@@ -10,9 +10,10 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from billing.invoices import MAX_MARKUP_PERCENT, MAX_PLAN_USD, plan_amount_error, plan_set
+from billing.invoicing.services import MAX_MARKUP_PERCENT, MAX_PLAN_USD, plan_amount_error, plan_set
 from billing.models import LineGrouping, Plan
 from tenants.audit import Actor
+from tenants.config import EXTENSIONS
 from tenants.models import Tenant
 
 FIELDS = {"base_fee_usd", "markup_percent", "included_usd", "line_grouping"}
@@ -77,6 +78,4 @@ apply_billing.export = export_billing  # type: ignore[attr-defined]
 
 
 def register() -> None:
-    from tenants.config import EXTENSIONS
-
     EXTENSIONS["billing"] = (parse_billing, apply_billing)

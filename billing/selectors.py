@@ -1,7 +1,9 @@
-"""Reads over the spend ledger: totals, breakdowns, budget usage and reconciliation."""
+"""Reads for money: the spend ledger (totals, breakdowns, budget usage, reconciliation), rate limits,
+prices, plans and invoices. Nothing here writes."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -10,10 +12,25 @@ from zoneinfo import ZoneInfo
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404
 
-from billing.models import Budget, PriceOverride, SpendLedger, TagSpend
+from billing.invoicing.rules import CLOSED, month_last_day, round_total
+from billing.models import (
+    BillingSettings,
+    Budget,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LimitScope,
+    LineKind,
+    Plan,
+    PriceOverride,
+    RateLimit,
+    SpendLedger,
+    TagSpend,
+)
 from billing.periods import period_start
 from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices
 from observability.models import CallLog
+from routing.models import ModelDeployment
 from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey
 from tenants.permissions import TenantAccess
@@ -103,8 +120,6 @@ def reconcile(tenant: Tenant | None = None) -> list[Difference]:
     Sums run in the database at the ledger's own granularity, so a cost booked to the wrong key or
     model shows up even when the day's total happens to match.
     """
-    from collections import defaultdict
-
     tenants = [tenant] if tenant else list(Tenant.objects.all())
     diffs: list[Difference] = []
     for t in tenants:
@@ -237,13 +252,40 @@ def access_budget(access: TenantAccess, budget_id: int) -> Budget:
 
 
 def tenant_timezone(tenant_id: int) -> ZoneInfo:
-    from billing.models import BillingSettings
-
     name = BillingSettings.objects.filter(tenant_id=tenant_id).values_list("timezone", flat=True).first()
     try:
         return ZoneInfo(name or "UTC")
     except Exception:
         return ZoneInfo("UTC")
+
+
+def key_names(tenant: Tenant) -> dict[int, str]:
+    """Every key of the tenant by id, revoked ones included (their spend stays in the history)."""
+    return dict(VirtualKey.objects.filter(tenant=tenant).values_list("id", "name"))
+
+
+def price_overrides(tenant: Tenant) -> QuerySet[PriceOverride]:
+    """The tenant's negotiated prices, by model."""
+    return PriceOverride.objects.filter(tenant=tenant).order_by("model")
+
+
+def tenant_rate_limit(tenant: Tenant) -> RateLimit | None:
+    return RateLimit.objects.filter(tenant=tenant, scope=LimitScope.TENANT, ref="").first()
+
+
+def key_rate_limits(tenant: Tenant, key_ids: list[int]) -> dict[int, RateLimit]:
+    """The limits set on these keys of the tenant, by key id (keys without limits are left out)."""
+    refs = [str(key_id) for key_id in key_ids]
+    return {int(r.ref): r for r in RateLimit.objects.filter(tenant=tenant, scope=LimitScope.KEY, ref__in=refs)}
+
+
+def deployment_rate_limits(tenant: Tenant) -> list[tuple[RateLimit, ModelDeployment | None]]:
+    """Each deployment limit of the tenant with its deployment (None when the deployment is gone)."""
+    limits = list(RateLimit.objects.filter(tenant=tenant, scope=LimitScope.DEPLOYMENT))
+    ids = [int(r.ref) for r in limits if r.ref.isdigit()]
+    deployments = ModelDeployment.objects.filter(tenant=tenant, id__in=ids).select_related("provider")
+    by_id = {str(d.id): d for d in deployments}
+    return [(r, by_id.get(r.ref)) for r in limits]
 
 
 def price_table_for(tenant_id: int) -> dict[str, Price]:
@@ -272,8 +314,6 @@ def deployment_has_price(upstream_model: str, base_model: str, table: dict[str, 
 
 def visible_invoices(access: TenantAccess) -> QuerySet:
     """The tenant's invoices, newest month first. Only owners see invoices (billing.manage)."""
-    from billing.models import Invoice
-
     access.require(permissions.BILLING_MANAGE)
     return Invoice.objects.filter(tenant=access.tenant).order_by("-month", "-period_start", "-id")
 
@@ -283,6 +323,11 @@ def access_invoice(access: TenantAccess, invoice_id: int):
     if invoice is None:
         raise Http404("No such invoice in this tenant.")
     return invoice
+
+
+def plan_of(tenant: Tenant) -> Plan | None:
+    """The tenant's plan row, None when it has none (no fee, no markup, nothing included)."""
+    return Plan.objects.filter(tenant=tenant).first()
 
 
 @dataclass
@@ -303,11 +348,6 @@ def invoice_reconcile(tenant: Tenant | None = None) -> tuple[list[InvoiceDiffere
     total must be its lines' exact sum rounded once. A late correction for a closed month that no
     draft carries yet is "not yet invoiced": it goes on the next invoice, so it is not a difference.
     """
-    from collections import defaultdict
-
-    from billing.invoices import CLOSED, month_last_day, round_total
-    from billing.models import Invoice, InvoiceLine, InvoiceStatus, LineKind
-
     tenants = [tenant] if tenant else list(Tenant.objects.filter(invoices__isnull=False).distinct())
     diffs: list[InvoiceDifference] = []
     pending: list[InvoiceDifference] = []
@@ -412,3 +452,9 @@ def spend_by_tag(tenant: Tenant, *, since: date | None, until: date | None, limi
         rows = rows.filter(day__lte=until)
     found = rows.values("tag").annotate(c=Sum("cost_picodollars"), n=Sum("requests")).order_by("-c", "tag")[:limit]
     return [SpendRow(r["tag"], int(r["c"] or 0), int(r["n"] or 0)) for r in found]
+
+
+def ledger_month_total(tenant: Tenant, month: date) -> Decimal:
+    """The tenant's exact spend in a calendar month (local days), as the billing page shows it to date."""
+    total = _ledger(tenant.id, month, month_last_day(month)).aggregate(s=Sum("cost_picodollars"))["s"]
+    return from_pico(int(total or 0))

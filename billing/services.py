@@ -14,6 +14,9 @@ from django.utils import timezone
 
 from billing.display import display_usd
 from billing.models import BillingSettings, Budget, BudgetAlert, LimitScope, PriceOverride, RateLimit
+from billing.periods import period_start
+from billing.selectors import tenant_timezone, top_spenders
+from gateway_project.common.money import NANO
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
 from tenants.models import Membership, Role, Tenant, VirtualKey
@@ -50,7 +53,7 @@ def limit_error(value: object) -> str | None:
     return None
 
 
-def _validate_scope(scope: str) -> str:
+def validate_scope(scope: str) -> str:
     scope = scope.strip()
     kind, sep, value = scope.partition(":")
     if scope == "tenant" or (sep and kind in {"key", "user", "tag"} and value.strip()):
@@ -80,7 +83,7 @@ def budget_upsert(
     actor: Actor,
     alert_at: list[int] | None = None,
 ) -> tuple[Budget, bool]:
-    scope = _validate_scope(scope)
+    scope = validate_scope(scope)
     alerts = sorted({int(a) for a in (alert_at if alert_at is not None else DEFAULT_ALERTS)})
     if any(a <= 0 or a > MAX_ALERT_PERCENT for a in alerts):
         raise ValidationError({"alert_at": f"Alert thresholds are percentages between 1 and {MAX_ALERT_PERCENT}."})
@@ -104,7 +107,7 @@ def budget_upsert(
     for k, v in new.items():
         setattr(budget, k, v)
     budget.full_clean()
-    budget.save()
+    budget.save(update_fields=None if created else list(new))
     audit(tenant, actor=actor, action="budget.create" if created else "budget.update", target=budget, changes=changes)
     record_change("tenant", tenant.id)
     return budget, True
@@ -185,11 +188,12 @@ def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
         o = have.get(model)
         if o and all(getattr(o, k) == v for k, v in values.items()):
             continue
+        existing = o is not None
         o = o or PriceOverride(tenant=tenant, model=model)
         for k, v in values.items():
             setattr(o, k, v)
         o.full_clean()
-        o.save()
+        o.save(update_fields=list(values) if existing else None)
         changed = True
     stale = [m for m in have if m not in want]
     if stale:
@@ -250,6 +254,16 @@ def alert_recipients(tenant: Tenant) -> list[str]:
     return sorted(set(emails) | {e for e in extra if isinstance(e, str) and e})
 
 
+def thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[int]:
+    """`threshold` and every lower threshold of the budget that `spent_nanos` has crossed, ascending."""
+    budget = Budget.objects.filter(id=budget_id).only("limit_usd", "alert_at").first()
+    if budget is None:
+        return [threshold]  # budget_alert_send notices the missing budget and sends nothing
+    limit_nanos = budget.limit_usd * NANO
+    crossed = {t for t in budget.alert_at if t < threshold and spent_nanos * 100 >= limit_nanos * t}
+    return sorted(crossed | {threshold})
+
+
 def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_nanos: int) -> bool:
     """Send the alert for this budget, period and threshold unless it was already sent. Exactly once."""
     budget = Budget.objects.select_related("tenant").filter(id=budget_id).first()
@@ -277,9 +291,6 @@ def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_
 
 def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, threshold: int, spent: Decimal) -> None:
     """Render and send one alert (HTML and text) to the tenant's owners, admins and alert addresses."""
-    from billing.periods import period_start
-    from billing.selectors import tenant_timezone, top_spenders
-
     tenant = budget.tenant
     since = period_start(budget.period, datetime.now(UTC), tenant_timezone(tenant.id))
     keys, models = top_spenders(tenant.id, since=since)

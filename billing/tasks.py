@@ -1,3 +1,10 @@
+"""Celery tasks of the billing app: thin, each calls one service function.
+
+Workers find them here by name (billing.tasks.<function>; the beat entries in settings name them too).
+The services that queue them (billing.stripe.sync, billing.stripe.webhooks) import this module, so the
+tasks import their services inside their bodies: that is the one import cycle billing allows.
+"""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -12,49 +19,37 @@ def send_budget_alert(self, *, budget_id: int, period_key: str, threshold: int, 
     has crossed, in ascending order: whichever task runs first mails 50 % before 80 %, and the others
     find those alerts already sent (the alert row is locked while it is sent).
     """
-    from billing.services import budget_alert_send
+    from billing.services import budget_alert_send, thresholds_up_to
 
     try:
-        for step in _thresholds_up_to(budget_id, threshold, spent_nanos):
+        for step in thresholds_up_to(budget_id, threshold, spent_nanos):
             budget_alert_send(budget_id=budget_id, period_key=period_key, threshold=step, spent_nanos=spent_nanos)
     except Exception as exc:  # SMTP hiccups: retry, the alert row keeps it exactly-once
         raise self.retry(exc=exc) from exc
 
 
-def _thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[int]:
-    from billing.models import Budget
-    from gateway_project.common.money import NANO
-
-    budget = Budget.objects.filter(id=budget_id).only("limit_usd", "alert_at").first()
-    if budget is None:
-        return [threshold]  # the service notices the missing budget and sends nothing
-    limit_nanos = budget.limit_usd * NANO
-    crossed = {t for t in budget.alert_at if t < threshold and spent_nanos * 100 >= limit_nanos * t}
-    return sorted(crossed | {threshold})
-
-
-# --- Stripe (billing.stripe_sync) ---------------------------------------------------------------------
+# --- Stripe (billing.stripe.sync) ----------------------------------------------------------------------
 # Thin: a failed push is recorded on the invoice with its backoff and retried by stripe_sync_task, so the
 # tasks themselves never raise for Stripe and never sleep in a worker.
 
 
 @shared_task
 def push_invoice_task(*, invoice_id: int) -> str:
-    from billing.stripe_sync import push_and_record
+    from billing.stripe.sync import push_and_record
 
     return push_and_record(invoice_id)
 
 
 @shared_task
 def void_invoice_task(*, invoice_id: int) -> str:
-    from billing.stripe_sync import void_and_record
+    from billing.stripe.sync import void_and_record
 
     return void_and_record(invoice_id)
 
 
 @shared_task
 def stripe_sync_task() -> dict:
-    from billing.stripe_sync import sync
+    from billing.stripe.sync import sync
 
     result = sync()
     return {"pushed": result.pushed, "voided": result.voided, "failed": [label for label, _ in result.failed]}
@@ -62,7 +57,7 @@ def stripe_sync_task() -> dict:
 
 @shared_task(bind=True, max_retries=5, default_retry_delay=60)
 def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str = "") -> None:
-    from billing.stripe_webhooks import payment_failed_email_send
+    from billing.stripe.webhooks import payment_failed_email_send
 
     try:
         payment_failed_email_send(invoice_id=invoice_id, hosted_invoice_url=hosted_invoice_url)
@@ -70,13 +65,13 @@ def send_payment_failed_email(self, *, invoice_id: int, hosted_invoice_url: str 
         raise self.retry(exc=exc) from exc
 
 
-# --- Invoices (billing.invoices) -----------------------------------------------------------------------
+# --- Invoices (billing.invoicing.services) -------------------------------------------------------------
 
 
 @shared_task
 def finalize_invoices_task() -> list[str]:
     """The beat entry on the 1st and 2nd (hourly): `gateway finalize-invoices`. Idempotent."""
-    from billing.invoices import finalize_invoices
+    from billing.invoicing.services import finalize_invoices
 
     return [inv.label for inv in finalize_invoices()]
 
@@ -84,6 +79,6 @@ def finalize_invoices_task() -> list[str]:
 @shared_task
 def refresh_drafts_task() -> list[str]:
     """The beat entry every 10 minutes: rebuild the drafts of tenants whose ledger moved. Idempotent."""
-    from billing.invoices import refresh_drafts
+    from billing.invoicing.services import refresh_drafts
 
     return [f"{inv.billed_slug} {inv.month:%Y-%m}" for inv in refresh_drafts()]

@@ -1,6 +1,9 @@
 from django.urls import path
 
-from billing import apis, invoice_views, stripe_views, stripe_webhooks, views
+from billing import apis, views
+from billing.invoicing import views as invoice_views
+from billing.stripe import views as stripe_views
+from billing.stripe import webhooks as stripe_webhooks
 from tenants.apis import by_method
 
 urlpatterns = [

@@ -21,27 +21,31 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from billing.forms import BillingSettingsForm, BudgetForm, LimitForm, SpendRangeForm
-from billing.models import LimitScope, PriceOverride, RateLimit
+from billing.models import LimitScope, RateLimit
 from billing.periods import period_start
 from billing.selectors import (
     BudgetUsage,
     access_budget,
     budget_usage,
+    deployment_rate_limits,
+    key_names,
+    key_rate_limits,
     own_keys,
+    price_overrides,
     spend_by_end_user,
     spend_by_key,
     spend_by_model_rows,
     spend_by_tag,
     spend_totals,
+    tenant_rate_limit,
     tenant_timezone,
     visible_budgets,
 )
 from billing.services import billing_settings_set, budget_delete, budget_upsert, rate_limit_set
 from gateway_project.common.htmx import HtmxHttpRequest
 from gateway_project.common.money import from_pico
-from routing.models import ModelDeployment
 from tenants.forms import add_service_errors
-from tenants.models import Role, VirtualKey
+from tenants.models import Role
 from tenants.permissions import CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
 
 PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
@@ -177,26 +181,19 @@ def _limit_initial(limit: RateLimit | None) -> dict:
 
 def _key_limit_rows(access: TenantAccess) -> list[dict]:
     keys = list(visible_keys(access).filter(revoked=False).order_by("name"))
-    limits = {
-        r.ref: r
-        for r in RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.KEY, ref__in=[str(k.id) for k in keys])
-    }
-    return [{"key": k, "limit": limits.get(str(k.id))} for k in keys]
+    limits = key_rate_limits(access.tenant, [k.id for k in keys])
+    return [{"key": k, "limit": limits.get(k.id)} for k in keys]
 
 
 def _deployment_limit_rows(access: TenantAccess) -> list[dict]:
-    limits = list(RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.DEPLOYMENT))
-    ids = [int(r.ref) for r in limits if r.ref.isdigit()]
-    deployments = ModelDeployment.objects.filter(tenant=access.tenant, id__in=ids).select_related("provider")
-    by_id = {str(d.id): d for d in deployments}
-    return [{"limit": r, "deployment": by_id.get(r.ref)} for r in limits]
+    return [{"limit": r, "deployment": d} for r, d in deployment_rate_limits(access.tenant)]
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def limits(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
-    current = RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.TENANT, ref="").first()
+    current = tenant_rate_limit(access.tenant)
     form = LimitForm(request.POST or None, initial=_limit_initial(current), parallel=False)
     saved = False
     if request.method == "POST":
@@ -251,7 +248,7 @@ def key_limits(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     else:
         error = " ".join(f"{form.fields[name].label}: {' '.join(errs)}" for name, errs in form.errors.items())
     if request.htmx:
-        limit = RateLimit.objects.filter(tenant=access.tenant, scope=LimitScope.KEY, ref=str(key.id)).first()
+        limit = key_rate_limits(access.tenant, [key.id]).get(key.id)
         context = {"row": {"key": key, "limit": limit}, "row_error": error, "saved": not error}
         return render(request, "billing/limits.html#key_row", context)
     if error:
@@ -283,7 +280,7 @@ def _spend_context(access: TenantAccess, form: SpendRangeForm | None = None) -> 
     # Members see what their own keys spent; viewers and up audit the whole tenant.
     own_only = access.role == Role.MEMBER
     key_ids = list(own_keys(access).values_list("id", flat=True)) if own_only else None
-    names = dict(VirtualKey.objects.filter(tenant=access.tenant).values_list("id", "name"))
+    names = key_names(access.tenant)
     by_key = sorted(
         (
             {"id": key_id, "name": names.get(key_id) if key_id else None, "spent": from_pico(cost)}
@@ -311,7 +308,7 @@ def _spend_context(access: TenantAccess, form: SpendRangeForm | None = None) -> 
         "by_tag": [] if own_only else spend_by_tag(access.tenant, since=since, until=until),
         "totals": totals,
         "total": totals["cost"],
-        "prices": PriceOverride.objects.filter(tenant=access.tenant).order_by("model"),
+        "prices": price_overrides(access.tenant),
     }
 
 

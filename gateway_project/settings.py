@@ -366,7 +366,7 @@ GATEWAY_INVALIDATION_POLL_INTERVAL = envfloat("GATEWAY_INVALIDATION_POLL_INTERVA
 # provider says how long with Retry-After / retry-after-ms.
 GATEWAY_RETRY_BACKOFF = envfloat("GATEWAY_RETRY_BACKOFF", 0.5)
 
-# --- Stripe (billing.stripe_sync) ------------------------------------------------------------------
+# --- Stripe (billing.stripe.sync) ------------------------------------------------------------------
 # Stripe is on when STRIPE_API_KEY is set (or STRIPE_API_KEY_FILE). STRIPE_API_BASE points the client
 # at another address (tests use a loopback fake); empty means api.stripe.com.
 STRIPE_API_KEY = envstr("STRIPE_API_KEY", "")
@@ -382,7 +382,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # Pushes finalized invoices Stripe has not got yet, each when its backoff has passed.
 CELERY_BEAT_SCHEDULE["billing-stripe-sync"] = {"task": "billing.tasks.stripe_sync_task", "schedule": 60.0}
 
-# --- Invoices (billing.invoices) ----------------------------------------------------------------------
+# --- Invoices (billing.invoicing.services) ---------------------------------------------------------
 # Printed on every invoice PDF as the seller.
 GATEWAY_OPERATOR_NAME = envstr("GATEWAY_OPERATOR_NAME", "LLM Gateway operator")
 # Lines separated by newlines (or "\n" in the environment variable).

@@ -28,6 +28,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from observability import live
 from observability.live import group_name
+from tenants.audit import Actor
+from tenants.models import Membership, Role, VirtualKey
+from tenants.permissions import VIEW, TenantAccess, visible_keys
 
 logger = logging.getLogger("gateway.logs")
 
@@ -56,10 +59,6 @@ class Watch:
 
 
 def _watch(user_id: int, slug: str | None) -> Watch | None:
-    from tenants.audit import Actor
-    from tenants.models import Membership, Role, VirtualKey
-    from tenants.permissions import VIEW, TenantAccess, visible_keys
-
     memberships = Membership.objects.filter(user_id=user_id).select_related("tenant")
     if slug:
         membership = memberships.filter(tenant__slug=slug).first()

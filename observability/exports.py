@@ -14,7 +14,8 @@ from django.db.models import QuerySet
 
 from gateway_project.common.money import format_usd, from_pico
 from observability.models import CallLog
-from observability.selectors import iter_log_chunks
+from observability.selectors import LogFilters, filtered_logs, iter_log_chunks
+from tenants.models import VirtualKey
 
 EXPORT_COLUMNS = (
     "id",
@@ -121,9 +122,6 @@ def export_lines(rows: QuerySet[CallLog], key_names: dict[int, str], fmt: str) -
 
 def export_logs(tenant: Any, *, since: datetime | None, until: datetime | None, fmt: str) -> Iterator[str]:
     """A tenant's call logs in [since, until), newest first (`gateway export-logs`)."""
-    from observability.selectors import LogFilters, filtered_logs
-    from tenants.models import VirtualKey
-
     # A time without an offset is UTC, like every time the console shows.
     since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until

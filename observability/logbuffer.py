@@ -5,18 +5,22 @@ GATEWAY_LOG_FLUSH_INTERVAL seconds or GATEWAY_LOG_BATCH_SIZE rows. On a normal s
 lifespan, or interpreter exit) whatever is left is flushed.
 
 Sinks, all fed per flushed batch (nothing per request):
-- the store (`LogBuffer.sink`), which must accept every row: `DatabaseSink` (call log + spend ledger in
-  one transaction) or, in a server process with REDIS_URL, `observability.stream.StreamSink` (a durable
-  Redis stream that a consumer group writes into the database). Only the store's failures are retried,
-  degraded or counted as refused (see `flush_sync`).
+- the store (`LogBuffer.sink`), which must accept every row: `DatabaseSink` (the call-log rows and
+  what the batch hooks write, in one transaction) or, in a server process with REDIS_URL,
+  `observability.stream.StreamSink` (a durable Redis stream that a consumer group writes into the
+  database). Only the store's failures are retried, degraded or counted as refused (see `flush_sync`).
 - fan-out sinks (`LogBuffer.fanout`), fed with the rows the store accepted: live logs
   (`observability.live.LiveSink`). Their failures are logged and never hold the logs back.
+- batch hooks (`register_batch_hook`): called by `DatabaseSink` with its cursor and the rows it just
+  inserted, inside the same transaction, so what they write commits or rolls back with those rows
+  (billing registers its spend ledger). Each stored row reaches them once: a redelivered stream entry
+  skipped as a duplicate does not. An exception in one fails the whole batch, like a refused row.
 - hooks (`register_hook`): called with the rows just committed to the database, once per row, in the
   process that wrote them (a gateway, or the stream's consumer): rollups, metrics, traces.
 
 `observability.background.serve()` is called once by a server process (ASGI lifespan start-up) and
 turns on the live sink and, with REDIS_URL, the stream and its consumer; anything else (tests,
-management commands, `flush_sync`) writes straight to the database as before.
+management commands, `flush_sync`) writes straight to the database.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.exceptions
@@ -119,8 +124,6 @@ class DatabaseSink:
         keep_connection()
         if self._sql is None:
             self._sql = self._prepare()
-        from billing.ledger import write_ledger
-
         with transaction.atomic(), connection.cursor() as cursor:
             if self.dedupe:
                 records = self._not_yet_stored(cursor, records)
@@ -133,7 +136,7 @@ class DatabaseSink:
             ]
             if rows:
                 cursor.executemany(self._sql, rows)
-                write_ledger(cursor, records, connection.ops.adapt_datefield_value)
+                run_batch_hooks(cursor, records)
         if records:
             after_write(records)
 
@@ -180,15 +183,14 @@ class DatabaseSink:
             fresh.append(r)
         return fresh
 
-    def write_ledger_only(self, records: list[dict[str, Any]]) -> None:
-        """The spend of calls whose log rows the database refuses: the money is never lost with the row."""
+    def write_batch_hooks_only(self, records: list[dict[str, Any]]) -> None:
+        """The batch hooks alone, for calls whose log rows the database refuses: the spend ledger's
+        money is never lost with the row."""
         from django.db import connection, transaction
-
-        from billing.ledger import write_ledger
 
         keep_connection()
         with transaction.atomic(), connection.cursor() as cursor:
-            write_ledger(cursor, records, connection.ops.adapt_datefield_value)
+            run_batch_hooks(cursor, records)
 
 
 # Column sizes of CallLog's text fields, for the degraded retry of a refused row.
@@ -208,8 +210,8 @@ _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 def degraded(record: dict[str, Any], reason: str) -> dict[str, Any]:
     """The row with everything a database might refuse made safe, and its free text cleared.
 
-    The ledger's keys (end user, model, tags) keep their (storable) values, so the ledger written
-    with this row still reconciles with the call log.
+    The keys the batch hooks group by (end user, model, tags) keep their (storable) values, so the
+    spend ledger written with this row still reconciles with the call log.
     """
     row = dict(record)
     for name, limit in _TEXT_LIMITS.items():
@@ -229,8 +231,28 @@ def degraded(record: dict[str, Any], reason: str) -> dict[str, Any]:
     return row
 
 
+BatchHook = Callable[[Any, list[dict[str, Any]]], None]
+
+# Run in the call-log rows' transaction (see the module docstring); in registration order.
+_batch_hooks: list[BatchHook] = []
+
+
+def register_batch_hook(hook: BatchHook) -> None:
+    """Have `hook(cursor, records)` run in the transaction of every batch `DatabaseSink` stores.
+
+    Registered from an AppConfig.ready(); registering the same hook again changes nothing.
+    """
+    if hook not in _batch_hooks:
+        _batch_hooks.append(hook)
+
+
+def run_batch_hooks(cursor: Any, records: list[dict[str, Any]]) -> None:
+    for hook in _batch_hooks:
+        hook(cursor, records)
+
+
 def after_write(records: list[dict[str, Any]]) -> None:
-    """Hook for consumers of written logs (spend ledger, live dashboards); set by later apps."""
+    """Runs the hooks on rows just committed (rollups, bodies, metrics, traces); a failing hook is logged."""
     for hook in _hooks:
         try:
             hook(records)
@@ -311,7 +333,7 @@ class LogBuffer:
                     break
                 except Exception as exc:
                     # Something in the batch itself is wrong (a value the database refuses). Write it in
-                    # parts so a single bad row cannot block everybody's logs and ledger.
+                    # parts so a single bad row cannot block everybody's logs and spend.
                     done, away = self._write_in_parts(batch, exc)
                     written += len(done)
                     self._fan_out(done)
@@ -394,11 +416,11 @@ class LogBuffer:
         except Exception:
             metrics.incr("calllog_rows_lost")
             logger.exception("the database refused call log %r even degraded; keeping its spend only", row)
-        write_ledger_only = getattr(self.sink, "write_ledger_only", None)
-        if write_ledger_only is None:
+        write_batch_hooks_only = getattr(self.sink, "write_batch_hooks_only", None)
+        if write_batch_hooks_only is None:
             return row
         try:
-            write_ledger_only([storable_deep(row)])
+            write_batch_hooks_only([storable_deep(row)])
         except AWAY:
             raise
         except Exception:

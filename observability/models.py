@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from gateway_project.common.money import from_pico
+
 
 class CallLog(models.Model):
     """One row per proxied request, written in bulk off the hot path (observability.logbuffer).
@@ -87,8 +89,6 @@ class CallLog(models.Model):
 
     @property
     def cost_usd(self):
-        from gateway_project.common.money import from_pico
-
         return None if self.cost_picodollars is None else from_pico(self.cost_picodollars)
 
 

@@ -21,6 +21,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db import DatabaseError, connection, transaction
 
+from tenants.models import Tenant
+
 logger = logging.getLogger("gateway.retention")
 
 TABLE = "observability_calllog"
@@ -184,8 +186,6 @@ def _companions() -> list[tuple[str, str]]:
 
 def apply_retention(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> RetentionReport:
     """Apply every tenant's `log_retention_days` to the call log, its stored bodies and its rollups."""
-    from tenants.models import Tenant
-
     now = now or datetime.now(UTC)
     report = RetentionReport()
     retention = dict(Tenant.objects.values_list("id", "log_retention_days"))

@@ -20,7 +20,6 @@ from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from observability.models import (
-    HISTOGRAM_BUCKETS,
     LATENCY_BOUNDS_MS,
     LATENCY_COLUMNS,
     TTFB_COLUMNS,
@@ -216,11 +215,3 @@ def percentile_from_histogram(counts: list[int], p: float) -> float | None:
             return low + (high - low) * max(rank - seen, 0) / n
         seen += n
     return float(LATENCY_BOUNDS_MS[-1])
-
-
-def bucket_bounds(ms: float) -> tuple[float, float]:
-    """(low, high) of the bucket holding `ms`; high is infinite for the open last bucket."""
-    i = histogram_bucket(ms)
-    low = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
-    high = LATENCY_BOUNDS_MS[i] if i < HISTOGRAM_BUCKETS - 1 else float("inf")
-    return float(low), float(high)

@@ -39,7 +39,7 @@ from django.conf import settings
 
 from gateway_project.common.dbidentity import database_identity
 from observability import metrics
-from observability.logbuffer import AWAY, DatabaseSink, LogBuffer, LogSink
+from observability.logbuffer import DatabaseSink, LogBuffer, LogSink
 from observability.text import storable_deep
 
 logger = logging.getLogger("gateway.logs")
@@ -343,7 +343,6 @@ async def consume_forever(*, name: str | None = None) -> None:
 
 
 __all__ = [
-    "AWAY",
     "GROUP",
     "StreamConsumer",
     "StreamSink",

@@ -45,6 +45,7 @@ from observability.selectors import (
 from routing.selectors import model_names_for
 from tenants.models import Role, VirtualKey
 from tenants.permissions import KEYS_WRITE, TenantAccess, own_keys, tenant_access, visible_keys
+from tenants.services import virtual_key_create
 
 PLAYGROUND_KEY_TTL = timedelta(minutes=15)
 
@@ -289,8 +290,6 @@ def playground(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def playground_key(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """A short-lived key for the playground, created by (and counted against) the signed-in member."""
-    from tenants.services import virtual_key_create
-
     access = tenant_access(request, slug, KEYS_WRITE)
     expires = datetime.now(UTC) + PLAYGROUND_KEY_TTL
     try:

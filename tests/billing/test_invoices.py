@@ -10,15 +10,10 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from billing.invoices import (
-    finalize_invoices,
-    invoice_finalize,
-    invoice_for_month,
-    ledger_month_total,
-    line_cents,
-    round_total,
-)
+from billing.invoicing.rules import line_cents, round_total
+from billing.invoicing.services import finalize_invoices, invoice_finalize, invoice_for_month
 from billing.models import BillingSettings, Invoice, InvoiceStatus, LineKind, Plan, SpendLedger
+from billing.selectors import ledger_month_total
 from gateway_project.common.money import from_pico
 from tenants.audit import Actor
 from tenants.models import Membership, Role, Tenant
@@ -227,7 +222,7 @@ def test_lines_per_model_and_key_when_the_plan_asks(people):
 
 
 def test_paid_and_void_are_one_way_and_void_is_not_billed_again(people):
-    from billing.invoices import invoice_void, mark_invoice_paid
+    from billing.invoicing.services import invoice_void, mark_invoice_paid
 
     add_ledger(people.acme, date(2026, 11, 3), "gpt-4o", 10**12)
     add_ledger(people.globex, date(2026, 11, 3), "gpt-4o", 10**12)

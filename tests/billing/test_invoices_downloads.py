@@ -15,8 +15,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from pypdf import PdfReader
 
-from billing.invoices import invoice_finalize, invoice_for_month, ledger_month_total, round_total
+from billing.invoicing.rules import round_total
+from billing.invoicing.services import invoice_finalize, invoice_for_month
 from billing.models import Invoice, InvoiceStatus, Plan
+from billing.selectors import ledger_month_total
 from tenants.audit import Actor
 from tenants.services import management_token_create
 from tests.billing.test_invoices import DEC_2, NOV, add_ledger, people, synthetic_month  # noqa: F401
@@ -111,7 +113,7 @@ def test_command_errors_are_clear(people):  # noqa: F811
 
 
 def test_reconcile_checks_invoices_against_the_ledger(people, november):  # noqa: F811
-    from billing.invoice_commands import reconcile_invoices
+    from billing.invoicing.commands import reconcile_invoices
 
     class Out:
         def __init__(self) -> None:
@@ -269,7 +271,7 @@ def test_the_projected_invoice_follows_the_running_month(people):  # noqa: F811
 
 
 def test_finalize_invoices_early_closes_the_running_month_and_later_usage_goes_to_a_new_invoice(people):  # noqa: F811
-    from billing.invoices import local_today
+    from billing.invoicing.services import local_today
 
     today = local_today(people.acme)
     month = f"{today:%Y-%m}"
@@ -309,7 +311,7 @@ def test_the_stripe_portal_is_linked_only_when_stripe_is_on(people, settings):  
 def test_the_beat_task_finalizes_the_month_just_ended_once(people, settings):  # noqa: F811
     from datetime import timedelta
 
-    from billing.invoices import local_today
+    from billing.invoicing.services import local_today
     from billing.tasks import finalize_invoices_task
 
     assert settings.CELERY_BEAT_SCHEDULE["billing-finalize-invoices"]["task"] == finalize_invoices_task.name

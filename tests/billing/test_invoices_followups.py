@@ -1,4 +1,4 @@
-"""Issue 13 follow-ups: drafts follow the ledger on a beat, voiding (console, API, Stripe), invoices that
+"""Invoices beyond build and finalize: drafts follow the ledger on a beat, voiding (console, API, Stripe), invoices that
 outlive their tenant, and Stripe pushes that never hold up a request without a broker."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 from django.test import Client
 from pypdf import PdfReader
 
-from billing import stripe_sync
-from billing.invoice_exports import invoice_filename, invoice_pdf
-from billing.invoices import invoice_finalize, invoice_for_month, invoice_void, refresh_drafts
+from billing.invoicing.exports import invoice_filename, invoice_pdf
+from billing.invoicing.services import invoice_finalize, invoice_for_month, invoice_void, refresh_drafts
 from billing.models import Invoice, InvoiceStatus, SpendLedger
+from billing.stripe import sync as stripe_sync
 from tenants.audit import Actor
 from tenants.models import AuditLog, Role, Tenant
 from tenants.services import management_token_create, tenant_delete
@@ -87,7 +87,7 @@ def test_the_periodic_refresh_leaves_a_closed_month_alone(people):
 
 
 def test_the_beat_runs_the_refresh_every_ten_minutes(people, settings):
-    from billing.invoices import local_today
+    from billing.invoicing.services import local_today
     from billing.tasks import refresh_drafts_task
 
     entry = settings.CELERY_BEAT_SCHEDULE["billing-refresh-drafts"]

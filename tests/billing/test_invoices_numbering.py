@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from django.db import connection
 
-from billing.invoices import finalize_invoices
+from billing.invoicing.services import finalize_invoices
 from billing.models import Invoice, InvoiceCounter
 from tenants.models import Tenant
 from tests.billing.test_invoices import DEC_2, NOV, add_ledger

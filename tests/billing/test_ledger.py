@@ -79,6 +79,24 @@ def test_the_ledger_sums_the_call_logs_and_reconciles(acme, keys):
     }
 
 
+def test_the_ledger_is_the_stores_batch_hook_and_rolls_back_with_the_call_logs(acme, keys, monkeypatch):
+    from billing.apps import BillingConfig
+    from billing.ledger import write_ledger_batch
+    from observability import logbuffer
+
+    BillingConfig("billing", __import__("billing")).ready()  # a second ready() registers nothing more
+    assert logbuffer._batch_hooks.count(write_ledger_batch) == 1
+
+    def refuse(cursor, records):
+        raise RuntimeError("a later hook fails")
+
+    monkeypatch.setattr(logbuffer, "_batch_hooks", [*logbuffer._batch_hooks, refuse])
+    web, _batch = keys
+    with pytest.raises(RuntimeError):
+        DatabaseSink().write([record(acme, web, cost=1_500_000)])
+    assert not CallLog.objects.exists() and not SpendLedger.objects.exists()
+
+
 def test_reconcile_finds_cost_booked_to_the_wrong_key_even_when_the_day_total_matches(acme, keys):
     web, batch = keys
     DatabaseSink().write([record(acme, web, cost=100), record(acme, batch, cost=50)])

@@ -19,8 +19,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from billing import stripe_sync
 from billing.models import Invoice, InvoiceLine, InvoiceStatus, LineKind, Plan
+from billing.stripe import sync as stripe_sync
 from tenants.models import AuditLog
 from tests.conftest import free_port
 from tests.console.conftest import _fast_passwords, _fresh_rate_limits  # noqa: F401
@@ -303,7 +303,7 @@ def test_the_fake_refuses_an_identical_post_without_the_same_key(fake):
 
 
 def test_stripe_down_does_not_block_finalization(fake, acme, settings, django_capture_on_commit_callbacks):
-    from billing.invoices import invoice_finalize
+    from billing.invoicing.services import invoice_finalize
     from billing.models import SpendLedger
     from billing.tasks import push_invoice_task
     from gateway_project.celery import app

@@ -1,4 +1,4 @@
-"""The console flags deployments without a known price (issue 10): their calls are logged without a
+"""The console flags deployments without a known price: their calls are logged without a
 cost and don't count against budgets, so an operator must see it on the models list and model page.
 Alice (acme) owns the models; Bob (globex) never sees them.
 """

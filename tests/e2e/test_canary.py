@@ -484,7 +484,7 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
     ):
         call("GET", path)
     # A call log row and the month's invoice (built from the ledger) for the log and invoice pages.
-    from billing.invoices import invoice_for_month, local_today
+    from billing.invoicing.services import invoice_for_month, local_today
     from tenants.models import Tenant
 
     assert wait_for(lambda: CallLog.objects.filter(request_id__in=request_ids).exists(), timeout=15)

@@ -9,14 +9,30 @@ import pytest
 from django.db.models import Q, Sum
 
 from observability.logbuffer import after_write
-from observability.models import CallLog, CallRollupHour, CallRollupMinute, TagRollupHour, UserRollupHour
-from observability.rollups import bucket_bounds, percentile_from_histogram
+from observability.models import (
+    HISTOGRAM_BUCKETS,
+    LATENCY_BOUNDS_MS,
+    CallLog,
+    CallRollupHour,
+    CallRollupMinute,
+    TagRollupHour,
+    UserRollupHour,
+)
+from observability.rollups import histogram_bucket, percentile_from_histogram
 from observability.selectors import dashboard, percentile
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+def bucket_bounds(ms: float) -> tuple[float, float]:
+    """(low, high) of the bucket holding `ms`; high is infinite for the open last bucket."""
+    i = histogram_bucket(ms)
+    low = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
+    high = LATENCY_BOUNDS_MS[i] if i < HISTOGRAM_BUCKETS - 1 else float("inf")
+    return float(low), float(high)
 
 
 def make_records(tenant_id: int, n: int, seed: int = 7) -> list[dict]:

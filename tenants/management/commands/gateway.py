@@ -98,8 +98,8 @@ class Command(BaseCommand):
         p = sub.add_parser("stripe-sync", help="Push finalized invoices that Stripe has not got yet")
         p.add_argument("--tenant", default=None)
 
-        # Invoices: `invoice` and `finalize-invoices` (billing.invoice_commands).
-        from billing.invoice_commands import add_arguments as add_invoice_arguments
+        # Invoices: `invoice` and `finalize-invoices` (billing.invoicing.commands).
+        from billing.invoicing.commands import add_arguments as add_invoice_arguments
 
         add_invoice_arguments(sub)
 
@@ -240,24 +240,24 @@ class Command(BaseCommand):
         if diffs:
             raise CommandError(f"{len(diffs)} difference(s) between the spend ledger and the call logs")
         self.stdout.write("ledger matches call logs")
-        from billing.invoice_commands import reconcile_invoices
+        from billing.invoicing.commands import reconcile_invoices
 
         invoice_diffs = reconcile_invoices(self, tenant)
         if invoice_diffs:
             raise CommandError(f"{invoice_diffs} difference(s) between the spend ledger and the invoices")
 
     def cmd_invoice(self, options: dict) -> None:
-        from billing.invoice_commands import cmd_invoice
+        from billing.invoicing.commands import cmd_invoice
 
         cmd_invoice(self, options)
 
     def cmd_finalize_invoices(self, options: dict) -> None:
-        from billing.invoice_commands import cmd_finalize_invoices
+        from billing.invoicing.commands import cmd_finalize_invoices
 
         cmd_finalize_invoices(self, options)
 
     def cmd_stripe_sync(self, options: dict) -> None:
-        from billing.stripe_sync import enabled, sync
+        from billing.stripe.sync import enabled, sync
 
         tenant = self._tenant(options["tenant"]) if options["tenant"] else None
         if not enabled():

@@ -23,7 +23,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from billing.invoicing.services import mark_invoice_paid
 from billing.models import Invoice, StripeEvent
+from billing.tasks import send_payment_failed_email
 from tenants.audit import Actor
 from tenants.models import Membership, Role
 
@@ -110,8 +112,6 @@ def _our_invoice(obj: dict) -> Invoice | None:
 
 
 def _invoice_paid(invoice: Invoice, obj: dict) -> None:
-    from billing.invoices import mark_invoice_paid
-
     transitions = (obj.get("status_transitions") or {}).get("paid_at")
     paid_at = datetime.fromtimestamp(transitions, tz=UTC) if transitions else timezone.now()
     if mark_invoice_paid(invoice, at=paid_at, actor=Actor(label="stripe-webhook")):
@@ -119,8 +119,6 @@ def _invoice_paid(invoice: Invoice, obj: dict) -> None:
 
 
 def _invoice_payment_failed(invoice: Invoice, obj: dict) -> None:
-    from billing.tasks import send_payment_failed_email
-
     invoice_id, url = invoice.pk, str(obj.get("hosted_invoice_url") or "")
     # Queued after commit: the email goes out only for the delivery whose row was stored.
     transaction.on_commit(lambda: send_payment_failed_email.delay(invoice_id=invoice_id, hosted_invoice_url=url))

@@ -1,7 +1,7 @@
 """The console's way into the Stripe customer portal: a link that creates the session on click.
 
 The billing page only links here, so rendering it never waits for Stripe; the owner who clicks waits at
-most billing.stripe_sync.PORTAL_TIMEOUT, and an outage sends them back with a message instead of an error.
+most billing.stripe.sync.PORTAL_TIMEOUT, and an outage sends them back with a message instead of an error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from billing import stripe_sync
+from billing.stripe import sync as stripe_sync
 from tenants.permissions import BILLING_MANAGE, tenant_access
 
 

@@ -41,10 +41,11 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.invoicing.rules import line_cents
 from billing.models import Invoice, InvoiceStatus, Plan
 
-# The Celery tasks live in billing.tasks, where workers find them; importable from here too.
-from billing.tasks import push_invoice_task, stripe_sync_task, void_invoice_task  # noqa: F401
+# Queued after commit; the tasks call back into this module (billing.tasks imports it in their bodies).
+from billing.tasks import push_invoice_task, void_invoice_task
 from gateway_project.common.redact import redact
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
@@ -131,8 +132,6 @@ def invoice_key(invoice: Invoice) -> str:
 
 def stripe_items(invoice: Invoice) -> list[dict]:
     """One Stripe invoice item per line: integer cents that add up exactly to the invoice total."""
-    from billing.invoices import line_cents
-
     items = []
     for n, (line, cents) in enumerate(line_cents(invoice), start=1):
         items.append(
@@ -416,9 +415,7 @@ def queue_void(invoice: Invoice) -> None:
 
 
 def _after_commit(task, invoice_id: int) -> None:
-    from gateway_project.celery import app
-
-    if app.conf.task_always_eager:
+    if task.app.conf.task_always_eager:
         # No broker: `.delay()` would run the Stripe calls right here, in the request that finalized or
         # voided the invoice. A daemon thread keeps them out of it (see the module docstring).
         transaction.on_commit(lambda: start_in_background(task, invoice_id))

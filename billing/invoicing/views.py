@@ -16,19 +16,19 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from billing.invoice_exports import invoice_csv, invoice_filename, invoice_pdf
-from billing.invoices import (
+from billing.invoicing.exports import invoice_csv, invoice_filename, invoice_pdf
+from billing.invoicing.services import (
     MAX_MARKUP_PERCENT,
     MAX_PLAN_USD,
     invoice_refresh,
     invoice_void,
-    ledger_month_total,
     local_today,
     plan_set,
     projected_invoice,
 )
-from billing.models import InvoiceStatus, LineGrouping, Plan
-from billing.selectors import access_invoice, visible_invoices
+from billing.models import InvoiceStatus, LineGrouping
+from billing.selectors import access_invoice, ledger_month_total, plan_of, visible_invoices
+from billing.stripe import sync as stripe_sync
 from gateway_project.common.htmx import HtmxHttpRequest
 from tenants.forms import add_service_errors
 from tenants.permissions import BILLING_MANAGE, TenantAccess, tenant_access
@@ -53,7 +53,7 @@ class PlanForm(forms.Form):
 
 
 def _plan_initial(access: TenantAccess) -> dict:
-    plan = Plan.objects.filter(tenant=access.tenant).first()
+    plan = plan_of(access.tenant)
     if plan is None:
         return {}
     return {
@@ -62,14 +62,6 @@ def _plan_initial(access: TenantAccess) -> dict:
         "included_usd": plan.included_usd,
         "line_grouping": plan.line_grouping,
     }
-
-
-def _stripe_on() -> bool:
-    try:
-        from billing.stripe_sync import enabled
-    except ImportError:  # the Stripe half may not be installed: no portal link then
-        return False
-    return enabled()
 
 
 def _page_context(access: TenantAccess) -> dict:
@@ -83,7 +75,7 @@ def _page_context(access: TenantAccess) -> dict:
         "mtd_spend": ledger_month_total(access.tenant, month),
         "projected": projected,
         "invoices": list(visible_invoices(access).exclude(status=InvoiceStatus.DRAFT, month=month)),
-        "stripe_on": _stripe_on(),
+        "stripe_on": stripe_sync.enabled(),
     }
 
 

@@ -9,6 +9,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from billing.invoicing.exports import invoice_csv, invoice_json, invoice_pdf
+from billing.invoicing.rules import parse_month
+from billing.invoicing.services import finalize_invoices, invoice_for_month, invoice_refresh
+from billing.models import Invoice, InvoiceStatus
+from billing.selectors import invoice_reconcile
+from billing.stripe.sync import wait_for_background
 from tenants.audit import Actor
 from tenants.models import Tenant
 
@@ -35,8 +41,6 @@ def _tenant(slug: str) -> Tenant:
 
 
 def _month(text: str):
-    from billing.invoices import parse_month
-
     try:
         return parse_month(text)
     except ValidationError as exc:
@@ -44,9 +48,6 @@ def _month(text: str):
 
 
 def cmd_invoice(command: Any, options: dict) -> None:
-    from billing.invoice_exports import invoice_csv, invoice_json, invoice_pdf
-    from billing.invoices import invoice_for_month
-
     tenant = _tenant(options["tenant"])
     invoice = invoice_for_month(tenant, _month(options["month"]))
     if options["csv"]:
@@ -75,8 +76,6 @@ def _write(path: str, data: bytes) -> None:
 
 
 def cmd_finalize_invoices(command: Any, options: dict) -> None:
-    from billing.invoices import finalize_invoices
-
     tenant = _tenant(options["tenant"]) if options["tenant"] else None
     month = _month(options["month"]) if options["month"] else None
     done = finalize_invoices(tenant=tenant, month=month, early=options["early"], actor=Actor.cli())
@@ -87,17 +86,11 @@ def cmd_finalize_invoices(command: Any, options: dict) -> None:
     if not done:
         command.stdout.write("nothing to finalize")
     # Without a broker the Stripe pushes run in background threads: give them a chance before we exit.
-    from billing.stripe_sync import wait_for_background
-
     wait_for_background()
 
 
 def reconcile_invoices(command: Any, tenant: Tenant | None) -> int:
     """The invoice half of `gateway reconcile`; returns the number of differences."""
-    from billing.invoices import invoice_refresh
-    from billing.models import Invoice, InvoiceStatus
-    from billing.selectors import invoice_reconcile
-
     # Drafts follow the ledger; bring them up to date so only real differences remain.
     drafts = Invoice.objects.filter(status=InvoiceStatus.DRAFT, tenant__isnull=False).select_related("tenant")
     if tenant:

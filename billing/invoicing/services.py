@@ -27,12 +27,11 @@ for the tenant and month, rounded to the cent (`gateway reconcile` checks it).
 
 from __future__ import annotations
 
-import calendar
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -40,6 +39,7 @@ from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
+from billing.invoicing.rules import BILLED_KINDS, CLOSED, HUNDRED, ZERO, month_last_day, round_total
 from billing.models import (
     Invoice,
     InvoiceCounter,
@@ -51,49 +51,19 @@ from billing.models import (
     SpendLedger,
 )
 from billing.selectors import tenant_timezone
+from billing.stripe.sync import queue_push, queue_void
 from gateway_project.common.money import from_pico
 from tenants.audit import Actor, audit
 from tenants.models import Tenant, VirtualKey
 
 log = logging.getLogger("gateway.billing")
 
-CENT = Decimal("0.01")
-HUNDRED = Decimal(100)
-ZERO = Decimal(0)
-# Invoices that count as billed: void ones too (voiding writes the amount off, it is not re-billed).
-CLOSED = (InvoiceStatus.FINALIZED, InvoiceStatus.PAID, InvoiceStatus.VOID)
-BILLED_KINDS = (LineKind.USAGE, LineKind.CREDIT)
-
 
 # --- Months ------------------------------------------------------------------------------------------
 
 
-def parse_month(text: str) -> date:
-    """'2026-11' -> date(2026, 11, 1); ValidationError for anything else."""
-    try:
-        year, month = text.split("-")
-        if len(year) != 4 or len(month) != 2:
-            raise ValueError
-        return date(int(year), int(month), 1)
-    except ValueError:
-        raise ValidationError(f"{text!r} is not a month (YYYY-MM)") from None
-
-
-def month_last_day(month: date) -> date:
-    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
-
-
-def next_month(month: date) -> date:
-    return month_last_day(month) + timedelta(days=1)
-
-
 def local_today(tenant: Tenant, now: datetime | None = None) -> date:
     return (now or timezone.now()).astimezone(tenant_timezone(tenant.id)).date()
-
-
-def round_total(amount: Decimal) -> Decimal:
-    """The invoice's one rounding: to whole cents, half up."""
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 # --- Computing an invoice ----------------------------------------------------------------------------
@@ -475,12 +445,8 @@ def _next_number() -> int:
 
 
 def _queue_stripe_push(invoice: Invoice) -> None:
-    """Hand the invoice to the Stripe push (billing.stripe_sync queues it after commit when Stripe is on;
-    a missing or failing queue never blocks finalization: `gateway stripe-sync` picks it up later)."""
-    try:
-        from billing.stripe_sync import queue_push
-    except ImportError:
-        return
+    """Hand the invoice to the Stripe push (billing.stripe.sync queues it after commit when Stripe is on;
+    a failing queue never blocks finalization: `gateway stripe-sync` picks it up later)."""
     try:
         queue_push(invoice)
     except Exception:
@@ -593,7 +559,7 @@ def invoice_void(tenant: Tenant, *, invoice: Invoice, actor: Actor) -> bool:
     """Finalized -> void: the amount is written off (not billed again). Paid invoices stay paid.
 
     The invoice keeps its number (numbering stays gap-free). If Stripe has it, it is voided there too,
-    after commit and with retries like a push (billing.stripe_sync.queue_void). Returns False when
+    after commit and with retries like a push (billing.stripe.sync.queue_void). Returns False when
     the invoice was not finalized (a draft, paid or already void): nothing changes then.
     """
     if invoice.tenant_id != tenant.id:
@@ -624,43 +590,10 @@ def invoice_void(tenant: Tenant, *, invoice: Invoice, actor: Actor) -> bool:
 
 def _queue_stripe_void(invoice: Invoice) -> None:
     # Like the push: never blocks or fails the void; the beat's stripe-sync retries what is left.
-    from billing.stripe_sync import queue_void
-
     try:
         queue_void(invoice)
     except Exception:
         log.warning("could not queue the Stripe void of invoice %s", invoice.label, exc_info=True)
-
-
-# --- Presenting --------------------------------------------------------------------------------------
-
-
-def line_cents(invoice: Invoice) -> list[tuple[InvoiceLine, int]]:
-    """Each line in whole cents, summing exactly to the invoice total (the one rounding, split across
-    the lines by largest remainder; ties go to the earlier line). For CSV, PDF and Stripe items."""
-    lines = list(invoice.lines.all())
-    total_cents = int(invoice.total_usd * HUNDRED)
-    exact = [ln.amount_usd * HUNDRED for ln in lines]
-    floors = [int(x.to_integral_value(rounding=ROUND_FLOOR)) for x in exact]
-    missing = total_cents - sum(floors)
-    order = sorted(range(len(lines)), key=lambda i: (-(exact[i] - floors[i]), i))
-    cents = list(floors)
-    # `missing` is within 0..len(lines) by construction (the total rounds the exact sum); the guard
-    # keeps a hand-edited row from looping.
-    for i in order[: max(missing, 0)]:
-        cents[i] += 1
-    return list(zip(lines, cents, strict=True))
-
-
-def cents_to_usd(cents: int) -> Decimal:
-    return (Decimal(cents) / HUNDRED).quantize(CENT)
-
-
-def ledger_month_total(tenant: Tenant, month: date) -> Decimal:
-    total = SpendLedger.objects.filter(tenant=tenant, day__gte=month, day__lte=month_last_day(month)).aggregate(
-        s=Sum("cost_picodollars")
-    )["s"]
-    return from_pico(int(total or 0))
 
 
 # --- Plans -------------------------------------------------------------------------------------------
