@@ -57,9 +57,13 @@ test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PYTHON) -m pytest $(PYTEST_ARGS)
 
+# Style, the import contracts (pyproject.toml [tool.importlinter]) and types ([tool.mypy]). mypy's django-stubs
+# plugin imports the settings, which need a SECRET_KEY; the one here is for that import only.
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports --no-logo
+	SECRET_KEY=lint .venv/bin/mypy
 
 bench: install
 	$(PYTHON) -m tests.bench $(BENCH_ARGS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 MILLION = Decimal(1_000_000)
 PICO = Decimal(10**12)
@@ -88,9 +89,11 @@ def _dec(value: object) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-def price_families() -> dict[str, dict]:
+def price_families() -> dict[str, dict[str, Any]]:
     """The shipped table as data/prices.json holds it: one block per provider family, with its sources."""
-    return json.loads((Path(__file__).parent / "data" / "prices.json").read_text())["families"]
+    table = Path(__file__).parent / "data" / "prices.json"
+    families: dict[str, dict[str, Any]] = json.loads(table.read_text())["families"]
+    return families
 
 
 @cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -70,7 +70,7 @@ _SUGGESTED = [
 
 
 def _refusal(host: str, ip: IPAddress) -> str:
-    judged = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    judged: IPAddress | None = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
     judged = judged or ip
     where = f"upstream host {host!r} resolves to {ip}"
     if any(judged in net for net in _METADATA):
@@ -126,7 +126,8 @@ def validate_base_url(url: str, *, resolve: bool = True) -> None:
         # An unresolvable name is not an SSRF risk by itself; it is checked again on connect.
         return
     for info in infos:
-        check_address(host, info[4][0])
+        # getaddrinfo gives (host, port, ...) sockaddrs for AF_INET/AF_INET6, the only families asked for.
+        check_address(host, cast(str, info[4][0]))
 
 
 class GuardedResolver(AbstractResolver):
