@@ -87,7 +87,7 @@ async def admit(
         rates.append(RateCheck(f"d:{deployment.id}", deployment.rpm, deployment.tpm))
     parallel = (f"k:{key.key_id}", key.max_parallel) if key.max_parallel else None
     budgets = [b for b in tenant.budgets if _applies(b, key, record.user, record.tags)] if tenant.budgets else []
-    # The prompt cache (proxy.policies.cache) looks up in this same round trip. A hit answers the call
+    # The prompt cache (proxy.steps.cache) looks up in this same round trip. A hit answers the call
     # and reserves nothing; an in-process hit is known before admission even starts.
     cache = getattr(record, "cache", None)
     cache_key = cache.lookup_key(record) if cache is not None else ""

@@ -26,11 +26,11 @@ from proxy.call import Call
 from proxy.errors import ProxyError
 from proxy.health import health
 from proxy.inbound import openai as inbound
-from proxy.policies import cache as prompt_cache
-from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamStream
 from proxy.state import state
 from proxy.steps import StreamFilter, apply_filters
+from proxy.steps import cache as prompt_cache
+from proxy.steps.pii import with_key_policy
 
 logger = logging.getLogger("gateway.proxy")
 

@@ -44,7 +44,7 @@ class KeyEntry:
     tpm: int | None = None
     max_parallel: int | None = None
     tags: tuple[str, ...] = ()
-    # The key's own `pii:` policy replaces the tenant's (proxy.policies.pii.with_key_policy); the step
+    # The key's own `pii:` policy replaces the tenant's (proxy.steps.pii.with_key_policy); the step
     # is None when the override does nothing.
     pii_override: bool = False
     pii_step: Any = None
@@ -171,7 +171,7 @@ def load_key(key_hash: str) -> KeyEntry | None:
     if row is None:
         return None
     from billing.models import LimitScope, RateLimit
-    from proxy.policies.pii import pii_step
+    from proxy.steps.pii import pii_step
 
     limit = RateLimit.objects.filter(tenant_id=row["tenant_id"], scope=LimitScope.KEY, ref=str(row["id"])).first()
     metadata = row["metadata"] or {}
@@ -264,9 +264,9 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
     rows = {r.model_name: r for r in RouteRow.objects.filter(tenant_id=tenant_id)}
     routes = {name: _model_route(name, deps, rows.get(name)) for name, deps in models.items()}
     rules = tuple(_route_rule(i, r.match, r.route) for i, r in enumerate(RuleRow.objects.filter(tenant_id=tenant_id)))
-    from proxy.bodylog import BODY_LOG
-    from proxy.policies.cache import compile_cache
-    from proxy.policies.pii import pii_step
+    from proxy.steps.bodylog import BODY_LOG
+    from proxy.steps.cache import compile_cache
+    from proxy.steps.pii import pii_step
 
     # The prompt cache is always the last step: it keys on the request as the earlier steps left it.
     cache_step = compile_cache(tenant["cache_policy"])

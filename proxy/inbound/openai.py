@@ -201,7 +201,7 @@ def timeout_header(request: HttpRequest) -> float | None:
 
 
 class CacheHeaders(NamedTuple):
-    """The prompt cache's request headers (proxy.policies.cache)."""
+    """The prompt cache's request headers (proxy.steps.cache)."""
 
     use: bool | None  # x-gateway-cache: true | false; None when absent (the tenant's policy decides)
     ttl_s: int | None  # x-gateway-cache-ttl: SECONDS

@@ -16,8 +16,8 @@ from django.test import RequestFactory
 from gateway_project.common.money import pico_to_nanos_ceil
 from observability.logbuffer import buffer
 from proxy import limits, pipeline, tasks
-from proxy.policies import cache as prompt_cache
 from proxy.state import state
+from proxy.steps import cache as prompt_cache
 from tenants.config import apply_config
 from tenants.models import Tenant, hash_secret
 from tests.conftest import LOOPBACK, UPSTREAM_KEY
@@ -490,7 +490,7 @@ def test_the_cache_stores_the_redacted_request_and_unrestored_answer_and_restore
 
 
 def test_with_the_pii_step_the_cache_keys_on_the_redacted_prompt(world, upstream):
-    from proxy.policies.pii import pii_step
+    from proxy.steps.pii import pii_step
 
     async def go():
         key = await state.key(hash_secret(world["alice"]))

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from proxy.state import ConfigState, load_key, load_tenant
-from routing.services import tenant_pii_policy_set
+from routing.policies.services import tenant_pii_policy_set
 from tenants.audit import Actor
 from tenants.changes import channel
 from tenants.models import AuditLog, Role, VirtualKey
