@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404
 
-from billing.invoicing.rules import CLOSED, month_last_day, round_total
+from billing.invoice_rules import CLOSED, month_last_day, round_total
 from billing.models import (
     BillingSettings,
     Budget,

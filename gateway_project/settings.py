@@ -118,6 +118,8 @@ INSTALLED_APPS = [
     "billing",
     "observability",
     "proxy",
+    # The top layer: the `gateway` management command and the wiring between apps (gateway_project.apps).
+    "gateway_project.apps.GatewayProjectConfig",
 ]
 
 # The proxy (/v1/) is served by proxy.asgi.ProxyHandler which runs no middleware at all; this stack

@@ -101,7 +101,7 @@ def _word(value: Any) -> str:
     return text if text.replace("_", "").replace("-", "").isalnum() else "other"
 
 
-def collect(records: Iterable[dict[str, Any]]) -> Counter:
+def collect(records: Iterable[dict[str, Any]]) -> Counter:  # noqa: C901
     """The counter increments for a batch of call-log records (pure: no I/O)."""
     deltas: Counter = Counter()
     for r in records:

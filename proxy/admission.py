@@ -67,7 +67,7 @@ def prompt_ceiling(body: bytes) -> int:
     return len(body) + media * MEDIA_PART_TOKENS
 
 
-async def admit(
+async def admit(  # noqa: C901
     *,
     key: KeyEntry,
     tenant: TenantEntry,

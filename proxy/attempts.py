@@ -159,7 +159,7 @@ def _all_cooling(group_count: int, cooldown_s: float) -> UpstreamResult:
     return result
 
 
-async def run(
+async def run(  # noqa: C901
     call: Call, plan: Plan, payload: dict, ctx: CallContext, deadline: float
 ) -> UpstreamResult | UpstreamStream:
     """Try the plan; return the first success, or the last failure (with its status)."""

@@ -30,7 +30,7 @@ def int_or_none(value: Any) -> int | None:
 
 
 class CacheHeaders(NamedTuple):
-    """The prompt cache's request headers (proxy.policies.cache)."""
+    """The prompt cache's request headers (proxy.steps.cache)."""
 
     use: bool | None  # x-gateway-cache: true | false; None when absent (the tenant's policy decides)
     ttl_s: int | None  # x-gateway-cache-ttl: SECONDS
@@ -99,7 +99,7 @@ class Call:
         self.route = ""  # the public model after rules and the A/B split, when not the one asked for
         self.cache_status = ""  # the exact cache: "hit", "miss", or "" when not consulted
         self.cost_saved: int | None = None  # picodollars a cache hit saved
-        self.cache: Any = None  # proxy.policies.cache.CacheCall when the cache applies to this call
+        self.cache: Any = None  # proxy.steps.cache.CacheCall when the cache applies to this call
         self.cache_headers: CacheHeaders | None = None  # when the request sent any
         # Data-policy actions: {detector: {action: count}}; counts only, never the values.
         self.pii_actions: dict[str, dict[str, int]] | None = None
@@ -119,7 +119,7 @@ class Call:
         self.tags: list[str] = []
         self.disconnected = False
         self.attempts: list[dict] = []
-        # {"request_body", "response_body"} for the log writer, only when the tenant logs bodies (proxy.bodylog).
+        # {"request_body", "response_body"} for the log writer, only when the tenant logs bodies (proxy.steps.bodylog).
         self.bodies: dict[str, Any] | None = None
         self.reservation: Any = None
         # Per-deployment RPM/TPM admissions of the attempt loop: (deployment id, reservation).

@@ -333,7 +333,7 @@ class RedisLimiter:
         now_ms = int(time.time() * 1000)
         cached = None
         if cache_key:
-            # The prompt cache's lookup (proxy.policies.cache) is queued just before the script, so both
+            # The prompt cache's lookup (proxy.steps.cache) is queued just before the script, so both
             # leave in one write and come back in one read: one round trip for the pair.
             conn = client.conn if client.conn is not None and client.conn.lost is None else await client.connection()
             cached = conn.send(command(b"GET", cache_key))
@@ -403,7 +403,7 @@ class RedisLimiter:
         values = [int(v) for v in raw]
         return list(zip(values[::2], values[1::2], strict=True))
 
-    # The prompt cache's own reads and writes ride the same pipelined connection (proxy.policies.cache).
+    # The prompt cache's own reads and writes ride the same pipelined connection (proxy.steps.cache).
 
     async def get(self, key: str) -> bytes | None:
         """One GET: the cache lookup of a call that has no admission to fold it into."""

@@ -17,11 +17,11 @@ from billing.selectors import tenant_timezone
 from gateway_project.common import crypto
 from gateway_project.common.money import NANO, Price, find_price, shipped_prices
 from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
-from proxy.bodylog import BODY_LOG
-from proxy.policies.cache import compile_cache
-from proxy.policies.pii import pii_step
 from proxy.providers import adapter_for
 from proxy.snapshot import BudgetSpec, CooldownSpec, Deployment, KeyEntry, RouteSpec, RuleSpec, SplitSpec, TenantEntry
+from proxy.steps.bodylog import BODY_LOG
+from proxy.steps.cache import compile_cache
+from proxy.steps.pii import pii_step
 from routing.models import ModelDeployment
 from routing.models import ModelRoute as RouteRow
 from routing.models import RouteRule as RuleRow

@@ -27,11 +27,11 @@ from proxy.errors import ProxyError, internal_error
 from proxy.inbound import Front
 from proxy.inbound import openai as inbound
 from proxy.lifecycle import ensure_background
-from proxy.policies import cache as prompt_cache
-from proxy.policies.pii import with_key_policy
 from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.relay import GatewayStreamResponse
 from proxy.router import Plan
+from proxy.steps import cache as prompt_cache
+from proxy.steps.pii import with_key_policy
 
 logger = logging.getLogger("gateway.proxy")
 

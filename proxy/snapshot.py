@@ -24,7 +24,7 @@ class KeyEntry:
     tpm: int | None = None
     max_parallel: int | None = None
     tags: tuple[str, ...] = ()
-    # The key's own `pii:` policy replaces the tenant's (proxy.policies.pii.with_key_policy); the step
+    # The key's own `pii:` policy replaces the tenant's (proxy.steps.pii.with_key_policy); the step
     # is None when the override does nothing.
     pii_override: bool = False
     pii_step: Any = None

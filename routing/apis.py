@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from routing.models import AWS_SECRET_FIELDS, ProviderCredential, ProviderKind
+from routing.permissions import access_model, access_provider
 from routing.probe import provider_test_connection
 from routing.selectors import ModelEntry, models_for, providers_for
 from routing.services import (
@@ -19,11 +20,9 @@ from routing.services import (
     model_deployments_set,
     provider_delete,
     provider_upsert,
-    tenant_cache_policy_set,
-    tenant_pii_policy_set,
 )
 from tenants.apis import TokenApi
-from tenants.permissions import CONFIG_WRITE, TenantAccess, access_model, access_provider
+from tenants.permissions import CONFIG_WRITE, TenantAccess
 
 # --- Providers -------------------------------------------------------------------------------------
 
@@ -277,76 +276,3 @@ class ModelDeleteApi(TokenApi):
         access_model(self.access, name)
         model_delete(self.access.tenant, model_name=name, actor=self.access.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-# --- Data policies (issue 11) ----------------------------------------------------------------------
-
-PII_HELP = (
-    "The `pii:` section of the tenant YAML as JSON: {mode: enforce|log-only, detectors: {email|phone|card|iban|"
-    "us_ssn|ip|secret: redact|mask|pseudonymize|block|log-only}, custom: [{name, pattern, action}], "
-    "terms: {words: [...], action}, scan_responses: bool}. null: no policy."
-)
-CACHE_HELP = (
-    "The `cache:` section of the tenant YAML as JSON: {enabled: bool, ttl_s: 1..2592000, models: [...] "
-    "(optional; default every model)}. null: the cache is off."
-)
-
-
-class PiiPolicyGetApi(TokenApi):
-    class OutputSerializer(serializers.Serializer):
-        pii = serializers.JSONField(allow_null=True, source="pii_policy", help_text=PII_HELP)
-
-    @extend_schema(responses=OutputSerializer, summary="Get the tenant's PII policy")
-    def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(self.access.tenant).data)
-
-
-class PiiPolicyPutApi(TokenApi):
-    required_perm = CONFIG_WRITE
-
-    class InputSerializer(serializers.Serializer):
-        pii = serializers.JSONField(allow_null=True, help_text=PII_HELP)
-
-    class OutputSerializer(serializers.Serializer):
-        pii = serializers.JSONField(allow_null=True, source="pii_policy", help_text=PII_HELP)
-
-    @extend_schema(
-        request=InputSerializer,
-        responses=OutputSerializer,
-        summary="Replace the tenant's PII policy (proxies use it within a second); returns it normalized",
-    )
-    def put(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        tenant = self.access.tenant
-        tenant_pii_policy_set(tenant, policy=serializer.validated_data["pii"], actor=self.access.actor)
-        return Response(self.OutputSerializer(tenant).data)
-
-
-class CachePolicyGetApi(TokenApi):
-    class OutputSerializer(serializers.Serializer):
-        cache = serializers.JSONField(allow_null=True, source="cache_policy", help_text=CACHE_HELP)
-
-    @extend_schema(responses=OutputSerializer, summary="Get the tenant's prompt-cache settings")
-    def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(self.access.tenant).data)
-
-
-class CachePolicyPutApi(TokenApi):
-    required_perm = CONFIG_WRITE
-
-    class InputSerializer(serializers.Serializer):
-        cache = serializers.JSONField(allow_null=True, help_text=CACHE_HELP)
-
-    class OutputSerializer(serializers.Serializer):
-        cache = serializers.JSONField(allow_null=True, source="cache_policy", help_text=CACHE_HELP)
-
-    @extend_schema(
-        request=InputSerializer, responses=OutputSerializer, summary="Replace the tenant's prompt-cache settings"
-    )
-    def put(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        tenant = self.access.tenant
-        tenant_cache_policy_set(tenant, policy=serializer.validated_data["cache"], actor=self.access.actor)
-        return Response(self.OutputSerializer(tenant).data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -20,7 +19,6 @@ from routing.models import (
     Sticky,
     Strategy,
 )
-from routing.policies import ACTIONS, MAX_TTL_S, detector_names
 from routing.services import KIND_FIELDS, header_problem
 
 
@@ -237,7 +235,7 @@ class ModelNameForm(forms.Form):
     )
 
 
-def _name_list(value: str) -> list[str]:
+def name_list(value: str) -> list[str]:
     """ "a, b c" -> ["a", "b", "c"]: lists of names are typed as one text field."""
     return [part for part in value.replace(",", " ").split() if part]
 
@@ -320,8 +318,8 @@ class RouteSettingsForm(forms.Form):
             "strategy": d["strategy"],
             "retries": d["retries"],
             "timeout_s": d["timeout_s"],
-            "fallbacks": _name_list(d["fallbacks"]),
-            "context_window_fallbacks": _name_list(d["context_window_fallbacks"]),
+            "fallbacks": name_list(d["fallbacks"]),
+            "context_window_fallbacks": name_list(d["context_window_fallbacks"]),
             "split": (
                 {"model": d["split_model"], "percent": d["split_percent"], "sticky": d["split_sticky"]}
                 if d["split_model"]
@@ -386,7 +384,7 @@ class RuleForm(forms.Form):
         d = self.cleaned_data
         match: dict[str, Any] = {}
         for field in ("key", "tags", "user"):
-            if names := _name_list(d[field]):
+            if names := name_list(d[field]):
                 match[field] = names
         if d["metadata"]:
             match["metadata"] = d["metadata"]
@@ -459,176 +457,3 @@ class SimulateForm(forms.Form):
 
     def tag_list(self) -> list[str]:
         return [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
-
-
-# --- Data policies (issue 11) ----------------------------------------------------------------------
-
-
-class PiiPolicyForm(forms.Form):
-    """The `pii:` section as a form. Custom patterns are lines of `name action pattern`; terms one per line."""
-
-    source = forms.ChoiceField(widget=forms.RadioSelect, label="Policy")
-    mode = forms.ChoiceField(
-        choices=[("enforce", "Enforce"), ("log-only", "Log only (trial: count what would happen, change nothing)")],
-        initial="enforce",
-    )
-    custom = forms.CharField(
-        required=False,
-        strip=False,  # line numbers in errors count the lines as typed
-        label="Custom patterns",
-        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "placeholder": r"order_id redact ORD-\d{6}"}),
-        help_text="One per line: a name, an action and a regular expression, separated by spaces.",
-    )
-    terms = forms.CharField(
-        required=False,
-        label="Terms",
-        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Project Falcon"}),
-        help_text="Words or phrases to catch, one per line.",
-    )
-    terms_action = forms.ChoiceField(label="Action for terms", initial="redact")
-    scan_responses = forms.BooleanField(required=False, label="Also scan the answers")
-
-    def __init__(self, *args: Any, for_key: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.for_key = for_key
-        self.fields["source"].choices = (
-            [("inherit", "The tenant's policy"), ("own", "Its own policy, below")]
-            if for_key
-            else [("none", "No PII policy: requests are sent as they are"), ("own", "This policy")]
-        )
-        self.fields["source"].initial = "inherit" if for_key else "none"
-        actions = [(a, a) for a in ACTIONS]
-        self.fields["terms_action"].choices = actions
-        # One select per detector (the engine may know more than the issue's seven), after `mode`.
-        detectors = [f"detector_{name}" for name in detector_names()]
-        for name in detectors:
-            self.fields[name] = forms.ChoiceField(choices=[("", "off"), *actions], required=False, label=name[9:])
-        self.order_fields(["source", "mode", *detectors])
-
-    @property
-    def detector_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in self.fields if name.startswith("detector_")]
-
-    @classmethod
-    def initial_from(cls, policy: dict | None, *, for_key: bool = False) -> dict:
-        if policy is None:
-            return {"source": "inherit" if for_key else "none"}
-        terms = policy.get("terms") or {}
-        return {
-            "source": "own",
-            "mode": policy.get("mode", "enforce"),
-            **{f"detector_{name}": action for name, action in (policy.get("detectors") or {}).items()},
-            "custom": "\n".join(f"{c['name']} {c['action']} {c['pattern']}" for c in policy.get("custom") or []),
-            "terms": "\n".join(terms.get("words") or []),
-            "terms_action": terms.get("action", "redact"),
-            "scan_responses": bool(policy.get("scan_responses")),
-        }
-
-    def clean_custom(self) -> list[dict]:
-        items, self._custom_lines = [], []
-        for number, line in enumerate((self.cleaned_data.get("custom") or "").splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(None, 2)
-            if len(parts) < 3:
-                raise forms.ValidationError(
-                    f"Line {number}: write a name, an action and a pattern, e.g. “order_id redact ORD-\\d{{6}}”."
-                )
-            items.append({"name": parts[0], "action": parts[1], "pattern": parts[2]})
-            self._custom_lines.append(number)
-        return items
-
-    def clean_terms(self) -> list[str]:
-        return [line.strip() for line in (self.cleaned_data.get("terms") or "").splitlines() if line.strip()]
-
-    def policy(self) -> dict | None:
-        """The policy to save (None: no policy, or inherit the tenant's), in the YAML section's shape."""
-        data = self.cleaned_data
-        if data["source"] != "own":
-            return None
-        policy: dict[str, Any] = {
-            "mode": data["mode"],
-            "detectors": {f.name[len("detector_") :]: data[f.name] for f in self.detector_fields if data[f.name]},
-            "custom": data["custom"],
-            "scan_responses": data["scan_responses"],
-        }
-        if data["terms"]:
-            policy["terms"] = {"words": data["terms"], "action": data["terms_action"]}
-        return policy
-
-    def add_service_errors(self, messages: dict[str, list[str]]) -> None:
-        """Errors keyed by the section's paths ("pii.custom[0].pattern") go on the field that holds them."""
-        for path, errors in messages.items():
-            rest = path.split(".", 1)[1] if "." in path else ""
-            head = re.split(r"[.\[]", rest, maxsplit=1)[0]
-            if head == "detectors" and f"detector_{rest.split('.')[-1]}" in self.fields:
-                self.add_error(f"detector_{rest.split('.')[-1]}", errors)
-            elif head == "custom":
-                index = re.match(r"custom\[(\d+)\]", rest)
-                lines = getattr(self, "_custom_lines", [])
-                if index and int(index.group(1)) < len(lines):
-                    line = lines[int(index.group(1))]
-                    field = rest.rsplit(".", 1)[-1] if "." in rest else "entry"
-                    errors = [f"Line {line} ({field}): {e}" for e in errors]
-                self.add_error("custom", errors)
-            elif head == "terms":
-                self.add_error("terms_action" if rest.endswith("action") else "terms", errors)
-            elif head in ("mode", "scan_responses"):
-                self.add_error(head, errors)
-            else:
-                self.add_error(None, errors)
-
-
-class CachePolicyForm(forms.Form):
-    enabled = forms.BooleanField(required=False, label="Cache answers")
-    ttl_s = forms.IntegerField(
-        label="Keep answers for (seconds)",
-        min_value=1,
-        max_value=MAX_TTL_S,
-        initial=3600,
-        help_text=f"From 1 second to 30 days ({MAX_TTL_S}).",
-    )
-    models = forms.CharField(
-        required=False,
-        max_length=5000,
-        help_text="Comma-separated public model names; leave empty to cache every model. Names not added yet are fine.",
-    )
-
-    @classmethod
-    def initial_from(cls, policy: dict | None) -> dict:
-        if policy is None:
-            return {"enabled": False, "ttl_s": 3600, "models": ""}
-        return {
-            "enabled": policy.get("enabled", True),
-            "ttl_s": policy.get("ttl_s", 3600),
-            "models": ", ".join(policy.get("models") or []),
-        }
-
-    def policy(self) -> dict:
-        data = self.cleaned_data
-        policy: dict[str, Any] = {"enabled": data["enabled"], "ttl_s": data["ttl_s"]}
-        models = _name_list(data["models"])
-        if models:
-            policy["models"] = models
-        return policy
-
-    def add_service_errors(self, messages: dict[str, list[str]]) -> None:
-        for path, errors in messages.items():
-            field = path.split(".", 1)[1].split("[")[0] if "." in path else ""
-            self.add_error(field if field in self.fields else None, errors)
-
-
-class PolicyPreviewForm(forms.Form):
-    text = forms.CharField(
-        max_length=20000,
-        label="Text to send",
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Write to jane@example.com about ORD-123456"}),
-        help_text="Paste a prompt: nothing is sent to any provider.",
-    )
-    answer = forms.CharField(
-        required=False,
-        max_length=20000,
-        label="The model's answer (optional)",
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Placeholders in it are restored as the client would see them; empty: the sent text comes back.",
-    )

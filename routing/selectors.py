@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 
 from routing.models import ROUTE_DEFAULTS, ModelDeployment, ModelRoute, ProviderCredential, RouteRule
 from tenants.models import Tenant
+from tenants.selectors import MODEL_NAMES, OVERVIEW_COUNTS
 
 
 @dataclass
@@ -56,3 +57,16 @@ def split_models_for(tenant: Tenant) -> dict[str, str]:
     return dict(
         ModelRoute.objects.filter(tenant=tenant).exclude(split_model="").values_list("model_name", "split_model")
     )
+
+
+def tenant_counts(tenant: Tenant) -> dict[str, int]:
+    """The tenant overview's provider and model counts (tenants.selectors.OVERVIEW_COUNTS)."""
+    return {
+        "providers": ProviderCredential.objects.filter(tenant=tenant).count(),
+        "models": ModelDeployment.objects.filter(tenant=tenant).values("model_name").distinct().count(),
+    }
+
+
+def register() -> None:
+    OVERVIEW_COUNTS["routing"] = tenant_counts
+    MODEL_NAMES["routing"] = model_names_for

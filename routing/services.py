@@ -30,10 +30,9 @@ from routing.models import (
     Sticky,
     Strategy,
 )
-from routing.policies import cache_policy_clean, pii_policy_clean
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
-from tenants.models import Tenant, VirtualKey
+from tenants.models import Tenant
 
 KEEP = object()  # "leave the stored API key (or other secret) as it is"
 
@@ -119,7 +118,7 @@ def provider_settings_check(kind: str, given: dict[str, Any]) -> None:
 
 
 @transaction.atomic
-def provider_upsert(
+def provider_upsert(  # noqa: C901
     tenant: Tenant,
     *,
     name: str,
@@ -418,7 +417,7 @@ def _model_list(value: object, field: str) -> list[str]:
     return out
 
 
-def route_settings_clean(settings: dict) -> dict:
+def route_settings_clean(settings: dict) -> dict:  # noqa: C901
     """Check the values of one model's route settings and fill the defaults (same shape as ROUTE_DEFAULTS).
 
     Errors are ValidationError({"field.path": message}); references to other models are checked by
@@ -554,11 +553,6 @@ def _store_route(tenant: Tenant, model_name: str, settings: dict, row: ModelRout
     row.cooldown_s = cooldown["cooldown_s"]
     row.full_clean(exclude=["tenant"])
     row.save()
-
-
-def route_settings_for(tenant: Tenant) -> dict[str, dict]:
-    """Cleaned route settings of every model of the tenant that has a row (others use ROUTE_DEFAULTS)."""
-    return {r.model_name: r.settings() for r in ModelRoute.objects.filter(tenant=tenant)}
 
 
 @transaction.atomic
@@ -716,64 +710,3 @@ def starter_setup(tenant: Tenant, *, actor: Actor) -> None:
     provider, _ = provider_upsert(tenant, name=name, kind=ProviderKind.MOCK, actor=actor)
     if not ModelDeployment.objects.filter(tenant=tenant, model_name=STARTER_MODEL).exists():
         model_deployments_set(tenant, model_name=STARTER_MODEL, deployments=[(provider, "mock-chat")], actor=actor)
-
-
-# --- Data policies (issue 11): the pii and cache sections, stored normalized (routing.policies) -------
-
-
-@transaction.atomic
-def tenant_pii_policy_set(tenant: Tenant, *, policy: dict | None, actor: Actor) -> bool:
-    """Replace the tenant's PII policy (None removes it). Returns whether anything changed."""
-    cleaned = pii_policy_clean(policy) if policy is not None else None
-    return _tenant_policy_store(tenant, "pii_policy", cleaned, action="policy.pii", label="pii", actor=actor)
-
-
-@transaction.atomic
-def tenant_cache_policy_set(tenant: Tenant, *, policy: dict | None, actor: Actor) -> bool:
-    """Replace the tenant's prompt-cache settings (None turns the cache off). Returns whether anything changed."""
-    cleaned = cache_policy_clean(policy) if policy is not None else None
-    return _tenant_policy_store(tenant, "cache_policy", cleaned, action="policy.cache", label="cache", actor=actor)
-
-
-def _policy_changes(label: str, before: dict | None, after: dict | None) -> dict:
-    """For the audit log: the whole policy when it appears or goes, else [old, new] per changed setting."""
-    if before is None or after is None:
-        return {label: [before, after]}
-    return {
-        k: [before.get(k), after.get(k)]
-        for k in (*before, *(k for k in after if k not in before))
-        if before.get(k) != after.get(k)
-    }
-
-
-def _tenant_policy_store(
-    tenant: Tenant, field: str, value: dict | None, *, action: str, label: str, actor: Actor
-) -> bool:
-    # Locked, so two admins saving at once both end up in the audit log with the right "before".
-    current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list(field, flat=True).get()
-    if current == value:
-        setattr(tenant, field, value)
-        return False
-    setattr(tenant, field, value)
-    tenant.save(update_fields=[field])
-    audit(tenant, actor=actor, action=action, target=tenant, changes=_policy_changes(label, current, value))
-    # Proxies compile policies into their cached tenant entry: this drops it everywhere.
-    record_change("tenant", tenant.id)
-    return True
-
-
-@transaction.atomic
-def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict | None, actor: Actor) -> bool:
-    """Give a key its own PII policy, replacing the tenant's for its calls (None: inherit the tenant's)."""
-    if key.tenant_id != tenant.id:
-        raise VirtualKey.DoesNotExist
-    cleaned = pii_policy_clean(policy) if policy is not None else None
-    current = VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("pii_policy", flat=True).get()
-    key.pii_policy = cleaned
-    if current == cleaned:
-        return False
-    key.save(update_fields=["pii_policy"])
-    audit(tenant, actor=actor, action="key.pii", target=key, changes=_policy_changes("pii", current, cleaned))
-    # Proxies compile the override into the key's cached entry (proxy.loader.load_key): this drops it.
-    record_change("key", key.key_hash)
-    return True

@@ -1,6 +1,8 @@
 from django.urls import path
 
 from routing import apis, views
+from routing.policies import apis as policy_apis
+from routing.policies import views as policy_views
 from tenants.apis import by_method
 
 urlpatterns = [
@@ -15,10 +17,10 @@ urlpatterns = [
     path("t/<slug:slug>/models/<path:name>/route/", views.model_route, name="model-route"),
     path("t/<slug:slug>/models/<path:name>/", views.model_detail, name="model-detail"),
     path("t/<slug:slug>/routing/rules/", views.route_rules, name="route-rules"),
-    path("t/<slug:slug>/policies/", views.policies, name="policies"),
-    path("t/<slug:slug>/policies/cache/", views.policy_cache, name="policy-cache"),
-    path("t/<slug:slug>/policies/preview/", views.policy_preview, name="policy-preview"),
-    path("t/<slug:slug>/policies/keys/<int:key_id>/", views.key_policy, name="key-policy"),
+    path("t/<slug:slug>/policies/", policy_views.policies, name="policies"),
+    path("t/<slug:slug>/policies/cache/", policy_views.policy_cache, name="policy-cache"),
+    path("t/<slug:slug>/policies/preview/", policy_views.policy_preview, name="policy-preview"),
+    path("t/<slug:slug>/policies/keys/<int:key_id>/", policy_views.key_policy, name="key-policy"),
 ]
 
 # Mounted under /api/v1/ by gateway_project.urls.
@@ -36,6 +38,14 @@ api_urlpatterns = [
         by_method(get=apis.ModelDetailApi, put=apis.ModelReplaceApi, delete=apis.ModelDeleteApi),
         name="api-model-detail",
     ),
-    path("policies/pii/", by_method(get=apis.PiiPolicyGetApi, put=apis.PiiPolicyPutApi), name="api-policy-pii"),
-    path("policies/cache/", by_method(get=apis.CachePolicyGetApi, put=apis.CachePolicyPutApi), name="api-policy-cache"),
+    path(
+        "policies/pii/",
+        by_method(get=policy_apis.PiiPolicyGetApi, put=policy_apis.PiiPolicyPutApi),
+        name="api-policy-pii",
+    ),
+    path(
+        "policies/cache/",
+        by_method(get=policy_apis.CachePolicyGetApi, put=policy_apis.CachePolicyPutApi),
+        name="api-policy-cache",
+    ),
 ]

@@ -10,6 +10,7 @@ Errors always look like {"error": {"code": ..., "message": ..., "fields": {...}?
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -260,6 +261,18 @@ class KeyOutputSerializer(serializers.Serializer):
 KEY_PII_INPUT_HELP = "The key's own PII policy (see /api/v1/policies/pii/); null inherits the tenant's. Admins only."
 
 
+@dataclass
+class KeyPolicyHooks:
+    """A key's own PII policy (VirtualKey.pii_policy) is checked and stored by routing.policies, which
+    fills these in from RoutingConfig.ready(): tenants knows the column, not the grammar."""
+
+    clean: Callable[[Any], dict] | None = None
+    store: Callable[..., bool] | None = None
+
+
+KEY_PII = KeyPolicyHooks()
+
+
 def _check_key_pii(access: TenantAccess, data: dict) -> None:
     """A key's PII override can switch the tenant's data protection off, so only admins may set it; it is
     checked before anything is written."""
@@ -268,9 +281,7 @@ def _check_key_pii(access: TenantAccess, data: dict) -> None:
     if not access.can(CONFIG_WRITE):
         raise DjangoPermissionDenied("Only an owner or admin may set a key's PII policy.")
     if data["pii"] is not None:
-        from routing.policies import pii_policy_clean
-
-        pii_policy_clean(data["pii"])
+        KEY_PII.clean(data["pii"])
 
 
 class KeyListApi(TokenApi):
@@ -306,9 +317,7 @@ class KeyCreateApi(TokenApi):
         with transaction.atomic():
             key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **data)
             if pii is not None:
-                from routing.services import virtual_key_pii_policy_set
-
-                virtual_key_pii_policy_set(self.access.tenant, key=key, policy=pii, actor=self.access.actor)
+                KEY_PII.store(self.access.tenant, key=key, policy=pii, actor=self.access.actor)
         key.secret = secret  # type: ignore[attr-defined]
         return no_store(Response(self.OutputSerializer(key).data, status=status.HTTP_201_CREATED))
 
@@ -357,9 +366,7 @@ class KeyUpdateApi(TokenApi):
                 metadata=data.get("metadata"),
             )
             if "pii" in data:
-                from routing.services import virtual_key_pii_policy_set
-
-                virtual_key_pii_policy_set(self.access.tenant, key=key, policy=data["pii"], actor=self.access.actor)
+                KEY_PII.store(self.access.tenant, key=key, policy=data["pii"], actor=self.access.actor)
         return Response(self.OutputSerializer(key).data)
 
 

@@ -25,7 +25,7 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
     # Data policies, as the normalized `pii:` and `cache:` sections of the tenant YAML
-    # (routing.policies validates them); null when the tenant has none.
+    # (routing.policies.spec validates them); null when the tenant has none.
     pii_policy = models.JSONField(null=True, blank=True)
     cache_policy = models.JSONField(null=True, blank=True)
     # Observability: request and response bodies are stored (after PII redaction, size-capped) only

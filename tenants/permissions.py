@@ -173,24 +173,3 @@ def access_token(access: TenantAccess, token_id: int) -> ManagementToken:
     if token is None:
         raise Http404("No such token in this tenant.")
     return token
-
-
-def access_provider(access: TenantAccess, provider_id: int) -> Any:
-    from routing.models import ProviderCredential
-
-    provider = ProviderCredential.objects.filter(tenant=access.tenant, id=provider_id).first()
-    if provider is None:
-        raise Http404("No such provider in this tenant.")
-    return provider
-
-
-def access_model(access: TenantAccess, model_name: str) -> list[Any]:
-    """The deployments serving `model_name` in this tenant, in priority order; 404 if there are none."""
-    from routing.models import ModelDeployment
-
-    deployments = list(
-        ModelDeployment.objects.filter(tenant=access.tenant, model_name=model_name).select_related("provider")
-    )
-    if not deployments:
-        raise Http404("No such model in this tenant.")
-    return deployments

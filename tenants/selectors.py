@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from tenants.models import AuditLog, Invitation, ManagementToken, Membership, Tenant, VirtualKey, hash_secret
+
+# What the tenant pages show of other apps' data, registered from those apps' AppConfig.ready() so that
+# tenants imports none of them: counts for the overview page (routing: providers and models; the
+# project: calls of the last day), and the tenant's model names, which the key form offers (routing).
+OVERVIEW_COUNTS: dict[str, Callable[[Tenant], dict[str, int]]] = {}
+MODEL_NAMES: dict[str, Callable[[Tenant], list[str]]] = {}
 
 
 def memberships_for_user(user) -> QuerySet[Membership]:
@@ -47,17 +53,16 @@ def audit_entries_for(tenant: Tenant) -> QuerySet[AuditLog]:
 
 
 def tenant_overview(tenant: Tenant) -> dict:
-    from observability.models import CallLog
-    from routing.models import ModelDeployment, ProviderCredential
-
     now = timezone.now()
     keys = VirtualKey.objects.filter(tenant=tenant)
-    calls = CallLog.objects.filter(tenant=tenant, created_at__gte=now - timedelta(hours=24))
-    return {
+    stats = {
         "active_keys": keys.filter(revoked=False).filter(Q(expires_at=None) | Q(expires_at__gt=now)).count(),
-        "providers": ProviderCredential.objects.filter(tenant=tenant).count(),
-        "models": ModelDeployment.objects.filter(tenant=tenant).values("model_name").distinct().count(),
         "members": Membership.objects.filter(tenant=tenant).count(),
-        "calls_24h": calls.count(),
-        "errors_24h": calls.filter(status_code__gte=400).count(),
     }
+    for counts in OVERVIEW_COUNTS.values():
+        stats.update(counts(tenant))
+    return stats
+
+
+def model_names_for(tenant: Tenant) -> list[str]:
+    return [name for names in MODEL_NAMES.values() for name in names(tenant)]

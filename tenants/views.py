@@ -19,7 +19,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
 from gateway_project.common.htmx import HtmxHttpRequest
-from routing.selectors import model_names_for
 from tenants.adapters import INVITATION_SESSION_KEY
 from tenants.audit import Actor
 from tenants.config import export_config
@@ -55,6 +54,7 @@ from tenants.selectors import (
     management_tokens_for,
     members_for,
     memberships_for_user,
+    model_names_for,
     pending_invitations_for,
     tenant_overview,
 )

@@ -9,8 +9,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from billing.invoice_rules import parse_month
 from billing.invoicing.exports import invoice_csv, invoice_json, invoice_pdf
-from billing.invoicing.rules import parse_month
 from billing.invoicing.services import finalize_invoices, invoice_for_month, invoice_refresh
 from billing.models import Invoice, InvoiceStatus
 from billing.selectors import invoice_reconcile

@@ -1,6 +1,6 @@
 """Invoices as JSON (`gateway invoice --json`), CSV and PDF (ReportLab, text from a Django template).
 
-CSV and PDF show each line's amount in cents as `billing.invoicing.rules.line_cents` splits the one rounded
+CSV and PDF show each line's amount in cents as `billing.invoice_rules.line_cents` splits the one rounded
 total across the lines, so the rows always add up to the printed total; the exact unrounded amount
 is in its own CSV column.
 """
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from billing.invoicing.rules import cents_to_usd, line_cents
+from billing.invoice_rules import cents_to_usd, line_cents
 from billing.models import Invoice, LineKind
 from gateway_project.common.money import format_usd
 

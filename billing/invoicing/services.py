@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -39,7 +40,7 @@ from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
-from billing.invoicing.rules import BILLED_KINDS, CLOSED, HUNDRED, ZERO, month_last_day, round_total
+from billing.invoice_rules import BILLED_KINDS, CLOSED, HUNDRED, ZERO, month_last_day, round_total
 from billing.models import (
     Invoice,
     InvoiceCounter,
@@ -51,12 +52,16 @@ from billing.models import (
     SpendLedger,
 )
 from billing.selectors import tenant_timezone
-from billing.stripe.sync import queue_push, queue_void
 from gateway_project.common.money import from_pico
 from tenants.audit import Actor, audit
 from tenants.models import Tenant, VirtualKey
 
 log = logging.getLogger("gateway.billing")
+
+# What follows a finalization and a void, registered by billing.stripe (BillingConfig.ready): invoicing
+# knows nothing of Stripe, the Stripe sync knows invoices.
+AFTER_FINALIZE: list[Callable[[Invoice], None]] = []
+AFTER_VOID: list[Callable[[Invoice], None]] = []
 
 
 # --- Months ------------------------------------------------------------------------------------------
@@ -445,12 +450,14 @@ def _next_number() -> int:
 
 
 def _queue_stripe_push(invoice: Invoice) -> None:
-    """Hand the invoice to the Stripe push (billing.stripe.sync queues it after commit when Stripe is on;
-    a failing queue never blocks finalization: `gateway stripe-sync` picks it up later)."""
-    try:
-        queue_push(invoice)
-    except Exception:
-        log.warning("could not queue the Stripe push of invoice %s", invoice.label, exc_info=True)
+    """Hand the invoice to what follows a finalization (the Stripe push, which billing.stripe registers:
+    it queues after commit when Stripe is on). A failing hook never blocks finalization: `gateway
+    stripe-sync` picks it up later."""
+    for hook in AFTER_FINALIZE:
+        try:
+            hook(invoice)
+        except Exception:
+            log.warning("could not queue the Stripe push of invoice %s", invoice.label, exc_info=True)
 
 
 def invoice_finalize(
@@ -590,10 +597,11 @@ def invoice_void(tenant: Tenant, *, invoice: Invoice, actor: Actor) -> bool:
 
 def _queue_stripe_void(invoice: Invoice) -> None:
     # Like the push: never blocks or fails the void; the beat's stripe-sync retries what is left.
-    try:
-        queue_void(invoice)
-    except Exception:
-        log.warning("could not queue the Stripe void of invoice %s", invoice.label, exc_info=True)
+    for hook in AFTER_VOID:
+        try:
+            hook(invoice)
+        except Exception:
+            log.warning("could not queue the Stripe void of invoice %s", invoice.label, exc_info=True)
 
 
 # --- Plans -------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.invoicing.rules import line_cents
+from billing.invoice_rules import line_cents
 from billing.models import Invoice, InvoiceStatus, Plan
 
 # Queued after commit; the tasks call back into this module (billing.tasks imports it in their bodies).

@@ -218,7 +218,7 @@ def _tool_choice(choice: Any) -> dict | None:
     return None
 
 
-def converse_request(payload: dict[str, Any]) -> dict[str, Any]:
+def converse_request(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: C901
     """The Converse request body for an OpenAI chat request (a new dict: `payload` is not touched)."""
     system: list[dict] = []
     messages: list[dict] = []

@@ -705,7 +705,7 @@ class GeminiStream(UpstreamStream):
         self.error_message = message[:2000]
         return b"data: " + error_body(message, type=type_, code=code) + b"\n\n"
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncIterator[bytes]:  # noqa: C901
         splitter = SSESplitter()
         try:
             async for raw in self.response.aiter_raw():

@@ -56,10 +56,11 @@ def _cpu_ms(step, payload: dict, rounds: int) -> float:
 
 
 def measure() -> dict:
-    from proxy.policies.pii import compile_policy, pii_step
+    from proxy.steps.pii import pii_step
+    from routing.policies.spec import normalize_pii
     from tests.bench.payloads import JSON_MODEL, request_body
 
-    compile_policy(FULL_POLICY)  # refuses an invalid policy with a clear message
+    normalize_pii(FULL_POLICY)  # refuses an invalid policy with a clear message
     step = pii_step(FULL_POLICY)
     out: dict = {"bench_prompt_ms": _cpu_ms(step, orjson.loads(request_body(JSON_MODEL, stream=False)), 2000)}
     for kb in (1, 4, 16):

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from billing.invoicing.rules import line_cents, round_total
+from billing.invoice_rules import line_cents, round_total
 from billing.invoicing.services import finalize_invoices, invoice_finalize, invoice_for_month
 from billing.models import BillingSettings, Invoice, InvoiceStatus, LineKind, Plan, SpendLedger
 from billing.selectors import ledger_month_total

@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from pypdf import PdfReader
 
-from billing.invoicing.rules import round_total
+from billing.invoice_rules import round_total
 from billing.invoicing.services import invoice_finalize, invoice_for_month
 from billing.models import Invoice, InvoiceStatus, Plan
 from billing.selectors import ledger_month_total

@@ -18,8 +18,8 @@ from observability.logbuffer import buffer
 from proxy import background as tasks
 from proxy import lifecycle, limits, pipeline, redis_wire
 from proxy.configcache import state
-from proxy.policies import cache as prompt_cache
 from proxy.relay import GatewayStreamResponse
+from proxy.steps import cache as prompt_cache
 from tenants.config import apply_config
 from tenants.models import Tenant, hash_secret
 from tests.conftest import LOOPBACK, UPSTREAM_KEY
@@ -492,7 +492,7 @@ def test_the_cache_stores_the_redacted_request_and_unrestored_answer_and_restore
 
 
 def test_with_the_pii_step_the_cache_keys_on_the_redacted_prompt(world, upstream):
-    from proxy.policies.pii import pii_step
+    from proxy.steps.pii import pii_step
 
     async def go():
         key = await state.key(hash_secret(world["alice"]))

@@ -3,8 +3,8 @@ detector. Every true value is written into several sentences; every look-alike m
 
 from __future__ import annotations
 
-from proxy.policies.detectors import BUILTIN_DETECTORS as DETECTORS
-from proxy.policies.detectors import Scanner
+from routing.policies.detectors import Scanner
+from routing.policies.spec import BUILTIN_DETECTORS as DETECTORS
 from tests.policies.pii_corpus import LOOK_ALIKES, SECRET_CONTEXT, TEMPLATES, TRUE_VALUES
 
 RECALL_FLOOR = 0.9

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from proxy.configcache import ConfigState
 from proxy.loader import load_key, load_tenant
-from routing.services import tenant_pii_policy_set
+from routing.policies.services import tenant_pii_policy_set
 from tenants.audit import Actor
 from tenants.changes import channel
 from tenants.models import AuditLog, Role, VirtualKey

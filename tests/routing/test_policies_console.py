@@ -5,10 +5,9 @@ reads; Erin (member) cannot switch the policy off for her own key; Bob (globex) 
 # ruff: noqa: F811  (the console's fixtures are imported, and pytest passes them as arguments)
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
 
-from routing.services import tenant_pii_policy_set
+from routing.policies.services import tenant_pii_policy_set
 from tenants.audit import Actor
 from tests.console.conftest import _fast_passwords, _fresh_rate_limits, client_as, world  # noqa: F401
 
@@ -135,9 +134,7 @@ def test_erin_cannot_switch_the_policy_off_for_her_own_key(world, client_as):
     assert key.pii_policy is None
 
 
-# --- Preview (the engine: proxy.policies.pii) -------------------------------------------------------
-
-pytest.importorskip("proxy.policies.pii")
+# --- Preview (the engine: routing.policies.engine) ---------------------------------------------
 
 
 def preview(client, text: str, answer: str = "", **editor) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.policies import DEFAULT_TTL_S, MAX_TTL_S, pii_policy_clean
+from routing.policies.spec import DEFAULT_TTL_S, MAX_TTL_S, pii_policy_clean
 from tenants.config import ConfigError, apply_config, export_config
 from tenants.models import AuditLog, ConfigChange, Tenant
 

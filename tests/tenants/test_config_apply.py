@@ -203,7 +203,7 @@ def test_mint_key_for_an_unknown_tenant_fails():
 
 
 def test_seed_demo_is_idempotent_and_its_key_works():
-    from tenants.demo import demo_key_secret
+    from routing.demo import demo_key_secret
 
     call_command("gateway", "seed-demo", stdout=io.StringIO())
     out = io.StringIO()

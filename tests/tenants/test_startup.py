@@ -242,10 +242,10 @@ def _demo_state(tenant) -> dict:
 
 
 def test_seeding_again_keeps_what_the_user_changed_in_the_demo_tenant(db, settings, monkeypatch):
+    from routing.demo import seed_demo
     from routing.models import ProviderCredential
     from routing.services import model_deployments_set, provider_upsert
     from tenants.audit import Actor
-    from tenants.demo import seed_demo
     from tenants.models import Tenant
     from tenants.services import virtual_key_create
 
@@ -273,9 +273,9 @@ def test_seeding_again_keeps_what_the_user_changed_in_the_demo_tenant(db, settin
 
 
 def test_seeding_recreates_only_what_is_missing(db):
+    from routing.demo import seed_demo
     from routing.services import model_delete
     from tenants.audit import Actor
-    from tenants.demo import seed_demo
     from tenants.models import Tenant
 
     seed_demo()
@@ -285,8 +285,8 @@ def test_seeding_recreates_only_what_is_missing(db):
 
 
 def test_a_demo_key_the_user_revoked_stays_revoked(db):
+    from routing.demo import demo_key_secret, seed_demo
     from tenants.audit import Actor
-    from tenants.demo import demo_key_secret, seed_demo
     from tenants.models import VirtualKey, hash_secret
     from tenants.services import virtual_key_revoke
 
@@ -304,7 +304,7 @@ def test_a_demo_key_the_user_revoked_stays_revoked(db):
 
 def test_a_demo_key_from_the_old_shared_secret_is_revoked(db, settings):
     from gateway_project.common.env import LEGACY_DEV_SECRET
-    from tenants.demo import demo_key_secret, seed_demo
+    from routing.demo import demo_key_secret, seed_demo
     from tenants.models import VirtualKey, hash_secret
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,33 +1,35 @@
-"""Data policies: the `pii:` and `cache:` sections of the tenant YAML (issue 11), checked and normalized.
+"""The data-policy grammar: the `pii:` and `cache:` sections, checked and normalized.
 
-One set of pure functions serves the YAML file, the console and the management API, so a policy is
-refused with the same words wherever it is written; the YAML adds line numbers through its checker.
-The normalized form is what `Tenant.pii_policy`, `VirtualKey.pii_policy` and `Tenant.cache_policy`
-store and what the proxy compiles (proxy.policies.pii.compile_policy):
+The one grammar of both policies: the YAML file (routing.policies.declarative, which adds line numbers
+through its checker), the console and the management API refuse a policy with the same words, and the
+engine (routing.policies.engine) compiles only what this module normalized. The normalized form is what
+`Tenant.pii_policy`, `VirtualKey.pii_policy` and `Tenant.cache_policy` store:
 
     pii:   {"mode", "detectors": {name: action}, "custom": [{name, pattern, action}],
             "terms": {"words": [...], "action"}, "scan_responses"}   (every key present)
     cache: {"enabled", "ttl_s", "models"?}                            (models only when given)
-
-In the YAML, an absent section leaves the stored policy as it is and an empty one removes it (like the
-money sections). The engine has the last word on a PII policy (its detector list, its regex flavour),
-so it is asked here, imported inside the functions: a domain app must not import the proxy at load.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from dataclasses import dataclass
 from typing import Any
 
+import regex
 from django.core.exceptions import ValidationError
 
-# The engine's own list wins when it is installed (it may add detectors, e.g. an NER one); this is the
-# list of the issue, used when the engine is not importable.
+# Built-in detector names, in the order the policy YAML lists them.
 BUILTIN_DETECTORS: tuple[str, ...] = ("email", "phone", "card", "iban", "us_ssn", "ip", "secret")
+# Names of people, found by Presidio's NER: offered only where presidio-analyzer (and its spaCy model)
+# is installed; never required.
+NER_DETECTOR = "person"
+NER_AVAILABLE = importlib.util.find_spec("presidio_analyzer") is not None
+DETECTORS: tuple[str, ...] = BUILTIN_DETECTORS + ((NER_DETECTOR,) if NER_AVAILABLE else ())
 ACTIONS: tuple[str, ...] = ("redact", "mask", "pseudonymize", "block", "log-only")
 MODES: tuple[str, ...] = ("enforce", "log-only")
 DEFAULT_ACTION = "redact"
+TERMS = "terms"  # the detector name the term list reports as
 
 PII_FIELDS = {"mode", "detectors", "custom", "terms", "scan_responses"}
 CUSTOM_FIELDS = {"name", "pattern", "action"}
@@ -41,33 +43,17 @@ MAX_TERM_CHARS = 200
 MAX_CACHE_MODELS = 500
 DEFAULT_TTL_S = 3600
 MAX_TTL_S = 30 * 24 * 3600  # 30 days
-# Custom names become placeholders ([ORDER_ID], <ORDER_ID_1>) and log keys, as the engine requires.
+# Custom names become placeholders ([ORDER_ID], <ORDER_ID_1>) and log keys.
 _CUSTOM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
-# The term list reports under this name, so no custom pattern may take it.
-_RESERVED_NAMES = {"terms"}
-
-
-def detector_names() -> tuple[str, ...]:
-    try:
-        from proxy.policies.pii import DETECTORS  # the engine is optional while it is being built
-    except ImportError:
-        return BUILTIN_DETECTORS
-    return tuple(DETECTORS)
-
-
-def _compile_policy(spec: dict) -> Any:
-    """The engine's compile_policy, or None when the engine is not installed."""
-    try:
-        from proxy.policies.pii import compile_policy
-    except ImportError:
-        return None
-    return compile_policy(spec)
+# Names a custom pattern may not take: the term list reports as "terms", and the NER detector's name
+# stays reserved where Presidio is not installed.
+_RESERVED_NAMES = {TERMS, NER_DETECTOR}
 
 
 # --- Checking without a file: the console and the API ----------------------------------------------
 
 
-class PolicyError(Exception):
+class PolicyError(ValueError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(f"{path}: {message}")
         self.message = message
@@ -75,7 +61,7 @@ class PolicyError(Exception):
 
 
 class FieldChecker:
-    """What parse_pii/parse_cache need of tenants.config's checker, for input that has no line numbers."""
+    """What parse_pii/parse_cache need of the YAML checker (tenants.config), for input without line numbers."""
 
     def fail(self, message: str, path: str) -> PolicyError:
         return PolicyError(message, path)
@@ -125,13 +111,13 @@ def _boolean(value: Any, path: str, c: Any) -> bool:
 # --- pii: ------------------------------------------------------------------------------------------
 
 
-def parse_pii(value: Any, path: str, c: Any) -> dict:
+def parse_pii(value: Any, path: str, c: Any) -> dict:  # noqa: C901
     """The `pii:` section, normalized with every key present. Errors name the field (c.fail adds the line)."""
     _mapping(value, path, c, PII_FIELDS)
     mode = _choice(value.get("mode", "enforce"), f"{path}.mode", c, MODES, "mode")
 
     detectors: dict[str, str] = {}
-    known = detector_names()
+    known = DETECTORS
     raw_detectors = value.get("detectors")
     if raw_detectors is not None:
         if not isinstance(raw_detectors, dict):
@@ -140,6 +126,8 @@ def parse_pii(value: Any, path: str, c: Any) -> dict:
             )
         for name, action in raw_detectors.items():
             dpath = f"{path}.detectors.{name}"
+            if name == NER_DETECTOR and not NER_AVAILABLE:
+                raise c.fail(f"the {name!r} detector needs Presidio (presidio-analyzer), which is not installed", dpath)
             if name not in known:
                 raise c.fail(f"unknown detector {name!r} (use one of: {', '.join(known)})", dpath)
             detectors[name] = _choice(action, dpath, c, ACTIONS, "action")
@@ -207,19 +195,11 @@ def parse_pii(value: Any, path: str, c: Any) -> dict:
         "terms": terms,
         "scan_responses": scan_responses,
     }
-    # The engine has the last word (it compiles exactly what the proxy will run): a spec it refuses
-    # would otherwise be saved and then fail closed on every call.
-    try:
-        _compile_policy(policy)
-    except ValueError as exc:
-        raise c.fail(str(exc), _engine_error_path(str(exc), path, custom)) from None
     return policy
 
 
 def _pattern_problem(pattern: str) -> str:
     """Why `pattern` does not compile (with the `regex` module the engine uses), or ""."""
-    import regex
-
     try:
         compiled = regex.compile(pattern)
     except regex.error as exc:
@@ -229,14 +209,6 @@ def _pattern_problem(pattern: str) -> str:
     if compiled.match("") is not None:
         return "it matches the empty string, so it would match everywhere"
     return ""
-
-
-def _engine_error_path(message: str, path: str, custom: list[dict]) -> str:
-    # Point at the field the engine names ("custom[0].pattern (order_id) does not compile"), if any.
-    found = re.search(r"custom\[(\d+)\](\.\w+)?", message)
-    if found and int(found.group(1)) < len(custom):
-        return f"{path}.custom[{found.group(1)}]{found.group(2) or ''}"
-    return path
 
 
 def export_pii(policy: dict | None) -> dict | None:
@@ -299,7 +271,7 @@ def export_cache(policy: dict | None) -> dict | None:
     return out
 
 
-# --- Used by the services (console, API): a ValidationError keyed by the field path ----------------
+# --- Outside the YAML: PolicyError for the proxy, a ValidationError keyed by the field path for the services
 
 
 def _clean(parser: Any, value: Any, path: str) -> dict:
@@ -309,70 +281,14 @@ def _clean(parser: Any, value: Any, path: str) -> dict:
         raise ValidationError({exc.path: exc.message}) from None
 
 
+def normalize_pii(value: Any) -> dict:
+    """A stored or given `pii:` policy in its normalized form; PolicyError (a ValueError) when invalid."""
+    return parse_pii(value, "pii", FieldChecker())
+
+
 def pii_policy_clean(value: Any, path: str = "pii") -> dict:
     return _clean(parse_pii, value, path)
 
 
 def cache_policy_clean(value: Any, path: str = "cache") -> dict:
     return _clean(parse_cache, value, path)
-
-
-def preview(policy: dict, text: str, answer: str | None = None) -> dict:
-    """What the proxy would send upstream for `text` under `policy`, and what the client would see of
-    `answer` (the sent text when None) after restore. Raises ValidationError when the engine is missing
-    or refuses the policy."""
-    try:
-        compiled = _compile_policy(policy)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-    if compiled is None:
-        raise ValidationError("The PII engine is not installed in this build, so there is nothing to preview.")
-    try:
-        return compiled.preview(text, answer)
-    except ValueError as exc:
-        # A custom pattern ran out of its time budget: the proxy would refuse such a request too.
-        raise ValidationError(f"The scan failed, so the proxy would refuse this request: {exc}") from None
-
-
-# --- YAML: registered in tenants.config.EXTENSIONS ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Section:
-    """A section that is present in the file; `policy` None when it is written empty (`pii:`), which
-    removes the tenant's policy. An absent section leaves the stored policy as it is."""
-
-    policy: dict | None
-
-
-def parse_pii_section(value: Any, path: str, c: Any) -> Section:
-    return Section(None if value is None or value == {} else parse_pii(value, path, c))
-
-
-def parse_cache_section(value: Any, path: str, c: Any) -> Section:
-    return Section(None if value is None or value == {} else parse_cache(value, path, c))
-
-
-def apply_pii_section(tenant: Any, section: Section | None, *, actor: Any) -> list[str]:
-    from routing.services import tenant_pii_policy_set
-
-    if section is None:
-        return []
-    return ["~ pii"] if tenant_pii_policy_set(tenant, policy=section.policy, actor=actor) else []
-
-
-def apply_cache_section(tenant: Any, section: Section | None, *, actor: Any) -> list[str]:
-    from routing.services import tenant_cache_policy_set
-
-    if section is None:
-        return []
-    return ["~ cache"] if tenant_cache_policy_set(tenant, policy=section.policy, actor=actor) else []
-
-
-def _stored(tenant: Any, field: str) -> dict | None:
-    # Read afresh: the instance handed to export may predate the apply that changed it.
-    return type(tenant).objects.filter(pk=tenant.pk).values_list(field, flat=True).first()
-
-
-apply_pii_section.export = lambda tenant: export_pii(_stored(tenant, "pii_policy"))  # type: ignore[attr-defined]
-apply_cache_section.export = lambda tenant: export_cache(_stored(tenant, "cache_policy"))  # type: ignore[attr-defined]

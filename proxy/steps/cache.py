@@ -28,9 +28,11 @@ from django.conf import settings
 from gateway_project.common.dbidentity import database_identity
 from gateway_project.common.money import to_pico
 from proxy.background import spawn
+from proxy.call import int_or_none
 from proxy.limits import RedisLimiter, limiter
 from proxy.providers.base import UpstreamResult, UpstreamStream
 from proxy.sse import event_data
+from routing.policies.spec import DEFAULT_TTL_S
 
 if TYPE_CHECKING:
     from proxy.call import CacheHeaders, Call
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.cache")
 
-DEFAULT_TTL_S = 3600
 # Request fields that do not change the answer: a streamed and a JSON request share an entry, and so
 # do two end users asking the same thing.
 NON_SEMANTIC = frozenset(
@@ -112,8 +113,6 @@ def storable_answer(endpoint: str, answer: Any) -> bool:
 def saved_picodollars(price: Any, usage: dict[str, Any] | None) -> int | None:
     """What the stored answer's usage would cost at `price` (gateway_project.common.money.Price), as Call._cost
     prices a call; None when unpriced or without usage."""
-    from proxy.call import int_or_none
-
     if price is None or not isinstance(usage, dict):
         return None
     prompt = int_or_none(usage.get("prompt_tokens"))
@@ -495,15 +494,13 @@ async def _fill_json(call: Call, cache: CacheCall, body: bytes) -> None:
 ON_REQUEST = PromptCache(enabled=False)
 
 
-def compile_cache(spec: Any) -> PromptCache | None:
-    """Tenant.cache_policy ({"enabled", "ttl_s", "models"}) as a step; None when off (null)."""
-    if not isinstance(spec, dict):
+def compile_cache(spec: dict | None) -> PromptCache | None:
+    """Tenant.cache_policy, normalized by routing.policies.spec ({"enabled", "ttl_s", "models"?}), as a
+    step; None when the tenant has none."""
+    if spec is None:
         return None
-    ttl = spec.get("ttl_s")
-    ttl = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else DEFAULT_TTL_S
     models = spec.get("models")
-    models = frozenset(str(m) for m in models) if isinstance(models, list) and models else None
-    return PromptCache(enabled=spec.get("enabled") is True, ttl_s=ttl, models=models)
+    return PromptCache(enabled=spec["enabled"], ttl_s=spec["ttl_s"], models=frozenset(models) if models else None)
 
 
 def with_request_cache(steps: tuple, headers: CacheHeaders | None) -> tuple:

@@ -1,4 +1,4 @@
-"""`python manage.py gateway <subcommand>`: the operator's command line."""
+"""`python manage.py gateway <subcommand>`: the operator's command line, on top of every app."""
 
 from __future__ import annotations
 
@@ -305,7 +305,7 @@ class Command(BaseCommand):
         self.stdout.write(secret)
 
     def cmd_seed_demo(self, options: dict) -> None:
-        from tenants.demo import seed_demo
+        from routing.demo import seed_demo
 
         for line in seed_demo():
             self.stdout.write(line)
@@ -314,7 +314,7 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from gateway_project.common.env import default_public_url
-        from tenants.demo import DEMO_EMAIL, demo_key_secret, demo_password
+        from routing.demo import DEMO_EMAIL, demo_key_secret, demo_password
         from tenants.models import VirtualKey, hash_secret
 
         # The address this machine reaches the server on (a wildcard HOST is shown as loopback).
@@ -348,7 +348,7 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from gateway_project.startup import check_port_free, collectstatic_if_needed, migrate_if_needed
-        from tenants.demo import seed_demo
+        from routing.demo import seed_demo
 
         check_port_free(settings.HOST, settings.PORT)
         if migrate_if_needed():

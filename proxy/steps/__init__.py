@@ -1,9 +1,9 @@
 """Policy steps: what rewrites or observes a call between the client and the provider.
 
-The data-policy and prompt-cache issues add steps (secret scanning, PII redaction and restore, the
-exact cache) by compiling a tenant's policies into a tuple of objects with these hooks, stored on
-`TenantEntry.steps` at load time. A tenant without policies has an empty tuple, and the pipeline then
-does no work for steps at all.
+A tenant's policies are compiled into a tuple of objects with these hooks, stored on
+`TenantEntry.steps` at load time: PII redaction and restore (pii.py, the engine being
+routing.policies), body logging (bodylog.py) and the exact prompt cache (cache.py). A tenant without
+policies has an empty tuple, and the pipeline then does no work for steps at all.
 
 Requests pass the steps in order, answers in reverse order (`on_response`, `stream_filter`): the last
 step to see the request is the first to see the answer. So the prompt cache, last, keys on the redacted

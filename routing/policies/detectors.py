@@ -6,12 +6,11 @@ narrow character class, so that CPython's matcher skips ahead in C, or runs only
 substring check ("@" for emails, "sk-" for provider keys): one alternation of everything would try
 every branch at every position, about 0.5 ms per KB. Validators (Luhn and issuer ranges,
 python-stdnum, phonenumbers, ipaddress, an entropy floor) run only on candidates. Tenants' own
-regexes are not here: they run under a time bound with the `regex` module (proxy.policies.pii).
+regexes are not here: they run under a time bound with the `regex` module (routing.policies.engine).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import math
 import re
@@ -22,14 +21,10 @@ import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum.us import ssn as stdnum_ssn
 
-# Built-in detector names, in the order the policy YAML lists them.
-BUILTIN_DETECTORS = ("email", "phone", "card", "iban", "us_ssn", "ip", "secret")
-# Names of people, found by Presidio's NER: offered only where presidio-analyzer (and its spaCy model)
-# is installed; never required.
-NER_DETECTOR = "person"
-NER_AVAILABLE = importlib.util.find_spec("presidio_analyzer") is not None
+from routing.policies.spec import NER_DETECTOR
+
+# Names of people (NER_DETECTOR, offered only where Presidio is installed) count from this score.
 NER_MIN_SCORE = 0.6
-DETECTORS = BUILTIN_DETECTORS + ((NER_DETECTOR,) if NER_AVAILABLE else ())
 _ner_engine = None
 
 

@@ -1,0 +1,318 @@
+"""The PII engine: what personal data and secrets may leave for a provider, and how it comes back.
+
+`compile_policy(spec)` turns a normalized `pii:` policy (routing.policies.spec checks and normalizes it;
+the engine does not check it again) into a `PiiPolicy`: the built-in detectors and the term list as a
+`Scanner` (routing.policies.detectors), the tenant's own regexes compiled with the `regex` module so
+that each scan runs under a time bound. A `PiiSession` applies the actions to every string of one
+request's payload (every message role and position, content parts, tool-call arguments, tool results,
+the `input` of embeddings, a completions `prompt`, the end-user id) and keeps the request's pseudonyms,
+which restore answers (routing.policies.restore). The proxy runs it as a pipeline step
+(proxy.steps.pii). Values never appear in errors or logs: only detector names, actions, counts and
+positions do.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import regex
+
+from routing.policies.detectors import Finding, Scanner, resolve
+from routing.policies.restore import Restorer
+from routing.policies.spec import DEFAULT_ACTION, DETECTORS, TERMS
+
+# Time every custom regex of one request may take together, before the request is refused. A simple
+# pattern scans 100 KB in about a millisecond; the `regex` module notices a timeout late (measured: a
+# 0.05 s bound stops a catastrophic pattern after about 0.18 s), so the bound is kept small.
+CUSTOM_SCAN_BUDGET_S = 0.05
+
+
+class PiiScanError(Exception):
+    """The scan could not complete: the request must not be forwarded."""
+
+
+class ScanTimeout(PiiScanError):
+    def __init__(self, detector: str) -> None:
+        super().__init__(f"the custom pattern {detector!r} took too long on this text")
+        self.detector = detector
+
+
+class PiiBlocked(Exception):
+    def __init__(self, detector: str, where: str) -> None:
+        super().__init__(detector)
+        self.detector = detector
+        self.where = where
+
+
+@dataclass(frozen=True, slots=True)
+class CustomDetector:
+    name: str
+    pattern: Any  # regex.Pattern
+
+
+def _label(detector: str) -> str:
+    return "TERM" if detector == TERMS else re.sub(r"[^A-Z0-9_]", "_", detector.upper())
+
+
+def mask(value: str) -> str:
+    """All but the last 4 letters and digits become '*'; separators stay, so the shape is kept."""
+    out = []
+    seen = 0
+    for ch in reversed(value):
+        if ch.isalnum():
+            seen += 1
+            out.append(ch if seen <= 4 else "*")
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+class TimeBudget:
+    """What the tenant's own regexes may still spend on one request (the built-in detectors are ours
+    and linear, so they do not count against it)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+
+@dataclass(slots=True)
+class PiiPolicy:
+    mode: str
+    actions: dict[str, str]  # detector (built-in, custom name, "terms") -> action
+    scanner: Scanner
+    custom: tuple[CustomDetector, ...] = ()
+    scan_responses: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def enforce(self) -> bool:
+        return self.mode == "enforce"
+
+    def find(self, text: str, budget: TimeBudget) -> list[Finding]:
+        """Non-overlapping findings in text order (the longer one wins where two overlap)."""
+        hits = self.scanner.scan(text)
+        for detector in self.custom:
+            if budget.left <= 0:
+                raise ScanTimeout(detector.name)
+            started = time.perf_counter()
+            try:
+                hits.extend(
+                    (m.start(), m.end(), detector.name)
+                    for m in detector.pattern.finditer(text, timeout=budget.left)
+                    if m.end() > m.start()
+                )
+            except TimeoutError:
+                raise ScanTimeout(detector.name) from None
+            finally:
+                budget.left -= time.perf_counter() - started
+        return resolve(hits) if self.custom else hits
+
+    def preview(self, text: str, answer: str | None = None) -> dict:
+        """What the upstream would receive for `text`, what the client would see of `answer` (or of
+        the text sent, as if echoed back), and the findings, without their values.
+
+        A blocked text gives `sent` and `restored` empty and `blocked` naming the detector."""
+        session = PiiSession(self)
+        findings: list[dict] = []
+        try:
+            sent = session.apply(text, "text", findings=findings)
+        except PiiBlocked as exc:
+            return {"sent": "", "restored": "", "findings": findings, "blocked": exc.detector}
+        except ScanTimeout as exc:
+            raise ValueError(str(exc)) from None
+        back = sent if answer is None else answer
+        try:
+            restored = session.answer_text(back)
+        except ScanTimeout as exc:
+            raise ValueError(str(exc)) from None
+        return {"sent": sent, "restored": restored, "findings": findings, "blocked": None}
+
+
+def compile_policy(spec: dict) -> PiiPolicy:
+    """A policy from a normalized `pii:` policy (routing.policies.spec.normalize_pii). Keys left out
+    take their defaults; nothing is checked here."""
+    actions: dict[str, str] = dict(spec.get("detectors") or {})
+    custom: list[CustomDetector] = []
+    for entry in spec.get("custom") or ():
+        actions[entry["name"]] = entry.get("action", DEFAULT_ACTION)
+        custom.append(CustomDetector(entry["name"], regex.compile(entry["pattern"])))
+    terms = spec.get("terms") or {}
+    words = list(terms.get("words") or ())
+    if words:
+        actions[TERMS] = terms.get("action", DEFAULT_ACTION)
+    return PiiPolicy(
+        mode=spec.get("mode", "enforce"),
+        actions=actions,
+        scanner=Scanner([d for d in DETECTORS if d in actions], words),
+        custom=tuple(custom),
+        scan_responses=bool(spec.get("scan_responses", False)),
+        labels={name: _label(name) for name in actions},
+    )
+
+
+class PiiSession:
+    """One request's application of a policy: its pseudonyms (per distinct value) and its counts."""
+
+    __slots__ = ("budget", "counters", "counts", "placeholders", "policy", "restorer", "values")
+
+    def __init__(self, policy: PiiPolicy) -> None:
+        self.policy = policy
+        self.budget = TimeBudget(CUSTOM_SCAN_BUDGET_S)
+        self.counts: dict[str, dict[str, int]] = {}
+        self.placeholders: dict[tuple[str, str], str] = {}  # (label, value) -> placeholder
+        self.values: dict[str, str] = {}  # placeholder -> value
+        self.counters: dict[str, int] = {}
+        self.restorer: Restorer | None = None
+
+    def _count(self, detector: str, action: str) -> None:
+        per = self.counts.setdefault(detector, {})
+        per[action] = per.get(action, 0) + 1
+
+    def _pseudonym(self, detector: str, value: str) -> str:
+        label = self.policy.labels[detector]
+        placeholder = self.placeholders.get((label, value))
+        if placeholder is None:
+            n = self.counters.get(label, 0) + 1
+            self.counters[label] = n
+            placeholder = f"<{label}_{n}>"
+            self.placeholders[(label, value)] = placeholder
+            self.values[placeholder] = value
+            self.restorer = None  # rebuilt with the new placeholder when needed
+        return placeholder
+
+    def apply(self, text: str, where: str, *, response: bool = False, findings: list | None = None) -> str:
+        """The text with the policy's actions applied. Raises PiiBlocked (after counting) when a
+        blocking detector matched in enforce mode. In an answer (`response`), values are removed
+        rather than pseudonymized or refused: there is nothing to restore and the answer exists."""
+        policy = self.policy
+        hits = policy.find(text, self.budget)
+        if not hits:
+            return text
+        enforce = policy.enforce
+        blocked = ""
+        out: list[str] = []
+        pos = 0
+        for start, end, detector in hits:
+            action = policy.actions[detector]
+            if findings is not None:
+                findings.append({"detector": detector, "action": action, "start": start, "end": end})
+            if not enforce:
+                self._count(detector, action if action == "log-only" else f"would-{action}")
+                continue
+            self._count(detector, action)
+            if action == "log-only":
+                continue
+            if action == "block" and not response:
+                blocked = blocked or detector
+                continue
+            value = text[start:end]
+            if action == "mask":
+                replacement = mask(value)
+            elif action == "pseudonymize" and not response:
+                replacement = self._pseudonym(detector, value)
+            else:
+                replacement = f"[{policy.labels[detector]}]"
+            out.append(text[pos:start])
+            out.append(replacement)
+            pos = end
+        if blocked:
+            raise PiiBlocked(blocked, where)
+        if not out:
+            return text
+        out.append(text[pos:])
+        return "".join(out)
+
+    def get_restorer(self) -> Restorer | None:
+        if self.restorer is None and self.values:
+            self.restorer = Restorer(self.values)
+        return self.restorer
+
+    def answer_text(self, text: str, json_text: bool = False) -> str:
+        """An answer's string as the client sees it: new PII removed (scan_responses), pseudonyms restored."""
+        if self.policy.scan_responses:
+            text = self.apply(text, "answer", response=True)
+        restorer = self.get_restorer()
+        return restorer.restore(text, json_text) if restorer is not None else text
+
+    # -- the request ----------------------------------------------------------------------------------
+
+    def apply_payload(self, payload: dict[str, Any]) -> None:
+        """Every string of the request a provider would read, in place."""
+        messages = payload.get("messages")
+        if isinstance(messages, list):
+            for i, message in enumerate(messages):
+                if isinstance(message, dict):
+                    self._apply_message(message, f"messages[{i}]")
+        user = payload.get("user")
+        if isinstance(user, str):
+            # The end-user id goes to the provider too. The call keeps the client's own (call.user) for
+            # per-user rules and budgets.
+            payload["user"] = self.apply(user, "user")
+        for name in ("input", "prompt"):  # embeddings' input, a completions prompt
+            value = payload.get(name)
+            if isinstance(value, str):
+                payload[name] = self.apply(value, name)
+            elif isinstance(value, list):
+                for j, item in enumerate(value):
+                    if isinstance(item, str):
+                        value[j] = self.apply(item, f"{name}[{j}]")
+
+    def _apply_message(self, message: dict, where: str) -> None:
+        content = message.get("content")
+        if isinstance(content, str):
+            message["content"] = self.apply(content, f"{where}.content")
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = self.apply(part["text"], f"{where}.content[{j}].text")
+                elif isinstance(part, str):
+                    content[j] = self.apply(part, f"{where}.content[{j}]")
+        for k, tool_call in enumerate(message.get("tool_calls") or ()):
+            function = tool_call.get("function") if isinstance(tool_call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                function["arguments"] = self.apply(function["arguments"], f"{where}.tool_calls[{k}].function.arguments")
+        function_call = message.get("function_call")  # the legacy single-function form
+        if isinstance(function_call, dict) and isinstance(function_call.get("arguments"), str):
+            function_call["arguments"] = self.apply(function_call["arguments"], f"{where}.function_call.arguments")
+        refusal = message.get("refusal")
+        if isinstance(refusal, str):
+            message["refusal"] = self.apply(refusal, f"{where}.refusal")
+
+    # -- the answer -----------------------------------------------------------------------------------
+
+    def restore_body(self, body: bytes) -> bytes:
+        """A complete JSON answer (chat completion, completion) with placeholders restored and, with
+        scan_responses, new PII removed. Decoded only when there is something to do."""
+        restorer = self.get_restorer()
+        if not self.policy.scan_responses:
+            if restorer is None or (b"<" not in body and b"\\u003c" not in body.lower()):
+                return body
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list):
+            return body
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            if isinstance(choice.get("text"), str):
+                choice["text"] = self.answer_text(choice["text"])
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                continue
+            for name in ("content", "refusal"):
+                if isinstance(message.get(name), str):
+                    message[name] = self.answer_text(message[name])
+            for tool_call in message.get("tool_calls") or ():
+                function = tool_call.get("function") if isinstance(tool_call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    function["arguments"] = self.answer_text(function["arguments"], json_text=True)
+        return orjson.dumps(answer)

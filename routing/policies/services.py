@@ -1,0 +1,82 @@
+"""Writing data policies: the tenant's PII policy and prompt-cache settings, a key's own PII policy,
+stored normalized (routing.policies.spec), audited and announced to proxies; and the preview of what a
+policy does to a text."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from routing.policies.engine import compile_policy
+from routing.policies.spec import cache_policy_clean, pii_policy_clean
+from tenants.audit import Actor, audit
+from tenants.changes import record_change
+from tenants.models import Tenant, VirtualKey
+
+
+@transaction.atomic
+def tenant_pii_policy_set(tenant: Tenant, *, policy: dict | None, actor: Actor) -> bool:
+    """Replace the tenant's PII policy (None removes it). Returns whether anything changed."""
+    cleaned = pii_policy_clean(policy) if policy is not None else None
+    return _tenant_policy_store(tenant, "pii_policy", cleaned, action="policy.pii", label="pii", actor=actor)
+
+
+@transaction.atomic
+def tenant_cache_policy_set(tenant: Tenant, *, policy: dict | None, actor: Actor) -> bool:
+    """Replace the tenant's prompt-cache settings (None turns the cache off). Returns whether anything changed."""
+    cleaned = cache_policy_clean(policy) if policy is not None else None
+    return _tenant_policy_store(tenant, "cache_policy", cleaned, action="policy.cache", label="cache", actor=actor)
+
+
+def _policy_changes(label: str, before: dict | None, after: dict | None) -> dict:
+    """For the audit log: the whole policy when it appears or goes, else [old, new] per changed setting."""
+    if before is None or after is None:
+        return {label: [before, after]}
+    return {
+        k: [before.get(k), after.get(k)]
+        for k in (*before, *(k for k in after if k not in before))
+        if before.get(k) != after.get(k)
+    }
+
+
+def _tenant_policy_store(
+    tenant: Tenant, field: str, value: dict | None, *, action: str, label: str, actor: Actor
+) -> bool:
+    # Locked, so two admins saving at once both end up in the audit log with the right "before".
+    current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list(field, flat=True).get()
+    if current == value:
+        setattr(tenant, field, value)
+        return False
+    setattr(tenant, field, value)
+    tenant.save(update_fields=[field])
+    audit(tenant, actor=actor, action=action, target=tenant, changes=_policy_changes(label, current, value))
+    # Proxies compile policies into their cached tenant entry: this drops it everywhere.
+    record_change("tenant", tenant.id)
+    return True
+
+
+@transaction.atomic
+def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict | None, actor: Actor) -> bool:
+    """Give a key its own PII policy, replacing the tenant's for its calls (None: inherit the tenant's)."""
+    if key.tenant_id != tenant.id:
+        raise VirtualKey.DoesNotExist
+    cleaned = pii_policy_clean(policy) if policy is not None else None
+    current = VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("pii_policy", flat=True).get()
+    key.pii_policy = cleaned
+    if current == cleaned:
+        return False
+    key.save(update_fields=["pii_policy"])
+    audit(tenant, actor=actor, action="key.pii", target=key, changes=_policy_changes("pii", current, cleaned))
+    # Proxies compile the override into the key's cached entry (proxy.loader.load_key): this drops it.
+    record_change("key", key.key_hash)
+    return True
+
+
+def preview(policy: dict, text: str, answer: str | None = None) -> dict:
+    """What the proxy would send upstream for `text` under `policy` (normalized: pii_policy_clean), and
+    what the client would see of `answer` (the sent text when None) after restore."""
+    try:
+        return compile_policy(policy).preview(text, answer)
+    except ValueError as exc:
+        # A custom pattern ran out of its time budget: the proxy would refuse such a request too.
+        raise ValidationError(f"The scan failed, so the proxy would refuse this request: {exc}") from None
