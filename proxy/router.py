@@ -51,10 +51,6 @@ class Plan:
         return [d.price for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is not None]
 
 
-def route_of(tenant: TenantEntry, model: str) -> RouteSpec | None:
-    return tenant.routes.get(model)
-
-
 def _matches(rule: RuleSpec, key: KeyEntry, tags: list[str], user: str, prompt_bytes: int) -> bool:
     if rule.key_names and key.name not in rule.key_names:
         return False

@@ -29,9 +29,6 @@ class KeyEntry:
     pii_override: bool = False
     pii_step: Any = None
 
-    def usable_now(self, now: float) -> bool:
-        return not self.revoked and (self.expires_at is None or self.expires_at > now)
-
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
 
@@ -53,7 +50,7 @@ class Deployment:
     # Precomputed per deployment so the hot path does no string work: full URLs and auth header.
     urls: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    # Provider-kind settings (issue 10): Azure's api-version, Bedrock's region and AWS credentials,
+    # Provider-kind settings: Azure's api-version, Bedrock's region and AWS credentials,
     # headers the operator adds to every call (`headers:` in YAML), and the model whose price and
     # context window apply when the upstream id is a custom name.
     api_version: str = ""

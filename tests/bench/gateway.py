@@ -59,8 +59,8 @@ models:
 
 # The same two bench models served by a `kind: anthropic` provider (the mock answers /v1/messages in
 # Anthropic's wire format): every request is translated OpenAI -> Anthropic and the answer, stream
-# events and usage back. Its "x plain" is the translation's cost over the OpenAI relay (issue 10:
-# at most +0.3 CPU ms/request). {root} is the mock without /v1: the adapter appends /v1/messages.
+# events and usage back. Its "x plain" is the translation's cost over the OpenAI relay
+# (budget: at most +0.3 CPU ms/request). {root} is the mock without /v1: the adapter appends /v1/messages.
 ANTHROPIC_YAML = """\
 version: 1
 tenant: {tenant}
@@ -121,7 +121,7 @@ limits:
 )
 LIMIT_MINT_ARGS = ("--rpm", "100000000", "--tpm", "2000000000", "--max-parallel", "1000", "--budget", "1000000")
 
-# The issue 9 routing shape on both bench models: three deployments on three providers (all the same
+# The routing shape on both bench models: three deployments on three providers (all the same
 # zero-latency mock), least-latency, retries, a fallback model and a non-default breaker (so a route
 # row exists). The mock never fails, so every call succeeds at its first attempt: what this measures
 # is the cost of deciding the route and running the attempt loop, not of retrying.
@@ -183,7 +183,7 @@ limits:
 )
 
 
-# Issue 11's full data policy (every detector, a custom pattern, a term list, pseudonyms restored in the
+# The full data policy (every detector, a custom pattern, a term list, pseudonyms restored in the
 # answers) and the exact prompt cache. The benchmark's prompt holds no personal data, so the scan finds
 # nothing and the answer is relayed unchanged: what this measures is the cost of looking.
 CACHE_ONLY_YAML = """\

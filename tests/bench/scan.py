@@ -1,5 +1,5 @@
 """The data policy's own cost, measured in-process: what the PII step's on_request costs per request on
-the benchmark's prompt and per KB of prompt (issue 11: at most 0.3 CPU ms/request on the bench prompt).
+the benchmark's prompt and per KB of prompt (budget: at most 0.3 CPU ms/request on the bench prompt).
 
 Run as `python -m tests.bench.scan` (the bench runs it in a subprocess, so that Django is set up there
 and not in the driver); prints one JSON object.

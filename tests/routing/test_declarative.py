@@ -1,4 +1,4 @@
-"""The routing part of the tenant YAML (issue 9, section 4): strategies, weights, fallbacks, splits,
+"""The routing part of the tenant YAML: strategies, weights, fallbacks, splits,
 cooldowns and rules; refused with line and field path, changing nothing; export applies back unchanged."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The management API for data policies (issue 11): GET/PUT /api/v1/policies/pii/ and /policies/cache/,
+"""The management API for data policies: GET/PUT /api/v1/policies/pii/ and /policies/cache/,
 and the `pii` field of the key API. Admins write, everyone in the tenant reads; Bob's token sees only
 globex; a refused policy changes nothing; a saved one reaches the proxies' config cache."""
 

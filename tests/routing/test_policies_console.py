@@ -1,4 +1,4 @@
-"""The console's Data policies page (issue 11): Alice (owner of acme) edits the PII policy, the cache
+"""The console's Data policies page: Alice (owner of acme) edits the PII policy, the cache
 settings and a key's own policy, and previews what a policy does to a pasted text; Charlie (viewer)
 reads; Erin (member) cannot switch the policy off for her own key; Bob (globex) gets 404 for acme's."""
 

@@ -1,4 +1,4 @@
-"""The `pii:` and `cache:` sections of the tenant YAML (issue 11): the documented contract applies and
+"""The `pii:` and `cache:` sections of the tenant YAML: the documented contract applies and
 exports back unchanged; mistakes are refused naming the line and the field, and change nothing."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ models:
     deployments:
       - {provider: main, model: mock-chat}
 """
-# The section exactly as issue 11 documents it. Line 10 is `pii:`.
+# The section exactly as the README documents it. Line 10 is `pii:`.
 POLICIES = r"""pii:
   mode: enforce                 # enforce | log-only
   detectors: {email: pseudonymize, phone: redact, card: block, iban: redact, us_ssn: redact, ip: mask, secret: block}

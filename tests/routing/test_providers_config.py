@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (the console's fixtures are imported, and pytest passes them as arguments)
-"""Provider kinds of issue 10 (anthropic, azure, gemini, bedrock, extra headers): YAML, storage, loader,
+"""Provider kinds (anthropic, azure, gemini, bedrock, extra headers): YAML, storage, loader,
 console form and management API.
 
 Alice runs acme: Claude, an Azure resource, Gemini, Bedrock and an OpenRouter account with extra headers.
