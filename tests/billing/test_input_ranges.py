@@ -11,6 +11,8 @@ from django.urls import reverse
 from billing.models import Budget, RateLimit
 from tenants.models import VirtualKey
 
+pytestmark = pytest.mark.usefixtures("console_defaults")
+
 
 def post(client, url: str, data: dict | str):
     body = data if isinstance(data, str) else json.dumps(data)

@@ -19,7 +19,7 @@ from billing.models import SpendLedger
 from gateway_project.common.money import from_pico
 from observability.models import CallLog
 from tenants.config import apply_config
-from tests.conftest import UPSTREAM_KEY, wait_for
+from tests.helpers import UPSTREAM_KEY, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

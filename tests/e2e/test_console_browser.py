@@ -17,20 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, wait_for
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-BROWSER_SKIP_REASON = f"BROWSER TESTS SKIPPED: no Chromium at {CHROMIUM} (install it with `apt-get install chromium`)"
+from tests.helpers import ROOT, wait_for
+from tests.helpers.browser import BROWSER_SKIP_REASON, CHROMIUM, CHROMIUM_ARGS, LAYOUT_PROBLEMS_JS
 
 pytestmark = [
+    pytest.mark.usefixtures("console_defaults"),
     pytest.mark.django_db(transaction=True),
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=BROWSER_SKIP_REASON),
@@ -129,43 +120,6 @@ def test_sign_up_create_copy_call_revoke_refused(gateway_factory, tmp_path):
 
 WIDTHS = (1366, 375)
 
-# Elements that overflow on purpose: screen-reader-only text and ellipsised labels.
-_LAYOUT_PROBLEMS_JS = """
-() => {
-  const problems = [];
-  const doc = document.documentElement;
-  if (doc.scrollWidth > window.innerWidth + 1) {
-    // Name the innermost elements that stick out, so the failure says what to fix.
-    const scrolled = (el) => {
-      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-        if (getComputedStyle(p).overflowX !== "visible") return true;
-      }
-      return false;
-    };
-    const out = [...document.querySelectorAll("body *")].filter(
-      (el) => el.getBoundingClientRect().right > window.innerWidth + 1 && !el.closest(".visually-hidden") && !scrolled(el)
-    );
-    const leaves = out.filter((el) => !out.some((other) => other !== el && el.contains(other))).slice(0, 3);
-    const names = leaves.map((el) => el.outerHTML.slice(0, 80));
-    problems.push(`page is ${doc.scrollWidth}px wide in a ${window.innerWidth}px window (${names.join(", ")})`);
-  }
-  for (const el of document.querySelectorAll("body *")) {
-    if (el.closest(".visually-hidden, template, [hidden]")) continue;
-    if (["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName)) continue;  // they scroll their own text
-    const style = getComputedStyle(el);
-    if (style.display === "inline" || style.display === "none" || style.textOverflow === "ellipsis") continue;
-    if (el.clientWidth === 0 || el.scrollWidth <= el.clientWidth + 1) continue;
-    if (style.overflowX === "auto" || style.overflowX === "scroll") continue;
-    if (!["TABLE", "TBODY", "THEAD", "TR", "TD", "TH"].includes(el.tagName) && !el.querySelector("table")
-        && style.overflowX === "visible") continue;  // plain text spilling is caught by the page width
-    const name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
-      (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
-    problems.push(`${name} clips ${el.scrollWidth - el.clientWidth}px (overflow-x: ${style.overflowX})`);
-  }
-  return problems;
-}
-"""
-
 _STYLED_JS = """
 () => [...document.styleSheets].some((s) => (s.href || "").includes("console") && s.cssRules.length > 0)
 """
@@ -182,7 +136,7 @@ def _seed_console_world():
     from tenants.audit import Actor
     from tenants.models import Membership, Role, Tenant
     from tenants.services import management_token_create, virtual_key_create
-    from tests.console.conftest import make_user
+    from tests.helpers.people import make_user
 
     acme = Tenant.objects.create(slug="acme", name="Acme Corporation International Holdings")
     alice = make_user("alice.longname-for-layout@acme-corporation.example")
@@ -313,14 +267,14 @@ def test_every_console_page_fits_phones_and_laptops(gateway_factory, tmp_path):
                     continue
                 if page.url.rstrip("/").endswith("/accounts/login"):
                     problems.append(f"{width}px {path}: redirected to login")
-                problems += [f"{width}px {path}: {p}" for p in page.evaluate(_LAYOUT_PROBLEMS_JS)]
+                problems += [f"{width}px {path}: {p}" for p in page.evaluate(LAYOUT_PROBLEMS_JS)]
             # An unknown page answers 404 with the console's look, not the browser's default.
             response = page.goto("/t/acme/no-such-page/", wait_until="load")
             if response is None or response.status != 404:
                 problems.append(f"{width}px 404 page: status {response and response.status}")
             if not page.evaluate(_STYLED_JS):
                 problems.append(f"{width}px 404 page: the stylesheet did not load")
-            problems += [f"{width}px 404 page: {p}" for p in page.evaluate(_LAYOUT_PROBLEMS_JS)]
+            problems += [f"{width}px 404 page: {p}" for p in page.evaluate(LAYOUT_PROBLEMS_JS)]
             problems += [f"{width}px asset: {a}" for a in bad_assets]
             if width == WIDTHS[0]:
                 _add_and_reorder_a_deployment(page, tenant_url("model-detail", name=model))

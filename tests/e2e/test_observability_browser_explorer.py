@@ -1,6 +1,6 @@
 """In a real browser against the real server: calls made through the gateway show on the dashboard, the
 explorer filters them, the CSV export downloads exactly the filtered rows, and the playground streams a
-chat with a short-lived key and links to its log entry. Set-up as in tests/console/test_browser.py."""
+chat with a short-lived key and links to its log entry. Set-up as in tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, wait_for
-from tests.console.test_browser import _LAYOUT_PROBLEMS_JS, BROWSER_SKIP_REASON, CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import ROOT, wait_for
+from tests.helpers.browser import BROWSER_SKIP_REASON, CHROMIUM, CHROMIUM_ARGS, LAYOUT_PROBLEMS_JS
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -123,7 +123,7 @@ def test_dashboard_explorer_csv_and_playground(gateway_factory, mint, django_use
         if SCREENSHOTS:
             page.screenshot(path=f"{SCREENSHOTS}/detail.png", full_page=True)
 
-        # On a phone, nothing sticks out of these pages (the check of tests/console/test_browser.py).
+        # On a phone, nothing sticks out of these pages (the check of tests/e2e/test_console_browser.py).
         detail = page.url
         page.set_viewport_size({"width": 375, "height": 800})
         problems = []
@@ -131,6 +131,6 @@ def test_dashboard_explorer_csv_and_playground(gateway_factory, mint, django_use
             page.goto(path)
             if SCREENSHOTS:
                 page.screenshot(path=f"{SCREENSHOTS}/{path.strip('/').replace('/', '_')[-30:]}.png", full_page=True)
-            problems += [f"{path}: {p}" for p in page.evaluate(_LAYOUT_PROBLEMS_JS)]
+            problems += [f"{path}: {p}" for p in page.evaluate(LAYOUT_PROBLEMS_JS)]
         assert not problems, "\n".join(problems)
         browser.close()

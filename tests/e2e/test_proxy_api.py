@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from observability.models import CallLog
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.openapi import validate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,7 +257,7 @@ def test_a_non_json_upstream_error_is_wrapped_in_openai_format(gateway, acme, mi
 
 def test_an_unreachable_upstream_is_a_502_and_is_logged(gateway_factory, make_tenant, mint):
     from tenants.config import apply_config
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     tenant = make_tenant("deadend")
     apply_config(

@@ -16,7 +16,7 @@ from billing.models import SpendLedger
 from billing.selectors import reconcile
 from observability.models import CallLog
 from tenants.config import apply_config
-from tests.conftest import UPSTREAM_KEY, tenant_yaml, wait_for
+from tests.helpers import UPSTREAM_KEY, tenant_yaml, wait_for
 from tests.openapi import validate
 
 pytestmark = pytest.mark.django_db(transaction=True)

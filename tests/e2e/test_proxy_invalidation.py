@@ -10,7 +10,7 @@ import pytest
 from tenants.audit import Actor
 from tenants.models import VirtualKey
 from tenants.services import virtual_key_revoke
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

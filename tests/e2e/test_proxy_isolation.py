@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from observability.models import CallLog
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

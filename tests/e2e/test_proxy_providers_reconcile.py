@@ -23,13 +23,13 @@ import pytest
 from django.core.management import call_command
 
 from gateway_project.common.money import format_usd, from_pico
-from tests.conftest import UPSTREAM_KEY, wait_for
 from tests.fakes import anthropic_upstream, azure_upstream, bedrock_upstream, gemini_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.bedrock_upstream import FakeBedrock
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import CONTENT_WORDS, FakeOpenAI
+from tests.helpers import UPSTREAM_KEY, wait_for
 
 ALICE_AWS_KEY = "AKIDALICEEXAMPLE01"
 MILLION = Decimal(1_000_000)

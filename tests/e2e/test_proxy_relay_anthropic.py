@@ -15,8 +15,8 @@ import pytest
 from gateway_project.common.money import to_pico
 from observability.models import CallLog
 from tenants.config import apply_config
-from tests.conftest import UPSTREAM_KEY, wait_for
 from tests.fakes.anthropic_upstream import API_KEY, FakeAnthropic
+from tests.helpers import UPSTREAM_KEY, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,7 @@ import pytest
 
 from observability.models import CallLog
 from tenants.config import apply_config
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +62,7 @@ limits:
 
 @pytest.fixture
 def world(upstream, monkeypatch, mint, gateway_factory):
-    from tests.conftest import UPSTREAM_KEY
+    from tests.helpers import UPSTREAM_KEY
 
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
     tenant, _ = apply_config(acme_yaml(upstream.base_url))

@@ -20,7 +20,7 @@ from proxy.policies import cache as prompt_cache
 from proxy.state import state
 from tenants.config import apply_config
 from tenants.models import Tenant, hash_secret
-from tests.conftest import LOOPBACK, UPSTREAM_KEY
+from tests.helpers import LOOPBACK, UPSTREAM_KEY
 from tests.openapi import validate
 
 # Module-wide tenants (committed once, removed at the end); each test runs in its own rolled-back

@@ -21,9 +21,9 @@ from proxy.inbound import anthropic
 from proxy.state import state
 from tenants.config import apply_config
 from tenants.models import Tenant, VirtualKey, hash_secret
-from tests.conftest import UPSTREAM_KEY
 from tests.fakes.loopback import LoopbackServer
-from tests.policies.pii_corpus import TRUE_VALUES
+from tests.helpers import UPSTREAM_KEY
+from tests.helpers.pii_corpus import TRUE_VALUES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,11 +1,11 @@
-"""Detector precision and recall on the labelled corpus (tests/policies/pii_corpus.py), printed per
+"""Detector precision and recall on the labelled corpus (tests/helpers/pii_corpus.py), printed per
 detector. Every true value is written into several sentences; every look-alike must stay unreported."""
 
 from __future__ import annotations
 
 from proxy.policies.detectors import BUILTIN_DETECTORS as DETECTORS
 from proxy.policies.detectors import Scanner
-from tests.policies.pii_corpus import LOOK_ALIKES, SECRET_CONTEXT, TEMPLATES, TRUE_VALUES
+from tests.helpers.pii_corpus import LOOK_ALIKES, SECRET_CONTEXT, TEMPLATES, TRUE_VALUES
 
 RECALL_FLOOR = 0.9
 PRECISION_FLOOR = 0.9

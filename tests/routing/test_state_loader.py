@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from proxy.state import CooldownSpec, ModelRoute, RouteRule, SplitSpec, load_tenant
 from tenants.config import apply_config
-from tests.routing.test_declarative import ACME
+from tests.helpers.routing import ACME
 
 pytestmark = pytest.mark.django_db
 

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
 from django.contrib.auth import get_user_model
@@ -23,7 +24,9 @@ from django.utils import timezone
 from tenants.audit import Actor
 from tenants.models import AuditLog, Invitation, Membership, Role
 from tenants.services import invitation_create
-from tests.console.conftest import PASSWORD, make_user
+from tests.helpers.people import PASSWORD, make_user
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 ROOT = Path(__file__).resolve().parents[2]
 

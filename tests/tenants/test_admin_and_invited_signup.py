@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core import mail
@@ -14,7 +15,9 @@ from django.urls import reverse
 from tenants.audit import Actor
 from tenants.models import Invitation, Membership, Role
 from tenants.services import invitation_create, invitation_revoke
-from tests.console.conftest import PASSWORD
+from tests.helpers.people import PASSWORD
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 PRINTED = re.compile(r"prints e-mail to the server(?:'|&#x27;)s terminal")
 CONSOLE_MAIL = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend", "OPTIONS": {}}}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from django.urls import get_resolver
 
 from gateway_project.openapi_docs import PATHS, TAG
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 
 def _schema(client) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
@@ -14,6 +15,8 @@ from billing.models import Budget
 from tenants.audit import Actor
 from tenants.models import Membership, Role, VirtualKey
 from tenants.services import management_token_create, virtual_key_create
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 
 def post(client, url: str, data: dict | None = None):

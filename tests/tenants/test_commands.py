@@ -13,7 +13,9 @@ from django.test import Client
 from routing.models import ProviderCredential
 from tenants.config import apply_config
 from tenants.models import AuditLog, ManagementToken, Membership, Role, hash_secret
-from tests.console.conftest import PASSWORD
+from tests.helpers.people import PASSWORD
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 
 def gateway(*args: str) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from django.urls import reverse
 
 from tenants.models import AuditLog, VirtualKey, hash_secret
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

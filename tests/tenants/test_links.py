@@ -16,7 +16,9 @@ from django.urls import reverse
 
 from tenants.audit import Actor
 from tenants.services import invitation_create
-from tests.console.conftest import PASSWORD, make_user
+from tests.helpers.people import PASSWORD, make_user
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 PUBLIC_URL = "https://gateway.acme.example"
 EVIL = "evil.example"

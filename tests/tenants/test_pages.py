@@ -13,6 +13,8 @@ from django.urls import reverse
 from routing.models import ModelDeployment, ProviderCredential
 from tenants.models import AuditLog, Invitation, ManagementToken, Membership, Role, Tenant, VirtualKey, hash_secret
 
+pytestmark = pytest.mark.usefixtures("console_defaults")
+
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
@@ -120,7 +122,7 @@ def test_test_connection_explains_an_unreachable_server(world, client_as, models
 def test_the_starter_adds_the_mock_provider_and_a_model(db, client_as):
     from tenants.audit import Actor
     from tenants.services import tenant_create
-    from tests.console.conftest import make_user
+    from tests.helpers.people import make_user
 
     grace = make_user("grace@new.example")
     tenant = tenant_create(name="New", owner=grace, actor=Actor(user=grace))

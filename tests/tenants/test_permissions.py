@@ -11,7 +11,9 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tenants.models import Role
-from tests.console.conftest import World, build_world
+from tests.helpers.people import World, build_world
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 
 @pytest.fixture(scope="module")

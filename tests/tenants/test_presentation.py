@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from django.template import Context, engines
 from django.template.loader import get_template
 from django.urls import reverse
@@ -14,6 +15,8 @@ from routing.services import provider_upsert
 from tenants.audit import Actor
 from tenants.models import AuditLog
 from tenants.services import membership_set_role
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -127,7 +130,7 @@ def test_audit_details_read_as_old_to_new(world, client_as):
 
 
 def test_the_spend_page_names_the_model_column_for_what_it_holds(world, client_as):
-    from tests.billing.test_console import spend
+    from tests.helpers.billing import spend
 
     spend(world.acme, "0.5", key=world.objects["key"], model="gpt-4o-mini")
     html = client_as(world.alice).get(url("spend")).content.decode()

@@ -1,4 +1,4 @@
-"""Named people in two tenants.
+"""The console's named people in two tenants (the `world` fixture in tests/conftest.py builds them).
 
 acme: Alice (owner), Dave (admin), Erin (member), Charlie (viewer).
 globex: Bob (owner). Bob must never see or touch anything of acme's, and the other way round.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
-from django.test import Client
 
 from routing.models import ProviderKind
 from routing.services import model_deployments_set, provider_upsert
@@ -20,24 +18,6 @@ from tenants.models import Membership, Role, Tenant
 from tenants.services import invitation_create, management_token_create, virtual_key_create
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    # allauth keeps rate-limit counters in the cache (Redis), which outlives each test's transaction.
-    from django.core.cache import cache
-
-    cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # The production setting is ServeStatic's manifest storage, which needs collectstatic first.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
 
 
 def make_user(email: str):
@@ -79,11 +59,6 @@ def _populate(tenant: Tenant, owner, prefix: str) -> dict:
     }
 
 
-@pytest.fixture
-def world(db) -> World:
-    return build_world()
-
-
 def build_world() -> World:
     """Alice's acme with one person per role, and Bob's globex, each with keys, providers and tokens."""
     acme = Tenant.objects.create(slug="acme", name="Acme Corp")
@@ -103,44 +78,3 @@ def build_world() -> World:
     objects.update({f"g_{k}": v for k, v in _populate(globex, bob, "globex").items()})
     objects["memberships"] = {m.user.email.split("@")[0]: m for m in Membership.objects.select_related("user")}
     return World(acme, globex, alice, dave, erin, charlie, bob, objects)
-
-
-@pytest.fixture
-def client_as():
-    def make(user) -> Client:
-        client = Client()
-        if user is not None:
-            client.force_login(user)
-        return client
-
-    return make
-
-
-@pytest.fixture
-def api_as(world):
-    """A DRF-less JSON client with a management token of the given role in the given tenant."""
-
-    def make(role: str, tenant: Tenant | None = None) -> Client:
-        tenant = tenant or world.acme
-        owner = world.alice if tenant == world.acme else world.bob
-        _token, secret = management_token_create(tenant, name=f"test-{role}", role=role, actor=Actor(user=owner))
-        return Client(headers={"Authorization": f"Bearer {secret}"})
-
-    return make
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "browser: drives Chromium through Playwright")
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """Say loudly when the browser test did not run, so a green run without Chromium is not mistaken."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "BROWSER TESTS SKIPPED" in str(r.longrepr)]
-    if skipped:
-        terminalreporter.write_sep("!", "BROWSER TESTS SKIPPED", red=True, bold=True)
-        terminalreporter.write_line(
-            f"{len(skipped)} browser test(s) did not run: Chromium is not installed at /usr/bin/chromium. "
-            "Install it with `apt-get install chromium` (.ci/run does).",
-            red=True,
-            bold=True,
-        )
