@@ -61,6 +61,22 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -
             db.setdefault("TEST", {})["NAME"] = f"{name}_{run}"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's, and at the end: close the sessions this process's threads left open on its test
+    database, or PostgreSQL refuses to drop it and, its name being this run's, nobody else ever would."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _allow_loopback_upstreams(settings):
     # The fake upstreams live on loopback, which the gateway refuses by default (SSRF defence).

@@ -6,8 +6,10 @@ pytest-django imports the settings; no fixtures here (they are all in tests/conf
 - The run id: GATEWAY_TEST_RUN, random hex unless set. The process pytest starts makes it once and
   puts it in the environment; the xdist workers and the gateway servers the e2e tests start inherit it.
 - PostgreSQL: every test database carries the run id, test_<name>_gw0_<run> (the fixture
-  django_db_modify_db_settings in tests/conftest.py). pytest-django creates it and drops it at the end.
-  Set GATEWAY_TEST_RUN yourself to keep a name across runs (--reuse-db).
+  django_db_modify_db_settings in tests/conftest.py). pytest-django creates it and drops it at the end
+  (tests/conftest.py's django_db_setup first closes what this process's threads left connected to it).
+  Set GATEWAY_TEST_RUN yourself to keep a name across runs (--reuse-db). A run killed outright leaves
+  its databases behind: `psql -Atc "select datname from pg_database where datname like 'test_%'"` lists them.
 - Redis (only when REDIS_URL is set): every process that runs tests (each xdist worker; pytest itself
   without -n) takes a Redis database of its own: REDIS_URL's number if it is free, else the next free
   one counting down (wrapping round). Database 0 holds the locks and is never taken; 12 and 13 are
