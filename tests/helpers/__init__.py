@@ -3,7 +3,8 @@
 Test modules import from here (and from tests.fakes.*), never from each other or from a conftest.
 This package: the test tenant YAML, real gateway servers (GatewayServer, start_gateway), wait_for,
 free_port. Next to it: people.py (the console's named people), billing.py (ledger and invoice rows),
-browser.py (Chromium for Playwright), routing.py (the routing YAML), pii_corpus.py (the PII corpus).
+browser.py (Chromium for Playwright), routing.py (the routing YAML), pii_corpus.py (the PII corpus),
+observability.py (reading a Prometheus scrape).
 """
 
 from __future__ import annotations
