@@ -1,4 +1,4 @@
-# The two commands: `make run` (quickstart on the embedded default) and `make test`.
+# The two commands: `make run` (quickstart on the embedded default) and `make test` (`make test-fast`: no servers).
 SHELL := /bin/bash
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -17,13 +17,15 @@ PY312 ?= $(shell for p in python3.12 /usr/local/bin/python3.12 /usr/bin/python3.
 PYTHON := .venv/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gateway
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
-# The suite runs in two processes (pytest-xdist), each with its own PostgreSQL and Redis database
-# (gateway_project/settings.py counts Redis databases down from TEST_REDIS_URL's); a file stays on one
-# process, so its module fixtures are built once.
+# The suite runs in two processes (pytest-xdist); a file stays on one process, so its module fixtures
+# are built once. Every run is isolated from every other on the machine (tests/isolation.py): a run id
+# (GATEWAY_TEST_RUN, random unless set) ends each test database's name (test_gateway_gw0_<run>), and
+# each process takes a free Redis database of its own (TEST_REDIS_URL's, else the next free one below
+# it) under a lock in Redis database 0, flushing only that one. Two `make test` at once are fine.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: install run serve test bench lint migrate
+.PHONY: install run serve test test-fast bench lint migrate
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -51,11 +53,17 @@ serve: install
 	@HOST=$(HOST) PORT=$(PORT) $(PYTHON) manage.py gateway preflight
 	HOST=$(HOST) PORT=$(PORT) $(GRANIAN)
 
+# Everything; test-fast leaves out tests/e2e (the tests that start servers: gateway processes, a browser).
 test: install
 	@# ServeStatic serves from STATIC_ROOT in production; the tests use the same setup.
 	@SECRET_KEY=$${SECRET_KEY:-collectstatic-only} $(PYTHON) manage.py gateway preflight --static-only
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	@SECRET_KEY=$${SECRET_KEY:-collectstatic-only} $(PYTHON) manage.py gateway preflight --static-only
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(PYTHON) -m pytest $(PYTEST_ARGS) -m "not e2e"
 
 # Style, the import contracts (pyproject.toml [tool.importlinter]) and types ([tool.mypy]). mypy's django-stubs
 # plugin imports the settings, which need a SECRET_KEY; the one here is for that import only.

@@ -3,7 +3,7 @@
 The proxy views are plain async Django views (no DRF, for speed), so drf-spectacular cannot see them.
 This postprocessing hook adds them by hand under the tag "Gateway API (/v1)": the OpenAI-compatible
 endpoints, the headers the gateway adds, and the error format with the statuses it answers with.
-Keep it in step with proxy/urls.py (tests/console/test_api_docs.py checks the paths).
+Keep it in step with proxy/urls.py (tests/tenants/test_api_docs.py checks the paths).
 """
 
 from __future__ import annotations

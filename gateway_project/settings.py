@@ -171,12 +171,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("REDIS_URL", "")
-if _TESTING and REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
-    # pytest-xdist runs the suite in several processes, each with its own PostgreSQL database: give each
-    # its own Redis database too (counting down from the one given), or they would flush and share state.
-    _base, _, _db = REDIS_URL.rpartition("/")
-    if _db.isdigit():
-        REDIS_URL = f"{_base}/{max(int(_db) - int(os.environ['PYTEST_XDIST_WORKER'][2:]), 0)}"
+# Under pytest, tests/isolation.py has already pointed REDIS_URL at a database of this test process's own.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}

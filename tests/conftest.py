@@ -1,28 +1,80 @@
-"""Shared fixtures: named people in two tenants, a fake OpenAI upstream, and real gateway servers.
+"""All the fixtures of the suite (the only conftest with fixtures; tests/e2e/conftest.py only marks).
 
-Alice owns acme, Bob owns globex. Bob must never reach anything of Alice's, and the other way round.
+Named people: Alice owns acme, Bob owns globex (`alice`, `bob` on the fake OpenAI upstream); the
+console's `world` adds Dave (admin), Erin (member) and Charlie (viewer) in acme. Bob must never reach
+anything of Alice's, and the other way round. Also: the fake OpenAI upstream, real gateway servers
+(`gateway`, `gateway_factory`: only tests under tests/e2e may use them), ledger keys and invoice people.
+
+Helpers that are not fixtures live in tests/helpers/ and tests/fakes/; test modules import those,
+never each other or a conftest. Each run gets its own test databases and Redis databases: see
+tests/isolation.py (GATEWAY_TEST_RUN).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
+from django.test import Client
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.azure_upstream import FakeAzure
+from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.quoting_upstream import QuotingUpstream
+from tests.helpers import ACME_MODELS, LOOPBACK, UPSTREAM_KEY, GatewayServer, start_gateway, tenant_yaml
+from tests.helpers.billing import People
+from tests.helpers.people import World, build_world
+from tests.isolation import RUN_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM_KEY = "sk-upstream-test-0001"
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say loudly when the browser test did not run, so a green run without Chromium is not mistaken."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "BROWSER TESTS SKIPPED" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("!", "BROWSER TESTS SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} browser test(s) did not run: Chromium is not installed at /usr/bin/chromium. "
+            "Install it with `apt-get install chromium` (.ci/run does).",
+            red=True,
+            bold=True,
+        )
+
+
+# --- per-run databases ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """test_<name>_gw0 becomes test_<name>_gw0_<run>: another run on this PostgreSQL never drops ours."""
+    run = os.environ[RUN_ENV]  # set by tests/isolation.py
+    for db in settings.DATABASES.values():
+        name = db.get("TEST", {}).get("NAME")
+        if not name:
+            if db["ENGINE"] == "django.db.backends.sqlite3":
+                continue  # in memory, per process
+            name = f"test_{db['NAME']}"
+        if name != ":memory:":
+            db.setdefault("TEST", {})["NAME"] = f"{name}_{run}"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's, and at the end: close the sessions this process's threads left open on its test
+    database, or PostgreSQL refuses to drop it and, its name being this run's, nobody else ever would."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -31,12 +83,7 @@ def _allow_loopback_upstreams(settings):
     settings.GATEWAY_PRIVATE_UPSTREAMS = LOOPBACK
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _clean_redis() -> None:
-    if settings.REDIS_URL:
-        import redis
-
-        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+# --- fake upstreams -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -52,29 +99,82 @@ def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
     return fake_openai
 
 
-def tenant_yaml(slug: str, base_url: str, models: dict[str, str] | None = None) -> str:
-    models = models or {"gpt-4o-mini": "gpt-4o-mini"}
-    lines = [
-        f"tenant: {slug}",
-        f"name: {slug.title()} Corp",
-        "providers:",
-        "  - name: main",
-        "    kind: openai-compatible",
-        f"    base_url: {base_url}",
-        "    api_key: env:FAKE_UPSTREAM_KEY",
-        "  - name: mock",
-        "    kind: mock",
-        "models:",
-    ]
-    for public, upstream_model in models.items():
-        provider = "mock" if upstream_model.startswith("mock") else "main"
-        lines += [
-            f"  - name: {public}",
-            "    deployments:",
-            f"      - provider: {provider}",
-            f"        model: {upstream_model}",
-        ]
-    return "\n".join(lines) + "\n"
+@pytest.fixture
+def quoting_upstream() -> Iterator[QuotingUpstream]:
+    server = QuotingUpstream().start()
+    yield server
+    server.stop()
+
+
+# The provider fakes: one server per test module, reset for each test (`claude`, `azure`, `gemini`, `bedrock`).
+
+
+@pytest.fixture(scope="module")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def claude(fake_anthropic: FakeAnthropic) -> FakeAnthropic:
+    fake_anthropic.reset()
+    return fake_anthropic
+
+
+@pytest.fixture(scope="module")
+def fake_azure() -> Iterator[FakeAzure]:
+    server = FakeAzure().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def azure(fake_azure: FakeAzure) -> FakeAzure:
+    fake_azure.reset()
+    return fake_azure
+
+
+@pytest.fixture(scope="module")
+def fake_gemini() -> Iterator[FakeGemini]:
+    server = FakeGemini().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gemini(fake_gemini: FakeGemini) -> FakeGemini:
+    fake_gemini.reset()
+    return fake_gemini
+
+
+@pytest.fixture(scope="module")
+def fake_bedrock() -> Iterator[FakeBedrock]:
+    server = FakeBedrock().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bedrock(fake_bedrock: FakeBedrock) -> FakeBedrock:
+    fake_bedrock.reset()
+    return fake_bedrock
+
+
+@pytest.fixture
+def rds():
+    """This process's Redis database, with the call log stream emptied before and after."""
+    import redis
+
+    from observability import stream
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(stream.stream_name())
+    yield client
+    client.delete(stream.stream_name())
+
+
+# --- tenants and people on the fake OpenAI upstream -----------------------------------------------------
 
 
 @pytest.fixture
@@ -88,18 +188,6 @@ def make_tenant(upstream: FakeOpenAI, monkeypatch) -> Callable:
         return tenant
 
     return make
-
-
-ACME_MODELS = {
-    "gpt-4o-mini": "gpt-4o-mini",
-    "slow": "slow-stream",
-    "broken": "fail-500",
-    "limited": "fail-429",
-    "bad-temp": "fail-400",
-    "html": "fail-html",
-    "embed": "text-embedding-3-small",
-    "local": "mock-chat",
-}
 
 
 @pytest.fixture
@@ -142,100 +230,95 @@ def mint() -> Callable:
     return make
 
 
-# --- real gateway servers -----------------------------------------------------------------------------
+@pytest.fixture
+def keys(acme, mint):
+    """acme's keys "web" and "batch", for ledger and call-log rows (tests.helpers.billing.record)."""
+    from tenants.models import VirtualKey
+
+    mint(acme, name="web")
+    mint(acme, name="batch")
+    return VirtualKey.objects.get(name="web"), VirtualKey.objects.get(name="batch")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    assert db["ENGINE"].endswith("postgresql"), "end-to-end tests need PostgreSQL (make test sets DATABASE_URL)"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class GatewayServer:
-    def __init__(self, port: int, proc: subprocess.Popen, log_path: Path) -> None:
-        self.port = port
-        self.proc = proc
-        self.log_path = log_path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return self.proc.wait(5)
-        return self.proc.returncode
-
-
-def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, redis: bool = True) -> GatewayServer:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "GATEWAY_PRIVATE_UPSTREAMS": "127.0.0.0/8",
-        "GATEWAY_LOG_FLUSH_INTERVAL": "0.1",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    # Each server start would otherwise compile Django and the project anew (about 2 s of CPU).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if redis and settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    else:
-        env.pop("REDIS_URL", None)
-    env.update(extra_env or {})
-    log_path = tmp_path / f"gateway-{port}.log"
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--log-level",
-            "warning",
-            "gateway_project.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    server = GatewayServer(port, proc, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited early:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/v1/models", timeout=1).status_code == 401:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"gateway did not start:\n{server.log()}")
+# --- the console's people (tests.helpers.people) --------------------------------------------------------
 
 
 @pytest.fixture
-def gateway_factory(transactional_db, tmp_path) -> Iterator[Callable[..., GatewayServer]]:
+def console_defaults(settings):
+    """What console tests run with: fresh rate limits, fast password hashing, static files without a manifest.
+
+    Modules ask for it with `pytestmark = pytest.mark.usefixtures("console_defaults")`: it empties the
+    cache (this process's Redis database), which the end-to-end money tests share with running gateways.
+    """
+    # allauth keeps rate-limit counters in the cache (Redis), which outlives each test's transaction.
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The production setting is ServeStatic's manifest storage, which needs collectstatic first.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def world(db) -> World:
+    return build_world()
+
+
+@pytest.fixture
+def client_as():
+    def make(user) -> Client:
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api_as(world):
+    """A DRF-less JSON client with a management token of the given role in the given tenant."""
+    from tenants.audit import Actor
+    from tenants.services import management_token_create
+
+    def make(role: str, tenant=None) -> Client:
+        tenant = tenant or world.acme
+        owner = world.alice if tenant == world.acme else world.bob
+        _token, secret = management_token_create(tenant, name=f"test-{role}", role=role, actor=Actor(user=owner))
+        return Client(headers={"Authorization": f"Bearer {secret}"})
+
+    return make
+
+
+@pytest.fixture
+def people(db, django_user_model, settings) -> People:
+    """Two tenants and their people, without password hashing or providers: invoices need neither."""
+    from tenants.models import Membership, Role, Tenant
+
+    # Console pages render without collectstatic (the production storage needs its manifest).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    acme = Tenant.objects.create(slug="acme", name="Acme Corp")
+    globex = Tenant.objects.create(slug="globex", name="Globex")
+    users = {}
+    for name, tenant, role in (("alice", acme, Role.OWNER), ("erin", acme, Role.MEMBER), ("bob", globex, Role.OWNER)):
+        users[name] = django_user_model.objects.create_user(username=name, email=f"{name}@{tenant.slug}.example")
+        Membership.objects.create(user=users[name], tenant=tenant, role=role)
+    return People(acme, globex, users["alice"], users["erin"], users["bob"])
+
+
+# --- real gateway servers (tests/e2e only) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway_factory(request, transactional_db, tmp_path) -> Iterator[Callable[..., GatewayServer]]:
+    if request.node.get_closest_marker("e2e") is None:
+        pytest.fail("this test starts a gateway server: it belongs under tests/e2e/ (see tests/e2e/conftest.py)")
     servers: list[GatewayServer] = []
 
     def factory(**kwargs) -> GatewayServer:
@@ -251,12 +334,3 @@ def gateway_factory(transactional_db, tmp_path) -> Iterator[Callable[..., Gatewa
 @pytest.fixture
 def gateway(gateway_factory) -> GatewayServer:
     return gateway_factory()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

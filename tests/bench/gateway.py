@@ -208,7 +208,7 @@ def _redis_reachable() -> bool:
         return False
 
 
-# One Redis DB per Redis variant, never one that tests use (tests/conftest.py flushes REDIS_URL's DB):
+# One Redis DB per Redis variant, never one that tests take (tests/isolation.py leaves 12 and 13 alone):
 # the bench never flushes, it only adds keys under its own tenants; override if 12/13 are taken.
 REDIS_LIMITS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 REDIS_EVERYTHING_URL = os.environ.get("BENCH_REDIS_EVERYTHING_URL", "redis://127.0.0.1:6379/13")

@@ -1,6 +1,6 @@
 """Console pages for budgets, rate limits and spend.
 
-The people of tests/console/conftest.py: in acme Alice (owner), Dave (admin), Erin (member, owns the
+The people of the `world` fixture (tests.helpers.people): in acme Alice (owner), Dave (admin), Erin (member, owns the
 key "erin-notebook"), Charlie (viewer); Bob owns globex. Alice created the key "acme-service".
 """
 
@@ -9,34 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from django.urls import reverse
 
-from billing.models import BillingSettings, Budget, LimitScope, RateLimit, SpendLedger
+from billing.models import BillingSettings, Budget, LimitScope, RateLimit
 from billing.periods import period_start
-from gateway_project.common.money import to_pico
 from tenants.models import AuditLog, Role
+from tests.helpers.billing import spend
 
-# The console's autouse helpers (cache reset, fast password hashing), for this module only: the
-# end-to-end money tests next door share Redis with running gateways. `world` comes via conftest.py.
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits  # noqa: F401
+pytestmark = pytest.mark.usefixtures("console_defaults")
+
 
 HTMX = {"HX-Request": "true"}
-
-
-def _today():
-    return period_start("day", datetime.now(UTC), UTC)
-
-
-def spend(tenant, usd: str, *, key=None, model: str = "gpt-4o-mini", day=None) -> None:
-    """A ledger row, as the proxy writes them after a call."""
-    SpendLedger.objects.create(
-        tenant=tenant,
-        day=day or _today(),
-        virtual_key_id=key.id if key else None,
-        model=model,
-        cost_picodollars=to_pico(Decimal(usd)),
-        requests=1,
-    )
 
 
 def budget(tenant, scope: str = "tenant", limit: str = "10", **kwargs) -> Budget:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -12,77 +10,13 @@ from django.core.exceptions import ValidationError
 
 from billing.invoice_rules import line_cents, round_total
 from billing.invoicing.services import finalize_invoices, invoice_finalize, invoice_for_month
-from billing.models import BillingSettings, Invoice, InvoiceStatus, LineKind, Plan, SpendLedger
+from billing.models import BillingSettings, Invoice, InvoiceStatus, LineKind, Plan
 from billing.selectors import ledger_month_total
 from gateway_project.common.money import from_pico
 from tenants.audit import Actor
-from tenants.models import Membership, Role, Tenant
+from tests.helpers.billing import DEC_2, NOV, add_ledger, synthetic_month
 
-NOV = date(2026, 11, 1)
-DEC_2 = datetime(2026, 12, 2, 12, tzinfo=UTC)  # November is over everywhere
 MID_NOV = datetime(2026, 11, 15, 12, tzinfo=UTC)
-
-
-@dataclass
-class People:
-    acme: Tenant
-    globex: Tenant
-    alice: object  # owner of acme
-    erin: object  # member of acme
-    bob: object  # owner of globex
-
-
-@pytest.fixture
-def people(db, django_user_model, settings) -> People:
-    """Two tenants and their people, without password hashing or providers: invoices need neither."""
-    # Console pages render without collectstatic (the production storage needs its manifest).
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    acme = Tenant.objects.create(slug="acme", name="Acme Corp")
-    globex = Tenant.objects.create(slug="globex", name="Globex")
-    users = {}
-    for name, tenant, role in (("alice", acme, Role.OWNER), ("erin", acme, Role.MEMBER), ("bob", globex, Role.OWNER)):
-        users[name] = django_user_model.objects.create_user(username=name, email=f"{name}@{tenant.slug}.example")
-        Membership.objects.create(user=users[name], tenant=tenant, role=role)
-    return People(acme, globex, users["alice"], users["erin"], users["bob"])
-
-
-def add_ledger(tenant, day: date, model: str, pico: int, *, key=None, prompt: int = 100, completion: int = 50) -> None:
-    """One ledger row, or more spend on an existing one (as billing.ledger's upsert does)."""
-    row, _ = SpendLedger.objects.get_or_create(
-        tenant=tenant, day=day, virtual_key_id=key, end_user="", model=model, defaults={"cost_picodollars": 0}
-    )
-    row.cost_picodollars += pico
-    row.requests += 1
-    row.prompt_tokens += prompt
-    row.completion_tokens += completion
-    row.save()
-
-
-def synthetic_month(tenant, month: date = NOV, seed: int = 13) -> int:
-    """30 days x 3 models x 2 keys of odd picodollar costs; returns the exact total."""
-    rng = random.Random(seed)
-    rows = []
-    for d in range(1, 31):
-        for model in ("gpt-4o", "gpt-4o-mini", "claude-sonnet"):
-            for key in (None, 7):
-                pico = rng.randrange(1, 5 * 10**9) * 1001  # fractions of a cent that only add up exactly
-                rows.append(
-                    SpendLedger(
-                        tenant=tenant,
-                        day=month.replace(day=d),
-                        virtual_key_id=key,
-                        model=model,
-                        cost_picodollars=pico,
-                        requests=3,
-                        prompt_tokens=300,
-                        completion_tokens=120,
-                    )
-                )
-    SpendLedger.objects.bulk_create(rows)
-    return sum(r.cost_picodollars for r in rows)
 
 
 def test_a_month_invoiced_twice_is_one_invoice_whose_total_is_the_ledger_to_the_cent(people):

@@ -21,7 +21,7 @@ from billing.models import Invoice, InvoiceStatus, Plan
 from billing.selectors import ledger_month_total
 from tenants.audit import Actor
 from tenants.services import management_token_create
-from tests.billing.test_invoices import DEC_2, NOV, add_ledger, people, synthetic_month  # noqa: F401
+from tests.helpers.billing import DEC_2, NOV, add_ledger, synthetic_month
 
 
 def run(*args: str) -> str:
@@ -35,7 +35,7 @@ def pdf_text(data: bytes) -> str:
 
 
 @pytest.fixture
-def november(people, settings):  # noqa: F811
+def november(people, settings):
     settings.GATEWAY_OPERATOR_NAME = "Gateway Operator GmbH"
     settings.GATEWAY_OPERATOR_ADDRESS = "Hauptstrasse 1\n10115 Berlin"
     exact = synthetic_month(people.acme)
@@ -43,7 +43,7 @@ def november(people, settings):  # noqa: F811
     return invoice, exact
 
 
-def test_csv_rows_sum_to_the_total_and_the_pdf_shows_the_same_total_and_number(people, november, tmp_path):  # noqa: F811
+def test_csv_rows_sum_to_the_total_and_the_pdf_shows_the_same_total_and_number(people, november, tmp_path):
     invoice, _exact = november
     csv_path, pdf_path = tmp_path / "inv.csv", tmp_path / "inv.pdf"
     run("invoice", "--tenant", "acme", "--month", "2026-11", "--csv", str(csv_path), "--pdf", str(pdf_path))
@@ -61,7 +61,7 @@ def test_csv_rows_sum_to_the_total_and_the_pdf_shows_the_same_total_and_number(p
     assert "Acme Corp" in text and "2026-11-01" in text and "2026-11-30" in text
 
 
-def test_invoice_json_is_the_documented_contract(people):  # noqa: F811
+def test_invoice_json_is_the_documented_contract(people):
     Plan.objects.create(tenant=people.acme, base_fee_usd=Decimal(49), markup_percent=Decimal(10))
     add_ledger(people.acme, date(2026, 11, 3), "gpt-4o", 1_500_000_000_000, prompt=1000, completion=500)
     doc = json.loads(run("invoice", "--tenant", "acme", "--month", "2026-11", "--json"))
@@ -96,7 +96,7 @@ def test_invoice_json_is_the_documented_contract(people):  # noqa: F811
     assert (doc["number"], doc["status"], doc["total_usd"]) == ("INV-000001", "finalized", "50.65")
 
 
-def test_finalize_invoices_twice_creates_nothing_new(people):  # noqa: F811
+def test_finalize_invoices_twice_creates_nothing_new(people):
     add_ledger(people.acme, date(2026, 11, 3), "gpt-4o", 10**12)
     add_ledger(people.globex, date(2026, 11, 3), "gpt-4o", 2 * 10**12)
     first = run("finalize-invoices", "--month", "2026-11")
@@ -105,14 +105,14 @@ def test_finalize_invoices_twice_creates_nothing_new(people):  # noqa: F811
     assert Invoice.objects.count() == 2
 
 
-def test_command_errors_are_clear(people):  # noqa: F811
+def test_command_errors_are_clear(people):
     with pytest.raises(CommandError, match="not a month"):
         run("invoice", "--tenant", "acme", "--month", "November")
     with pytest.raises(CommandError, match="no tenant"):
         run("invoice", "--tenant", "nope", "--month", "2026-11")
 
 
-def test_reconcile_checks_invoices_against_the_ledger(people, november):  # noqa: F811
+def test_reconcile_checks_invoices_against_the_ledger(people, november):
     from billing.invoicing.commands import reconcile_invoices
 
     class Out:
@@ -138,7 +138,7 @@ def test_reconcile_checks_invoices_against_the_ledger(people, november):  # noqa
     assert "INV-000001 total" in out.stderr.getvalue()
 
 
-def test_gateway_reconcile_runs_the_invoice_check(people):  # noqa: F811
+def test_gateway_reconcile_runs_the_invoice_check(people):
     # A fee-only invoice: no ledger, so the call-log half agrees and the invoice half runs.
     Plan.objects.create(tenant=people.acme, base_fee_usd=Decimal(49))
     invoice = invoice_finalize(people.acme, month=NOV, actor=Actor.cli(), now=DEC_2)
@@ -152,7 +152,7 @@ def test_gateway_reconcile_runs_the_invoice_check(people):  # noqa: F811
         run("reconcile", "--tenant", "acme")
 
 
-def test_the_billing_yaml_section_applies_and_exports_round_trip(people):  # noqa: F811
+def test_the_billing_yaml_section_applies_and_exports_round_trip(people):
     from tenants.config import ConfigError, apply_config, export_config
 
     yaml_text = "tenant: acme\nname: Acme Corp\nbilling: {base_fee_usd: 49, markup_percent: 10.5, included_usd: 0}\n"
@@ -178,7 +178,7 @@ def token_client(tenant, owner, role: str) -> Client:
     return Client(headers={"Authorization": f"Bearer {secret}"})
 
 
-def test_owner_api_lists_and_downloads_and_other_tenants_get_404(people, november):  # noqa: F811
+def test_owner_api_lists_and_downloads_and_other_tenants_get_404(people, november):
     invoice, _exact = november
     alice = token_client(people.acme, people.alice, "owner")
     listing = alice.get("/api/v1/invoices/")
@@ -208,7 +208,7 @@ def test_owner_api_lists_and_downloads_and_other_tenants_get_404(people, novembe
     assert admin.get(f"/api/v1/invoices/{invoice.id}/pdf").status_code == 403
 
 
-def test_console_billing_page_for_the_owner_only(people, november):  # noqa: F811
+def test_console_billing_page_for_the_owner_only(people, november):
     invoice, _exact = november
     alice = Client()
     alice.force_login(people.alice)
@@ -234,7 +234,7 @@ def test_console_billing_page_for_the_owner_only(people, november):  # noqa: F81
     assert bob.get(f"/t/acme/billing/invoices/{invoice.id}/csv").status_code == 404
 
 
-def test_console_plan_form_saves_and_rejects_bad_input(people):  # noqa: F811
+def test_console_plan_form_saves_and_rejects_bad_input(people):
     alice = Client()
     alice.force_login(people.alice)
     form = {"base_fee_usd": "49", "markup_percent": "10", "included_usd": "5", "line_grouping": "model"}
@@ -256,7 +256,7 @@ def test_console_plan_form_saves_and_rejects_bad_input(people):  # noqa: F811
     assert Plan.objects.get(tenant=people.acme).base_fee_usd == 49
 
 
-def test_the_projected_invoice_follows_the_running_month(people):  # noqa: F811
+def test_the_projected_invoice_follows_the_running_month(people):
     from django.utils import timezone
 
     today = timezone.now().date()
@@ -270,7 +270,7 @@ def test_the_projected_invoice_follows_the_running_month(people):  # noqa: F811
     assert invoice_for_month(people.acme, today.replace(day=1)).id == draft.id
 
 
-def test_finalize_invoices_early_closes_the_running_month_and_later_usage_goes_to_a_new_invoice(people):  # noqa: F811
+def test_finalize_invoices_early_closes_the_running_month_and_later_usage_goes_to_a_new_invoice(people):
     from billing.invoicing.services import local_today
 
     today = local_today(people.acme)
@@ -292,13 +292,13 @@ def test_finalize_invoices_early_closes_the_running_month_and_later_usage_goes_t
     assert Invoice.objects.filter(tenant=people.acme).count() == 2
 
 
-def test_a_month_that_has_not_started_has_no_invoice(people):  # noqa: F811
+def test_a_month_that_has_not_started_has_no_invoice(people):
     with pytest.raises(CommandError, match="has not started"):
         run("invoice", "--tenant", "acme", "--month", "2099-01")
     assert not Invoice.objects.exists()
 
 
-def test_the_stripe_portal_is_linked_only_when_stripe_is_on(people, settings):  # noqa: F811
+def test_the_stripe_portal_is_linked_only_when_stripe_is_on(people, settings):
     alice = Client()
     alice.force_login(people.alice)
     settings.STRIPE_API_KEY = ""
@@ -308,7 +308,7 @@ def test_the_stripe_portal_is_linked_only_when_stripe_is_on(people, settings):  
     assert "/t/acme/billing/stripe-portal/" in alice.get("/t/acme/billing/").content.decode()
 
 
-def test_the_beat_task_finalizes_the_month_just_ended_once(people, settings):  # noqa: F811
+def test_the_beat_task_finalizes_the_month_just_ended_once(people, settings):
     from datetime import timedelta
 
     from billing.invoicing.services import local_today

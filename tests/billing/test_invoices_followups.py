@@ -20,16 +20,13 @@ from billing.stripe import sync as stripe_sync
 from tenants.audit import Actor
 from tenants.models import AuditLog, Role, Tenant
 from tenants.services import management_token_create, tenant_delete
-from tests.billing import test_invoices
-from tests.billing.test_invoices import add_ledger
 from tests.fakes.stripe_upstream import API_KEY, FakeStripe
+from tests.helpers.billing import add_ledger
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
 MID_NOV = datetime(2026, 11, 15, 12, tzinfo=UTC)
 DEC_1 = datetime(2026, 12, 1, 9, tzinfo=UTC)  # November is over for a UTC tenant
 USD = 1_000_000_000_000  # picodollars
-
-people = test_invoices.people  # the fixture: Alice (owner) and Erin (member) in acme, Bob owns globex
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from django.db import connection
 from billing.invoicing.services import finalize_invoices
 from billing.models import Invoice, InvoiceCounter
 from tenants.models import Tenant
-from tests.billing.test_invoices import DEC_2, NOV, add_ledger
+from tests.helpers.billing import DEC_2, NOV, add_ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

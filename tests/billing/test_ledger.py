@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime
 
 import pytest
 from django.db import connection
@@ -12,49 +11,9 @@ from billing.models import SpendLedger, TagSpend
 from billing.selectors import reconcile, spend_summary
 from observability.logbuffer import DatabaseSink
 from observability.models import CallLog
+from tests.helpers.billing import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def record(
-    tenant, key, *, cost: int | None, model: str = "gpt-4o-mini", user: str = "", tags=(), day=date(2026, 11, 25)
-):
-    return {
-        "created_at": datetime(2026, 11, 25, 12, tzinfo=UTC),
-        "tenant_id": tenant.id,
-        "virtual_key_id": key.id,
-        "request_id": "r",
-        "endpoint": "chat/completions",
-        "requested_model": model,
-        "deployment_id": None,
-        "provider": "main",
-        "upstream_model": model,
-        "stream": False,
-        "status_code": 200,
-        "latency_ms": 1.0,
-        "ttfb_ms": 1.0,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "total_tokens": 15,
-        "error_type": "",
-        "error_message": "",
-        "end_user": user,
-        "client_disconnected": False,
-        "attempts": [],
-        "cost_picodollars": cost,
-        "cost_estimated": False,
-        "tags": list(tags),
-        "day": day,
-    }
-
-
-@pytest.fixture
-def keys(acme, mint):
-    from tenants.models import VirtualKey
-
-    mint(acme, name="web")
-    mint(acme, name="batch")
-    return VirtualKey.objects.get(name="web"), VirtualKey.objects.get(name="batch")
 
 
 def test_the_ledger_sums_the_call_logs_and_reconciles(acme, keys):

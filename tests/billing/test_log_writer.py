@@ -12,12 +12,12 @@ from billing.selectors import reconcile
 from observability import metrics
 from observability.logbuffer import LogBuffer, buffer
 from observability.models import CallLog
-from tests.billing.test_ledger import keys, record  # noqa: F401 - fixture and row builder
+from tests.helpers.billing import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_row_with_a_value_the_database_refuses_is_kept_degraded_with_its_spend(acme, keys):  # noqa: F811
+def test_a_row_with_a_value_the_database_refuses_is_kept_degraded_with_its_spend(acme, keys):
     web, _ = keys
     refused = metrics.value("calllog_rows_refused")
     buffer = LogBuffer()
@@ -38,7 +38,7 @@ def test_a_row_with_a_value_the_database_refuses_is_kept_degraded_with_its_spend
     assert metrics.value("calllog_rows_refused") == refused + 1
 
 
-def test_nul_and_lone_surrogates_reaching_the_writer_are_stored_and_reconcile(acme, keys):  # noqa: F811
+def test_nul_and_lone_surrogates_reaching_the_writer_are_stored_and_reconcile(acme, keys):
     web, _ = keys
     buffer = LogBuffer()
     row = record(acme, web, cost=7, user="evil\x00user", tags=["team\x00a", "b\ud800"])
@@ -54,7 +54,7 @@ def test_nul_and_lone_surrogates_reaching_the_writer_are_stored_and_reconcile(ac
     assert reconcile(acme) == []
 
 
-def test_the_hot_path_makes_every_request_string_storable_before_the_buffer(acme, keys):  # noqa: F811
+def test_the_hot_path_makes_every_request_string_storable_before_the_buffer(acme, keys):
     """No refusal at all: the proxy's CallRecord cleans what it hands the buffer."""
     from proxy.call import Call as CallRecord
     from proxy.snapshot import KeyEntry
@@ -88,7 +88,7 @@ def poisoned_call_log():
         cursor.execute("ALTER TABLE observability_calllog DROP CONSTRAINT IF EXISTS no_poison")
 
 
-def test_a_row_refused_even_degraded_keeps_its_ledger_entry(acme, keys, poisoned_call_log):  # noqa: F811
+def test_a_row_refused_even_degraded_keeps_its_ledger_entry(acme, keys, poisoned_call_log):
     web, _ = keys
     lost = metrics.value("calllog_rows_lost")
     buffer = LogBuffer()
@@ -105,7 +105,7 @@ def test_a_row_refused_even_degraded_keeps_its_ledger_entry(acme, keys, poisoned
     assert [d.what for d in reconcile(acme)] == [f"key {web.id} user mallory model gpt-4o-mini", "tag:t"]
 
 
-def test_rows_wait_in_the_buffer_while_the_database_is_away(acme, keys):  # noqa: F811
+def test_rows_wait_in_the_buffer_while_the_database_is_away(acme, keys):
     from django.db import OperationalError
 
     web, _ = keys

@@ -22,14 +22,13 @@ from django.utils import timezone
 from billing.models import Invoice, InvoiceLine, InvoiceStatus, LineKind, Plan
 from billing.stripe import sync as stripe_sync
 from tenants.models import AuditLog
-from tests.conftest import free_port
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits  # noqa: F401
 from tests.fakes.stripe_upstream import API_KEY, FakeStripe
+from tests.helpers import free_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("console_defaults")]
 
 
-# The console's cast (tests/console/conftest.py): Alice owns acme, Dave is its admin, Bob owns globex.
+# The console's cast (tests.helpers.people, the `world` fixture): Alice owns acme, Dave is its admin, Bob owns globex.
 @pytest.fixture
 def acme(world):
     return world.acme

@@ -13,13 +13,14 @@ from django.urls import reverse
 from billing.models import PriceOverride
 from routing.services import model_deployments_set
 from tenants.audit import Actor
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits, client_as, world  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 BADGE = "No known price: calls are logged without a cost and don't count against budgets"
 
 
 @pytest.fixture
-def finetune(world):  # noqa: F811
+def finetune(world):
     mock = world.objects["provider"]
     model_deployments_set(
         world.acme, model_name="support-bot", deployments=[(mock, "ft:acme-support")], actor=Actor.cli()
@@ -36,7 +37,7 @@ def _model_page(client, name: str, slug: str = "acme"):
 
 
 @pytest.mark.django_db
-def test_alice_sees_the_badge_on_an_unpriced_deployment_only(finetune, client_as):  # noqa: F811
+def test_alice_sees_the_badge_on_an_unpriced_deployment_only(finetune, client_as):
     client = client_as(finetune.alice)
     page = _models_page(client)
     assert page.count(BADGE) == 1  # the fine-tune; gpt-4o-mini's mock-chat has a shipped price
@@ -47,7 +48,7 @@ def test_alice_sees_the_badge_on_an_unpriced_deployment_only(finetune, client_as
 
 
 @pytest.mark.django_db
-def test_a_base_model_prices_the_deployment_and_removes_the_badge(finetune, client_as):  # noqa: F811
+def test_a_base_model_prices_the_deployment_and_removes_the_badge(finetune, client_as):
     mock = finetune.objects["provider"]
     model_deployments_set(
         finetune.acme,
@@ -61,13 +62,13 @@ def test_a_base_model_prices_the_deployment_and_removes_the_badge(finetune, clie
 
 
 @pytest.mark.django_db
-def test_a_negotiated_price_counts_as_a_known_price(finetune, client_as):  # noqa: F811
+def test_a_negotiated_price_counts_as_a_known_price(finetune, client_as):
     PriceOverride.objects.create(tenant=finetune.acme, model="ft:acme-support", input=Decimal(1), output=Decimal(2))
     assert BADGE not in _models_page(client_as(finetune.alice))
 
 
 @pytest.mark.django_db
-def test_bob_cannot_see_alices_unpriced_model(finetune, client_as):  # noqa: F811
+def test_bob_cannot_see_alices_unpriced_model(finetune, client_as):
     bob = client_as(finetune.bob)
     assert _model_page(bob, "support-bot").status_code == 404
     assert _models_page(bob, "acme").count(BADGE) == 0

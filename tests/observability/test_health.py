@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from observability import health
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ from observability.models import CallLog
 from tenants.audit import Actor
 from tenants.models import Membership, Role
 from tenants.services import virtual_key_create
-from tests.billing.test_ledger import record
+from tests.helpers.billing import record
 
 if importlib.util.find_spec("daphne") is None and "channels.testing" not in sys.modules:
     # channels.testing's package __init__ imports daphne for its live-server test case, which we do not

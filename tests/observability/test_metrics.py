@@ -7,32 +7,17 @@ import asyncio
 import time
 from decimal import Decimal
 
-import httpx
 import orjson
 import pytest
 from django.test import RequestFactory
-from prometheus_client.parser import text_string_to_metric_families
 
 from observability import exposition
 from observability.logbuffer import buffer
 from proxy import lifecycle, pipeline
 from proxy.configcache import state
-from tests.conftest import wait_for
+from tests.helpers.observability import samples, value
 
 TOKEN = "metrics-token-0123456789"
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of a scrape, parsed by prometheus_client's own parser (so the format is valid)."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found: dict, name: str, **labels) -> float:
-    return found.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))), 0.0)
 
 
 def record(**fields) -> dict:
@@ -173,32 +158,6 @@ def test_overhead_header_on_json_and_stream_answers_excludes_upstream_time(acme,
     assert gained("gateway_ttfb_seconds_count", model="gpt-4o-mini") == 3
     assert gained("gateway_tokens_total", model="gpt-4o-mini", provider="main", type="prompt") > 0
     assert not [labels for (_n, labels) in after if ("model", "no-such-model-a1b2") in labels]
-
-
-def test_one_scrape_sums_the_calls_of_two_gateway_processes(gateway_factory, acme, mint, upstream, settings):
-    if not settings.REDIS_URL:
-        pytest.skip("metrics across processes are summed in Redis")
-    env = {"GATEWAY_METRICS_TOKEN": TOKEN}
-    first, second = gateway_factory(extra_env=env), gateway_factory(extra_env=env)
-    secret = mint(acme)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-
-    def requests_ok() -> float:
-        scrape = httpx.get(f"{first.url}/metrics", headers=auth, timeout=5)
-        assert scrape.status_code == 200
-        return value(samples(scrape.text), "gateway_requests_total", model="gpt-4o-mini", provider="main", status=200)
-
-    start = requests_ok()
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {secret}"}) as http:
-        for server, count in ((first, 3), (second, 4)):
-            for _ in range(count):
-                response = http.post(f"{server.url}/v1/chat/completions", json=body)
-                assert response.status_code == 200
-                assert float(response.headers["x-gateway-overhead-ms"]) >= 0
-    # Each process folds its own batches in; the first process's scrape sees both.
-    assert wait_for(lambda: requests_ok() - start == 7, timeout=10), requests_ok() - start
-    assert httpx.get(f"{second.url}/metrics", timeout=5).status_code == 401
 
 
 def test_spend_renders_as_an_exact_decimal():

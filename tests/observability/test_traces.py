@@ -15,8 +15,8 @@ from observability import logbuffer, traces
 from observability.logbuffer import buffer
 from proxy import lifecycle, pipeline
 from proxy.configcache import state
-from tests.conftest import wait_for
 from tests.fakes.otlp_collector import FakeCollector
+from tests.helpers import wait_for
 
 SERVER, CLIENT = 2, 3  # OTLP's SpanKind numbers
 # The client's own trace: the call's span joins it as a child of the client's span.

@@ -9,7 +9,6 @@ import pytest
 from gateway_project.common import crypto
 from routing.models import ProviderCredential
 from routing.probe import _bedrock_control_url, provider_test_connection
-from tests.conftest import UPSTREAM_KEY
 from tests.fakes.anthropic_upstream import API_KEY as ANTHROPIC_KEY
 from tests.fakes.anthropic_upstream import LISTING as ANTHROPIC_LISTING
 from tests.fakes.anthropic_upstream import MODELS as ANTHROPIC_MODELS
@@ -26,6 +25,7 @@ from tests.fakes.gemini_upstream import API_KEY as GEMINI_KEY
 from tests.fakes.gemini_upstream import LISTING as GEMINI_LISTING
 from tests.fakes.gemini_upstream import MODELS as GEMINI_MODELS
 from tests.fakes.gemini_upstream import FakeGemini
+from tests.helpers import UPSTREAM_KEY
 
 pytestmark = pytest.mark.django_db
 

@@ -49,19 +49,6 @@ WEATHER_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeGemini:
-    server = FakeGemini().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gemini(fake: FakeGemini) -> FakeGemini:
-    fake.reset()
-    return fake
-
-
 def deployment(fake: FakeGemini, model: str = "gemini-2.0-flash", key: str = API_KEY) -> Deployment:
     dep = Deployment(
         id=1,
@@ -406,57 +393,6 @@ def test_embeddings_in_base64_are_little_endian_float32(gemini):
     body = orjson.loads(send(deployment(gemini, "text-embedding-004"), payload, ctx("embeddings")).body)
     raw = base64.b64decode(body["data"][0]["embedding"])
     assert struct.unpack("<3f", raw) == pytest.approx((0.5, -0.25, 0.5))
-
-
-# --- end to end -----------------------------------------------------------------------------------
-
-
-def test_the_openai_sdk_talks_to_gemini_through_the_gateway(gateway, gemini, mint, monkeypatch):
-    import openai
-
-    from observability.models import CallLog
-    from tenants.config import apply_config
-    from tests.conftest import wait_for
-
-    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
-    acme, _changes = apply_config(
-        "tenant: acme\nname: Acme Corp\nproviders:\n"
-        f"  - {{name: gemini, kind: gemini, base_url: '{gemini.base_url}', api_key: env:GEMINI_API_KEY}}\n"
-        "models:\n"
-        "  - {name: flash, deployments: [{provider: gemini, model: gemini-2.0-flash}]}\n"
-        "  - {name: flash-tools, deployments: [{provider: gemini, model: tools}]}\n"
-        "  - {name: embed, deployments: [{provider: gemini, model: text-embedding-004}]}\n"
-    )
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=mint(acme), max_retries=0)
-
-    completion = client.chat.completions.create(model="flash", messages=[{"role": "user", "content": "Hi"}])
-    assert completion.choices[0].message.content == "Hello from the fake Gemini."
-
-    stream = client.chat.completions.create(
-        model="flash",
-        messages=[{"role": "user", "content": "Stream it"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake Gemini."
-    assert chunks[-1].usage.completion_tokens == 6  # cumulative usage counted once, not summed
-
-    messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(model="flash-tools", messages=messages, tools=[WEATHER_TOOL])
-    call = first.choices[0].message.tool_calls[0]
-    messages += [first.choices[0].message.model_dump(exclude_none=True)]
-    messages += [{"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
-    second = client.chat.completions.create(model="flash-tools", messages=messages, tools=[WEATHER_TOOL])
-    assert second.choices[0].message.content == 'The tool get_weather said {"temp_c": 21}'
-
-    vectors = client.embeddings.create(model="embed", input=["hello"])  # the SDK asks for base64
-    assert vectors.data[0].embedding == pytest.approx([0.5, -0.25, 0.5])
-
-    def stream_log():
-        return CallLog.objects.filter(tenant_id=acme.id, requested_model="flash", completion_tokens=6).count() == 2
-
-    assert wait_for(stream_log)
 
 
 # --- thought signatures and stop reasons -------------------------------------------------------------

@@ -19,13 +19,14 @@ from proxy.snapshot import CooldownSpec
 from routing.models import ModelDeployment, ModelRoute, RouteRule
 from routing.services import model_deployments_set, model_routes_set, route_rules_set
 from tenants.audit import Actor
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits, client_as, world  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def models(world):  # noqa: F811
+def models(world):
     mock = world.objects["provider"]
     for name in ("cheap", "smart-v2"):
         model_deployments_set(world.acme, model_name=name, deployments=[(mock, f"{name}-up")], actor=Actor.cli())
@@ -56,7 +57,7 @@ def route_url(name: str = "gpt-4o-mini", slug: str = "acme") -> str:
 # --- Model routing settings ------------------------------------------------------------------------
 
 
-def test_alice_edits_strategy_fallbacks_split_and_cooldown(models, client_as):  # noqa: F811
+def test_alice_edits_strategy_fallbacks_split_and_cooldown(models, client_as):
     client = client_as(models.alice)
     response = client.post(
         route_url(),
@@ -91,7 +92,7 @@ def test_alice_edits_strategy_fallbacks_split_and_cooldown(models, client_as):  
     assert b'value="cheap"' in page.content
 
 
-def test_a_fallback_cycle_is_shown_on_the_field_and_changes_nothing(models, client_as):  # noqa: F811
+def test_a_fallback_cycle_is_shown_on_the_field_and_changes_nothing(models, client_as):
     model_routes_set(models.acme, routes={"cheap": {"fallbacks": ["gpt-4o-mini"]}}, actor=Actor.cli())
     response = client_as(models.alice).post(route_url(), route_form(fallbacks="cheap"), **HTMX)
     assert response.status_code == 200
@@ -100,19 +101,19 @@ def test_a_fallback_cycle_is_shown_on_the_field_and_changes_nothing(models, clie
     assert not ModelRoute.objects.filter(tenant=models.acme, model_name="gpt-4o-mini").exists()
 
 
-def test_an_unknown_fallback_is_refused(models, client_as):  # noqa: F811
+def test_an_unknown_fallback_is_refused(models, client_as):
     response = client_as(models.alice).post(route_url(), route_form(fallbacks="cheap, nope"), **HTMX)
     assert b"unknown model" in response.content
     assert not ModelRoute.objects.filter(tenant=models.acme, model_name="gpt-4o-mini").exists()
 
 
-def test_a_split_needs_a_percent(models, client_as):  # noqa: F811
+def test_a_split_needs_a_percent(models, client_as):
     response = client_as(models.alice).post(route_url(), route_form(split_model="smart-v2"), **HTMX)
     assert b'id="id_split_percent_error"' in response.content
     assert not ModelRoute.objects.filter(tenant=models.acme).exists()
 
 
-def test_deployment_weights_are_edited_with_the_deployments(models, client_as):  # noqa: F811
+def test_deployment_weights_are_edited_with_the_deployments(models, client_as):
     provider = models.objects["provider"]
     data = {
         "dep-TOTAL_FORMS": "2",
@@ -139,7 +140,7 @@ def test_deployment_weights_are_edited_with_the_deployments(models, client_as): 
     assert b'id="id_dep-0-weight_error"' in response.content
 
 
-def test_a_viewer_reads_but_cannot_save(models, client_as):  # noqa: F811
+def test_a_viewer_reads_but_cannot_save(models, client_as):
     charlie = client_as(models.charlie)
     page = charlie.get(reverse("model-detail", kwargs={"slug": "acme", "name": "gpt-4o-mini"}))
     assert page.status_code == 200
@@ -148,7 +149,7 @@ def test_a_viewer_reads_but_cannot_save(models, client_as):  # noqa: F811
     assert not ModelRoute.objects.filter(tenant=models.acme).exists()
 
 
-def test_bob_gets_404_on_alices_model_routing(models, client_as):  # noqa: F811
+def test_bob_gets_404_on_alices_model_routing(models, client_as):
     bob = client_as(models.bob)
     assert bob.post(route_url(), route_form(strategy="weighted")).status_code == 404
     # Through his own tenant, Alice's model name is just unknown.
@@ -167,7 +168,7 @@ def rules_data(*rules: dict, initial: int = 0) -> dict:
     return data
 
 
-def test_alice_edits_the_ordered_rules(models, client_as):  # noqa: F811
+def test_alice_edits_the_ordered_rules(models, client_as):
     url = reverse("route-rules", kwargs={"slug": "acme"})
     client = client_as(models.alice)
     response = client.post(
@@ -201,7 +202,7 @@ def test_alice_edits_the_ordered_rules(models, client_as):  # noqa: F811
     assert [r.route for r in RouteRule.objects.filter(tenant=models.acme)] == ["cheap"]
 
 
-def test_a_rule_without_conditions_is_refused_with_its_position(models, client_as):  # noqa: F811
+def test_a_rule_without_conditions_is_refused_with_its_position(models, client_as):
     route_rules_set(models.acme, rules=[{"if": {"tags": ["x"]}, "route": "cheap"}], actor=Actor.cli())
     url = reverse("route-rules", kwargs={"slug": "acme"})
     response = client_as(models.alice).post(
@@ -212,14 +213,14 @@ def test_a_rule_without_conditions_is_refused_with_its_position(models, client_a
     assert [r.match for r in RouteRule.objects.filter(tenant=models.acme)] == [{"tags": ["x"]}]
 
 
-def test_bad_metadata_is_shown_on_its_field(models, client_as):  # noqa: F811
+def test_bad_metadata_is_shown_on_its_field(models, client_as):
     url = reverse("route-rules", kwargs={"slug": "acme"})
     response = client_as(models.alice).post(url, rules_data({"metadata": "team", "route": "cheap"}), **HTMX)
     assert b'id="id_rule-0-metadata_error"' in response.content
     assert not RouteRule.objects.exists()
 
 
-def test_a_viewer_cannot_change_rules_and_bob_cannot_see_them(models, client_as):  # noqa: F811
+def test_a_viewer_cannot_change_rules_and_bob_cannot_see_them(models, client_as):
     url = reverse("route-rules", kwargs={"slug": "acme"})
     route_rules_set(models.acme, rules=[{"if": {"tags": ["secret-tag"]}, "route": "cheap"}], actor=Actor.cli())
     charlie = client_as(models.charlie)
@@ -235,7 +236,7 @@ def test_a_viewer_cannot_change_rules_and_bob_cannot_see_them(models, client_as)
 # --- Simulate panel --------------------------------------------------------------------------------
 
 
-def test_the_simulate_panel_shows_the_decision(models, client_as):  # noqa: F811
+def test_the_simulate_panel_shows_the_decision(models, client_as):
     route_rules_set(models.acme, rules=[{"if": {"tags": ["batch"]}, "route": "cheap"}], actor=Actor.cli())
     url = reverse("routing-simulate", kwargs={"slug": "acme"})
     response = client_as(models.charlie).post(url, {"model": "gpt-4o-mini", "tags": "batch"}, **HTMX)
@@ -246,7 +247,7 @@ def test_the_simulate_panel_shows_the_decision(models, client_as):  # noqa: F811
     assert b"<strong>gpt-4o-mini</strong>." in response.content
 
 
-def test_bob_cannot_pick_alices_models_in_his_simulator(models, client_as):  # noqa: F811
+def test_bob_cannot_pick_alices_models_in_his_simulator(models, client_as):
     url = reverse("routing-simulate", kwargs={"slug": "globex"})
     response = client_as(models.bob).post(url, {"model": "cheap"}, **HTMX)
     assert b"Select a valid choice" in response.content
@@ -256,7 +257,7 @@ def test_bob_cannot_pick_alices_models_in_his_simulator(models, client_as):  # n
 # --- Health panel ----------------------------------------------------------------------------------
 
 
-def test_the_health_panel_shows_breakers_error_rate_and_latency(models, client_as):  # noqa: F811
+def test_the_health_panel_shows_breakers_error_rate_and_latency(models, client_as):
     dep = ModelDeployment.objects.get(tenant=models.acme, model_name="cheap")
     other = ModelDeployment.objects.get(tenant=models.acme, model_name="gpt-4o-mini")
     now = timezone.now()
@@ -293,7 +294,7 @@ def test_the_health_panel_shows_breakers_error_rate_and_latency(models, client_a
     assert 'badge-danger">open' in row[: row.index("</tr>")]
 
 
-def test_the_models_page_polls_the_health_panel(models, client_as):  # noqa: F811
+def test_the_models_page_polls_the_health_panel(models, client_as):
     page = client_as(models.charlie).get(reverse("models", kwargs={"slug": "acme"})).content.decode()
     assert 'hx-get="/t/acme/routing/health/"' in page and 'hx-trigger="load, every 5s"' in page
 
@@ -346,7 +347,7 @@ def test_percentile_interpolates_like_postgres():
     assert percentile([100, 200, 300, 400, 1000], 0.95) == pytest.approx(880)
 
 
-def test_the_model_page_has_the_ab_section_and_the_period_select(models, client_as):  # noqa: F811
+def test_the_model_page_has_the_ab_section_and_the_period_select(models, client_as):
     model_routes_set(
         models.acme,
         routes={"gpt-4o-mini": {"split": {"model": "smart-v2", "percent": 10}}},

@@ -2,7 +2,6 @@
 and the `pii` field of the key API. Admins write, everyone in the tenant reads; Bob's token sees only
 globex; a refused policy changes nothing; a saved one reaches the proxies' config cache."""
 
-# ruff: noqa: F811  (the console's fixtures are imported, and pytest passes them as arguments)
 from __future__ import annotations
 
 import json
@@ -17,7 +16,8 @@ from routing.policies.services import tenant_pii_policy_set
 from tenants.audit import Actor
 from tenants.changes import channel
 from tenants.models import AuditLog, Role, VirtualKey
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits, api_as, world  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 PII = {
     "mode": "enforce",

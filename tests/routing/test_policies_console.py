@@ -2,14 +2,15 @@
 settings and a key's own policy, and previews what a policy does to a pasted text; Charlie (viewer)
 reads; Erin (member) cannot switch the policy off for her own key; Bob (globex) gets 404 for acme's."""
 
-# ruff: noqa: F811  (the console's fixtures are imported, and pytest passes them as arguments)
 from __future__ import annotations
 
+import pytest
 from django.urls import reverse
 
 from routing.policies.services import tenant_pii_policy_set
 from tenants.audit import Actor
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits, client_as, world  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 EMAIL = "jane.doe@example.com"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the console's fixtures are imported, and pytest passes them as arguments)
 """Provider kinds (anthropic, azure, gemini, bedrock, extra headers): YAML, storage, loader,
 console form and management API.
 
@@ -20,7 +19,6 @@ from proxy.loader import load_tenant
 from routing.models import ModelDeployment, ProviderCredential
 from tenants.config import ConfigError, apply_config, export_config
 from tenants.models import Role, Tenant
-from tests.console.conftest import api_as, client_as, world  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -16,13 +16,14 @@ from routing.services import model_deployments_set, model_routes_set, provider_u
 from tenants.audit import Actor
 from tenants.models import Role
 from tenants.services import virtual_key_create
-from tests.console.conftest import _fast_passwords, _fresh_rate_limits, api_as, world  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
 
 URL = "/api/v1/routing/simulate/"
 
 
 @pytest.fixture
-def routed(world):  # noqa: F811
+def routed(world):
     actor = Actor(user=world.alice)
     acme = world.acme
     mock = world.objects["provider"]
@@ -52,7 +53,7 @@ def test_the_url_is_the_documented_one():
     assert reverse("api-routing-simulate") == URL
 
 
-def test_alice_sees_the_deployments_in_order_and_the_fallbacks(routed, api_as):  # noqa: F811
+def test_alice_sees_the_deployments_in_order_and_the_fallbacks(routed, api_as):
     response = simulate(api_as(Role.VIEWER), model="smart")
     assert response.status_code == 200, response.content
     assert response.json() == {
@@ -77,12 +78,12 @@ def test_alice_sees_the_deployments_in_order_and_the_fallbacks(routed, api_as): 
         ({"tags": ["interactive"], "user": "u1"}, "smart", None),
     ],
 )
-def test_rules_are_applied_in_order(routed, api_as, body, model, rule):  # noqa: F811
+def test_rules_are_applied_in_order(routed, api_as, body, model, rule):
     data = simulate(api_as(Role.VIEWER), model="smart", **body).json()
     assert (data["model"], data["rule"]) == (model, rule)
 
 
-def test_a_split_sends_the_variant_and_says_so(routed, api_as):  # noqa: F811
+def test_a_split_sends_the_variant_and_says_so(routed, api_as):
     model_routes_set(
         routed.acme,
         routes={"smart": {"split": {"model": "smart-v2", "percent": 100, "sticky": "user"}}},
@@ -102,7 +103,7 @@ def test_a_split_sends_the_variant_and_says_so(routed, api_as):  # noqa: F811
     assert (data["model"], data["variant"]) == ("smart", None)
 
 
-def test_an_open_breaker_shows_as_open(routed, api_as):  # noqa: F811
+def test_an_open_breaker_shows_as_open(routed, api_as):
     dep = ModelDeployment.objects.get(tenant=routed.acme, model_name="smart", upstream_model="smart-a")
     health.failure(dep.id, CooldownSpec(failures=1, window_s=60, cooldown_s=300))
     try:
@@ -112,7 +113,7 @@ def test_an_open_breaker_shows_as_open(routed, api_as):  # noqa: F811
     assert [d["breaker"] for d in data["deployments"]] == ["open", "closed"]
 
 
-def test_unknown_model_and_key_are_404_in_the_api_format(routed, api_as):  # noqa: F811
+def test_unknown_model_and_key_are_404_in_the_api_format(routed, api_as):
     client = api_as(Role.VIEWER)
     response = simulate(client, model="nope")
     assert response.status_code == 404
@@ -122,13 +123,13 @@ def test_unknown_model_and_key_are_404_in_the_api_format(routed, api_as):  # noq
     assert response.json()["error"]["code"] == "not_found"
 
 
-def test_a_body_without_model_is_400(routed, api_as):  # noqa: F811
+def test_a_body_without_model_is_400(routed, api_as):
     response = simulate(api_as(Role.VIEWER), user="x")
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"model": ["This field is required."]}
 
 
-def test_bob_cannot_simulate_alices_models_or_keys(routed, api_as):  # noqa: F811
+def test_bob_cannot_simulate_alices_models_or_keys(routed, api_as):
     bob = api_as(Role.OWNER, routed.globex)
     response = simulate(bob, model="smart")
     assert response.status_code == 404
@@ -139,7 +140,7 @@ def test_bob_cannot_simulate_alices_models_or_keys(routed, api_as):  # noqa: F81
     assert b"smart" not in response.content and b"mock" not in response.content
 
 
-def test_a_member_token_cannot_simulate_with_someone_elses_key(routed, api_as):  # noqa: F811
+def test_a_member_token_cannot_simulate_with_someone_elses_key(routed, api_as):
     # The member token is minted by Alice, so Alice's keys are its own; Erin's key is not.
     response = simulate(api_as(Role.MEMBER), model="smart", key="erin-notebook")
     assert response.status_code == 404
@@ -151,7 +152,7 @@ def test_it_is_in_the_api_schema(routed, client):
     assert "get" in schema["paths"]["/api/v1/routing/ab/"]
 
 
-def test_the_ab_api_compares_the_split(routed, api_as):  # noqa: F811
+def test_the_ab_api_compares_the_split(routed, api_as):
     from observability.models import CallLog
 
     model_routes_set(

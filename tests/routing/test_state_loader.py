@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from proxy.loader import load_tenant
 from proxy.snapshot import CooldownSpec, RouteSpec, RuleSpec, SplitSpec
 from tenants.config import apply_config
-from tests.routing.test_declarative import ACME
+from tests.helpers.routing import ACME
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 
 from gateway_project.common.env import default_public_url, is_loopback_host
 from gateway_project.startup import check_port_free
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 # Variables that would leak the test run's own configuration into the process under test.
 _SCRUB = {"SECRET_KEY", "SECRET_KEY_FILE", "PYTEST_VERSION", "GATEWAY_DEV", "DEBUG", "HOST", "PORT", "PUBLIC_URL"}

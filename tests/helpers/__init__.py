@@ -1,0 +1,165 @@
+"""Helpers shared by test modules that are not fixtures: the fixtures are in tests/conftest.py.
+
+Test modules import from here (and from tests.fakes.*), never from each other or from a conftest.
+This package: the test tenant YAML, real gateway servers (GatewayServer, start_gateway), wait_for,
+free_port. Next to it: people.py (the console's named people), billing.py (ledger and invoice rows),
+browser.py (Chromium for Playwright), routing.py (the routing YAML), pii_corpus.py (the PII corpus),
+observability.py (reading a Prometheus scrape).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+UPSTREAM_KEY = "sk-upstream-test-0001"
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
+
+
+def tenant_yaml(slug: str, base_url: str, models: dict[str, str] | None = None) -> str:
+    models = models or {"gpt-4o-mini": "gpt-4o-mini"}
+    lines = [
+        f"tenant: {slug}",
+        f"name: {slug.title()} Corp",
+        "providers:",
+        "  - name: main",
+        "    kind: openai-compatible",
+        f"    base_url: {base_url}",
+        "    api_key: env:FAKE_UPSTREAM_KEY",
+        "  - name: mock",
+        "    kind: mock",
+        "models:",
+    ]
+    for public, upstream_model in models.items():
+        provider = "mock" if upstream_model.startswith("mock") else "main"
+        lines += [
+            f"  - name: {public}",
+            "    deployments:",
+            f"      - provider: {provider}",
+            f"        model: {upstream_model}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+ACME_MODELS = {
+    "gpt-4o-mini": "gpt-4o-mini",
+    "slow": "slow-stream",
+    "broken": "fail-500",
+    "limited": "fail-429",
+    "bad-temp": "fail-400",
+    "html": "fail-html",
+    "embed": "text-embedding-3-small",
+    "local": "mock-chat",
+}
+
+
+# --- real gateway servers -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    assert db["ENGINE"].endswith("postgresql"), "end-to-end tests need PostgreSQL (make test sets DATABASE_URL)"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class GatewayServer:
+    def __init__(self, port: int, proc: subprocess.Popen, log_path: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, redis: bool = True) -> GatewayServer:
+    """A gateway under granian on this run's test database and Redis database (see tests/isolation.py)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "GATEWAY_PRIVATE_UPSTREAMS": "127.0.0.0/8",
+        "GATEWAY_LOG_FLUSH_INTERVAL": "0.1",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+    # Each server start would otherwise compile Django and the project anew (about 2 s of CPU).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if redis and settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env.pop("REDIS_URL", None)
+    env.update(extra_env or {})
+    log_path = tmp_path / f"gateway-{port}.log"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "gateway_project.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = GatewayServer(port, proc, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/v1/models", timeout=1).status_code == 401:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"gateway did not start:\n{server.log()}")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
