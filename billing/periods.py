@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 # (period, tz) -> (start, end, key): the key of the minute last asked about. Every admission with a budget
 # asks, and period boundaries fall on whole minutes in every time zone, so one entry per budget shape
@@ -12,7 +11,7 @@ from zoneinfo import ZoneInfo
 _recent: dict[tuple[str, Any], tuple[float, float, str]] = {}
 
 
-def period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
+def period_key(period: str, now: datetime, tz: tzinfo) -> str:
     ts = now.timestamp()
     recent = _recent.get((period, tz))
     if recent is not None and recent[0] <= ts < recent[1]:
@@ -25,7 +24,7 @@ def period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
     return key
 
 
-def _period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
+def _period_key(period: str, now: datetime, tz: tzinfo) -> str:
     local = now.astimezone(tz)
     if period == "day":
         return local.strftime("%Y-%m-%d")
@@ -37,7 +36,7 @@ def _period_key(period: str, now: datetime, tz: ZoneInfo) -> str:
     return "total"
 
 
-def period_start(period: str, now: datetime, tz: ZoneInfo) -> date | None:
+def period_start(period: str, now: datetime, tz: tzinfo) -> date | None:
     """First local day of the period containing `now` (None for "total")."""
     local = now.astimezone(tz).date()
     if period == "day":
@@ -49,7 +48,7 @@ def period_start(period: str, now: datetime, tz: ZoneInfo) -> date | None:
     return None
 
 
-def seconds_to_next_period(period: str, now: datetime, tz: ZoneInfo) -> int | None:
+def seconds_to_next_period(period: str, now: datetime, tz: tzinfo) -> int | None:
     """Seconds until the period containing `now` ends (None for "total", which never resets)."""
     start = period_start(period, now, tz)
     if start is None:

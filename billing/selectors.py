@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -45,7 +45,7 @@ def _ledger(tenant_id: int, since: date | None = None, until: date | None = None
     return rows
 
 
-def spent_in_period_pico(budget: Budget, *, now: datetime, tz: ZoneInfo) -> int:
+def spent_in_period_pico(budget: Budget, *, now: datetime, tz: tzinfo) -> int:
     start = period_start(budget.period, now, tz)
     kind, _, value = budget.scope.partition(":")
     if kind == "tag":

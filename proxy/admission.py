@@ -6,10 +6,9 @@ import asyncio
 import logging
 import math
 import os
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
 
@@ -246,7 +245,7 @@ def budget_counter_key(budget_id: int, period: str) -> str:
     return f"gw:b:{budget_id}:{period}"
 
 
-def seed_budget_counter(budget_id: int, counter_key: str, tz: ZoneInfo, now: datetime) -> None:
+def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now: datetime) -> None:
     """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
     budget = Budget.objects.filter(id=budget_id).first()
     spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0

@@ -9,8 +9,9 @@ this handler resolves and calls the same Django views without either.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
@@ -24,10 +25,16 @@ from proxy.relay import GatewayStreamResponse
 
 class ProxyHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        # Async in, async out: convert_exception_to_response keeps a coroutine function one.
+        self._middleware_chain = cast(
+            "Callable[[Any], Awaitable[Any]]",
+            convert_exception_to_response(
+                self._get_response_async  # type: ignore[attr-defined]  # BaseHandler's private coroutine, not in django-stubs
+            ),
+        )
 
     async def get_response_async(self, request: Any) -> Any:
         # Django's version logs every 4xx/5xx through sync_to_async (a thread hop); the proxy records
@@ -56,6 +63,7 @@ class ProxyHandler(ASGIHandler):
             set_script_prefix(scope.get("root_path", "") or "/")
             request, error_response = self.create_request(scope, body_file)
             if request is None:
+                assert error_response is not None  # create_request returns one or the other
                 # Django's own answers here are plain text; the API answers in OpenAI's format.
                 status = error_response.status_code
                 await self.send_response(

@@ -64,7 +64,7 @@ def retry_after(result: UpstreamResult) -> float | None:
     return None
 
 
-def backoff(attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+def backoff(attempt: int, rng: random.Random = random._inst) -> float:
     base = settings.GATEWAY_RETRY_BACKOFF * (2**attempt)
     return min(base + rng.uniform(0, base), MAX_BACKOFF)
 

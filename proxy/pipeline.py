@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from gateway_project.common.redact import redact_bytes, secrets_of
 from proxy import admission, errors, router
@@ -47,7 +47,7 @@ def _error_response(call: Call, exc: ProxyError, front: Front) -> HttpResponse:
     return response
 
 
-def mark_overhead(call: Call, response: HttpResponse) -> None:
+def mark_overhead(call: Call, response: HttpResponseBase) -> None:
     """x-gateway-overhead-ms: the time spent in the gateway so far, the upstream attempts' time excluded
     (for a stream, what is known when its headers go out). Logged with the call for /metrics."""
     upstream_ms = sum(attempt["latency_ms"] for attempt in call.attempts)

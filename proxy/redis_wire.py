@@ -176,7 +176,7 @@ class Client:
         self.password = opts.get("password")
         self.loop = loop
         self.conn: Connection | None = None
-        self.connecting: asyncio.Future | None = None
+        self.connecting: asyncio.Future[Connection] | None = None
 
     async def _connect(self) -> Connection:
         def factory() -> Connection:

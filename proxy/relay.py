@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.http import StreamingHttpResponse
 
@@ -55,7 +55,7 @@ class GatewayStreamResponse(StreamingHttpResponse):
                 call.cache.stream_ended(call, upstream)  # stores a stream that ended cleanly
             call.finish()
 
-    async def _relay(self) -> AsyncIterator[bytes]:
+    async def _relay(self) -> AsyncGenerator[bytes]:
         call, filters = self.call, self.filters
         disconnected = False
         try:

@@ -78,7 +78,8 @@ class RoutingAbApi(TokenApi):
     class VariantSerializer(serializers.Serializer):
         group = serializers.CharField(help_text='"control" or the variant model.')
         requests = serializers.IntegerField()
-        errors = serializers.IntegerField()
+        # DRF's metaclass moves declared fields out of the class: this does not shadow Serializer.errors.
+        errors = serializers.IntegerField()  # type: ignore[assignment]
         error_rate = serializers.FloatField(allow_null=True)
         p50_ms = serializers.FloatField(allow_null=True)
         p95_ms = serializers.FloatField(allow_null=True)

@@ -112,16 +112,17 @@ def _image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _document_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
-    kind = source.get("type") if isinstance(source, dict) else None
-    if kind == "text" and isinstance(source.get("data"), str):
-        return _with_cache_control({"type": "text", "text": source["data"]}, block)
-    if kind == "base64" and isinstance(source.get("data"), str):
-        media_type = source.get("media_type") or "application/pdf"
-        file = {
-            "filename": block.get("title") or "document.pdf",
-            "file_data": f"data:{media_type};base64,{source['data']}",
-        }
-        return _with_cache_control({"type": "file", "file": file}, block)
+    if isinstance(source, dict):
+        kind = source.get("type")
+        if kind == "text" and isinstance(source.get("data"), str):
+            return _with_cache_control({"type": "text", "text": source["data"]}, block)
+        if kind == "base64" and isinstance(source.get("data"), str):
+            media_type = source.get("media_type") or "application/pdf"
+            file = {
+                "filename": block.get("title") or "document.pdf",
+                "file_data": f"data:{media_type};base64,{source['data']}",
+            }
+            return _with_cache_control({"type": "file", "file": file}, block)
     raise _invalid(f"{where}.source: only text and base64 documents can be sent to this model", f"{where}.source")
 
 
@@ -437,7 +438,7 @@ def _thinking_of(message: dict[str, Any]) -> list[dict[str, Any]]:
 def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = found if isinstance(found := choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = _thinking_of(message)
     text = message.get("content")
     if isinstance(text, str) and text:
@@ -519,7 +520,7 @@ class StreamTranslator:
             self._start(out, None)
             self._close_block(out)
             usage = usage_of(self.usage)
-            delta = {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None}
+            delta: dict[str, Any] = {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None}
             out.append(sse("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
             out.append(sse("message_stop", {"type": "message_stop"}))
             self.ended = True
@@ -542,7 +543,7 @@ class StreamTranslator:
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = found if isinstance(found := choice.get("delta"), dict) else {}
             self._thinking(out, delta)
             text = delta.get("content")
             if isinstance(text, str) and text:
@@ -621,10 +622,10 @@ class StreamTranslator:
         return sse("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
 
     def _tool_delta(self, out: list[bytes], call: dict[str, Any]) -> None:
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = found if isinstance(found := call.get("function"), dict) else {}
         index = call.get("index", 0)
         if self.block != "tool_use" or call.get("id") or index != self.tool_index:
-            block = {
+            block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": call.get("id") or "toolu_" + os.urandom(12).hex(),
                 "name": function.get("name") or "",

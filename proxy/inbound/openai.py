@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from proxy import errors
 from proxy.call import CacheHeaders
@@ -240,7 +240,7 @@ def cache_headers(request: HttpRequest) -> CacheHeaders | None:
 
 
 def set_headers(
-    response: HttpResponse, call_request_id: str, deployment: Deployment | None, extra: dict | None
+    response: HttpResponseBase, call_request_id: str, deployment: Deployment | None, extra: dict | None
 ) -> None:
     response["x-request-id"] = call_request_id
     if deployment is not None:

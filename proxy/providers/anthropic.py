@@ -110,16 +110,17 @@ def _part(part: Any) -> dict:
     if not isinstance(part, dict):
         raise _BadRequest("Each content part must be an object")
     kind = part.get("type")
+    block: dict[str, Any]
     if kind == "text":
         block = {"type": "text", "text": str(part.get("text") or "")}
     elif kind == "image_url":
         image = part.get("image_url")
         block = _image(image.get("url") if isinstance(image, dict) else image)
     elif kind in THINKING_BLOCKS:
-        block = _thinking_block(part)
-        if block is None:
+        thinking = _thinking_block(part)
+        if thinking is None:
             return {"type": "text", "text": ""}  # left out, as an empty text block is
-        return block
+        return thinking
     elif kind == "file":
         data = (part.get("file") or {}).get("file_data") or ""
         header, _, encoded = data.partition(",")
@@ -209,6 +210,7 @@ def _assistant(message: dict) -> Any:
 def _messages(payload: dict) -> tuple[list[dict], list[dict]]:
     system: list[dict] = []
     out: list[dict] = []
+    content: str | list[dict]
     for message in payload.get("messages") or ():
         if not isinstance(message, dict):
             raise _BadRequest("Each message must be an object")
@@ -219,9 +221,11 @@ def _messages(payload: dict) -> tuple[list[dict], list[dict]]:
         if role == "tool":
             role, content = "user", [_tool_result(message)]
         elif role == "user":
-            content = message.get("content")
-            if not isinstance(content, str) or "cache_control" in message:
-                content = _with_cache_control(message, _blocks(content))
+            user_content = message.get("content")
+            if isinstance(user_content, str) and "cache_control" not in message:
+                content = user_content
+            else:
+                content = _with_cache_control(message, _blocks(user_content))
         elif role == "assistant":
             content = _assistant(message)
         else:
@@ -257,6 +261,7 @@ def _tools(tools: Any) -> list[dict]:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict | None:
+    result: dict[str, Any] | None
     if choice is None:
         result = None
     elif isinstance(choice, str):
@@ -567,7 +572,7 @@ class AnthropicStream(UpstreamStream):
         # The chunk's fixed fields, serialised once (again at message_start, with the message's id).
         self._prefix = b'data: {"id":"","object":"chat.completion.chunk","created":%d,"model":"",' % int(time.time())
         self._anthropic_usage: dict = {}
-        self._tools: dict[int, int] = {}  # content block index -> OpenAI tool call index
+        self._tools: dict[Any, int] = {}  # content block index -> OpenAI tool call index
         self._thinking: dict[Any, list[str]] = {}  # thinking block index -> its text so far, until signed
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
@@ -634,7 +639,7 @@ class AnthropicStream(UpstreamStream):
         return None  # content_block_stop, ping and unknown new event types
 
     def _error_event(self, data: dict) -> bytes:
-        err = data.get("error") if isinstance(data.get("error"), dict) else {}
+        err = found if isinstance(found := data.get("error"), dict) else {}
         message = redact(
             str(err.get("message") or "The upstream provider reported an error mid-stream"), secrets_of(self.deployment)
         )
@@ -666,8 +671,8 @@ class AnthropicStream(UpstreamStream):
                         continue
                     kind = data.get("type")
                     if kind == "message_stop":
-                        for out in self._finish():
-                            yield out
+                        for final in self._finish():
+                            yield final
                         return
                     if kind == "error":
                         yield self._error_event(data)

@@ -20,7 +20,7 @@ import functools
 import struct
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -69,7 +69,7 @@ _AWS_ERRORS: dict[str, tuple[int, str]] = {
     "ModelStreamErrorException": (502, "upstream_error"),
 }
 
-_FINISH = {
+_FINISH: dict[str | None, str] = {  # looked up with a field the upstream may leave out
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -179,7 +179,7 @@ def _tool_input(arguments: Any) -> Any:
 
 
 def _assistant_blocks(message: dict) -> list[dict]:
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     text = _text_of(message.get("content"))
     if text:
         blocks.append({"text": text})
@@ -642,18 +642,19 @@ class ConverseStreamTranslator:
         for message in self.buffer:
             if self.error is not None:
                 break
-            headers = message.headers
+            # botocore-stubs types EventStreamMessage.headers as int; botocore parses them into a dict.
+            headers = cast("dict[str, Any]", message.headers)
             kind = headers.get(":message-type", "event")
             if kind == "event":
                 event = self._event(headers.get(":event-type", ""), message.payload)
                 if event:
                     out.append(event)
             else:
-                self._exception(kind, headers, message.payload)
-                out.append(b"data: " + self.error.body + b"\n\n")
+                self.error = error = self._exception(kind, headers, message.payload)
+                out.append(b"data: " + error.body + b"\n\n")
         return out
 
-    def _exception(self, kind: str, headers: dict, payload: bytes) -> None:
+    def _exception(self, kind: str, headers: dict, payload: bytes) -> UpstreamResult:
         try:
             data = orjson.loads(payload) if payload else {}
         except orjson.JSONDecodeError:
@@ -665,7 +666,7 @@ class ConverseStreamTranslator:
         # Stream exception types are lowerCamelCase ("throttlingException"): the same AWS types.
         error_type = name[:1].upper() + name[1:]
         message = str(data.get("message") or data.get("Message") or "") if isinstance(data, dict) else ""
-        self.error = aws_error(500, error_type, message, self.deployment)
+        return aws_error(500, error_type, message, self.deployment)
 
     def _event(self, name: str, payload: bytes) -> bytes | None:
         data = orjson.loads(payload) if payload else {}

@@ -216,7 +216,7 @@ def _contents(messages: list, fill_signatures: bool = False) -> tuple[list[dict]
         elif role == "user":
             add("user", _user_parts(content))
         elif role == "assistant":
-            parts = [{"text": t} for t in (_text_of(content),) if t]
+            parts: list[dict[str, Any]] = [{"text": t} for t in (_text_of(content),) if t]
             for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 name = function.get("name", "")
@@ -226,7 +226,7 @@ def _contents(messages: list, fill_signatures: bool = False) -> tuple[list[dict]
                     args = orjson.loads(raw) if isinstance(raw, str) else raw
                 except orjson.JSONDecodeError as exc:
                     raise TranslationError(f"The arguments of tool call {call.get('id')!r} are not JSON") from exc
-                part = {"functionCall": {"name": name, "args": args if isinstance(args, dict) else {}}}
+                part: dict[str, Any] = {"functionCall": {"name": name, "args": args if isinstance(args, dict) else {}}}
                 if signature := thought_signature(call):
                     part["thoughtSignature"] = signature
                 parts.append(part)

@@ -12,7 +12,7 @@ import hashlib
 import struct
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -107,7 +107,7 @@ class MockAdapter(ProviderAdapter):
         return UpstreamResult(status=200, body=orjson.dumps(body), usage=usage)
 
     def _embeddings(self, deployment: Deployment, payload: dict[str, Any]) -> UpstreamResult:
-        raw = payload.get("input")
+        raw = cast("str | list[Any]", payload.get("input"))  # checked by inbound.openai.validate_embeddings
         inputs = [raw] if isinstance(raw, str) else list(raw)
         texts = [
             x if isinstance(x, str) else " ".join(str(t) for t in x) if isinstance(x, list) else str(x) for x in inputs

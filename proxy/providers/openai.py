@@ -130,6 +130,7 @@ class OpenAIStream(UpstreamStream):
     async def events(self) -> AsyncIterator[bytes]:
         splitter = SSESplitter()
         done = False
+        event: bytes | None  # None once _take_usage drops a usage-only event
         try:
             async for chunk in self.response.aiter_raw():
                 if self.first_byte_at is None:

@@ -227,7 +227,7 @@ class ReplayStream(UpstreamStream):
         self._events = events
         self.usage = usage
 
-    async def events(self):  # type: ignore[override]
+    async def events(self):
         for event in self._events:
             yield event
 
@@ -347,6 +347,7 @@ class CacheCall:
     def bind(self, call: Call) -> str:
         """The entry's key, for the model the call was routed to (rules and splits change the answer)."""
         if not self.key:
+            assert call.key is not None  # the cache step runs after authentication
             self.key = entry_key(call.key.tenant_id, call.route or call.model, self.canonical)
         return self.key
 

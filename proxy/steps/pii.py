@@ -147,7 +147,9 @@ def scrub_logged_answer(call: Call, policy: PiiPolicy) -> None:
     """With scan_responses, the answer kept for the body log (proxy.steps.bodylog, which sees answers before
     this step, so that it stores placeholders rather than restored values) loses new PII too."""
     bodies = getattr(call, "bodies", None)
-    kept = bodies.get("response_body") if isinstance(bodies, dict) else None
+    if not isinstance(bodies, dict):
+        return
+    kept = bodies.get("response_body")
     if not kept:
         return
     # A session of its own: what the log keeps is not what the client got, so it is not counted twice.

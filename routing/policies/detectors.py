@@ -302,11 +302,11 @@ class Scanner:
         for hint in _KW_HINTS:
             pos = lowered.find(hint)
             while pos >= 0:
-                m = _KW_TAIL.match(lowered, pos + len(hint))
-                if m is not None:
-                    value = text[m.start(1) : m.end(1)].rstrip(".")
+                tail = _KW_TAIL.match(lowered, pos + len(hint))
+                if tail is not None:
+                    value = text[tail.start(1) : tail.end(1)].rstrip(".")
                     if is_random_token(value):
-                        found.append((m.start(1), m.start(1) + len(value), "secret"))
+                        found.append((tail.start(1), tail.start(1) + len(value), "secret"))
                 pos = lowered.find(hint, pos + 1)
 
     def _emails(self, text: str, found: list[Finding]) -> None:

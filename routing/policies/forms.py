@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -38,14 +38,14 @@ class PiiPolicyForm(forms.Form):
     def __init__(self, *args: Any, for_key: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.for_key = for_key
-        self.fields["source"].choices = (
+        cast(forms.ChoiceField, self.fields["source"]).choices = (
             [("inherit", "The tenant's policy"), ("own", "Its own policy, below")]
             if for_key
             else [("none", "No PII policy: requests are sent as they are"), ("own", "This policy")]
         )
         self.fields["source"].initial = "inherit" if for_key else "none"
         actions = [(a, a) for a in ACTIONS]
-        self.fields["terms_action"].choices = actions
+        cast(forms.ChoiceField, self.fields["terms_action"]).choices = actions
         # One select per detector (the person detector only where Presidio is installed), after `mode`.
         detectors = [f"detector_{name}" for name in DETECTORS]
         for name in detectors:

@@ -3,7 +3,7 @@ and the preview."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -133,7 +133,8 @@ def policy_preview(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         if not editor.is_valid():
             problems = "; ".join(
                 f"{editor[f].label if f in editor.fields else 'policy'}: {' '.join(e)}"
-                for f, e in editor.errors.items()
+                # An ErrorList iterates as its messages (strings).
+                for f, e in cast("dict[str, list[str]]", editor.errors).items()
             )
             context["preview_error"] = f"Fix the policy in the editor first ({problems})."
         elif source == "own":
