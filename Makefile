@@ -25,7 +25,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: install run serve test test-fast bench lint migrate
+.PHONY: install run serve test test-fast test-faults bench lint migrate
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -64,6 +64,12 @@ test-fast: install
 	@SECRET_KEY=$${SECRET_KEY:-collectstatic-only} $(PYTHON) manage.py gateway preflight --static-only
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PYTHON) -m pytest $(PYTEST_ARGS) -m "not e2e"
+
+# The fault-injection suite alone (tests/faults/: workers and Redis killed under real processes).
+test-faults: install
+	@SECRET_KEY=$${SECRET_KEY:-collectstatic-only} $(PYTHON) manage.py gateway preflight --static-only
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(PYTHON) -m pytest $(PYTEST_ARGS) -m faults
 
 # Style, the import contracts (pyproject.toml [tool.importlinter]) and types ([tool.mypy]). mypy's django-stubs
 # plugin imports the settings, which need a SECRET_KEY; the one here is for that import only.

@@ -350,6 +350,15 @@ GATEWAY_LOG_STREAM = envbool("GATEWAY_LOG_STREAM", True)
 GATEWAY_LOG_CONSUMER = envbool("GATEWAY_LOG_CONSUMER", True)
 # Entries a consumer took but did not acknowledge (it died) are claimed by another after this long.
 GATEWAY_LOG_CLAIM_IDLE = envfloat("GATEWAY_LOG_CLAIM_IDLE", 30.0)
+# Every call-log row of a server process goes to a local append-only spool until the database has it
+# (observability.spool): a killed worker or a Redis that lost its data loses no answered call. A
+# directory per database identity under GATEWAY_SPOOL_DIR; segments rotate every GATEWAY_SPOOL_SEGMENT s
+# and are checked against the database (and what is missing stored) once GATEWAY_SPOOL_GRACE s old.
+GATEWAY_SPOOL = envbool("GATEWAY_SPOOL", True)
+GATEWAY_SPOOL_DIR = envstr("GATEWAY_SPOOL_DIR", str(BASE_DIR / ".spool"))
+GATEWAY_SPOOL_SEGMENT = envfloat("GATEWAY_SPOOL_SEGMENT", 10.0)
+GATEWAY_SPOOL_GRACE = envfloat("GATEWAY_SPOOL_GRACE", 15.0)
+GATEWAY_SPOOL_MAX_BYTES = envint("GATEWAY_SPOOL_MAX_BYTES", 256 * 1024 * 1024)
 # Safety net for the in-process key/config cache: entries are re-read at least this often even if an
 # invalidation message was lost.
 GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)

@@ -10,14 +10,18 @@ from django.conf import settings
 
 from observability import live, stream
 from observability.logbuffer import DatabaseSink, LogBuffer, buffer
+from observability.spool import Spool
 
 
 def serve(log_buffer: LogBuffer = buffer) -> None:
-    """Live logs, and with REDIS_URL the durable stream and this process's consumer of it.
+    """The local spool (observability.spool), live logs, and with REDIS_URL the durable stream and this
+    process's consumer of it.
 
     `LogBuffer.stop()` (lifespan shutdown) flushes into the stream and then stops the consumer, which
     drains the stream into the database first.
     """
+    if settings.GATEWAY_SPOOL and log_buffer.spool is None:
+        log_buffer.spool = Spool()
     if not any(isinstance(sink, live.LiveSink) for sink in log_buffer.fanout):
         log_buffer.fanout.append(live.LiveSink())
     if stream.enabled() and isinstance(log_buffer.sink, DatabaseSink):

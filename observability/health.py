@@ -2,7 +2,13 @@
 
 `/healthz` answers as long as the process serves requests (it touches nothing). `/readyz` checks
 what a request needs: the database answers, Redis answers (when REDIS_URL is set), and every
-migration on disk is applied. Both answer JSON; `/readyz` answers 503 while anything is missing.
+migration on disk is applied. Both answer JSON.
+
+The database and Redis are shared by every gateway process, so their outage is reported as
+`degraded` with a 200: the proxy keeps serving from the configuration it has loaded, and a load
+balancer that took every process out of rotation at once would turn a degraded gateway into a dead
+one. `/readyz` answers 503 (`unavailable`) only for what is this process's own: a migration not
+applied, or (with the database away) migrations this process never saw applied.
 """
 
 from __future__ import annotations
@@ -65,11 +71,15 @@ def check_migrations() -> str:
 CHECKS = {"database": check_database, "redis": check_redis, "migrations": check_migrations}
 
 
+# Checks whose failure degrades the gateway without making this process unready (see the docstring).
+SHARED = frozenset({"database", "redis"})
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> HttpResponse:
     checks: dict[str, dict] = {}
-    ready = True
+    ready, degraded = True, False
     for name, check in CHECKS.items():
         started = time.perf_counter()
         try:
@@ -82,6 +92,11 @@ def readyz(request: HttpRequest) -> HttpResponse:
             status, ok = f"error: {type(exc).__name__}", False
             if name == "migrations" and isinstance(exc, RuntimeError):
                 status = f"error: {exc}"
-        ready = ready and ok
+        if not ok:
+            if name in SHARED:
+                degraded = True
+            else:
+                ready = False
         checks[name] = {"ok": ok, "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)}
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    overall = "unavailable" if not ready else "degraded" if degraded else "ok"
+    return JsonResponse({"status": overall, "checks": checks}, status=200 if ready else 503)

@@ -45,6 +45,8 @@ from observability.text import storable, storable_deep
 logger = logging.getLogger("gateway.logs")
 
 MAX_BUFFERED = 200_000
+# How often the flusher rotates and settles the spool's segments (seconds).
+SPOOL_TEND_INTERVAL = 2.0
 # pg_advisory_xact_lock key of the stream consumers' check-then-insert (any constant unique to it).
 DEDUPE_LOCK = 0x6C6F6773  # "logs"
 
@@ -280,8 +282,15 @@ class LogBuffer:
         self.interval = settings.GATEWAY_LOG_FLUSH_INTERVAL
         self.consumer: Any = None  # observability.stream.StreamConsumer when this process runs one
         self._fanout_logged: dict[int, float] = {}
+        # observability.spool.Spool in a server process: every row on local disk until the database has it.
+        self.spool: Any = None
+        self._spool_store: DatabaseSink | None = None
+        self._spool_due = 0.0
+        self._away_since: float | None = None  # the store has been away since (one log line per outage)
 
     def add(self, record: dict[str, Any]) -> None:
+        if self.spool is not None:
+            self.spool.append(record)
         if len(self._records) >= MAX_BUFFERED:
             self._records.popleft()
             logger.error("call log buffer full (%d rows): dropping the oldest row", MAX_BUFFERED)
@@ -305,7 +314,7 @@ class LogBuffer:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._records:
+            if self._records or (self.spool is not None and time.monotonic() >= self._spool_due):
                 try:
                     await self.flush()
                 except Exception:
@@ -325,11 +334,13 @@ class LogBuffer:
                 batch = self._take()
                 try:
                     self.sink.write(batch)
-                except AWAY:
+                except AWAY as exc:
                     # The store is away: put the rows back in order and try again on the next tick.
-                    # Logs are never dropped because the database hiccupped.
+                    # Logs are never dropped because the database hiccupped. Logged once per outage.
                     self._records.extendleft(reversed(batch))
-                    logger.exception("writing %d call logs failed; will retry", len(batch))
+                    if self._away_since is None:
+                        self._away_since = time.monotonic()
+                        logger.error("writing call logs failed (%s: %s); will retry", type(exc).__name__, exc)
                     break
                 except Exception as exc:
                     # Something in the batch itself is wrong (a value the database refuses). Write it in
@@ -342,7 +353,28 @@ class LogBuffer:
                     continue
                 written += len(batch)
                 self._fan_out(batch)
+                if self._away_since is not None:
+                    logger.warning("writing call logs works again after %.1f s", time.monotonic() - self._away_since)
+                    self._away_since = None
+            if self.spool is not None:
+                self._tend_spool()
         return written
+
+    def _tend_spool(self, *, final: bool = False) -> None:
+        """fsync what this flush covered; every few seconds, rotate and settle segments (see observability.spool)."""
+        spool = self.spool
+        spool.sync()
+        now = time.monotonic()
+        if not final and now < self._spool_due:
+            return
+        self._spool_due = now + SPOOL_TEND_INTERVAL
+        if self._spool_store is None:
+            self._spool_store = DatabaseSink(dedupe=True)
+        spool.rotate(force=final)
+        try:
+            spool.settle(self._spool_store.write, min_age=0.0 if final else None)
+        except Exception:
+            logger.exception("settling the call-log spool failed")
 
     def _fan_out(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -445,6 +477,10 @@ class LogBuffer:
             # the process exits, so a SIGTERM'd gateway leaves no row behind even when it is the only one.
             await self.consumer.stop()
             self.consumer = None
+        if self.spool is not None:
+            # Everything is stored by now (directly, or drained from the stream): check this process's
+            # segments against the database, store what is missing, and delete them.
+            await sync_to_async(self._tend_spool, thread_sensitive=False)(final=True)
 
 
 buffer = LogBuffer()

@@ -82,7 +82,8 @@ def _int(value: Any) -> int:
 
 @dataclass
 class Batch:
-    """One batch of records summed per rollup table; `last` is the newest call per CallRollup key."""
+    """One batch of records summed per rollup table; `last` is the newest call per CallRollup row, keyed
+    by (table, key): at hh:00 a minute, its hour and (at 00:00) its day have equal keys."""
 
     minute: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_SUMS)))
     hour: dict[tuple, list] = field(default_factory=lambda: defaultdict(lambda: [0] * len(_SUMS)))
@@ -116,7 +117,11 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
         m_bucket = at.replace(second=0, microsecond=0)
         h_bucket = m_bucket.replace(minute=0)
         d_bucket = h_bucket.replace(hour=0)
-        for table, bucket in ((batch.minute, m_bucket), (batch.hour, h_bucket), (batch.day, d_bucket)):
+        for level, table, bucket in (
+            ("m", batch.minute, m_bucket),
+            ("h", batch.hour, h_bucket),
+            ("d", batch.day, d_bucket),
+        ):
             key = (tenant_id, bucket, *dims)
             acc = table[key]
             acc[0] += 1
@@ -130,8 +135,9 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
             if ttfb_slot is not None:
                 acc[7] += 1
                 acc[ttfb_slot] += 1
-            if key not in last or last[key] < at:
-                last[key] = at
+            newest = last.get((level, key))
+            if newest is None or newest < at:
+                last[(level, key)] = at
         end_user = r.get("end_user")
         if end_user and isinstance(end_user, str):
             for table, bucket in ((batch.users_hour, h_bucket), (batch.users_day, d_bucket)):
@@ -172,30 +178,28 @@ def write_rollups(records: list[dict[str, Any]]) -> None:
         return
     adapt = connection.ops.adapt_datetimefield_value
 
-    def rows(table: dict, with_last: bool) -> list[tuple]:
+    def rows(table: dict, level: str = "") -> list[tuple]:
         out = []
         for key in sorted(table, key=str):
             row = (*key[:1], adapt(key[1]), *key[2:], *table[key])
-            out.append((*row, adapt(batch.last[key])) if with_last else row)
+            out.append((*row, adapt(batch.last[(level, key)])) if level else row)
         return out
 
     with transaction.atomic(), connection.cursor() as cursor:
-        for model, table in (
-            (CallRollupMinute, batch.minute),
-            (CallRollupHour, batch.hour),
-            (CallRollupDay, batch.day),
+        for model, level, table in (
+            (CallRollupMinute, "m", batch.minute),
+            (CallRollupHour, "h", batch.hour),
+            (CallRollupDay, "d", batch.day),
         ):
             sql = _upsert_sql(model._meta.db_table, _KEY, _SUMS, last_at=True)
-            cursor.executemany(sql, rows(table, True))
+            cursor.executemany(sql, rows(table, level))
         for model, keys, table in (
             (TagRollupHour, _TAG_KEY, batch.tags),
             (UserRollupHour, _USER_KEY, batch.users_hour),
             (UserRollupDay, _USER_KEY, batch.users_day),
         ):
             if table:
-                cursor.executemany(
-                    _upsert_sql(model._meta.db_table, keys, _TAG_SUMS, last_at=False), rows(table, False)
-                )
+                cursor.executemany(_upsert_sql(model._meta.db_table, keys, _TAG_SUMS, last_at=False), rows(table))
 
 
 def percentile_from_histogram(counts: list[int], p: float) -> float | None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -18,12 +19,42 @@ from billing.periods import period_key, seconds_to_next_period
 from billing.selectors import spent_in_period_pico
 from billing.tasks import send_budget_alert
 from gateway_project.common.money import NANO, pico_to_nanos_ceil
+from observability import metrics
 from proxy.background import spawn
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.snapshot import BudgetSpec, Deployment, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.money")
+
+
+class _Outage:
+    """One log line when the shared counters (Redis) stop answering and one when they answer again,
+    instead of a traceback per refused or unchecked call; every failure is counted
+    (`gateway_internal_events_total{event="limiter_error"}` on /metrics)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        metrics.incr("limiter_error")
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.error("%s failed: %s: %s; counting further failures quietly", what, type(exc).__name__, exc)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            logger.warning(
+                "the limiter answers again after %.1f s (%d failed checks)",
+                time.monotonic() - self.since,
+                self.failures,
+            )
+            self.since, self.failures = None, 0
+
+
+outage = _Outage()
 
 
 _slot_pid = 0
@@ -136,8 +167,8 @@ async def admit(  # noqa: C901
         # The client left while the script ran: whatever it recorded must not wait 12 minutes to expire.
         spawn(_release(slot_id, rates, tokens, parallel, checks, reserve))
         raise
-    except Exception:
-        logger.exception("limit check failed")
+    except Exception as exc:
+        outage.failed("limit check", exc)
         if any(c.hard for c in checks):
             # Without the shared counters a hard budget cannot be guaranteed: refuse rather than overspend.
             raise ProxyError(
@@ -148,6 +179,8 @@ async def admit(  # noqa: C901
                 headers={"retry-after": "1"},
             ) from None
         return None, {}  # rate limits fail open: better a burst than an outage
+    if outage.since is not None:
+        outage.ok()
     if cache_key and cache.found(admission.cached):
         # Served from the cache, refused or not (it costs nothing): give back what was just admitted,
         # after the answer. Only the request itself stays counted against RPM.
@@ -212,8 +245,8 @@ async def admit_deployment(deployment: Deployment, *, tokens: int) -> Reservatio
     except asyncio.CancelledError:
         spawn(_release(slot_id, rates, tokens, None, [], 0))
         raise
-    except Exception:
-        logger.exception("deployment limit check failed")
+    except Exception as exc:
+        outage.failed("deployment limit check", exc)
         return None  # rate limits fail open
     if admission.ok:
         return reservation
@@ -272,17 +305,19 @@ async def _release(slot_id, rates, tokens, parallel, checks, reserve) -> None:
     reservation = Reservation(slot_id, rates, tokens, parallel[0] if parallel else None, checks, reserve)
     try:
         await limiter().settle(reservation, tokens, 0)
-    except Exception:
-        logger.exception("releasing the slots of a cancelled request failed")
+    except Exception as exc:
+        outage.failed("releasing the slots of a cancelled request", exc)
 
 
 async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
     try:
         results = await limiter().settle(reservation, tokens, nanos)
-    except Exception:
+    except Exception as exc:
         # The reservation expires on its own; the spend is still in the ledger and seeds the counter.
-        logger.exception("settling request %s failed", reservation.request_id)
+        outage.failed("settling a request", exc)
         return
+    if outage.since is not None:
+        outage.ok()
     for check, (before, after) in zip(reservation.budgets, results, strict=False):
         for threshold in check.alert_at:
             mark = check.limit_nanos * threshold / 100

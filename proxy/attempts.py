@@ -173,7 +173,9 @@ async def run(  # noqa: C901
         group = groups[g]
         g += 1
         route = group.route
-        for dep in group.deployments:
+        for index, dep in enumerate(group.deployments):
+            # Other deployments (or fallback models) left after this one: see the attempt limit below.
+            others_left = index + 1 < len(group.deployments) or g < len(groups)
             if dep.blocked:
                 call.deployment = dep
                 last = failure(502, f"Upstream refused: {dep.blocked}", "upstream_blocked")
@@ -204,13 +206,21 @@ async def run(  # noqa: C901
                     return last or failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
                 call.deployment = dep
                 started = time.perf_counter()
+                # While another attempt could follow (a retry, another deployment, a fallback), one that
+                # hangs may use at most half of what is left, so a hanging deployment cannot use up the
+                # whole deadline before its fallbacks are tried. The last candidate gets all of it.
+                limit = remaining / 2 if others_left or attempt < route.retries else remaining
                 health.begin(dep.id)
                 adapter_bug = False
                 try:
-                    async with asyncio.timeout(remaining):
+                    async with asyncio.timeout(limit):
                         result = await _call(dep, payload, ctx)
                 except TimeoutError:
-                    result = failure(504, "The gateway's deadline for this request passed", "deadline_exceeded")
+                    if limit < remaining:
+                        message = f"The upstream provider did not answer within {limit:.3g} s; trying the next"
+                    else:
+                        message = "The gateway's deadline for this request passed"
+                    result = failure(504, message, "deadline_exceeded")
                     result.error_type = "upstream_timeout"
                 except Exception as exc:  # a bug in an adapter must not become an HTML 500
                     logger.exception("adapter %s failed", dep.kind)

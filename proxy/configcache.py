@@ -30,6 +30,13 @@ SAFETY_NET_POLL = 1.0
 # How many ids back each poll looks for changes that committed late.
 TRAILING_IDS = 200
 MAX_NEGATIVE = 50_000
+# After a failed load, how long expired entries are served as they are before a load is tried again.
+RETRY_AFTER_FAILURE = 2.0
+EXPIRED = float("-inf")
+
+
+class ConfigUnavailable(Exception):
+    """A key or tenant that is not loaded in this process could not be loaded (the database is away)."""
 
 
 def _max_change_id() -> int:
@@ -53,38 +60,80 @@ class ConfigState:
         # Bumped on every invalidation: a load that raced with an event is used once but not cached.
         self._generation = 0
         self.ttl = settings.GATEWAY_CACHE_TTL
+        # While the database is unreachable: since when (for /readyz and the log), and until when
+        # expired entries are served without trying to reload them.
+        self.degraded_since: float | None = None
+        self._retry_at = 0.0
 
     # -- lookups --------------------------------------------------------------------------------------
 
     async def key(self, key_hash: str) -> KeyEntry | None:
         entry = self.keys.get(key_hash)
         now = time.monotonic()
-        if entry is not None and now - entry.loaded_at < self.ttl:
+        if entry is not None and (now - entry.loaded_at < self.ttl or now < self._retry_at):
             return entry
         neg = self.negative.get(key_hash)
         if neg is not None and now - neg < NEGATIVE_TTL:
             return None
+        if entry is None and now < self._retry_at:
+            raise ConfigUnavailable  # the database just failed: answer at once instead of waiting on it
         generation = self._generation
-        entry = await self._single_flight(self._key_loads, key_hash, load_key)
+        try:
+            loaded = await self._single_flight(self._key_loads, key_hash, load_key)
+        except Exception as exc:
+            return self._last_good(entry, exc)
+        self._loaded()
         if generation != self._generation:
-            return entry
-        if entry is None:
+            return loaded
+        if loaded is None:
+            self.keys.pop(key_hash, None)  # gone from the database: no fallback for it either
             if len(self.negative) > MAX_NEGATIVE:
                 self.negative.clear()
             self.negative[key_hash] = now
         else:
-            self.keys[key_hash] = entry
-        return entry
+            self.keys[key_hash] = loaded
+        return loaded
 
     async def tenant(self, tenant_id: int) -> TenantEntry | None:
         entry = self.tenants.get(tenant_id)
-        if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
+        now = time.monotonic()
+        if entry is not None and (now - entry.loaded_at < self.ttl or now < self._retry_at):
             return entry
+        if entry is None and now < self._retry_at:
+            raise ConfigUnavailable
         generation = self._generation
-        entry = await self._single_flight(self._tenant_loads, tenant_id, load_tenant)
-        if entry is not None and generation == self._generation:
-            self.tenants[tenant_id] = entry
+        try:
+            loaded = await self._single_flight(self._tenant_loads, tenant_id, load_tenant)
+        except Exception as exc:
+            return self._last_good(entry, exc)
+        self._loaded()
+        if loaded is None:
+            self.tenants.pop(tenant_id, None)
+        elif generation == self._generation:
+            self.tenants[tenant_id] = loaded
+        return loaded
+
+    def _last_good(self, entry: Any, exc: Exception) -> Any:
+        """A load failed (the database is unreachable): serve the last good snapshot, and for a while
+        serve it without trying again, so that an outage costs no request a database timeout. A key or
+        tenant this process never loaded cannot be served: the caller answers 503."""
+        if self.degraded_since is None:
+            self.degraded_since = time.time()
+            logger.warning(
+                "config database unreachable (%s: %s); serving the last loaded keys and tenants",
+                type(exc).__name__,
+                exc,
+            )
+        self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE
+        if entry is None:
+            raise ConfigUnavailable from exc
         return entry
+
+    def _loaded(self) -> None:
+        if self.degraded_since is not None:
+            logger.warning("config database reachable again after %.1f s", time.time() - self.degraded_since)
+            self.degraded_since = None
+            self._retry_at = 0.0
 
     async def _single_flight(self, pending: dict, ident: Any, loader: Any) -> Any:
         # The load runs as its own task and every caller (the first included) awaits it shielded:
@@ -101,21 +150,28 @@ class ConfigState:
     def apply_event(self, kind: str, ref: str) -> None:
         self._generation += 1
         if kind == "key":
+            # Dropped outright: a revoked key is never served from a fallback, even in an outage.
             self.keys.pop(ref, None)
             self.negative.pop(ref, None)
         elif kind == "tenant":
             try:
-                self.tenants.pop(int(ref), None)
+                entry = self.tenants.get(int(ref))
             except ValueError:
-                pass
+                return
+            if entry is not None:
+                entry.loaded_at = EXPIRED  # reloaded on next use; the fallback while the database is away
         else:
             self.clear()
 
     def clear(self) -> None:
+        """Reload everything on next use. The entries stay as the last good snapshot: served only when
+        reloading fails (the database is unreachable); a revoked key is dropped by its own event."""
         self._generation += 1
-        self.keys.clear()
+        self._retry_at = 0.0
         self.negative.clear()
-        self.tenants.clear()
+        for entries in (self.keys, self.tenants):
+            for entry in entries.values():
+                entry.loaded_at = EXPIRED
 
     def start(self) -> None:
         """Start the invalidation listeners on the running loop (idempotent).
@@ -150,6 +206,7 @@ class ConfigState:
         # Ids are handed out at insert but become visible at commit, so a lower id can appear after a
         # higher one: every poll re-reads a trailing window of ids and skips those already applied.
         seen: set[int] = set()
+        failing = False
         while True:
             try:
                 if last_id is None:
@@ -167,9 +224,16 @@ class ConfigState:
                 seen = {i for i in seen if i > floor}
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("polling config changes failed; clearing the cache")
-                self.clear()
+            except Exception as exc:
+                # The database is away: keep serving what is loaded (the next poll that works reads every
+                # change since last_id, so nothing is missed). Logged once per outage, not per poll.
+                if not failing:
+                    logger.warning("polling config changes failed (%s: %s); will retry", type(exc).__name__, exc)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("polling config changes works again")
+                failing = False
             await asyncio.sleep(interval)
 
     async def _listen_redis(self) -> None:

@@ -244,7 +244,7 @@ def _stream_response(call: Call, upstream: UpstreamStream, admitted: Admitted, f
     # A relayed stream (upstream.native) is already in the client's format.
     if not upstream.native and (translate := front.stream_filter(call)) is not None:
         filters.append(translate)
-    response = GatewayStreamResponse(call, upstream, filters)
+    response = GatewayStreamResponse(call, upstream, filters, admitted.deadline)
     headers = {**admitted.limit_headers, **_gateway_headers(call), **upstream.headers}
     inbound.set_headers(response, call.request_id, call.deployment, headers)
     mark_overhead(call, response)

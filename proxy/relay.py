@@ -2,7 +2,11 @@
 
 `GatewayStreamResponse` is what the pipeline returns for a stream. The proxy's ASGI handler iterates
 `events` itself (not Django's wrapper around it), so that a client that leaves closes the relay at
-once, and calls `close` when the relay never started (the client left before the first byte).
+once, and calls `close_relay` when the relay never started (the client left before the first byte).
+
+The call's deadline (the route's `timeout_s`, from the request's start) covers the stream to its last
+byte: one timer per stream, armed when the relay starts. When it fires while the relay waits on the
+upstream, the wait is cancelled; the client gets an error event and the call is logged as timed out.
 """
 
 from __future__ import annotations
@@ -15,18 +19,28 @@ from collections.abc import AsyncGenerator
 from django.http import StreamingHttpResponse
 
 from proxy.call import Call
-from proxy.providers.base import UpstreamStream
+from proxy.providers.base import UpstreamStream, stream_error_event
 from proxy.steps import StreamFilter, apply_filters
 
 logger = logging.getLogger("gateway.proxy")
 
 
+TIMEOUT_MESSAGE = "The upstream stream did not finish within this model's timeout ({:g} s)"
+
+
 class GatewayStreamResponse(StreamingHttpResponse):
-    def __init__(self, call: Call, upstream: UpstreamStream, filters: list[StreamFilter]) -> None:
+    def __init__(
+        self, call: Call, upstream: UpstreamStream, filters: list[StreamFilter], deadline: float | None = None
+    ) -> None:
         self.call = call
         self.upstream = upstream
         self.filters = filters
         self.closed = False
+        self.deadline = deadline  # time.perf_counter() value
+        self.expired = False
+        self._waiting = False  # the relay awaits the upstream's next event (cancel-safe to interrupt)
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.events = self._relay()
         super().__init__(self.events, content_type="text/event-stream")
         self["cache-control"] = "no-cache"
@@ -55,11 +69,38 @@ class GatewayStreamResponse(StreamingHttpResponse):
                 call.cache.stream_ended(call, upstream)  # stores a stream that ended cleanly
             call.finish()
 
+    def _arm(self) -> None:
+        if self.deadline is None:
+            return
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        # perf_counter and the loop's clock (monotonic) share no origin: convert once.
+        at = loop.time() + (self.deadline - time.perf_counter())
+        self._timer = loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._waiting and self._task is not None:
+            self._task.cancel()
+
     async def _relay(self) -> AsyncGenerator[bytes]:
         call, filters = self.call, self.filters
         disconnected = False
+        self._arm()
+        events = self.upstream.__aiter__()
         try:
-            async for event in self.upstream:
+            while not self.expired:
+                self._waiting = True
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if not self.expired or self._task is None or self._task.uncancel():
+                        raise  # not (only) our deadline: a disconnect or a shutdown
+                    break
+                finally:
+                    self._waiting = False
                 if call.ttfb is None:
                     call.ttfb = time.perf_counter()
                 # What was generated, for the estimate if the usage chunk never comes.
@@ -73,6 +114,10 @@ class GatewayStreamResponse(StreamingHttpResponse):
                     continue
                 for out in apply_filters(filters, event):
                     yield out
+            if self.expired:
+                final = self._timed_out()
+                for out in apply_filters(filters, final) if filters else (final,):
+                    yield out
         except (asyncio.CancelledError, GeneratorExit):
             disconnected = True
             raise
@@ -81,4 +126,15 @@ class GatewayStreamResponse(StreamingHttpResponse):
             call.error_type = "gateway_error"
             call.error_message = f"{type(exc).__name__}: {exc}"[:1000]
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             await self.close_relay(disconnected)
+
+    def _timed_out(self) -> bytes:
+        call = self.call
+        timeout_s = (self.deadline or 0.0) - call.started
+        message = TIMEOUT_MESSAGE.format(round(timeout_s, 3))
+        call.status = 504
+        call.error_type = "upstream_timeout"
+        call.error_message = message
+        return stream_error_event(message, "upstream_timeout")

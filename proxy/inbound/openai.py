@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from proxy import errors
 from proxy.call import CacheHeaders
-from proxy.configcache import state
+from proxy.configcache import ConfigUnavailable, state
 from proxy.errors import ProxyError
 from proxy.inbound import Front
 from proxy.snapshot import Deployment, KeyEntry, TenantEntry
@@ -51,6 +51,17 @@ async def authenticate(request: HttpRequest) -> KeyEntry:
     return await authenticate_secret(credential(request))
 
 
+def config_unavailable(what: str) -> ProxyError:
+    return ProxyError(
+        503,
+        f"The gateway cannot load this {what} right now: its configuration database is unreachable and this "
+        "gateway process has not served it before. Keys it has served keep working; retry shortly.",
+        type="server_error",
+        code="gateway_unavailable",
+        headers={"retry-after": "2"},
+    )
+
+
 async def authenticate_secret(secret: str) -> KeyEntry:
     if not secret:
         raise ProxyError(
@@ -60,7 +71,10 @@ async def authenticate_secret(secret: str) -> KeyEntry:
         )
     if not secret.startswith("sk-gw-") or len(secret) > 200:
         raise errors.invalid_key()
-    entry = await state.key(hash_secret(secret))
+    try:
+        entry = await state.key(hash_secret(secret))
+    except ConfigUnavailable:
+        raise config_unavailable("key") from None
     if entry is None:
         raise errors.invalid_key()
     if entry.revoked:
@@ -71,7 +85,10 @@ async def authenticate_secret(secret: str) -> KeyEntry:
 
 
 async def tenant_of(key: KeyEntry) -> TenantEntry:
-    tenant = await state.tenant(key.tenant_id)
+    try:
+        tenant = await state.tenant(key.tenant_id)
+    except ConfigUnavailable:
+        raise config_unavailable("tenant configuration") from None
     if tenant is None:
         raise errors.invalid_key()
     return tenant

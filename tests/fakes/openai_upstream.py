@@ -5,6 +5,7 @@ The model name in the request picks the behaviour, so one server serves every te
 - "fail-429" / "fail-500" / "fail-400": OpenAI's error body with that status (429 adds retry-after)
 - "fail-html": a 502 with an HTML body, like a broken load balancer
 - "slow-stream": a stream that sends one chunk every 50 ms for 10 s, to test client disconnects
+- "stall-stream": a stream that sends its first chunk, then nothing more (the connection stays open)
 - "echo-key": a 401 that quotes the credential it got, in full and masked (as OpenAI does)
 - "stream-echo-key": a stream that sends one chunk, then an error event quoting the credential
 - "redirect": a 302 to another host; "json-200": a chat.completion JSON even for a stream request
@@ -169,6 +170,8 @@ class FakeOpenAI(LoopbackServer):
             for word in words:
                 if slow:
                     await asyncio.sleep(0.05)
+                elif model == "stall-stream" and word != words[0]:
+                    await asyncio.sleep(3600)
                 chunk = event([{"index": 0, "delta": {"content": word}, "logprobs": None, "finish_reason": None}])
                 # Split events across writes to exercise the gateway's SSE reassembly.
                 await response.write(chunk[:7])

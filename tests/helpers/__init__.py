@@ -111,6 +111,9 @@ def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, re
         "DATABASE_URL": database_url(),
         "GATEWAY_PRIVATE_UPSTREAMS": "127.0.0.0/8",
         "GATEWAY_LOG_FLUSH_INTERVAL": "0.1",
+        # The call-log spool of the servers of one test: shared by them (a second server settles what a
+        # killed one left), apart from every other test's.
+        "GATEWAY_SPOOL_DIR": str(tmp_path / "spool"),
         "SECRET_KEY": settings.SECRET_KEY,
         "PYTHONUNBUFFERED": "1",
     }

@@ -1,4 +1,4 @@
-"""/healthz says the process is alive; /readyz checks the database, Redis and migrations (503 if not)."""
+"""/healthz says the process is alive; /readyz checks the database, Redis and migrations (degraded when a shared store is away, 503 for a missing migration)."""
 
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ def test_readyz_is_ready_when_database_redis_and_migrations_are(client, settings
     assert "no-store" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
 
 
-def test_readyz_is_503_when_redis_is_down(client, settings):
+def test_readyz_is_degraded_but_ready_when_redis_is_down(client, settings):
+    # Redis is shared by every gateway process: taking them all out of rotation would not help.
     settings.REDIS_URL = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"  # nothing listens there
     response = client.get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "degraded"
     assert body["checks"]["redis"]["ok"] is False and body["checks"]["redis"]["status"].startswith("error: ")
     assert body["checks"]["database"]["ok"] is True
     assert "s3cret-pw" not in response.content.decode()

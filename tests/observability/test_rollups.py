@@ -13,6 +13,7 @@ from observability.models import (
     HISTOGRAM_BUCKETS,
     LATENCY_BOUNDS_MS,
     CallLog,
+    CallRollupDay,
     CallRollupHour,
     CallRollupMinute,
     TagRollupHour,
@@ -153,3 +154,19 @@ def test_percentile_from_histogram_interpolates_inside_the_bucket():
     assert percentile_from_histogram([0] * 20, 0.5) is None
     counts = [0] * 19 + [4]  # all slower than a minute: the open bucket answers its lower bound
     assert percentile_from_histogram(counts, 0.99) == 60000
+
+
+def test_last_at_is_per_table_at_the_top_of_the_hour_and_the_day():
+    # 00:00:05 and 00:40 fall in the same day and hour but not the same minute: the 00:00 minute row's
+    # newest call is 00:00:05, even though its key equals the hour's and the day's.
+    tenant = Tenant.objects.create(slug="acme", name="Acme Corp")
+    midnight = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+    base = make_records(tenant.id, 2, seed=3)
+    for record, at in zip(base, (midnight + timedelta(seconds=5), midnight + timedelta(minutes=40)), strict=True):
+        record.update(created_at=at, requested_model="local", variant="", virtual_key_id=None)
+    write_batch(base)
+    minute = CallRollupMinute.objects.get(tenant_id=tenant.id, bucket=midnight)
+    assert minute.requests == 1 and minute.last_at == midnight + timedelta(seconds=5)
+    hour = CallRollupHour.objects.get(tenant_id=tenant.id, bucket=midnight)
+    day = CallRollupDay.objects.get(tenant_id=tenant.id, bucket=midnight)
+    assert hour.last_at == day.last_at == midnight + timedelta(minutes=40)

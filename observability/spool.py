@@ -1,0 +1,240 @@
+"""The local spool: every answered call's log row on this machine's disk until PostgreSQL has it.
+
+The database is the record. On the way to it a call-log row passes the in-memory buffer and, with
+REDIS_URL, a Redis stream; either can lose it (a worker SIGKILLed between two flushes, a Redis that
+restarts without its data). So a server process also appends each row to a local append-only file the
+moment the call is logged (one `write`, into the page cache: a killed process loses nothing) and
+fsyncs it with every flush (a machine crash loses at most one flush interval).
+
+Files rotate every GATEWAY_SPOOL_SEGMENT seconds. A segment is settled once it is older than
+GATEWAY_SPOOL_GRACE (time for the buffer and the stream's consumer to store it as usual): its rows are
+looked up in the call log by call (tenant, request id, start time), the missing ones are inserted with
+their ledger entries and hooks (the same dedupe as the stream's consumer, so nothing is stored twice),
+and the file is deleted. While the database is away the file stays and is tried again.
+
+Each process holds an exclusive lock on the segment it writes. A segment whose lock is free belongs to
+no live process (closed by its owner, or its owner died): any gateway process of the same database
+settles it, so a killed worker's rows are stored by its replacement or its siblings. Segments live in
+a directory per database identity, so gateways of another database never take them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from gateway_project.common.dbidentity import database_identity
+from observability import metrics
+
+logger = logging.getLogger("gateway.logs")
+
+SUFFIX = ".jsonl"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def spool_directory() -> Path:
+    ident = hashlib.sha256(database_identity().encode()).hexdigest()[:16]
+    return Path(settings.GATEWAY_SPOOL_DIR) / ident
+
+
+class Spool:
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or spool_directory()
+        self.segment_s = settings.GATEWAY_SPOOL_SEGMENT
+        self.grace_s = settings.GATEWAY_SPOOL_GRACE
+        self.max_bytes = settings.GATEWAY_SPOOL_MAX_BYTES
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._opened = 0.0
+        self._written = 0  # bytes in the current segment
+        self._dirty = False
+        self._lock = threading.Lock()  # append on the event loop, rotate/sync in the flusher thread
+        self._full_logged = False
+        self._away_since: float | None = None
+
+    # -- writing (the event loop) ------------------------------------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> None:
+        """One row, written through to the page cache. Never raises: the call is answered already."""
+        try:
+            line = orjson.dumps(record, default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        except TypeError:
+            from observability.text import storable_deep
+
+            line = orjson.dumps(storable_deep(record), default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._open()
+                if self._written + len(line) > self.max_bytes:
+                    self._full(len(line))
+                    return
+                os.write(self._fd, line)  # type: ignore[arg-type]
+                self._written += len(line)
+                self._dirty = True
+            except OSError as exc:
+                metrics.incr("spool_write_errors")
+                if not self._full_logged:
+                    self._full_logged = True
+                    logger.error("writing the call-log spool failed: %s", exc)
+
+    def _full(self, size: int) -> None:
+        metrics.incr("spool_rows_not_spooled")
+        if not self._full_logged:
+            self._full_logged = True
+            logger.error(
+                "the call-log spool segment reached GATEWAY_SPOOL_MAX_BYTES (%d); rows go unspooled", self.max_bytes
+            )
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd, self._path, self._opened, self._written = fd, path, time.monotonic(), 0
+        self._full_logged = False
+
+    # -- the flusher thread ------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """fsync what was appended since the last call (each flush): the bound on a machine crash's loss."""
+        with self._lock:
+            fd, dirty = self._fd, self._dirty
+            self._dirty = False
+        if fd is not None and dirty:
+            try:
+                os.fsync(fd)
+            except OSError:
+                metrics.incr("spool_write_errors")
+
+    def rotate(self, *, force: bool = False) -> None:
+        """Close the current segment when it is old enough (it becomes settleable); the next row opens a new one."""
+        with self._lock:
+            if self._fd is None or not (force or time.monotonic() - self._opened >= self.segment_s):
+                return
+            fd, path, empty = self._fd, self._path, self._written == 0
+            self._fd = self._path = None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)  # releases the lock
+            if empty and path is not None:
+                path.unlink(missing_ok=True)
+
+    def settle(self, store: Any, *, min_age: float | None = None) -> int:
+        """Store what settleable segments hold and the database lacks, then delete them.
+
+        `store(records)` inserts the records not stored yet (DatabaseSink(dedupe=True).write). Returns the
+        number of rows read from settled segments; stops at the first database failure (tried again later).
+        """
+        from observability.logbuffer import AWAY
+
+        grace = self.grace_s if min_age is None else min_age
+        now = time.time()
+        current = self._path
+        settled = 0
+        try:
+            paths = sorted(self.directory.glob(f"*{SUFFIX}"))
+        except OSError:
+            return 0
+        for path in paths:
+            if path == current:
+                continue
+            try:
+                if now - path.stat().st_mtime < grace:
+                    continue
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue  # settled and deleted by another process meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive, or another process is settling it
+                if not path.exists():
+                    continue
+                records = _read(fd, path)
+                try:
+                    for start in range(0, len(records), 2000):
+                        _store(store, records[start : start + 2000])
+                except AWAY as exc:
+                    self._away(exc)
+                    return settled
+                path.unlink()
+                settled += len(records)
+                metrics.incr("spool_rows_settled", len(records))
+            finally:
+                os.close(fd)
+        if self._away_since is not None:
+            logger.warning("the call-log spool settles again after %.1f s", time.monotonic() - self._away_since)
+            self._away_since = None
+        return settled
+
+    def _away(self, exc: BaseException) -> None:
+        if self._away_since is None:
+            self._away_since = time.monotonic()
+            logger.warning("settling the call-log spool failed (%s); its rows stay on disk", type(exc).__name__)
+
+    def close(self) -> None:
+        self.rotate(force=True)
+
+
+def _store(store: Any, records: list[dict[str, Any]]) -> None:
+    """Store a batch; if the database refuses it (not away: a row it will never take, such as one of a
+    tenant deleted since), store the rows one by one and count the refused ones, so that one such row
+    cannot keep a segment, and every row after it, on disk forever."""
+    from observability.logbuffer import AWAY
+
+    try:
+        store(records)
+        return
+    except AWAY:
+        raise
+    except Exception:
+        pass
+    for record in records:
+        try:
+            store([record])
+        except AWAY:
+            raise
+        except Exception as exc:
+            metrics.incr("spool_rows_refused")
+            logger.error("the database refused spooled call log %s: %s", record.get("request_id"), exc)
+
+
+def _read(fd: int, path: Path) -> list[dict[str, Any]]:
+    from observability.stream import decode
+
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    records: list[dict[str, Any]] = []
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        try:
+            records.extend(decode(b"[" + line + b"]"))
+        except (orjson.JSONDecodeError, ValueError):
+            # A line cut short by a crash in mid-write: that row was never acknowledged anywhere else either.
+            metrics.incr("spool_rows_torn")
+            logger.warning("skipping a torn line in call-log spool %s", path.name)
+    return records
