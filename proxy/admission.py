@@ -7,11 +7,13 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from billing.display import display_usd
 from billing.models import Budget
@@ -26,6 +28,10 @@ from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.snapshot import BudgetSpec, Deployment, KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.money")
+
+# How long past its deadline an unsettled call keeps its parallel slot and budget reservation: time
+# for the settlement of a call that ended right at its deadline to arrive.
+HOLD_MARGIN_S = 30.0
 
 
 class _Outage:
@@ -52,6 +58,8 @@ class _Outage:
                 self.failures,
             )
             self.since, self.failures = None, 0
+        if _unsettled:
+            spawn(_settle_again())
 
 
 outage = _Outage()
@@ -113,6 +121,7 @@ async def admit(  # noqa: C901
     deployment_limits: bool = True,
     cache: Any = None,
     cache_key: str = "",
+    hold_s: float | None = None,
 ) -> tuple[Reservation | None, dict[str, str]]:
     """Admit one call, in one round trip: the key's and tenant's rates, the key's parallel cap,
     every budget that applies and, with `deployment_limits`, the deployment's own rates (when the
@@ -122,7 +131,10 @@ async def admit(  # noqa: C901
 
     `cache` is the call's prompt-cache lookup when the cache is on: its GET at `cache_key` rides on
     this same round trip. A hit answers the call and reserves nothing; an in-process hit is known
-    before admission even starts."""
+    before admission even starts.
+
+    `hold_s` is the call's timeout: should the call never settle (its process died), its parallel slot
+    and budget reservation are freed that long after admission plus HOLD_MARGIN_S."""
     rates = []
     if key.rpm or key.tpm:
         rates.append(RateCheck(f"k:{key.key_id}", key.rpm, key.tpm))
@@ -160,8 +172,9 @@ async def admit(  # noqa: C901
     # Reservations are keyed by a gateway-made id: client request ids may repeat.
     slot_id = new_slot_id()
     try:
+        hold_ms = int(min(settings.GATEWAY_RESERVATION_TTL, hold_s + HOLD_MARGIN_S) * 1000) if hold_s else 0
         admission, reservation = await _admit_seeding(
-            slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key
+            slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key, hold_ms
         )
     except asyncio.CancelledError:
         # The client left while the script ran: whatever it recorded must not wait 12 minutes to expire.
@@ -285,15 +298,12 @@ def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now: datet
     limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))
 
 
-async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key=""):
+async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key="", hold_ms=0):
     """Admit; when a budget's counter is missing, start it from the ledger and try again."""
     for _ in range(len(checks) + 1):
-        if cache_key:
-            admission, reservation = await limiter().admit(
-                slot_id, rates, tokens, parallel, checks, reserve, cache_key=cache_key
-            )
-        else:
-            admission, reservation = await limiter().admit(slot_id, rates, tokens, parallel, checks, reserve)
+        admission, reservation = await limiter().admit(
+            slot_id, rates, tokens, parallel, checks, reserve, cache_key=cache_key, hold_ms=hold_ms
+        )
         if admission.reason != "seed":
             return admission, reservation
         check = checks[admission.index]
@@ -309,12 +319,22 @@ async def _release(slot_id, rates, tokens, parallel, checks, reserve) -> None:
         outage.failed("releasing the slots of a cancelled request", exc)
 
 
+# Settlements that could not reach the limiter (Redis down or restarting), retried once it answers
+# again: otherwise their spend would be missing from a counter that survived (a Redis restarted with
+# its data), for the rest of the period. Bounded: beyond it the oldest are dropped (and counted).
+MAX_UNSETTLED = 100_000
+_unsettled: deque[tuple[Reservation, int, int]] = deque()
+
+
 async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
     try:
         results = await limiter().settle(reservation, tokens, nanos)
     except Exception as exc:
-        # The reservation expires on its own; the spend is still in the ledger and seeds the counter.
         outage.failed("settling a request", exc)
+        if len(_unsettled) >= MAX_UNSETTLED:
+            _unsettled.popleft()
+            metrics.incr("settle_dropped")
+        _unsettled.append((reservation, tokens, nanos))
         return
     if outage.since is not None:
         outage.ok()
@@ -323,6 +343,15 @@ async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
             mark = check.limit_nanos * threshold / 100
             if before < mark <= after:
                 spawn(_alert(check, threshold, after))
+
+
+async def _settle_again() -> None:
+    """The settlements that failed during the outage, in order; one that fails again stays queued."""
+    for _ in range(len(_unsettled)):
+        reservation, tokens, nanos = _unsettled.popleft()
+        await settle(reservation, tokens, nanos)
+        if outage.since is not None:
+            return  # away again: what is left waits for the next recovery
 
 
 # Alerts this process already queued. The database row makes each alert exactly-once across

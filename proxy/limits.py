@@ -5,7 +5,9 @@ tenant and the deployment; the key's parallel cap; every budget) and, only if al
 request and reserves the call's worst-case cost. After the call a second script settles: it trues up
 the token count, frees the parallel slot and turns the reservation into the actual spend. N gateway
 processes sharing Redis therefore never admit more than a limit, and a hard budget is never overshot.
-Reservations and parallel slots carry an expiry, so a crashed process cannot leak them.
+Reservations and parallel slots carry an expiry: the call's deadline plus a margin (hold_ms), at most
+GATEWAY_RESERVATION_TTL, so a crashed process's calls free their slots and reservations soon after
+they would have ended anyway.
 
 Without REDIS_URL (the embedded default, one process) the same algorithm runs in-process.
 
@@ -118,7 +120,7 @@ local window = tonumber(ARGV[2])
 local n_rate = tonumber(ARGV[3])
 local tokens = tonumber(ARGV[4])
 local rid = ARGV[5]
-local stale_ms = tonumber(ARGV[6])
+local hold_ms = tonumber(ARGV[6])
 local parallel_limit = tonumber(ARGV[7])
 local n_budget = tonumber(ARGV[8])
 local reserve = tonumber(ARGV[9])
@@ -152,7 +154,7 @@ end
 local pkey = nil
 if parallel_limit > 0 then
   pkey = KEYS[k]; k = k + 1
-  redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now_ms - stale_ms)
+  redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now_ms)  -- scores are expiry times
   if not deny and redis.call('ZCARD', pkey) >= parallel_limit then deny = {'parallel', 0, 1} end
 end
 -- budgets: KEYS spent, reservations hash, reservation expiry zset; ARGV limit, hard
@@ -191,18 +193,22 @@ for i = 1, n_rate do
   redis.call('EXPIRE', KEYS[k + 1], window + 1)
   k = k + 2
 end
+-- A key lives as long as its longest-held member (never shortened by a call with a nearer deadline).
+local function hold(key)
+  if redis.call('PTTL', key) < hold_ms then redis.call('PEXPIRE', key, hold_ms) end
+end
 if pkey then
-  redis.call('ZADD', pkey, now_ms, rid)
-  redis.call('PEXPIRE', pkey, stale_ms)
+  redis.call('ZADD', pkey, now_ms + hold_ms, rid)
+  hold(pkey)
 end
 k = bstart
 for i = 1, n_budget do
   if reserve > 0 then
     redis.call('HSET', KEYS[k + 1], rid, ARGV[9])
     redis.call('HINCRBY', KEYS[k + 1], '_total', ARGV[9])
-    redis.call('ZADD', KEYS[k + 2], now_ms + stale_ms, rid)
-    redis.call('PEXPIRE', KEYS[k + 1], stale_ms)
-    redis.call('PEXPIRE', KEYS[k + 2], stale_ms)
+    redis.call('ZADD', KEYS[k + 2], now_ms + hold_ms, rid)
+    hold(KEYS[k + 1])
+    hold(KEYS[k + 2])
   end
   k = k + 3
 end
@@ -328,7 +334,10 @@ class RedisLimiter:
         budgets: list[BudgetCheck],
         reserve_nanos: int,
         cache_key: str = "",
+        hold_ms: int = 0,
     ) -> tuple[Admission, Reservation | None]:
+        """`hold_ms`: how long the parallel slot and the budget reservation are held if the call never
+        settles (its process died): the call's deadline plus a margin; GATEWAY_RESERVATION_TTL by default."""
         client = self._client()
         now_ms = int(time.time() * 1000)
         cached = None
@@ -345,7 +354,7 @@ class RedisLimiter:
             len(rates),
             tokens,
             request_id,
-            STALE_MS,
+            hold_ms or STALE_MS,
             parallel[1] if parallel else 0,
             len(budgets),
             reserve_nanos,
@@ -451,7 +460,7 @@ class LocalLimiter:
             del entries[rid]
         return sum(amt for amt, _exp in entries.values())
 
-    async def admit(self, request_id, rates, tokens, parallel, budgets, reserve_nanos, cache_key=""):
+    async def admit(self, request_id, rates, tokens, parallel, budgets, reserve_nanos, cache_key="", hold_ms=0):
         # No await between check and record: atomic on the event loop. (No cache_key lookup here: without
         # Redis the prompt cache is an in-process store, read directly.)
         now_ms = int(time.time() * 1000)
@@ -468,7 +477,7 @@ class LocalLimiter:
                 deny = ("tpm", i + 1, WINDOW)
         if parallel:
             slots = self.parallel.setdefault(parallel[0], {})
-            for rid in [rid for rid, at in slots.items() if at <= now_ms - STALE_MS]:
+            for rid in [rid for rid, expires in slots.items() if expires <= now_ms]:
                 del slots[rid]
             if deny is None and len(slots) >= parallel[1]:
                 deny = ("parallel", 0, 1)
@@ -499,11 +508,12 @@ class LocalLimiter:
         for r in rates:
             self.buckets[f"{r.scope}:r"][now_s] = self.buckets[f"{r.scope}:r"].get(now_s, 0) + 1
             self.buckets[f"{r.scope}:t"][now_s] = self.buckets[f"{r.scope}:t"].get(now_s, 0) + tokens
+        expires = now_ms + (hold_ms or STALE_MS)
         if parallel:
-            self.parallel[parallel[0]][request_id] = now_ms
+            self.parallel[parallel[0]][request_id] = expires
         for b in budgets:
             if reserve_nanos:
-                self.reserved[b.key][request_id] = (reserve_nanos, now_ms + STALE_MS)
+                self.reserved[b.key][request_id] = (reserve_nanos, expires)
         return _decide(1, "", 0, 0, usage, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms)
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:

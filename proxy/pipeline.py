@@ -151,6 +151,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     call.deployment = first = plan.first
     if first is None:
         raise errors.model_not_found(model)
+    timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
     call.reservation, limit_headers = await admission.admit(
         key=key,
         tenant=tenant,
@@ -166,6 +167,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         deployment_limits=not plan.per_attempt_limits,
         cache=call.cache,
         cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
+        hold_s=timeout_s,
     )
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None
@@ -182,7 +184,6 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         ctx.native = native
         ctx.native_kind = front.native_kind
     call.stream = stream
-    timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
     return Admitted(payload, plan, steps, ctx, call.started + timeout_s, limit_headers)
 
 

@@ -57,3 +57,34 @@ def test_the_correction_lands_in_the_admission_bucket(limiter, clock):
 
     admitted, _ = asyncio.run(scenario())
     assert admitted.ok  # 100 used + 9900 = the limit exactly
+
+
+def test_a_call_that_never_settles_frees_its_slot_and_reservation_after_its_own_hold(limiter, clock, settings):
+    # Alice's call was admitted by a process that then died: nothing will settle it. Its parallel slot
+    # and its reservation are held for the call's deadline plus a margin (hold_ms), not for an hour.
+    from proxy.limits import BudgetCheck
+
+    key = "gw:b:hold-test:p"
+    if isinstance(limiter, RedisLimiter):
+        import redis
+
+        r = redis.Redis.from_url(settings.REDIS_URL)
+        r.delete("gw:par:k:hold-test", key, key + ":res", key + ":exp")
+        r.set(key, 0)
+    else:
+        limiter.spent[key] = 0
+    budget = BudgetCheck(1, key, 1_000, True, (), "key:alice", "p")
+    parallel = ("k:hold-test", 1)
+
+    async def scenario():
+        first, _ = await limiter.admit("dead", [], 0, parallel, [budget], 800, hold_ms=5_000)
+        clock["t"] += 4
+        held, _ = await limiter.admit("b", [], 0, parallel, [budget], 800, hold_ms=5_000)
+        clock["t"] += 2  # past the dead call's hold
+        freed, _ = await limiter.admit("c", [], 0, parallel, [budget], 800, hold_ms=5_000)
+        return first, held, freed
+
+    first, held, freed = asyncio.run(scenario())
+    assert first.ok
+    assert not held.ok and held.reason == "parallel"
+    assert freed.ok

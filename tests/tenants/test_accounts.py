@@ -272,3 +272,19 @@ def test_a_taken_slug_is_refused_in_the_form(world, client_as):
 
 def test_make_user_helper_is_verified(db):
     assert EmailAddress.objects.get(user=make_user("z@z.example")).verified
+
+
+def test_dave_can_sign_in_while_redis_is_down(world, settings):
+    # allauth's sign-in rate limit uses the cache: with Redis away it must act as a cold cache, not a 500.
+    from tests.helpers import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "gateway_project.common.cache.ResilientRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        }
+    }
+    client = Client(REMOTE_ADDR="203.0.113.8")
+    response = client.post(reverse("account_login"), {"login": "dave@acme.example", "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get("/", follow=True).status_code == 200
