@@ -6,6 +6,7 @@ one row for the log buffer and settles the budget reservation, once, whatever wa
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -17,6 +18,7 @@ from observability.text import storable
 from proxy import admission
 from proxy.background import spawn
 from proxy.snapshot import Deployment, KeyEntry, TenantEntry
+from proxy.tokens import chars_per_token, estimate_request_tokens
 
 MAX_TOKENS_REPORTED = 2**31 - 1
 
@@ -64,6 +66,7 @@ class Call:
         "key",
         "model",
         "overhead_ms",
+        "payload",
         "pii_actions",
         "prompt_estimate",
         "prompt_tokens",
@@ -124,7 +127,8 @@ class Call:
         self.reservation: Any = None
         # Per-deployment RPM/TPM admissions of the attempt loop: (deployment id, reservation).
         self.deployment_reservations: list[tuple[int, Any]] = []
-        self.prompt_estimate = 0
+        self.prompt_estimate = 0  # an upper bound on the prompt's tokens (body bytes / 3), for admission
+        self.payload: dict[str, Any] | None = None  # the request as the steps left it, for billing estimates
         self.content_events = 0
         self.content_bytes = 0
         self.finished = False
@@ -175,10 +179,20 @@ class Call:
             # Refused calls are not billed; a stream that failed after relaying content still is.
             return (0 if dep.price is not None else None), False, 0
         else:
-            # No usage reported (or the client left mid-stream): estimate on the high side. A chunk may
-            # carry several tokens, so take the larger of one per event and one per 3 content bytes.
-            completion = max(self.content_events, -(-self.content_bytes // 3))
-            prompt, cached, written = self.prompt_estimate, 0, 0
+            # No usage reported (the client left, or the stream was cut before its usage chunk): the
+            # prompt by the model family's tokenizer estimate, the output by what was relayed (its text,
+            # or one token per event past the role and finish frames, whichever is more, e.g. tool-call
+            # arguments), never more than the request's own output cap: never more than the whole call.
+            per = chars_per_token(dep.kind)
+            completion = max(math.ceil(self.content_bytes / per), self.content_events - 2, 0)
+            cap = admission.requested_output(self.endpoint, self.payload) if self.payload is not None else None
+            if cap is not None:
+                completion = min(completion, cap)
+            if self.payload is not None:
+                prompt = estimate_request_tokens(self.payload, dep.kind)
+            else:
+                prompt = self.prompt_estimate
+            cached, written = 0, 0
             estimated = True
         if dep.price is None:
             return None, estimated, prompt + completion

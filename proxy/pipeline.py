@@ -123,6 +123,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     else:
         payload, native = front.parse(request, endpoint), None
     call.model = model = payload["model"]
+    call.payload = payload
     user = payload.get("user")
     if isinstance(user, str):
         call.user = user
