@@ -16,12 +16,15 @@ from django.core.validators import validate_email
 
 from billing.models import BillingSettings, Budget, BudgetMode, BudgetPeriod, LimitScope, PriceOverride, RateLimit
 from billing.plan_config import register as register_plan
+from billing.selectors import budget_outage_mode
 from billing.services import (
     DEFAULT_ALERTS,
     MAX_ALERT_PERCENT,
     MAX_LIMIT,
+    OUTAGE_MODES,
     billing_settings_set,
     budget_delete,
+    budget_outage_mode_set,
     budget_upsert,
     key_scope_error,
     prices_set,
@@ -245,6 +248,28 @@ def export_timezone(tenant: Tenant) -> str | None:
     return name if name and name != "UTC" else None
 
 
+def parse_outage_mode(value: Any, path: str, c: Any) -> str:
+    mode = c.string(value, path)
+    if mode not in OUTAGE_MODES:
+        raise c.fail(f"must be one of {', '.join(OUTAGE_MODES)} (what hard budgets do while Redis is down)", path)
+    return mode
+
+
+def apply_outage_mode(tenant: Tenant, mode: str | None, *, actor: Actor) -> list[str]:
+    # Absent from the file: the default (closed), as every other section of a complete file.
+    mode = mode or "closed"
+    changed = budget_outage_mode_set(tenant, mode=mode, actor=actor)
+    return [f"~ hard_budgets_on_redis_outage {mode}"] if changed else []
+
+
+def export_outage_mode(tenant: Tenant) -> str | None:
+    mode = budget_outage_mode(tenant.id)
+    return mode if mode != "closed" else None
+
+
+apply_outage_mode.export = export_outage_mode  # type: ignore[attr-defined]
+
+
 def parse_alert_emails(value: Any, path: str, c: Any) -> list[str]:
     out = []
     for i, item in enumerate(c.sequence(value, path)):
@@ -281,6 +306,7 @@ def register() -> None:
     # Order matters: the time zone first (budgets count in it), limits after models exist.
     EXTENSIONS["timezone"] = (parse_timezone, apply_timezone)
     EXTENSIONS["alert_emails"] = (parse_alert_emails, apply_alert_emails)
+    EXTENSIONS["hard_budgets_on_redis_outage"] = (parse_outage_mode, apply_outage_mode)
     EXTENSIONS["prices"] = (parse_prices, apply_prices)
     EXTENSIONS["limits"] = (parse_limits, apply_limits)
     EXTENSIONS["budgets"] = (parse_budgets, apply_budgets)

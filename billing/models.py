@@ -20,6 +20,11 @@ class BillingSettings(models.Model):
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="billing")
     timezone = models.CharField(max_length=64, default="UTC")
     alert_emails = models.JSONField(default=list, blank=True)
+    # While the shared counters (Redis) are unreachable, hard budgets cannot be guaranteed: "closed"
+    # refuses the calls they cover (503 budget_unavailable), "open" lets them through unchecked.
+    hard_budgets_on_redis_outage = models.CharField(
+        max_length=8, choices=[("closed", "refuse calls"), ("open", "let calls through")], default="closed"
+    )
 
     def __str__(self) -> str:
         return f"{self.tenant} ({self.timezone})"

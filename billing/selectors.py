@@ -458,3 +458,13 @@ def ledger_month_total(tenant: Tenant, month: date) -> Decimal:
     """The tenant's exact spend in a calendar month (local days), as the billing page shows it to date."""
     total = _ledger(tenant.id, month, month_last_day(month)).aggregate(s=Sum("cost_picodollars"))["s"]
     return from_pico(int(total or 0))
+
+
+def budget_outage_mode(tenant_id: int) -> str:
+    """What the tenant's hard budgets do while Redis is down: "closed" (refuse) or "open" (let through)."""
+    mode = (
+        BillingSettings.objects.filter(tenant_id=tenant_id)
+        .values_list("hard_budgets_on_redis_outage", flat=True)
+        .first()
+    )
+    return mode or "closed"

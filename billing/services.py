@@ -212,6 +212,32 @@ def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
     return changed
 
 
+OUTAGE_MODES = ("closed", "open")
+
+
+@transaction.atomic
+def budget_outage_mode_set(tenant: Tenant, *, mode: str, actor: Actor) -> bool:
+    """Whether hard budgets refuse calls ("closed") or let them through ("open") while Redis is down."""
+    if mode not in OUTAGE_MODES:
+        raise ValidationError({"hard_budgets_on_redis_outage": f"Use one of: {', '.join(OUTAGE_MODES)}."})
+    obj, _created = BillingSettings.objects.select_for_update().get_or_create(tenant=tenant)
+    if obj.hard_budgets_on_redis_outage == mode:
+        return False
+    changes = {"hard_budgets_on_redis_outage": [obj.hard_budgets_on_redis_outage, mode]}
+    obj.hard_budgets_on_redis_outage = mode
+    obj.save(update_fields=["hard_budgets_on_redis_outage"])
+    audit(
+        tenant,
+        actor=actor,
+        action="billing.settings",
+        target_type="BillingSettings",
+        target_label=tenant.slug,
+        changes=changes,
+    )
+    record_change("tenant", tenant.id)
+    return True
+
+
 @transaction.atomic
 def billing_settings_set(
     tenant: Tenant, *, timezone_name: str, actor: Actor, alert_emails: list[str] | None = None

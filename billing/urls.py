@@ -9,6 +9,7 @@ from tenants.apis import by_method
 urlpatterns = [
     # Budget alert emails link here (billing.services.budget_alert_send): keep the path.
     path("t/<slug:slug>/budgets/", views.budgets, name="budgets"),
+    path("t/<slug:slug>/budgets/outage-mode/", views.budget_outage_mode_view, name="budget-outage-mode"),
     path("t/<slug:slug>/budgets/<int:budget_id>/", views.budget_detail, name="budget-detail"),
     path("t/<slug:slug>/budgets/<int:budget_id>/delete/", views.budget_delete_view, name="budget-delete"),
     path("t/<slug:slug>/limits/", views.limits, name="limits"),

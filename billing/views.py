@@ -26,6 +26,7 @@ from billing.periods import period_start
 from billing.selectors import (
     BudgetUsage,
     access_budget,
+    budget_outage_mode,
     budget_usage,
     deployment_rate_limits,
     key_names,
@@ -41,7 +42,13 @@ from billing.selectors import (
     tenant_timezone,
     visible_budgets,
 )
-from billing.services import billing_settings_set, budget_delete, budget_upsert, rate_limit_set
+from billing.services import (
+    billing_settings_set,
+    budget_delete,
+    budget_outage_mode_set,
+    budget_upsert,
+    rate_limit_set,
+)
 from gateway_project.common.htmx import HtmxHttpRequest
 from gateway_project.common.money import from_pico
 from tenants.forms import add_service_errors
@@ -92,7 +99,28 @@ def _budgets_context(access: TenantAccess, form: BudgetForm | None = None) -> di
         "own_keys": _own_key_rows(access, usages),
         "form": form or BudgetForm(),
         "timezone": tenant_timezone(access.tenant.id).key,
+        "outage_mode": budget_outage_mode(access.tenant.id),
     }
+
+
+@login_required
+@require_POST
+def budget_outage_mode_view(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """What hard budgets do while Redis is down: refuse the calls they cover, or let them through."""
+    access = tenant_access(request, slug)
+    access.require(CONFIG_WRITE)
+    mode = request.POST.get("mode", "")
+    try:
+        changed = budget_outage_mode_set(access.tenant, mode=mode, actor=access.actor)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if changed:
+            what = "let calls through" if mode == "open" else "refuse the calls they cover"
+            messages.success(request, f"While Redis is unreachable, hard budgets now {what}.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("budgets", kwargs={"slug": slug}))
+    return redirect("budgets", slug=slug)
 
 
 @login_required

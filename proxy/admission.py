@@ -182,8 +182,9 @@ async def admit(  # noqa: C901
         raise
     except Exception as exc:
         outage.failed("limit check", exc)
-        if any(c.hard for c in checks):
-            # Without the shared counters a hard budget cannot be guaranteed: refuse rather than overspend.
+        if any(c.hard for c in checks) and not tenant.budgets_fail_open:
+            # Without the shared counters a hard budget cannot be guaranteed: refuse rather than overspend
+            # (unless the tenant chose to let calls through; billing's hard_budgets_on_redis_outage).
             raise ProxyError(
                 503,
                 "Budget enforcement is temporarily unavailable; retry shortly.",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from billing.models import Budget, LimitScope, PriceOverride, RateLimit
-from billing.selectors import tenant_timezone
+from billing.selectors import budget_outage_mode, tenant_timezone
 from gateway_project.common import crypto
 from gateway_project.common.money import NANO, Price, find_price, shipped_prices
 from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
@@ -36,6 +36,7 @@ class MoneyConfig:
     tenant_tpm: int | None = None
     deployment_limits: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
     budgets: list = field(default_factory=list)
+    budgets_fail_open: bool = False
 
     def price_for(self, upstream_model: str, base_model: str = "") -> Price | None:
         """The deployment's price: its base_model's when set (a custom upstream id has no entry of its
@@ -55,7 +56,9 @@ def load_money_config(tenant_id: int) -> MoneyConfig:
             cache_write=o.cache_write,
             max_output=prices[o.model].max_output if o.model in prices else Price(o.input, o.output).max_output,
         )
-    config = MoneyConfig(tz=tenant_timezone(tenant_id), prices=prices)
+    config = MoneyConfig(
+        tz=tenant_timezone(tenant_id), prices=prices, budgets_fail_open=budget_outage_mode(tenant_id) == "open"
+    )
     for limit in RateLimit.objects.filter(tenant_id=tenant_id).exclude(scope=LimitScope.KEY):
         if limit.scope == LimitScope.TENANT:
             config.tenant_rpm, config.tenant_tpm = limit.rpm, limit.tpm
@@ -183,6 +186,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         rpm=money.tenant_rpm,
         tpm=money.tenant_tpm,
         budgets=money.budgets,
+        budgets_fail_open=money.budgets_fail_open,
         # PII first (every later step sees only the redacted request), the prompt cache last.
         # Body logging sits between them: it keeps the request and the answer as PII redaction left them.
         steps=tuple(

@@ -130,5 +130,7 @@ class TenantEntry:
     rpm: int | None = None
     tpm: int | None = None
     budgets: list[BudgetSpec] = field(default_factory=list)
+    # While Redis is unreachable: let calls covered by hard budgets through (True) or refuse them.
+    budgets_fail_open: bool = False
     # Policy steps compiled from the tenant's policies (proxy.steps.Step), in the order they run.
     steps: tuple = ()

@@ -149,6 +149,7 @@ CONSOLE = [
     ("budget-detail", TENANT_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("budget-detail", KEY_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("budget-detail", ERIN_KEY_BUDGET, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("budget-outage-mode", {}, {"POST": Role.ADMIN}),
     ("budget-delete", TENANT_BUDGET, {"POST": Role.ADMIN}),
     ("budget-delete", KEY_BUDGET, {"POST": Role.ADMIN}),
     ("limits", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
