@@ -220,12 +220,16 @@ def budget_outage_mode_set(tenant: Tenant, *, mode: str, actor: Actor) -> bool:
     """Whether hard budgets refuse calls ("closed") or let them through ("open") while Redis is down."""
     if mode not in OUTAGE_MODES:
         raise ValidationError({"hard_budgets_on_redis_outage": f"Use one of: {', '.join(OUTAGE_MODES)}."})
-    obj, _created = BillingSettings.objects.select_for_update().get_or_create(tenant=tenant)
-    if obj.hard_budgets_on_redis_outage == mode:
-        return False
-    changes = {"hard_budgets_on_redis_outage": [obj.hard_budgets_on_redis_outage, mode]}
-    obj.hard_budgets_on_redis_outage = mode
-    obj.save(update_fields=["hard_budgets_on_redis_outage"])
+    obj = BillingSettings.objects.select_for_update().filter(tenant=tenant).first()
+    current = obj.hard_budgets_on_redis_outage if obj is not None else "closed"
+    if current == mode:
+        return False  # (and no settings row is made just to hold the default)
+    changes = {"hard_budgets_on_redis_outage": [current, mode]}
+    if obj is None:
+        BillingSettings.objects.create(tenant=tenant, hard_budgets_on_redis_outage=mode)
+    else:
+        obj.hard_budgets_on_redis_outage = mode
+        obj.save(update_fields=["hard_budgets_on_redis_outage"])
     audit(
         tenant,
         actor=actor,

@@ -141,10 +141,18 @@ def _filter_form(request: HtmxHttpRequest, access: TenantAccess) -> LogFilterFor
     return LogFilterForm(request.GET, keys=keys)
 
 
+# Without a start, the explorer and its export cover this much: a filter that matches few rows must not
+# walk every day's partition of the retention period (a request id lookup is not bounded).
+DEFAULT_RANGE = timedelta(days=7)
+
+
 def _filters(form: LogFilterForm) -> LogFilters:
     d = form.cleaned_data
+    since = d.get("since")
+    if since is None and not (d.get("request_id") or "").strip():
+        since = (d.get("until") or datetime.now(UTC)) - DEFAULT_RANGE
     return LogFilters(
-        since=d.get("since"),
+        since=since,
         until=d.get("until"),
         key_id=d.get("key"),
         model=d.get("model") or "",
@@ -191,6 +199,7 @@ def log_explorer(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "status_choices": STATUS_CHOICES,
         "models": model_names_for(access.tenant),
         "own_only": access.role == Role.MEMBER,
+        "default_range": form.is_valid() and not form.cleaned_data.get("since"),
     }
     template = (
         "observability/logs.html#rows" if request.htmx and request.GET.get("cursor") else "observability/logs.html"

@@ -192,7 +192,9 @@ def transport_error(exc: Exception, deployment: Deployment) -> UpstreamResult:
         status, code, msg = 504, "upstream_timeout", "The upstream provider timed out"
     else:
         status, code, msg = 502, "upstream_unreachable", "The upstream provider could not be reached"
-    message = f"{msg} ({deployment.provider_name}): {type(exc).__name__}: {exc}"[:1000]
+    # Name what happened (a closed socket, a refused connection), not the wrapper's "ConnectTimeout".
+    what = cause if cause is not None and not timed_out else exc
+    message = f"{msg} ({deployment.provider_name}): {type(what).__name__}: {what}"[:1000]
     return UpstreamResult(
         status=status,
         body=error_body(message, type="upstream_error", code=code),

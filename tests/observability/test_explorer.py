@@ -388,3 +388,18 @@ def test_charts_escape_their_labels():
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     svg = line_chart("t", ["a", "b", "c"], {"p50": [1.0, None, 3.0]})
     assert svg.count("<polyline") == 2  # a gap breaks the line
+
+
+def test_without_a_start_the_explorer_covers_the_last_seven_days(client, alice, world):
+    # A call of ten days ago is outside the default range; a start date or its request id finds it.
+    write_logs([record(world["acme"], world["alice_key"], 10 * 24 * 60, request_id="old-call")])
+    client.force_login(alice)
+    url = reverse("log-explorer", args=["acme"])
+    response = client.get(url, {"user": "u1"})
+    assert "old-call" not in {row.request_id for row, _ in response.context["rows"]}
+    assert b"the last 7 days are shown" in response.content
+    since = (NOW - timedelta(days=11)).strftime("%Y-%m-%dT%H:%M")
+    rows = client.get(url, {"user": "u1", "since": since}).context["rows"]
+    assert "old-call" in {row.request_id for row, _ in rows}
+    rows = client.get(url, {"request_id": "old-call"}).context["rows"]
+    assert [row.request_id for row, _ in rows] == ["old-call"]

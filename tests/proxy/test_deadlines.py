@@ -115,3 +115,11 @@ def test_the_last_candidate_gets_the_whole_deadline(alice_key, upstream):
     response, body, _elapsed = _call(alice_key, "stalls", stream=False)
     # Alone on its model, the deployment is not cut at half the deadline (0.5 s).
     assert response.status_code == 200, body
+
+
+def test_a_connection_the_upstream_closes_is_named_as_such_not_as_a_timeout(alice_key, upstream):
+    upstream.script("stall-stream", {"reset": True})  # the upstream drops the connection, no answer
+    response, body, _elapsed = _call(alice_key, "stalls", stream=False)
+    error = orjson.loads(body)["error"]
+    assert response.status_code == 502 and error["code"] == "upstream_unreachable"
+    assert "ConnectTimeout" not in error["message"] and "Disconnected" in error["message"]
