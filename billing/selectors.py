@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Min, Q, QuerySet, Sum
 from django.http import Http404
 
 from billing.invoice_rules import CLOSED, month_last_day, round_total
@@ -29,7 +30,7 @@ from billing.models import (
 )
 from billing.periods import period_start
 from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices
-from observability.models import CallLog
+from observability.models import CallLog, CallRollupDay
 from routing.models import ModelDeployment
 from tenants import permissions
 from tenants.models import Role, Tenant, VirtualKey
@@ -114,54 +115,136 @@ class Difference:
     call_logs: Decimal
 
 
-def reconcile(tenant: Tenant | None = None) -> list[Difference]:
-    """The ledger against the call logs, row for row (tenant, day, key, end user, model), and per tag.
+@dataclass
+class ReconcileReport:
+    days_checked: int = 0  # against the call-log rows
+    days_against_rollups: int = 0  # their rows are past the tenant's retention: against the day rollups
+    days_skipped: int = 0  # past retention, and the tenant's days are not UTC days as the rollups' are
+    differences: int = 0
 
-    Sums run in the database at the ledger's own granularity, so a cost booked to the wrong key or
-    model shows up even when the day's total happens to match.
-    """
-    tenants = [tenant] if tenant else list(Tenant.objects.all())
+
+def reconcile(tenant: Tenant | None = None) -> list[Difference]:
+    """Every difference between the ledger and the call logs (see reconcile_days), all days."""
     diffs: list[Difference] = []
-    for t in tenants:
-        priced = CallLog.objects.filter(tenant=t, cost_picodollars__isnull=False)
-        logs = {
-            row[:4]: int(row[4] or 0)
-            for row in priced.values_list("day", "virtual_key_id", "end_user", "requested_model")
-            .annotate(s=Sum("cost_picodollars"))
-            .values_list("day", "virtual_key_id", "end_user", "requested_model", "s")
-        }
-        ledger = {
-            row[:4]: int(row[4])
-            for row in SpendLedger.objects.filter(tenant=t).values_list(
-                "day", "virtual_key_id", "end_user", "model", "cost_picodollars"
-            )
-        }
-        for key in sorted(set(logs) | set(ledger), key=str):
-            if logs.get(key, 0) != ledger.get(key, 0):
-                what = f"key {key[1]} user {key[2] or '-'} model {key[3]}"
-                diffs.append(
-                    Difference(t.slug, str(key[0]), what, from_pico(ledger.get(key, 0)), from_pico(logs.get(key, 0)))
-                )
-        tags: dict[tuple[date, str], int] = defaultdict(int)
-        for day, cost, log_tags in priced.exclude(tags=[]).values_list("day", "cost_picodollars", "tags"):
-            for tag in log_tags or []:
-                tags[(day, tag)] += cost
-        tag_ledger = {
-            (d, tag): int(c)
-            for d, tag, c in TagSpend.objects.filter(tenant=t).values_list("day", "tag", "cost_picodollars")
-        }
-        for key in sorted(set(tags) | set(tag_ledger), key=str):
-            if tags.get(key, 0) != tag_ledger.get(key, 0):
-                diffs.append(
-                    Difference(
-                        t.slug,
-                        str(key[0]),
-                        f"tag:{key[1]}",
-                        from_pico(tag_ledger.get(key, 0)),
-                        from_pico(tags.get(key, 0)),
-                    )
-                )
+    for t in [tenant] if tenant else Tenant.objects.all():
+        reconcile_days(t, on_difference=diffs.append)
     return diffs
+
+
+def reconcile_days(
+    tenant: Tenant,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    on_difference: Any = None,
+    today: date | None = None,
+) -> ReconcileReport:
+    """The ledger against the call logs, day by day in [since, until) (tenant time zone), row for row
+    (day, key, end user, model) and per tag; `on_difference(Difference)` is called as each is found.
+
+    One day at a time, each day's sums computed by the database over that day's partitions only, so
+    memory stays bounded however many rows the period holds. Days whose call-log rows are past the
+    tenant's retention are checked against the day rollups instead (per key and model), when the
+    tenant counts its days in UTC as the rollups do; otherwise they are counted as skipped.
+    """
+    report = ReconcileReport()
+    tz = tenant_timezone(tenant.id)
+    today = today or datetime.now(tz).date()
+    first = since
+    if first is None:
+        # The earliest day either side holds: a ledger with no call logs is as wrong as the reverse.
+        ledger_first = SpendLedger.objects.filter(tenant=tenant).aggregate(d=Min("day"))["d"]
+        oldest_call = CallLog.objects.filter(tenant=tenant).aggregate(t=Min("created_at"))["t"]
+        candidates = [d for d in (ledger_first, oldest_call.date() - timedelta(days=1) if oldest_call else None) if d]
+        if not candidates:
+            return report
+        first = min(candidates)
+    last = until - timedelta(days=1) if until else today
+    retained_from = today - timedelta(days=tenant.log_retention_days)
+    utc_days = getattr(tz, "key", "") in ("UTC", "Etc/UTC")
+    day = first
+    while day <= last:
+        if day >= retained_from:
+            found = _reconcile_day(tenant, day)
+            report.days_checked += 1
+        elif utc_days:
+            found = _reconcile_day_with_rollups(tenant, day)
+            report.days_against_rollups += 1
+        else:
+            found = []
+            report.days_skipped += 1
+        report.differences += len(found)
+        if on_difference is not None:
+            for diff in found:
+                on_difference(diff)
+        day += timedelta(days=1)
+    return report
+
+
+def _reconcile_day(tenant: Tenant, day: date) -> list[Difference]:
+    # The rows of a tenant-time-zone day lie within a day either side in UTC: partition pruning.
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    priced = CallLog.objects.filter(
+        tenant=tenant,
+        day=day,
+        cost_picodollars__isnull=False,
+        created_at__gte=start - timedelta(days=1),
+        created_at__lt=start + timedelta(days=2),
+    )
+    logs = {
+        row[:3]: int(row[3] or 0)
+        for row in priced.values_list("virtual_key_id", "end_user", "requested_model")
+        .annotate(s=Sum("cost_picodollars"))
+        .values_list("virtual_key_id", "end_user", "requested_model", "s")
+    }
+    ledger: dict[tuple, int] = defaultdict(int)
+    for key_id, end_user, model, cost in SpendLedger.objects.filter(tenant=tenant, day=day).values_list(
+        "virtual_key_id", "end_user", "model", "cost_picodollars"
+    ):
+        ledger[(key_id, end_user, model)] += int(cost)
+    diffs = [
+        Difference(
+            tenant.slug, str(day), f"key {k[0]} user {k[1] or '-'} model {k[2]}", from_pico(ledger.get(k, 0)),
+            from_pico(logs.get(k, 0)),
+        )
+        for k in sorted(set(logs) | set(ledger), key=str)
+        if logs.get(k, 0) != ledger.get(k, 0)
+    ]  # fmt: skip
+    tags: dict[str, int] = defaultdict(int)
+    for cost, log_tags in priced.exclude(tags=[]).values_list("cost_picodollars", "tags").iterator(chunk_size=5000):
+        for tag in log_tags or []:
+            tags[tag] += cost
+    tag_ledger = dict(TagSpend.objects.filter(tenant=tenant, day=day).values_list("tag", "cost_picodollars"))
+    for tag in sorted(set(tags) | set(tag_ledger)):
+        if tags.get(tag, 0) != int(tag_ledger.get(tag, 0)):
+            diffs.append(
+                Difference(
+                    tenant.slug, str(day), f"tag:{tag}", from_pico(tag_ledger.get(tag, 0)), from_pico(tags.get(tag, 0))
+                )
+            )
+    return diffs
+
+
+def _reconcile_day_with_rollups(tenant: Tenant, day: date) -> list[Difference]:
+    bucket = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    rolled: dict[tuple, int] = defaultdict(int)
+    for key_id, model, cost in CallRollupDay.objects.filter(tenant_id=tenant.id, bucket=bucket).values_list(
+        "virtual_key_id", "model", "cost_picodollars"
+    ):
+        rolled[(key_id or None, model)] += int(cost or 0)
+    ledger: dict[tuple, int] = defaultdict(int)
+    for key_id, model, cost in SpendLedger.objects.filter(tenant=tenant, day=day).values_list(
+        "virtual_key_id", "model", "cost_picodollars"
+    ):
+        ledger[(key_id, model)] += int(cost)
+    return [
+        Difference(
+            tenant.slug, str(day), f"key {k[0]} model {k[1]} (day rollup)", from_pico(ledger.get(k, 0)),
+            from_pico(rolled.get(k, 0)),
+        )
+        for k in sorted(set(rolled) | set(ledger), key=str)
+        if rolled.get(k, 0) != ledger.get(k, 0)
+    ]  # fmt: skip
 
 
 # --- Console reads ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -219,3 +219,37 @@ def percentile_from_histogram(counts: list[int], p: float) -> float | None:
             return low + (high - low) * max(rank - seen, 0) / n
         seen += n
     return float(LATENCY_BOUNDS_MS[-1])
+
+
+ROLLUP_MODELS = (CallRollupMinute, CallRollupHour, CallRollupDay, TagRollupHour, UserRollupHour, UserRollupDay)
+
+
+def rebuild_rollups(tenant: Any, *, since: date, until: date, chunk: int = 5000) -> int:
+    """Recompute the tenant's rollups of the UTC days [since, until) from its call logs; returns the
+    rows read. The rollups of those days are deleted and summed again from the rows in chunks, in one
+    transaction (dashboards read the old totals until it commits). Days whose rows are past retention
+    come back empty: rebuild only what the call log still holds. Live calls add to the current day's
+    buckets as they are logged, so `until` should not be later than today (the command's default)."""
+    from observability.models import CallLog
+
+    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(until, datetime.min.time(), tzinfo=UTC)
+    rows = CallLog.objects.filter(tenant_id=tenant.id, created_at__gte=start, created_at__lt=end).order_by(
+        "created_at", "id"
+    )
+    fields = [f.attname for f in CallLog._meta.concrete_fields]
+    read = 0
+    with transaction.atomic():
+        for model in ROLLUP_MODELS:
+            model.objects.filter(tenant_id=tenant.id, bucket__gte=start, bucket__lt=end).delete()
+        batch: list[dict[str, Any]] = []
+        for values in rows.values_list(*fields).iterator(chunk_size=chunk):
+            batch.append(dict(zip(fields, values, strict=True)))
+            if len(batch) >= chunk:
+                write_rollups(batch)
+                read += len(batch)
+                batch = []
+        if batch:
+            write_rollups(batch)
+            read += len(batch)
+    return read

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -54,8 +54,17 @@ class Command(BaseCommand):
         p.add_argument("--until", default=None, help="last day, YYYY-MM-DD, inclusive")
         p.add_argument("--json", action="store_true", help="print JSON (the only format for now)")
 
-        p = sub.add_parser("reconcile", help="Prove the spend ledger equals the sum of call log costs")
+        p = sub.add_parser("reconcile", help="Prove the spend ledger equals the sum of call log costs, day by day")
         p.add_argument("--tenant", default=None)
+        p.add_argument("--since", default=None, help="first day, YYYY-MM-DD (tenant time zone)")
+        p.add_argument("--until", default=None, help="day after the last, YYYY-MM-DD (exclusive)")
+
+        p = sub.add_parser("rebuild-rollups", help="Recompute a tenant's dashboard rollups from its call logs")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--since", required=True, help="first UTC day, YYYY-MM-DD")
+        p.add_argument(
+            "--until", default=None, help="UTC day to stop before (default: today, which live calls still fill)"
+        )
 
         p = sub.add_parser("export-logs", help="Print a tenant's call logs as CSV or JSON lines, streamed")
         p.add_argument("--tenant", required=True)
@@ -230,21 +239,59 @@ class Command(BaseCommand):
         for text in export_logs(tenant, since=bounds["since"], until=bounds["until"], fmt=options["format"]):
             self.stdout.write(text, ending="")
 
-    def cmd_reconcile(self, options: dict) -> None:
-        from billing.selectors import reconcile
+    def _day(self, options: dict, name: str) -> date | None:
+        from django.utils.dateparse import parse_date
 
-        tenant = self._tenant(options["tenant"]) if options["tenant"] else None
-        diffs = reconcile(tenant)
-        for d in diffs:
+        raw = options.get(name)
+        if not raw:
+            return None
+        try:
+            day = parse_date(raw) if len(raw) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise CommandError(f"--{name} {raw!r} is not a date (YYYY-MM-DD)")
+        return day
+
+    def cmd_reconcile(self, options: dict) -> None:
+        from billing.selectors import reconcile_days
+
+        since, until = self._day(options, "since"), self._day(options, "until")
+        tenants = [self._tenant(options["tenant"])] if options["tenant"] else list(Tenant.objects.order_by("slug"))
+        differences = 0
+
+        def report(d) -> None:
             self.stderr.write(f"{d.tenant} {d.day} {d.what}: ledger {d.ledger} != call logs {d.call_logs}")
-        if diffs:
-            raise CommandError(f"{len(diffs)} difference(s) between the spend ledger and the call logs")
+
+        for tenant in tenants:
+            r = reconcile_days(tenant, since=since, until=until, on_difference=report)
+            differences += r.differences
+            detail = f"{r.days_checked} day(s) against the call logs"
+            if r.days_against_rollups:
+                detail += f", {r.days_against_rollups} past retention against the day rollups"
+            if r.days_skipped:
+                detail += f", {r.days_skipped} past retention not checked (the tenant's days are not UTC days)"
+            self.stdout.write(f"{tenant.slug}: {detail}")
+        if differences:
+            raise CommandError(f"{differences} difference(s) between the spend ledger and the call logs")
         self.stdout.write("ledger matches call logs")
         from billing.invoicing.commands import reconcile_invoices
 
-        invoice_diffs = reconcile_invoices(self, tenant)
-        if invoice_diffs:
-            raise CommandError(f"{invoice_diffs} difference(s) between the spend ledger and the invoices")
+        for tenant in tenants if options["tenant"] else [None]:
+            invoice_diffs = reconcile_invoices(self, tenant)
+            if invoice_diffs:
+                raise CommandError(f"{invoice_diffs} difference(s) between the spend ledger and the invoices")
+
+    def cmd_rebuild_rollups(self, options: dict) -> None:
+        from observability.rollups import rebuild_rollups
+
+        tenant = self._tenant(options["tenant"])
+        since = self._day(options, "since")
+        until = self._day(options, "until") or datetime.now(UTC).date()
+        if since is None or since >= until:
+            raise CommandError("--since must be a day before --until (default: today)")
+        rows = rebuild_rollups(tenant, since=since, until=until)
+        self.stdout.write(f"{tenant.slug}: rollups of {since} to {until} (exclusive) rebuilt from {rows} call log(s)")
 
     def cmd_invoice(self, options: dict) -> None:
         from billing.invoicing.commands import cmd_invoice
