@@ -356,7 +356,7 @@ GATEWAY_LOG_CLAIM_IDLE = envfloat("GATEWAY_LOG_CLAIM_IDLE", 30.0)
 # and are checked against the database (and what is missing stored) once GATEWAY_SPOOL_GRACE s old.
 GATEWAY_SPOOL = envbool("GATEWAY_SPOOL", True)
 GATEWAY_SPOOL_DIR = envstr("GATEWAY_SPOOL_DIR", str(BASE_DIR / ".spool"))
-GATEWAY_SPOOL_SEGMENT = envfloat("GATEWAY_SPOOL_SEGMENT", 10.0)
+GATEWAY_SPOOL_SEGMENT = envfloat("GATEWAY_SPOOL_SEGMENT", 5.0)
 GATEWAY_SPOOL_GRACE = envfloat("GATEWAY_SPOOL_GRACE", 15.0)
 GATEWAY_SPOOL_MAX_BYTES = envint("GATEWAY_SPOOL_MAX_BYTES", 256 * 1024 * 1024)
 # Safety net for the in-process key/config cache: entries are re-read at least this often even if an

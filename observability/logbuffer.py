@@ -142,8 +142,20 @@ class DatabaseSink:
         if records:
             after_write(records)
 
+    def missing(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records whose call is not stored yet, by a read that takes no lock (the spool's check:
+        usually every row is there, and the consumers must not wait on it). Storing the ones it
+        returns goes through `write`, whose dedupe is the authority."""
+        from django.db import connection
+
+        keep_connection()
+        with connection.cursor() as cursor:
+            return self._not_yet_stored(cursor, records, lock=False, count=False)
+
     @staticmethod
-    def _not_yet_stored(cursor: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _not_yet_stored(
+        cursor: Any, records: list[dict[str, Any]], *, lock: bool = True, count: bool = True
+    ) -> list[dict[str, Any]]:
         """The records whose call is not in the table yet, and each call once.
 
         A call is its tenant, request id and start time: clients may choose their request id (and reuse
@@ -159,7 +171,8 @@ class DatabaseSink:
         ids = list({r.get("request_id") for r in records})
         seen: set[tuple] = set()
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEDUPE_LOCK])
+            if lock:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DEDUPE_LOCK])
             if stamps:
                 # One array parameter instead of an IN list; the time range lets PostgreSQL prune
                 # partitions, the request id index finds the rows.
@@ -179,7 +192,8 @@ class DatabaseSink:
         for r in records:
             call = (r.get("tenant_id"), r.get("request_id"), r.get("created_at"))
             if call in seen:
-                metrics.incr("calllog_rows_duplicate")
+                if count:
+                    metrics.incr("calllog_rows_duplicate")
                 continue
             seen.add(call)
             fresh.append(r)
@@ -314,12 +328,17 @@ class LogBuffer:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._records or (self.spool is not None and time.monotonic() >= self._spool_due):
+            if self._records:
                 try:
                     await self.flush()
                 except Exception:
                     # Never let one bad flush end the flusher: the rows are still in the buffer or stored.
                     logger.exception("call log flush failed")
+            if self.spool is not None and time.monotonic() >= self._spool_due:
+                try:
+                    await sync_to_async(self._tend_spool, thread_sensitive=False)()
+                except Exception:
+                    logger.exception("tending the call-log spool failed")
 
     def _take(self) -> list[dict[str, Any]]:
         batch = []
@@ -357,24 +376,27 @@ class LogBuffer:
                     logger.warning("writing call logs works again after %.1f s", time.monotonic() - self._away_since)
                     self._away_since = None
             if self.spool is not None:
-                self._tend_spool()
+                self.spool.sync()  # what this flush covered is on disk: the bound on a machine crash's loss
         return written
 
     def _tend_spool(self, *, final: bool = False) -> None:
-        """fsync what this flush covered; every few seconds, rotate and settle segments (see observability.spool)."""
+        """Rotate the spool's segment and settle old ones (see observability.spool). Runs in a worker
+        thread beside the flushes, never holding them up."""
         spool = self.spool
         spool.sync()
-        now = time.monotonic()
-        if not final and now < self._spool_due:
-            return
-        self._spool_due = now + SPOOL_TEND_INTERVAL
-        if self._spool_store is None:
-            self._spool_store = DatabaseSink(dedupe=True)
+        self._spool_due = time.monotonic() + SPOOL_TEND_INTERVAL
         spool.rotate(force=final)
         try:
-            spool.settle(self._spool_store.write, min_age=0.0 if final else None)
+            spool.settle(self._settle_rows, min_age=0.0 if final else None, max_files=None if final else 2)
         except Exception:
             logger.exception("settling the call-log spool failed")
+
+    def _settle_rows(self, records: list[dict[str, Any]]) -> None:
+        if self._spool_store is None:
+            self._spool_store = DatabaseSink(dedupe=True)
+        fresh = self._spool_store.missing(records)
+        if fresh:
+            self._spool_store.write(fresh)
 
     def _fan_out(self, records: list[dict[str, Any]]) -> None:
         if not records:

@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ class Spool:
             if empty and path is not None:
                 path.unlink(missing_ok=True)
 
-    def settle(self, store: Any, *, min_age: float | None = None) -> int:
+    def settle(self, store: Any, *, min_age: float | None = None, max_files: int | None = None) -> int:
         """Store what settleable segments hold and the database lacks, then delete them.
 
         `store(records)` inserts the records not stored yet (DatabaseSink(dedupe=True).write). Returns the
@@ -171,16 +172,21 @@ class Spool:
                     continue  # its writer is alive, or another process is settling it
                 if not path.exists():
                     continue
-                records = _read(fd, path)
                 try:
-                    for start in range(0, len(records), 2000):
-                        _store(store, records[start : start + 2000])
+                    count = 0
+                    for records in _batches(fd, path):
+                        _store(store, records)
+                        count += len(records)
                 except AWAY as exc:
                     self._away(exc)
                     return settled
                 path.unlink()
-                settled += len(records)
-                metrics.incr("spool_rows_settled", len(records))
+                settled += count
+                metrics.incr("spool_rows_settled", count)
+                if max_files is not None:
+                    max_files -= 1
+                    if max_files <= 0:
+                        break
             finally:
                 os.close(fd)
         if self._away_since is not None:
@@ -220,21 +226,26 @@ def _store(store: Any, records: list[dict[str, Any]]) -> None:
             logger.error("the database refused spooled call log %s: %s", record.get("request_id"), exc)
 
 
-def _read(fd: int, path: Path) -> list[dict[str, Any]]:
+def _batches(fd: int, path: Path, size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    """The segment's rows, a bounded batch at a time (a segment can hold tens of megabytes: reading it
+    whole would grow the process's memory for nothing)."""
     from observability.stream import decode
 
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    records: list[dict[str, Any]] = []
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        try:
-            records.extend(decode(b"[" + line + b"]"))
-        except (orjson.JSONDecodeError, ValueError):
-            # A line cut short by a crash in mid-write: that row was never acknowledged anywhere else either.
-            metrics.incr("spool_rows_torn")
-            logger.warning("skipping a torn line in call-log spool %s", path.name)
-    return records
+    batch: list[dict[str, Any]] = []
+    with os.fdopen(os.dup(fd), "rb") as lines:
+        for line in lines:
+            line = line.rstrip(b"\n")
+            if not line:
+                continue
+            try:
+                batch.extend(decode(b"[" + line + b"]"))
+            except (orjson.JSONDecodeError, ValueError):
+                # A line cut short by a crash in mid-write: that row was never acknowledged anywhere else.
+                metrics.incr("spool_rows_torn")
+                logger.warning("skipping a torn line in call-log spool %s", path.name)
+                continue
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -128,6 +128,8 @@ class GatewayStreamResponse(StreamingHttpResponse):
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+                self._timer = None
+            self._task = None  # the task holds this response: no cycle left for the garbage collector
             await self.close_relay(disconnected)
 
     def _timed_out(self) -> bytes:
