@@ -271,7 +271,8 @@ class Command(BaseCommand):
                 detail += f", {r.days_against_rollups} past retention against the day rollups"
             if r.days_skipped:
                 detail += f", {r.days_skipped} past retention not checked (the tenant's days are not UTC days)"
-            self.stdout.write(f"{tenant.slug}: {detail}")
+            if options.get("verbosity", 1) >= 2:
+                self.stdout.write(f"{tenant.slug}: {detail}")
         if differences:
             raise CommandError(f"{differences} difference(s) between the spend ledger and the call logs")
         self.stdout.write("ledger matches call logs")
