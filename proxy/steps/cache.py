@@ -27,6 +27,7 @@ from django.conf import settings
 
 from gateway_project.common.dbidentity import database_identity
 from gateway_project.common.money import to_pico
+from proxy.admission import outage
 from proxy.background import spawn
 from proxy.call import int_or_none
 from proxy.limits import RedisLimiter, limiter
@@ -367,8 +368,8 @@ class CacheCall:
         store = limiter()
         try:
             value = await store.get(key) if isinstance(store, RedisLimiter) else local_store.get(key)
-        except Exception:
-            logger.warning("prompt cache lookup failed; treated as a miss", exc_info=True)
+        except Exception as exc:
+            outage.failed("prompt cache lookup (treated as a miss)", exc)  # one log line per outage
             return
         self.found(value)
 
@@ -402,8 +403,8 @@ class CacheCall:
             return
         try:
             await store.set(key, value, self.ttl_s)
-        except Exception:
-            logger.warning("prompt cache fill failed", exc_info=True)
+        except Exception as exc:
+            outage.failed("prompt cache fill", exc)
 
     def stream_ended(self, call: Call, upstream: UpstreamStream) -> None:
         """Called when a relayed stream closed: store it only if it ended cleanly with [DONE]."""
