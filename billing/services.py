@@ -212,6 +212,19 @@ def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
     return changed
 
 
+def _settings_changed(tenant: Tenant, *, actor: Actor, changes: dict) -> None:
+    """A change to the tenant's BillingSettings: audited, and the proxies reload the tenant."""
+    audit(
+        tenant,
+        actor=actor,
+        action="billing.settings",
+        target_type="BillingSettings",
+        target_label=tenant.slug,
+        changes=changes,
+    )
+    record_change("tenant", tenant.id)
+
+
 OUTAGE_MODES = ("closed", "open")
 
 
@@ -230,15 +243,7 @@ def budget_outage_mode_set(tenant: Tenant, *, mode: str, actor: Actor) -> bool:
     else:
         obj.hard_budgets_on_redis_outage = mode
         obj.save(update_fields=["hard_budgets_on_redis_outage"])
-    audit(
-        tenant,
-        actor=actor,
-        action="billing.settings",
-        target_type="BillingSettings",
-        target_label=tenant.slug,
-        changes=changes,
-    )
-    record_change("tenant", tenant.id)
+    _settings_changed(tenant, actor=actor, changes=changes)
     return True
 
 
@@ -262,15 +267,7 @@ def billing_settings_set(
     obj.timezone = timezone_name
     obj.alert_emails = emails
     obj.save(update_fields=["timezone", "alert_emails"])
-    audit(
-        tenant,
-        actor=actor,
-        action="billing.settings",
-        target_type="BillingSettings",
-        target_label=tenant.slug,
-        changes=changes,
-    )
-    record_change("tenant", tenant.id)
+    _settings_changed(tenant, actor=actor, changes=changes)
     return True
 
 

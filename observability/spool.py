@@ -36,18 +36,12 @@ from django.conf import settings
 
 from gateway_project.common.dbidentity import database_identity
 from observability import metrics
+from observability.logbuffer import AWAY
+from observability.stream import decode, encode
 
 logger = logging.getLogger("gateway.logs")
 
 SUFFIX = ".jsonl"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    return str(value)
 
 
 def spool_directory() -> Path:
@@ -74,18 +68,13 @@ class Spool:
 
     def append(self, record: dict[str, Any]) -> None:
         """One row, written through to the page cache. Never raises: the call is answered already."""
-        try:
-            line = orjson.dumps(record, default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
-        except TypeError:
-            from observability.text import storable_deep
-
-            line = orjson.dumps(storable_deep(record), default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        line = encode(record) + b"\n"  # the stream's encoding: one row per line, read back by its decode
         with self._lock:
             try:
                 if self._fd is None:
                     self._open()
                 if self._written + len(line) > self.max_bytes:
-                    self._full(len(line))
+                    self._full()
                     return
                 os.write(self._fd, line)  # type: ignore[arg-type]
                 self._written += len(line)
@@ -96,7 +85,7 @@ class Spool:
                     self._full_logged = True
                     logger.error("writing the call-log spool failed: %s", exc)
 
-    def _full(self, size: int) -> None:
+    def _full(self) -> None:
         metrics.incr("spool_rows_not_spooled")
         if not self._full_logged:
             self._full_logged = True
@@ -146,8 +135,6 @@ class Spool:
         `store(records)` inserts the records not stored yet (DatabaseSink(dedupe=True).write). Returns the
         number of rows read from settled segments; stops at the first database failure (tried again later).
         """
-        from observability.logbuffer import AWAY
-
         grace = self.grace_s if min_age is None else min_age
         now = time.time()
         current = self._path
@@ -199,16 +186,11 @@ class Spool:
             self._away_since = time.monotonic()
             logger.warning("settling the call-log spool failed (%s); its rows stay on disk", type(exc).__name__)
 
-    def close(self) -> None:
-        self.rotate(force=True)
-
 
 def _store(store: Any, records: list[dict[str, Any]]) -> None:
     """Store a batch; if the database refuses it (not away: a row it will never take, such as one of a
     tenant deleted since), store the rows one by one and count the refused ones, so that one such row
     cannot keep a segment, and every row after it, on disk forever."""
-    from observability.logbuffer import AWAY
-
     try:
         store(records)
         return
@@ -229,8 +211,6 @@ def _store(store: Any, records: list[dict[str, Any]]) -> None:
 def _batches(fd: int, path: Path, size: int = 1000) -> Iterator[list[dict[str, Any]]]:
     """The segment's rows, a bounded batch at a time (a segment can hold tens of megabytes: reading it
     whole would grow the process's memory for nothing)."""
-    from observability.stream import decode
-
     batch: list[dict[str, Any]] = []
     with os.fdopen(os.dup(fd), "rb") as lines:
         for line in lines:

@@ -96,7 +96,8 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def encode(records: list[dict[str, Any]]) -> bytes:
+def encode(records: list[dict[str, Any]] | dict[str, Any]) -> bytes:
+    """A batch of call-log records (or one record) as JSON: bytes as text, sets as sorted lists, the rest by str."""
     try:
         return orjson.dumps(records, default=_default, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:

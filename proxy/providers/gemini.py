@@ -341,7 +341,12 @@ def to_gemini_embeddings(payload: dict[str, Any], model: str) -> tuple[dict[str,
         if payload.get("dimensions"):
             request["outputDimensionality"] = payload["dimensions"]
         requests.append(request)
-    return {"requests": requests}, sum(-(-len(t) // 4) for t in inputs)
+    return {"requests": requests}, embedding_estimate(inputs)
+
+
+def embedding_estimate(inputs: list[str]) -> int:
+    """About four characters per token: Gemini reports no usage for embeddings."""
+    return sum(-(-len(t) // 4) for t in inputs)
 
 
 # --- response -----------------------------------------------------------------------------------
@@ -596,8 +601,9 @@ class GeminiAdapter(ProviderAdapter):
         if not isinstance(data, dict):
             return bad_response("The upstream provider returned JSON that is not an object")
         if ctx.endpoint == "embeddings":
-            _body, estimate = to_gemini_embeddings(payload, deployment.upstream_model.removeprefix("models/"))
-            return self._embeddings(data, payload, estimate)
+            # build() checked the input: a string or a list of strings.
+            inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+            return self._embeddings(data, payload, embedding_estimate(inputs))
         blocked = _blocked_prompt(data)
         if blocked is not None:
             return blocked

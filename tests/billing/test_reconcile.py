@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from io import StringIO
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -16,35 +17,22 @@ from observability.logbuffer import DatabaseSink
 from observability.models import CallLog, CallRollupDay, CallRollupHour
 from observability.rollups import rebuild_rollups
 from tenants.models import Tenant
+from tests.helpers.billing import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TODAY = datetime.now(UTC).date()
+ALICE_KEY = SimpleNamespace(id=7)
 
 
-def calls(tenant: Tenant, day: date, n: int, *, user: str = "alice") -> list[dict]:
+def calls(tenant: Tenant, day: date, n: int) -> list[dict]:
+    """Alice's n calls of `day` (key 7) from 09:00 UTC, a minute apart, each 1 micro-dollar."""
     start = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=9)
     return [
         {
+            **record(tenant, ALICE_KEY, cost=1_000_000, user="alice", tags=["team-a"], day=day),
             "created_at": start + timedelta(minutes=i),
-            "day": day,
-            "tenant_id": tenant.id,
-            "virtual_key_id": 7,
             "request_id": f"req-{tenant.slug}-{day}-{i}",
-            "endpoint": "chat/completions",
-            "requested_model": "gpt-4o-mini",
-            "provider": "main",
-            "upstream_model": "gpt-4o-mini",
-            "status_code": 200,
-            "error_type": "",
-            "error_message": "",
-            "latency_ms": 10.0,
-            "prompt_tokens": 10,
-            "completion_tokens": 5,
-            "total_tokens": 15,
-            "cost_picodollars": 1_000_000,
-            "end_user": user,
-            "tags": ["team-a"],
         }
         for i in range(n)
     ]

@@ -22,6 +22,7 @@ from billing.models import SpendLedger
 from billing.selectors import reconcile
 from observability.models import CallLog
 from tests.helpers import free_port, wait_for
+from tests.helpers.redis_server import start_redis
 
 # Rows stay in the memory buffer: no flush in the test's time (the spool has them from the first write).
 HOLD_ROWS = {"GATEWAY_LOG_FLUSH_INTERVAL": "120", "GATEWAY_LOG_BATCH_SIZE": "100000"}
@@ -75,24 +76,11 @@ def test_a_killed_gateways_buffered_rows_are_stored_by_the_next_one(gateway_fact
 def own_redis(tmp_path):
     """A Redis of this test's own, without persistence, for the test to kill."""
     port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    assert wait_for(lambda: _pings(url), timeout=10)
-    yield proc, url
+    proc = start_redis(port, tmp_path)
+    yield proc, f"redis://127.0.0.1:{port}/0"
     if proc.poll() is None:
         proc.kill()
         proc.wait(5)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-    except redis.exceptions.ConnectionError:
-        return False
 
 
 def test_rows_in_a_redis_stream_that_dies_with_its_data_are_stored_from_the_spool(

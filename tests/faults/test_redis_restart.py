@@ -6,58 +6,27 @@ and starts again on the same port and data directory."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import pytest
 import redis
 
 from proxy import admission, limits
 from proxy.limits import BudgetCheck, RedisLimiter
-from tests.helpers import free_port, wait_for
-
-
-def _start(port: int, data_dir) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    assert wait_for(lambda: _pings(url), timeout=10)
-    return proc
-
-
-def _pings(url: str) -> bool:
-    try:
-        return redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-    except redis.exceptions.ConnectionError:
-        return False
+from tests.helpers import free_port
+from tests.helpers.redis_server import start_redis
 
 
 @pytest.fixture
 def restartable_redis(tmp_path, monkeypatch):
     port = free_port()
-    procs = [_start(port, tmp_path)]
+    procs = [start_redis(port, tmp_path, aof=True)]
     url = f"redis://127.0.0.1:{port}/0"
     limiter = RedisLimiter(url)
     monkeypatch.setattr(admission, "limiter", lambda: limiter)
     monkeypatch.setattr(limits, "_limiter", limiter)
 
     def restart() -> None:
-        procs.append(_start(port, tmp_path))
+        procs.append(start_redis(port, tmp_path, aof=True))
 
     yield procs, url, restart
     for proc in procs:

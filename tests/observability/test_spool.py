@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db.models import Sum
@@ -17,33 +18,20 @@ from observability.logbuffer import DatabaseSink
 from observability.models import CallLog
 from observability.spool import Spool
 from tenants.models import Tenant
+from tests.helpers.billing import record as billing_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+ALICE_KEY = SimpleNamespace(id=11)
 
 
 def call_record(tenant: Tenant, n: int) -> dict:
+    """Alice's n-th call of the morning (key 11), priced."""
     return {
+        **billing_record(tenant, ALICE_KEY, cost=4_500_000, user="alice", tags=["team-a"], day=T0.date()),
         "created_at": T0 + timedelta(seconds=n),
-        "day": T0.date(),
-        "tenant_id": tenant.id,
-        "virtual_key_id": 11,
         "request_id": f"req-alice-{n}",
-        "endpoint": "chat/completions",
-        "requested_model": "gpt-4o-mini",
-        "provider": "main",
-        "upstream_model": "gpt-4o-mini",
-        "status_code": 200,
-        "error_type": "",
-        "error_message": "",
-        "latency_ms": 12.5,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "total_tokens": 15,
-        "cost_picodollars": 4_500_000,
-        "end_user": "alice",
-        "tags": ["team-a"],
     }
 
 

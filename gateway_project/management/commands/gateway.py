@@ -209,20 +209,10 @@ class Command(BaseCommand):
     def cmd_spend(self, options: dict) -> None:
         import json
 
-        from django.utils.dateparse import parse_date
-
         from billing.selectors import spend_summary
 
         tenant = self._tenant(options["tenant"])
-        dates = {}
-        for name in ("since", "until"):
-            if options[name]:
-                try:
-                    dates[name] = parse_date(options[name]) if len(options[name]) == 10 else None
-                except ValueError:
-                    dates[name] = None
-                if dates[name] is None:
-                    raise CommandError(f"--{name} {options[name]!r} is not a date (YYYY-MM-DD)")
+        dates = {name: day for name in ("since", "until") if (day := self._day(options, name)) is not None}
         self.stdout.write(json.dumps(spend_summary(tenant, **dates)))
 
     def cmd_export_logs(self, options: dict) -> None:
