@@ -366,6 +366,14 @@ GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)
 # seconds. A call running longer than this could let its budget be overshot, so keep it above the
 # longest call you serve.
 GATEWAY_RESERVATION_TTL = envfloat("GATEWAY_RESERVATION_TTL", 3600.0)
+# After Redis lost its data (or restarted from older data) budget counters are rebuilt from the ledger
+# once the new epoch is this old: time for every process to notice (each checks every second), store
+# its spooled call logs and register its open reservations again (proxy.recovery). Budgeted calls wait
+# for it; nothing else does.
+GATEWAY_REBUILD_DELAY = envfloat("GATEWAY_REBUILD_DELAY", 3.0)
+# A process renews its lease in Redis every second; once it has not for this long, the reservations and
+# parallel slots it held are freed (it died: SIGKILL, OOM, a lost machine).
+GATEWAY_LEASE_TTL = envfloat("GATEWAY_LEASE_TTL", 5.0)
 # Without Redis, processes learn about changes by polling the change log at this interval.
 GATEWAY_INVALIDATION_POLL_INTERVAL = envfloat("GATEWAY_INVALIDATION_POLL_INTERVAL", 0.25)
 # First retry waits about this many seconds (doubling per retry, with jitter, at most 8 s) unless the

@@ -391,6 +391,12 @@ class LogBuffer:
         except Exception:
             logger.exception("settling the call-log spool failed")
 
+    def drain_spool(self) -> None:
+        """Store every spooled row the database lacks, now (grace or not): Redis lost its data, and with
+        it the stream's backlog, so what the spool holds must be in the ledger before budget counters
+        are rebuilt from it (proxy.recovery)."""
+        self._tend_spool(final=True)
+
     def _settle_rows(self, records: list[dict[str, Any]]) -> None:
         if self._spool_store is None:
             self._spool_store = DatabaseSink(dedupe=True)

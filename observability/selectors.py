@@ -560,3 +560,16 @@ def log_by_request_id(tenant: Tenant, request_id: str, *, key_ids: list[int] | N
 
 def body_of(log: CallLog) -> CallBody | None:
     return CallBody.objects.filter(tenant_id=log.tenant_id, request_id=log.request_id).order_by("-id").first()
+
+
+def calls_stored(tenant_id: int, request_ids: list[str], *, since: datetime) -> list[str]:
+    """Which of these calls (by request id) have their log row, and so their ledger entry, stored."""
+    found: set[str] = set()
+    for start in range(0, len(request_ids), 1000):
+        chunk = request_ids[start : start + 1000]
+        found.update(
+            CallLog.objects.filter(tenant_id=tenant_id, request_id__in=chunk, created_at__gte=since).values_list(
+                "request_id", flat=True
+            )
+        )
+    return sorted(found)

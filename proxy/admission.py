@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections import deque
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from billing.selectors import spent_in_period_pico
 from billing.tasks import send_budget_alert
 from gateway_project.common.money import NANO, pico_to_nanos_ceil
 from observability import metrics
+from observability.selectors import calls_stored
 from proxy.background import spawn
 from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
@@ -58,8 +59,8 @@ class _Outage:
                 self.failures,
             )
             self.since, self.failures = None, 0
-        if _unsettled:
-            spawn(_settle_again())
+        if unsettled:
+            spawn(settle_again())
 
 
 outage = _Outage()
@@ -70,13 +71,24 @@ _slot_prefix = ""
 _slot_seq = 0
 
 
-def new_slot_id() -> str:
-    """A reservation id unique across processes and restarts: a random per-process prefix and a counter
-    (one getrandom call per process instead of one per request). Re-drawn after a fork."""
+def slot_prefix() -> str:
+    """This process's random prefix of reservation ids (PREFIX_LEN hex digits), also the name of its
+    lease (proxy.recovery). Re-drawn after a fork."""
     global _slot_pid, _slot_prefix, _slot_seq
     pid = os.getpid()
     if pid != _slot_pid:
-        _slot_pid, _slot_prefix, _slot_seq = pid, os.urandom(6).hex(), 0
+        _slot_pid, _slot_prefix, _slot_seq = pid, os.urandom(PREFIX_LEN // 2).hex(), 0
+    return _slot_prefix
+
+
+PREFIX_LEN = 12
+
+
+def new_slot_id() -> str:
+    """A reservation id unique across processes and restarts: a random per-process prefix and a counter
+    (one getrandom call per process instead of one per request)."""
+    global _slot_seq
+    slot_prefix()
     _slot_seq += 1
     return f"{_slot_prefix}{_slot_seq:x}"
 
@@ -292,11 +304,35 @@ def budget_counter_key(budget_id: int, period: str) -> str:
     return f"gw:b:{budget_id}:{period}"
 
 
-def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now: datetime) -> None:
-    """Start a budget period's counter from the ledger (SET NX: a live counter is never overwritten)."""
+def ledger_for_seed(budget_id: int, tz: tzinfo, now: datetime, orphans: list[str]) -> tuple[int, list[str]]:
+    """The budget period's spend in the ledger (nanos, rounded up) and which of the orphan calls (request
+    ids settled while the counter was missing) it holds already."""
     budget = Budget.objects.filter(id=budget_id).first()
-    spent = spent_in_period_pico(budget, now=now, tz=tz) if budget else 0
-    limiter().seed_spent(counter_key, pico_to_nanos_ceil(spent))
+    if budget is None:
+        return 0, []
+    spent = spent_in_period_pico(budget, now=now, tz=tz)
+    stored = calls_stored(budget.tenant_id, orphans, since=now - timedelta(days=1)) if orphans else []
+    return pico_to_nanos_ceil(spent), stored
+
+
+async def seed_budget_counter(check: BudgetCheck, tz: tzinfo, now: datetime) -> None:
+    """Start a budget period's counter from the ledger (a live counter is never overwritten). Right
+    after Redis lost its data the epoch is young: wait until every process has stored its spooled logs
+    and registered its open reservations again (proxy.recovery), so the ledger is whole."""
+    lim = limiter()
+    delay_ms = int(settings.GATEWAY_REBUILD_DELAY * 1000)
+    deadline = time.monotonic() + settings.GATEWAY_REBUILD_DELAY + 5.0
+    while True:
+        orphans = await lim.orphans(check.key)
+        nanos, stored = await sync_to_async(ledger_for_seed, thread_sensitive=False)(
+            check.budget_id, tz, now, list(orphans)
+        )
+        wait = await lim.seed(check.key, nanos, stored, delay_ms)
+        if not wait:
+            return
+        if time.monotonic() + wait > deadline:
+            raise RuntimeError("the budget counter's epoch stays too young to rebuild it")
+        await asyncio.sleep(wait)
 
 
 async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tenant, now, cache_key="", hold_ms=0):
@@ -306,9 +342,10 @@ async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tena
             slot_id, rates, tokens, parallel, checks, reserve, cache_key=cache_key, hold_ms=hold_ms
         )
         if admission.reason != "seed":
+            if reservation is not None and (reservation.parallel_key or reservation.reserve_nanos):
+                held[slot_id] = reservation
             return admission, reservation
-        check = checks[admission.index]
-        await sync_to_async(seed_budget_counter, thread_sensitive=False)(check.budget_id, check.key, tenant.tz, now)
+        await seed_budget_counter(checks[admission.index], tenant.tz, now)
     raise RuntimeError("budget counters could not be seeded")
 
 
@@ -324,18 +361,24 @@ async def _release(slot_id, rates, tokens, parallel, checks, reserve) -> None:
 # again: otherwise their spend would be missing from a counter that survived (a Redis restarted with
 # its data), for the rest of the period. Bounded: beyond it the oldest are dropped (and counted).
 MAX_UNSETTLED = 100_000
-_unsettled: deque[tuple[Reservation, int, int]] = deque()
+unsettled: deque[tuple[Reservation, int, int]] = deque()
+
+
+# This process's open reservations and parallel slots, by slot id: registered again in Redis after it
+# lost its data (proxy.recovery), so calls in flight keep counting against their budgets.
+held: dict[str, Reservation] = {}
 
 
 async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
+    held.pop(reservation.request_id, None)
     try:
         results = await limiter().settle(reservation, tokens, nanos)
     except Exception as exc:
         outage.failed("settling a request", exc)
-        if len(_unsettled) >= MAX_UNSETTLED:
-            _unsettled.popleft()
+        if len(unsettled) >= MAX_UNSETTLED:
+            unsettled.popleft()
             metrics.incr("settle_dropped")
-        _unsettled.append((reservation, tokens, nanos))
+        unsettled.append((reservation, tokens, nanos))
         return
     if outage.since is not None:
         outage.ok()
@@ -346,10 +389,10 @@ async def settle(reservation: Reservation, tokens: int, nanos: int) -> None:
                 spawn(_alert(check, threshold, after))
 
 
-async def _settle_again() -> None:
+async def settle_again() -> None:
     """The settlements that failed during the outage, in order; one that fails again stays queued."""
-    for _ in range(len(_unsettled)):
-        reservation, tokens, nanos = _unsettled.popleft()
+    for _ in range(len(unsettled)):
+        reservation, tokens, nanos = unsettled.popleft()
         await settle(reservation, tokens, nanos)
         if outage.since is not None:
             return  # away again: what is left waits for the next recovery

@@ -272,6 +272,7 @@ class Call:
         )
         if self.reservation is not None:
             # Settle after the answer is out: the client never waits for this round trip.
+            self.reservation.call_ref = self.request_id
             spawn(admission.settle(self.reservation, tokens, pico_to_nanos_ceil(cost or 0)))
             self.reservation = None
         for dep_id, reservation in self.deployment_reservations:

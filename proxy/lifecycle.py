@@ -1,5 +1,6 @@
 """The proxy's per-process background work, started on the first request (or by the ASGI lifespan):
-the config-change listener, the breaker sync and the call-log flusher."""
+the config-change listener, the breaker sync, the lease and epoch keeper (proxy.recovery) and the
+call-log flusher."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from observability.logbuffer import buffer
 from proxy.background import drain
 from proxy.breakers import health
 from proxy.configcache import state
+from proxy.recovery import recovery
 from proxy.upstream import close_client
 
 _started = False
@@ -19,6 +21,7 @@ def ensure_background() -> None:
     if not _started:
         state.start()
         health.start()
+        recovery.start()
         buffer.start()
         _started = True
 
@@ -34,5 +37,6 @@ async def shutdown() -> None:
     """ASGI lifespan end: settle in-flight budget reservations before the logs' final flush."""
     await drain()
     await state.stop()
+    await recovery.stop()
     await buffer.stop()
     await close_client()

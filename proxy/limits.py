@@ -7,7 +7,10 @@ the token count, frees the parallel slot and turns the reservation into the actu
 processes sharing Redis therefore never admit more than a limit, and a hard budget is never overshot.
 Reservations and parallel slots carry an expiry: the call's deadline plus a margin (hold_ms), at most
 GATEWAY_RESERVATION_TTL, so a crashed process's calls free their slots and reservations soon after
-they would have ended anyway.
+they would have ended anyway; sooner still, the sweeper of proxy.recovery frees them within seconds
+of their process's lease running out. Budget counters survive Redis losing its data through the
+same module: an epoch, rebuilt counters (the ledger, plus the spend of calls settled while the
+counter was missing, "orphans"), and open reservations registered again by the processes that hold them.
 
 Without REDIS_URL (the embedded default, one process) the same algorithm runs in-process.
 
@@ -76,6 +79,10 @@ class Reservation:
     budgets: list[BudgetCheck]
     reserve_nanos: int
     admitted_s: int = 0
+    expires_ms: int = 0  # when Redis frees the parallel slot and reservation if the call never settles
+    # The call's request id, set when it is answered: a settlement that finds the counter gone records
+    # its spend under it (an orphan), so that the counter's rebuild counts it once (see SETTLE_LUA).
+    call_ref: str = ""
 
 
 def _fmt_reset(seconds: float) -> str:
@@ -197,9 +204,12 @@ end
 local function hold(key)
   if redis.call('PTTL', key) < hold_ms then redis.call('PEXPIRE', key, hold_ms) end
 end
+-- KEYS[#KEYS] (gw:held) lists every sorted set of held slots and reservations, for the sweeper of
+-- dead processes' reservations (proxy.recovery).
 if pkey then
   redis.call('ZADD', pkey, now_ms + hold_ms, rid)
   hold(pkey)
+  redis.call('SADD', KEYS[#KEYS], pkey)
 end
 k = bstart
 for i = 1, n_budget do
@@ -209,6 +219,7 @@ for i = 1, n_budget do
     redis.call('ZADD', KEYS[k + 2], now_ms + hold_ms, rid)
     hold(KEYS[k + 1])
     hold(KEYS[k + 2])
+    redis.call('SADD', KEYS[#KEYS], KEYS[k + 2])
   end
   k = k + 3
 end
@@ -224,6 +235,7 @@ local has_parallel = tonumber(ARGV[5])
 local n_budget = tonumber(ARGV[6])
 local ttl = tonumber(ARGV[8])
 local admit_s = tonumber(ARGV[9])
+local call_ref = ARGV[10]
 local k = 1
 for i = 1, n_rate do
   -- The correction goes to the bucket the tokens were counted in, so that the window never holds a
@@ -240,6 +252,7 @@ end
 local out = {}
 for i = 1, n_budget do
   local spent_key = KEYS[k]; local res_key = KEYS[k + 1]; local exp_key = KEYS[k + 2]
+  local orphans = KEYS[k + 3]
   local amt = redis.call('HGET', res_key, rid)
   if amt then
     redis.call('HDEL', res_key, rid)
@@ -254,15 +267,133 @@ for i = 1, n_budget do
     out[#out + 1] = before
     out[#out + 1] = redis.call('GET', spent_key)
   else
-    -- The counter is gone (Redis restarted): the next admission seeds it from the ledger, which
-    -- will hold this call too.
+    -- The counter is gone (Redis lost its data): the next admission rebuilds it from the ledger,
+    -- which may not hold this call yet (its log row is on its way). Keep its spend under its request
+    -- id: the rebuild adds the orphans the ledger lacks (RedisLimiter.seed).
+    if call_ref ~= '' and tonumber(ARGV[7]) > 0 then
+      redis.call('HSET', orphans, call_ref, ARGV[7])
+      redis.call('EXPIRE', orphans, 172800)
+    end
     out[#out + 1] = '0'
     out[#out + 1] = '0'
   end
-  k = k + 3
+  k = k + 4
 end
 return out
 """
+
+
+# The epoch: which Redis the counters belong to. "<run_id>|<ms>": the server's run id (new at every
+# start, and on a failover, since another server answers) and when the epoch began. A missing epoch
+# (data lost, or flushed) or one of another run id (a restart, perhaps from a snapshot a second or
+# more behind) means the budget counters cannot be trusted: every counter listed in gw:budgets is
+# deleted, to be rebuilt from the ledger by the next admission, once the epoch is GATEWAY_REBUILD_DELAY
+# old (time for every process to notice, store its spooled call logs and register its open reservations
+# again). Shared by the tick and the seed: whichever comes first starts the new epoch.
+EPOCH_LUA = """
+local function epoch_now(epoch_key, index_key)
+  local info = redis.call('INFO', 'server')
+  local run_id = string.match(info, 'run_id:(%x+)')
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local epoch = redis.call('GET', epoch_key)
+  if epoch and string.sub(epoch, 1, #run_id + 1) == run_id .. '|' then
+    return epoch, now_ms, tonumber(string.sub(epoch, #run_id + 2))
+  end
+  epoch = run_id .. '|' .. now_ms
+  redis.call('SET', epoch_key, epoch)
+  for _, counter in ipairs(redis.call('SMEMBERS', index_key)) do
+    redis.call('DEL', counter)
+  end
+  redis.call('DEL', index_key)
+  return epoch, now_ms, now_ms
+end
+"""
+
+# KEYS: epoch, budget index, this process's lease. ARGV: lease ttl ms. Returns the epoch.
+TICK_LUA = (
+    EPOCH_LUA
+    + """
+local epoch = epoch_now(KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+return epoch
+"""
+)
+
+# KEYS: counter, its orphans, epoch, budget index. ARGV: the ledger's spend (nanos), the rebuild delay
+# (ms), then the orphans found in the ledger already. Returns {1} (seeded or there already) or {0, ms
+# to wait} while the epoch is too young.
+SEED_LUA = (
+    EPOCH_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
+local epoch, now_ms, since = epoch_now(KEYS[3], KEYS[4])
+local wait = since + tonumber(ARGV[2]) - now_ms
+if wait > 0 then return {0, wait} end
+local stored = {}
+for i = 3, #ARGV do stored[ARGV[i]] = true end
+local total = tonumber(ARGV[1])
+local orphans = redis.call('HGETALL', KEYS[2])
+for x = 1, #orphans, 2 do
+  if not stored[orphans[x]] then total = total + tonumber(orphans[x + 1]) end
+end
+redis.call('SET', KEYS[1], string.format('%d', total), 'EX', 400 * 86400)
+redis.call('SADD', KEYS[4], KEYS[1])
+redis.call('DEL', KEYS[2])
+return {1, 0}
+"""
+)
+
+# Register an open reservation (and parallel slot) again after the epoch changed. Idempotent.
+# KEYS: [parallel zset], then per budget: reservations hash, expiry zset; last: gw:held.
+# ARGV: rid, amount, expires_ms, has_parallel.
+RESTORE_LUA = """
+local rid = ARGV[1]; local amt = tonumber(ARGV[2]); local expires = tonumber(ARGV[3])
+local k = 1
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[1], expires, rid)
+  redis.call('SADD', KEYS[#KEYS], KEYS[1])
+  k = 2
+end
+while k + 1 < #KEYS do
+  if amt > 0 and redis.call('HEXISTS', KEYS[k], rid) == 0 then
+    redis.call('HSET', KEYS[k], rid, amt)
+    redis.call('HINCRBY', KEYS[k], '_total', amt)
+    redis.call('ZADD', KEYS[k + 1], expires, rid)
+    redis.call('SADD', KEYS[#KEYS], KEYS[k + 1])
+  end
+  k = k + 2
+end
+return 1
+"""
+
+# Free the members of dead processes. KEYS: the sorted set, and for a budget its reservations hash.
+# ARGV: the members. Drops the set from gw:held (ARGV none; KEYS last) once empty.
+RELEASE_LUA = """
+local zset = KEYS[1]
+local res = (#KEYS == 3) and KEYS[2] or nil
+local freed = 0
+for _, rid in ipairs(ARGV) do
+  if redis.call('ZREM', zset, rid) == 1 then freed = freed + 1 end
+  if res then
+    local amt = redis.call('HGET', res, rid)
+    if amt then
+      redis.call('HDEL', res, rid)
+      redis.call('HINCRBY', res, '_total', -tonumber(amt))
+    end
+  end
+end
+if redis.call('ZCARD', zset) == 0 then redis.call('SREM', KEYS[#KEYS], zset) end
+return freed
+"""
+
+HELD_KEY = "gw:held"
+EPOCH_KEY = "gw:epoch"
+BUDGET_INDEX_KEY = "gw:budgets"
+
+
+def lease_key(prefix: str) -> str:
+    return f"gw:lease:{prefix}"
 
 
 def _decide(
@@ -278,6 +409,7 @@ def _decide(
     budgets: list[BudgetCheck],
     reserve: int,
     now_ms: int,
+    hold_ms: int = 0,
 ) -> tuple[Admission, Reservation | None]:
     """Turn the admission script's answer (or its in-process twin's) into an Admission."""
     headers = _headers(rates, usage, now_ms // 1000, tokens, bool(ok)) if len(usage) == len(rates) else {}
@@ -299,6 +431,7 @@ def _decide(
         budgets,
         reserve if budgets else 0,
         now_ms // 1000,
+        now_ms + hold_ms,
     )
     return Admission(True, headers=headers), reservation
 
@@ -308,6 +441,10 @@ SETTLE_DEFER = 0.005
 
 _ADMIT = Script.of(ADMIT_LUA)
 _SETTLE = Script.of(SETTLE_LUA)
+_TICK = Script.of(TICK_LUA)
+_SEED = Script.of(SEED_LUA)
+_RESTORE = Script.of(RESTORE_LUA)
+_RELEASE = Script.of(RELEASE_LUA)
 
 
 class RedisLimiter:
@@ -367,6 +504,7 @@ class RedisLimiter:
         for b in budgets:
             keys += [b.key, b.key + ":res", b.key + ":exp"]
             args += [b.limit_nanos, 1 if b.hard else 0]
+        keys.append(HELD_KEY)
         ok, reason, which, retry, usage_json = await client.evalsha(_ADMIT, keys, args)
         # cjson encodes an empty table as an object: no rate scopes, no usage.
         usage = orjson.loads(usage_json) if usage_json not in (b"[]", b"{}") else []
@@ -383,6 +521,7 @@ class RedisLimiter:
             budgets,
             reserve_nanos,
             now_ms,
+            hold_ms or STALE_MS,
         )
         if cached is not None:
             admission.cached = await cached  # already read along with the script's reply
@@ -394,7 +533,7 @@ class RedisLimiter:
         if reservation.parallel_key:
             keys.append(f"gw:par:{reservation.parallel_key}")
         for b in reservation.budgets:
-            keys += [b.key, b.key + ":res", b.key + ":exp"]
+            keys += [b.key, b.key + ":res", b.key + ":exp", b.key + ":orph"]
         args = [
             int(time.time() * 1000),
             len(reservation.rates),
@@ -405,6 +544,7 @@ class RedisLimiter:
             actual_nanos,
             400 * 86400,
             reservation.admitted_s,
+            reservation.call_ref,
         ]
         # Nobody waits for a settlement (it runs after the answer went out): it rides along with the next
         # admission's write instead of costing its own system calls, or leaves on its own within SETTLE_DEFER.
@@ -426,11 +566,61 @@ class RedisLimiter:
         conn = await client.connection()
         await conn.send(command(b"SET", key, value, b"EX", ttl_s), SETTLE_DEFER)
 
-    def seed_spent(self, key: str, nanos: int) -> None:
-        """Start a period's counter from the ledger if Redis has none (new budget, Redis restarted)."""
-        import redis
+    # -- rebuilding counters and freeing dead processes' reservations (driven by proxy.recovery) --------
 
-        redis.Redis.from_url(self.url).set(key, nanos, nx=True, ex=400 * 86400)
+    async def orphans(self, key: str) -> dict[str, int]:
+        """The spend settled while the counter was missing, by request id (see SETTLE_LUA)."""
+        conn = await self._client().connection()
+        flat = await conn.send(command(b"HGETALL", key + ":orph"))
+        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def seed(self, key: str, ledger_nanos: int, stored: list[str], delay_ms: int) -> float:
+        """Start a period's counter: the ledger plus the orphans it does not hold (`stored`: those it
+        does). Returns 0 once the counter exists, else the seconds to wait while the epoch is young."""
+        done, wait_ms = await self._client().evalsha(
+            _SEED, [key, key + ":orph", EPOCH_KEY, BUDGET_INDEX_KEY], [ledger_nanos, delay_ms, *stored]
+        )
+        return 0.0 if done else wait_ms / 1000
+
+    async def tick(self, prefix: str, lease_ms: int) -> str:
+        """Renew this process's lease and return the epoch (starting a new one if Redis lost its data)."""
+        epoch = await self._client().evalsha(_TICK, [EPOCH_KEY, BUDGET_INDEX_KEY, lease_key(prefix)], [lease_ms])
+        return epoch.decode()
+
+    async def restore(self, reservation: Reservation) -> None:
+        keys = [f"gw:par:{reservation.parallel_key}"] if reservation.parallel_key else []
+        for b in reservation.budgets:
+            keys += [b.key + ":res", b.key + ":exp"]
+        keys.append(HELD_KEY)
+        args = [
+            reservation.request_id,
+            reservation.reserve_nanos,
+            reservation.expires_ms,
+            "1" if reservation.parallel_key else "0",
+        ]
+        await self._client().evalsha(_RESTORE, keys, args)
+
+    async def held(self) -> dict[str, list[str]]:
+        """Every sorted set of held slots and reservations, with its members."""
+        conn = await self._client().connection()
+        names = [n.decode() for n in await conn.send(command(b"SMEMBERS", HELD_KEY))]
+        replies = [conn.send(command(b"ZRANGE", name, 0, -1)) for name in names]
+        return {name: [m.decode() for m in await reply] for name, reply in zip(names, replies, strict=True)}
+
+    async def leases_alive(self, prefixes: list[str]) -> dict[str, bool]:
+        if not prefixes:
+            return {}
+        conn = await self._client().connection()
+        values = await conn.send(command(b"MGET", *[lease_key(p) for p in prefixes]))
+        return {p: v is not None for p, v in zip(prefixes, values, strict=True)}
+
+    async def try_lock(self, name: str, ttl_ms: int) -> bool:
+        conn = await self._client().connection()
+        return await conn.send(command(b"SET", name, b"1", b"NX", b"PX", ttl_ms)) is not None
+
+    async def release(self, zset: str, members: list[str]) -> int:
+        keys = [zset, zset[: -len(":exp")] + ":res"] if zset.endswith(":exp") else [zset]
+        return int(await self._client().evalsha(_RELEASE, [*keys, HELD_KEY], members))
 
 
 # --- in-process backend (embedded default: one process) ---------------------------------------------
@@ -514,7 +704,9 @@ class LocalLimiter:
         for b in budgets:
             if reserve_nanos:
                 self.reserved[b.key][request_id] = (reserve_nanos, expires)
-        return _decide(1, "", 0, 0, usage, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms)
+        return _decide(
+            1, "", 0, 0, usage, request_id, rates, tokens, parallel, budgets, reserve_nanos, now_ms, expires - now_ms
+        )
 
     async def settle(self, reservation: Reservation, actual_tokens: int, actual_nanos: int) -> list[tuple[int, int]]:
         delta = actual_tokens - reservation.tokens_reserved
@@ -535,8 +727,14 @@ class LocalLimiter:
             out.append((before, before + actual_nanos))
         return out
 
-    def seed_spent(self, key: str, nanos: int) -> None:
-        self.spent.setdefault(key, nanos)
+    # One process holds everything: nothing is lost unless the process is, and then all of it is.
+
+    async def orphans(self, key: str) -> dict[str, int]:
+        return {}
+
+    async def seed(self, key: str, ledger_nanos: int, stored: list[str], delay_ms: int) -> float:
+        self.spent.setdefault(key, ledger_nanos)
+        return 0.0
 
 
 _limiter: RedisLimiter | LocalLimiter | None = None

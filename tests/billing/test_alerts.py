@@ -75,7 +75,7 @@ def test_crossing_thresholds_while_settling_sends_each_alert_once(budget):
         period_key="test-period",
     )
 
-    limiter().seed_spent(check.key, 0)  # as admission does from the ledger for a new period
+    asyncio.run(limiter().seed(check.key, 0, [], 0))  # as admission does from the ledger for a new period
 
     async def spend(nanos: int) -> None:
         _admission, reservation = await limiter().admit(f"r{nanos}", [], 0, None, [check], 1_000_000)
@@ -109,9 +109,8 @@ def test_a_refused_request_reports_the_real_spend_and_alerts_once(budget, backen
         period_key=f"refusal-{backend}",
     )
 
-    lim.seed_spent(check.key, 0)
-
     async def scenario():
+        await lim.seed(check.key, 0, [], 0)
         _ok, reservation = await lim.admit("a", [], 0, None, [check], 9_500_000_000)
         await lim.settle(reservation, 0, 9_500_000_000)
         denied, none = await lim.admit("b", [], 0, None, [check], 1_000_000_000)
@@ -138,7 +137,7 @@ def test_a_missing_budget_counter_asks_to_be_seeded_and_settling_never_recreates
 
     async def scenario():
         first, none = await lim.admit("a", [], 0, None, [check], 10)
-        lim.seed_spent(check.key, 9_000)  # the ledger already holds 9 µUSD this period
+        await lim.seed(check.key, 9_000, [], 0)  # the ledger already holds 9 µUSD this period
         admitted, reservation = await lim.admit("b", [], 0, None, [check], 2_000)
         return first, none, admitted, reservation
 

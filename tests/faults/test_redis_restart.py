@@ -48,20 +48,20 @@ def test_settlements_that_failed_during_the_outage_are_applied_when_redis_is_bac
         procs[0].terminate()  # Redis stops mid-call; its data stays on disk
         procs[0].wait(10)
         await admission.settle(reservation, 10, 3_000)  # fails: Redis is away
-        assert len(admission._unsettled) == 1
+        assert len(admission.unsettled) == 1
         restart()
         again, second = await lim.admit("alice-2", [], 0, None, [alice_budget], 5_000)
         assert again.ok
         admission.outage.ok()  # what the admission path does after a successful check
         for _ in range(100):
-            if not admission._unsettled:
+            if not admission.unsettled:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.05)
         await admission.settle(second, 10, 2_000)
         return int(redis.Redis.from_url(url).get(counter))
 
-    admission._unsettled.clear()
+    admission.unsettled.clear()
     spent = asyncio.run(scenario())
     assert spent == 5_000  # both calls' spend, the first one's applied after the restart
-    assert not admission._unsettled
+    assert not admission.unsettled
