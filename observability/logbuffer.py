@@ -300,6 +300,8 @@ class LogBuffer:
         self.spool: Any = None
         self._spool_store: DatabaseSink | None = None
         self._spool_due = 0.0
+        # Applies budget settlements read back from a dead process's spool segment (set by proxy.recovery).
+        self.lost_settlements: Any = None
         self._away_since: float | None = None  # the store has been away since (one log line per outage)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -387,7 +389,12 @@ class LogBuffer:
         self._spool_due = time.monotonic() + SPOOL_TEND_INTERVAL
         spool.rotate(force=final)
         try:
-            spool.settle(self._settle_rows, min_age=0.0 if final else None, max_files=None if final else 2)
+            spool.settle(
+                self._settle_rows,
+                min_age=0.0 if final else None,
+                max_files=None if final else 2,
+                lost=self.lost_settlements,
+            )
         except Exception:
             logger.exception("settling the call-log spool failed")
 

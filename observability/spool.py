@@ -129,11 +129,16 @@ class Spool:
             if empty and path is not None:
                 path.unlink(missing_ok=True)
 
-    def settle(self, store: Any, *, min_age: float | None = None, max_files: int | None = None) -> int:
+    def settle(
+        self, store: Any, *, min_age: float | None = None, max_files: int | None = None, lost: Any = None
+    ) -> int:
         """Store what settleable segments hold and the database lacks, then delete them.
 
-        `store(records)` inserts the records not stored yet (DatabaseSink(dedupe=True).write). Returns the
-        number of rows read from settled segments; stops at the first database failure (tried again later).
+        `store(records)` inserts the records not stored yet (DatabaseSink(dedupe=True).write). `lost`, if
+        given, takes the budget settlements (a row's "settle") of a segment whose writer died: it may have
+        died between answering and settling (proxy.limits.RedisLimiter.settle_lost applies each one only
+        if it never was). Returns the number of rows read from settled segments; stops at the first
+        database (or `lost`) failure, tried again later: both are idempotent.
         """
         grace = self.grace_s if min_age is None else min_age
         now = time.time()
@@ -160,11 +165,13 @@ class Spool:
                 if not path.exists():
                     continue
                 try:
-                    count = 0
-                    for records in _batches(fd, path):
-                        _store(store, records)
-                        count += len(records)
+                    count = _settle_segment(
+                        fd, path, store, lost if lost is not None and not _writer_alive(path) else None
+                    )
                 except AWAY as exc:
+                    self._away(exc)
+                    return settled
+                except Exception as exc:  # the limiter (Redis) is away: keep the segment for later
                     self._away(exc)
                     return settled
                 path.unlink()
@@ -185,6 +192,30 @@ class Spool:
         if self._away_since is None:
             self._away_since = time.monotonic()
             logger.warning("settling the call-log spool failed (%s); its rows stay on disk", type(exc).__name__)
+
+
+def _settle_segment(fd: int, path: Path, store: Any, lost: Any) -> int:
+    count = 0
+    for records in _batches(fd, path):
+        _store(store, records)
+        if lost is not None:
+            settlements = [r["settle"] for r in records if r.get("settle")]
+            if settlements:
+                lost(settlements)
+        count += len(records)
+    return count
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process that wrote this segment (named host-pid-ns, see _open) still runs here."""
+    try:
+        host, pid, _ns = path.stem.rsplit("-", 2)
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass  # it runs, as another user
+    return host == socket.gethostname()
 
 
 def _store(store: Any, records: list[dict[str, Any]]) -> None:

@@ -315,7 +315,7 @@ def ledger_for_seed(budget_id: int, tz: tzinfo, now: datetime, orphans: list[str
     return pico_to_nanos_ceil(spent), stored
 
 
-async def seed_budget_counter(check: BudgetCheck, tz: tzinfo, now: datetime) -> None:
+async def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now: datetime) -> None:
     """Start a budget period's counter from the ledger (a live counter is never overwritten). Right
     after Redis lost its data the epoch is young: wait until every process has stored its spooled logs
     and registered its open reservations again (proxy.recovery), so the ledger is whole."""
@@ -323,11 +323,9 @@ async def seed_budget_counter(check: BudgetCheck, tz: tzinfo, now: datetime) -> 
     delay_ms = int(settings.GATEWAY_REBUILD_DELAY * 1000)
     deadline = time.monotonic() + settings.GATEWAY_REBUILD_DELAY + 5.0
     while True:
-        orphans = await lim.orphans(check.key)
-        nanos, stored = await sync_to_async(ledger_for_seed, thread_sensitive=False)(
-            check.budget_id, tz, now, list(orphans)
-        )
-        wait = await lim.seed(check.key, nanos, stored, delay_ms)
+        orphans = await lim.orphans(counter_key)
+        nanos, stored = await sync_to_async(ledger_for_seed, thread_sensitive=False)(budget_id, tz, now, list(orphans))
+        wait = await lim.seed(counter_key, nanos, stored, delay_ms)
         if not wait:
             return
         if time.monotonic() + wait > deadline:
@@ -345,7 +343,8 @@ async def _admit_seeding(slot_id, rates, tokens, parallel, checks, reserve, tena
             if reservation is not None and (reservation.parallel_key or reservation.reserve_nanos):
                 held[slot_id] = reservation
             return admission, reservation
-        await seed_budget_counter(checks[admission.index], tenant.tz, now)
+        check = checks[admission.index]
+        await seed_budget_counter(check.budget_id, check.key, tenant.tz, now)
     raise RuntimeError("budget counters could not be seeded")
 
 

@@ -198,6 +198,13 @@ class Call:
             return None, estimated, prompt + completion
         return to_pico(dep.price.cost(prompt, completion, cached, written)), estimated, prompt + completion
 
+    def _settlement(self, cost: int | None) -> dict:
+        reservation = self.reservation
+        if reservation is None or not reservation.budgets or not reservation.reserve_nanos:
+            return {}
+        keys = [b.key for b in reservation.budgets]
+        return {"settle": {"slot": reservation.request_id, "keys": keys, "nanos": pico_to_nanos_ceil(cost or 0)}}
+
     def finish(self) -> None:
         if self.finished:
             return
@@ -268,6 +275,9 @@ class Call:
                 "overhead_ms": self.overhead_ms,  # not a column: read by /metrics (observability.exposition)
                 "traceparent": self.traceparent,  # not a column either: read by observability.traces
                 **(self.bodies or {}),
+                # Not a column: what settling the budgets takes, should this process die before it
+                # does (proxy.limits.settle_lost, from the spool).
+                **(self._settlement(cost) if self.reservation is not None else {}),
             }
         )
         if self.reservation is not None:

@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from billing.periods import period_key
@@ -63,7 +62,7 @@ async def _budget(budget: BudgetSpec, tenant: TenantEntry, now: datetime) -> dic
     spent = await _spent(counter)
     if spent is None:
         # Nobody has used this period's counter yet (or Redis restarted): start it from the ledger, once.
-        await sync_to_async(seed_budget_counter, thread_sensitive=False)(budget.id, counter, tz, now)
+        await seed_budget_counter(budget.id, counter, tz, now)
         spent = await _spent(counter) or 0
     return {
         "scope": budget.scope,

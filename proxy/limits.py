@@ -367,11 +367,12 @@ end
 return 1
 """
 
-# Free the members of dead processes. KEYS: the sorted set, and for a budget its reservations hash.
-# ARGV: the members. Drops the set from gw:held (ARGV none; KEYS last) once empty.
+# Free the members of dead processes. KEYS: gw:held, gw:swept, the sorted set, and for a budget its
+# reservations hash. ARGV: the members. A freed budget reservation is remembered in gw:swept: its call
+# may have been answered with the settlement never run, which the spool then applies (SETTLE_LOST_LUA).
 RELEASE_LUA = """
-local zset = KEYS[1]
-local res = (#KEYS == 3) and KEYS[2] or nil
+local zset = KEYS[3]
+local res = KEYS[4]
 local freed = 0
 for _, rid in ipairs(ARGV) do
   if redis.call('ZREM', zset, rid) == 1 then freed = freed + 1 end
@@ -380,14 +381,39 @@ for _, rid in ipairs(ARGV) do
     if amt then
       redis.call('HDEL', res, rid)
       redis.call('HINCRBY', res, '_total', -tonumber(amt))
+      redis.call('HSET', KEYS[2], rid, '1')
+      redis.call('EXPIRE', KEYS[2], 86400)
     end
   end
 end
-if redis.call('ZCARD', zset) == 0 then redis.call('SREM', KEYS[#KEYS], zset) end
+if redis.call('ZCARD', zset) == 0 then redis.call('SREM', KEYS[1], zset) end
 return freed
 """
 
+# The settlement of an answered call whose process died before settling (read back from its spool):
+# applied only if the reservation is still held or was freed by the sweeper, i.e. never settled.
+# KEYS: gw:swept, then per budget: counter, reservations hash, expiry zset. ARGV: slot id, nanos.
+SETTLE_LOST_LUA = """
+local rid = ARGV[1]
+local swept = redis.call('HDEL', KEYS[1], rid) == 1
+local applied = 0
+for k = 2, #KEYS, 3 do
+  local amt = redis.call('HGET', KEYS[k + 1], rid)
+  if amt then
+    redis.call('HDEL', KEYS[k + 1], rid)
+    redis.call('HINCRBY', KEYS[k + 1], '_total', -tonumber(amt))
+    redis.call('ZREM', KEYS[k + 2], rid)
+  end
+  if (amt or swept) and redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('INCRBY', KEYS[k], ARGV[2])
+    applied = applied + 1
+  end
+end
+return applied
+"""
+
 HELD_KEY = "gw:held"
+SWEPT_KEY = "gw:swept"
 EPOCH_KEY = "gw:epoch"
 BUDGET_INDEX_KEY = "gw:budgets"
 
@@ -620,7 +646,25 @@ class RedisLimiter:
 
     async def release(self, zset: str, members: list[str]) -> int:
         keys = [zset, zset[: -len(":exp")] + ":res"] if zset.endswith(":exp") else [zset]
-        return int(await self._client().evalsha(_RELEASE, [*keys, HELD_KEY], members))
+        return int(await self._client().evalsha(_RELEASE, [HELD_KEY, SWEPT_KEY, *keys], members))
+
+    def settle_lost(self, settlements: list[dict[str, Any]]) -> int:
+        """Apply the settlements of calls answered by a process that died (from its spool; blocking, for
+        the spool's thread). Returns how many budget counters took one."""
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        script = client.register_script(SETTLE_LOST_LUA)
+        applied = 0
+        with client.pipeline(transaction=False) as pipe:
+            for item in settlements:
+                keys = [SWEPT_KEY]
+                for key in item["keys"]:
+                    keys += [key, key + ":res", key + ":exp"]
+                script(keys=keys, args=[item["slot"], int(item["nanos"])], client=pipe)
+            applied = sum(int(n) for n in pipe.execute())
+        client.close()
+        return applied
 
 
 # --- in-process backend (embedded default: one process) ---------------------------------------------

@@ -6,7 +6,8 @@ Every gateway process (with REDIS_URL) runs one task, once a second:
   reservation ids start with (proxy.admission.slot_prefix). Every few seconds one process (whichever
   takes `gw:sweep`) frees the reservations and parallel slots whose process's lease has been gone for
   a whole lease period: a SIGKILLed worker's budget reservations come back within seconds instead of
-  at the call's deadline.
+  at the call's deadline. Calls it answered but never settled are settled from its spool segment
+  (every row carries what its settlement takes), once: only reservations still held or swept count.
 - **Epoch.** The same script reads the epoch (proxy.limits.EPOCH_LUA): Redis's run id and when the
   epoch began. If Redis lost its data or restarted (perhaps from data a second or more old), the
   script starts a new epoch and drops every budget counter. A process that sees the epoch change
@@ -51,6 +52,9 @@ class Recovery:
         self.swept = 0
 
     def start(self) -> None:
+        lim = limiter()
+        if isinstance(lim, RedisLimiter):
+            buffer.lost_settlements = lim.settle_lost
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="gateway-recovery")
 

@@ -7,6 +7,8 @@ freed once its lease has run out. Driven in process against a Redis this test st
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -16,7 +18,9 @@ from django.db.models import Sum
 
 from billing.models import SpendLedger
 from billing.services import budget_upsert
-from observability.logbuffer import DatabaseSink
+from observability.logbuffer import DatabaseSink, LogBuffer
+from observability.spool import Spool
+from observability.stream import encode
 from proxy import admission, limits
 from proxy.limits import BudgetCheck, RedisLimiter
 from proxy.recovery import Recovery
@@ -62,14 +66,18 @@ def own_redis(tmp_path, monkeypatch, settings):
 def acme_budget(make_tenant, mint):
     acme = make_tenant("acme")
     mint(acme, name="alice-app")
-    budget, _ = budget_upsert(acme, scope="tenant", limit_usd=Decimal("1"), period="month", mode="hard", actor=Actor.cli())
+    budget, _ = budget_upsert(
+        acme, scope="tenant", limit_usd=Decimal("1"), period="month", mode="hard", actor=Actor.cli()
+    )
     return acme, budget
 
 
 def _check(budget, limit_nanos: int) -> BudgetCheck:
     now = datetime.now(UTC)
     period = now.strftime("%Y-%m")
-    return BudgetCheck(budget.id, admission.budget_counter_key(budget.id, period), limit_nanos, True, (), "tenant", period)
+    return BudgetCheck(
+        budget.id, admission.budget_counter_key(budget.id, period), limit_nanos, True, (), "tenant", period
+    )
 
 
 def _store_call(tenant, request_id: str, nanos: int) -> None:
@@ -107,7 +115,7 @@ def test_a_redis_that_lost_its_data_gets_counters_rebuilt_from_ledger_orphans_an
     async def scenario():
         await keeper.tick(limiter)
         first_epoch = keeper.epoch
-        ok, in_flight = await _admit(check, acme, 6_000)  # call A: still running through the loss
+        ok, _in_flight = await _admit(check, acme, 6_000)  # call A: still running through the loss
         assert ok.ok
         ok, logged = await _admit(check, acme, 5_000)  # call B: answered, its log row on its way
         assert ok.ok
@@ -143,12 +151,12 @@ def test_a_redis_that_lost_its_data_gets_counters_rebuilt_from_ledger_orphans_an
 
 
 def test_an_orphan_the_ledger_already_holds_is_not_counted_twice(own_redis, acme_budget):
-    limiter, client, restart = own_redis
+    _limiter, client, restart = own_redis
     acme, budget = acme_budget
     check = _check(budget, 100_000)
 
     async def scenario():
-        ok, call = await _admit(check, acme, 1_000)
+        _ok, call = await _admit(check, acme, 1_000)
         restart()
         await asyncio.sleep(0.05)
         call.call_ref = "req-e"
@@ -169,12 +177,12 @@ def test_a_redis_restarted_from_an_older_snapshot_has_its_stale_counters_rebuilt
     async def scenario():
         await keeper.tick(limiter)
         for n, nanos in enumerate((1_000, 2_000)):
-            ok, call = await _admit(check, acme, 5_000)
+            _ok, call = await _admit(check, acme, 5_000)
             call.call_ref = f"req-{n}"
             await admission.settle(call, 10, nanos)
             _store_call(acme, f"req-{n}", nanos)
         client.save()  # the snapshot holds both calls...
-        ok, call = await _admit(check, acme, 5_000)
+        _ok, call = await _admit(check, acme, 5_000)
         call.call_ref = "req-2"
         await admission.settle(call, 10, 4_000)  # ...but not this one
         _store_call(acme, "req-2", 4_000)
@@ -191,14 +199,14 @@ def test_a_redis_restarted_from_an_older_snapshot_has_its_stale_counters_rebuilt
 
 def test_a_dead_processs_reservations_and_slots_are_freed_once_its_lease_runs_out(own_redis, acme_budget):
     limiter, client, _restart = own_redis
-    acme, budget = acme_budget
+    _acme, budget = acme_budget
     check = _check(budget, 100_000)
     keeper = Recovery()
     dead = "deadbeef0042"  # a worker SIGKILLed mid-call: its lease is never renewed
 
     async def scenario():
         await keeper.tick(limiter)  # this process's lease
-        await admission.seed_budget_counter(check, UTC, datetime.now(UTC))
+        await admission.seed_budget_counter(check.budget_id, check.key, UTC, datetime.now(UTC))
         ok, mine = await limiter.admit(admission.new_slot_id(), [], 0, ("k:7", 5), [check], 4_000)
         assert ok.ok
         for n in range(2):
@@ -215,3 +223,52 @@ def test_a_dead_processs_reservations_and_slots_are_freed_once_its_lease_runs_ou
     assert (first, keeper.swept) == (0, 4)  # two reservations and two parallel slots
     assert int(client.hget(check.key + ":res", "_total")) == 4_000  # ours is still held
     assert client.zrange("gw:par:k:7", 0, -1) == [mine.request_id.encode()]
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
+
+
+def test_a_call_its_dead_process_answered_but_never_settled_is_settled_from_its_spool_once(
+    own_redis, acme_budget, tmp_path
+):
+    limiter, client, _restart = own_redis
+    acme, budget = acme_budget
+    check = _check(budget, 100_000)
+    keeper = Recovery()
+    slot = "deadbeef0077" + "1"
+
+    async def scenario():
+        await admission.seed_budget_counter(check.budget_id, check.key, UTC, datetime.now(UTC))
+        ok, _ = await limiter.admit(slot, [], 0, None, [check], 5_000)
+        assert ok.ok
+        await keeper.sweep(limiter)
+        await asyncio.sleep(0.35)
+        await keeper.sweep(limiter)  # its process's lease is gone: the reservation is freed
+
+    asyncio.run(scenario())
+    assert keeper.swept == 1 and int(client.hget(check.key + ":res", "_total")) == 0
+    assert int(client.get(check.key)) == 0  # the answered call's spend is in no counter yet
+
+    # Its spool segment: the call was answered (and logged) before the process died.
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    row = record(acme, acme.virtual_keys.first(), cost=1_200 * NANO_PICO, day=datetime.now(UTC).date())
+    row.update(
+        request_id="req-dead", created_at=datetime.now(UTC), settle={"slot": slot, "keys": [check.key], "nanos": 1_200}
+    )
+    (spool_dir / f"{socket.gethostname()}-{_dead_pid()}-1.jsonl").write_bytes(encode(row) + b"\n")
+    spool = Spool(spool_dir)
+    assert spool.settle(LogBuffer()._settle_rows, min_age=0, lost=limiter.settle_lost) == 1
+    assert int(client.get(check.key)) == 1_200 == _ledger_nanos(acme)
+    # Applied once: the same settlement again (a segment settled twice after a crash) changes nothing.
+    assert limiter.settle_lost([row["settle"]]) == 0
+    assert int(client.get(check.key)) == 1_200
