@@ -336,6 +336,9 @@ GATEWAY_PRIVATE_UPSTREAMS = _parse_networks(envstr("GATEWAY_PRIVATE_UPSTREAMS", 
 # Upstream timeouts (seconds): connect, and read between bytes (LLMs can think for a while).
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = envfloat("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0)
 GATEWAY_UPSTREAM_READ_TIMEOUT = envfloat("GATEWAY_UPSTREAM_READ_TIMEOUT", 600.0)
+# A stream whose upstream sends nothing for this long (after its first event) ends with an
+# upstream_timeout error event, within the model's timeout_s. 0: only timeout_s bounds it.
+GATEWAY_STREAM_IDLE_TIMEOUT = envfloat("GATEWAY_STREAM_IDLE_TIMEOUT", 120.0)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000)
 # Request bodies above this size are refused with 413 before parsing.
 GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024)

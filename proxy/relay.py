@@ -5,8 +5,10 @@
 once, and calls `close_relay` when the relay never started (the client left before the first byte).
 
 The call's deadline (the route's `timeout_s`, from the request's start) covers the stream to its last
-byte: one timer per stream, armed when the relay starts. When it fires while the relay waits on the
-upstream, the wait is cancelled; the client gets an error event and the call is logged as timed out.
+byte, and an upstream that goes quiet mid-stream for GATEWAY_STREAM_IDLE_TIMEOUT ends it sooner: one
+timer per stream, armed when the relay starts (each event only notes the loop's time; the timer re-arms
+itself from that when it fires early). When it fires while the relay waits on the upstream, the wait is
+cancelled; the client gets an error event and the call is logged as timed out (504, upstream_timeout).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from proxy.call import Call
@@ -26,6 +29,7 @@ logger = logging.getLogger("gateway.proxy")
 
 
 TIMEOUT_MESSAGE = "The upstream stream did not finish within this model's timeout ({:g} s)"
+IDLE_MESSAGE = "The upstream stream sent nothing for {:g} s (GATEWAY_STREAM_IDLE_TIMEOUT)"
 
 
 class GatewayStreamResponse(StreamingHttpResponse):
@@ -38,6 +42,10 @@ class GatewayStreamResponse(StreamingHttpResponse):
         self.closed = False
         self.deadline = deadline  # time.perf_counter() value
         self.expired = False
+        self.idle_s = settings.GATEWAY_STREAM_IDLE_TIMEOUT
+        self.idled = False  # expired by the idle timeout, not the deadline
+        self._last = 0.0  # the loop's time at the latest upstream event
+        self._deadline_at = 0.0  # the deadline on the loop's clock
         self._waiting = False  # the relay awaits the upstream's next event (cancel-safe to interrupt)
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -70,16 +78,26 @@ class GatewayStreamResponse(StreamingHttpResponse):
             call.finish()
 
     def _arm(self) -> None:
-        if self.deadline is None:
-            return
         self._task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        self._last = now = loop.time()
         # perf_counter and the loop's clock (monotonic) share no origin: convert once.
-        at = loop.time() + (self.deadline - time.perf_counter())
-        self._timer = loop.call_at(at, self._expire)
+        self._deadline_at = now + (self.deadline - time.perf_counter()) if self.deadline is not None else float("inf")
+        self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        at = min(self._deadline_at, self._last + self.idle_s) if self.idle_s > 0 else self._deadline_at
+        if at != float("inf"):
+            self._timer = loop.call_at(at, self._expire)
 
     def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < self._deadline_at and not (self.idle_s > 0 and now - self._last >= self.idle_s):
+            self._schedule(loop)  # events came since it was set: not idle yet
+            return
         self.expired = True
+        self.idled = now < self._deadline_at
         if self._waiting and self._task is not None:
             self._task.cancel()
 
@@ -87,6 +105,7 @@ class GatewayStreamResponse(StreamingHttpResponse):
         call, filters = self.call, self.filters
         disconnected = False
         self._arm()
+        clock = asyncio.get_running_loop().time
         events = self.upstream.__aiter__()
         try:
             while not self.expired:
@@ -101,6 +120,7 @@ class GatewayStreamResponse(StreamingHttpResponse):
                     break
                 finally:
                     self._waiting = False
+                self._last = clock()
                 if call.ttfb is None:
                     call.ttfb = time.perf_counter()
                 # What was generated, for the estimate if the usage chunk never comes.
@@ -134,8 +154,10 @@ class GatewayStreamResponse(StreamingHttpResponse):
 
     def _timed_out(self) -> bytes:
         call = self.call
-        timeout_s = (self.deadline or 0.0) - call.started
-        message = TIMEOUT_MESSAGE.format(round(timeout_s, 3))
+        if self.idled:
+            message = IDLE_MESSAGE.format(self.idle_s)
+        else:
+            message = TIMEOUT_MESSAGE.format(round((self.deadline or 0.0) - call.started, 3))
         call.status = 504
         call.error_type = "upstream_timeout"
         call.error_message = message

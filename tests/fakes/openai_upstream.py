@@ -5,6 +5,7 @@ The model name in the request picks the behaviour, so one server serves every te
 - "fail-429" / "fail-500" / "fail-400": OpenAI's error body with that status (429 adds retry-after)
 - "fail-html": a 502 with an HTML body, like a broken load balancer
 - "slow-stream": a stream that sends one chunk every 50 ms for 10 s, to test client disconnects
+- "drip-stream": a stream that sends one chunk every 100 ms for about a second
 - "stall-stream": a stream that sends its first chunk, then nothing more (the connection stays open)
 - "echo-key": a 401 that quotes the credential it got, in full and masked (as OpenAI does)
 - "stream-echo-key": a stream that sends one chunk, then an error event quoting the credential
@@ -162,14 +163,15 @@ class FakeOpenAI(LoopbackServer):
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         slow = model == "slow-stream"
-        words = CONTENT_WORDS * (40 if slow else 1)
+        drip = model == "drip-stream"
+        words = CONTENT_WORDS * (40 if slow else 2 if drip else 1)
         try:
             await response.write(
                 event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             )
             for word in words:
-                if slow:
-                    await asyncio.sleep(0.05)
+                if slow or drip:
+                    await asyncio.sleep(0.05 if slow else 0.1)
                 elif model == "stall-stream" and word != words[0]:
                     await asyncio.sleep(3600)
                 chunk = event([{"index": 0, "delta": {"content": word}, "logprobs": None, "finish_reason": None}])

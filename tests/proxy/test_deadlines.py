@@ -38,6 +38,10 @@ models:
     timeout_s: 1
     retries: 0
     deployments: [{{provider: main, model: stall-stream}}]
+  - name: stalls-long
+    timeout_s: 30
+    retries: 0
+    deployments: [{{provider: main, model: stall-stream}}]
   - name: hangs
     timeout_s: 4
     retries: 0
@@ -45,6 +49,9 @@ models:
     fallbacks: [local]
   - name: local
     deployments: [{{provider: mock, model: mock-chat}}]
+  - name: drip
+    timeout_s: 30
+    deployments: [{{provider: main, model: drip-stream}}]
 """
 
 
@@ -95,6 +102,26 @@ def test_a_stream_that_stalls_after_its_first_chunk_ends_at_the_deadline_with_an
     buffer.flush_sync()
     row = CallLog.objects.get(request_id=response["x-request-id"])
     assert (row.status_code, row.error_type) == (504, "upstream_timeout")
+
+
+def test_a_stream_that_goes_quiet_ends_at_the_idle_timeout_long_before_the_deadline(alice_key, settings):
+    settings.GATEWAY_STREAM_IDLE_TIMEOUT = 0.5
+    response, body, elapsed = _call(alice_key, "stalls-long", stream=True)
+    events = _events(body)
+    assert events[-1]["error"]["code"] == "upstream_timeout"
+    assert "sent nothing for 0.5 s" in events[-1]["error"]["message"]
+    assert 0.4 < elapsed < 5  # the idle 0.5 s, not the model's 30 s
+    buffer.flush_sync()
+    row = CallLog.objects.get(request_id=response["x-request-id"])
+    assert (row.status_code, row.error_type) == (504, "upstream_timeout")
+
+
+def test_a_stream_that_keeps_sending_is_not_cut_by_the_idle_timeout(alice_key, settings):
+    settings.GATEWAY_STREAM_IDLE_TIMEOUT = 0.2
+    # A chunk every 100 ms for about a second, five times the idle timeout in all: it finishes cleanly.
+    response, body, elapsed = _call(alice_key, "drip", stream=True)
+    assert b"[DONE]" in body and b'"error"' not in body
+    assert elapsed > 0.4
 
 
 def test_a_hanging_deployment_leaves_time_for_the_fallback(alice_key, upstream):
