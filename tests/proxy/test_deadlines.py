@@ -119,7 +119,7 @@ def test_a_stream_that_goes_quiet_ends_at_the_idle_timeout_long_before_the_deadl
 def test_a_stream_that_keeps_sending_is_not_cut_by_the_idle_timeout(alice_key, settings):
     settings.GATEWAY_STREAM_IDLE_TIMEOUT = 0.2
     # A chunk every 100 ms for about a second, five times the idle timeout in all: it finishes cleanly.
-    response, body, elapsed = _call(alice_key, "drip", stream=True)
+    _response, body, elapsed = _call(alice_key, "drip", stream=True)
     assert b"[DONE]" in body and b'"error"' not in body
     assert elapsed > 0.4
 
