@@ -207,7 +207,8 @@ def _settle_segment(fd: int, path: Path, store: Any, lost: Any) -> int:
 
 
 def _writer_alive(path: Path) -> bool:
-    """Whether the process that wrote this segment (named host-pid-ns, see _open) still runs here."""
+    """Whether the process that wrote this segment (named host-pid-ns, see _open) still runs here. A
+    zombie does not (its parent died too, and nobody reaped it: common in containers)."""
     try:
         host, pid, _ns = path.stem.rsplit("-", 2)
         os.kill(int(pid), 0)
@@ -215,6 +216,12 @@ def _writer_alive(path: Path) -> bool:
         return False
     except PermissionError:
         pass  # it runs, as another user
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        if stat[stat.rindex(")") + 2 :].startswith(("Z", "X")):
+            return False
+    except (OSError, ValueError):
+        pass  # no /proc (not Linux): trust the signal check
     return host == socket.gethostname()
 
 
