@@ -82,6 +82,19 @@ class CallLog(models.Model):
             # member's view (and the key filter) reads one key's calls.
             models.Index(fields=["tenant", "-created_at", "-id"], name="calllog_tenant_created_id"),
             models.Index(fields=["tenant", "virtual_key", "-created_at"], name="calllog_tenant_key_created"),
+            # The explorer's other filters, so that one matching few rows (?user=rare) reads those rows
+            # instead of walking the range: partial where most rows would not match.
+            models.Index(
+                fields=["tenant", "end_user", "-created_at"],
+                name="calllog_tenant_user_created",
+                condition=~models.Q(end_user=""),
+            ),
+            models.Index(fields=["tenant", "requested_model", "-created_at"], name="calllog_tenant_model_created"),
+            models.Index(
+                fields=["tenant", "-created_at"],
+                name="calllog_tenant_errors_created",
+                condition=models.Q(status_code__gte=400) | ~models.Q(error_type=""),
+            ),
         ]
 
     def __str__(self) -> str:
