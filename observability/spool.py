@@ -60,6 +60,9 @@ class Spool:
         self._opened = 0.0
         self._written = 0  # bytes in the current segment
         self._dirty = False
+        self._dirty_since = 0.0  # when the oldest row not yet fsynced was written
+        # The longest a row waited for its fsync (what a machine crash could have lost, in time).
+        self.max_unsynced_s = 0.0
         self._lock = threading.Lock()  # append on the event loop, rotate/sync in the flusher thread
         self._full_logged = False
         self._away_since: float | None = None
@@ -78,7 +81,9 @@ class Spool:
                     return
                 os.write(self._fd, line)  # type: ignore[arg-type]
                 self._written += len(line)
-                self._dirty = True
+                if not self._dirty:
+                    self._dirty = True
+                    self._dirty_since = time.monotonic()
             except OSError as exc:
                 metrics.incr("spool_write_errors")
                 if not self._full_logged:
@@ -107,13 +112,19 @@ class Spool:
     def sync(self) -> None:
         """fsync what was appended since the last call (each flush): the bound on a machine crash's loss."""
         with self._lock:
-            fd, dirty = self._fd, self._dirty
+            fd, dirty, since = self._fd, self._dirty, self._dirty_since
             self._dirty = False
         if fd is not None and dirty:
             try:
                 os.fsync(fd)
             except OSError:
                 metrics.incr("spool_write_errors")
+                return
+            waited = time.monotonic() - since
+            self.max_unsynced_s = max(self.max_unsynced_s, waited)
+            metrics.incr("spool_fsyncs")
+            if waited > 1.0:  # twice the flush interval: the flusher fell behind
+                metrics.incr("spool_fsyncs_late")
 
     def rotate(self, *, force: bool = False) -> None:
         """Close the current segment when it is old enough (it becomes settleable); the next row opens a new one."""
@@ -122,6 +133,7 @@ class Spool:
                 return
             fd, path, empty = self._fd, self._path, self._written == 0
             self._fd = self._path = None
+            self._dirty = False  # fsynced below
             try:
                 os.fsync(fd)
             finally:

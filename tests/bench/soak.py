@@ -34,6 +34,23 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+def _print_spool_syncs(port: int) -> None:
+    """What a machine crash could have lost: how often the spool's fsync came later than 1 s (twice the
+    flush interval) after the oldest row it covered."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer soak"}).text
+    except httpx.HTTPError:
+        return
+    counts = {"spool_fsyncs": 0.0, "spool_fsyncs_late": 0.0}
+    for line in text.splitlines():
+        for name in counts:
+            if line.startswith("gateway_internal_events_total") and f'event="{name}"' in line:
+                counts[name] += float(line.rsplit(" ", 1)[1])
+    print(f"spool: {counts['spool_fsyncs']:,.0f} fsyncs, {counts['spool_fsyncs_late']:,.0f} later than 1 s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -52,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (variant,) = gw.variants_named(args.variant)
         env = gw.base_env(database_url)
+        env["GATEWAY_METRICS_TOKEN"] = "soak"
         gw.migrate(procs, env)
         _mock, mock_port = _start_mock(procs, workdir)
         key = gw.configure(variant, mock_port, procs, env, workdir)
@@ -77,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples[pid].append(value)
             cells = "  ".join(f"{pid}: {value:7.1f} MiB" for pid, value in rss.items() if value is not None)
             print(f"minute {minute:3d}  {done:8,d} requests  {errors} errors  {cells}", flush=True)
+        _print_spool_syncs(gateway.port)
         warm = min(max(1, round(args.warmup_minutes)), minutes) - 1
         worst = 0.0
         for pid, values in samples.items():
