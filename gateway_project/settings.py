@@ -365,9 +365,9 @@ GATEWAY_SPOOL_MAX_BYTES = envint("GATEWAY_SPOOL_MAX_BYTES", 256 * 1024 * 1024)
 # Safety net for the in-process key/config cache: entries are re-read at least this often even if an
 # invalidation message was lost.
 GATEWAY_CACHE_TTL = envfloat("GATEWAY_CACHE_TTL", 60.0)
-# Budget reservations and parallel-request slots of a process that died are freed after this many
-# seconds. A call running longer than this could let its budget be overshot, so keep it above the
-# longest call you serve.
+# The longest a call that never settles holds its budget reservation and parallel slot: each holds
+# them for its own timeout_s plus 30 s, at most this; a dead process's are freed sooner, by its lease
+# (GATEWAY_LEASE_TTL, proxy.recovery). Keep it above the longest call you serve.
 GATEWAY_RESERVATION_TTL = envfloat("GATEWAY_RESERVATION_TTL", 3600.0)
 # After Redis lost its data (or restarted from older data) budget counters are rebuilt from the ledger
 # once the new epoch is this old: time for every process to notice (each checks every second), store
