@@ -339,6 +339,14 @@ GATEWAY_UPSTREAM_READ_TIMEOUT = envfloat("GATEWAY_UPSTREAM_READ_TIMEOUT", 600.0)
 # A stream whose upstream sends nothing for this long (after its first event) ends with an
 # upstream_timeout error event, within the model's timeout_s. 0: only timeout_s bounds it.
 GATEWAY_STREAM_IDLE_TIMEOUT = envfloat("GATEWAY_STREAM_IDLE_TIMEOUT", 120.0)
+# The PII scan (proxy.steps.pii, proxy.steps.scanpool): request bodies up to GATEWAY_PII_INLINE_BYTES are
+# scanned on the event loop (a few milliseconds at worst); larger ones in GATEWAY_PII_SCAN_WORKERS
+# scanner processes, one scan per tenant at a time, within GATEWAY_PII_SCAN_BUDGET seconds; bodies over
+# GATEWAY_PII_SCAN_MAX_BYTES are refused unscanned (413 pii_scan_too_large), as is a scan over budget.
+GATEWAY_PII_INLINE_BYTES = envint("GATEWAY_PII_INLINE_BYTES", 8192)
+GATEWAY_PII_SCAN_WORKERS = envint("GATEWAY_PII_SCAN_WORKERS", 2)
+GATEWAY_PII_SCAN_BUDGET = envfloat("GATEWAY_PII_SCAN_BUDGET", 2.0)
+GATEWAY_PII_SCAN_MAX_BYTES = envint("GATEWAY_PII_SCAN_MAX_BYTES", 4 * 1024 * 1024)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = envint("GATEWAY_UPSTREAM_MAX_CONNECTIONS", 1000)
 # Request bodies above this size are refused with 413 before parsing.
 GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024)

@@ -12,9 +12,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from django.conf import settings
 
 from proxy.errors import ProxyError
 from proxy.sse import event_data
+from proxy.steps.scanpool import scan_off_loop, too_large
 from routing.policies.engine import PiiBlocked, PiiPolicy, PiiScanError, PiiSession, compile_policy
 from routing.policies.spec import PolicyError, normalize_pii
 
@@ -168,17 +170,30 @@ class PiiStep:
     """The PII policy as a pipeline step (proxy.steps.Step). First in `TenantEntry.steps`, so that
     every later step (the prompt cache) sees only the redacted request and the unrestored answer."""
 
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "spec_json")
 
-    def __init__(self, policy: PiiPolicy) -> None:
+    def __init__(self, policy: PiiPolicy, spec_json: bytes = b"") -> None:
         self.policy = policy
+        self.spec_json = spec_json  # the normalized policy, for scanner processes (proxy.steps.scanpool)
 
     async def on_request(self, call: Call, payload: dict[str, Any]) -> bytes | None:
         session = PiiSession(self.policy)
         call.step_state["pii"] = session
         call.pii_actions = session.counts
+        size = call.prompt_estimate * 3  # the request body's size (pipeline: len(body) // 3 + 1)
+        if size > settings.GATEWAY_PII_SCAN_MAX_BYTES:
+            raise too_large(
+                f"The request is too large for the data policy to scan ({size:,} bytes; the limit is "
+                f"{settings.GATEWAY_PII_SCAN_MAX_BYTES:,}, GATEWAY_PII_SCAN_MAX_BYTES); it was not sent."
+            )
         try:
-            session.apply_payload(payload)
+            if size > settings.GATEWAY_PII_INLINE_BYTES and self.spec_json and call.key is not None:
+                # Large: in a scanner process, so that the event loop keeps serving everyone else.
+                await scan_off_loop(session, self.spec_json, payload, call.key.tenant_id)
+            else:
+                session.apply_payload(payload)
+        except ProxyError:
+            raise
         except PiiBlocked as exc:
             raise ProxyError(
                 400,
@@ -250,12 +265,13 @@ def pii_step(spec: dict | None) -> PiiStep | BrokenPolicyStep | None:
     if spec is None:
         return None
     try:
-        policy = compile_policy(normalize_pii(spec))
+        normalized = normalize_pii(spec)
+        policy = compile_policy(normalized)
     except PolicyError as exc:
         return BrokenPolicyStep(str(exc))
     if not policy.actions:
         return None
-    return PiiStep(policy)
+    return PiiStep(policy, orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS))
 
 
 def with_key_policy(steps: tuple, key_step: PiiStep | BrokenPolicyStep | None) -> tuple:

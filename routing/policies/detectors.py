@@ -11,6 +11,7 @@ regexes are not here: they run under a time bound with the `regex` module (routi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -95,6 +96,8 @@ _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f
 # in Python. The look-behind sits after the first character so that the class can skip ahead.
 _NUM = re.compile(r"[+(\d](?<![\w+.\-/@:][+(\d])[\d \-.()/]{5,25}\d(?!\w)")
 
+# What a number candidate (_NUM) may hold besides digits: deleted in C to get its digits.
+_SEPARATORS = str.maketrans("", "", " -.()/+")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
 _CARD_SEPARATORS = re.compile(r"\d+(?:([ -])\d+)?(?:\1\d+)*")
@@ -159,6 +162,8 @@ def is_phone(candidate: str, digits: str, before: str) -> bool:
         return False
     international = candidate.startswith(("+", "00"))
     if international:
+        if len(digits) < 8 or (candidate.startswith("00") and len(digits) < 10):
+            return False  # the shortest plans have 7 digits after a 1-digit country code
         text = "+" + candidate[2:] if candidate.startswith("00") else candidate
         return _valid_number(text, None)
     separated = len(digits) != len(candidate)
@@ -171,11 +176,23 @@ def is_phone(candidate: str, digits: str, before: str) -> bool:
             return False
     if _SSN_SHAPE.fullmatch(candidate):
         return False  # 3-2-4 digits is how SSNs and serials are written, never phone numbers
-    regions = TRUNK_ZERO_REGIONS if digits[0] == "0" else NANP_REGIONS
+    if digits[0] == "0":
+        if not 9 <= len(digits) <= 13:
+            return False
+        regions = TRUNK_ZERO_REGIONS
+    else:
+        # North American numbers: NXX NXX XXXX, with an optional leading 1. Checked here before
+        # phonenumbers (tens of microseconds a call): digit runs that cannot be one cost nothing more.
+        national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+        if len(national) != 10 or national[0] in "01" or national[3] in "01":
+            return False
+        regions = NANP_REGIONS
     return any(_valid_number(candidate, region) for region in regions)
 
 
+@functools.lru_cache(maxsize=8192)
 def _valid_number(text: str, region: str | None) -> bool:
+    """phonenumbers' verdict, remembered: a prompt that repeats a number pays for it once."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
@@ -353,7 +370,7 @@ class Scanner:
             if _VERSION_BEFORE.search(text[max(start - 10, 0) : start]):
                 return None  # "version 10.0.0.1"
             return "ip"
-        digits = "".join(c for c in candidate if c.isdigit())
+        digits = candidate.translate(_SEPARATORS)
         if "us_ssn" in enabled and len(digits) == 9 and is_ssn(candidate):
             return "us_ssn"
         if "card" in enabled and is_card(candidate, digits):

@@ -40,12 +40,18 @@ class ScanTimeout(PiiScanError):
         super().__init__(f"the custom pattern {detector!r} took too long on this text")
         self.detector = detector
 
+    def __reduce__(self) -> tuple:  # raised in a scanner process, re-raised in the gateway's
+        return (ScanTimeout, (self.detector,))
+
 
 class PiiBlocked(Exception):
     def __init__(self, detector: str, where: str) -> None:
         super().__init__(detector)
         self.detector = detector
         self.where = where
+
+    def __reduce__(self) -> tuple:
+        return (PiiBlocked, (self.detector, self.where))
 
 
 @dataclass(frozen=True, slots=True)
