@@ -95,6 +95,17 @@ def _observe(deltas: Counter, name: str, bounds: tuple[float, ...], seconds: flo
     deltas[(_SUM_NAMES[name], *labels)] += round(seconds * 1_000_000)
 
 
+# Label values come from tenants' configuration (model and provider names): stored and scraped only
+# as printable text of bounded length. A control character (the field separator above among them) would
+# forge labels or break every scrape.
+LABEL_MAX = 100
+_CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029], "?")
+
+
+def _value(text: str) -> str:
+    return text[:LABEL_MAX].translate(_CONTROL)
+
+
 def _word(value: Any) -> str:
     # Detector and action names come from the tenant's policy config; keep them label-safe and short.
     text = str(value)[:PII_WORD_MAX]
@@ -109,7 +120,8 @@ def collect(records: Iterable[dict[str, Any]]) -> Counter:  # noqa: C901
         # Only a model the config served is a label value: a routed call has a deployment, a cache hit
         # was answered for a served model. Anything else (an unknown or refused model) is "other".
         known = r.get("deployment_id") is not None or r.get("cache_status") == "hit"
-        model = (r.get("requested_model") or UNKNOWN_MODEL) if known else UNKNOWN_MODEL
+        model = _value(r.get("requested_model") or UNKNOWN_MODEL) if known else UNKNOWN_MODEL
+        provider = _value(provider)
         status = int(r.get("status_code") or 0)
         m, p = ("model", model), ("provider", provider)
         deltas[("gateway_requests_total", m, p, ("status", status))] += 1
@@ -131,7 +143,7 @@ def collect(records: Iterable[dict[str, Any]]) -> Counter:  # noqa: C901
             deltas[("gateway_spend_usd_total:pico", m, p)] += cost
         previous = None
         for attempt in r.get("attempts") or ():
-            a_provider = attempt.get("provider") or ""
+            a_provider = _value(attempt.get("provider") or "")
             a_status = int(attempt.get("status") or 0)
             skipped = NOT_SENT.get(attempt.get("error") or "")
             if skipped is not None:
@@ -222,7 +234,8 @@ def current() -> dict[str, int]:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # Older stored values may hold control characters (before _value cleaned them): never render one.
+    return _value(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
@@ -234,12 +247,37 @@ def _seconds(value: float) -> str:
     return repr(float(value))
 
 
+# Series per metric name and model beyond which the least-used models are shown as model="other": a
+# tenant's hundreds of models must not grow every scrape without bound.
+MAX_MODELS = 200
+LABEL_NAMES = frozenset({"model", "provider", "status", "type", "reason", "detector", "action", "result", "event"})
+
+
+def _cap_models(values: dict[str, int]) -> dict[str, int]:
+    usage: Counter = Counter()
+    for field, value in values.items():
+        for label in field.split(SEP)[1:]:
+            if label.startswith("model="):
+                usage[label[6:]] += abs(value)
+    if len(usage) <= MAX_MODELS:
+        return values
+    kept = {model for model, _n in usage.most_common(MAX_MODELS)}
+    capped: Counter = Counter()
+    for field, value in values.items():
+        parts = field.split(SEP)
+        parts = [p if not p.startswith("model=") or p[6:] in kept else f"model={UNKNOWN_MODEL}" for p in parts]
+        capped[SEP.join(parts)] += value
+    return dict(capped)
+
+
 def render(values: dict[str, int]) -> str:
     counters: dict[str, list[tuple[tuple, str]]] = {}
     histograms: dict[str, dict[tuple, dict[str, int]]] = {}
-    for field, value in values.items():
+    for field, value in _cap_models(values).items():
         name, *labels = field.split(SEP)
         pairs = tuple(tuple(label.split("=", 1)) for label in labels)
+        if any(len(pair) != 2 or pair[0] not in LABEL_NAMES for pair in pairs):
+            continue  # a field forged before label values were cleaned: never rendered
         base, _, part = name.partition(":")
         if base in HISTOGRAMS:
             histograms.setdefault(base, {}).setdefault(pairs, {})[part] = value

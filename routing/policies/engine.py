@@ -31,6 +31,42 @@ from routing.policies.spec import DEFAULT_ACTION, DETECTORS, TERMS
 CUSTOM_SCAN_BUDGET_S = 0.05
 
 
+# Request fields whose strings are identifiers or enums a provider must get verbatim, never text a
+# person wrote: not scanned, wherever they occur. Everything else is.
+NEVER_SCANNED = frozenset(
+    {
+        "model",
+        "role",
+        "type",
+        "id",
+        "tool_call_id",
+        "object",
+        "detail",
+        "format",
+        "voice",
+        "encoding_format",
+        "service_tier",
+        "reasoning_effort",
+        "verbosity",
+        "modalities",
+        "tool_choice",
+        "function_call",
+        "previous_response_id",
+        "truncation",
+        "include",
+        "$ref",
+        "$schema",
+    }
+)
+# Inline file and audio bytes (base64): not text. Their names and the rest of the part are scanned.
+BASE64_FIELDS = frozenset({"data", "file_data"})
+# Objects nothing of a person's is in (the provider-specific knobs): skipped whole.
+OPAQUE_OBJECTS = frozenset({"logit_bias", "stream_options"})
+# Keys whose object is a function (its "name" an identifier): tools[].function, tool_calls[].function,
+# a forced tool_choice's function, the legacy function_call.
+FUNCTION_KEYS = frozenset({"function", "function_call"})
+
+
 class PiiScanError(Exception):
     """The scan could not complete: the request must not be forwarded."""
 
@@ -249,46 +285,56 @@ class PiiSession:
     # -- the request ----------------------------------------------------------------------------------
 
     def apply_payload(self, payload: dict[str, Any]) -> None:
-        """Every string of the request a provider would read, in place."""
-        messages = payload.get("messages")
-        if isinstance(messages, list):
-            for i, message in enumerate(messages):
-                if isinstance(message, dict):
-                    self._apply_message(message, f"messages[{i}]")
-        user = payload.get("user")
-        if isinstance(user, str):
-            # The end-user id goes to the provider too. The call keeps the client's own (call.user) for
-            # per-user rules and budgets.
-            payload["user"] = self.apply(user, "user")
-        for name in ("input", "prompt"):  # embeddings' input, a completions prompt
-            value = payload.get(name)
-            if isinstance(value, str):
-                payload[name] = self.apply(value, name)
-            elif isinstance(value, list):
-                for j, item in enumerate(value):
-                    if isinstance(item, str):
-                        value[j] = self.apply(item, f"{name}[{j}]")
+        """Every string of the request a provider would read, in place: the whole payload is walked,
+        whatever its shape (chat, completions, embeddings, and what the other front ends translate
+        to), and every string is scanned but the identifiers and enums in NEVER_SCANNED, function
+        names and inline base64 data. A list of what is skipped, rather than of what is scanned: a
+        field the gateway does not know yet is scanned too."""
+        self._walk(payload, "")
 
-    def _apply_message(self, message: dict, where: str) -> None:
-        content = message.get("content")
-        if isinstance(content, str):
-            message["content"] = self.apply(content, f"{where}.content")
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = self.apply(part["text"], f"{where}.content[{j}].text")
-                elif isinstance(part, str):
-                    content[j] = self.apply(part, f"{where}.content[{j}]")
-        for k, tool_call in enumerate(message.get("tool_calls") or ()):
-            function = tool_call.get("function") if isinstance(tool_call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                function["arguments"] = self.apply(function["arguments"], f"{where}.tool_calls[{k}].function.arguments")
-        function_call = message.get("function_call")  # the legacy single-function form
-        if isinstance(function_call, dict) and isinstance(function_call.get("arguments"), str):
-            function_call["arguments"] = self.apply(function_call["arguments"], f"{where}.function_call.arguments")
-        refusal = message.get("refusal")
-        if isinstance(refusal, str):
-            message["refusal"] = self.apply(refusal, f"{where}.refusal")
+    def _walk(self, node: dict[str, Any], where: str) -> None:
+        function_like = "parameters" in node or "arguments" in node
+        for key, value in node.items():
+            if isinstance(value, str):
+                if key in NEVER_SCANNED or (key == "name" and function_like) or key in BASE64_FIELDS:
+                    continue
+                if key == "url" and value.startswith("data:"):
+                    continue  # an inline image: base64 bytes, not text
+                node[key] = self.apply(value, f"{where}{key}")
+            elif isinstance(value, dict):
+                if key in OPAQUE_OBJECTS:
+                    continue
+                if key in FUNCTION_KEYS:
+                    self._function(value, f"{where}{key}.")
+                else:
+                    self._walk(value, f"{where}{key}.")
+            elif isinstance(value, list):
+                self._walk_list(value, f"{where}{key}", key)
+
+    def _walk_list(self, items: list[Any], where: str, key: str) -> None:
+        for j, item in enumerate(items):
+            if isinstance(item, str):
+                if key not in NEVER_SCANNED:
+                    items[j] = self.apply(item, f"{where}[{j}]")
+            elif isinstance(item, dict):
+                if key == "functions":
+                    self._function(item, f"{where}[{j}].")
+                else:
+                    self._walk(item, f"{where}[{j}].")
+            elif isinstance(item, list):
+                self._walk_list(item, f"{where}[{j}]", key)
+
+    def _function(self, node: dict[str, Any], where: str) -> None:
+        """A function (a tool's, a tool call's, a forced tool choice): its name is an identifier."""
+        for key, value in node.items():
+            if key == "name":
+                continue
+            if isinstance(value, str):
+                node[key] = self.apply(value, f"{where}{key}")
+            elif isinstance(value, dict):
+                self._walk(value, f"{where}{key}.")
+            elif isinstance(value, list):
+                self._walk_list(value, f"{where}{key}", key)
 
     # -- the answer -----------------------------------------------------------------------------------
 

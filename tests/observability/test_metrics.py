@@ -91,6 +91,27 @@ def test_free_text_in_policy_names_does_not_become_a_label():
     assert value(found, "gateway_pii_actions_total", detector="other", action="block") == 1
 
 
+def test_a_model_name_with_control_characters_cannot_forge_labels_or_break_the_scrape():
+    forged = "gpt\x1fstatus=999\x1fevil label=1"
+    batch = [record(requested_model=forged), record(requested_model='line\nbreak "quoted" \\ slash', provider="p\x00")]
+    text = exposition.render(dict(exposition.collect(batch)))
+    found = samples(text)  # parses: every label well-formed
+    assert value(found, "gateway_requests_total", model="gpt?status=999?evil label=1", provider="main", status=200) == 1
+    assert "\x1f" not in text and "\x00" not in text
+    # A field stored before names were cleaned (forged labels) is left out of the scrape, not rendered.
+    stale = {exposition.SEP.join(["gateway_requests_total", "model=x", "evil label=1"]): 5}
+    samples(exposition.render({**dict(exposition.collect(batch)), **stale}))
+
+
+def test_hundreds_of_models_are_capped_with_an_other_bucket():
+    batch = [record(requested_model=f"model-{i:03d}") for i in range(300)] + [record(requested_model="busy")] * 5
+    found = samples(exposition.render(dict(exposition.collect(batch))))
+    models = {dict(labels).get("model") for (name, labels) in found if name == "gateway_requests_total"}
+    assert len(models) == exposition.MAX_MODELS + 1 and "other" in models and "busy" in models
+    total = sum(v for (name, _labels), v in found.items() if name == "gateway_requests_total")
+    assert total == 305  # folded, not dropped
+
+
 @pytest.mark.django_db
 def test_the_endpoint_is_off_without_a_token_and_needs_the_bearer_token(client, settings):
     settings.GATEWAY_METRICS_TOKEN = ""

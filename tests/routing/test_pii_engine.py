@@ -210,6 +210,8 @@ class _Call:
         self.step_state: dict = {}
         self.pii_actions = None
         self.endpoint = "chat/completions"
+        self.prompt_estimate = 100  # a small body: scanned on the event loop
+        self.key = None
 
 
 def _on_request(step, payload: dict) -> _Call:
@@ -241,7 +243,80 @@ def test_the_step_scans_every_position_of_a_request():
     assert payload["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"to":"<EMAIL_3>"}'
     assert payload["messages"][3]["content"] == "sent to <EMAIL_3>"
     assert call.pii_actions == {"email": {"pseudonymize": 7}}
-    assert payload["user"] == "<EMAIL_4>"
+    assert payload["user"] == "<EMAIL_6>"  # the payload is walked in its own order
+
+
+def test_every_string_a_client_can_send_is_scanned_but_identifiers_and_inline_data():
+    """The fields a probe got raw values through, and the ones that must reach the provider verbatim."""
+    step = PiiStep(compile_policy({"detectors": {"email": "redact", "card": "redact"}}))
+    card, mail = "4111 1111 1111 1111", "zed@z.example"
+    image = "data:image/png;base64,iVBORw0KGgo4111111111111111"
+    payload = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {
+                "role": "user",
+                "name": mail,
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"https://img.example/?card={card}", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": image}},
+                    {"type": "file", "file": {"filename": f"{mail}.pdf", "file_data": "JVBERi0xLjQ="}},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [{"type": "refusal", "refusal": f"not for {mail}"}],
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "send_mail", "arguments": f'{{"to": "{mail}"}}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "send_mail",
+                    "description": f"Mails {mail}",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"to": {"type": "string", "description": f"e.g. {mail}"}},
+                    },
+                },
+            }
+        ],
+        "functions": [{"name": "legacy_fn", "description": f"Pays with {card}"}],
+        "tool_choice": {"type": "function", "function": {"name": "send_mail"}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "reply",
+                "schema": {"type": "object", "description": f"Reply to {mail}", "properties": {}},
+            },
+        },
+        "prediction": {"type": "content", "content": f"Dear {mail}"},
+        "metadata": {"customer": mail},
+        "stop": [f"{mail}", "END"],
+    }
+    _on_request(step, payload)
+    raw = orjson.dumps(payload).decode()
+    assert mail not in raw and card not in raw
+    # Identifiers, enums and inline bytes are the client's own.
+    assert payload["model"] == "gpt-4o-mini" and payload["messages"][0]["role"] == "user"
+    assert payload["messages"][1]["tool_calls"][0]["function"]["name"] == "send_mail"
+    assert payload["messages"][1]["tool_calls"][0]["id"] == "call_1"
+    assert payload["tools"][0]["function"]["name"] == "send_mail"
+    assert payload["functions"][0]["name"] == "legacy_fn"
+    assert payload["tool_choice"]["function"]["name"] == "send_mail"
+    assert payload["messages"][0]["content"][1]["image_url"]["url"] == image
+    assert payload["messages"][0]["content"][2]["file"]["file_data"] == "JVBERi0xLjQ="
+    assert payload["messages"][0]["content"][3]["input_audio"] == {"data": "UklGRg==", "format": "wav"}
+    assert payload["stop"][1] == "END" and payload["response_format"]["json_schema"]["name"] == "reply"
 
 
 def test_the_step_refuses_blocked_and_unscannable_requests():
