@@ -611,7 +611,11 @@ def log_by_request_id(tenant: Tenant, request_id: str, *, key_ids: list[int] | N
 
 
 def body_of(log: CallLog) -> CallBody | None:
-    return CallBody.objects.filter(tenant_id=log.tenant_id, request_id=log.request_id).order_by("-id").first()
+    """The bodies of this call: its request id (which a client may choose, and reuse) and its start time,
+    which the body row shares with the log row (written from the same record)."""
+    return CallBody.objects.filter(
+        tenant_id=log.tenant_id, request_id=log.request_id, created_at=log.created_at
+    ).first()
 
 
 def calls_stored(tenant_id: int, request_ids: list[str], *, since: datetime) -> list[str]:

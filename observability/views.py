@@ -230,6 +230,8 @@ def log_detail(request: HtmxHttpRequest, slug: str, log_id: int) -> HttpResponse
 def log_by_request(request: HtmxHttpRequest, slug: str, request_id: str) -> HttpResponse:
     """The log entry of a request id (the playground links here before it knows the row's id)."""
     access = tenant_access(request, slug)
+    if not request_id.isprintable():  # NUL and friends: no call has such an id (and PostgreSQL refuses it)
+        raise Http404("No call with this request id.")
     log = log_by_request_id(access.tenant, request_id, key_ids=scope_key_ids(access))
     if log is None:
         raise Http404("No call with this request id yet: logs are written within a second or two.")

@@ -11,6 +11,7 @@ from django.test import RequestFactory
 
 from observability.logbuffer import buffer
 from observability.models import CallBody, CallLog
+from observability.selectors import body_of
 from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from tenants.config import apply_config
@@ -32,12 +33,13 @@ pii:
 """
 
 
-def _send(secret: str, content: str, stream: bool = False) -> tuple[int, bytes]:
+def _send(secret: str, content: str, stream: bool = False, request_id: str = "") -> tuple[int, bytes]:
     request = RequestFactory().post(
         "/v1/chat/completions",
         data=orjson.dumps({"model": "local", "messages": [{"role": "user", "content": content}], "stream": stream}),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {secret}",
+        **({"HTTP_X_REQUEST_ID": request_id} if request_id else {}),
     )
 
     async def go():
@@ -79,3 +81,18 @@ def test_bodies_are_stored_redacted_only_when_turned_on(tenant_and_secret):
         assert "ann@example.com" not in body.response_body
         assert '"model":"local"' in body.request_body
         assert body.response_body
+
+
+def test_a_reused_request_id_never_shows_one_call_the_body_of_another(tenant_and_secret, mint):
+    """Erin (a member's key) reuses the id of Alice's call: each call still shows its own body."""
+    tenant, alice = tenant_and_secret
+    erin = mint(tenant, name="erin-app")
+    Tenant.objects.filter(id=tenant.id).update(log_bodies=True)
+    state.clear()
+    assert _send(alice, "the confidential merger plan", request_id="req-shared")[0] == 200
+    assert _send(erin, "nothing to see", request_id="req-shared")[0] == 200
+    buffer.flush_sync()
+    logs = list(CallLog.objects.filter(tenant=tenant, request_id="req-shared").order_by("id"))
+    assert len(logs) == 2
+    assert "merger" in body_of(logs[0]).request_body
+    assert "merger" not in body_of(logs[1]).request_body and "nothing to see" in body_of(logs[1]).request_body

@@ -173,6 +173,8 @@ def test_bob_gets_404_for_everything_of_acme(client, bob, world):
     # Nor through his own tenant's URLs.
     assert client.get(reverse("log-detail", args=["globex", log.id])).status_code == 404
     assert client.get(reverse("log-by-request", args=["globex", "req-acme-1"])).status_code == 404
+    # A NUL in the id is just an id no call has (not a 500 from the database).
+    assert client.get(reverse("log-by-request", args=["globex", "req\x00x"])).status_code == 404
 
 
 def test_explorer_filters_and_member_sees_only_own_keys(client, alice, world):
