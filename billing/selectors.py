@@ -29,6 +29,7 @@ from billing.models import (
     TagSpend,
 )
 from billing.periods import period_start
+from gateway_project.common.crypto import user_pseudonym
 from gateway_project.common.money import Price, find_price, format_usd, from_pico, shipped_prices
 from observability.models import CallLog, CallRollupDay
 from routing.models import ModelDeployment
@@ -60,7 +61,8 @@ def spent_in_period_pico(budget: Budget, *, now: datetime, tz: tzinfo) -> int:
             virtual_key_id__in=VirtualKey.objects.filter(tenant_id=budget.tenant_id, name=value).values("id")
         )
     elif kind == "user":
-        rows = rows.filter(end_user=value)
+        # The ledger holds the pseudonym of an id the data policy replaced (proxy.steps.pii).
+        rows = rows.filter(end_user__in=[value, user_pseudonym(budget.tenant_id, value)])
     return int(rows.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
 
 

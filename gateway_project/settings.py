@@ -277,7 +277,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.parsers.JsonParser"],
     "EXCEPTION_HANDLER": "tenants.apis.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -343,6 +343,8 @@ GATEWAY_STREAM_IDLE_TIMEOUT = envfloat("GATEWAY_STREAM_IDLE_TIMEOUT", 120.0)
 # scanned on the event loop (a few milliseconds at worst); larger ones in GATEWAY_PII_SCAN_WORKERS
 # scanner processes, one scan per tenant at a time, within GATEWAY_PII_SCAN_BUDGET seconds; bodies over
 # GATEWAY_PII_SCAN_MAX_BYTES are refused unscanned (413 pii_scan_too_large), as is a scan over budget.
+# Seconds a client has to send its whole request body (a trickled body cannot hold a connection open).
+GATEWAY_BODY_READ_TIMEOUT = envfloat("GATEWAY_BODY_READ_TIMEOUT", 60.0)
 GATEWAY_PII_INLINE_BYTES = envint("GATEWAY_PII_INLINE_BYTES", 8192)
 GATEWAY_PII_SCAN_WORKERS = envint("GATEWAY_PII_SCAN_WORKERS", 2)
 GATEWAY_PII_SCAN_BUDGET = envfloat("GATEWAY_PII_SCAN_BUDGET", 2.0)

@@ -69,11 +69,16 @@ class VariantStats:
         return self.errors / self.requests if self.requests else None
 
 
-def split_comparison(tenant: Tenant, model: str, variant: str, *, since: datetime) -> list[VariantStats]:
+def split_comparison(
+    tenant: Tenant, model: str, variant: str, *, since: datetime, key_ids: list[int] | None = None
+) -> list[VariantStats]:
     """Calls clients sent for `model` since `since`, control group (CallLog.variant "") and the variant
-    (CallLog.variant == `variant`; omitted when `variant` is empty). Errors are answers with status >= 400."""
+    (CallLog.variant == `variant`; omitted when `variant` is empty). Errors are answers with status >= 400.
+    `key_ids` limits it to those keys' calls (a member's own), as on the dashboard."""
     variants = [""] + ([variant] if variant else [])
     rows = CallLog.objects.filter(tenant=tenant, requested_model=model, created_at__gte=since, variant__in=variants)
+    if key_ids is not None:
+        rows = rows.filter(virtual_key_id__in=key_ids)
     aggregates = {
         "n": Count("id"),
         "errors": Count("id", filter=Q(status_code__gte=400)),
@@ -115,16 +120,17 @@ class DeploymentStats:
         return self.errors / self.attempts if self.attempts else None
 
 
-def deployment_stats(tenant: Tenant, *, since: datetime) -> dict[int, DeploymentStats]:
+def deployment_stats(
+    tenant: Tenant, *, since: datetime, key_ids: list[int] | None = None
+) -> dict[int, DeploymentStats]:
     """Per deployment id: upstream attempts since `since` (from CallLog.attempts), how many failed
-    (no answer, or status >= 400) and the median attempt latency."""
+    (no answer, or status >= 400) and the median attempt latency; of `key_ids`' calls only, if given."""
     latencies: dict[int, list[float]] = {}
     stats: dict[int, DeploymentStats] = {}
-    rows = (
-        CallLog.objects.filter(tenant=tenant, created_at__gte=since)
-        .order_by("-created_at")
-        .values_list("attempts", flat=True)[:MAX_HEALTH_ROWS]
-    )
+    logs = CallLog.objects.filter(tenant=tenant, created_at__gte=since)
+    if key_ids is not None:
+        logs = logs.filter(virtual_key_id__in=key_ids)
+    rows = logs.order_by("-created_at").values_list("attempts", flat=True)[:MAX_HEALTH_ROWS]
     for attempts in rows:
         for a in attempts or ():
             if not isinstance(a, dict) or not isinstance(a.get("deployment"), int):

@@ -53,11 +53,19 @@ class ProxyHandler(ASGIHandler):
                 await self.send_response(_too_large(limit), send)
                 return
         try:
-            body_file = await self.read_body(receive)
+            # A client that trickles its body (slowloris) does not hold a connection and a buffer for
+            # ever: the whole body has GATEWAY_BODY_READ_TIMEOUT seconds to arrive.
+            async with asyncio.timeout(settings.GATEWAY_BODY_READ_TIMEOUT):
+                body_file = await self.read_body(receive)
         except RequestAborted:
             return
         except RequestDataTooBig:
             await self.send_response(_too_large(limit), send)
+            return
+        except TimeoutError:
+            timeout = settings.GATEWAY_BODY_READ_TIMEOUT
+            message = f"The request body did not arrive within {timeout:g} s (GATEWAY_BODY_READ_TIMEOUT)."
+            await self.send_response(ProxyError(408, message, code="request_timeout").response(), send)
             return
         with body_file:
             set_script_prefix(scope.get("root_path", "") or "/")

@@ -64,6 +64,7 @@ class Call:
         "finish_reason",
         "finished",
         "key",
+        "logged_user",
         "model",
         "overhead_ms",
         "payload",
@@ -119,6 +120,7 @@ class Call:
         self.error_type = ""
         self.error_message = ""
         self.user = ""
+        self.logged_user = ""  # set when the data policy replaced the end-user id (proxy.steps.pii)
         self.tags: list[str] = []
         self.disconnected = False
         self.attempts: list[dict] = []
@@ -258,7 +260,8 @@ class Call:
                 "total_tokens": self.total_tokens,
                 "error_type": storable(self.error_type[:100]),
                 "error_message": storable(error_message[:2000]),
-                "end_user": storable(self.user[:200]),
+                # What was sent upstream when the data policy replaced the end-user id (proxy.steps.pii).
+                "end_user": storable((self.logged_user or self.user)[:200]),
                 "client_disconnected": self.disconnected,
                 "attempts": self.attempts,
                 "cost_picodollars": cost,

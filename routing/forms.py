@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.html import format_html
 
 from routing.models import (
     AWS_SECRET_FIELDS,
@@ -93,8 +94,9 @@ class ProviderForm(forms.Form):
             # The name identifies the provider in YAML and deployments; renaming is delete + create.
             self.fields["name"].disabled = True
             self.fields["name"].required = False
+            # help_text is rendered as HTML (includes/field.html): the key's last characters are escaped.
             self.fields["api_key"].help_text = (
-                f"Stored and encrypted ({editing.masked_key or 'set'}). Leave empty to keep it."
+                format_html("Stored and encrypted ({}). Leave empty to keep it.", editing.masked_key or "set")
                 if editing.api_key_encrypted
                 else "No key stored."
             )

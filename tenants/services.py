@@ -54,14 +54,26 @@ def tenant_upsert(*, slug: str, name: str, actor: Actor) -> tuple[Tenant, bool]:
     return tenant, created
 
 
+# A key's metadata is copied into every call-log row of the key: bounded, so that one key cannot grow
+# the log by megabytes a call.
+MAX_METADATA_BYTES = 4096
+
+
 def _check_metadata(metadata: object) -> None:
     if not isinstance(metadata, dict):
         raise ValidationError({"metadata": "Metadata must be an object."})
     try:
         # JSON has no NaN or Infinity (1e400 parses as infinity); the database would refuse them.
-        json.dumps(metadata, allow_nan=False)
+        encoded = json.dumps(metadata, allow_nan=False, separators=(",", ":"))
     except ValueError:
         raise ValidationError({"metadata": "Metadata numbers must be finite (no NaN, Infinity or 1e400)."}) from None
+    except RecursionError:
+        raise ValidationError({"metadata": "Metadata is nested too deeply."}) from None
+    size = len(encoded.encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(
+            {"metadata": f"Metadata may hold at most {MAX_METADATA_BYTES:,} bytes of JSON (this has {size:,})."}
+        )
 
 
 def _clean_models(models: list[str] | None) -> list[str]:

@@ -42,14 +42,17 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "Stripe webhooks are not configured on this gateway"}, status=400)
     import stripe  # heavy: loaded on the first webhook, not with the URL configuration
 
+    signature = request.headers.get("Stripe-Signature", "")
+    if _from_the_future(signature):
+        # The library refuses timestamps older than its tolerance, not newer ones: a signature made for
+        # later (a clock far ahead, or a capture prepared to be replayed) is refused here.
+        return JsonResponse({"error": "invalid Stripe-Signature (timestamp in the future)"}, status=400)
     try:
-        event = stripe.Webhook.construct_event(
-            request.body.decode("utf-8"), request.headers.get("Stripe-Signature", ""), secret
-        )
+        event = stripe.Webhook.construct_event(request.body.decode("utf-8"), signature, secret)
     except stripe.SignatureVerificationError:
         # Also a stale timestamp (older than the tolerance): a replayed capture is not an event.
         return JsonResponse({"error": "invalid Stripe-Signature"}, status=400)
-    except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, or JSON that is not an object
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # not JSON, not an object, too deep
         return JsonResponse({"error": "the body is not a Stripe event"}, status=400)
     data = event.to_dict()  # plain dicts all the way down (StripeObject is not a dict)
     event_id, event_type = data.get("id"), data.get("type")
@@ -62,6 +65,20 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "the event has no data.object"}, status=400)
     processed = process_event(event_id, event_type, obj)
     return JsonResponse({"received": True, "duplicate": not processed})
+
+
+SIGNATURE_TOLERANCE_S = 300  # the library's default, both ways
+
+
+def _from_the_future(signature: str) -> bool:
+    for part in signature.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            try:
+                return int(value) > timezone.now().timestamp() + SIGNATURE_TOLERANCE_S
+            except ValueError:
+                return False  # the library refuses it
+    return False
 
 
 def process_event(event_id: str, event_type: str, obj: dict) -> bool:

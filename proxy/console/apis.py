@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from observability.selectors import split_comparison
+from observability.views import scope_key_ids
 from proxy.console.simulate import SimulateRequest, simulate
 from routing.selectors import route_settings_of
 from tenants.apis import TokenApi
@@ -104,6 +105,8 @@ class RoutingAbApi(TokenApi):
         model = request.query_params.get("model", "").strip()
         if not model:
             raise serializers.ValidationError({"model": ["Name the model: ?model=NAME."]})
+        if not model.isprintable():
+            raise serializers.ValidationError({"model": ["A model name has no control characters."]})
         days = request.query_params.get("days", "7")
         if days not in {str(d) for d in AB_PERIODS}:
             raise serializers.ValidationError({"days": ["Use 1, 7 or 30."]})
@@ -112,7 +115,7 @@ class RoutingAbApi(TokenApi):
             raise Http404(f"No model named {model!r} in this tenant.")
         variant = settings["split"]["model"] if settings["split"] else ""
         since = timezone.now() - timedelta(days=int(days))
-        groups = split_comparison(self.access.tenant, model, variant, since=since)
+        groups = split_comparison(self.access.tenant, model, variant, since=since, key_ids=scope_key_ids(self.access))
         payload = {
             "model": model,
             "variant": variant,

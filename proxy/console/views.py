@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from gateway_project.common.htmx import HtmxHttpRequest
 from observability.selectors import DeploymentStats, deployment_stats, split_comparison
+from observability.views import scope_key_ids
 from proxy.breakers import health
 from proxy.console.simulate import SimulateRequest, breaker_states, simulate
 from routing.forms import SimulateForm
@@ -45,7 +46,7 @@ def routing_health(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     entries = models_for(access.tenant)
     dep_ids = [d.id for m in entries for d in m.deployments]
     states = breaker_states(dep_ids)
-    stats = deployment_stats(access.tenant, since=timezone.now() - HEALTH_WINDOW)
+    stats = deployment_stats(access.tenant, since=timezone.now() - HEALTH_WINDOW, key_ids=scope_key_ids(access))
     rows = []
     for m in entries:
         for d in m.deployments:
@@ -71,6 +72,8 @@ def routing_health(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def routing_ab(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
     model = request.GET.get("model", "").strip()
+    if not model.isprintable():
+        raise Http404("No such model in this tenant.")  # a NUL or control character: no model has one
     days = request.GET.get("days", "7")
     if days not in AB_PERIODS:
         days = "7"
@@ -83,7 +86,8 @@ def routing_ab(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             raise Http404("No such model in this tenant.")
         variant = settings["split"]["model"] if settings["split"] else ""
         since = timezone.now() - timedelta(days=int(days))
-        context.update(variant=variant, groups=split_comparison(access.tenant, model, variant, since=since))
+        groups = split_comparison(access.tenant, model, variant, since=since, key_ids=scope_key_ids(access))
+        context.update(variant=variant, groups=groups)
     template = "routing/ab.html#panel" if request.htmx else "routing/ab.html"
     return render(request, template, context)
 

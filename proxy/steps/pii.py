@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from django.conf import settings
 
+from gateway_project.common.crypto import user_pseudonym
 from proxy.errors import ProxyError
 from proxy.sse import event_data
 from proxy.steps.scanpool import scan_off_loop, too_large
@@ -186,6 +187,7 @@ class PiiStep:
                 f"The request is too large for the data policy to scan ({size:,} bytes; the limit is "
                 f"{settings.GATEWAY_PII_SCAN_MAX_BYTES:,}, GATEWAY_PII_SCAN_MAX_BYTES); it was not sent."
             )
+        raw_user = payload.get("user")
         try:
             if size > settings.GATEWAY_PII_INLINE_BYTES and self.spec_json and call.key is not None:
                 # Large: in a scanner process, so that the event loop keeps serving everyone else.
@@ -219,6 +221,11 @@ class PiiStep:
                 type="server_error",
                 code="pii_scan_failed",
             ) from None
+        if isinstance(raw_user, str) and payload.get("user") != raw_user and call.key is not None:
+            # The end-user id held personal data: upstream and in every record (call log, ledger,
+            # rollups, the live feed, exports) it becomes a stable pseudonym, so per-user figures
+            # still add up. Rules and budgets keep matching the id the client sent (call.user).
+            payload["user"] = call.logged_user = user_pseudonym(call.key.tenant_id, raw_user)
         return None
 
     def on_response(self, call: Call, body: bytes) -> bytes:

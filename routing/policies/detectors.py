@@ -99,8 +99,8 @@ _NUM = re.compile(r"[+(\d](?<![\w+.\-/@:][+(\d])[\d \-.()/]{5,25}\d(?!\w)")
 # What a number candidate (_NUM) may hold besides digits: deleted in C to get its digits.
 _SEPARATORS = str.maketrans("", "", " -.()/+")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
-_SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
-_CARD_SEPARATORS = re.compile(r"\d+(?:([ -])\d+)?(?:\1\d+)*")
+_SSN_SHAPE = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}")
+_CARD_SEPARATORS = re.compile(r"\d+(?:([ .-])\d+)?(?:\1\d+)*")
 _PHONE_WORDS = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|fax|whatsapp|sms|text|ring|dial)\b")
 _NOT_PHONE_WORDS = re.compile(
     r"(?i)(?:\b(?:order|invoice|ticket|ref|reference|room|id|account|acct|tracking|po|isbn|issn|zip|serial|lot|sku|part|model|box)\b|#|no\.)"
@@ -150,7 +150,7 @@ def is_card(candidate: str, digits: str) -> bool:
 
 
 def is_ssn(candidate: str) -> bool:
-    return bool(_SSN_SHAPE.fullmatch(candidate)) and stdnum_ssn.is_valid(candidate.replace(" ", "-"))
+    return bool(_SSN_SHAPE.fullmatch(candidate)) and stdnum_ssn.is_valid(candidate.replace(" ", "-").replace(".", "-"))
 
 
 def is_phone(candidate: str, digits: str, before: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,36 @@ def mask(value: str) -> str:
     return "".join(reversed(out))
 
 
+# Invisible characters people paste (or hide values with): zero-width spaces and joiners, word joiners,
+# soft hyphens, bidi marks, the BOM. Dropped before detection.
+_INVISIBLE = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+# Spaces other than the ASCII one (no-break, thin, ideographic, ...): read as " ".
+_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def pasted_form(text: str) -> tuple[str, list[int] | None]:
+    """The text the detectors read: NFKC (fullwidth digits and the fullwidth at sign fold to ASCII),
+    invisible characters dropped, every space a plain one; and for each of its characters, the index
+    of the original character it came from (None when nothing changed). A finding in this form maps back
+    to the original span, so the value is replaced as it was sent, hidden characters and all."""
+    if unicodedata.is_normalized("NFKC", text) and not _INVISIBLE.search(text) and not _SPACES.search(text):
+        return text, None
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            out.append(ch)
+            index.append(i)
+            continue
+        if _INVISIBLE.match(ch):
+            continue
+        folded = " " if _SPACES.match(ch) else unicodedata.normalize("NFKC", ch)
+        for piece in folded:
+            out.append(piece)
+            index.append(i)
+    return "".join(out), index
+
+
 class TimeBudget:
     """What the tenant's own regexes may still spend on one request (the built-in detectors are ours
     and linear, so they do not count against it)."""
@@ -137,7 +168,17 @@ class PiiPolicy:
         return self.mode == "enforce"
 
     def find(self, text: str, budget: TimeBudget) -> list[Finding]:
-        """Non-overlapping findings in text order (the longer one wins where two overlap)."""
+        """Non-overlapping findings in text order (the longer one wins where two overlap), found in the
+        text as people paste it (see pasted_form) and given as spans of the original text."""
+        if text.isascii():
+            return self._find(text, budget)
+        seen, index = pasted_form(text)
+        hits = self._find(seen, budget)
+        if index is None or not hits:
+            return hits
+        return [(index[start], index[end - 1] + 1, detector) for start, end, detector in hits]
+
+    def _find(self, text: str, budget: TimeBudget) -> list[Finding]:
         hits = self.scanner.scan(text)
         for detector in self.custom:
             if budget.left <= 0:

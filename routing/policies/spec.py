@@ -111,7 +111,7 @@ def _boolean(value: Any, path: str, c: Any) -> bool:
 # --- pii: ------------------------------------------------------------------------------------------
 
 
-def parse_pii(value: Any, path: str, c: Any) -> dict:  # noqa: C901
+def parse_pii(value: Any, path: str, c: Any, *, saving: bool = True) -> dict:  # noqa: C901
     """The `pii:` section, normalized with every key present. Errors name the field (c.fail adds the line)."""
     _mapping(value, path, c, PII_FIELDS)
     mode = _choice(value.get("mode", "enforce"), f"{path}.mode", c, MODES, "mode")
@@ -162,6 +162,9 @@ def parse_pii(value: Any, path: str, c: Any) -> dict:  # noqa: C901
         problem = _pattern_problem(pattern)
         if problem:
             raise c.fail(f"not a valid regular expression: {problem}", f"{ipath}.pattern")
+        slow = _too_slow(pattern) if saving else ""
+        if slow:
+            raise c.fail(slow, f"{ipath}.pattern")
         action = _choice(item.get("action", DEFAULT_ACTION), f"{ipath}.action", c, ACTIONS, "action")
         custom.append({"name": name, "pattern": pattern, "action": action})
 
@@ -208,6 +211,39 @@ def _pattern_problem(pattern: str) -> str:
         return str(exc) or type(exc).__name__
     if compiled.match("") is not None:
         return "it matches the empty string, so it would match everywhere"
+    return ""
+
+
+# Saving a custom pattern runs it on adversarial text: runs of each character it names (and of what
+# its classes match), a few KB each. One that backtracks catastrophically takes seconds on them and is
+# refused; a sound pattern takes microseconds.
+PROBE_CHARS = 3000
+PROBE_TIMEOUT_S = 0.02
+_CLASS_SAMPLES = {"\\d": "1", "\\w": "a", "\\s": " ", ".": "a", "\\D": "a", "\\W": "!", "\\S": "a"}
+
+
+def _probes(pattern: str) -> list[str]:
+    chars = [ch for ch in dict.fromkeys(pattern) if ch.isalnum() or ch in "@.-_ :/"]
+    chars += [sample for cls, sample in _CLASS_SAMPLES.items() if cls in pattern]
+    probes = [ch * PROBE_CHARS for ch in dict.fromkeys(chars[:24])]
+    pairs = "".join(chars[:2]) or "ab"
+    probes.append(pairs * (PROBE_CHARS // len(pairs)))
+    return probes
+
+
+def _too_slow(pattern: str) -> str:
+    """Why `pattern` may not be saved for its speed (catastrophic backtracking), or ""."""
+    compiled = regex.compile(pattern)
+    for probe in _probes(pattern):
+        try:
+            compiled.search(probe, timeout=PROBE_TIMEOUT_S)
+            compiled.search(probe + "!", timeout=PROBE_TIMEOUT_S)
+        except TimeoutError:
+            sample = probe[:6] + "…"
+            return (
+                f"this pattern takes too long on text like {sample!r} ({PROBE_CHARS:,} characters): it backtracks "
+                "catastrophically (nested repetition such as (a+)+). Rewrite it without repeating a repetition."
+            )
     return ""
 
 
@@ -282,8 +318,9 @@ def _clean(parser: Any, value: Any, path: str) -> dict:
 
 
 def normalize_pii(value: Any) -> dict:
-    """A stored or given `pii:` policy in its normalized form; PolicyError (a ValueError) when invalid."""
-    return parse_pii(value, "pii", FieldChecker())
+    """A stored policy in its normalized form (at config load: patterns were vetted when saved);
+    PolicyError (a ValueError) when invalid."""
+    return parse_pii(value, "pii", FieldChecker(), saving=False)
 
 
 def pii_policy_clean(value: Any, path: str = "pii") -> dict:

@@ -159,6 +159,23 @@ def test_a_stale_signature_is_refused_and_changes_nothing(people):
     assert invoice.status == InvoiceStatus.FINALIZED and not StripeEvent.objects.exists()
 
 
+def test_a_signature_from_the_future_is_refused_and_changes_nothing(people):
+    acme, _ = people
+    invoice = finalized(acme, 42)
+    payload = event("invoice.paid")
+
+    response = deliver(payload, sign(payload, at=int(time.time()) + 3600))  # validly signed, for an hour ahead
+
+    assert response.status_code == 400 and "future" in response.json()["error"]
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.FINALIZED and not StripeEvent.objects.exists()
+
+
+def test_a_validly_signed_but_absurdly_deep_body_is_a_400(people):
+    payload = "[" * 100_000 + "]" * 100_000
+    assert deliver(payload).status_code == 400
+
+
 @pytest.mark.parametrize(
     "signature",
     [

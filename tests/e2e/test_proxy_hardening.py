@@ -257,3 +257,21 @@ def test_rate_limit_messages_name_the_key_the_model_or_the_tenant(gateway, acme,
     apply_config(acme_yaml(upstream.base_url, "limits:\n  tenant: {rpm: 1}\n"))
     message = refusal(mint(acme, name="third"), "gpt-4o-mini")
     assert "on tenant 'acme'." in message and f"t:{acme.id}" not in message
+
+
+def test_a_body_trickled_slower_than_the_read_deadline_gets_a_408(gateway_factory):
+    """Slowloris on the body: a client that sends its headers and a few bytes, then nothing."""
+    import socket
+    import time
+
+    server = gateway_factory(extra_env={"GATEWAY_BODY_READ_TIMEOUT": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Authorization: Bearer sk-gw-nope\r\nContent-Length: 1000\r\n\r\n{"model":'
+        )
+        started = time.monotonic()
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer and b"GATEWAY_BODY_READ_TIMEOUT" in answer
+    assert time.monotonic() - started < 5

@@ -96,3 +96,22 @@ def test_a_reused_request_id_never_shows_one_call_the_body_of_another(tenant_and
     assert len(logs) == 2
     assert "merger" in body_of(logs[0]).request_body
     assert "merger" not in body_of(logs[1]).request_body and "nothing to see" in body_of(logs[1]).request_body
+
+
+def test_json_nested_too_deep_to_log_is_a_400_not_a_retryable_503(tenant_and_secret):
+    tenant, secret = tenant_and_secret
+    Tenant.objects.filter(id=tenant.id).update(log_bodies=True)
+    state.clear()
+    # 300 levels: orjson reads them, but could not write the request back (to the upstream or the log).
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    request = RequestFactory().post(
+        "/v1/chat/completions",
+        data=b'{"model":"local","messages":[{"role":"user","content":"hi"}],"metadata":' + deep + b"}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    response = asyncio.run(pipeline.handle(request, "chat/completions"))
+    assert response.status_code == 400, response.content
+    error = orjson.loads(response.content)["error"]
+    assert error["code"] == "invalid_json" and "nested too deeply (more than 128 levels)" in error["message"]
+    assert "retry-after" not in response

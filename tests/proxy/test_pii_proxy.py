@@ -328,3 +328,37 @@ def test_block_log_only_mode_and_key_overrides(world, upstream, mint):
     assert response.status_code == 200
     assert upstream.requests[-1].body["messages"][0]["content"] == content
     assert logged(response).pii_actions == {"card": {"would-block": 1}, "email": {"would-pseudonymize": 1}}
+
+
+def test_an_end_user_id_holding_personal_data_is_stored_as_what_was_sent_upstream(world, upstream):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from billing.models import SpendLedger
+    from billing.selectors import spent_in_period_pico
+    from billing.services import budget_upsert
+    from tenants.audit import Actor
+
+    payload = {"model": "gpt-4o-mini", "user": "eve@e.example", "messages": [{"role": "user", "content": "hi"}]}
+    first, _ = send(world["alice"], payload)
+    second, _ = send(world["alice"], payload)
+    assert first.status_code == second.status_code == 200
+    sent = [r.body["user"] for r in upstream.requests[-2:]]
+    assert sent[0] == sent[1] and sent[0].startswith("user-")  # stable: per-user figures still add up
+    rows = [logged(first), logged(second)]
+    assert {row.end_user for row in rows} == {sent[0]}
+    assert all("eve@e.example" not in row_text(row) for row in rows)
+    assert set(SpendLedger.objects.filter(tenant=world["acme"]).values_list("end_user", flat=True)) == {sent[0]}
+    # A budget on that end user (named as the client sends it) still finds its spend in the ledger.
+    budget, _ = budget_upsert(
+        world["acme"],
+        scope="user:eve@e.example",
+        limit_usd=Decimal("5"),
+        period="month",
+        mode="hard",
+        actor=Actor.cli(),
+    )
+    assert spent_in_period_pico(budget, now=datetime.now(UTC), tz=UTC) == sum(r.cost_picodollars or 0 for r in rows)
+    # Bob's tenant has no policy: his end-user ids are stored as sent.
+    response, _ = send(world["bob"], {**payload, "user": "bob-user-7"})
+    assert logged(response).end_user == "bob-user-7"

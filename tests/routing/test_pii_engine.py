@@ -505,3 +505,60 @@ def test_scan_responses_removes_new_values_from_answers_and_streams():
 
 
 # What a scan costs is measured by `make bench` (tests/bench/scan.py), never asserted in a timed test.
+
+
+def test_saving_a_catastrophically_backtracking_pattern_is_refused_with_the_reason():
+    from django.core.exceptions import ValidationError
+
+    from routing.policies.spec import pii_policy_clean
+
+    evil = {"custom": [{"name": "evil", "pattern": r"(x+x+)+y", "action": "redact"}]}
+    started = time.monotonic()
+    with pytest.raises(ValidationError) as caught:
+        pii_policy_clean(evil)
+    assert time.monotonic() - started < 1
+    message = str(caught.value)
+    assert "pii.custom[0].pattern" in message and "backtracks catastrophically" in message
+    # Sound patterns pass; a policy stored before the check still loads (and its scans stay time-bound).
+    assert pii_policy_clean({"custom": [{"name": "order", "pattern": r"ORD-\d{6}", "action": "redact"}]})
+    assert normalize_pii(evil)["custom"][0]["pattern"] == r"(x+x+)+y"
+
+
+@pytest.mark.parametrize(
+    ("pasted", "detector"),
+    [
+        ("jane\u200b.doe@example.com", "email"),  # a zero-width space inside
+        ("jane.doe\uff20example.com", "email"),  # a fullwidth @
+        ("4111\u00a01111\u00a01111\u00a01111", "card"),  # no-break spaces
+        ("4111.1111.1111.1111", "card"),  # dots
+        ("\uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11", "card"),
+        ("sk-proj-\u200bAbCdEfGhIjKlMnOpQrStUvWx0123", "secret"),  # a zero-width space after the prefix
+        ("536.22.1234", "us_ssn"),  # dots
+        ("Project Fal\u200dcon", "terms"),  # a zero-width joiner inside a term
+    ],
+)
+def test_values_are_found_as_people_paste_them_and_replaced_whole(pasted, detector):
+    policy = compile_policy(
+        {
+            "detectors": dict.fromkeys(BUILTIN_DETECTORS, "redact"),
+            "terms": {"words": ["Project Falcon"], "action": "redact"},
+        }
+    )
+    text = f"Here: {pasted} (thanks)"
+    out = PiiSession(policy).apply(text, "t")
+    label = "TERM" if detector == "terms" else detector.upper()
+    assert out == f"Here: [{label}] (thanks)", out
+
+
+def test_pseudonyms_of_pasted_values_restore_the_original_characters():
+    session = PiiSession(compile_policy({"detectors": {"email": "pseudonymize"}}))
+    pasted = "jane\u200b.doe\uff20example.com"
+    sent = session.apply(f"Mail {pasted}", "t")
+    assert sent == "Mail <EMAIL_1>"
+    assert session.answer_text("Sent to <EMAIL_1>.") == f"Sent to {pasted}."
+
+
+def test_text_people_write_in_other_scripts_is_left_as_it_was():
+    session = PiiSession(compile_policy({"detectors": {"email": "redact", "phone": "redact"}}))
+    text = "请把报告发给我，谢谢！ Merci à tous — ça va ?"
+    assert session.apply(text, "t") == text

@@ -468,3 +468,25 @@ def test_deployments_keep_their_base_model_when_an_editor_leaves_it_out(world):
     model_deployments_set(world.acme, model_name="m", deployments=[(provider, "custom", 1, "gpt-4o")], actor=actor)
     model_deployments_set(world.acme, model_name="m", deployments=[(provider, "custom", 2)], actor=actor)
     assert ModelDeployment.objects.get(tenant=world.acme, model_name="m").base_model == "gpt-4o"
+
+
+def test_a_stored_keys_last_characters_are_escaped_on_the_provider_page(world, client_as):
+    """A key ending in "<!--" would hide the rest of the page if its last four characters were raw HTML."""
+    client = client_as(world.alice)
+    client.post(
+        url("providers"),
+        {
+            "name": "odd",
+            "kind": "openai-compatible",
+            "base_url": "https://api.odd.example/v1",
+            "api_key": "sk-long-enough-ends<!--",
+        },
+        **HTMX,
+    )
+    odd = ProviderCredential.objects.get(tenant=world.acme, name="odd")
+    assert odd.api_key_last4 == "<!--"
+    detail = client.get(url("provider-detail", provider_id=odd.id)).content.decode()
+    assert "<!--" not in detail.split("Stored and encrypted", 1)[1][:200]
+    assert "&lt;!--" in detail
+    listing = client.get(url("providers")).content.decode()
+    assert "&lt;!--" in listing

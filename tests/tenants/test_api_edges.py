@@ -142,3 +142,18 @@ def test_the_console_pages_revealing_a_secret_are_not_cached(world, client_as):
     assert "sk-gw-" in rotated.content.decode() and _no_store(rotated)
     token = client.post(reverse("tokens", args=["acme"]), {"name": "terraform", "role": Role.VIEWER})
     assert "gwm-" in token.content.decode() and _no_store(token)
+
+
+def test_key_metadata_is_bounded_with_a_400_naming_the_limit(world, api_as):
+    client = api_as("admin")
+    big = post(client, "/api/v1/keys/", {"name": "fat", "metadata": {"blob": "x" * 5000}})
+    assert big.status_code == 400
+    assert "4,096 bytes" in json.dumps(big.json())
+    assert not VirtualKey.objects.filter(name="fat").exists()
+    deep = '{"a":' * 5000 + "1" + "}" * 5000
+    nested = client.post(
+        "/api/v1/keys/", data=f'{{"name": "deep", "metadata": {deep}}}', content_type="application/json"
+    )
+    assert nested.status_code == 400  # not a 500 from the recursion
+    fits = post(client, "/api/v1/keys/", {"name": "fits", "metadata": {"team": "payments"}})
+    assert fits.status_code == 201
