@@ -363,3 +363,21 @@ def test_the_model_page_has_the_ab_section_and_the_period_select(models, client_
     assert client_as(models.bob).get(reverse("routing-ab", kwargs={"slug": "acme"})).status_code == 404
     bob_own = client_as(models.bob).get(reverse("routing-ab", kwargs={"slug": "globex"}), {"model": "gpt-4o-mini"})
     assert "smart-v2" not in bob_own.content.decode()
+
+
+def test_a_member_sees_only_her_own_keys_calls_on_the_ab_and_health_panels(models, client_as, world):
+    model_routes_set(
+        models.acme, routes={"gpt-4o-mini": {"split": {"model": "smart-v2", "percent": 10}}}, actor=Actor.cli()
+    )
+    erin_key = world.objects["erin_key"]
+    _log(models.acme, "smart-v2", 200, 50, 20, 3_000_000_000, virtual_key_id=erin_key.id)
+    for _ in range(3):
+        _log(models.acme, "smart-v2", 200, 50, 20, 3_000_000_000, virtual_key_id=world.objects["key"].id)
+    since = timezone.now() - timedelta(days=7)
+    _control, everyone = split_comparison(models.acme, "gpt-4o-mini", "smart-v2", since=since)
+    _control, hers = split_comparison(models.acme, "gpt-4o-mini", "smart-v2", since=since, key_ids=[erin_key.id])
+    assert (everyone.requests, hers.requests) == (4, 1)
+    api = client_as(world.erin).get(reverse("routing-ab", kwargs={"slug": "acme"}), {"model": "gpt-4o-mini"}, **HTMX)
+    assert api.status_code == 200
+    # A model name with a NUL is no model's: a 404, not a database error.
+    assert client_as(world.erin).get(reverse("routing-ab", kwargs={"slug": "acme"}), {"model": "gpt\x00"}).status_code == 404
