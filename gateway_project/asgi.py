@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
@@ -17,14 +20,38 @@ django_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
 
 from gateway_project.routing import websocket_urlpatterns  # noqa: E402
 from proxy import lifecycle  # noqa: E402
 from proxy.asgi import ProxyHandler  # noqa: E402
 
 proxy_app = ProxyHandler()
-websocket_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+
+
+class PublicOriginValidator(OriginValidator):
+    """Websockets only from the console's own origin: PUBLIC_URL's scheme, host and port, exactly (a
+    page on another port or over the other scheme of the same host is another origin)."""
+
+    def __init__(self, application: Any) -> None:
+        super().__init__(application, [settings.PUBLIC_URL])
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        if parsed_origin is None:
+            return False
+        return _origin(parsed_origin) == _origin(urlsplit(settings.PUBLIC_URL))
+
+
+def _origin(url: Any) -> tuple[str, str, int]:
+    scheme = (url.scheme or "").lower()
+    try:
+        port = url.port
+    except ValueError:
+        return ("", "", 0)
+    return (scheme, (url.hostname or "").lower(), port or (443 if scheme in ("https", "wss") else 80))
+
+
+websocket_app = PublicOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

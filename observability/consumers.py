@@ -1,7 +1,7 @@
 """The live call log socket, /ws/logs/: each finished call of one tenant, as it is flushed.
 
-Who: a signed-in console user (session cookie; AuthMiddlewareStack), from one of our own origins
-(AllowedHostsOriginValidator in gateway_project.asgi). The tenant is the one named in the query
+Who: a signed-in console user (session cookie; AuthMiddlewareStack), from the console's own origin
+(PUBLIC_URL's scheme, host and port exactly: PublicOriginValidator in gateway_project.asgi). The tenant is the one named in the query
 string (`?tenant=<slug>`, what the live page asks for), else the user's current tenant in the session
 (set by the live page), else their only or first tenant. Everything is checked before `accept()`: an
 anonymous socket, a non-member or a role without `view` is refused, with no event ever sent.

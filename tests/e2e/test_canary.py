@@ -452,6 +452,49 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
     sweep.response("proxy model", proxy.get("/models/gpt-4o-mini"))
     sweep.response("proxy unknown model", proxy.get("/models/nope"))
     sweep.response("proxy bad json", proxy.post("/chat/completions", content=b"{nope"))
+
+    # -- personal data in every field a client can fill (issue 19): with a policy that pseudonymizes
+    # emails and the prompt cache on, the planted address reaches no store, log or cache entry.
+    pii_core = secrets.token_hex(12)
+    pii = sweep.canary(Canary("PII_EMAIL", f"pii.{pii_core}@canary.example", pii_core))
+    assert call("PUT", "/policies/pii/", json={"pii": {"detectors": {"email": "pseudonymize"}}}).status_code == 200
+    assert call("PUT", "/policies/cache/", json={"cache": {"enabled": True, "ttl_s": 600}}).status_code == 200
+    time.sleep(1.5)  # proxies pick up a saved policy within a second
+    planted = {
+        "model": "gpt-4o-mini",
+        "user": pii.value,
+        "metadata": {"customer": pii.value},
+        "stop": [pii.value],
+        "messages": [
+            {"role": "system", "content": f"Customer: {pii.value}"},
+            {
+                "role": "user",
+                "name": pii.value,
+                "content": [
+                    {"type": "text", "text": f"Mail {pii.value}"},
+                    {"type": "image_url", "image_url": {"url": f"https://img.example/?to={pii.value}"}},
+                ],
+            },
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "send",
+                    "description": f"Sends to {pii.value}",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"to": {"type": "string", "description": pii.value}},
+                    },
+                },
+            }
+        ],
+    }
+    for stream in (False, True):
+        with proxy.stream("POST", "/chat/completions", json={**planted, "stream": stream}) as response:
+            sweep.response(f"proxy chat with personal data{' stream' if stream else ''}", response, sse_body(response))
+        assert response.status_code == 200
+        request_ids.append(response.headers["x-request-id"])
     for name, old in (("rotated-away", rotated_away), ("revoked", revoked)):
         response = httpx.post(
             f"{gateway.url}/v1/chat/completions",
