@@ -34,12 +34,18 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
 
 async def messages(request: HttpRequest) -> HttpResponse:
     # Anthropic's Messages API: the pipeline works in OpenAI's chat format, the front end translates.
-    return await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
+    response = await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
+    if response.has_header("x-request-id"):
+        # Where the anthropic SDK reads it (`_request_id`): Anthropic's own header name.
+        response["request-id"] = response["x-request-id"]
+    return response
 
 
 async def count_tokens(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     response = await _count_tokens(request)
+    if response.has_header("x-request-id"):
+        response["request-id"] = response["x-request-id"]
     response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"  # no upstream call
     return response
 

@@ -43,8 +43,13 @@ def bearer(request: HttpRequest) -> str:
 
 
 def credential(request: HttpRequest) -> str:
-    """The virtual key: `Authorization: Bearer` (OpenAI SDKs) or `api-key` (Azure-style clients)."""
-    return bearer(request) or request.META.get("HTTP_API_KEY", "").strip()
+    """The virtual key: `Authorization: Bearer` (OpenAI SDKs), `api-key` (Azure-style clients) or
+    `x-api-key` (Anthropic-style clients, which send it to every route)."""
+    return (
+        bearer(request)
+        or request.META.get("HTTP_API_KEY", "").strip()
+        or request.META.get("HTTP_X_API_KEY", "").strip()
+    )
 
 
 async def authenticate(request: HttpRequest) -> KeyEntry:

@@ -129,6 +129,18 @@ def test_api_key_header_is_accepted_like_azure_clients_send_it(gateway, acme, mi
     assert response.status_code == 200
 
 
+def test_x_api_key_authenticates_on_every_v1_route_like_anthropic_clients_send_it(gateway, acme, mint):
+    key = {"x-api-key": mint(acme)}
+    assert httpx.get(f"{gateway.url}/v1/models", headers=key).status_code == 200
+    chat = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers=key,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert chat.status_code == 200, chat.text
+    assert httpx.get(f"{gateway.url}/v1/models", headers={"x-api-key": "sk-gw-wrong"}).status_code == 401
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [

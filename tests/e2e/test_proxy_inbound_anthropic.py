@@ -38,6 +38,7 @@ def test_the_anthropic_sdk_chats_streams_and_calls_tools_through_an_openai_upstr
     sent = upstream.requests[-1].body
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."} and sent["max_tokens"] == 64
     request_id = raw.headers["x-request-id"]
+    assert message._request_id == request_id  # the anthropic SDK reads Anthropic's own `request-id` header
     assert wait_for(lambda: len(logs_for(request_id)) == 1)
     log = logs_for(request_id)[0]
     assert log.tenant_id == acme.id and log.status_code == 200 and log.endpoint == "messages"
