@@ -148,14 +148,25 @@ async def _call(dep: Deployment, payload: dict, ctx: CallContext) -> UpstreamRes
         return result
 
 
-def _all_cooling(group_count: int, cooldown_s: float) -> UpstreamResult:
-    result = failure(
-        429,
-        "Every deployment of this model is cooling down after recent failures; retry shortly.",
-        "deployments_cooling_down",
-        "rate_limit_exceeded",
-    )
-    result.headers = {"retry-after": str(max(1, math.ceil(cooldown_s)))}
+def _all_cooling(wait_s: float, rate_limited: bool) -> UpstreamResult:
+    """Every deployment was skipped: resting after its provider's 429 (then a 429 saying for as long as
+    the provider asked) or cooling down after failures (a 503: the provider is down, not busy)."""
+    retry = str(max(1, math.ceil(wait_s)))
+    if rate_limited:
+        result = failure(
+            429,
+            f"Every deployment of this model is rate-limited by its provider; retry in {retry} s.",
+            "deployments_rate_limited",
+            "rate_limit_exceeded",
+        )
+    else:
+        result = failure(
+            503,
+            f"Every deployment of this model is cooling down after recent failures; retry in {retry} s.",
+            "deployments_cooling_down",
+            "server_error",
+        )
+    result.headers = {"retry-after": retry}
     return result
 
 
@@ -166,6 +177,7 @@ async def run(  # noqa: C901
     last: UpstreamResult | None = None
     skipped_cooling = 0
     cooldown_s = 0.0
+    only_rate_limited = True
     groups: list[Group] = plan.groups
     g = 0
     context_jumped = False
@@ -197,7 +209,10 @@ async def run(  # noqa: C901
             # Asked right before sending: in half-open state this claims the one probe.
             if not health.available(dep.id):
                 skipped_cooling += 1
-                cooldown_s = max(cooldown_s, route.cooldown.cooldown_s)
+                left, limited = health.resting(dep.id)
+                # The client waits for the first deployment to come back, not the longest.
+                cooldown_s = left if skipped_cooling == 1 else min(cooldown_s, left)
+                only_rate_limited = only_rate_limited and limited
                 continue
             kind = ErrorKind.NONE
             for attempt in range(1 + max(route.retries, 0)):
@@ -254,7 +269,10 @@ async def run(  # noqa: C901
                     call.fallback = group.model if group.fallback else ""
                     return result
                 last = result
-                if kind in RETRYABLE:
+                asked = retry_after(result) if kind is ErrorKind.RATE_LIMITED else None
+                if asked is not None:
+                    health.rest(dep.id, asked)  # as long as the provider asked, not the breaker's cooldown
+                elif kind in RETRYABLE:
                     health.failure(dep.id, route.cooldown)
                 else:
                     break
@@ -277,7 +295,7 @@ async def run(  # noqa: C901
                     break
                 return last  # type: ignore[return-value]
     if last is None:
-        return _all_cooling(skipped_cooling, cooldown_s or 30.0)
+        return _all_cooling(cooldown_s or 1.0, only_rate_limited)
     if last.status == 429 and "retry-after" not in last.headers and cooldown_s:
         last.headers = {**last.headers, "retry-after": str(max(1, math.ceil(cooldown_s)))}
     return last

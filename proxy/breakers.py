@@ -45,7 +45,7 @@ DEFAULT_COOLDOWN_S = 30.0
 class _Dep:
     """One deployment's state. Plain attributes (slots) keep the per-call work to a few loads."""
 
-    __slots__ = ("cooldown_s", "ewma", "in_flight", "open_until", "probe_until", "recent")
+    __slots__ = ("cooldown_s", "ewma", "in_flight", "open_until", "probe_until", "rate_limited", "recent")
 
     def __init__(self) -> None:
         # Times of the latest failures, at most `failures` of them: the oldest is the window's edge.
@@ -55,6 +55,8 @@ class _Dep:
         self.cooldown_s = DEFAULT_COOLDOWN_S
         self.in_flight = 0
         self.ewma: float | None = None
+        # Open because the provider said "slow down" (429 with Retry-After), not because it failed.
+        self.rate_limited = False
 
 
 class Health:
@@ -101,6 +103,19 @@ class Health:
             now = self._clock()
         return OPEN if now < dep.open_until else HALF_OPEN
 
+    def resting(self, dep_id: int, now: float | None = None) -> tuple[float, bool]:
+        """Seconds until this deployment may be tried again (0 when it may now), and whether it rests
+        because its provider rate-limited it (rather than because it failed)."""
+        dep = self._deps.get(dep_id)
+        if dep is None or not dep.open_until:
+            return 0.0, False
+        if now is None:
+            now = self._clock()
+        left = dep.open_until - now
+        if left <= 0 and dep.probe_until > now:
+            left = dep.probe_until - now  # half-open, its probe in flight
+        return max(left, 0.0), dep.rate_limited
+
     def in_flight(self, dep_id: int) -> int:
         dep = self._deps.get(dep_id)
         return dep.in_flight if dep is not None else 0
@@ -136,6 +151,7 @@ class Health:
             # the breaker opened and succeeds during the cooldown says nothing about the deployment now.
             if now >= dep.open_until:
                 dep.open_until = dep.probe_until = 0.0
+                dep.rate_limited = False
                 dep.recent.clear()
 
     def failure(self, dep_id: int, cooldown: CooldownSpec, *, now: float | None = None) -> None:
@@ -157,13 +173,24 @@ class Health:
         if len(recent) == cooldown.failures and now - recent[0] <= cooldown.window_s:
             self._open(dep_id, dep, now, cooldown.cooldown_s)
 
-    def _open(self, dep_id: int, dep: _Dep, now: float, cooldown_s: float) -> None:
+    def rest(self, dep_id: int, seconds: float, *, now: float | None = None) -> None:
+        """The provider rate-limited this deployment and said for how long (Retry-After): skip it for
+        exactly that long, in every process, rather than for the breaker's cooldown."""
+        dep = self._dep(dep_id)
+        if now is None:
+            now = self._clock()
+        if dep.open_until and now < dep.open_until and not dep.rate_limited:
+            return  # already open for failing: that cooldown stands
+        self._open(dep_id, dep, now, max(seconds, 0.001), rate_limited=True)
+
+    def _open(self, dep_id: int, dep: _Dep, now: float, cooldown_s: float, *, rate_limited: bool = False) -> None:
         dep.open_until = now + cooldown_s
         dep.probe_until = 0.0
         dep.cooldown_s = cooldown_s
+        dep.rate_limited = rate_limited
         dep.recent.clear()
         if self._url():
-            self._announce(dep_id, self._wall() + cooldown_s, cooldown_s)
+            self._announce(dep_id, self._wall() + cooldown_s, cooldown_s, rate_limited)
 
     # -- cross-process ---------------------------------------------------------------------------------
 
@@ -181,14 +208,22 @@ class Health:
             self._channel = f"{CHANNEL_PREFIX}:{parse_url(self._url()).get('db', 0)}"
         return self._channel
 
-    def _announce(self, dep_id: int, until: float, cooldown_s: float) -> None:
+    def _announce(self, dep_id: int, until: float, cooldown_s: float, rate_limited: bool = False) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # called outside the event loop (a management command, a sync test): local only
         from proxy.background import spawn
 
-        message = json.dumps({"dep": dep_id, "until": until, "cooldown_s": cooldown_s, "origin": self._origin})
+        message = json.dumps(
+            {
+                "dep": dep_id,
+                "until": until,
+                "cooldown_s": cooldown_s,
+                "rate_limited": rate_limited,
+                "origin": self._origin,
+            }
+        )
         spawn(self._publish(loop, dep_id, message))
 
     def _redis(self, loop: asyncio.AbstractEventLoop) -> Any:
@@ -218,6 +253,7 @@ class Health:
                 return
             dep_id, until = int(data["dep"]), float(data["until"])
             cooldown_s = float(data.get("cooldown_s") or DEFAULT_COOLDOWN_S)
+            rate_limited = bool(data.get("rate_limited"))
         except (ValueError, TypeError, KeyError, AttributeError):
             logger.warning("ignoring malformed health message %r", message)
             return
@@ -230,6 +266,7 @@ class Health:
             dep.open_until = local_until
             dep.probe_until = 0.0
             dep.cooldown_s = cooldown_s
+            dep.rate_limited = rate_limited
             dep.recent.clear()
 
     def start(self) -> None:
