@@ -176,6 +176,7 @@ def is_phone(candidate: str, digits: str, before: str) -> bool:
             return False
     if _SSN_SHAPE.fullmatch(candidate):
         return False  # 3-2-4 digits is how SSNs and serials are written, never phone numbers
+    regions: tuple[str, ...]
     if digits[0] == "0":
         if not 9 <= len(digits) <= 13:
             return False

@@ -380,4 +380,7 @@ def test_a_member_sees_only_her_own_keys_calls_on_the_ab_and_health_panels(model
     api = client_as(world.erin).get(reverse("routing-ab", kwargs={"slug": "acme"}), {"model": "gpt-4o-mini"}, **HTMX)
     assert api.status_code == 200
     # A model name with a NUL is no model's: a 404, not a database error.
-    assert client_as(world.erin).get(reverse("routing-ab", kwargs={"slug": "acme"}), {"model": "gpt\x00"}).status_code == 404
+    assert (
+        client_as(world.erin).get(reverse("routing-ab", kwargs={"slug": "acme"}), {"model": "gpt\x00"}).status_code
+        == 404
+    )
