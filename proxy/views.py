@@ -16,16 +16,22 @@ from django.http import HttpRequest, HttpResponse
 from proxy import errors, pipeline
 from proxy.errors import ProxyError
 from proxy.inbound import anthropic
+from proxy.inbound import completions as legacy
 from proxy.inbound import openai as inbound
 from proxy.lifecycle import ensure_background
 
 logger = logging.getLogger("gateway.proxy")
 
-__all__ = ["chat_completions", "count_tokens", "embeddings", "messages", "models", "not_found"]
+__all__ = ["chat_completions", "completions", "count_tokens", "embeddings", "messages", "models", "not_found"]
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     return await pipeline.handle(request, "chat/completions")
+
+
+async def completions(request: HttpRequest) -> HttpResponse:
+    # OpenAI's legacy completions: served by the chat pipeline, translated in and out (proxy.inbound.completions).
+    return await pipeline.handle(request, "chat/completions", front=legacy.COMPLETIONS, label="completions")
 
 
 async def embeddings(request: HttpRequest) -> HttpResponse:

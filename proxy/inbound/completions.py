@@ -1,0 +1,221 @@
+"""OpenAI's legacy completions (/v1/completions) over the chat pipeline.
+
+The openai SDKs' `completions.create` and clients such as LlamaIndex's `OpenAILike` (whose default is
+`is_chat_model=False`) call it. A prompt becomes one user message. Routing, retries, fallbacks, limits,
+budgets, data policies, the prompt cache, logging and costs are the chat pipeline's, so they apply
+exactly as for chat, on every provider kind. The call log names the endpoint `completions`.
+
+The answer is turned back into `text_completion` objects, and a stream into completion chunks.
+What a chat model cannot give is refused with a 400 naming the parameter, never dropped silently:
+- `suffix` (insertion);
+- `logprobs`;
+- `best_of` above 1;
+- token-array prompts;
+- more than one prompt per request.
+
+`echo` is honoured (the prompt comes first in the text). `max_tokens` defaults to 16, as OpenAI's
+does for this endpoint.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+
+from proxy import errors
+from proxy.errors import ProxyError
+from proxy.inbound import Front
+from proxy.inbound import openai as inbound
+from proxy.sse import event_data
+
+DEFAULT_MAX_TOKENS = 16
+# Chat parameters a completion request may carry over as they are.
+CARRIED = (
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+    "user",
+    "stream",
+    "stream_options",
+    "metadata",
+    "service_tier",
+)
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        if len(prompt) == 1 and isinstance(prompt[0], str):
+            return prompt[0]
+        if prompt and all(isinstance(p, str) for p in prompt):
+            raise errors.bad_request(
+                f"This gateway serves one prompt per request (got {len(prompt)}); send them as separate requests.",
+                param="prompt",
+                code="unsupported_value",
+            )
+        raise errors.bad_request(
+            "'prompt' must be a string (token arrays are not supported: they are one provider's tokens).",
+            param="prompt",
+            code="unsupported_value",
+        )
+    if prompt is None:
+        raise errors.bad_request(
+            "you must provide a prompt parameter", param="prompt", code="missing_required_parameter"
+        )
+    if not isinstance(prompt, str):
+        raise errors.bad_request("'prompt' must be a string.", param="prompt", code="invalid_type")
+    return prompt
+
+
+def to_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat payload for a completions request (validated here; the chat validator runs after)."""
+    inbound.require_model(body)
+    prompt = _prompt(body)
+    for name, allowed in (("suffix", (None, "")), ("logprobs", (None,)), ("best_of", (None, 1))):
+        if body.get(name) not in allowed:
+            raise errors.bad_request(
+                f"'{name}' is not supported on /v1/completions by this gateway: completions are served by "
+                "chat models, which cannot honour it.",
+                param=name,
+                code="unsupported_parameter",
+            )
+    echo = body.get("echo")
+    if echo is not None and not isinstance(echo, bool):
+        raise errors.bad_request("'echo' must be a boolean.", param="echo", code="invalid_type")
+    chat = {name: body[name] for name in CARRIED if name in body}
+    chat.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
+    chat["messages"] = [{"role": "user", "content": prompt}]
+    inbound.validate_chat(chat)
+    return chat
+
+
+def _choice(choice: dict[str, Any], prefix: str) -> dict[str, Any]:
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content = message.get("content")
+    finish = choice.get("finish_reason")
+    return {
+        "text": prefix + (content if isinstance(content, str) else ""),
+        "index": choice.get("index", 0),
+        "logprobs": None,
+        # A chat model may stop for a tool call, which this endpoint has no word for.
+        "finish_reason": finish if finish in ("stop", "length", "content_filter") else "stop",
+    }
+
+
+def to_completion(completion: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": "cmpl-" + str(completion.get("id", "")).removeprefix("chatcmpl-"),
+        "object": "text_completion",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+        "choices": [_choice(c, prefix) for c in completion.get("choices") or () if isinstance(c, dict)],
+    }
+    if completion.get("system_fingerprint"):
+        out["system_fingerprint"] = completion["system_fingerprint"]
+    if isinstance(completion.get("usage"), dict):
+        out["usage"] = completion["usage"]
+    return out
+
+
+class StreamTranslator:
+    """chat.completion.chunk events -> text_completion chunks; errors and [DONE] pass as they are."""
+
+    __slots__ = ("echoed", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.echoed: set[int] = set()
+
+    def __call__(self, event: bytes) -> bytes | None:
+        data = event_data(event)
+        if not data.startswith(b"{"):
+            return event  # [DONE]
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(chunk, dict) or "error" in chunk:
+            return event
+        choices = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            text = delta.get("content") if isinstance(delta.get("content"), str) else ""
+            index = choice.get("index", 0)
+            if self.prefix and index not in self.echoed:
+                self.echoed.add(index)
+                text = self.prefix + text
+            finish = choice.get("finish_reason")
+            if not text and finish is None:
+                continue  # the role-only opening chunk, a tool call's pieces: nothing to say
+            if finish is not None and finish not in ("stop", "length", "content_filter"):
+                finish = "stop"
+            choices.append({"text": text, "index": index, "logprobs": None, "finish_reason": finish})
+        if not choices and not isinstance(chunk.get("usage"), dict):
+            return None
+        out: dict[str, Any] = {
+            "id": "cmpl-" + str(chunk.get("id", "")).removeprefix("chatcmpl-"),
+            "object": "text_completion",
+            "created": chunk.get("created", 0),
+            "model": chunk.get("model", ""),
+            "choices": choices,
+        }
+        if chunk.get("system_fingerprint"):
+            out["system_fingerprint"] = chunk["system_fingerprint"]
+        if isinstance(chunk.get("usage"), dict):
+            out["usage"] = chunk["usage"]
+        return b"data: " + orjson.dumps(out) + b"\n\n"
+
+
+class CompletionsFront(Front):
+    name = "completions"
+
+    def credential(self, request: HttpRequest) -> str:
+        return inbound.credential(request)
+
+    def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
+        body = inbound.parse_body(request)
+        chat = to_chat(body)
+        # What echo prepends: the client's own prompt, as sent (the payload's copy may be redacted by
+        # a data policy on its way upstream). One request per task: a context variable carries it.
+        ECHO.set(chat["messages"][0]["content"] if body.get("echo") else "")
+        return chat
+
+    def render(self, call: Any, body: bytes) -> bytes:
+        try:
+            completion = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        if not isinstance(completion, dict) or "choices" not in completion:
+            return body
+        return orjson.dumps(to_completion(completion, _prefix(call)))
+
+    def render_upstream_error(self, call: Any, status: int, body: bytes) -> bytes:
+        return body  # OpenAI's error shape already
+
+    def stream_filter(self, call: Any) -> StreamTranslator:
+        return StreamTranslator(_prefix(call))
+
+    def error_response(self, exc: ProxyError) -> HttpResponse:
+        return exc.response()
+
+
+ECHO: ContextVar[str] = ContextVar("completions_echo", default="")
+
+
+def _prefix(call: Any) -> str:
+    return ECHO.get()
+
+
+COMPLETIONS = CompletionsFront()
