@@ -100,8 +100,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choice(choice: dict[str, Any], prefix: str) -> dict[str, Any]:
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    content = message.get("content")
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
     finish = choice.get("finish_reason")
     return {
         "text": prefix + (content if isinstance(content, str) else ""),
@@ -150,8 +150,9 @@ class StreamTranslator:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            text = delta.get("content") if isinstance(delta.get("content"), str) else ""
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text: str = content if isinstance(content, str) else ""
             index = choice.get("index", 0)
             if self.prefix and index not in self.echoed:
                 self.echoed.add(index)
