@@ -332,7 +332,7 @@ def to_chat(payload: dict[str, Any], *, count_only: bool = False, relay: bool = 
     chat: dict[str, Any] = {"model": model, "messages": _messages(payload, relay)}
     if max_tokens is not None:
         chat["max_tokens"] = max_tokens
-    for option in (_sampling, _stop_sequences, _tool_settings):
+    for option in (_sampling, _stop_sequences, _tool_settings, _output_format):
         try:
             option(payload, chat, relay)
         except ProxyError:
@@ -367,6 +367,24 @@ def _stop_sequences(payload: dict[str, Any], chat: dict[str, Any], relay: bool) 
             raise _invalid("stop_sequences: Input should be a list of strings", "stop_sequences")
         if stops:
             chat["stop"] = stops
+
+
+def _output_format(payload: dict[str, Any], chat: dict[str, Any], relay: bool) -> None:
+    """Anthropic's structured outputs (`output_format`, or `output_config.format`) as OpenAI's
+    `response_format`, so that a model served by any other provider answers in the schema too (an
+    Anthropic upstream gets the client's own body, format and all, when relayed natively)."""
+    config = payload.get("output_config")
+    fmt = payload.get("output_format")
+    if fmt is None and isinstance(config, dict):
+        fmt = config.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _invalid('output_format: expected {"type": "json_schema", "schema": {...}}', "output_format")
+    chat["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
+    }
 
 
 def _tool_settings(payload: dict[str, Any], chat: dict[str, Any], relay: bool) -> None:

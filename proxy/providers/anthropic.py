@@ -31,13 +31,17 @@ import orjson
 from gateway_project.common.redact import redact, redact_bytes, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
+    STRUCTURED_TOOL,
+    STRUCTURED_TOOL_DESCRIPTION,
     CallContext,
+    FormatRefused,
     ProviderAdapter,
     Refused,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
+    structured_schema,
 )
 from proxy.snapshot import Deployment
 from proxy.sse import SSESplitter, event_data
@@ -309,6 +313,17 @@ def _thinking(payload: dict, max_tokens: int) -> dict | None:
     return {"type": "enabled", "budget_tokens": budget}
 
 
+def _structured_output(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The forced tool that carries `response_format` (proxy.providers.base.structured_schema), or None."""
+    try:
+        schema = structured_schema(payload)
+    except FormatRefused as exc:
+        raise _BadRequest(str(exc)) from None
+    if schema is None:
+        return None
+    return {"name": STRUCTURED_TOOL, "description": STRUCTURED_TOOL_DESCRIPTION, "input_schema": schema}
+
+
 def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: bool) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat request (a new dict: `payload` is left as it is)."""
     if (payload.get("n") or 1) != 1:
@@ -334,8 +349,14 @@ def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: boo
     tools = payload.get("tools")
     if tools:
         body["tools"] = _tools(tools)
+        if any(t.get("name") == STRUCTURED_TOOL for t in body["tools"]):
+            raise _BadRequest(f"the tool name {STRUCTURED_TOOL!r} is reserved by the gateway")
+    structured = _structured_output(payload)
+    if structured is not None:
+        body["tools"] = [structured]
+        body["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
     choice = _tool_choice(payload.get("tool_choice"), payload.get("parallel_tool_calls"))
-    if choice is not None and (tools or choice["type"] == "none"):
+    if structured is None and choice is not None and (tools or choice["type"] == "none"):
         body["tool_choice"] = choice
     user = payload.get("user")
     if isinstance(user, str) and user:
@@ -386,6 +407,10 @@ def to_openai_completion(data: dict) -> tuple[dict, dict]:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
+        elif kind == "tool_use" and block.get("name") == STRUCTURED_TOOL:
+            # The structured answer is the whole content (a forced tool has no preamble worth keeping).
+            texts = [orjson.dumps(block.get("input") or {}).decode()]
+            break
         elif kind == "tool_use":
             calls.append(_tool_call(block))
         elif kind == "thinking":
@@ -414,7 +439,10 @@ def to_openai_completion(data: dict) -> tuple[dict, dict]:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
+                # A structured answer ends with the forced tool: for the client it simply stopped.
+                "finish_reason": "stop"
+                if not calls and data.get("stop_reason") == "tool_use"
+                else FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
             }
         ],
         "usage": usage,
@@ -573,6 +601,7 @@ class AnthropicStream(UpstreamStream):
         self._prefix = b'data: {"id":"","object":"chat.completion.chunk","created":%d,"model":"",' % int(time.time())
         self._anthropic_usage: dict = {}
         self._tools: dict[Any, int] = {}  # content block index -> OpenAI tool call index
+        self._structured: set[Any] = set()  # content block indexes of the structured-output tool
         self._thinking: dict[Any, list[str]] = {}  # thinking block index -> its text so far, until signed
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
@@ -582,42 +611,9 @@ class AnthropicStream(UpstreamStream):
     def _translate(self, data: dict) -> bytes | None:
         kind = data.get("type")
         if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            dkind = delta.get("type")
-            if dkind == "text_delta":
-                return self._chunk({"content": delta.get("text") or ""})
-            if dkind == "input_json_delta":
-                partial = delta.get("partial_json")
-                index = self._tools.get(data.get("index"))
-                if not partial or index is None:
-                    return None
-                return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]})
-            if dkind == "thinking_delta":
-                text = delta.get("thinking") or ""
-                self._thinking.setdefault(data.get("index"), []).append(text)
-                return self._chunk({"reasoning_content": text}) if text else None
-            if dkind == "signature_delta":
-                # The signature closes a thinking block: the client gets the whole signed block once, as in
-                # a JSON answer's thinking_blocks, ready to send back with the next turn.
-                text = "".join(self._thinking.pop(data.get("index"), ()))
-                block = {"type": "thinking", "thinking": text, "signature": delta.get("signature")}
-                return self._chunk({"thinking_blocks": [block]})
-            return None  # citations and deltas of new kinds have no OpenAI counterpart
+            return self._delta(data)
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                index = self._tools[data.get("index")] = len(self._tools)
-                call = {"index": index, "id": block.get("id"), "type": "function"}
-                call["function"] = {"name": block.get("name"), "arguments": ""}
-                return self._chunk({"tool_calls": [call]})
-            if block.get("type") == "text" and block.get("text"):
-                return self._chunk({"content": block["text"]})
-            if block.get("type") == "thinking" and block.get("thinking"):
-                self._thinking.setdefault(data.get("index"), []).append(block["thinking"])
-                return self._chunk({"reasoning_content": block["thinking"]})
-            if block.get("type") == "redacted_thinking":
-                return self._chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": block.get("data")}]})
-            return None
+            return self._block_start(data)
         if kind == "message_start":
             message = data.get("message") or {}
             self._anthropic_usage = dict(message.get("usage") or {})
@@ -635,8 +631,54 @@ class AnthropicStream(UpstreamStream):
             reason = (data.get("delta") or {}).get("stop_reason")
             if isinstance(reason, str):
                 self.finish_reason = reason
+            if reason == "tool_use" and self._structured and not self._tools:
+                return self._chunk({}, "stop")  # the structured answer is complete
             return self._chunk({}, FINISH_REASONS.get(reason or "end_turn", "stop"))
         return None  # content_block_stop, ping and unknown new event types
+
+    def _delta(self, data: dict) -> bytes | None:
+        delta = data.get("delta") or {}
+        dkind = delta.get("type")
+        if dkind == "text_delta":
+            return self._chunk({"content": delta.get("text") or ""})
+        if dkind == "input_json_delta":
+            partial = delta.get("partial_json")
+            if data.get("index") in self._structured:
+                return self._chunk({"content": partial}) if partial else None
+            index = self._tools.get(data.get("index"))
+            if not partial or index is None:
+                return None
+            return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]})
+        if dkind == "thinking_delta":
+            text = delta.get("thinking") or ""
+            self._thinking.setdefault(data.get("index"), []).append(text)
+            return self._chunk({"reasoning_content": text}) if text else None
+        if dkind == "signature_delta":
+            # The signature closes a thinking block: the client gets the whole signed block once, as in
+            # a JSON answer's thinking_blocks, ready to send back with the next turn.
+            text = "".join(self._thinking.pop(data.get("index"), ()))
+            block = {"type": "thinking", "thinking": text, "signature": delta.get("signature")}
+            return self._chunk({"thinking_blocks": [block]})
+        return None  # citations and deltas of new kinds have no OpenAI counterpart
+
+    def _block_start(self, data: dict) -> bytes | None:
+        block = data.get("content_block") or {}
+        if block.get("type") == "tool_use" and block.get("name") == STRUCTURED_TOOL:
+            self._structured.add(data.get("index"))  # its input streams as the content
+            return None
+        if block.get("type") == "tool_use":
+            index = self._tools[data.get("index")] = len(self._tools)
+            call = {"index": index, "id": block.get("id"), "type": "function"}
+            call["function"] = {"name": block.get("name"), "arguments": ""}
+            return self._chunk({"tool_calls": [call]})
+        if block.get("type") == "text" and block.get("text"):
+            return self._chunk({"content": block["text"]})
+        if block.get("type") == "thinking" and block.get("thinking"):
+            self._thinking.setdefault(data.get("index"), []).append(block["thinking"])
+            return self._chunk({"reasoning_content": block["thinking"]})
+        if block.get("type") == "redacted_thinking":
+            return self._chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": block.get("data")}]})
+        return None
 
     def _error_event(self, data: dict) -> bytes:
         err = found if isinstance(found := data.get("error"), dict) else {}

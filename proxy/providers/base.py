@@ -292,3 +292,44 @@ class ProviderAdapter:
             await response.aclose()
             return not_a_stream(status, content_type, response.headers.get("location", ""))
         return self.decoder(deployment, ctx, response)
+
+
+# --- structured outputs through a forced tool (providers without a JSON-schema mode of their own) ----
+
+# The tool that carries `response_format` for Anthropic and Bedrock: its input schema is the answer's
+# schema and tool_choice forces it; its input comes back as the message's content (JSON text), never as
+# a tool call. A client's own tool may not take this name.
+STRUCTURED_TOOL = "gateway_json_response"
+STRUCTURED_TOOL_DESCRIPTION = (
+    "Give your whole answer through this tool: its input is the answer, as JSON matching the schema."
+)
+
+
+class FormatRefused(ValueError):
+    """`response_format` asks for what the provider cannot honour: a 400 naming it, never a silent drop."""
+
+
+def structured_schema(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow (json_schema's, or any object for json_object), or None
+    when the request sets no format (or `text`)."""
+    fmt = payload.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+    elif kind == "json_schema" and isinstance(fmt.get("json_schema"), dict):
+        schema = fmt["json_schema"].get("schema") or {"type": "object"}
+        if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+            raise FormatRefused("response_format.json_schema.schema must be an object schema with this provider")
+    else:
+        raise FormatRefused("response_format must be text, json_object or json_schema (with a json_schema object)")
+    if payload.get("tools"):
+        raise FormatRefused(
+            "response_format together with tools is not supported with this provider: send one or the other"
+        )
+    if payload.get("reasoning_effort") not in (None, "none") or payload.get("thinking") is not None:
+        raise FormatRefused("response_format cannot be combined with extended thinking on this provider")
+    return schema

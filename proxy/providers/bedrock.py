@@ -34,8 +34,11 @@ from yarl import URL
 from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
+    STRUCTURED_TOOL,
+    STRUCTURED_TOOL_DESCRIPTION,
     CallContext,
     ErrorKind,
+    FormatRefused,
     ProviderAdapter,
     Refused,
     UpstreamResult,
@@ -43,6 +46,7 @@ from proxy.providers.base import (
     bad_request,
     bad_response,
     classify_result,
+    structured_schema,
     transport_error,
 )
 from proxy.snapshot import Deployment
@@ -263,6 +267,16 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: C901
         body["inferenceConfig"] = inference
     tools = payload.get("tools") or []
     choice = payload.get("tool_choice")
+    try:
+        schema = structured_schema(payload)
+    except FormatRefused as exc:
+        raise Unsupported(str(exc)) from None
+    if schema is not None:
+        # Structured outputs as a forced tool (proxy.providers.base.STRUCTURED_TOOL): its input comes
+        # back as the answer's JSON content.
+        answer = {"name": STRUCTURED_TOOL, "description": STRUCTURED_TOOL_DESCRIPTION, "inputSchema": {"json": schema}}
+        body["toolConfig"] = {"tools": [{"toolSpec": answer}], "toolChoice": {"tool": {"name": STRUCTURED_TOOL}}}
+        return body
     # "none" cannot be said in Converse: leave the tools out, unless the history has tool blocks
     # (Converse then requires the toolConfig).
     if tools and (choice != "none" or has_tool_blocks):
@@ -314,6 +328,10 @@ def chat_completion(data: dict, deployment: Deployment, ctx: CallContext) -> tup
     for block in message.get("content") or []:
         if "text" in block:
             texts.append(str(block["text"]))
+        elif "toolUse" in block and block["toolUse"].get("name") == STRUCTURED_TOOL:
+            # The structured answer is the whole content (a forced tool has no preamble worth keeping).
+            texts = [orjson.dumps(block["toolUse"].get("input", {})).decode()]
+            break
         elif "toolUse" in block:
             use = block["toolUse"]
             tool_calls.append(
@@ -332,7 +350,14 @@ def chat_completion(data: dict, deployment: Deployment, ctx: CallContext) -> tup
         "object": "chat.completion",
         "created": int(time.time()),
         "model": deployment.upstream_model,
-        "choices": [{"index": 0, "message": reply, "finish_reason": _FINISH.get(data.get("stopReason"), "stop")}],
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                # A structured answer ends with the forced tool: for the client it simply stopped.
+                "finish_reason": "stop" if not tool_calls else _FINISH.get(data.get("stopReason"), "stop"),
+            }
+        ],
     }
     if usage is not None:
         body["usage"] = usage
@@ -628,6 +653,7 @@ class ConverseStreamTranslator:
         self.base = {"id": f"chatcmpl-{ctx.request_id}", "object": "chat.completion.chunk", "created": int(time.time())}
         self.base["model"] = deployment.upstream_model
         self.tool_index: dict[int, int] = {}  # Converse content block index -> OpenAI tool_calls index
+        self.structured: set[int] = set()  # content block indexes of the structured-output tool
         self.stopped = False
         self.usage: dict | None = None
         self.error: UpstreamResult | None = None
@@ -677,6 +703,8 @@ class ConverseStreamTranslator:
             if "text" in delta:
                 return self._chunk({"content": delta["text"]})
             if "toolUse" in delta:
+                if data.get("contentBlockIndex", 0) in self.structured:
+                    return self._chunk({"content": delta["toolUse"].get("input", "")})
                 index = self.tool_index.get(data.get("contentBlockIndex", 0))
                 if index is None:
                     return None
@@ -688,6 +716,9 @@ class ConverseStreamTranslator:
             use = (data.get("start") or {}).get("toolUse")
             if not use:
                 return None
+            if use.get("name") == STRUCTURED_TOOL:
+                self.structured.add(data.get("contentBlockIndex", 0))  # its input streams as the content
+                return None
             index = len(self.tool_index)
             self.tool_index[data.get("contentBlockIndex", 0)] = index
             call = {"index": index, "id": use.get("toolUseId"), "type": "function"}
@@ -697,6 +728,8 @@ class ConverseStreamTranslator:
             return self._chunk({"role": data.get("role", "assistant"), "content": ""})
         if name == "messageStop":
             self.stopped = True
+            if self.structured and not self.tool_index:
+                return self._chunk({}, "stop")
             return self._chunk({}, _FINISH.get(data.get("stopReason"), "stop"))
         if name == "metadata":
             self.usage = openai_usage(data.get("usage"))

@@ -422,3 +422,16 @@ def test_reasoning_from_the_upstream_becomes_thinking_blocks_in_json_and_in_the_
         ("content_block_stop", None),
     ]
     assert [data["index"] for _name, data in seq[2:-2]] == [0, 0, 0, 0, 0, 1, 1, 2, 2, 2]
+
+
+def test_anthropic_structured_outputs_become_openais_response_format():
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    base = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Who?"}]}
+    expected = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+    assert to_chat({**base, "output_format": {"type": "json_schema", "schema": schema}})["response_format"] == expected
+    config = {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
+    assert to_chat({**base, **config})["response_format"] == expected
+    assert "response_format" not in to_chat(base)
+    with pytest.raises(ProxyError) as caught:
+        to_chat({**base, "output_format": {"type": "xml"}})
+    assert caught.value.status == 400 and caught.value.param == "output_format"

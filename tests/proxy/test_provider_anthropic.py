@@ -484,3 +484,68 @@ def test_the_clients_anthropic_beta_goes_up_unless_the_operator_set_one(claude):
         CLIENT_HEADERS.reset(token)
     assert send(deployment(claude), chat([{"role": "user", "content": "Hi"}])).status == 200
     assert "anthropic-beta" not in claude.requests[-1].headers
+
+
+# --- structured outputs -------------------------------------------------------------------------------
+
+PERSON = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "person",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def _structured_answer(value: dict) -> dict:
+    block = {"type": "tool_use", "id": "toolu_01Json", "name": "gateway_json_response", "input": value}
+    return {"content": [block], "stop_reason": "tool_use", "usage": {"input_tokens": 20, "output_tokens": 9}}
+
+
+def test_a_json_schema_response_format_is_a_forced_tool_and_comes_back_as_json_content(claude):
+    claude.script("claude-sonnet-4-5", _structured_answer({"name": "Ada", "age": 36}))
+    result = send(deployment(claude), chat([{"role": "user", "content": "Who?"}], response_format=PERSON))
+    assert result.status == 200, result.body
+    sent = claude.requests[-1].body
+    assert sent["tools"] == [
+        {
+            "name": "gateway_json_response",
+            "description": sent["tools"][0]["description"],
+            "input_schema": PERSON["json_schema"]["schema"],
+        }
+    ]
+    assert sent["tool_choice"] == {"type": "tool", "name": "gateway_json_response"}
+    choice = orjson.loads(result.body)["choices"][0]
+    assert orjson.loads(choice["message"]["content"]) == {"name": "Ada", "age": 36}
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
+
+
+def test_a_streamed_structured_answer_streams_as_content(claude):
+    claude.script("claude-sonnet-4-5", _structured_answer({"name": "Ada", "age": 36}))
+    _result, events = stream(deployment(claude), chat([{"role": "user", "content": "Who?"}], response_format=PERSON))
+    chunks = [e for e in events if e != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert orjson.loads(text) == {"name": "Ada", "age": 36}
+    assert not any(c["choices"][0]["delta"].get("tool_calls") for c in chunks if c["choices"])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        ({"response_format": PERSON, "tools": [WEATHER_TOOL]}, "together with tools"),
+        ({"response_format": {"type": "xml"}}, "must be text, json_object or json_schema"),
+        ({"response_format": {"type": "json_object"}, "reasoning_effort": "low", "max_tokens": 4000}, "thinking"),
+    ],
+)
+def test_a_format_this_provider_cannot_honour_is_a_400_never_a_silent_drop(claude, extra, phrase):
+    sent = len(claude.requests)
+    result = send(deployment(claude), chat([{"role": "user", "content": "Who?"}], **extra))
+    assert result.status == 400 and phrase in orjson.loads(result.body)["error"]["message"]
+    assert len(claude.requests) == sent

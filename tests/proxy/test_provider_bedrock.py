@@ -513,3 +513,34 @@ def test_translated_requests_match_the_golden_files(path):
 
 def test_there_are_golden_files():
     assert len(list(GOLDEN.glob("*.json"))) >= 4
+
+
+# --- structured outputs ---------------------------------------------------------------------------
+
+CITY = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city",
+        "schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_a_json_schema_response_format_is_a_forced_tool_whose_input_is_the_content(bedrock):
+    result, _ = call(deployment(bedrock), chat("Where?", response_format=CITY))
+    assert result.status == 200, result.body
+    sent = bedrock.requests[-1].body
+    (tool,) = sent["toolConfig"]["tools"]
+    assert tool["toolSpec"]["name"] == "gateway_json_response"
+    assert tool["toolSpec"]["inputSchema"] == {"json": CITY["json_schema"]["schema"]}
+    assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "gateway_json_response"}}
+    choice = orjson.loads(result.body)["choices"][0]
+    assert orjson.loads(choice["message"]["content"]) == {"city": "Paris"}
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
+
+
+def test_response_format_with_tools_is_a_400_not_a_silent_drop(bedrock):
+    sent = len(bedrock.requests)
+    result, _ = call(deployment(bedrock), chat("Where?", response_format=CITY, tools=[WEATHER_TOOL]))
+    assert result.status == 400 and "together with tools" in orjson.loads(result.body)["error"]["message"]
+    assert len(bedrock.requests) == sent
