@@ -5,6 +5,7 @@ from proxy import keyinfo, views
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="v1-chat"),
     path("v1/completions", views.completions, name="v1-completions"),
+    path("v1/responses", views.responses, name="v1-responses"),
     path("v1/embeddings", views.embeddings, name="v1-embeddings"),
     path("v1/messages", views.messages, name="v1-messages"),
     path("v1/messages/count_tokens", views.count_tokens, name="v1-messages-count-tokens"),

@@ -18,11 +18,21 @@ from proxy.errors import ProxyError
 from proxy.inbound import anthropic
 from proxy.inbound import completions as legacy
 from proxy.inbound import openai as inbound
+from proxy.inbound import responses as responses_api
 from proxy.lifecycle import ensure_background
 
 logger = logging.getLogger("gateway.proxy")
 
-__all__ = ["chat_completions", "completions", "count_tokens", "embeddings", "messages", "models", "not_found"]
+__all__ = [
+    "chat_completions",
+    "completions",
+    "count_tokens",
+    "embeddings",
+    "messages",
+    "models",
+    "not_found",
+    "responses",
+]
 
 
 async def chat_completions(request: HttpRequest) -> HttpResponse:
@@ -32,6 +42,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 async def completions(request: HttpRequest) -> HttpResponse:
     # OpenAI's legacy completions: served by the chat pipeline, translated in and out (proxy.inbound.completions).
     return await pipeline.handle(request, "chat/completions", front=legacy.COMPLETIONS, label="completions")
+
+
+async def responses(request: HttpRequest) -> HttpResponse:
+    # OpenAI's Responses API: served by the chat pipeline, translated in and out (proxy.inbound.responses).
+    return await pipeline.handle(request, "chat/completions", front=responses_api.RESPONSES, label="responses")
 
 
 async def embeddings(request: HttpRequest) -> HttpResponse:

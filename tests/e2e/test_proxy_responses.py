@@ -1,0 +1,108 @@
+"""OpenAI's Responses API (/v1/responses) through the real server with the official openai SDK, served
+by the chat pipeline: text answers JSON and streamed (the SDK's stream helper accumulates them),
+function tool round trips, structured output through text.format, and what this slice does not do yet
+(stored responses, built-in tools) refused with the documented errors. Logged as `responses`."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from observability.models import CallLog
+from tests.helpers import wait_for
+from tests.openapi import validate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def client_for(gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+
+
+def test_the_openai_sdk_creates_a_response_and_streams_one(gateway, acme, mint, upstream):
+    client = client_for(gateway, mint(acme))
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", instructions="Be brief.", input="Say hello", max_output_tokens=40
+    )
+    response = raw.parse()
+    validate(json.loads(raw.http_response.content), "Response")
+    assert response.object == "response" and response.status == "completed"
+    assert response.output_text == "Hello from the fake upstream."
+    assert response.usage.output_tokens == 6 and response.usage.input_tokens > 0
+    sent = upstream.requests[-1].body
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
+    assert sent["max_completion_tokens"] == 40
+
+    with client.responses.stream(model="gpt-4o-mini", input=[{"role": "user", "content": "Say hello"}]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    # The wire events themselves (not the SDK's parsed copies) against OpenAI's schema.
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/responses",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        json={"model": "gpt-4o-mini", "input": "Say hello", "stream": True},
+    ) as wire:
+        frames = [f for f in wire.read().decode().split("\n\n") if f.strip()]
+    for frame in frames:
+        name, data = frame.split("\n", 1)
+        event = json.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        validate(event, "ResponseStreamEvent")
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed"
+    assert final.output_text == "Hello from the fake upstream." and final.usage.output_tokens == 6
+
+    request_id = raw.headers["x-request-id"]
+    assert wait_for(lambda: CallLog.objects.filter(request_id=request_id).exists())
+    log = CallLog.objects.get(request_id=request_id)
+    assert log.endpoint == "responses" and log.status_code == 200 and log.cost_picodollars is not None
+
+
+def test_a_function_tool_round_trip(gateway, make_tenant, mint, upstream):
+    client = client_for(gateway, mint(make_tenant("acme", {"tools": "tool-call"})))
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.responses.create(model="tools", input=ask, tools=tools)
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)
+    follow_up = [
+        *ask,
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"},
+    ]
+    second = client.responses.create(model="tools", input=follow_up, tools=tools)
+    assert second.output_text
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == call.call_id and sent[-1] == {
+        "role": "tool",
+        "tool_call_id": call.call_id,
+        "content": "Sunny",
+    }
+
+
+def test_what_this_slice_does_not_do_is_refused_clearly(gateway, acme, mint, upstream):
+    client = client_for(gateway, mint(acme))
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="gpt-4o-mini", input="again", previous_response_id="resp_unknown")
+    assert caught.value.body["code"] == "response_not_found"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4o-mini", input="news?", tools=[{"type": "web_search"}])
+    assert "web_search" in caught.value.body["message"] and caught.value.body["param"] == "tools[0]"
