@@ -445,9 +445,12 @@ class StreamTranslator:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                self._text(delta["content"], out)
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self._text(content, out)
             for piece in delta.get("tool_calls") or ():
                 if isinstance(piece, dict):
                     self._call(piece, out)
