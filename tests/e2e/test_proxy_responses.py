@@ -106,3 +106,20 @@ def test_what_this_slice_does_not_do_is_refused_clearly(gateway, acme, mint, ups
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="gpt-4o-mini", input="news?", tools=[{"type": "web_search"}])
     assert "web_search" in caught.value.body["message"] and caught.value.body["param"] == "tools[0]"
+
+
+def test_structured_output_through_responses_parse_and_chat_parse_with_the_built_in_mock(gateway, acme, mint):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+        coastal: bool
+
+    client = client_for(gateway, mint(acme))
+    parsed = client.responses.parse(model="local", input="A city, please", text_format=City)
+    assert isinstance(parsed.output_parsed, City)
+    chat = client.chat.completions.parse(
+        model="local", messages=[{"role": "user", "content": "A city, please"}], response_format=City
+    )
+    assert isinstance(chat.choices[0].message.parsed, City)
