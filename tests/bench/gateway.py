@@ -88,6 +88,8 @@ class Variant:
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the gateway process
     # Every request carries a different prompt (the prompt cache misses every time: lookup + fill).
     unique_prompts: bool = False
+    # The client API the load calls: "chat" (/v1/chat/completions) or "responses" (/v1/responses).
+    api: str = "chat"
     # The variant answers from the prompt cache: the pre-check may see fewer upstream calls.
     cache_hits: bool = False
 
@@ -215,6 +217,12 @@ REDIS_EVERYTHING_URL = os.environ.get("BENCH_REDIS_EVERYTHING_URL", "redis://127
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(name="gateway", tenant="bench", description="plain config: keys, routing, call log"),
+    Variant(
+        name="responses",
+        tenant="bench-responses",
+        description="the plain config called through the Responses API (POST /v1/responses, translated to chat)",
+        api="responses",
+    ),
     Variant(
         name="gateway+limits",
         tenant="bench-limits",

@@ -115,3 +115,17 @@ def request_body(model: str, *, stream: bool, include_usage: bool = False, uniqu
         if include_usage:
             body["stream_options"] = {"include_usage": True}
     return orjson.dumps(body)
+
+
+def responses_body(model: str, *, stream: bool, unique: bool = False) -> bytes:
+    """The same request in the Responses API's shape (POST /v1/responses): instructions and input."""
+    body: dict = {
+        "model": model,
+        "instructions": "You are a concise assistant. Answer in one short paragraph.",
+        "input": f"{UNIQUE_MARKER} {USER_PROMPT}" if unique else USER_PROMPT,
+        "max_output_tokens": 64,
+        "temperature": 0,
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)

@@ -27,7 +27,7 @@ import orjson
 from tests.bench import gateway as gw
 from tests.bench.check import mock_requests, precheck
 from tests.bench.load import Request, pick_driver, run_load
-from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, UNIQUE_MARKER, request_body
+from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, UNIQUE_MARKER, request_body, responses_body
 from tests.bench.procs import BenchError, Managed, Processes, cpu_seconds, memory_mib
 from tests.bench.report import DIRECT, Row, Scenario, TargetInfo, render
 
@@ -102,9 +102,18 @@ def _start_mock(procs: Processes, workdir: Path) -> tuple[Managed, int]:
 
 
 def _requests(
-    port: int, headers: dict[str, str], json_path: str, stream_path: str, unique: bool = False
+    port: int, headers: dict[str, str], json_path: str, stream_path: str, unique: bool = False, api: str = "chat"
 ) -> dict[str, Request]:
     marker = UNIQUE_MARKER if unique else ""
+    if api == "responses":
+        return {
+            "json": Request(
+                HOST, port, "/v1/responses", responses_body(JSON_MODEL, stream=False, unique=unique), headers, marker
+            ),
+            "stream": Request(
+                HOST, port, "/v1/responses", responses_body(STREAM_MODEL, stream=True, unique=unique), headers, marker
+            ),
+        }
     return {
         "json": Request(HOST, port, json_path, request_body(JSON_MODEL, stream=False, unique=unique), headers, marker),
         "stream": Request(
@@ -178,7 +187,7 @@ class Bench:
         if mock_requests(mock_port) - calls_before < (1 if variant.cache_hits or variant.unique_prompts else 3):
             raise BenchError(f"pre-check failed: {variant.name} answered without calling the mock upstream")
         requests = _requests(
-            gateway.port, headers, "/v1/chat/completions", "/v1/chat/completions", variant.unique_prompts
+            gateway.port, headers, "/v1/chat/completions", "/v1/chat/completions", variant.unique_prompts, variant.api
         )
         info.requests_sent = 3 + self.run_target(variant.name, gateway.process.pid, requests, self.args.warmup)
         info.rss_mib, info.pss_mib, info.processes = memory_mib(gateway.process.pid)
