@@ -130,6 +130,53 @@ _SCHEMAS: dict[str, Any] = {
             "usage": {"type": "object"},
         },
     },
+    "GatewayResponsesRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+            "instructions": {"type": "string"},
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "text": {"type": "object"},
+            "max_output_tokens": {"type": "integer"},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "GatewayResponse": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "example": "response"},
+            "status": {"type": "string", "example": "completed"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": "object"},
+        },
+    },
+    "GatewayCompletionsRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"},
+            "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "max_tokens": {"type": "integer", "default": 16},
+            "echo": {"type": "boolean"},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "GatewayCompletionsResponse": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "example": "text_completion"},
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": "object"},
+        },
+    },
     "GatewayModel": {
         "type": "object",
         "properties": {
@@ -323,6 +370,29 @@ PATHS: dict[str, Any] = {
             "GatewayEmbeddingsResponse",
             CALL_ERRORS,
             body="GatewayEmbeddingsRequest",
+        )
+    },
+    "/v1/responses": {
+        "post": _operation(
+            "gateway_responses_create",
+            "Response (Responses API)",
+            "OpenAI's Responses API, served by the chat pipeline on every provider kind: `input` items, function"
+            " tools, `text.format`. With `stream: true`, the documented numbered event sequence. Stored responses"
+            " are not kept yet: `previous_response_id` answers 404 `response_not_found`.",
+            "GatewayResponse",
+            CALL_ERRORS,
+            body="GatewayResponsesRequest",
+        )
+    },
+    "/v1/completions": {
+        "post": _operation(
+            "gateway_completions_create",
+            "Completion (legacy)",
+            "OpenAI's legacy completions, served by the chat pipeline: the prompt becomes one user message."
+            " `suffix`, `logprobs`, `best_of` above 1, token prompts and several prompts are a 400.",
+            "GatewayCompletionsResponse",
+            CALL_ERRORS,
+            body="GatewayCompletionsRequest",
         )
     },
     "/v1/messages": {
