@@ -153,19 +153,32 @@ def is_ssn(candidate: str) -> bool:
 
 
 def is_phone(candidate: str, digits: str, before: str) -> bool:
-    """A phone number, validated with phonenumbers; national numbers need phone-like evidence
-    (separators or a word like "call" before them) so that order numbers and ids stay out."""
-    if not 7 <= len(digits) <= 15 or _DATE.match(candidate):
-        return False
-    if _NOT_PHONE_WORDS.search(before[-20:]):
+    """A phone number, validated with phonenumbers' patterns; national numbers need phone-like evidence
+    (separators or a word like "call" before them) so that order numbers and ids stay out. The checks
+    are ordered cheapest first: most digit runs are refused by their length or shape alone, before any
+    regex reads the words around them."""
+    n = len(digits)
+    if not 7 <= n <= 15:
         return False
     international = candidate.startswith(("+", "00"))
+    national = ""
     if international:
-        if len(digits) < 8 or (candidate.startswith("00") and len(digits) < 10):
+        if n < 8 or (candidate.startswith("00") and n < 10):
             return False  # the shortest plans have 7 digits after a 1-digit country code
+    elif digits[0] == "0":
+        if not 9 <= n <= 13:
+            return False
+    else:
+        # North American numbers: NXX NXX XXXX, with an optional leading 1.
+        national = digits[1:] if n == 11 and digits[0] == "1" else digits
+        if len(national) != 10 or national[0] in "01" or national[3] in "01":
+            return False
+    if _DATE.match(candidate) or _NOT_PHONE_WORDS.search(before[-20:]):
+        return False
+    if international:
         text = "+" + candidate[2:] if candidate.startswith("00") else candidate
         return _valid_number(text, None)
-    separated = len(digits) != len(candidate)
+    separated = n != len(candidate)
     if not separated and not _PHONE_WORDS.search(before[-30:]):
         return False
     if separated and "." in candidate and not _PHONE_WORDS.search(before[-30:]):
@@ -175,19 +188,9 @@ def is_phone(candidate: str, digits: str, before: str) -> bool:
             return False
     if _SSN_SHAPE.fullmatch(candidate):
         return False  # 3-2-4 digits is how SSNs and serials are written, never phone numbers
-    regions: tuple[str, ...]
-    if digits[0] == "0":
-        if not 9 <= len(digits) <= 13:
-            return False
-        regions = TRUNK_ZERO_REGIONS
-    else:
-        # North American numbers: NXX NXX XXXX, with an optional leading 1. Checked here before
-        # phonenumbers (tens of microseconds a call): digit runs that cannot be one cost nothing more.
-        national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
-        if len(national) != 10 or national[0] in "01" or national[3] in "01":
-            return False
+    if national:
         return _nanp_valid(national)
-    return any(_valid_number(candidate, region) for region in regions)
+    return any(_valid_number(candidate, region) for region in TRUNK_ZERO_REGIONS)
 
 
 @functools.cache
