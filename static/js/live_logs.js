@@ -129,6 +129,8 @@
     statusBadge.className = `badge${kind ? ` badge-${kind}` : ""}`;
   }
 
+  const PING_MS = 20000;
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}${form.dataset.socket}`);
@@ -148,7 +150,13 @@
         }
       }
     });
+    // Keep-alive: a quiet tenant sends nothing for minutes, and proxies close idle sockets. The
+    // server answers each ping with a pong (observability.consumers).
+    const keepAlive = setInterval(() => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" }));
+    }, PING_MS);
     socket.addEventListener("close", (event) => {
+      clearInterval(keepAlive);
       if (event.code === 4401 || event.code === 4403 || event.code === 1006 && retry > 30000) {
         setStatus("Disconnected: sign in again to watch this tenant", "danger");
         return;
