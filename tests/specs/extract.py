@@ -22,6 +22,9 @@ ROOTS = [
     "ListModelsResponse",
     "ErrorResponse",
     "Model",
+    "CreateCompletionResponse",
+    "Response",
+    "ResponseStreamEvent",
 ]
 
 
