@@ -23,11 +23,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 
 from proxy import errors
-from proxy.errors import ProxyError
-from proxy.inbound import Front
 from proxy.inbound import openai as inbound
 from proxy.sse import event_data
 
@@ -179,11 +177,10 @@ class StreamTranslator:
         return b"data: " + orjson.dumps(out) + b"\n\n"
 
 
-class CompletionsFront(Front):
-    name = "completions"
+class CompletionsFront(inbound.OpenAIFront):
+    """OpenAI's credentials and error shape (OpenAIFront); the body and the answer translated."""
 
-    def credential(self, request: HttpRequest) -> str:
-        return inbound.credential(request)
+    name = "completions"
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
         body = inbound.parse_body(request)
@@ -194,29 +191,14 @@ class CompletionsFront(Front):
         return chat
 
     def render(self, call: Any, body: bytes) -> bytes:
-        try:
-            completion = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if not isinstance(completion, dict) or "choices" not in completion:
-            return body
-        return orjson.dumps(to_completion(completion, _prefix(call)))
-
-    def render_upstream_error(self, call: Any, status: int, body: bytes) -> bytes:
-        return body  # OpenAI's error shape already
+        completion = inbound.chat_completion_of(body)
+        return body if completion is None else orjson.dumps(to_completion(completion, ECHO.get()))
 
     def stream_filter(self, call: Any) -> StreamTranslator:
-        return StreamTranslator(_prefix(call))
-
-    def error_response(self, exc: ProxyError) -> HttpResponse:
-        return exc.response()
+        return StreamTranslator(ECHO.get())
 
 
 ECHO: ContextVar[str] = ContextVar("completions_echo", default="")
-
-
-def _prefix(call: Any) -> str:
-    return ECHO.get()
 
 
 COMPLETIONS = CompletionsFront()

@@ -328,3 +328,13 @@ class OpenAIFront(Front):
 
 
 OPENAI = OpenAIFront()
+
+
+def chat_completion_of(body: bytes) -> dict[str, Any] | None:
+    """A complete chat answer as a dict, for a front end that rewrites it into another OpenAI shape
+    (legacy completions, Responses); None for anything else (left as it is)."""
+    try:
+        completion = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return completion if isinstance(completion, dict) and "choices" in completion else None

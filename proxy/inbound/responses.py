@@ -28,11 +28,10 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 
 from proxy import errors
 from proxy.errors import ProxyError
-from proxy.inbound import Front
 from proxy.inbound import openai as inbound
 from proxy.sse import event_data
 
@@ -459,11 +458,10 @@ class StreamTranslator:
         return b"".join(out) or None
 
 
-class ResponsesFront(Front):
-    name = "responses"
+class ResponsesFront(inbound.OpenAIFront):
+    """OpenAI's credentials and error shape (OpenAIFront); the body and the answer translated."""
 
-    def credential(self, request: HttpRequest) -> str:
-        return inbound.credential(request)
+    name = "responses"
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
         body = inbound.parse_body(request)
@@ -472,22 +470,11 @@ class ResponsesFront(Front):
         return chat
 
     def render(self, call: Any, body: bytes) -> bytes:
-        try:
-            completion = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if not isinstance(completion, dict) or "choices" not in completion:
-            return body
-        return orjson.dumps(to_response(completion))
-
-    def render_upstream_error(self, call: Any, status: int, body: bytes) -> bytes:
-        return body  # OpenAI's error shape
+        completion = inbound.chat_completion_of(body)
+        return body if completion is None else orjson.dumps(to_response(completion))
 
     def stream_filter(self, call: Any) -> StreamTranslator:
         return StreamTranslator()
-
-    def error_response(self, exc: ProxyError) -> HttpResponse:
-        return exc.response()
 
 
 RESPONSES = ResponsesFront()
