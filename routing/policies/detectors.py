@@ -20,7 +20,6 @@ from typing import Any
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
-from stdnum.us import ssn as stdnum_ssn
 
 from routing.policies.spec import NER_DETECTOR
 
@@ -83,9 +82,13 @@ _BEARER = re.compile(r"(?i:bearer)\s+([A-Za-z0-9._~+/-]{16,}=*)")
 _KW_HINTS = ("key", "secret", "token", "passw", "pwd")
 # What may follow one of those words before the value: "api_key_id", "tokens", "password:".
 _KW_TAIL = re.compile(r"[a-z_-]{0,12}?\b[\"']?(?:\s*(?:[:=]|=>|\bis\b|\bwas\b)\s*|\s+)[\"']?([a-z0-9_+/=.~-]{16,})")
-# Emails are found from their "@" (a literal: fast), the local part is read backwards.
-_EMAIL_DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
-_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+# Emails, run only when the text has an "@". The look-behind after the first character makes every
+# position inside a word fail at once, so each word is read once (linear, in C); a local part longer
+# than 64 characters never reaches its "@" and is not an address.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+-](?<![A-Za-z0-9._%+-][A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{0,63}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
 _IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
@@ -93,12 +96,29 @@ _V6_HINT = re.compile(r":[0-9A-Fa-f:]")
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}(?![\w:])")
 # Digit runs with the separators phones, cards, SSNs and IPv4 addresses are written with; classified
 # in Python. The look-behind sits after the first character so that the class can skip ahead.
-_NUM = re.compile(r"[+(\d](?<![\w+.\-/@:][+(\d])[\d \-.()/]{5,25}\d(?!\w)")
+# Only runs with enough digits to be one of them (9 or more, 8 after a "+": the look-ahead), written as
+# values are: one run of digits, or groups of at most 6 digits (cards 4-4-4-4 or 4-6-5, phones, SSNs
+# 3-2-4), or a country code and a national number. Anything else ("1234567", "1234567 1234567",
+# "2026") is refused in C, in one failed attempt per run, never reaching Python. The possessive
+# quantifiers say what is true anyway (a digit is never a separator) and spare the matcher retries.
+# Dates and IPv4 addresses are refused at their first digit (their own checks find them, or not), so
+# that "2026-09-30 2026-10-01 ..." costs no Python either.
+_NUM = re.compile(
+    r"[+(\d](?<![\w+.\-/@:][+(\d])(?!\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]))"
+    r"(?!\d{3}[-/.]\d{1,2}[-/.]\d{1,2}(?!\d)|\d?[-/.]\d{1,2}[-/.]\d{2,4}(?!\d))"
+    r"(?=(?:[ \-.()/]{0,3}+\d){8})"
+    r"(?:\d{8,18}+|\d{0,5}+(?:[ \-.()/]{1,3}+\d{1,6}+){1,5}|(?<=\+)\d{1,3}+[ \-.]\d{6,14}+)(?!\w)"
+)
+# IPv4 addresses on their own (their few digits are too few for _NUM); the octets are checked by _IPV4
+# in Python, on the few candidates: a pattern starting with a digit class lets the matcher skip ahead.
+_IPV4_WORD = re.compile(r"\d(?<![\w+.\-/@:]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w\-]|\.\d)")
 
 # What a number candidate (_NUM) may hold besides digits: deleted in C to get its digits.
 _SEPARATORS = str.maketrans("", "", " -.()/+")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 _SSN_SHAPE = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}")
+_SSN = re.compile(r"(?!000|666|9)\d{3}([-. ])(?!00)\d{2}\1(?!0000)\d{4}")
+_SSN_PUBLISHED = frozenset({"078051120", "457555462", "219099999"})
 _CARD_SEPARATORS = re.compile(r"\d+(?:([ .-])\d+)?(?:\1\d+)*")
 _PHONE_WORDS = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|fax|whatsapp|sms|text|ring|dial)\b")
 _NOT_PHONE_WORDS = re.compile(
@@ -149,7 +169,11 @@ def is_card(candidate: str, digits: str) -> bool:
 
 
 def is_ssn(candidate: str) -> bool:
-    return bool(_SSN_SHAPE.fullmatch(candidate)) and stdnum_ssn.is_valid(candidate.replace(" ", "-").replace(".", "-"))
+    """Issued SSN rules (python-stdnum's, checked in one pattern): area not 000, 666 or 9xx, group not 00,
+    serial not 0000, and not one of the numbers published in advertisements."""
+    return (
+        _SSN.fullmatch(candidate) is not None and candidate[:3] + candidate[4:6] + candidate[7:] not in _SSN_PUBLISHED
+    )
 
 
 def is_phone(candidate: str, digits: str, before: str) -> bool:
@@ -234,8 +258,21 @@ def _valid_number(text: str, region: str | None) -> bool:
     return phonenumbers.is_valid_number(number)
 
 
+_IBAN_LETTERS = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)} | {" ": None})
+
+
 def is_iban(candidate: str) -> bool:
-    return stdnum_iban.is_valid(candidate)
+    """The ISO 7064 check (mod 97 of the number with its letters as 10..35, computed in C by int())
+    first: look-alikes fail it, and only numbers that pass it meet python-stdnum's per-country formats."""
+    compact = candidate.replace(" ", "")
+    if int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 != 1:
+        return False
+    return _iban_registered(compact)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iban_registered(compact: str) -> bool:
+    return stdnum_iban.is_valid(compact)
 
 
 def is_ipv6(candidate: str) -> bool:
@@ -320,9 +357,10 @@ class Scanner:
             self._emails(text, found)
         if "iban" in enabled:
             found.extend((m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if is_iban(m.group()))
+        if "ip" in enabled and "." in text:
+            self._ipv4(text, found)
         if self.numbers:
-            for m in _NUM.finditer(text):
-                self._number(text, m.group(), m.start(), found)
+            self._numbers(text, found)
         if "ip" in enabled and _V6_HINT.search(text):
             found.extend((m.start(), m.end(), "ip") for m in _IPV6.finditer(text) if is_ipv6(m.group()))
         if self.ner is not None:
@@ -361,49 +399,82 @@ class Scanner:
                 pos = lowered.find(hint, pos + 1)
 
     def _emails(self, text: str, found: list[Finding]) -> None:
-        for m in _EMAIL_DOMAIN.finditer(text):
-            at = m.start()
-            start = at
-            floor = max(at - 64, 0)
-            while start > floor and text[start - 1] in _LOCAL_CHARS:
-                start -= 1
-            if start > 0 and text[start - 1] in _LOCAL_CHARS:
-                continue  # a local part longer than 64 characters: not an address
-            while start < at and not text[start].isalnum():
-                start += 1  # "...jane@x.com": the leading dots are punctuation
-            if start < at:
-                found.append((start, m.end(), "email"))
+        for m in _EMAIL.finditer(text):
+            start = m.start()
+            if not text[start].isalnum():
+                # "...jane@x.com": the leading dots are punctuation
+                at = text.index("@", start)
+                while start < at and not text[start].isalnum():
+                    start += 1
+                if start == at:
+                    continue
+            found.append((start, m.end(), "email"))
 
-    def _number(self, text: str, candidate: str, start: int, found: list[Finding]) -> None:
+    def _ipv4(self, text: str, found: list[Finding]) -> None:
+        for m in _IPV4_WORD.finditer(text):
+            start = m.start()
+            if _IPV4.fullmatch(m.group()) and not _VERSION_BEFORE.search(text, max(start - 10, 0), start):
+                found.append((start, m.end(), "ip"))  # an address, not "version 10.0.0.1"
+
+    def _numbers(self, text: str, found: list[Finding]) -> None:
+        # search, not finditer: after a value found at the head of a candidate ("4111 1111 1111 1111
+        # 4012 ..."), the search goes on right after it, so the next value is read whole. Digit runs
+        # inside a value already found (an IBAN's, an address's) are skipped whole.
+        covered = sorted(found) if found else []
+        ci, nc = 0, len(covered)
+        pos = 0
+        search = _NUM.search
+        while (m := search(text, pos)) is not None:
+            start = m.start()
+            while ci < nc and covered[ci][1] <= start:
+                ci += 1
+            if ci < nc and covered[ci][0] <= start:
+                pos = covered[ci][1]
+                continue
+            end = self._number(text, m.group(), start, found)
+            pos = m.end() if end is None or end <= start else end
+
+    def _number(self, text: str, candidate: str, start: int, found: list[Finding]) -> int | None:
+        """Classify a digit run (_NUM): append what it holds to `found` and return where that ends,
+        or None when it holds nothing."""
         if candidate[0] == "(" and candidate.count("(") > candidate.count(")"):
             candidate, start = candidate[1:], start + 1  # "(4111 1111 1111 1111)": the value inside
+        if " " in candidate:
+            chunks = candidate.split(" ")
+            if max(map(len, chunks)) >= 9 and not (chunks[0].startswith("+") and len(chunks[0]) <= 4):
+                # A long group joined to others by spaces ("415-555-2671 2 times", "1234567 1234567"):
+                # no value is written with a space after 9 characters of digits, so the first group is
+                # one value or none; the search goes on after it.
+                head = chunks[0]
+                if len(head) < 9:
+                    return start + len(head)
+                hit = self._classify(text, head, start)
+                if hit is not None:
+                    found.append((start, start + len(head), hit))
+                return start + len(head)
         hit = self._classify(text, candidate, start)
         if hit is not None:
             found.append((start, start + len(candidate), hit))
-            return
+            return start + len(candidate)
         if " " not in candidate:
-            return
-        # "10.0.0.1 2024", "415-555-2671 2 times": try the groups before a space on their own.
+            return None
+        # "10.0.0.1 2024", "4111 1111 1111 1111 4012 8888 8888 1881": the groups before a space.
         head = candidate.rpartition(" ")[0]
         while head:
             head = head.rstrip(" ")
-            hit = self._classify(text, head, start) if len(head) >= 7 else None
+            hit = self._classify(text, head, start) if len(head) >= 9 else None
             if hit is not None:
                 found.append((start, start + len(head), hit))
-                rest = candidate[len(head) :].lstrip(" ")
-                if len(rest) >= 7:
-                    self._number(text, rest, start + len(candidate) - len(rest), found)
-                return
+                return start + len(head)
             head = head.rpartition(" ")[0]
+        return None
 
     def _classify(self, text: str, candidate: str, start: int) -> str | None:
         enabled = self.enabled
         if candidate.endswith(")") or candidate.count("(") != candidate.count(")"):
             return None
-        if "ip" in enabled and "." in candidate and _IPV4.fullmatch(candidate):
-            if _VERSION_BEFORE.search(text[max(start - 10, 0) : start]):
-                return None  # "version 10.0.0.1"
-            return "ip"
+        if "." in candidate and _IPV4.fullmatch(candidate):
+            return None  # an address (the IPv4 pass finds it), not a phone or a card
         digits = candidate.translate(_SEPARATORS)
         if "us_ssn" in enabled and len(digits) == 9 and is_ssn(candidate):
             return "us_ssn"

@@ -8,8 +8,11 @@ and not in the driver); prints one JSON object.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import random
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -55,6 +58,46 @@ def _cpu_ms(step, payload: dict, rounds: int) -> float:
     return best * 1000
 
 
+def _adversarial(rnd: random.Random) -> dict[str, Callable[[], str]]:
+    """One unit of each kind of adversarial text (issue 19): runs the detectors must read and refuse, or
+    values they must find, each unit different so that no cache helps."""
+
+    def digits(n: int) -> str:
+        return "".join(rnd.choices("0123456789", k=n))
+
+    return {
+        "digit runs": lambda: digits(7) + " ",
+        "phone-like": lambda: f"call {rnd.randint(200, 999)}-{rnd.randint(200, 999)}-{digits(4)} ",
+        "emails": lambda: f"{digits(3)}jane.doe{digits(2)}@example{digits(1)}.com ",
+        "IPv4": lambda: f"{rnd.randint(1, 254)}.{rnd.randint(0, 254)}.{rnd.randint(0, 254)}.{rnd.randint(0, 254)} ",
+        "base64": lambda: base64.b64encode(rnd.randbytes(3000)).decode() + " ",
+        "dates": lambda: f"{rnd.randint(1990, 2030)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d} ",
+        "prose": lambda: PROSE,
+    }
+
+
+def adversarial_ms_per_mib(size: int = 256 * 1024) -> dict[str, float]:
+    """CPU ms per MiB of each adversarial text, every built-in detector of the full policy on."""
+    from routing.policies.engine import compile_policy
+
+    scanner = compile_policy(FULL_POLICY).scanner
+    rnd = random.Random(19)
+    out = {}
+    for name, unit in _adversarial(rnd).items():
+        parts, n = [], 0
+        while n < size:
+            parts.append(unit())
+            n += len(parts[-1])
+        text = "".join(parts)[:size]
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            scanner.scan(text)
+            best = min(best, time.process_time() - started)
+        out[name] = best * 1000 * (1 << 20) / size
+    return out
+
+
 def measure() -> dict:
     from proxy.steps.pii import pii_step
     from routing.policies.spec import normalize_pii
@@ -68,6 +111,7 @@ def measure() -> dict:
         payload = {"model": JSON_MODEL, "messages": [{"role": "user", "content": text}]}
         out[f"{kb}kb_ms"] = _cpu_ms(step, payload, max(2000 // (kb * 4), 20))
     out["per_kb_ms"] = out["16kb_ms"] / 16
+    out["adversarial_ms_per_mib"] = adversarial_ms_per_mib()
     return out
 
 
@@ -76,7 +120,10 @@ def report_lines(result: dict) -> list[str]:
         "PII scan, full policy (in-process, CPU ms per request): "
         f"{result['bench_prompt_ms']:.3f} on the bench prompt (budget 0.3); "
         f"1 KB {result['1kb_ms']:.3f}, 4 KB {result['4kb_ms']:.3f}, 16 KB {result['16kb_ms']:.3f} "
-        f"({result['per_kb_ms']:.3f} ms per KB)."
+        f"({result['per_kb_ms']:.3f} ms per KB).",
+        "PII scan of adversarial text, every built-in detector on (CPU ms per MiB; target 20): "
+        + ", ".join(f"{name} {ms:.0f}" for name, ms in result["adversarial_ms_per_mib"].items())
+        + ".",
     ]
 
 

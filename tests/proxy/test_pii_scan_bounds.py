@@ -86,9 +86,10 @@ def test_a_scan_over_its_time_budget_is_refused_and_never_forwarded(world, echo,
 def test_another_tenants_small_calls_are_served_while_a_large_prompt_is_scanned(world, echo, settings):  # noqa: F811
     settings.GATEWAY_PII_SCAN_BUDGET = 10
 
-    async def scenario() -> tuple[float, list[float], int]:
+    async def scenario() -> tuple[int, list[float], float]:
         await post(world["alice"], _chat("warm the scanner up " * 600))
-        big = asyncio.ensure_future(post(world["alice"], _chat(_phones(400_000))))
+        started = time.perf_counter()
+        big = asyncio.ensure_future(post(world["alice"], _chat(_phones(800_000))))
         await asyncio.sleep(0.05)
         small = []
         while not big.done():
@@ -98,9 +99,11 @@ def test_another_tenants_small_calls_are_served_while_a_large_prompt_is_scanned(
             small.append(time.perf_counter() - t)
             await asyncio.sleep(0.01)
         response, _ = await big
-        return response.status_code, small
+        return response.status_code, small, time.perf_counter() - started
 
-    status, small = asyncio.run(scenario())
+    status, small, big_s = asyncio.run(scenario())
     assert status == 200
-    assert len(small) >= 5  # the big scan took a while, and Bob was served all along
-    assert max(small) < 0.25, small  # on the loop the scan would have stalled him for all of it
+    assert len(small) >= 5, (small, big_s)  # the big scan took a while, and Bob was served all along
+    # On the loop the scan would have stalled one of his calls for all of it. Relative to the scan's
+    # own length, so that a busy machine (the other test worker) does not decide the outcome.
+    assert max(small) < max(0.25, big_s / 3), (max(small), small.index(max(small)), len(small), big_s)

@@ -103,6 +103,38 @@ def test_look_alikes_are_left_alone(text):
     assert findings(text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Values written back to back are each read whole: the search goes on right after the first.
+        (
+            "cards 4111 1111 1111 1111 4012 8888 8888 1881 done",
+            [("card", "4111 1111 1111 1111"), ("card", "4012 8888 8888 1881")],
+        ),
+        ("call 415-555-2671 2 times", [("phone", "415-555-2671")]),
+        ("+1 4155552671 is the desk", [("phone", "+1 4155552671")]),
+        ("hosts 10.0.12.34 10.0.12.35", [("ip", "10.0.12.34"), ("ip", "10.0.12.35")]),
+        # The digits inside an IBAN are the IBAN's, not a card or a phone number.
+        ("pay DE89 3704 0044 0532 0130 00 now", [("iban", "DE89 3704 0044 0532 0130 00")]),
+    ],
+)
+def test_values_side_by_side_are_found_each_once(text, expected):
+    assert findings(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1234567 1234567 1234567",  # runs of 7 joined by spaces: no value is written that way
+        "dates 2026-09-30 2026-10-01 2026-10-02",
+        "SSN-shaped 000-12-3456, 666-12-3456, 912-12-3456, 123-00-4567, 123-45-0000, 078-05-1120",
+        "IBAN-shaped DE00 3704 0044 0532 0130 00 fails its check digits",
+    ],
+)
+def test_runs_that_are_no_value_are_left_alone(text):
+    assert findings(text) == []
+
+
 def test_validators():
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
     assert card_issuer("4111111111111111") == "visa"
@@ -392,6 +424,17 @@ def test_the_restorer_holds_back_only_a_placeholder_prefix():
     assert restorer.feed("<EMA", "IL_1> and <") == ("Hi a@b.example and "[3:], "<")
     assert restorer.feed("", "a < b") == ("a < b", "")
     assert restorer.feed("", "<EMAIL_1") == ("", "<EMAIL_1")  # may still become <EMAIL_12>
+
+
+def test_restoring_many_placeholders_costs_one_pattern_not_one_per_placeholder():
+    mapping = {f"<PHONE_{n}>": f"415-555-{n:04d}" for n in range(1, 40_001)}
+    restorer = Restorer(mapping)
+    text = " ".join(mapping)
+    assert restorer.restore(text) == " ".join(mapping.values())
+    assert restorer.restore("a <PHONE_0> or <NOT_A_LABEL_1> stays") == "a <PHONE_0> or <NOT_A_LABEL_1> stays"
+    assert restorer.feed("", "x <PHONE_399") == ("x ", "<PHONE_399")
+    assert restorer.feed("", "x <PHON") == ("x ", "<PHON")
+    assert restorer.feed("", "x <EMAIL_1") == ("x <EMAIL_1", "")  # no such label in this answer
 
 
 def _sse(chunks: list[dict]) -> list[bytes]:
