@@ -174,7 +174,16 @@ REDIS_URL = envstr("REDIS_URL", "")
 # Under pytest, tests/isolation.py has already pointed REDIS_URL at a database of this test process's own.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "gateway_project.common.cache.ResilientRedisCache", "LOCATION": REDIS_URL}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    # Each process's channel layer waits for websocket messages in a blocking BZPOPMIN of 5 s (channels_redis'
+    # brpop_timeout), and redis-py 8 gives every read a 5 s timeout by default: the read timed out during the
+    # wait, and an idle live-log socket died with "Timeout reading from Redis". Reads get a bound longer than
+    # the wait, still finite so a stalled Redis is noticed.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -356,6 +365,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 # Call logs are buffered in memory and bulk-inserted every interval or batch, whichever comes first.
 GATEWAY_LOG_FLUSH_INTERVAL = envfloat("GATEWAY_LOG_FLUSH_INTERVAL", 0.5)
 GATEWAY_LOG_BATCH_SIZE = envint("GATEWAY_LOG_BATCH_SIZE", 500)
+# A stored Responses API answer reaches the database with its call's log row, a flush or two later: a
+# `previous_response_id` (or GET) younger than this waits for it rather than answering 404.
+GATEWAY_RESPONSE_STORE_WAIT = envfloat("GATEWAY_RESPONSE_STORE_WAIT", 5.0)
 # With REDIS_URL, a server process hands its call logs to a durable Redis stream, written into the
 # database by a consumer group (observability.stream): by default a consumer in every gateway process;
 # GATEWAY_LOG_CONSUMER=0 leaves it to `manage.py gateway consume-logs` processes.

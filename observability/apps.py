@@ -10,6 +10,10 @@ class ObservabilityConfig(AppConfig):
 
         logbuffer.register_hook(rollups.write_rollups)
         logbuffer.register_hook(bodies.write_bodies)
+        from observability import stored_responses
+
+        # In the call rows' transaction: a response is kept exactly when its call is logged.
+        logbuffer.register_batch_hook(stored_responses.write_stored)
         from observability import exposition, traces
 
         logbuffer.register_hook(exposition.record_batch)

@@ -292,3 +292,28 @@ class CallBody(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for `GET /v1/responses/{id}` and `previous_response_id` (`store`, on
+    by default). What was sent upstream is what is kept: the conversation after the data policy, the
+    output as the provider gave it (pseudonyms, never the values they stand for). Written by the log
+    writer with the call's row, and purged with the call log (the tenant's retention)."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    tenant_id = models.BigIntegerField()
+    virtual_key_id = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField()
+    request_id = models.CharField(max_length=100)
+    previous_response_id = models.CharField(max_length=64, blank=True)
+    response = models.JSONField()  # the `response` object the client was given, pseudonyms kept
+    input_items = models.JSONField()  # this request's own input items, with their ids
+    # The whole conversation as chat messages (earlier turns, this input, the answer), without the
+    # instructions (they are not carried over), so that continuing it is one read.
+    messages = models.JSONField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant_id", "created_at"], name="storedresponse_tenant_created")]
+
+    def __str__(self) -> str:
+        return self.id

@@ -38,6 +38,7 @@ LOCK_TIMEOUT = "5s"
 # working whichever of them exist.
 COMPANIONS = (
     ("observability", "CallBody", "created_at"),
+    ("observability", "StoredResponse", "created_at"),
     ("observability", "CallRollupMinute", "bucket"),
     ("observability", "CallRollupHour", "bucket"),
     ("observability", "CallRollupDay", "bucket"),

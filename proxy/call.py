@@ -77,6 +77,7 @@ class Call:
         "started",
         "status",
         "step_state",
+        "stored",
         "stream",
         "tags",
         "tenant",
@@ -126,6 +127,8 @@ class Call:
         self.attempts: list[dict] = []
         # {"request_body", "response_body"} for the log writer, only when the tenant logs bodies (proxy.steps.bodylog).
         self.bodies: dict[str, Any] | None = None
+        # A Responses API answer to keep (`store`), written with this call's row (proxy.inbound.responses).
+        self.stored: dict[str, Any] | None = None
         self.reservation: Any = None
         # Per-deployment RPM/TPM admissions of the attempt loop: (deployment id, reservation).
         self.deployment_reservations: list[tuple[int, Any]] = []
@@ -278,6 +281,8 @@ class Call:
                 "overhead_ms": self.overhead_ms,  # not a column: read by /metrics (observability.exposition)
                 "traceparent": self.traceparent,  # not a column either: read by observability.traces
                 **(self.bodies or {}),
+                # Not a column: written with the row by observability.stored_responses.
+                **({"stored_response": self.stored} if self.stored is not None and self.status < 400 else {}),
                 # Not a column: what settling the budgets takes, should this process die before it
                 # does (proxy.limits.settle_lost, from the spool).
                 **(self._settlement(cost) if self.reservation is not None else {}),

@@ -122,6 +122,8 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         payload, native = front.parse_native(request, endpoint)
     else:
         payload, native = front.parse(request, endpoint), None
+    if front.stateful:
+        await front.prepare(call, payload)
     call.model = model = payload["model"]
     call.payload = payload
     user = payload.get("user")

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 
 from proxy import errors, pipeline
 from proxy.errors import ProxyError
-from proxy.inbound import anthropic
+from proxy.inbound import anthropic, response_store
 from proxy.inbound import completions as legacy
 from proxy.inbound import openai as inbound
 from proxy.inbound import responses as responses_api
@@ -32,6 +32,8 @@ __all__ = [
     "models",
     "not_found",
     "responses",
+    "stored_response",
+    "stored_response_input_items",
 ]
 
 
@@ -47,6 +49,54 @@ async def completions(request: HttpRequest) -> HttpResponse:
 async def responses(request: HttpRequest) -> HttpResponse:
     # OpenAI's Responses API: served by the chat pipeline, translated in and out (proxy.inbound.responses).
     return await pipeline.handle(request, "chat/completions", front=responses_api.RESPONSES, label="responses")
+
+
+async def stored_response(request: HttpRequest, response_id: str) -> HttpResponse:
+    """GET (the response object) and DELETE of a stored Responses API answer, this tenant's only."""
+
+    async def serve(key: Any) -> Any:
+        if request.method == "GET":
+            stored = await response_store.load(key.tenant_id, response_id)
+            if stored is None:
+                raise response_store.not_found(response_id)
+            return stored["response"]
+        if request.method == "DELETE":
+            if not await response_store.delete(key.tenant_id, response_id):
+                raise response_store.not_found(response_id)
+            return {"id": response_id, "object": "response.deleted", "deleted": True}
+        raise ProxyError(405, f"Method {request.method} is not allowed here; use GET or DELETE.")
+
+    return await _keyed(request, serve)
+
+
+async def stored_response_input_items(request: HttpRequest, response_id: str) -> HttpResponse:
+    async def serve(key: Any) -> Any:
+        if request.method != "GET":
+            raise ProxyError(405, f"Method {request.method} is not allowed here; use GET.")
+        stored = await response_store.load(key.tenant_id, response_id)
+        if stored is None:
+            raise response_store.not_found(response_id)
+        return responses_api.input_items_page(stored["input_items"], request.GET)
+
+    return await _keyed(request, serve)
+
+
+async def _keyed(request: HttpRequest, serve: Any) -> HttpResponse:
+    """A read of the key's tenant's own data (no upstream call): authenticated, answered in OpenAI's shape."""
+    ensure_background()
+    started = time.perf_counter()
+    try:
+        body = await serve(await inbound.authenticate(request))
+    except ProxyError as exc:
+        response = exc.response()
+    except Exception:
+        logger.exception("serving %s failed", request.path)
+        response = errors.internal_error().response()
+    else:
+        response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["x-request-id"] = inbound.request_id(request)
+    response["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+    return response
 
 
 async def embeddings(request: HttpRequest) -> HttpResponse:

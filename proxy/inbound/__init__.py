@@ -19,6 +19,9 @@ class Front:
     # Upstreams of this kind speak this front end's format: without policy steps the pipeline relays
     # the client's own body to them (`parse_native`). Empty when the front end has no such kind.
     native_kind = ""
+    # A front end that keeps state between calls (the Responses API's stored responses) is given the
+    # authenticated call and the parsed payload before the policy steps see it (`prepare`).
+    stateful = False
 
     def credential(self, request: HttpRequest) -> str:
         raise NotImplementedError
@@ -30,6 +33,9 @@ class Front:
     def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the OpenAI-format payload, the client's own body): only for a front end with a native_kind."""
         raise NotImplementedError
+
+    async def prepare(self, call: Any, payload: dict[str, Any]) -> None:
+        """Complete the payload from stored state (only for a `stateful` front end)."""
 
     def render(self, call: Any, body: bytes) -> bytes:
         """A successful OpenAI-format answer, as this front end's clients expect it."""

@@ -15,9 +15,14 @@ chat pipeline's. The call log names the endpoint `responses`.
 Request: `input` (a string, or items: messages with input_text / input_image / output_text parts,
 function_call, function_call_output), `instructions`, function `tools`, `tool_choice`,
 `parallel_tool_calls`, `text.format`, `reasoning.effort`, `max_output_tokens`, `temperature`,
-`top_p`, `metadata`, `user`, `stream`. Built-in tools (web_search, file_search, ...) are a 400 naming
-the tool. Not yet: stored responses. `store` is accepted but nothing is kept (answers say
-`"store": false`), and a `previous_response_id` is a 404 `response_not_found`.
+`top_p`, `metadata`, `user`, `stream`, `store`, `previous_response_id`. Built-in tools (web_search,
+file_search, ...) are a 400 naming the tool.
+
+State (`store`, on by default): the answer, this request's input items and the whole conversation
+are kept per tenant with the call's log row (observability.stored_responses), as they were sent
+upstream (after the data policy: pseudonyms, never the values). `previous_response_id` continues a
+stored conversation on any provider; `GET /v1/responses/{id}`, `DELETE` and `input_items` read it
+(proxy.inbound.response_store).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ import orjson
 from django.http import HttpRequest
 
 from proxy import errors
-from proxy.errors import ProxyError
 from proxy.inbound import openai as inbound
+from proxy.inbound import response_store
 from proxy.sse import event_data
 
 # The request's own settings, echoed in the response object (one request per task).
@@ -160,14 +165,11 @@ def _format(body: dict[str, Any], chat: dict[str, Any]) -> None:
 
 def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     inbound.require_model(body)
-    if body.get("previous_response_id"):
-        raise ProxyError(
-            404,
-            f"No response with id {str(body['previous_response_id'])[:100]!r}: this gateway does not store "
-            "responses yet; send the whole conversation as input.",
-            param="previous_response_id",
-            code="response_not_found",
-        )
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise errors.bad_request("'previous_response_id' must be a string.", param="previous_response_id")
+    if body.get("store") is not None and not isinstance(body["store"], bool):
+        raise errors.bad_request("'store' must be a boolean.", param="store", code="invalid_type")
     chat: dict[str, Any] = {"model": body["model"], "messages": _messages(body)}
     _tools(body, chat)
     _format(body, chat)
@@ -212,6 +214,7 @@ def _usage(usage: Any) -> dict[str, Any]:
 
 def _envelope(response_id: str, model: str, status: str) -> dict[str, Any]:
     body = REQUEST.get() or {}
+    previous = body.get("previous_response_id")
     text = body.get("text") if isinstance(body.get("text"), dict) else {"format": {"type": "text"}}
     return {
         "id": response_id,
@@ -225,9 +228,9 @@ def _envelope(response_id: str, model: str, status: str) -> dict[str, Any]:
         "model": model,
         "output": [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": None,
+        "previous_response_id": previous if isinstance(previous, str) and previous else None,
         "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-        "store": False,  # nothing is kept yet (see the module's docstring)
+        "store": body.get("store") is not False,
         "temperature": body.get("temperature", 1.0),
         "text": text,
         "tool_choice": body.get("tool_choice", "auto"),
@@ -274,7 +277,7 @@ def _finish(response: dict[str, Any], finish_reason: Any) -> None:
 
 
 def to_response(completion: dict[str, Any]) -> dict[str, Any]:
-    response = _envelope(_new_id("resp"), str(completion.get("model") or ""), "completed")
+    response = _envelope(response_store.new_response_id(), str(completion.get("model") or ""), "completed")
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content = message.get("content")
@@ -295,10 +298,150 @@ def to_response(completion: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+# --- state: previous_response_id and store -------------------------------------------------------------
+
+
+async def prepare(call: Any, chat: dict[str, Any]) -> None:
+    """Put the stored conversation a request continues (`previous_response_id`) before its own input,
+    after its own instructions (instructions are never carried over), and note where its own input
+    starts, for keeping it."""
+    body = REQUEST.get() or {}
+    instructions = isinstance(body.get("instructions"), str) and bool(body["instructions"])
+    head = 1 if instructions else 0
+    own_from = head
+    previous = body.get("previous_response_id")
+    if previous:
+        stored = await response_store.load(call.key.tenant_id, previous)
+        if stored is None:
+            raise response_store.not_found(previous, param="previous_response_id")
+        history = list(stored["messages"])
+        chat["messages"][head:head] = history
+        own_from += len(history)
+    call.step_state["responses"] = (head, own_from)
+
+
+def _input_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as the Responses API's input items, with ids (GET .../input_items)."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role == "tool":
+            items.append(
+                {
+                    "id": _new_id("fco"),
+                    "type": "function_call_output",
+                    "call_id": str(message.get("tool_call_id") or ""),
+                    "output": content if isinstance(content, str) else orjson.dumps(content).decode(),
+                    "status": "completed",
+                }
+            )
+            continue
+        if role == "assistant":
+            text = content if isinstance(content, str) else ""
+            if text:
+                items.append(_message_item(_new_id("msg"), text))
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                items.append(
+                    _call_item(
+                        _new_id("fc"),
+                        str(call.get("id") or ""),
+                        str(function.get("name")),
+                        str(function.get("arguments")),
+                    )
+                )
+            continue
+        parts: list[dict[str, Any]] = []
+        given: list[dict[str, Any]] = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in given:
+            if part.get("type") == "text":
+                parts.append({"type": "input_text", "text": part.get("text") or ""})
+            elif part.get("type") == "image_url":
+                image = part.get("image_url") or {}
+                parts.append(
+                    {"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail", "auto")}
+                )
+        items.append({"id": _new_id("msg"), "type": "message", "role": role, "status": "completed", "content": parts})
+    return items
+
+
+def _answer_message(response: dict[str, Any]) -> dict[str, Any]:
+    """A response's output as the assistant message that continues the conversation."""
+    text = "".join(
+        part.get("text") or ""
+        for item in response["output"]
+        if item.get("type") == "message"
+        for part in item.get("content") or ()
+    )
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    calls = [
+        {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+        for item in response["output"]
+        if item.get("type") == "function_call"
+    ]
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def keep(call: Any, response: dict[str, Any]) -> None:
+    """Have the answer stored with the call's row (unless the request said `store: false`): what the
+    provider saw, so the data policy's pseudonyms stay in place of the values."""
+    body = REQUEST.get() or {}
+    if body.get("store") is False or call.payload is None or call.key is None:
+        return
+    head, own_from = call.step_state.get("responses", (0, 0))
+    session = call.step_state.get("pii")
+    kept = orjson.loads(orjson.dumps(response))
+    if session is not None:
+        kept = session.conceal(kept)
+    sent = call.payload["messages"]
+    stored = {
+        "id": kept["id"],
+        "previous_response_id": kept.get("previous_response_id") or "",
+        "response": kept,
+        "input_items": _input_items(sent[own_from:]),
+        "messages": [*sent[head:], _answer_message(kept)],
+    }
+    call.stored = stored
+    response_store.remember(call.key.tenant_id, stored)
+
+
+def input_items_page(items: list[dict[str, Any]], query: Any) -> dict[str, Any]:
+    """A page of a stored response's input items (`limit` 1-100, default 20; `order` desc by default;
+    `after` an item id), as OpenAI's ResponseItemList."""
+    try:
+        limit = int(query.get("limit", 20))
+    except ValueError:
+        raise errors.bad_request("'limit' must be an integer between 1 and 100.", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise errors.bad_request("'limit' must be an integer between 1 and 100.", param="limit")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise errors.bad_request("'order' must be asc or desc.", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise errors.bad_request(f"No input item {after[:100]!r} in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "has_more": len(ordered) > limit,
+        "first_id": page[0]["id"] if page else "",
+        "last_id": page[-1]["id"] if page else "",
+    }
+
+
 class StreamTranslator:
     """chat.completion.chunk events -> the Responses API's event sequence, numbered."""
 
-    def __init__(self) -> None:
+    def __init__(self, call: Any = None) -> None:
+        self.call = call
         self.sequence = 0
         self.response: dict[str, Any] | None = None
         self.text_item: dict[str, Any] | None = None
@@ -416,6 +559,8 @@ class StreamTranslator:
         kind = "response.completed" if self.response["status"] == "completed" else "response.incomplete"
         out.append(self._event(kind, response=self.response))
         self.done = True
+        if self.call is not None:
+            keep(self.call, self.response)
 
     def __call__(self, event: bytes) -> bytes | None:
         if self.done:
@@ -462,6 +607,7 @@ class ResponsesFront(inbound.OpenAIFront):
     """OpenAI's credentials and error shape (OpenAIFront); the body and the answer translated."""
 
     name = "responses"
+    stateful = True
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
         body = inbound.parse_body(request)
@@ -469,12 +615,19 @@ class ResponsesFront(inbound.OpenAIFront):
         REQUEST.set(body)
         return chat
 
+    async def prepare(self, call: Any, payload: dict[str, Any]) -> None:
+        await prepare(call, payload)
+
     def render(self, call: Any, body: bytes) -> bytes:
         completion = inbound.chat_completion_of(body)
-        return body if completion is None else orjson.dumps(to_response(completion))
+        if completion is None:
+            return body
+        response = to_response(completion)
+        keep(call, response)
+        return orjson.dumps(response)
 
     def stream_filter(self, call: Any) -> StreamTranslator:
-        return StreamTranslator()
+        return StreamTranslator(call)
 
 
 RESPONSES = ResponsesFront()

@@ -23,7 +23,7 @@ import orjson
 import regex
 
 from routing.policies.detectors import Finding, Scanner, resolve
-from routing.policies.restore import Restorer
+from routing.policies.restore import Restorer, json_escaped
 from routing.policies.spec import DEFAULT_ACTION, DETECTORS, TERMS
 
 # Time every custom regex of one request may take together, before the request is refused. A simple
@@ -310,6 +310,16 @@ class PiiSession:
             return text
         out.append(text[pos:])
         return "".join(out)
+
+    def conceal(self, value: Any) -> Any:
+        """A decoded JSON value with this request's pseudonymized values put back as their placeholders:
+        what the provider saw, for keeping (a stored response never holds what the policy hid)."""
+        if not self.values:
+            return value
+        text = orjson.dumps(value).decode()
+        for placeholder, original in sorted(self.values.items(), key=lambda pv: len(pv[1]), reverse=True):
+            text = text.replace(json_escaped(original), placeholder)
+        return orjson.loads(text)
 
     def get_restorer(self) -> Restorer | None:
         if self.restorer is None and self.values:

@@ -1,7 +1,9 @@
 """OpenAI's Responses API (/v1/responses) through the real server with the official openai SDK, served
 by the chat pipeline: text answers JSON and streamed (the SDK's stream helper accumulates them),
-function tool round trips, structured output through text.format, and what this slice does not do yet
-(stored responses, built-in tools) refused with the documented errors. Logged as `responses`."""
+function tool round trips (the whole conversation sent, or continued with previous_response_id on an
+OpenAI-kind and an Anthropic-kind deployment), stored responses read back, listed and deleted through
+the SDK, structured output through text.format, and what translation cannot do (built-in tools)
+refused with the documented errors. Logged as `responses`."""
 
 from __future__ import annotations
 
@@ -98,7 +100,96 @@ def test_a_function_tool_round_trip(gateway, make_tenant, mint, upstream):
     }
 
 
-def test_what_this_slice_does_not_do_is_refused_clearly(gateway, acme, mint, upstream):
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def _continue_with_previous_response_id(client: openai.OpenAI, model: str) -> tuple[str, list[dict]]:
+    """Ask, get a function call, answer it with previous_response_id only: (the call's id, the
+    stored first response's input items)."""
+    first = client.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    second = client.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"}],
+        tools=[WEATHER],
+    )
+    assert second.previous_response_id == first.id and second.output_text
+    items = client.responses.input_items.list(first.id)
+    return call.call_id, [item.model_dump() for item in items.data]
+
+
+def test_a_tool_round_trip_continued_with_previous_response_id_on_openai(gateway, make_tenant, mint, upstream):
+    client = client_for(gateway, mint(make_tenant("acme", {"tools": "tool-call"})))
+    call_id, items = _continue_with_previous_response_id(client, "tools")
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[0] == {"role": "user", "content": "Weather in Paris?"}
+    assert sent[1]["role"] == "assistant" and sent[1]["tool_calls"][0]["id"] == call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call_id, "content": "Sunny"}
+    assert [item["type"] for item in items] == ["message"]
+
+
+def test_a_tool_round_trip_continued_with_previous_response_id_on_anthropic(
+    gateway_factory, fake_anthropic, mint, monkeypatch
+):
+    from tenants.config import apply_config
+    from tests.fakes.anthropic_upstream import API_KEY
+
+    fake_anthropic.reset()
+    monkeypatch.setenv("ANTHROPIC_TEST_KEY", API_KEY)
+    yaml = "\n".join(
+        [
+            "tenant: initech",
+            "name: Initech",
+            "providers:",
+            f"  - {{name: claude, kind: anthropic, base_url: '{fake_anthropic.base_url}', api_key: env:ANTHROPIC_TEST_KEY}}",
+            "models:",
+            "  - name: claude",
+            "    deployments:",
+            "      - {provider: claude, model: claude-sonnet-4-5}",
+        ]
+    )
+    initech, _ = apply_config(yaml + "\n")
+    client = client_for(gateway_factory(), mint(initech, name="peter-app"))
+    fake_anthropic.script(
+        "claude-sonnet-4-5",
+        {"content": [{"type": "tool_use", "id": "toolu_01Paris", "name": "get_weather", "input": {"city": "Paris"}}]},
+    )
+    call_id, _items = _continue_with_previous_response_id(client, "claude")
+    assert call_id == "toolu_01Paris"
+    # Anthropic's own wire format: the earlier turn came back as tool_use, the output as tool_result.
+    sent = fake_anthropic.requests[-1].body["messages"]
+    assert sent[0]["role"] == "user" and sent[1]["content"][-1]["type"] == "tool_use"
+    assert sent[2]["content"][0] == {"type": "tool_result", "tool_use_id": "toolu_01Paris", "content": "Sunny"}
+
+
+def test_a_stored_response_is_read_listed_and_deleted_through_the_sdk(gateway, acme, globex, mint, upstream):
+    alice = client_for(gateway, mint(acme, name="alice-app"))
+    bob = client_for(gateway, mint(globex, name="bob-app"))
+    created = alice.responses.create(model="gpt-4o-mini", input=[{"role": "user", "content": "Say hello"}])
+    again = alice.responses.retrieve(created.id)
+    assert again.id == created.id and again.output_text == created.output_text and again.store is True
+    raw = alice.responses.input_items.with_raw_response.list(created.id)
+    validate(json.loads(raw.http_response.content), "ResponseItemList")
+    assert [item.content[0].text for item in raw.parse().data] == ["Say hello"]
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(created.id)  # Bob's globex never reads Acme's responses
+    alice.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        alice.responses.retrieve(created.id)
+    assert caught.value.body["code"] == "response_not_found"
+    unkept = alice.responses.create(model="gpt-4o-mini", input="Say hello", store=False)
+    assert unkept.store is False
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.retrieve(unkept.id)
+
+
+def test_what_translation_cannot_do_is_refused_clearly(gateway, acme, mint, upstream):
     client = client_for(gateway, mint(acme))
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model="gpt-4o-mini", input="again", previous_response_id="resp_unknown")

@@ -20,6 +20,7 @@ from proxy import background as tasks
 from proxy import lifecycle, pipeline
 from proxy.configcache import state
 from proxy.inbound import anthropic
+from proxy.inbound import responses as responses_api
 from proxy.relay import GatewayStreamResponse
 from tenants.config import apply_config
 from tenants.models import Tenant, VirtualKey, hash_secret
@@ -146,6 +147,8 @@ async def post(secret: str, payload: dict, endpoint: str = "chat/completions"):
     )
     if endpoint == "messages":
         response = await pipeline.handle(request, "chat/completions", front=anthropic.ANTHROPIC, label="messages")
+    elif endpoint == "responses":
+        response = await pipeline.handle(request, "chat/completions", front=responses_api.RESPONSES, label="responses")
     else:
         response = await pipeline.handle(request, endpoint)
     stream = response.events if isinstance(response, GatewayStreamResponse) else None

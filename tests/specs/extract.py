@@ -25,6 +25,7 @@ ROOTS = [
     "CreateCompletionResponse",
     "Response",
     "ResponseStreamEvent",
+    "ResponseItemList",
 ]
 
 
