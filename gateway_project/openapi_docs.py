@@ -155,6 +155,24 @@ _SCHEMAS: dict[str, Any] = {
             "usage": {"type": "object"},
         },
     },
+    "GatewayResponseDeleted": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "example": "response.deleted"},
+            "deleted": {"type": "boolean"},
+        },
+    },
+    "GatewayResponseItemList": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "example": "list"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "has_more": {"type": "boolean"},
+            "first_id": {"type": "string"},
+            "last_id": {"type": "string"},
+        },
+    },
     "GatewayCompletionsRequest": {
         "type": "object",
         "required": ["model", "prompt"],
@@ -348,6 +366,8 @@ def _operation(
     return op
 
 
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
 CALL_ERRORS = ["400", "401", "404", "413", "429", "502", "503", "504"]
 
 PATHS: dict[str, Any] = {
@@ -377,12 +397,58 @@ PATHS: dict[str, Any] = {
             "gateway_responses_create",
             "Response (Responses API)",
             "OpenAI's Responses API, served by the chat pipeline on every provider kind: `input` items, function"
-            " tools, `text.format`. With `stream: true`, the documented numbered event sequence. Stored responses"
-            " are not kept yet: `previous_response_id` answers 404 `response_not_found`.",
+            " tools, `text.format`. With `stream: true`, the documented numbered event sequence. `store` (on by"
+            " default) keeps the answer for this tenant, as it was sent upstream; `previous_response_id` continues"
+            " it on any provider (404 `response_not_found` for an unknown one).",
             "GatewayResponse",
             CALL_ERRORS,
             body="GatewayResponsesRequest",
         )
+    },
+    "/v1/responses/{response_id}": {
+        "get": {
+            **_operation(
+                "gateway_responses_retrieve",
+                "Retrieve a stored response",
+                "A response stored for this key's tenant (`store`), as it was sent upstream: the data policy's"
+                " pseudonyms, never the values. 404 `response_not_found` for another tenant's or a deleted one.",
+                "GatewayResponse",
+                ["401", "404"],
+            ),
+            "parameters": [_RESPONSE_ID],
+        },
+        "delete": {
+            **_operation(
+                "gateway_responses_delete",
+                "Delete a stored response",
+                "Deletes it and its input items; 404 `response_not_found` when there is none.",
+                "GatewayResponseDeleted",
+                ["401", "404"],
+            ),
+            "parameters": [_RESPONSE_ID],
+        },
+    },
+    "/v1/responses/{response_id}/input_items": {
+        "get": {
+            **_operation(
+                "gateway_responses_input_items_list",
+                "List a stored response's input items",
+                "Paginated: `limit` (1-100, default 20), `order` (`desc` by default, or `asc`), `after` (an item id).",
+                "GatewayResponseItemList",
+                ["400", "401", "404"],
+            ),
+            "parameters": [
+                _RESPONSE_ID,
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "default": 20}},
+                {
+                    "name": "order",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["asc", "desc"]},
+                },
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+        }
     },
     "/v1/completions": {
         "post": _operation(
