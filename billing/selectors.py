@@ -390,8 +390,19 @@ def price_table_for(tenant_id: int) -> dict[str, Price]:
 
 def deployment_has_price(upstream_model: str, base_model: str, table: dict[str, Price]) -> bool:
     """Whether calls to this deployment get a cost: the same lookup as proxy.loader.MoneyConfig.price_for.
-    Without one, calls are logged without a cost and don't count against budgets."""
+    Without one, calls are logged without a cost, soft budgets don't count them, and hard budgets refuse
+    the calls that may reach it (model_unpriced)."""
     return find_price(base_model or upstream_model, table) is not None
+
+
+def unpriced_deployments(tenant_id: int) -> list[ModelDeployment]:
+    """The tenant's deployments with no known price, by model name."""
+    table = price_table_for(tenant_id)
+    deployments = ModelDeployment.objects.filter(tenant_id=tenant_id).select_related("provider")
+    return sorted(
+        (d for d in deployments if not deployment_has_price(d.upstream_model, d.base_model, table)),
+        key=lambda d: (d.model_name, d.id),
+    )
 
 
 # --- Invoices ------------------------------------------------------------------------------------------

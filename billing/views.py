@@ -40,6 +40,7 @@ from billing.selectors import (
     spend_totals,
     tenant_rate_limit,
     tenant_timezone,
+    unpriced_deployments,
     visible_budgets,
 )
 from billing.services import (
@@ -100,6 +101,7 @@ def _budgets_context(access: TenantAccess, form: BudgetForm | None = None) -> di
         "form": form or BudgetForm(),
         "timezone": tenant_timezone(access.tenant.id).key,
         "outage_mode": budget_outage_mode(access.tenant.id),
+        "unpriced": unpriced_deployments(access.tenant.id),
     }
 
 

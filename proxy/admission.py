@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -134,6 +135,7 @@ async def admit(  # noqa: C901
     cache: Any = None,
     cache_key: str = "",
     hold_s: float | None = None,
+    unpriced: Callable[[], list[Deployment]] | None = None,
 ) -> tuple[Reservation | None, dict[str, str]]:
     """Admit one call, in one round trip: the key's and tenant's rates, the key's parallel cap,
     every budget that applies and, with `deployment_limits`, the deployment's own rates (when the
@@ -158,6 +160,10 @@ async def admit(  # noqa: C901
     budgets = [b for b in tenant.budgets if _applies(b, key, user, tags)] if tenant.budgets else []
     if cache is not None and cache.hit is not None:
         return None, {}
+    if unpriced is not None and budgets and any(b.hard for b in budgets) and (missing := unpriced()):
+        # A call no price can be put on would pass through a hard budget uncounted (an A/B split to a
+        # fine-tuned model sent every call of a key past it): refused, with how to mend it.
+        _refuse_unpriced(missing, [b for b in budgets if b.hard])
     if not rates and not parallel and not budgets:
         if cache_key:
             await cache.fetch(cache_key)  # nothing to admit: the lookup is the call's one round trip
@@ -225,8 +231,9 @@ async def admit(  # noqa: C901
             headers["retry-after"] = str(wait)
         raise ProxyError(
             429,
-            f"Budget exceeded for {admission.scope}: the {budget.period} budget of "
-            f"{display_usd(Decimal(check.limit_nanos) / NANO)} USD leaves no room for this request.",
+            _budget_refusal(
+                admission.scope, budget.period, check.limit_nanos, admission.spent_nanos, reserve, prices, body, payload
+            ),
             type="insufficient_quota",
             code="budget_exceeded",
             headers=headers,
@@ -244,6 +251,56 @@ async def admit(  # noqa: C901
         type="requests" if admission.reason != "tpm" else "tokens",
         code="rate_limit_exceeded",
         headers={**admission.headers, "retry-after": str(retry)},
+    )
+
+
+def _budget_refusal(
+    scope: str, period: str, limit: int, spent: int, reserve: int, prices: list, body: bytes, payload: dict
+) -> str:
+    """What a refused client needs to act: what is left, what this request would reserve at most, and
+    the largest `max_tokens` that would fit (built only on refusal)."""
+    left = max(limit - spent, 0)
+
+    def usd(nanos: int) -> str:
+        return display_usd(Decimal(nanos) / NANO)
+
+    text = (
+        f"Budget exceeded for {scope}: the {period} budget of {usd(limit)} USD has {usd(left)} USD left "
+        f"(spent and held by calls in flight: {usd(min(spent, limit))} USD)"
+    )
+    if not reserve or not prices:
+        return text + "."
+    text += f", and this request would reserve up to {usd(reserve)} USD (its prompt and its output cap, at the highest price it may be billed at)."
+    choices = payload.get("n")
+    choices = choices if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1 else 1
+    ceiling = prompt_ceiling(body)
+
+    def cost(out: int) -> int:
+        return max(price.worst_case_nanos(ceiling, out * choices) for price in prices)
+
+    if cost(1) > left:
+        return text + " Even one output token does not fit: the budget resets at the next period, or raise it."
+    low, high = 1, 1 << 31
+    while low < high:  # the largest output cap that fits what is left
+        mid = (low + high + 1) // 2
+        if cost(mid) <= left:
+            low = mid
+        else:
+            high = mid - 1
+    return text + f" A request with max_tokens (max_completion_tokens) of at most {low} would fit."
+
+
+def _refuse_unpriced(missing: list[Deployment], hard: list[Any]) -> None:
+    names = ", ".join(sorted({f"'{d.model_name}' ({d.provider_name}/{d.upstream_model})" for d in missing}))
+    scopes = ", ".join(sorted({b.scope for b in hard}))
+    raise ProxyError(
+        403,
+        f"This call may be served by {names}, which has no known price, and a hard budget applies ({scopes}): "
+        "a call that cannot be priced cannot be held to it. Give the deployment a price (its `base_model`, "
+        "priced as a known model, or a negotiated price under Billing > Prices), or take it out of this "
+        "key's routes.",
+        type="permission_denied",
+        code="model_unpriced",
     )
 
 

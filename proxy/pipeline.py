@@ -171,6 +171,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         cache=call.cache,
         cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
         hold_s=timeout_s,
+        unpriced=plan.unpriced,
     )
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None

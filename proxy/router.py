@@ -50,6 +50,10 @@ class Plan:
         """Every price a call under this plan may be billed at (for the worst-case reservation)."""
         return [d.price for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is not None]
 
+    def unpriced(self) -> list[Deployment]:
+        """The deployments a call under this plan may reach that have no known price."""
+        return [d for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is None]
+
 
 def _matches(rule: RuleSpec, key: KeyEntry, tags: list[str], user: str, prompt_bytes: int) -> bool:
     if rule.key_names and key.name not in rule.key_names:

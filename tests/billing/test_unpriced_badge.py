@@ -1,6 +1,7 @@
-"""The console flags deployments without a known price: their calls are logged without a
-cost and don't count against budgets, so an operator must see it on the models list and model page.
-Alice (acme) owns the models; Bob (globex) never sees them.
+"""The console flags deployments without a known price: their calls are logged without a cost, soft
+budgets don't count them and hard budgets refuse them (model_unpriced), so an operator must see it on
+the models list, the model page and where budgets are edited. Alice (acme) owns the models; Bob
+(globex) never sees them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tenants.audit import Actor
 
 pytestmark = pytest.mark.usefixtures("console_defaults")
 
-BADGE = "No known price: calls are logged without a cost and don't count against budgets"
+BADGE = "No known price: calls are logged without a cost; hard budgets refuse them (model_unpriced), soft ones don't count them"
 
 
 @pytest.fixture
@@ -72,3 +73,14 @@ def test_bob_cannot_see_alices_unpriced_model(finetune, client_as):
     bob = client_as(finetune.bob)
     assert _model_page(bob, "support-bot").status_code == 404
     assert _models_page(bob, "acme").count(BADGE) == 0
+
+
+@pytest.mark.django_db
+def test_the_budgets_page_lists_unpriced_models_and_what_hard_budgets_do_with_them(finetune, client_as):
+    page = client_as(finetune.alice).get(reverse("budgets", kwargs={"slug": "acme"})).content.decode()
+    section = page[page.index('id="unpriced-models"') :]
+    section = section[: section.index("</section>")]
+    assert "model_unpriced" in section and "support-bot" in section and "ft:acme-support" in section
+    assert "gpt-4o-mini" not in section
+    bobs = client_as(finetune.bob).get(reverse("budgets", kwargs={"slug": "globex"})).content.decode()
+    assert "support-bot" not in bobs and 'id="unpriced-models"' not in bobs
