@@ -187,3 +187,31 @@ def test_the_live_page_sets_the_current_tenant_the_socket_falls_back_to(alice, b
         return hello
 
     assert run(go())["tenant"] == "acme"
+
+
+def test_an_idle_socket_stays_open_past_the_channel_layers_wait_and_still_gets_calls(alice, acme):
+    """A quiet tenant sends nothing for minutes: the socket must outlive the Redis channel layer's
+    blocking wait for a message (BZPOPMIN, 5 s). When the layer's reads had redis-py's default 5 s read
+    timeout, that wait timed out instead, and the idle consumer died with "Timeout reading from Redis".
+    Without REDIS_URL the layer is in memory, and the test only checks the socket stays usable."""
+    alice_key, _ = virtual_key_create(acme, name="web", actor=Actor(user=alice))
+    row = record(acme, alice_key, cost=7)
+    row["request_id"] = "after-the-quiet"
+    cookie = session_cookie(alice)
+
+    async def go():
+        communicator, connected = await open_socket("/ws/logs/?tenant=acme", cookie=cookie)
+        assert connected
+        assert (await communicator.receive_json_from(timeout=3))["type"] == "hello"
+        assert await communicator.receive_nothing(timeout=6.5)  # more than one blocking wait, nothing sent
+
+        await communicator.send_json_to({"type": "ping"})
+        assert await communicator.receive_json_from(timeout=3) == {"type": "pong"}
+        buffer = LogBuffer(sink=DatabaseSink(), fanout=[LiveSink()])
+        buffer.add(row)
+        assert await sync_to_async(buffer.flush_sync, thread_sensitive=False)() == 1
+        calls = await receive_calls(communicator)
+        await communicator.disconnect()
+        return calls
+
+    assert [c["request_id"] for c in run(go())] == ["after-the-quiet"]
