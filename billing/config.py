@@ -19,6 +19,7 @@ from billing.plan_config import register as register_plan
 from billing.selectors import budget_outage_mode
 from billing.services import (
     DEFAULT_ALERTS,
+    MAX_ALERT_EMAILS,
     MAX_ALERT_PERCENT,
     MAX_LIMIT,
     OUTAGE_MODES,
@@ -34,6 +35,7 @@ from billing.services import (
 )
 from routing.models import ModelDeployment
 from tenants.audit import Actor
+from tenants.bounds import MAX_EMAIL_CHARS
 from tenants.config import EXTENSIONS, ConfigError
 from tenants.models import Tenant
 
@@ -272,8 +274,13 @@ apply_outage_mode.export = export_outage_mode  # type: ignore[attr-defined]
 
 def parse_alert_emails(value: Any, path: str, c: Any) -> list[str]:
     out = []
-    for i, item in enumerate(c.sequence(value, path)):
+    items = c.sequence(value, path)
+    if len(items) > MAX_ALERT_EMAILS:
+        raise c.fail(f"at most {MAX_ALERT_EMAILS} addresses (this lists {len(items)})", path)
+    for i, item in enumerate(items):
         email = c.string(item, f"{path}[{i}]")
+        if len(email) > MAX_EMAIL_CHARS:
+            raise c.fail(f"an email address has at most {MAX_EMAIL_CHARS} characters", f"{path}[{i}]")
         try:
             validate_email(email)
         except Exception:

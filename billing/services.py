@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -18,6 +19,7 @@ from billing.periods import period_start
 from billing.selectors import tenant_timezone, top_spenders
 from gateway_project.common.money import NANO
 from tenants.audit import Actor, audit
+from tenants.bounds import MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_TAG_CHARS, check_text
 from tenants.changes import record_change
 from tenants.models import Membership, Role, Tenant, VirtualKey
 
@@ -53,10 +55,19 @@ def limit_error(value: object) -> str | None:
     return None
 
 
+# What a budget scope may name after its kind: a key name, an end-user id (the call log keeps 200
+# characters of it) or a tag (the proxy keeps 100 characters of each; a longer one never matches).
+SCOPE_VALUE_CHARS = {"key": MAX_NAME_CHARS, "user": MAX_NAME_CHARS, "tag": MAX_TAG_CHARS}
+# Addresses every budget alert goes to, besides the owners and admins.
+MAX_ALERT_EMAILS = 20
+
+
 def validate_scope(scope: str) -> str:
     scope = scope.strip()
     kind, sep, value = scope.partition(":")
-    if scope == "tenant" or (sep and kind in {"key", "user", "tag"} and value.strip()):
+    if sep and kind in SCOPE_VALUE_CHARS and value.strip():
+        check_text(value, "scope", max_chars=SCOPE_VALUE_CHARS[kind], what=f"budget's {kind}")
+    if scope == "tenant" or (sep and kind in SCOPE_VALUE_CHARS and value.strip()):
         return scope
     raise ValidationError({"scope": f"Unknown budget scope {scope!r}: use tenant, key:NAME, user:ID or tag:TAG."})
 
@@ -170,9 +181,17 @@ def rate_limit_set(
     return changed
 
 
+# Negotiated prices are read into every tenant snapshot the proxy loads.
+MAX_PRICE_OVERRIDES = 1000
+
+
 @transaction.atomic
 def prices_set(tenant: Tenant, *, prices: list[dict], actor: Actor) -> bool:
     """Make the tenant's negotiated prices exactly these (USD per million tokens)."""
+    if len(prices) > MAX_PRICE_OVERRIDES:
+        raise ValidationError({"prices": f"At most {MAX_PRICE_OVERRIDES} prices (this lists {len(prices)})."})
+    for i, p in enumerate(prices):
+        check_text(p["model"], f"prices[{i}].model", what="model name")
     want = {p["model"]: p for p in prices}
     have = {o.model: o for o in PriceOverride.objects.filter(tenant=tenant)}
     changed = False
@@ -247,6 +266,20 @@ def budget_outage_mode_set(tenant: Tenant, *, mode: str, actor: Actor) -> bool:
     return True
 
 
+def _check_alert_emails(emails: list[str]) -> list[str]:
+    if len(emails) > MAX_ALERT_EMAILS:
+        raise ValidationError(
+            {"alert_emails": f"At most {MAX_ALERT_EMAILS} alert addresses (this lists {len(emails)})."}
+        )
+    for i, email in enumerate(emails):
+        check_text(email, f"alert_emails[{i}]", max_chars=MAX_EMAIL_CHARS, what="email address")
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ValidationError({f"alert_emails[{i}]": f"{email!r} is not an email address."}) from None
+    return list(emails)
+
+
 @transaction.atomic
 def billing_settings_set(
     tenant: Tenant, *, timezone_name: str, actor: Actor, alert_emails: list[str] | None = None
@@ -259,6 +292,8 @@ def billing_settings_set(
         raise ValidationError(
             {"timezone": f"Unknown time zone {timezone_name!r} (use an IANA name like Europe/Berlin)."}
         ) from None
+    if alert_emails is not None:
+        alert_emails = _check_alert_emails(alert_emails)
     obj, created = BillingSettings.objects.get_or_create(tenant=tenant)
     emails = alert_emails if alert_emails is not None else obj.alert_emails
     if not created and obj.timezone == timezone_name and obj.alert_emails == emails:

@@ -7,7 +7,8 @@ all of them. Without Redis (the embedded single-process default) the counters li
 
 Label values are bounded by configuration: models the tenant serves (a call for an unknown model
 counts under `model="other"`), provider names, HTTP status codes, and fixed reason words; never
-free text from a request. Histograms keep one counter per bucket and are made cumulative on render.
+free text from a request. Names tenants choose are capped per metric (MAX_LABEL_VALUES): the least
+used beyond the cap are summed under "other". Histograms keep one counter per bucket and are made cumulative on render.
 """
 
 from __future__ import annotations
@@ -247,33 +248,81 @@ def _seconds(value: float) -> str:
     return repr(float(value))
 
 
-# Series per metric name and model beyond which the least-used models are shown as model="other": a
-# tenant's hundreds of models must not grow every scrape without bound.
+# Label values that name what tenants configure (models, providers, custom detectors, deployments): any
+# tenant may create as many as it likes, so each metric keeps its most used values of each such label
+# and sums the rest under "other". No tenant can grow a scrape without bound, and totals still add up.
 MAX_MODELS = 200
+MAX_LABEL_VALUES = {"model": MAX_MODELS, "provider": 100, "detector": 100, "deployment": 200}
+OTHER = UNKNOWN_MODEL
 LABEL_NAMES = frozenset({"model", "provider", "status", "type", "reason", "detector", "action", "result", "event"})
 
 
-def _cap_models(values: dict[str, int]) -> dict[str, int]:
-    usage: Counter = Counter()
+def _kept_values(usage: dict[tuple[str, str], Counter]) -> dict[tuple[str, str], set[str]]:
+    """(metric, label) -> the values shown as they are, for the labels over their cap; by use, then name."""
+    kept = {}
+    for (metric, label), counts in usage.items():
+        cap = MAX_LABEL_VALUES[label]
+        if len(counts) > cap:
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            kept[(metric, label)] = {value for value, _n in ranked[:cap]}
+    return kept
+
+
+def _cap_series(values: dict[str, int]) -> dict[str, int]:
+    """The stored fields with each metric's capped labels folded into "other" beyond their cap.
+
+    A histogram's buckets, sum and count share the metric's kept values, so folded series stay consistent.
+    """
+    usage: dict[tuple[str, str], Counter] = {}
     for field, value in values.items():
-        for label in field.split(SEP)[1:]:
-            if label.startswith("model="):
-                usage[label[6:]] += abs(value)
-    if len(usage) <= MAX_MODELS:
+        name, *labels = field.split(SEP)
+        metric = name.partition(":")[0]
+        for label in labels:
+            key, _sep, label_value = label.partition("=")
+            if key in MAX_LABEL_VALUES:
+                usage.setdefault((metric, key), Counter())[label_value] += abs(value)
+    kept = _kept_values(usage)
+    if not kept:
         return values
-    kept = {model for model, _n in usage.most_common(MAX_MODELS)}
     capped: Counter = Counter()
     for field, value in values.items():
-        parts = field.split(SEP)
-        parts = [p if not p.startswith("model=") or p[6:] in kept else f"model={UNKNOWN_MODEL}" for p in parts]
+        name, *labels = field.split(SEP)
+        metric = name.partition(":")[0]
+        parts = [name]
+        for label in labels:
+            key, _sep, label_value = label.partition("=")
+            shown = kept.get((metric, key))
+            parts.append(label if shown is None or label_value in shown else f"{key}={OTHER}")
         capped[SEP.join(parts)] += value
     return dict(capped)
+
+
+def _cap_gauges(samples: list[tuple[str, str, dict[str, str], float]]) -> list[tuple[str, str, dict[str, str], float]]:
+    """Gauges from other apps, capped like the counters: beyond the cap, values are summed under "other"
+    (for breaker states: how many of the other deployments are in each state)."""
+    usage: dict[tuple[str, str], Counter] = {}
+    for name, _help, labels, value in samples:
+        for key, label_value in labels.items():
+            if key in MAX_LABEL_VALUES:
+                usage.setdefault((name, key), Counter())[str(label_value)] += abs(value)
+    kept = _kept_values(usage)
+    if not kept:
+        return samples
+    folded: dict[tuple[str, tuple], list] = {}
+    for name, help_text, labels, value in samples:
+        shown = {
+            key: (str(v) if (name, key) not in kept or str(v) in kept[(name, key)] else OTHER)
+            for key, v in labels.items()
+        }
+        entry = folded.setdefault((name, tuple(shown.items())), [name, help_text, shown, 0.0])
+        entry[3] += value
+    return [tuple(entry) for entry in folded.values()]  # type: ignore[misc]
 
 
 def render(values: dict[str, int]) -> str:
     counters: dict[str, list[tuple[tuple, str]]] = {}
     histograms: dict[str, dict[tuple, dict[str, int]]] = {}
-    for field, value in _cap_models(values).items():
+    for field, value in _cap_series(values).items():
         name, *labels = field.split(SEP)
         pairs = tuple(tuple(label.split("=", 1)) for label in labels)
         if any(len(pair) != 2 or pair[0] not in LABEL_NAMES for pair in pairs):
@@ -302,7 +351,7 @@ def render(values: dict[str, int]) -> str:
             lines.append(f"{name}_count{_labels(pairs)} {total}")
     seen: set[str] = set()
     for provider in _gauges:
-        for name, help_text, labels, value in provider():
+        for name, help_text, labels, value in _cap_gauges(list(provider())):
             if name not in seen:
                 seen.add(name)
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]

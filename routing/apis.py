@@ -22,6 +22,7 @@ from routing.services import (
     provider_upsert,
 )
 from tenants.apis import TokenApi
+from tenants.bounds import MAX_SECRET_CHARS
 from tenants.permissions import CONFIG_WRITE, TenantAccess
 
 # --- Providers -------------------------------------------------------------------------------------
@@ -60,9 +61,15 @@ class ProviderSettingsInput(serializers.Serializer):
 
     api_version = serializers.CharField(max_length=40, required=False, allow_blank=True)
     region = serializers.CharField(max_length=30, required=False, allow_blank=True)
-    aws_access_key_id = serializers.CharField(required=False, allow_blank=True, write_only=True)
-    aws_secret_access_key = serializers.CharField(required=False, allow_blank=True, write_only=True)
-    aws_session_token = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    aws_access_key_id = serializers.CharField(
+        max_length=MAX_SECRET_CHARS, required=False, allow_blank=True, write_only=True
+    )
+    aws_secret_access_key = serializers.CharField(
+        max_length=MAX_SECRET_CHARS, required=False, allow_blank=True, write_only=True
+    )
+    aws_session_token = serializers.CharField(
+        max_length=MAX_SECRET_CHARS, required=False, allow_blank=True, write_only=True
+    )
     headers = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
@@ -87,7 +94,9 @@ class ProviderCreateApi(TokenApi):
         name = serializers.SlugField(max_length=100)
         kind = serializers.ChoiceField(choices=ProviderKind.choices)
         base_url = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
-        api_key = serializers.CharField(required=False, default="", allow_blank=True, write_only=True)
+        api_key = serializers.CharField(
+            max_length=MAX_SECRET_CHARS, required=False, default="", allow_blank=True, write_only=True
+        )
 
     class OutputSerializer(ProviderOutputSerializer):
         pass
@@ -118,7 +127,7 @@ class ProviderUpdateApi(TokenApi):
     class InputSerializer(ProviderSettingsInput):
         kind = serializers.ChoiceField(choices=ProviderKind.choices, required=False)
         base_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
-        api_key = serializers.CharField(required=False, allow_blank=True, write_only=True)
+        api_key = serializers.CharField(max_length=MAX_SECRET_CHARS, required=False, allow_blank=True, write_only=True)
 
     class OutputSerializer(ProviderOutputSerializer):
         pass

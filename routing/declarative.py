@@ -28,6 +28,7 @@ from routing.models import (
 from routing.services import (
     COOLDOWN_FIELDS,
     KIND_FIELDS,
+    MAX_PROVIDER_NAME_CHARS,
     REQUIRED_FIELDS,
     ROUTE_FIELDS,
     RULE_CONDITIONS,
@@ -45,6 +46,7 @@ from routing.services import (
     rule_match_clean,
 )
 from tenants.audit import Actor
+from tenants.bounds import MAX_NAME_CHARS, text_problem
 from tenants.config import SECTIONS, ConfigError, Section
 from tenants.models import Tenant
 
@@ -52,6 +54,15 @@ RULE_FIELDS = {"if", "route"}
 PROVIDER_FIELDS = {"name", "kind", "base_url", "api_key", "api_version", "region", "headers", *AWS_SECRET_FIELDS}
 MODEL_FIELDS = {"name", "deployments"} | ROUTE_FIELDS
 DEPLOYMENT_FIELDS = {"provider", "model", "weight", "base_model"}
+
+
+def _name(value: Any, path: str, c: Any, *, max_chars: int = MAX_NAME_CHARS, what: str = "name") -> str:
+    """A name of the file, bounded and printable (it becomes a column, a log field and a metric label)."""
+    name = c.string(value, path)
+    problem = text_problem(name, max_chars=max_chars, what=what)
+    if problem:
+        raise c.fail(problem, path)
+    return name
 
 
 def _fail_from(exc: ValidationError, path: str, c: Any) -> Exception:
@@ -262,7 +273,7 @@ def parse_section(data: dict, c: Any) -> RoutingSpec:
     for i, raw in enumerate(c.sequence(data.get("providers"), "providers")):
         path = f"providers[{i}]"
         c.mapping(raw, path, PROVIDER_FIELDS, {"name", "kind"})
-        name = c.string(raw["name"], f"{path}.name")
+        name = _name(raw["name"], f"{path}.name", c, max_chars=MAX_PROVIDER_NAME_CHARS, what="provider name")
         if name in seen:
             raise c.fail(f"provider name {name!r} is used twice", f"{path}.name")
         seen.add(name)
@@ -278,7 +289,7 @@ def parse_section(data: dict, c: Any) -> RoutingSpec:
     for i, raw in enumerate(c.sequence(data.get("models"), "models")):
         path = f"models[{i}]"
         c.mapping(raw, path, MODEL_FIELDS, {"name", "deployments"})
-        name = c.string(raw["name"], f"{path}.name")
+        name = _name(raw["name"], f"{path}.name", c, what="model name")
         if name in model_names:
             raise c.fail(f"model name {name!r} is used twice", f"{path}.name")
         model_names.add(name)
@@ -292,7 +303,7 @@ def parse_section(data: dict, c: Any) -> RoutingSpec:
             provider = c.string(dep["provider"], f"{dpath}.provider")
             if provider not in seen:
                 raise c.fail(f"unknown provider {provider!r} (not listed under providers)", f"{dpath}.provider")
-            upstream = c.string(dep["model"], f"{dpath}.model")
+            upstream = _name(dep["model"], f"{dpath}.model", c, what="upstream model name")
             if any((provider, upstream) == (p, m) for p, m, _w, _b in deployments):
                 raise c.fail(f"{provider}/{upstream} is listed twice", dpath)
             weight = dep.get("weight", 1)
@@ -300,9 +311,7 @@ def parse_section(data: dict, c: Any) -> RoutingSpec:
                 raise c.fail(f"must be a whole number from 1 to {MAX_WEIGHT}", f"{dpath}.weight")
             base_model = ""
             if dep.get("base_model") is not None:
-                base_model = c.string(dep["base_model"], f"{dpath}.base_model")
-                if len(base_model) > 200:
-                    raise c.fail("must be at most 200 characters", f"{dpath}.base_model")
+                base_model = _name(dep["base_model"], f"{dpath}.base_model", c, what="base_model")
             deployments.append((provider, upstream, weight, base_model))
         spec.models.append(ModelSpec(name, deployments, parse_model_routing(raw, path, c)))
     check_model_references({m.name: m.routing for m in spec.models}, {m.name: i for i, m in enumerate(spec.models)}, c)

@@ -21,6 +21,7 @@ from routing.models import (
     Strategy,
 )
 from routing.services import KIND_FIELDS, header_problem
+from tenants.bounds import MAX_SECRET_CHARS
 
 
 def _kinds_taking(setting: str) -> str:
@@ -47,7 +48,9 @@ class ProviderForm(forms.Form):
     )
     # Stored secrets are never rendered (the edit form's initial data has none; the key is shown only as
     # its last four characters). What the user just typed is kept when the form comes back with an error.
-    api_key = forms.CharField(required=False, label="API key", widget=_secret_input("api_key"))
+    api_key = forms.CharField(
+        required=False, max_length=MAX_SECRET_CHARS, label="API key", widget=_secret_input("api_key")
+    )
     api_version = forms.CharField(
         max_length=40,
         required=False,
@@ -61,13 +64,20 @@ class ProviderForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "us-east-1", "data-kinds": _kinds_taking("region")}),
     )
     aws_access_key_id = forms.CharField(
-        required=False, label="AWS access key ID", widget=_secret_input("aws_access_key_id")
+        required=False,
+        max_length=MAX_SECRET_CHARS,
+        label="AWS access key ID",
+        widget=_secret_input("aws_access_key_id"),
     )
     aws_secret_access_key = forms.CharField(
-        required=False, label="AWS secret access key", widget=_secret_input("aws_secret_access_key")
+        required=False,
+        max_length=MAX_SECRET_CHARS,
+        label="AWS secret access key",
+        widget=_secret_input("aws_secret_access_key"),
     )
     aws_session_token = forms.CharField(
         required=False,
+        max_length=MAX_SECRET_CHARS,
         label="AWS session token",
         widget=_secret_input("aws_session_token"),
         help_text="Only for temporary credentials.",

@@ -31,6 +31,7 @@ from routing.models import (
     Strategy,
 )
 from tenants.audit import Actor, audit
+from tenants.bounds import MAX_NAME_CHARS, MAX_SECRET_CHARS, MAX_TAG_CHARS, check_length, check_text
 from tenants.changes import record_change
 from tenants.models import Tenant
 
@@ -56,6 +57,13 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Headers the HTTP client or the adapter must control: overriding them would break framing or routing.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"})
 # Both end up in a URL (Azure's query string, Bedrock's host name): keep them to their documented shapes.
+# Provider names are /metrics label values and YAML keys (their column holds 100).
+MAX_PROVIDER_NAME_CHARS = 100
+# Extra headers go out on every upstream call: a few, each of a size servers accept.
+MAX_HEADERS = 32
+MAX_HEADER_NAME_CHARS = 100
+# Where a secret came from ("env:NAME"), as the api_key_source column holds it.
+MAX_SOURCE_CHARS = 200
 _API_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.\-]{0,39}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
@@ -79,12 +87,16 @@ def _check_base_url(kind: str, base_url: str) -> str:
 
 def header_problem(name: str, value: str) -> str:
     """Why `name: value` cannot be sent as an extra header, or "" when it can."""
+    if len(name) > MAX_HEADER_NAME_CHARS:
+        return f"a header name has at most {MAX_HEADER_NAME_CHARS} characters"
     if not _HEADER_NAME.match(name):
         return f"{name!r} is not a valid HTTP header name"
     if name.lower() in _RESERVED_HEADERS:
         return f"{name} is set by the gateway and cannot be overridden"
     if any(ch in value for ch in "\r\n\0"):
         return f"the value of {name} must not contain line breaks"
+    if len(value) > MAX_SECRET_CHARS:
+        return f"the value of {name} has at most {MAX_SECRET_CHARS:,} characters (this has {len(value):,})"
     return ""
 
 
@@ -92,6 +104,10 @@ def headers_clean(headers: dict) -> dict[str, str]:
     """Extra headers as {name: value}, refusing invalid names, duplicates and values that could split a request."""
     out: dict[str, str] = {}
     seen: set[str] = set()
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError(
+            {"headers": f"A provider has at most {MAX_HEADERS} extra headers (this has {len(headers)})."}
+        )
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise ValidationError({"headers": "Header names and values are strings."})
@@ -115,6 +131,20 @@ def provider_settings_check(kind: str, given: dict[str, Any]) -> None:
         raise ValidationError({"api_version": "An api_version looks like 2024-10-21 or 2024-10-01-preview."})
     if given.get("region") and not _REGION.match(given["region"]):
         raise ValidationError({"region": "A region looks like us-east-1."})
+
+
+def _check_provider_text(name: str, api_key: object, api_key_source: str, sources: dict | None, *aws: object) -> None:
+    """Bound the provider's name and secrets: stored encrypted, decrypted and sent on every call."""
+    check_text(name, "name", max_chars=MAX_PROVIDER_NAME_CHARS, what="provider name")
+    if isinstance(api_key, str):
+        check_length(api_key, "api_key", max_chars=MAX_SECRET_CHARS, what="API key")
+    for field_name, value in zip(AWS_SECRET_FIELDS, aws, strict=True):
+        if isinstance(value, str):
+            check_length(value, field_name, max_chars=MAX_SECRET_CHARS, what=field_name)
+    check_text(api_key_source, "api_key_source", max_chars=MAX_SOURCE_CHARS, what="secret source")
+    for field_name, source in (sources or {}).items():
+        for value in source.values() if isinstance(source, dict) else [source]:
+            check_text(value, f"secret_sources.{field_name}", max_chars=MAX_SOURCE_CHARS, what="secret source")
 
 
 @transaction.atomic
@@ -143,6 +173,8 @@ def provider_upsert(  # noqa: C901
     """
     if kind not in ProviderKind.values:
         raise ValidationError({"kind": f"Unknown provider kind {kind!r}; use one of {', '.join(ProviderKind.values)}."})
+    _check_provider_text(name, api_key, api_key_source, secret_sources, aws_access_key_id, aws_secret_access_key,
+                         aws_session_token)  # fmt: skip
     api_version, region = (api_version or "").strip(), (region or "").strip()
     given_secrets = {
         f: v
@@ -259,6 +291,9 @@ def provider_delete(tenant: Tenant, *, provider: ProviderCredential, actor: Acto
     record_change("tenant", tenant.id)
 
 
+# As many as the console's deployment editor takes (routing.forms.DeploymentFormSet).
+MAX_DEPLOYMENTS = 50
+
 DeploymentSpec = (
     tuple[ProviderCredential, str]
     | tuple[ProviderCredential, str, int | None]
@@ -273,11 +308,15 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
     A weight or base_model left out (or None) keeps the deployment's current one, so editors that do
     not show them never reset them; a new deployment starts at weight 1 and no base_model.
     """
-    model_name = model_name.strip()
+    model_name = check_text(model_name, "name", what="model name").strip()
     if not model_name:
         raise ValidationError({"name": "A model needs a name."})
     if not deployments:
         raise ValidationError({"deployments": f"Model {model_name!r} needs at least one deployment."})
+    if len(deployments) > MAX_DEPLOYMENTS:
+        raise ValidationError(
+            {"deployments": f"A model has at most {MAX_DEPLOYMENTS} deployments (this lists {len(deployments)})."}
+        )
     existing = list(ModelDeployment.objects.filter(tenant=tenant, model_name=model_name).select_related("provider"))
     by_pair = {(d.provider_id, d.upstream_model): d for d in existing}
     wanted: list[tuple[ProviderCredential, str, int, str]] = []
@@ -287,6 +326,7 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
         base_model = spec[3] if len(spec) > 3 else None
         if provider.tenant_id != tenant.id:
             raise ValidationError({"provider": "Unknown provider."})
+        check_text(upstream, "model", what="upstream model name")
         current = by_pair.get((provider.id, upstream))
         if weight is None:
             weight = current.weight if current is not None else 1
@@ -294,9 +334,7 @@ def model_deployments_set(tenant: Tenant, *, model_name: str, deployments: list[
             raise ValidationError({"weight": f"A weight is a whole number from 1 to {MAX_WEIGHT}."})
         if base_model is None:
             base_model = current.base_model if current is not None else ""
-        base_model = base_model.strip()
-        if len(base_model) > 200:
-            raise ValidationError({"base_model": "A base_model has at most 200 characters."})
+        base_model = check_text(base_model, "base_model", what="base_model").strip()
         wanted.append((provider, upstream, weight, base_model))
     if len({(p.id, m) for p, m, _w, _b in wanted}) != len(wanted):
         raise ValidationError({"deployments": f"Model {model_name!r} lists the same deployment twice."})
@@ -599,18 +637,27 @@ def model_routes_set(tenant: Tenant, *, routes: dict[str, dict], actor: Actor) -
 # --- Tenant-level routing rules ---------------------------------------------------------------------------
 
 RULE_CONDITIONS = {"key", "metadata", "tags", "user", "prompt_bytes_over"}
+# Rules are evaluated on every call, in order; as many as the console's rule editor takes.
+MAX_RULES = 100
+MAX_RULE_NAMES = 100  # names (keys, users, tags) or metadata entries in one condition
+MAX_RULE_METADATA_KEY_CHARS = 100
+MAX_RULE_METADATA_VALUE_CHARS = 500
 
 
-def _names(value: object, field: str) -> list[str]:
+def _names(value: object, field: str, *, max_chars: int = MAX_NAME_CHARS) -> list[str]:
     items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ValidationError({field: "must be a name or a non-empty list of names"})
     out: list[str] = []
     for i, item in enumerate(items):
+        where = f"{field}[{i}]" if isinstance(value, (list, tuple)) else field
         if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
-            raise ValidationError({f"{field}[{i}]" if isinstance(value, (list, tuple)) else field: "must be a name"})
-        if str(item).strip() not in out:
-            out.append(str(item).strip())
+            raise ValidationError({where: "must be a name"})
+        name = check_text(str(item).strip(), where, max_chars=max_chars)
+        if name not in out:
+            out.append(name)
+    if len(out) > MAX_RULE_NAMES:
+        raise ValidationError({field: f"at most {MAX_RULE_NAMES} names in one condition (this has {len(out)})"})
     return out
 
 
@@ -628,16 +675,22 @@ def rule_match_clean(match: dict) -> dict:
     if match.get("tags") is not None:
         if not isinstance(match["tags"], (list, tuple)):
             raise ValidationError({"if.tags": "must be a list of tags"})
-        out["tags"] = _names(match["tags"], "if.tags")
+        out["tags"] = _names(match["tags"], "if.tags", max_chars=MAX_TAG_CHARS)
     if match.get("metadata") is not None:
         meta = match["metadata"]
         if not isinstance(meta, dict) or not meta:
             raise ValidationError({"if.metadata": "must be a non-empty mapping"})
+        if len(meta) > MAX_RULE_NAMES:
+            raise ValidationError({"if.metadata": f"at most {MAX_RULE_NAMES} entries (this has {len(meta)})"})
         out["metadata"] = {}
         for k, v in meta.items():
             if isinstance(v, (dict, list)) or v is None:
                 raise ValidationError({f"if.metadata.{k}": "must be a plain value"})
-            out["metadata"][str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+            name = check_text(str(k), "if.metadata", max_chars=MAX_RULE_METADATA_KEY_CHARS, what="metadata key")
+            text = str(v).lower() if isinstance(v, bool) else str(v)
+            out["metadata"][name] = check_text(
+                text, f"if.metadata.{name}", max_chars=MAX_RULE_METADATA_VALUE_CHARS, what="metadata value"
+            )
     if match.get("prompt_bytes_over") is not None:
         out["prompt_bytes_over"] = int(
             _number(match["prompt_bytes_over"], "if.prompt_bytes_over", low=0, high=MAX_PROMPT_BYTES, whole=True)
@@ -657,6 +710,8 @@ def _store_rules(tenant: Tenant, rules: list[tuple[dict, str]]) -> None:
 @transaction.atomic
 def route_rules_set(tenant: Tenant, *, rules: list[dict], actor: Actor) -> bool:
     """Replace the tenant's rules with `rules` ([{"if": {...}, "route": MODEL}], evaluated in this order)."""
+    if len(rules) > MAX_RULES:
+        raise ValidationError({"rules": f"A tenant has at most {MAX_RULES} rules (this has {len(rules)})."})
     known = set(ModelDeployment.objects.filter(tenant=tenant).values_list("model_name", flat=True))
     wanted: list[tuple[dict, str]] = []
     for i, rule in enumerate(rules):

@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from tenants.audit import Actor
+from tenants.bounds import MAX_NAME_CHARS, text_problem
 from tenants.models import Tenant, slug_validator
 from tenants.services import tenant_upsert
 
@@ -183,7 +184,11 @@ def parse_config(text: str) -> TenantSpec:
         slug_validator(slug)
     except ValidationError as exc:
         raise c.fail(f"{slug!r}: {exc.messages[0]}", "tenant") from None
-    spec = TenantSpec(slug=slug, name=c.string(data.get("name") or slug, "name"))
+    name = c.string(data.get("name") or slug, "name")
+    problem = text_problem(name, max_chars=MAX_NAME_CHARS, what="tenant name")
+    if problem:
+        raise c.fail(problem, "name")
+    spec = TenantSpec(slug=slug, name=name)
     for name, section in SECTIONS.items():
         spec.sections[name] = section.parse(data, c)
     for key, (parser, _apply) in EXTENSIONS.items():
@@ -209,8 +214,19 @@ def apply_config(text: str, *, actor: Actor | None = None) -> tuple[Tenant, list
             for key, (_parse, apply) in EXTENSIONS.items():
                 changes.extend(apply(tenant, spec.extra.get(key), actor=actor))
     except ValidationError as exc:
-        raise ConfigError("; ".join(exc.messages)) from None
+        raise ConfigError(_messages(exc)) from None
     return tenant, changes
+
+
+def _messages(exc: ValidationError) -> str:
+    """A service's refusal as one line, each message after the field it is about."""
+    if not hasattr(exc, "error_dict"):
+        return "; ".join(exc.messages)
+    return "; ".join(
+        f"{field}: {message}" if field != "__all__" else message
+        for field, messages in exc.message_dict.items()
+        for message in messages
+    )
 
 
 def export_config(tenant: Tenant) -> str:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.audit import Actor, audit
+from tenants.bounds import MAX_EMAIL_CHARS, check_text
 from tenants.changes import record_change
 from tenants.models import (
     KEY_PREFIX,
@@ -41,6 +42,7 @@ def generate_key_secret() -> str:
 
 @transaction.atomic
 def tenant_upsert(*, slug: str, name: str, actor: Actor) -> tuple[Tenant, bool]:
+    check_text(name, "name", what="tenant name")
     tenant, created = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
     if created:
         tenant.full_clean()
@@ -76,12 +78,18 @@ def _check_metadata(metadata: object) -> None:
         )
 
 
+# A key's model list is read on every call and shown in every key listing.
+MAX_KEY_MODELS = 200
+
+
 def _clean_models(models: list[str] | None) -> list[str]:
     out: list[str] = []
-    for m in models or []:
-        m = m.strip()
+    for i, m in enumerate(models or []):
+        m = check_text(m, f"models[{i}]", what="model name").strip()
         if m and m not in out:
             out.append(m)
+    if len(out) > MAX_KEY_MODELS:
+        raise ValidationError({"models": f"A key may name at most {MAX_KEY_MODELS} models (this names {len(out)})."})
     return out
 
 
@@ -96,7 +104,7 @@ def virtual_key_create(
     metadata: dict | None = None,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns the row and the secret, which is never stored nor shown again."""
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "name", what="key name")
     if not name:
         raise ValidationError({"name": "A key needs a name."})
     if expires_at is not None and expires_at <= timezone.now():
@@ -106,7 +114,7 @@ def virtual_key_create(
     secret = generate_key_secret()
     key = VirtualKey(
         tenant=tenant,
-        name=name[:200],
+        name=name,
         key_hash=hash_secret(secret),
         prefix=secret[: len(KEY_PREFIX) + 4],
         allowed_models=_clean_models(models),
@@ -157,6 +165,7 @@ def virtual_key_update(
     changes: dict = {}
     fields: list[str] = []
     if name is not None and name.strip() and name.strip() != key.name:
+        check_text(name.strip(), "name", what="key name")
         changes["name"] = [key.name, name.strip()]
         key.name = name.strip()
         fields.append("name")
@@ -216,13 +225,13 @@ def _unique_slug(name: str) -> str:
 @transaction.atomic
 def tenant_create(*, name: str, owner: AbstractBaseUser, actor: Actor, slug: str = "") -> Tenant:
     """A new tenant with `owner` as its first owner. Without a slug, one is derived from the name."""
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "name", what="tenant name")
     if not name:
         raise ValidationError({"name": "A tenant needs a name."})
     slug = slug.strip().lower() or _unique_slug(name)
     if Tenant.objects.filter(slug=slug).exists():
         raise ValidationError({"slug": f"The slug {slug!r} is taken."})
-    tenant = Tenant(slug=slug, name=name[:200])
+    tenant = Tenant(slug=slug, name=name)
     tenant.full_clean()
     tenant.save()
     Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
@@ -239,12 +248,12 @@ def tenant_create_for_new_user(*, user: AbstractBaseUser, actor: Actor) -> Tenan
 
 @transaction.atomic
 def tenant_rename(tenant: Tenant, *, name: str, actor: Actor) -> Tenant:
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "name", what="tenant name")
     if not name:
         raise ValidationError({"name": "A tenant needs a name."})
     if name != tenant.name:
         old = tenant.name
-        tenant.name = name[:200]
+        tenant.name = name
         tenant.full_clean()
         tenant.save(update_fields=["name"])
         audit(tenant, actor=actor, action="tenant.update", target=tenant, changes={"name": [old, tenant.name]})
@@ -293,6 +302,8 @@ def _check_role(role: str) -> str:
 
 def _normalize_email(email: str) -> str:
     email = (email or "").strip()
+    if len(email) > MAX_EMAIL_CHARS:
+        raise ValidationError({"email": f"An email address has at most {MAX_EMAIL_CHARS} characters."})
     try:
         validate_email(email)
     except ValidationError:
@@ -471,7 +482,7 @@ def management_token_create(
     tenant: Tenant, *, name: str, role: str, actor: Actor, grantor_role: str = Role.OWNER
 ) -> tuple[ManagementToken, str]:
     """Mint an API token. Nobody can mint a token stronger than their own role (`grantor_role`)."""
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "name", what="token name")
     if not name:
         raise ValidationError({"name": "A token needs a name."})
     _check_role(role)
@@ -480,7 +491,7 @@ def management_token_create(
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ManagementToken.objects.create(
         tenant=tenant,
-        name=name[:200],
+        name=name,
         token_hash=hash_secret(secret),
         prefix=secret[: len(TOKEN_PREFIX) + 4],
         role=role,
