@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from billing import urls as billing_urls
 from gateway_project.admin_login import admin_login
+from observability import apis as observability_apis
 from observability import exposition as observability_exposition
 from observability import health as observability_health
 from proxy.console import apis as proxy_apis
@@ -35,6 +36,7 @@ urlpatterns = [
             + routing_urls.api_urlpatterns
             + billing_urls.api_urlpatterns
             + proxy_apis.api_urlpatterns
+            + observability_apis.api_urlpatterns
         ),
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

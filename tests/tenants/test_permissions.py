@@ -97,6 +97,19 @@ KEY_LOG_BY_REQUEST = ("key", lambda o: {"request_id": _log(o).request_id})
 
 # Invoices are the owners' (billing.manage), every other role gets 403.
 INVOICE = ("invoice", lambda o: {"invoice_id": _invoice(o)})
+
+
+def _call(o: dict) -> int:
+    """A call of Alice's key (the member token of the fixture is Alice's, so it sees it)."""
+    from observability.logbuffer import DatabaseSink
+    from observability.models import CallLog
+    from tests.helpers.billing import record
+
+    DatabaseSink().write([record(o["key"].tenant, o["key"], cost=1)])
+    return CallLog.objects.filter(virtual_key=o["key"]).latest("id").id
+
+
+CALL = ("key", lambda o: {"call_id": _call(o)})
 STRIPE_OFF = ("stripe-off", lambda o: {})
 # A budget on Alice's key: like the key itself, Erin (member) must not even learn it exists.
 KEY_BUDGET = ("key", lambda o: {"budget_id": _budget(o, f"key:{o['key'].name}")})
@@ -262,6 +275,8 @@ API = [
     ("api-invitations", {}, {"GET": Role.VIEWER}),
     ("api-invitation-detail", ("invitation", lambda o: {"invitation_id": o["invitation"].id}), {"DELETE": Role.OWNER}),
     ("api-audit", {}, {"GET": Role.ADMIN}),
+    ("api-calls", {}, {"GET": Role.VIEWER}),
+    ("api-call-detail", CALL, {"GET": Role.VIEWER}),
     ("api-providers", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     (
         "api-provider-detail",

@@ -1,0 +1,163 @@
+"""The call log in the management API: `GET /api/v1/calls/` (the explorer's filters, keyset pages) and
+`GET /api/v1/calls/<id>/` (one call with its attempts, route, policy actions, cost and stored bodies).
+
+Members see only their own keys' calls, as in the console (observability.views.scope_key_ids).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gateway_project.common.money import from_pico
+from observability.bodies import cap
+from observability.models import CallLog
+from observability.selectors import LogFilters, access_log, body_of, log_page
+from observability.views import scope_key_ids
+from tenants.apis import TokenApi
+from tenants.strict import StrictSerializer
+
+STATUS_HELP = "2xx, 4xx, 5xx, error (any failure), or an exact status code."
+
+
+def _usd(pico: int | None) -> str | None:
+    """Exact USD as a decimal string (never a float): null when the call had no price."""
+    return None if pico is None else format(from_pico(pico).normalize(), "f")
+
+
+class CallSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    request_id = serializers.CharField()
+    endpoint = serializers.CharField()
+    model = serializers.CharField(source="requested_model")
+    route = serializers.CharField()
+    variant = serializers.CharField()
+    provider = serializers.CharField()
+    upstream_model = serializers.CharField()
+    key_id = serializers.IntegerField(source="virtual_key_id", allow_null=True)
+    stream = serializers.BooleanField()
+    status_code = serializers.IntegerField()
+    latency_ms = serializers.FloatField()
+    ttfb_ms = serializers.FloatField(allow_null=True)
+    prompt_tokens = serializers.IntegerField(allow_null=True)
+    completion_tokens = serializers.IntegerField(allow_null=True)
+    cached_tokens = serializers.IntegerField(allow_null=True)
+    cost_usd = serializers.SerializerMethodField(help_text="Exact, as a decimal string; null when unpriced.")
+    cost_estimated = serializers.BooleanField()
+    cache_status = serializers.CharField()
+    end_user = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    error_type = serializers.CharField()
+    fallback_reason = serializers.CharField()
+    client_disconnected = serializers.BooleanField()
+
+    def get_cost_usd(self, row: CallLog) -> str | None:
+        return _usd(row.cost_picodollars)
+
+
+class CallDetailSerializer(CallSerializer):
+    error_message = serializers.CharField()
+    attempts = serializers.ListField(child=serializers.DictField())
+    pii_actions = serializers.DictField(help_text="Data-policy actions by detector: counts, never values.")
+    cost_saved_usd = serializers.SerializerMethodField()
+    key_metadata = serializers.DictField()
+    bodies = serializers.SerializerMethodField(
+        help_text="When the tenant logs bodies: as stored, after the data policy."
+    )
+
+    def get_cost_saved_usd(self, row: CallLog) -> str | None:
+        return _usd(row.cost_saved_picodollars)
+
+    def get_bodies(self, row: CallLog) -> dict[str, Any] | None:
+        body = body_of(row)
+        if body is None:
+            return None
+        return {
+            "request": cap(body.request_body)[0],
+            "response": cap(body.response_body)[0],
+            "truncated": body.truncated,
+        }
+
+
+class CallPageSerializer(serializers.Serializer):
+    results = CallSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page; null on the last.")
+
+
+class CallFilters(StrictSerializer):
+    # "from" is a Python keyword: declared below, under the name clients send.
+    to = serializers.DateTimeField(required=False, help_text="Calls started before this time.")
+    key = serializers.IntegerField(required=False, min_value=1, help_text="A key id.")
+    model = serializers.CharField(required=False, max_length=200, help_text="The model the client asked for.")
+    status = serializers.CharField(required=False, max_length=5, help_text=STATUS_HELP)
+    user = serializers.CharField(required=False, max_length=200, help_text="The end user (`user`) as logged.")
+    tag = serializers.CharField(required=False, max_length=100)
+    request_id = serializers.CharField(required=False, max_length=100)
+    cursor = serializers.CharField(required=False, max_length=64, help_text="The `next` link's cursor.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+    def validate_status(self, value: str) -> str:
+        if value not in ("2xx", "3xx", "4xx", "5xx", "error") and not (value.isdigit() and len(value) == 3):
+            raise serializers.ValidationError(STATUS_HELP)
+        return value
+
+
+CallFilters._declared_fields["from"] = serializers.DateTimeField(
+    required=False, help_text="Calls started at or after this time."
+)
+
+
+class CallListApi(TokenApi):
+    @extend_schema(
+        parameters=[CallFilters],
+        responses=CallPageSerializer,
+        summary="Call logs, newest first, with the explorer's filters and a `next` link",
+    )
+    def get(self, request: Request) -> Response:
+        query = CallFilters(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        filters = LogFilters(
+            since=q.get("from"),
+            until=q.get("to"),
+            key_id=q.get("key"),
+            model=q.get("model", ""),
+            status=q.get("status", ""),
+            end_user=q.get("user", ""),
+            tag=q.get("tag", ""),
+            request_id=q.get("request_id", ""),
+        )
+        rows, cursor = log_page(
+            self.access.tenant, filters, key_ids=scope_key_ids(self.access), cursor=q.get("cursor", ""), size=q["limit"]
+        )
+        following = None
+        if cursor:
+            params = request.query_params.copy()
+            params["cursor"] = cursor
+            following = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"results": CallSerializer(rows, many=True).data, "next": following})
+
+
+class CallDetailApi(TokenApi):
+    @extend_schema(responses=CallDetailSerializer, summary="One call log")
+    def get(self, request: Request, call_id: int) -> Response:
+        try:
+            row = access_log(self.access.tenant, call_id, key_ids=scope_key_ids(self.access))
+        except Http404:
+            raise NotFound("No such call in this tenant.") from None
+        return Response(CallDetailSerializer(row).data)
+
+
+# Mounted under /api/v1/ by gateway_project.urls.
+api_urlpatterns = [
+    path("calls/", CallListApi.as_view(), name="api-calls"),
+    path("calls/<int:call_id>/", CallDetailApi.as_view(), name="api-call-detail"),
+]
