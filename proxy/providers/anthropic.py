@@ -33,14 +33,17 @@ from proxy.errors import error_body
 from proxy.providers.base import (
     STRUCTURED_TOOL,
     STRUCTURED_TOOL_DESCRIPTION,
+    ZERO,
     CallContext,
     FormatRefused,
     ProviderAdapter,
     Refused,
+    Uncarried,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
+    check_parameters,
     structured_schema,
 )
 from proxy.snapshot import Deployment
@@ -88,8 +91,64 @@ CLIENT_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("anthropic_client
 FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
 
 
+# OpenAI's chat parameters (proxy.providers.base.CHAT_PARAMETERS) by what this adapter does with them;
+# the README's "Request parameters by provider kind" table says the same.
+CARRIED = frozenset(
+    {
+        "messages",
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",  # stop_sequences
+        "stream",
+        "stream_options",  # include_usage: the gateway builds the usage chunk itself
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",  # tool_choice.disable_parallel_tool_use
+        "response_format",  # a forced tool (proxy.providers.base.STRUCTURED_TOOL)
+        "reasoning_effort",  # a thinking budget
+        "user",  # metadata.user_id
+        "safety_identifier",  # metadata.user_id, when there is no `user`
+    }
+)
+IGNORED = frozenset(
+    {
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "prediction",
+    }
+)
+_NO_LOGPROBS = "Anthropic returns no log probabilities: leave out logprobs and top_logprobs"
+REFUSED = {
+    "n": Uncarried("This provider returns one choice per request: n must be 1", (1,)),
+    "logprobs": Uncarried(_NO_LOGPROBS, (False,)),
+    "top_logprobs": Uncarried(_NO_LOGPROBS, (0,)),
+    "seed": Uncarried("Anthropic has no seeded sampling: leave out seed"),
+    "frequency_penalty": Uncarried("Anthropic has no frequency_penalty: leave it out or set it to 0", ZERO),
+    "presence_penalty": Uncarried("Anthropic has no presence_penalty: leave it out or set it to 0", ZERO),
+    "logit_bias": Uncarried("Anthropic has no logit_bias: leave it out", ({},)),
+    "modalities": Uncarried('Anthropic answers in text only: modalities must be ["text"]', (["text"],)),
+    "audio": Uncarried("Anthropic answers in text only: leave out audio"),
+    "verbosity": Uncarried("Anthropic has no verbosity setting: leave it out or set it to medium", ("medium",)),
+    "web_search_options": Uncarried("web_search_options is not translated for Anthropic: leave it out"),
+    "moderation": Uncarried("moderation is not available with this provider: leave it out"),
+    "functions": Uncarried("The deprecated functions are not translated for this provider: send tools"),
+    "function_call": Uncarried("The deprecated function_call is not translated for this provider: send tool_choice"),
+}
+
+
 class _BadRequest(Exception):
-    """The OpenAI request cannot be expressed in Anthropic's format."""
+    """The OpenAI request cannot be expressed in Anthropic's format (`param`: the parameter at fault)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 # --- request translation --------------------------------------------------------------------------------
@@ -253,7 +312,7 @@ def _tools(tools: Any) -> list[dict]:
             tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
         )
         if not isinstance(function, dict) or not function.get("name"):
-            raise _BadRequest("Only function tools with a name are supported by this provider")
+            raise _BadRequest("Only function tools with a name are supported by this provider", "tools")
         item: dict[str, Any] = {"name": function["name"]}
         if function.get("description"):
             item["description"] = function["description"]
@@ -270,12 +329,12 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
         result = None
     elif isinstance(choice, str):
         if choice not in TOOL_CHOICES:
-            raise _BadRequest(f"tool_choice {choice!r} is not supported")
+            raise _BadRequest(f"tool_choice {choice!r} is not supported", "tool_choice")
         result = dict(TOOL_CHOICES[choice])
     elif isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
         result = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        raise _BadRequest("tool_choice must be auto, none, required or a function")
+        raise _BadRequest("tool_choice must be auto, none, required or a function", "tool_choice")
     if parallel is False and (result is None or result["type"] != "none"):
         result = result or {"type": "auto"}
         result["disable_parallel_tool_use"] = True
@@ -296,19 +355,24 @@ def _thinking(payload: dict, max_tokens: int) -> dict | None:
     thinking = payload.get("thinking")
     if thinking is not None:
         if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
-            raise _BadRequest('thinking must be an object such as {"type": "enabled", "budget_tokens": 2048}')
+            raise _BadRequest(
+                'thinking must be an object such as {"type": "enabled", "budget_tokens": 2048}', "thinking"
+            )
         return thinking
     effort = payload.get("reasoning_effort")
     if effort is None or effort == "none":
         return None
     if effort not in THINKING_BUDGETS:
-        raise _BadRequest(f"reasoning_effort must be one of none, {', '.join(THINKING_BUDGETS)}; got {effort!r}")
+        raise _BadRequest(
+            f"reasoning_effort must be one of none, {', '.join(THINKING_BUDGETS)}; got {effort!r}", "reasoning_effort"
+        )
     # Anthropic wants the budget below max_tokens: a small max_tokens narrows it, down to the minimum.
     budget = min(THINKING_BUDGETS[effort], max_tokens - 1)
     if budget < MIN_THINKING_BUDGET:
         raise _BadRequest(
             f"reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} with this provider (the thinking "
-            "budget counts towards it)"
+            "budget counts towards it)",
+            "reasoning_effort",
         )
     return {"type": "enabled", "budget_tokens": budget}
 
@@ -318,16 +382,15 @@ def _structured_output(payload: dict[str, Any]) -> dict[str, Any] | None:
     try:
         schema = structured_schema(payload)
     except FormatRefused as exc:
-        raise _BadRequest(str(exc)) from None
+        raise _BadRequest(str(exc), "response_format") from None
     if schema is None:
         return None
     return {"name": STRUCTURED_TOOL, "description": STRUCTURED_TOOL_DESCRIPTION, "input_schema": schema}
 
 
 def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: bool) -> dict[str, Any]:
-    """The Messages API body for an OpenAI chat request (a new dict: `payload` is left as it is)."""
-    if (payload.get("n") or 1) != 1:
-        raise _BadRequest("This provider returns one choice per request: n must be 1")
+    """The Messages API body for an OpenAI chat request (a new dict: `payload` is left as it is; the
+    parameters it cannot carry were refused first, by check_parameters with REFUSED)."""
     system, messages = _messages(payload)
     body: dict[str, Any] = {
         "model": deployment.upstream_model,
@@ -350,7 +413,7 @@ def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: boo
     if tools:
         body["tools"] = _tools(tools)
         if any(t.get("name") == STRUCTURED_TOOL for t in body["tools"]):
-            raise _BadRequest(f"the tool name {STRUCTURED_TOOL!r} is reserved by the gateway")
+            raise _BadRequest(f"the tool name {STRUCTURED_TOOL!r} is reserved by the gateway", "tools")
     structured = _structured_output(payload)
     if structured is not None:
         body["tools"] = [structured]
@@ -358,7 +421,7 @@ def to_anthropic(payload: dict[str, Any], deployment: Deployment, *, stream: boo
     choice = _tool_choice(payload.get("tool_choice"), payload.get("parallel_tool_calls"))
     if structured is None and choice is not None and (tools or choice["type"] == "none"):
         body["tool_choice"] = choice
-    user = payload.get("user")
+    user = payload.get("user") or payload.get("safety_identifier")
     if isinstance(user, str) and user:
         body["metadata"] = {"user_id": user}
     thinking = _thinking(payload, body["max_tokens"])
@@ -528,10 +591,11 @@ class AnthropicAdapter(ProviderAdapter):
         if ctx.native_kind == "anthropic":
             body = {**ctx.native, "model": deployment.upstream_model}  # type: ignore[dict-item]
         else:
+            check_parameters(payload, REFUSED)
             try:
                 body = to_anthropic(payload, deployment, stream=ctx.stream)
             except _BadRequest as exc:
-                raise Refused(bad_request(str(exc), error_type="invalid_request_error")) from None
+                raise Refused(bad_request(str(exc), error_type="invalid_request_error", param=exc.param)) from None
         return get_client().build_request(
             "POST", deployment.urls["chat/completions"], content=orjson.dumps(body), headers=_headers(deployment)
         )

@@ -13,7 +13,7 @@ provider has its own error dialect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -86,21 +86,29 @@ class UpstreamStream:
 
 
 def failure(
-    status: int, message: str, code: str, type: str = "upstream_error", error_type: str | None = None
+    status: int,
+    message: str,
+    code: str,
+    type: str = "upstream_error",
+    error_type: str | None = None,
+    param: str | None = None,
 ) -> UpstreamResult:
     """A failed attempt that never got a usable answer: OpenAI's error body, and the code as the call
     log's error type unless told otherwise."""
     return UpstreamResult(
         status=status,
-        body=error_body(message, type=type, code=code),
+        body=error_body(message, type=type, param=param, code=code),
         error_type=error_type or code,
         error_message=message,
     )
 
 
-def bad_request(message: str, error_type: str | None = None) -> UpstreamResult:
-    """The request asks for something this provider cannot do: refused before any upstream call."""
-    return failure(400, message, "unsupported_for_provider", "invalid_request_error", error_type)
+def bad_request(message: str, error_type: str | None = None, param: str | None = None) -> UpstreamResult:
+    """The request asks for something this provider cannot do: refused before any upstream call. With
+    `param`, the error names the request parameter (code `unsupported_value`), as OpenAI's own do."""
+    if param is None:
+        return failure(400, message, "unsupported_for_provider", "invalid_request_error", error_type)
+    return failure(400, message, "unsupported_value", "invalid_request_error", error_type, param)
 
 
 def bad_response(message: str) -> UpstreamResult:
@@ -303,6 +311,81 @@ STRUCTURED_TOOL = "gateway_json_response"
 STRUCTURED_TOOL_DESCRIPTION = (
     "Give your whole answer through this tool: its input is the answer, as JSON matching the schema."
 )
+
+
+# --- request parameters by provider ----------------------------------------------------------------
+
+# OpenAI's chat completions request parameters (CreateChatCompletionRequest). Each translating adapter
+# sorts every one of them into CARRIED (mapped to the provider's own field), IGNORED (harmless metadata
+# or hints, left out; listed in the README) or REFUSED (a 400 naming it): a new parameter goes here and
+# tests/proxy/test_provider_parameters.py fails until each adapter has decided.
+CHAT_PARAMETERS = frozenset(
+    {
+        "messages",
+        "model",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "moderation",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+ZERO = (0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Uncarried:
+    """A parameter the provider has no field for, where leaving it out would change the answer: a 400
+    naming it, unless the request sets it to one of `harmless` (its default, or an explicit "off")."""
+
+    message: str
+    harmless: tuple[Any, ...] = ()
+
+    def allows(self, value: Any) -> bool:
+        # Compared with the type too: True == 1, but `n: true` is not `n: 1`.
+        return value is None or any(value == ok and type(value) is type(ok) for ok in self.harmless)
+
+
+def check_parameters(payload: dict[str, Any], refused: Mapping[str, Uncarried]) -> None:
+    """Raise Refused for the first parameter of `refused` (in its order) that the request asks for. One
+    set intersection per request, usually empty."""
+    present = refused.keys() & payload.keys()
+    if not present:
+        return
+    for name, rule in refused.items():
+        if name in present and not rule.allows(payload[name]):
+            code = "unsupported_value" if rule.harmless else "unsupported_parameter"
+            raise Refused(failure(400, rule.message, code, "invalid_request_error", param=name))
 
 
 class FormatRefused(ValueError):

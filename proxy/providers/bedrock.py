@@ -36,15 +36,18 @@ from proxy.errors import error_body
 from proxy.providers.base import (
     STRUCTURED_TOOL,
     STRUCTURED_TOOL_DESCRIPTION,
+    ZERO,
     CallContext,
     ErrorKind,
     FormatRefused,
     ProviderAdapter,
     Refused,
+    Uncarried,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
+    check_parameters,
     classify_result,
     structured_schema,
     transport_error,
@@ -93,8 +96,76 @@ _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "we
 _INFERENCE_FIELDS = (("temperature", "temperature"), ("top_p", "topP"))
 
 
+# OpenAI's chat parameters (proxy.providers.base.CHAT_PARAMETERS) by what this adapter does with them;
+# the README's "Request parameters by provider kind" table says the same. Converse's inferenceConfig is
+# common to every Bedrock model; anything beyond it (seed, penalties, thinking) is model-specific
+# (additionalModelRequestFields) and not translated.
+CARRIED = frozenset(
+    {
+        "messages",
+        "model",
+        "max_tokens",  # inferenceConfig.maxTokens
+        "max_completion_tokens",
+        "stop",  # inferenceConfig.stopSequences
+        "stream",  # ConverseStream
+        "stream_options",  # include_usage: the gateway builds the usage chunk itself
+        "temperature",
+        "top_p",  # inferenceConfig.topP
+        "tools",  # toolConfig.tools
+        "tool_choice",  # toolConfig.toolChoice ("none": the tools are left out)
+        "response_format",  # a forced tool (proxy.providers.base.STRUCTURED_TOOL)
+    }
+)
+IGNORED = frozenset(
+    {
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "prediction",
+    }
+)
+_NO_LOGPROBS = "Bedrock's Converse API returns no log probabilities: leave out logprobs and top_logprobs"
+REFUSED = {
+    "n": Uncarried("Bedrock's Converse API returns one choice per request: n must be 1", (1,)),
+    "logprobs": Uncarried(_NO_LOGPROBS, (False,)),
+    "top_logprobs": Uncarried(_NO_LOGPROBS, (0,)),
+    "seed": Uncarried("Bedrock's Converse API has no seed: leave it out"),
+    "frequency_penalty": Uncarried(
+        "Bedrock's Converse API has no frequency_penalty: leave it out or set it to 0", ZERO
+    ),
+    "presence_penalty": Uncarried("Bedrock's Converse API has no presence_penalty: leave it out or set it to 0", ZERO),
+    "logit_bias": Uncarried("Bedrock's Converse API has no logit_bias: leave it out", ({},)),
+    "parallel_tool_calls": Uncarried(
+        "Bedrock's Converse API cannot be limited to one tool call per turn: leave out parallel_tool_calls or "
+        "set it to true",
+        (True,),
+    ),
+    "reasoning_effort": Uncarried(
+        "reasoning_effort is not translated for Bedrock (its reasoning settings are model-specific): leave it out",
+        ("none",),
+    ),
+    "modalities": Uncarried('Bedrock answers in text only here: modalities must be ["text"]', (["text"],)),
+    "audio": Uncarried("Bedrock answers in text only here: leave out audio"),
+    "verbosity": Uncarried("Bedrock has no verbosity setting: leave it out or set it to medium", ("medium",)),
+    "web_search_options": Uncarried("web_search_options is not available with Bedrock: leave it out"),
+    "moderation": Uncarried("moderation is not available with this provider: leave it out"),
+    "functions": Uncarried("The deprecated functions are not translated for this provider: send tools"),
+    "function_call": Uncarried("The deprecated function_call is not translated for this provider: send tool_choice"),
+}
+
+
 class Unsupported(ValueError):
-    """The request uses something Converse cannot express: the client's error, answered with a 400."""
+    """The request uses something Converse cannot express: the client's error, answered with a 400
+    (`param`: the parameter at fault)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @functools.lru_cache(maxsize=256)
@@ -270,7 +341,7 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: C901
     try:
         schema = structured_schema(payload)
     except FormatRefused as exc:
-        raise Unsupported(str(exc)) from None
+        raise Unsupported(str(exc), "response_format") from None
     if schema is not None:
         # Structured outputs as a forced tool (proxy.providers.base.STRUCTURED_TOOL): its input comes
         # back as the answer's JSON content.
@@ -282,7 +353,9 @@ def converse_request(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: C901
     if tools and (choice != "none" or has_tool_blocks):
         specs = []
         for tool in tools:
-            fn = tool.get("function") or {}
+            fn = tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
+            if not isinstance(fn, dict) or not fn.get("name"):
+                raise Unsupported("Only function tools with a name are supported for Bedrock.", "tools")
             spec: dict[str, Any] = {"name": fn.get("name")}
             if fn.get("description"):
                 spec["description"] = fn["description"]
@@ -544,10 +617,11 @@ class BedrockAdapter(ProviderAdapter):
         if not deployment.urls:
             self.prepare(deployment)
         url = deployment.urls["converse-stream" if ctx.stream else "converse"]
+        check_parameters(payload, REFUSED)
         try:
             body = orjson.dumps(converse_request(payload))
         except Unsupported as exc:
-            raise Refused(bad_request(str(exc))) from None
+            raise Refused(bad_request(str(exc), param=exc.param)) from None
         headers = signed_headers(deployment, url, body, EVENTSTREAM if ctx.stream else "application/json")
         return get_client().build_request("POST", url, content=body, headers=headers)
 

@@ -37,10 +37,12 @@ from proxy.providers.base import (
     CallContext,
     ProviderAdapter,
     Refused,
+    Uncarried,
     UpstreamResult,
     UpstreamStream,
     bad_request,
     bad_response,
+    check_parameters,
     stream_error_event,
 )
 from proxy.snapshot import Deployment
@@ -109,8 +111,73 @@ SCHEMA_KEYS = frozenset(
 )
 
 
+# OpenAI's chat parameters (proxy.providers.base.CHAT_PARAMETERS) by what this adapter does with them;
+# the README's "Request parameters by provider kind" table says the same.
+CARRIED = frozenset(
+    {
+        "messages",
+        "model",
+        "max_tokens",  # generationConfig.maxOutputTokens
+        "max_completion_tokens",
+        "stop",  # stopSequences
+        "stream",
+        "stream_options",  # include_usage: the gateway builds the usage chunk itself
+        "temperature",
+        "top_p",  # topP
+        "n",  # candidateCount
+        "seed",
+        "presence_penalty",  # presencePenalty
+        "frequency_penalty",  # frequencyPenalty
+        "logprobs",  # responseLogprobs; logprobsResult comes back as choices[].logprobs
+        "top_logprobs",  # logprobs
+        "tools",
+        "tool_choice",  # toolConfig.functionCallingConfig
+        "response_format",  # responseMimeType + responseSchema
+        "reasoning_effort",  # thinkingConfig: thinkingLevel (Gemini 3) or thinkingBudget
+    }
+)
+IGNORED = frozenset(
+    {
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "prediction",
+    }
+)
+REFUSED = {
+    "parallel_tool_calls": Uncarried(
+        "Gemini cannot be limited to one function call per turn: leave out parallel_tool_calls or set it to true",
+        (True,),
+    ),
+    "logit_bias": Uncarried("Gemini has no logit_bias: leave it out", ({},)),
+    "modalities": Uncarried(
+        'This gateway takes text answers only from Gemini: modalities must be ["text"]', (["text"],)
+    ),
+    "audio": Uncarried("This gateway takes text answers only from Gemini: leave out audio"),
+    "verbosity": Uncarried("Gemini has no verbosity setting: leave it out or set it to medium", ("medium",)),
+    "web_search_options": Uncarried("web_search_options is not translated for Gemini: leave it out"),
+    "moderation": Uncarried("moderation is not available with this provider: leave it out"),
+    "functions": Uncarried("The deprecated functions are not translated for this provider: send tools"),
+    "function_call": Uncarried("The deprecated function_call is not translated for this provider: send tool_choice"),
+}
+# reasoning_effort as Gemini 2.5's thinking budget (Google's own OpenAI-compatible mapping; 0 turns
+# thinking off where the model allows it). Gemini 3 takes the effort as its thinkingLevel instead.
+THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+
+
 class TranslationError(Exception):
-    """The OpenAI request cannot be expressed for Gemini (the client's error: a 400)."""
+    """The OpenAI request cannot be expressed for Gemini (the client's error: a 400; `param`: the
+    parameter at fault)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 # --- request ------------------------------------------------------------------------------------
@@ -260,10 +327,21 @@ def _tool_config(choice: Any) -> dict | None:
         name = (choice.get("function") or {}).get("name")
         if name:
             return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
-    raise TranslationError("Unsupported tool_choice")
+    raise TranslationError("Unsupported tool_choice", "tool_choice")
 
 
-def _generation_config(payload: dict) -> dict:
+def _thinking_config(effort: Any, model: str) -> dict:
+    if effort not in THINKING_BUDGETS:
+        raise TranslationError(
+            f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)}; got {effort!r}", "reasoning_effort"
+        )
+    if model.startswith(STRICT_SIGNATURES):
+        # Gemini 3 always thinks; "minimal" is its "no thinking" for most requests.
+        return {"thinkingLevel": "minimal" if effort == "none" else effort}
+    return {"thinkingBudget": THINKING_BUDGETS[effort]}
+
+
+def _generation_config(payload: dict, model: str = "") -> dict:
     config: dict[str, Any] = {}
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
     if max_tokens is not None:
@@ -279,10 +357,18 @@ def _generation_config(payload: dict) -> dict:
         value = payload.get(ours)
         if value is not None:
             config[theirs] = value
+    if payload.get("logprobs"):
+        config["responseLogprobs"] = True
+        if payload.get("top_logprobs"):
+            config["logprobs"] = payload["top_logprobs"]
+    if payload.get("reasoning_effort") is not None:
+        config["thinkingConfig"] = _thinking_config(payload["reasoning_effort"], model)
     stop = payload.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     fmt = payload.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") not in RESPONSE_FORMATS):
+        raise TranslationError("response_format must be text, json_object or json_schema", "response_format")
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_object":
             config["responseMimeType"] = "application/json"
@@ -299,7 +385,8 @@ def to_gemini(payload: dict[str, Any], model: str = "") -> dict[str, Any]:
     messages = payload.get("messages")
     if not isinstance(messages, list):
         raise TranslationError("'messages' must be a list")
-    contents, system = _contents(messages, fill_signatures=model.removeprefix("models/").startswith(STRICT_SIGNATURES))
+    model = model.removeprefix("models/")
+    contents, system = _contents(messages, fill_signatures=model.startswith(STRICT_SIGNATURES))
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
@@ -308,7 +395,7 @@ def to_gemini(payload: dict[str, Any], model: str = "") -> dict[str, Any]:
         declarations = []
         for tool in tools:
             if tool.get("type") != "function":
-                raise TranslationError(f"Tools of type {tool.get('type')!r} are not supported by Gemini")
+                raise TranslationError(f"Tools of type {tool.get('type')!r} are not supported by Gemini", "tools")
             function = tool.get("function") or {}
             declaration = {"name": function.get("name", "")}
             if function.get("description"):
@@ -322,7 +409,7 @@ def to_gemini(payload: dict[str, Any], model: str = "") -> dict[str, Any]:
     tool_config = _tool_config(payload.get("tool_choice"))
     if tool_config:
         body["toolConfig"] = tool_config
-    config = _generation_config(payload)
+    config = _generation_config(payload, model)
     if config:
         body["generationConfig"] = config
     return body
@@ -450,6 +537,34 @@ def _blocked_prompt(data: dict) -> UpstreamResult | None:
     )
 
 
+def _token_logprob(candidate: dict) -> dict:
+    token = str(candidate.get("token") or "")
+    logprob = candidate.get("logProbability")
+    return {
+        "token": token,
+        "logprob": logprob if isinstance(logprob, int | float) else 0.0,
+        "bytes": list(token.encode()),
+    }
+
+
+def to_openai_logprobs(candidate: dict) -> dict | None:
+    """A candidate's logprobsResult (asked for with responseLogprobs) as OpenAI's choice logprobs."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    tops = [t.get("candidates") if isinstance(t, dict) else None for t in result.get("topCandidates") or ()]
+    content = []
+    for step, chosen in enumerate(result.get("chosenCandidates") or ()):
+        if not isinstance(chosen, dict):
+            continue
+        listed = tops[step] if step < len(tops) else None
+        top: list = listed if isinstance(listed, list) else []
+        content.append(
+            {**_token_logprob(chosen), "top_logprobs": [_token_logprob(t) for t in top if isinstance(t, dict)]}
+        )
+    return {"content": content, "refusal": None}
+
+
 def to_openai_completion(data: dict, model: str, request_id: str) -> dict:
     choices = []
     for position, candidate in enumerate(data.get("candidates") or ()):
@@ -463,7 +578,7 @@ def to_openai_completion(data: dict, model: str, request_id: str) -> dict:
             {
                 "index": candidate.get("index", position),
                 "message": message,
-                "logprobs": None,
+                "logprobs": to_openai_logprobs(candidate),
                 "finish_reason": _finish_reason(candidate.get("finishReason"), bool(calls)) or "stop",
             }
         )
@@ -569,6 +684,8 @@ class GeminiAdapter(ProviderAdapter):
         deployment.headers = headers
 
     def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        if ctx.endpoint == "chat/completions":
+            check_parameters(payload, REFUSED)
         try:
             if ctx.stream:
                 body, url_name = to_gemini(payload, deployment.upstream_model), "stream"
@@ -578,7 +695,7 @@ class GeminiAdapter(ProviderAdapter):
             else:
                 body, url_name = to_gemini(payload, deployment.upstream_model.removeprefix("models/")), ctx.endpoint
         except TranslationError as exc:
-            raise Refused(bad_request(str(exc))) from None
+            raise Refused(bad_request(str(exc), param=exc.param)) from None
         headers = deployment.headers
         if deployment.extra_headers:
             headers = {**headers, **deployment.extra_headers}  # the operator's headers go last
@@ -690,7 +807,8 @@ class GeminiStream(UpstreamStream):
                 delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
                 self.tool_index[index] = first + len(calls)
             if delta:
-                out.append(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
+                logprobs = to_openai_logprobs(candidate)
+                out.append(self._chunk([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}]))
             if isinstance(candidate.get("finishReason"), str) and index == 0:
                 self.finish_reason = candidate["finishReason"]
             reason = _finish_reason(candidate.get("finishReason"), index in self.tool_index)

@@ -135,7 +135,7 @@ def test_multi_turn_with_system_prompts_is_translated(claude):
         temperature=0.2,
         top_p=0.9,
         user="alice@acme",
-        frequency_penalty=0.5,  # no Anthropic counterpart: dropped
+        metadata={"team": "web"},  # OpenAI's stored-completion tags: ignored (README), not sent
     )
     before = copy.deepcopy(payload)
     assert send(deployment(claude), payload).status == 200
