@@ -155,6 +155,31 @@ _SCHEMAS: dict[str, Any] = {
             "usage": {"type": "object"},
         },
     },
+    "GatewayFeedbackRequest": {
+        "type": "object",
+        "required": ["value"],
+        "properties": {
+            "call_id": {"type": "string"},
+            "request_id": {"type": "string"},
+            "name": {"type": "string", "default": "thumbs"},
+            "value": {"type": "number"},
+            "weight": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
+            "comment": {"type": "string", "maxLength": 2000},
+            "metadata": {"type": "object"},
+        },
+    },
+    "GatewayFeedback": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "example": "feedback"},
+            "id": {"type": "integer"},
+            "call_id": {"type": "string"},
+            "request_id": {"type": "string"},
+            "name": {"type": "string"},
+            "value": {"type": "number"},
+            "weight": {"type": "number"},
+        },
+    },
     "GatewayResponseDeleted": {
         "type": "object",
         "properties": {
@@ -449,6 +474,19 @@ PATHS: dict[str, Any] = {
                 {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
             ],
         }
+    },
+    "/v1/feedback": {
+        "post": _operation(
+            "gateway_feedback_create",
+            "Score a call",
+            "A quality score of one of this key's calls: `call_id` (the `x-gateway-call-id` header) or `request_id`,"
+            " `name` (default `thumbs`, 0 or 1; others as defined under `scores:`), `value`, `weight` (0 to 1),"
+            " `comment`, `metadata`. A later score with the same name replaces the earlier one. 404"
+            " `call_not_found` for another key's call.",
+            "GatewayFeedback",
+            ["400", "401", "404"],
+            body="GatewayFeedbackRequest",
+        )
     },
     "/v1/completions": {
         "post": _operation(

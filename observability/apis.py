@@ -12,13 +12,14 @@ from django.http import Http404
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway_project.common.money import from_pico
 from observability.bodies import cap
-from observability.models import CallLog
+from observability.models import CallLog, CallScore
+from observability.scores import scores_of
 from observability.selectors import LogFilters, access_log, body_of, log_page
 from observability.views import scope_key_ids
 from tenants.apis import TokenApi
@@ -76,6 +77,11 @@ class CallDetailSerializer(CallSerializer):
     def get_cost_saved_usd(self, row: CallLog) -> str | None:
         return _usd(row.cost_saved_picodollars)
 
+    scores = serializers.SerializerMethodField(help_text="Its quality scores (feedback and evaluators).")
+
+    def get_scores(self, row: CallLog) -> list[dict[str, Any]]:
+        return scores_of(row.tenant_id, [row.call_id]).get(row.call_id, []) if row.call_id else []
+
     def get_bodies(self, row: CallLog) -> dict[str, Any] | None:
         body = body_of(row)
         if body is None:
@@ -122,7 +128,10 @@ class CallListApi(TokenApi):
         summary="Call logs, newest first, with the explorer's filters and a `next` link",
     )
     def get(self, request: Request) -> Response:
-        query = CallFilters(data=request.query_params)
+        params = request.query_params.copy()
+        # score.<name>=<value>: calls with that score (any source). Read apart from the fixed filters.
+        wanted_scores = {k[6:]: params.pop(k)[-1] for k in list(params) if k.startswith("score.")}
+        query = CallFilters(data=params)
         query.is_valid(raise_exception=True)
         q = query.validated_data
         filters = LogFilters(
@@ -135,8 +144,25 @@ class CallListApi(TokenApi):
             tag=q.get("tag", ""),
             request_id=q.get("request_id", ""),
         )
+        call_ids = None
+        for name, value in wanted_scores.items():
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValidationError({f"score.{name}": ["A score filter is a number."]}) from None
+            matching = set(
+                CallScore.objects.filter(tenant_id=self.access.tenant.id, name=name, value=number).values_list(
+                    "call_id", flat=True
+                )
+            )
+            call_ids = matching if call_ids is None else call_ids & matching
         rows, cursor = log_page(
-            self.access.tenant, filters, key_ids=scope_key_ids(self.access), cursor=q.get("cursor", ""), size=q["limit"]
+            self.access.tenant,
+            filters,
+            key_ids=scope_key_ids(self.access),
+            cursor=q.get("cursor", ""),
+            size=q["limit"],
+            call_ids=sorted(call_ids) if call_ids is not None else None,
         )
         following = None
         if cursor:

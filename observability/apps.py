@@ -14,6 +14,10 @@ class ObservabilityConfig(AppConfig):
 
         # In the call rows' transaction: a response is kept exactly when its call is logged.
         logbuffer.register_batch_hook(stored_responses.write_stored)
+        from observability import scores
+        from tenants.config import EXTENSIONS
+
+        EXTENSIONS["scores"] = (scores.parse_scores, scores.apply_scores)
         from observability import exposition, traces
 
         logbuffer.register_hook(exposition.record_batch)

@@ -39,6 +39,7 @@ LOCK_TIMEOUT = "5s"
 COMPANIONS = (
     ("observability", "CallBody", "created_at"),
     ("observability", "StoredResponse", "created_at"),
+    ("observability", "CallScore", "call_created_at"),
     ("observability", "CallRollupMinute", "bucket"),
     ("observability", "CallRollupHour", "bucket"),
     ("observability", "CallRollupDay", "bucket"),

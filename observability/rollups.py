@@ -1,8 +1,8 @@
 """Rollups: the call-log buffer's batches summed per minute, hour and day, for the dashboard and spend page.
 
 Registered as a hook of the call-log buffer (observability.logbuffer.register_hook), so this runs once
-per flushed batch, off the hot path: the batch is aggregated in Python, then each table gets one
-executemany of additive upserts (INSERT ... ON CONFLICT DO UPDATE adds to the totals). Concurrent
+per flushed batch, off the hot path: the batch is aggregated in Python, then each table gets additive
+upserts of up to _MAX_ROWS rows each (INSERT ... ON CONFLICT DO UPDATE adds to the totals). Concurrent
 writers in several processes never lose an increment, and rows are sorted so that they take row locks
 in the same order (no deadlocks).
 """
@@ -23,6 +23,7 @@ from observability.models import (
     LATENCY_BOUNDS_MS,
     LATENCY_COLUMNS,
     TTFB_COLUMNS,
+    TTFB_LATENCY_COLUMNS,
     CallRollupDay,
     CallRollupHour,
     CallRollupMinute,
@@ -45,6 +46,7 @@ _SUMS = (
     "ttfb_count",
     *LATENCY_COLUMNS,
     *TTFB_COLUMNS,
+    *TTFB_LATENCY_COLUMNS,
 )
 _TAG_KEY = ("tenant_id", "bucket", "tag", "virtual_key_id")
 _TAG_SUMS = ("requests", "errors", "total_tokens", "cost_picodollars")
@@ -52,10 +54,14 @@ _USER_KEY = ("tenant_id", "bucket", "end_user", "virtual_key_id")
 # Offsets of the histograms in a rollup accumulator (the list of _SUMS values).
 _LAT0 = _SUMS.index(LATENCY_COLUMNS[0])
 _TTFB0 = _SUMS.index(TTFB_COLUMNS[0])
+_TTFB_LAT0 = _SUMS.index(TTFB_LATENCY_COLUMNS[0])
+# The histogram columns, NULL when empty (most are): the upsert treats NULL as 0 and keeps 0 as NULL.
+_SPARSE = frozenset((*LATENCY_COLUMNS, *TTFB_COLUMNS, *TTFB_LATENCY_COLUMNS))
 
 
 def histogram_bucket(ms: float) -> int:
-    """Index of the histogram bucket holding `ms` (bucket i holds values up to LATENCY_BOUNDS_MS[i])."""
+    """Index of the histogram bucket holding `ms`: bucket 0 holds [0, LATENCY_BOUNDS_MS[0]], bucket i
+    (LATENCY_BOUNDS_MS[i - 1], LATENCY_BOUNDS_MS[i]], the last one everything above the last bound."""
     return bisect_left(LATENCY_BOUNDS_MS, ms)
 
 
@@ -112,8 +118,10 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
         key_id = r.get("virtual_key_id") or 0
         dims = (r.get("requested_model") or "", key_id, r.get("variant") or "")
         prompt, completion = _int(r.get("prompt_tokens")), _int(r.get("completion_tokens"))
-        lat_slot = _LAT0 + histogram_bucket(latency)
-        ttfb_slot = _TTFB0 + histogram_bucket(float(ttfb)) if isinstance(ttfb, (int, float)) else None
+        lat_bucket = histogram_bucket(latency)
+        # The TTFB histogram counts the calls that got a first byte, and only those: a call refused before
+        # any answer has none (NULL), which must count neither as 0 nor as its latency.
+        ttfb_bucket = histogram_bucket(float(ttfb)) if isinstance(ttfb, (int, float)) else None
         m_bucket = at.replace(second=0, microsecond=0)
         h_bucket = m_bucket.replace(minute=0)
         d_bucket = h_bucket.replace(hour=0)
@@ -131,10 +139,11 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
             acc[4] += total
             acc[5] += cost
             acc[6] += latency
-            acc[lat_slot] += 1
-            if ttfb_slot is not None:
+            acc[_LAT0 + lat_bucket] += 1
+            if ttfb_bucket is not None:
                 acc[7] += 1
-                acc[ttfb_slot] += 1
+                acc[_TTFB0 + ttfb_bucket] += 1
+                acc[_TTFB_LAT0 + lat_bucket] += 1
             newest = last.get((level, key))
             if newest is None or newest < at:
                 last[(level, key)] = at
@@ -156,19 +165,43 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
     return batch
 
 
-def _upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...], *, last_at: bool) -> str:
+# Rows per INSERT: one statement for many rows is planned once. A CallRollup row has ~540 columns, and with
+# client-side binding a statement per row spent most of its time being parsed and planned. The bound also
+# keeps a statement under PostgreSQL's 65,535 parameters should server-side binding be turned on.
+_MAX_PARAMS = 65_000
+_MAX_ROWS = 100
+
+
+def _upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...], *, last_at: bool, rows: int) -> str:
     quote = connection.ops.quote_name
     columns = [*keys, *sums] + (["last_at"] if last_at else [])
-    sets = [f"{quote(c)} = {quote(table)}.{quote(c)} + excluded.{quote(c)}" for c in sums]
+    sets = [
+        f"{quote(c)} = NULLIF(COALESCE({quote(table)}.{quote(c)}, 0) + COALESCE(excluded.{quote(c)}, 0), 0)"
+        if c in _SPARSE
+        else f"{quote(c)} = {quote(table)}.{quote(c)} + excluded.{quote(c)}"
+        for c in sums
+    ]
     if last_at:
         # GREATEST ignores NULLs on PostgreSQL; SQLite's two-argument MAX would return NULL.
         newest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
         sets.append(f"last_at = {newest}(COALESCE({quote(table)}.last_at, excluded.last_at), excluded.last_at)")
+    values = ", ".join([f"({', '.join(['%s'] * len(columns))})"] * rows)
     return (
-        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES {values} "
         f"ON CONFLICT ({', '.join(quote(c) for c in keys)}) DO UPDATE SET {', '.join(sets)}"
     )
+
+
+def _upsert(cursor, table: str, keys: tuple[str, ...], sums: tuple[str, ...], rows: list[tuple], *, last_at: bool):
+    """Add `rows` (each key, sums and maybe last_at) to `table`, many rows per statement. The rows come
+    sorted and their keys are distinct, as one statement's must be."""
+    if not rows:
+        return
+    size = max(1, min(_MAX_ROWS, _MAX_PARAMS // len(rows[0])))
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        sql = _upsert_sql(table, keys, sums, last_at=last_at, rows=len(chunk))
+        cursor.execute(sql, [value for row in chunk for value in row])
 
 
 def write_rollups(records: list[dict[str, Any]]) -> None:
@@ -181,7 +214,10 @@ def write_rollups(records: list[dict[str, Any]]) -> None:
     def rows(table: dict, level: str = "") -> list[tuple]:
         out = []
         for key in sorted(table, key=str):
-            row = (*key[:1], adapt(key[1]), *key[2:], *table[key])
+            sums = table[key]
+            if level:  # a CallRollup row: its empty histogram buckets are NULL
+                sums = [*sums[:_LAT0], *(n or None for n in sums[_LAT0:])]
+            row = (*key[:1], adapt(key[1]), *key[2:], *sums)
             out.append((*row, adapt(batch.last[(level, key)])) if level else row)
         return out
 
@@ -191,34 +227,44 @@ def write_rollups(records: list[dict[str, Any]]) -> None:
             (CallRollupHour, "h", batch.hour),
             (CallRollupDay, "d", batch.day),
         ):
-            sql = _upsert_sql(model._meta.db_table, _KEY, _SUMS, last_at=True)
-            cursor.executemany(sql, rows(table, level))
+            _upsert(cursor, model._meta.db_table, _KEY, _SUMS, rows(table, level), last_at=True)
         for model, keys, table in (
             (TagRollupHour, _TAG_KEY, batch.tags),
             (UserRollupHour, _USER_KEY, batch.users_hour),
             (UserRollupDay, _USER_KEY, batch.users_day),
         ):
-            if table:
-                cursor.executemany(_upsert_sql(model._meta.db_table, keys, _TAG_SUMS, last_at=False), rows(table))
+            _upsert(cursor, model._meta.db_table, keys, _TAG_SUMS, rows(table), last_at=False)
 
 
-def percentile_from_histogram(counts: list[int], p: float) -> float | None:
-    """The p-quantile of a histogram of LATENCY_BOUNDS_MS buckets, interpolated linearly inside its
-    bucket (so within one bucket width of the exact value). The open last bucket answers its lower bound."""
-    total = sum(counts)
-    if not total:
-        return None
-    rank = p * total
+def _order_statistic(counts: list[int], k: int) -> float:
+    """The k-th smallest value (from 0) of a histogram of LATENCY_BOUNDS_MS buckets: the n values of its
+    bucket are taken as spread evenly over it, so the answer lies in the same bucket as the true value.
+    The open last bucket answers its lower bound."""
     seen = 0
     for i, n in enumerate(counts):
-        if n and seen + n >= rank:
+        if n and seen + n > k:
             low = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
             if i >= len(LATENCY_BOUNDS_MS):
                 return float(low)
-            high = LATENCY_BOUNDS_MS[i]
-            return low + (high - low) * max(rank - seen, 0) / n
+            return low + (LATENCY_BOUNDS_MS[i] - low) * (k - seen + 0.5) / n
         seen += n
     return float(LATENCY_BOUNDS_MS[-1])
+
+
+def percentile_from_histogram(counts: list[int], p: float) -> float | None:
+    """The p-quantile of a histogram of LATENCY_BOUNDS_MS buckets, as PostgreSQL's percentile_cont computes
+    it from the rows (linear between the two closest ranks), each rank read from its bucket. Both ranks
+    are within one bucket of the exact ones, so the answer is within HISTOGRAM_RELATIVE_ERROR of the exact
+    percentile (HISTOGRAM_FLOOR_MS below that), up to the last bound."""
+    total = sum(counts)
+    if not total:
+        return None
+    position = (total - 1) * p
+    k = int(position)
+    value = _order_statistic(counts, k)
+    if position > k:
+        value += (_order_statistic(counts, k + 1) - value) * (position - k)
+    return value
 
 
 ROLLUP_MODELS = (CallRollupMinute, CallRollupHour, CallRollupDay, TagRollupHour, UserRollupHour, UserRollupDay)

@@ -19,6 +19,7 @@ from observability.models import (
     HISTOGRAM_BUCKETS,
     LATENCY_COLUMNS,
     TTFB_COLUMNS,
+    TTFB_LATENCY_COLUMNS,
     CallBody,
     CallLog,
     CallRollupDay,
@@ -163,6 +164,9 @@ BREAKDOWN_LIMIT = 20
 
 @dataclass
 class Totals:
+    """Sums of rollup rows. Latency percentiles count every call; TTFT percentiles count the calls that got
+    a first byte (`ttfb_calls`), and `ttfb_latency_p` is the latency of those same calls."""
+
     requests: int = 0
     errors: int = 0
     prompt_tokens: int = 0
@@ -171,6 +175,7 @@ class Totals:
     cost_picodollars: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
     ttfb: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
+    ttfb_latency: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BUCKETS)
 
     def add(self, row: dict) -> None:
         self.requests += row["requests"] or 0
@@ -179,10 +184,13 @@ class Totals:
         self.completion_tokens += row["completion_tokens"] or 0
         self.total_tokens += row["total_tokens"] or 0
         self.cost_picodollars += row["cost_picodollars"] or 0
-        for i, name in enumerate(LATENCY_COLUMNS):
-            self.latency[i] += row.get(name) or 0
-        for i, name in enumerate(TTFB_COLUMNS):
-            self.ttfb[i] += row.get(name) or 0
+        for counts, columns in (
+            (self.latency, LATENCY_COLUMNS),
+            (self.ttfb, TTFB_COLUMNS),
+            (self.ttfb_latency, TTFB_LATENCY_COLUMNS),
+        ):
+            for i, name in enumerate(columns):
+                counts[i] += row.get(name) or 0
 
     @property
     def error_rate(self) -> float | None:
@@ -192,11 +200,22 @@ class Totals:
     def cost_usd(self) -> Decimal:
         return from_pico(self.cost_picodollars)
 
+    @property
+    def ttfb_calls(self) -> int:
+        return sum(self.ttfb)
+
     def latency_p(self, p: float) -> float | None:
         return percentile_from_histogram(self.latency, p)
 
+    def ttfb_latency_p(self, p: float) -> float | None:
+        return percentile_from_histogram(self.ttfb_latency, p)
+
     def ttfb_p(self, p: float) -> float | None:
-        return percentile_from_histogram(self.ttfb, p)
+        # Each call's first byte comes before its end, so the exact TTFT percentile never exceeds the latency
+        # one of the same calls; two estimates in one bucket could cross, the clamp keeps that true.
+        ttfb = percentile_from_histogram(self.ttfb, p)
+        latency = self.ttfb_latency_p(p)
+        return ttfb if ttfb is None or latency is None else min(ttfb, latency)
 
     @property
     def p50(self) -> float | None:
@@ -221,6 +240,18 @@ class Totals:
     @property
     def ttfb_p99(self) -> float | None:
         return self.ttfb_p(0.99)
+
+    @property
+    def ttfb_latency_p50(self) -> float | None:
+        return self.ttfb_latency_p(0.5)
+
+    @property
+    def ttfb_latency_p95(self) -> float | None:
+        return self.ttfb_latency_p(0.95)
+
+    @property
+    def ttfb_latency_p99(self) -> float | None:
+        return self.ttfb_latency_p(0.99)
 
 
 @dataclass
@@ -325,7 +356,7 @@ def dashboard(tenant: Tenant, *, start: datetime, end: datetime, key_ids: list[i
     start, end = align(start, end)
     rows = _rollup_rows(tenant.id, start, end, key_ids, unit=unit)
     step = _step_for(start, end, unit)
-    sums = {f: Sum(f) for f in _SUM_FIELDS + LATENCY_COLUMNS + TTFB_COLUMNS}
+    sums = {f: Sum(f) for f in _SUM_FIELDS + LATENCY_COLUMNS + TTFB_COLUMNS + TTFB_LATENCY_COLUMNS}
     totals = Totals()
     points: dict[datetime, Totals] = {}
     for r in rows.values("bucket").annotate(**{f"s_{k}": v for k, v in sums.items()}).order_by("bucket"):
@@ -550,10 +581,20 @@ def after_cursor(rows: QuerySet[CallLog], position: tuple[datetime, int] | None)
 
 
 def log_page(
-    tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | None = None, cursor: str = "", size: int = PAGE_SIZE
+    tenant: Tenant,
+    filters: LogFilters,
+    *,
+    key_ids: list[int] | None = None,
+    cursor: str = "",
+    size: int = PAGE_SIZE,
+    call_ids: list[str] | None = None,
 ) -> tuple[list[CallLog], str]:
-    """One page of logs and the cursor of the next page ("" on the last page)."""
-    rows = after_cursor(filtered_logs(tenant, filters, key_ids=key_ids), decode_cursor(cursor) if cursor else None)
+    """One page of logs and the cursor of the next page ("" on the last page); `call_ids` restricts to
+    those calls (a score filter)."""
+    rows = filtered_logs(tenant, filters, key_ids=key_ids)
+    if call_ids is not None:
+        rows = rows.filter(call_id__in=call_ids)
+    rows = after_cursor(rows, decode_cursor(cursor) if cursor else None)
     page = list(rows[: size + 1])
     more = len(page) > size
     page = page[:size]

@@ -27,7 +27,7 @@ from observability import selectors
 from observability.charts import bar_chart, line_chart
 from observability.exports import export_lines
 from observability.forms import STATUS_CHOICES, LogFilterForm, RangeForm
-from observability.models import CallLog
+from observability.models import HISTOGRAM_FLOOR_MS, HISTOGRAM_RELATIVE_ERROR, CallLog
 from observability.selectors import (
     LogFilters,
     access_log,
@@ -87,7 +87,7 @@ def dashboard(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         data = {"range": "24h", "start": end - timedelta(hours=24), "end": end}
     board = dashboard_data(access.tenant, start=data["start"], end=data["end"], key_ids=scope_key_ids(access))
     labels = [_label(p.at, board.step) for p in board.series]
-    ms = lambda v: round(v, 1) if v is not None else None  # noqa: E731
+    ms = lambda v: round(v, 3) if v is not None else None  # noqa: E731  (sub-millisecond calls keep their digits)
     charts = {
         "requests": bar_chart("Requests", labels, [p.totals.requests for p in board.series]),
         "errors": line_chart(
@@ -129,6 +129,8 @@ def dashboard(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "charts": charts,
         "own_only": access.role == Role.MEMBER,
         "step_label": _step_label(board.step),
+        "percentile_error": f"{round(HISTOGRAM_RELATIVE_ERROR * 100):d} %",
+        "percentile_floor": f"{HISTOGRAM_FLOOR_MS:g} ms",
     }
     return render(request, "observability/dashboard.html", context)
 

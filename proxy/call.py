@@ -7,6 +7,7 @@ one row for the log buffer and settles the budget reservation, once, whatever wa
 from __future__ import annotations
 
 import math
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -50,6 +51,7 @@ class Call:
         "cache",
         "cache_headers",
         "cache_status",
+        "call_id",
         "completion_tokens",
         "content_bytes",
         "content_events",
@@ -91,6 +93,10 @@ class Call:
 
     def __init__(self, request_id: str, endpoint: str, started: float) -> None:
         self.request_id = request_id
+        # The gateway's own id of this call (x-gateway-call-id; client request ids may repeat): the
+        # creation time in ms and 64 random bits, so that a score sent before the log row is stored
+        # knows to wait for it (observability.scores).
+        self.call_id = f"call_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
         self.endpoint = endpoint
         self.started = started
         # One wall-clock instant per call: the log's time, its ledger day and its budget period all
@@ -246,6 +252,7 @@ class Call:
                 "tenant_id": self.key.tenant_id,
                 "virtual_key_id": self.key.key_id,
                 "request_id": self.request_id,
+                "call_id": self.call_id,
                 "endpoint": self.endpoint,
                 # Every string from the request or the upstream is made storable here, or PostgreSQL
                 # would refuse the row and the spend ledger written with it (observability.text).

@@ -41,7 +41,7 @@ def _error_response(call: Call, exc: ProxyError, front: Front) -> HttpResponse:
     call.error_type = exc.code or exc.type
     call.error_message = exc.message
     response = front.error_response(exc)
-    inbound.set_headers(response, call.request_id, call.deployment, None)
+    inbound.set_headers(response, call.request_id, call.deployment, {"x-gateway-call-id": call.call_id})
     mark_overhead(call, response)
     call.finish()
     return response
@@ -56,7 +56,7 @@ def mark_overhead(call: Call, response: HttpResponseBase) -> None:
 
 
 def _gateway_headers(call: Call) -> dict[str, str]:
-    headers = {"x-gateway-attempts": str(len(call.attempts))}
+    headers = {"x-gateway-attempts": str(len(call.attempts)), "x-gateway-call-id": call.call_id}
     if call.cache_status:
         headers["x-gateway-cache"] = call.cache_status
     if call.fallback:
@@ -237,7 +237,7 @@ def _reply(call: Call, body: bytes) -> HttpResponse:
     call.status = 200
     call.ttfb = time.perf_counter()
     response = HttpResponse(body, content_type="application/json")
-    inbound.set_headers(response, call.request_id, None, {"x-gateway-attempts": "0"})
+    inbound.set_headers(response, call.request_id, None, {"x-gateway-attempts": "0", "x-gateway-call-id": call.call_id})
     mark_overhead(call, response)
     call.finish()
     return response

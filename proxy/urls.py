@@ -9,6 +9,7 @@ urlpatterns = [
     path("v1/responses/<str:response_id>", views.stored_response, name="v1-response"),
     path("v1/responses/<str:response_id>/input_items", views.stored_response_input_items, name="v1-response-items"),
     path("v1/embeddings", views.embeddings, name="v1-embeddings"),
+    path("v1/feedback", views.feedback, name="v1-feedback"),
     path("v1/messages", views.messages, name="v1-messages"),
     path("v1/messages/count_tokens", views.count_tokens, name="v1-messages-count-tokens"),
     path("v1/models", views.models, name="v1-models"),

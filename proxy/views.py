@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from django.http import HttpRequest, HttpResponse
 
+from observability import scores
 from proxy import errors, pipeline
 from proxy.errors import ProxyError
 from proxy.inbound import anthropic, response_store
@@ -28,6 +29,7 @@ __all__ = [
     "completions",
     "count_tokens",
     "embeddings",
+    "feedback",
     "messages",
     "models",
     "not_found",
@@ -77,6 +79,29 @@ async def stored_response_input_items(request: HttpRequest, response_id: str) ->
         if stored is None:
             raise response_store.not_found(response_id)
         return responses_api.input_items_page(stored["input_items"], request.GET)
+
+    return await _keyed(request, serve)
+
+
+async def feedback(request: HttpRequest) -> HttpResponse:
+    """POST /v1/feedback: a score of one of this key's calls (observability.scores)."""
+
+    async def serve(key: Any) -> Any:
+        if request.method != "POST":
+            raise ProxyError(405, f"Method {request.method} is not allowed here; use POST.")
+        body = inbound.parse_body(request)
+        try:
+            stored = await scores.record_feedback(key.tenant_id, key.key_id, body)
+        except scores.ScoreError as exc:
+            raise errors.bad_request(str(exc), param=exc.param) from None
+        if stored is None:
+            raise ProxyError(
+                404,
+                "No call of this key has that id (x-gateway-call-id or x-request-id): a key scores only its own "
+                "calls, and a call's log row must still be kept (the tenant's retention).",
+                code="call_not_found",
+            )
+        return stored
 
     return await _keyed(request, serve)
 

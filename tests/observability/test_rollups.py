@@ -124,7 +124,7 @@ def test_rollups_equal_the_raw_logs():
         assert rolled["t"] == raw.aggregate(s=Sum("total_tokens"))["s"]
         assert rolled["c"] == (raw.aggregate(s=Sum("cost_picodollars"))["s"] or 0)
 
-    # The dashboard's percentiles come from the histograms: within the width of the bucket.
+    # The dashboard's percentiles come from the histograms: within the bucket of the exact one.
     board = dashboard(tenant, start=T0, end=T0 + timedelta(hours=4))
     assert board.totals.requests == 600
     assert board.totals.cost_picodollars == raw_cost
@@ -147,13 +147,22 @@ def test_rollups_equal_the_raw_logs():
     assert sum(r.requests for r in board.by_model) == 600
 
 
-def test_percentile_from_histogram_interpolates_inside_the_bucket():
-    counts = [0] * 20
-    counts[3] = 10  # ten calls between 75 and 100 ms
-    assert percentile_from_histogram(counts, 0.5) == pytest.approx(87.5)
-    assert percentile_from_histogram([0] * 20, 0.5) is None
-    counts = [0] * 19 + [4]  # all slower than a minute: the open bucket answers its lower bound
-    assert percentile_from_histogram(counts, 0.99) == 60000
+def test_percentile_from_histogram_reads_each_rank_from_its_bucket():
+    counts = [0] * HISTOGRAM_BUCKETS
+    i = histogram_bucket(100.0)
+    counts[i] = 10  # ten calls in the bucket of 100 ms, spread evenly over it
+    low, high = bucket_bounds(100.0)
+    assert high / low == pytest.approx(1.1)
+    # percentile_cont's rank 4.5 of 0..9: halfway between the 5th and 6th tenths of the bucket.
+    assert percentile_from_histogram(counts, 0.5) == pytest.approx(low + (high - low) * 0.5)
+    assert percentile_from_histogram(counts, 0.0) == pytest.approx(low + (high - low) * 0.05)
+    assert percentile_from_histogram([0] * HISTOGRAM_BUCKETS, 0.5) is None
+    # One call of 0.3 ms and one of 3 s: the median lies between them, as the rows' percentile_cont says.
+    counts = [0] * HISTOGRAM_BUCKETS
+    counts[histogram_bucket(0.3)] = counts[histogram_bucket(3000.0)] = 1
+    assert percentile_from_histogram(counts, 0.5) == pytest.approx(percentile([0.3, 3000.0], 0.5), rel=0.1)
+    counts = [0] * (HISTOGRAM_BUCKETS - 1) + [4]  # all slower than the last bound: it answers that bound
+    assert percentile_from_histogram(counts, 0.99) == LATENCY_BOUNDS_MS[-1]
 
 
 def test_last_at_is_per_table_at_the_top_of_the_hour_and_the_day():

@@ -1,0 +1,308 @@
+"""Quality scores of calls: their definitions (`scores:` in the tenant YAML) and feedback sent with a
+virtual key (`POST /v1/feedback`, proxy.views.feedback).
+
+A score names its call by the gateway's call id (`x-gateway-call-id`) or the client's request id. The
+call's log row reaches the database a flush or two after the answer, so feedback sent right away waits
+for it: for a call id younger than GATEWAY_RESPONSE_STORE_WAIT (ids carry their time), or briefly for a
+request id. A key scores only its own calls, in its own tenant. A later score with the same name and
+source replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from observability.models import CallLog, CallScore, ScoreDefinition, ScoreKind
+from tenants.audit import Actor, audit
+from tenants.models import Tenant
+
+# Scores every tenant has without defining them.
+BUILT_IN = {
+    "thumbs": {
+        "kind": ScoreKind.BOOLEAN,
+        "min": None,
+        "max": None,
+        "values": [],
+        "description": "Thumbs up (1) or down (0)",
+    }
+}
+MAX_DEFINITIONS = 100
+MAX_NAME = 64
+MAX_COMMENT = 2000
+MAX_METADATA_BYTES = 4096
+# How long feedback naming a call by its request id (which carries no time) waits for the call's row.
+REQUEST_ID_WAIT_S = 2.0
+FEEDBACK_SOURCE = "feedback"
+
+
+class ScoreError(ValueError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Feedback:
+    call_id: str
+    request_id: str
+    name: str
+    value: float
+    weight: float
+    comment: str
+    metadata: dict
+
+
+def definitions_of(tenant_id: int) -> dict[str, dict[str, Any]]:
+    out = dict(BUILT_IN)
+    for d in ScoreDefinition.objects.filter(tenant_id=tenant_id):
+        out[d.name] = {
+            "kind": d.kind,
+            "min": d.min_value,
+            "max": d.max_value,
+            "values": d.values,
+            "description": d.description,
+        }
+    return out
+
+
+def value_problem(definition: dict[str, Any], value: float) -> str:
+    kind = definition["kind"]
+    if kind == ScoreKind.BOOLEAN and value not in (0, 1):
+        return "a boolean score is 0 or 1"
+    if kind == ScoreKind.NUMERIC:
+        low, high = definition["min"], definition["max"]
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"must be between {low:g} and {high:g}"
+    if kind == ScoreKind.CATEGORICAL and value not in definition["values"]:
+        return f"must be one of {', '.join(f'{v:g}' for v in definition['values'])}"
+    return ""
+
+
+def parse_feedback(body: dict[str, Any]) -> Feedback:
+    """The feedback fields, checked (ScoreError names the field); unknown fields are refused."""
+    known = {"call_id", "request_id", "name", "value", "weight", "comment", "metadata"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ScoreError(unknown[0], f"Unknown field {unknown[0]!r}: feedback takes {', '.join(sorted(known))}.")
+    call_id, request_id = body.get("call_id"), body.get("request_id")
+    if not call_id and not request_id:
+        raise ScoreError("call_id", "Name the call: 'call_id' (x-gateway-call-id) or 'request_id' (x-request-id).")
+    for field, text in (("call_id", call_id), ("request_id", request_id)):
+        if text is not None and (not isinstance(text, str) or len(text) > 100):
+            raise ScoreError(field, f"'{field}' must be a string of at most 100 characters.")
+    name = body.get("name", "thumbs")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise ScoreError("name", f"'name' must be a score name of at most {MAX_NAME} characters.")
+    value = body.get("value")
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ScoreError("value", "'value' must be a number.")
+    weight = body.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ScoreError("weight", "'weight' must be a number from 0 to 1.")
+    comment = body.get("comment") or ""
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        raise ScoreError("comment", f"'comment' must be text of at most {MAX_COMMENT} characters.")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict) or len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise ScoreError("metadata", f"'metadata' must be an object of at most {MAX_METADATA_BYTES} bytes as JSON.")
+    return Feedback(call_id or "", request_id or "", name, float(value), float(weight), comment, metadata)
+
+
+def _age_s(call_id: str) -> float | None:
+    stamp = call_id[5:17]
+    if not call_id.startswith("call_") or len(stamp) != 12:
+        return None
+    try:
+        return time.time() - int(stamp, 16) / 1000
+    except ValueError:
+        return None
+
+
+async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[str, Any] | None:
+    rows = CallLog.objects.filter(tenant_id=tenant_id, virtual_key_id=key_id)
+    rows = rows.filter(call_id=feedback.call_id) if feedback.call_id else rows.filter(request_id=feedback.request_id)
+    started = time.monotonic()
+    while True:
+        row = await rows.order_by("-created_at").values("call_id", "request_id", "created_at").afirst()
+        if row is not None:
+            return row
+        if feedback.call_id:
+            age = _age_s(feedback.call_id)
+            if age is None or not -1.0 <= age <= settings.GATEWAY_RESPONSE_STORE_WAIT:
+                return None
+        elif time.monotonic() - started > REQUEST_ID_WAIT_S:
+            return None
+        await asyncio.sleep(0.1)
+
+
+async def record_feedback(tenant_id: int, key_id: int, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Store one feedback score of one of this key's calls; None when there is no such call."""
+    feedback = parse_feedback(body)
+    definitions = {d.name: d async for d in ScoreDefinition.objects.filter(tenant_id=tenant_id, name=feedback.name)}
+    definition = BUILT_IN.get(feedback.name)
+    if feedback.name in definitions:
+        d = definitions[feedback.name]
+        definition = {"kind": d.kind, "min": d.min_value, "max": d.max_value, "values": d.values}
+    if definition is None:
+        raise ScoreError("name", f"No score named {feedback.name!r} is defined for this tenant (see `scores:`).")
+    problem = value_problem(definition, feedback.value)
+    if problem:
+        raise ScoreError("value", f"'value' {problem} for the score {feedback.name!r}.")
+    call = await _find_call(tenant_id, key_id, feedback)
+    if call is None:
+        return None
+    now = timezone.now()
+    score, _created = await CallScore.objects.aupdate_or_create(
+        tenant_id=tenant_id,
+        call_id=call["call_id"] or call["request_id"],
+        name=feedback.name,
+        source=FEEDBACK_SOURCE,
+        defaults={
+            "request_id": call["request_id"],
+            "call_created_at": call["created_at"],
+            "value": feedback.value,
+            "weight": feedback.weight,
+            "comment": feedback.comment,
+            "metadata": feedback.metadata,
+            "scored_by_key_id": key_id,
+            "updated_at": now,
+        },
+    )
+    return {
+        "object": "feedback",
+        "id": score.id,
+        "call_id": call["call_id"],
+        "request_id": call["request_id"],
+        "name": score.name,
+        "value": score.value,
+        "weight": score.weight,
+    }
+
+
+def scores_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The scores of these calls, by call id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in CallScore.objects.filter(tenant_id=tenant_id, call_id__in=call_ids).order_by("name", "source"):
+        out.setdefault(s.call_id, []).append(
+            {"name": s.name, "value": s.value, "weight": s.weight, "source": s.source, "comment": s.comment}
+        )
+    return out
+
+
+# --- the `scores:` section of the tenant YAML ------------------------------------------------------------
+
+
+def parse_scores(value: Any, path: str, c: Any) -> list[dict[str, Any]]:
+    items = c.sequence(value, path)
+    if len(items) > MAX_DEFINITIONS:
+        raise c.fail(f"at most {MAX_DEFINITIONS} scores (this lists {len(items)})", path)
+    out, seen = [], set()
+    for i, item in enumerate(items):
+        p = f"{path}[{i}]"
+        c.mapping(item, p, {"name", "kind", "min", "max", "values", "description"}, {"name", "kind"})
+        name = c.string(item["name"], f"{p}.name")
+        if len(name) > MAX_NAME or not name.replace("_", "").replace("-", "").isalnum():
+            raise c.fail(f"a score name is letters, digits, '-' and '_', at most {MAX_NAME} characters", f"{p}.name")
+        if name in seen:
+            raise c.fail(f"the score {name!r} is defined twice", f"{p}.name")
+        seen.add(name)
+        kind = c.string(item["kind"], f"{p}.kind")
+        if kind not in ScoreKind.values:
+            raise c.fail(f"kind must be one of {', '.join(ScoreKind.values)}", f"{p}.kind")
+        row: dict[str, Any] = {"name": name, "kind": kind, "min": None, "max": None, "values": [], "description": ""}
+        for bound in ("min", "max"):
+            if item.get(bound) is not None:
+                if (
+                    kind != ScoreKind.NUMERIC
+                    or isinstance(item[bound], bool)
+                    or not isinstance(item[bound], (int, float))
+                ):
+                    raise c.fail(f"{bound} is a number, for a numeric score only", f"{p}.{bound}")
+                row[bound] = float(item[bound])
+        if kind == ScoreKind.NUMERIC and (row["min"] is None or row["max"] is None or row["min"] >= row["max"]):
+            raise c.fail("a numeric score needs min below max", p)
+        if kind == ScoreKind.CATEGORICAL:
+            values = c.sequence(item.get("values"), f"{p}.values")
+            if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                raise c.fail("a categorical score lists its values, as numbers", f"{p}.values")
+            row["values"] = [float(v) for v in values]
+        elif item.get("values") is not None:
+            raise c.fail("values are for a categorical score only", f"{p}.values")
+        description = item.get("description") or ""
+        if not isinstance(description, str) or len(description) > 500:
+            raise c.fail("description is text of at most 500 characters", f"{p}.description")
+        row["description"] = description
+        out.append(row)
+    return out
+
+
+def score_definitions_set(tenant: Tenant, definitions: list[dict[str, Any]], *, actor: Actor) -> bool:
+    """Replace the tenant's score definitions (scores already given keep their values)."""
+    current = sorted(
+        ScoreDefinition.objects.filter(tenant=tenant).values(
+            "name", "kind", "min_value", "max_value", "values", "description"
+        ),
+        key=lambda d: d["name"],
+    )
+    wanted = sorted(
+        (
+            {
+                "name": d["name"],
+                "kind": d["kind"],
+                "min_value": d["min"],
+                "max_value": d["max"],
+                "values": d["values"],
+                "description": d["description"],
+            }
+            for d in definitions
+        ),
+        key=lambda d: d["name"],
+    )
+    if current == wanted:
+        return False
+    with transaction.atomic():
+        ScoreDefinition.objects.filter(tenant=tenant).delete()
+        ScoreDefinition.objects.bulk_create([ScoreDefinition(tenant=tenant, **d) for d in wanted])
+        audit(
+            tenant,
+            actor=actor,
+            action="scores.set",
+            target_type="tenant",
+            target_label=tenant.slug,
+            changes={"names": [d["name"] for d in wanted]},
+        )
+    return True
+
+
+def apply_scores(tenant: Tenant, definitions: list[dict[str, Any]] | None, *, actor: Actor) -> list[str]:
+    if definitions is None:
+        return []
+    return ["~ scores"] if score_definitions_set(tenant, definitions, actor=actor) else []
+
+
+def export_scores(tenant: Tenant) -> list[dict[str, Any]] | None:
+    out = []
+    for d in ScoreDefinition.objects.filter(tenant=tenant).order_by("name"):
+        row: dict[str, Any] = {"name": d.name, "kind": d.kind}
+        if d.kind == ScoreKind.NUMERIC:
+            row.update(min=d.min_value, max=d.max_value)
+        if d.kind == ScoreKind.CATEGORICAL:
+            row["values"] = d.values
+        if d.description:
+            row["description"] = d.description
+        out.append(row)
+    return out or None
+
+
+apply_scores.export = export_scores  # type: ignore[attr-defined]
