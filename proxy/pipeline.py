@@ -148,6 +148,8 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     plan = router.plan(
         tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
     )
+    if front.stateful:
+        front.check_plan(call, plan, native is not None and not steps)
     call.variant = plan.variant or ""
     if plan.model != model:
         call.route = plan.model
@@ -214,7 +216,9 @@ def _answer(call: Call, result: UpstreamResult, admitted: Admitted, front: Front
     call.error_type = result.error_type
     call.error_message = result.error_message
     if result.native:
-        pass  # relayed from a same-format upstream: already what the client expects, answer or error
+        # Relayed from a same-format upstream: already what the client expects, answer or error.
+        if result.status < 400:
+            result.body = front.render_native(call, result.body)
     elif result.status < 400:
         # Answers pass the steps in reverse order: the last to rewrite the request (the cache, after
         # PII) is the first to see the answer, so it stores what the upstream sent, before any restore.
@@ -249,6 +253,8 @@ def _stream_response(call: Call, upstream: UpstreamStream, admitted: Admitted, f
     # A relayed stream (upstream.native) is already in the client's format.
     if not upstream.native and (translate := front.stream_filter(call)) is not None:
         filters.append(translate)
+    elif upstream.native and (observe := front.native_stream_filter(call)) is not None:
+        filters.append(observe)
     response = GatewayStreamResponse(call, upstream, filters, admitted.deadline)
     headers = {**admitted.limit_headers, **_gateway_headers(call), **upstream.headers}
     inbound.set_headers(response, call.request_id, call.deployment, headers)

@@ -37,6 +37,18 @@ class Front:
     async def prepare(self, call: Any, payload: dict[str, Any]) -> None:
         """Complete the payload from stored state (only for a `stateful` front end)."""
 
+    def check_plan(self, call: Any, plan: Any, relay: bool) -> None:
+        """Refuse what the route cannot serve (only for a `stateful` front end); `relay`: the request may be
+        relayed to upstreams of `native_kind`."""
+
+    def render_native(self, call: Any, body: bytes) -> bytes:
+        """A successful answer relayed from a same-format upstream: as it came, by default."""
+        return body
+
+    def native_stream_filter(self, call: Any) -> Any:
+        """Watches a relayed stream's events (None: nothing to watch)."""
+        return None
+
     def render(self, call: Any, body: bytes) -> bytes:
         """A successful OpenAI-format answer, as this front end's clients expect it."""
         raise NotImplementedError

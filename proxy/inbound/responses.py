@@ -16,7 +16,12 @@ Request: `input` (a string, or items: messages with input_text / input_image / o
 function_call, function_call_output), `instructions`, function `tools`, `tool_choice`,
 `parallel_tool_calls`, `text.format`, `reasoning.effort`, `max_output_tokens`, `temperature`,
 `top_p`, `metadata`, `user`, `stream`, `store`, `previous_response_id`. Built-in tools (web_search,
-file_search, ...) are a 400 naming the tool.
+file_search, ...) are a 400 naming the tool unless the route relays natively.
+
+Native relay (`native_kind`): without policy steps, `openai` deployments get the client's own body
+(the model swapped) on OpenAI's Responses API, and the answer and events come back untouched
+(proxy.providers.openai.ResponsesRelayStream); they are stored all the same (render_native,
+native_stream_filter).
 
 State (`store`, on by default): the answer, this request's input items and the whole conversation
 are kept per tenant with the call's log row (observability.stored_responses), as they were sent
@@ -42,6 +47,10 @@ from proxy.sse import event_data
 
 # The request's own settings, echoed in the response object (one request per task).
 REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("responses_request", default=None)
+# The built-in tools (web_search, ...) the request names: served only by native relay to OpenAI.
+BUILT_IN_TOOLS: ContextVar[tuple[str, ...]] = ContextVar("responses_built_in_tools", default=())
+# The previous_response_id the client sent (the native body may lose it to the stored conversation).
+PREVIOUS: ContextVar[str] = ContextVar("responses_previous", default="")
 
 
 def _new_id(prefix: str) -> str:
@@ -126,18 +135,18 @@ def _tools(body: dict[str, Any], chat: dict[str, Any]) -> None:
         if not isinstance(tools, list):
             raise errors.bad_request("'tools' must be a list.", param="tools")
         converted = []
+        built_in = []
         for i, tool in enumerate(tools):
             kind = tool.get("type") if isinstance(tool, dict) else None
             if kind != "function":
-                raise errors.bad_request(
-                    f"The built-in tool {kind!r} (tools[{i}]) is not available through this gateway's translation: "
-                    "only function tools are.",
-                    param=f"tools[{i}]",
-                    code="unsupported_value",
-                )
+                # Checked once the route is known (check_plan): only OpenAI's own Responses API has them.
+                built_in.append(f"{kind}@{i}")
+                continue
             function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
             converted.append({"type": "function", "function": function})
-        chat["tools"] = converted
+        if converted:
+            chat["tools"] = converted
+        BUILT_IN_TOOLS.set(tuple(built_in))
     choice = body.get("tool_choice")
     if isinstance(choice, str):
         chat["tool_choice"] = choice
@@ -171,6 +180,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("store") is not None and not isinstance(body["store"], bool):
         raise errors.bad_request("'store' must be a boolean.", param="store", code="invalid_type")
     chat: dict[str, Any] = {"model": body["model"], "messages": _messages(body)}
+    BUILT_IN_TOOLS.set(())
+    PREVIOUS.set(previous or "")
     _tools(body, chat)
     _format(body, chat)
     reasoning = body.get("reasoning")
@@ -214,7 +225,7 @@ def _usage(usage: Any) -> dict[str, Any]:
 
 def _envelope(response_id: str, model: str, status: str) -> dict[str, Any]:
     body = REQUEST.get() or {}
-    previous = body.get("previous_response_id")
+    previous = PREVIOUS.get()
     text = body.get("text") if isinstance(body.get("text"), dict) else {"format": {"type": "text"}}
     return {
         "id": response_id,
@@ -228,7 +239,7 @@ def _envelope(response_id: str, model: str, status: str) -> dict[str, Any]:
         "model": model,
         "output": [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": previous if isinstance(previous, str) and previous else None,
+        "previous_response_id": previous or None,
         "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
         "store": body.get("store") is not False,
         "temperature": body.get("temperature", 1.0),
@@ -309,15 +320,55 @@ async def prepare(call: Any, chat: dict[str, Any]) -> None:
     instructions = isinstance(body.get("instructions"), str) and bool(body["instructions"])
     head = 1 if instructions else 0
     own_from = head
-    previous = body.get("previous_response_id")
+    previous = PREVIOUS.get()
+    history: list[dict[str, Any]] = []
     if previous:
         stored = await response_store.load(call.key.tenant_id, previous)
-        if stored is None:
-            raise response_store.not_found(previous, param="previous_response_id")
-        history = list(stored["messages"])
-        chat["messages"][head:head] = history
-        own_from += len(history)
-    call.step_state["responses"] = (head, own_from)
+        if stored is not None:
+            history = list(stored["messages"])
+            chat["messages"][head:head] = history
+            own_from += len(history)
+    # Not stored here: an id of OpenAI's own, which only a native relay to OpenAI can continue, or a
+    # 404 (check_plan, once the route is known).
+    call.step_state["responses"] = (head, own_from, bool(previous) and not history, history)
+
+
+def check_plan(call: Any, plan: Any, relay: bool) -> None:
+    """What only OpenAI's own Responses API can serve (built-in tools, a previous_response_id stored
+    there) needs a native relay to an `openai` deployment; with one, the stored conversation a request
+    continues goes upstream as input items (OpenAI does not know this gateway's ids)."""
+    _head, _own_from, unresolved, history = call.step_state["responses"]
+    deployments = [d for g in (*plan.groups, *plan.context_window) for d in g.deployments]
+    native = relay and bool(deployments) and all(d.kind == "openai" for d in deployments)
+    built_in = BUILT_IN_TOOLS.get()
+    if built_in and not native:
+        kind, _, index = built_in[0].rpartition("@")
+        raise errors.bad_request(
+            f"The built-in tool {kind!r} (tools[{index}]) is served only by OpenAI's own Responses API: every "
+            "deployment of this model must be of kind openai, with no data policy or cache rewriting the "
+            "request; otherwise only function tools are.",
+            param=f"tools[{index}]",
+            code="unsupported_value",
+        )
+    previous = PREVIOUS.get()
+    if unresolved and not native:
+        raise response_store.not_found(previous, param="previous_response_id")
+    if history and relay:
+        body = REQUEST.get()
+        assert body is not None
+        own = body.get("input")
+        own_items = [{"role": "user", "content": own}] if isinstance(own, str) else list(own or [])
+        body["input"] = [*_native_items(history), *own_items]
+        body.pop("previous_response_id", None)
+
+
+def _native_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored chat messages as input items for OpenAI's Responses API (without this gateway's item ids)."""
+    items = _input_items(messages)
+    for item in items:
+        item.pop("id", None)
+        item.pop("status", None)
+    return items
 
 
 def _input_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -391,7 +442,7 @@ def keep(call: Any, response: dict[str, Any]) -> None:
     body = REQUEST.get() or {}
     if body.get("store") is False or call.payload is None or call.key is None:
         return
-    head, own_from = call.step_state.get("responses", (0, 0))
+    head, own_from, _unresolved, _history = call.step_state.get("responses", (0, 0, False, []))
     session = call.step_state.get("pii")
     kept = orjson.loads(orjson.dumps(response))
     if session is not None:
@@ -608,12 +659,49 @@ class ResponsesFront(inbound.OpenAIFront):
 
     name = "responses"
     stateful = True
+    # Without policy steps, a request routed to `openai` deployments is relayed to OpenAI's own
+    # Responses API as the client sent it (the model swapped): built-in tools, reasoning items, every
+    # field this translation does not know. Other kinds are served by translation.
+    native_kind = "responses"
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
         body = inbound.parse_body(request)
         chat = to_chat(body)
         REQUEST.set(body)
         return chat
+
+    def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        body = inbound.parse_body(request)
+        chat = to_chat(body)
+        REQUEST.set(body)
+        return chat, body
+
+    def check_plan(self, call: Any, plan: Any, relay: bool) -> None:
+        check_plan(call, plan, relay)
+
+    def render_native(self, call: Any, body: bytes) -> bytes:
+        """A relayed answer of OpenAI's Responses API, as it came: kept (store) like a translated one."""
+        try:
+            response = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        if isinstance(response, dict) and response.get("object") == "response":
+            keep(call, response)
+        return body
+
+    def native_stream_filter(self, call: Any) -> Any:
+        def observe(event: bytes) -> bytes:
+            # The final event carries the whole response: kept (store) like a translated one.
+            if event.startswith((b"event: response.completed", b"event: response.incomplete")):
+                try:
+                    data = orjson.loads(event_data(event))
+                except orjson.JSONDecodeError:
+                    return event
+                if isinstance(data, dict) and isinstance(data.get("response"), dict):
+                    keep(call, data["response"])
+            return event
+
+        return observe
 
     async def prepare(self, call: Any, payload: dict[str, Any]) -> None:
         await prepare(call, payload)

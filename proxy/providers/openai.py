@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway_project.common.redact import redact, secrets_of
+from gateway_project.common.redact import redact, redact_bytes, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
     CallContext,
@@ -76,6 +76,12 @@ class OpenAIAdapter(ProviderAdapter):
         deployment.headers = headers
 
     def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        if ctx.native_kind == "responses" and deployment.kind == "openai":
+            # OpenAI's own Responses API, relayed: the client's body with the model swapped.
+            native = {**(ctx.native or {}), "model": deployment.upstream_model}
+            headers = {**deployment.headers, "x-request-id": ctx.request_id, **deployment.extra_headers}
+            url = deployment.urls["chat/completions"].removesuffix("/chat/completions") + "/responses"
+            return get_client().build_request("POST", url, content=orjson.dumps(native), headers=headers)
         # A shallow copy: the client's payload stays as it came, for the next attempt (another
         # deployment, another provider) and for anything that reads it after the call.
         body = {**payload, "model": deployment.upstream_model}
@@ -103,6 +109,17 @@ class OpenAIAdapter(ProviderAdapter):
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             return bad_response("The upstream provider returned a body that is not JSON")
+        if ctx.native_kind == "responses" and deployment.kind == "openai":
+            if not isinstance(data, dict) or data.get("object") != "response":
+                return bad_response("The upstream provider returned JSON that is not a response")
+            return UpstreamResult(
+                status=response.status_code,
+                body=content,
+                usage=chat_usage(data.get("usage")),
+                headers=_pass_headers(response),
+                native=True,
+                finish_reason=str(data.get("status") or ""),
+            )
         usage = data["usage"] if isinstance(data, dict) and isinstance(data.get("usage"), dict) else None
         return UpstreamResult(status=response.status_code, body=content, usage=usage, headers=_pass_headers(response))
 
@@ -114,6 +131,10 @@ class OpenAIAdapter(ProviderAdapter):
         return result
 
     def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
+        if ctx.native_kind == "responses" and deployment.kind == "openai":
+            relay: UpstreamStream = ResponsesRelayStream(response, deployment)
+            relay.headers = _pass_headers(response)
+            return relay
         stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage, deployment=deployment)
         stream.headers = _pass_headers(response)
         return stream
@@ -210,6 +231,87 @@ class OpenAIStream(UpstreamStream):
             if self.hide_usage and not data.get("choices"):
                 return None
         return event
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def chat_usage(usage: Any) -> dict | None:
+    """The Responses API's usage in the chat format the gateway bills from."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": int(cached)}
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": int(reasoning)}
+    return out
+
+
+def _responses_error_event(message: str, code: str) -> bytes:
+    body = {"type": "error", "code": code, "message": message, "param": None, "sequence_number": 0}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+# The events that end a Responses API stream.
+FINAL_EVENTS = (b"event: response.completed", b"event: response.incomplete", b"event: response.failed", b"event: error")
+
+
+class ResponsesRelayStream(UpstreamStream):
+    """OpenAI's Responses API stream relayed as it came; only its last event is parsed, for the usage
+    (response.completed / .incomplete) or the error (response.failed, error)."""
+
+    native = True
+
+    def __init__(self, response: httpx.Response, deployment: Deployment) -> None:
+        super().__init__()
+        self.response = response
+        self.deployment = deployment
+
+    def _final(self, event: bytes) -> None:
+        try:
+            data = orjson.loads(event_data(event))
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        found = data.get("response")
+        response: dict = found if isinstance(found, dict) else {}
+        self.usage = chat_usage(response.get("usage")) or self.usage
+        self.finish_reason = str(response.get("status") or data.get("type") or "")
+        if data.get("type") in ("response.failed", "error"):
+            inner = response.get("error")
+            err: dict = inner if isinstance(inner, dict) else data
+            secrets = secrets_of(self.deployment)
+            self.error_type = redact(str(err.get("code") or err.get("type") or "upstream_error"), secrets)[:100]
+            message = str(err.get("message") or "The upstream provider reported an error mid-stream")
+            self.error_message = redact(message, secrets)[:2000]
+
+    async def events(self) -> AsyncIterator[bytes]:
+        splitter = SSESplitter()
+        try:
+            async for raw in self.response.aiter_raw():
+                for event in splitter.feed(raw):
+                    if event.startswith(FINAL_EVENTS):
+                        self._final(event)
+                        yield redact_bytes(event, secrets_of(self.deployment)) if self.error_type else event
+                        return
+                    yield event
+        except httpx.HTTPError as exc:
+            self.error_type = "upstream_stream_error"
+            self.error_message = redact(f"{type(exc).__name__}: {exc}"[:1000], secrets_of(self.deployment))
+            yield _responses_error_event("The upstream stream was interrupted", "upstream_stream_error")
+            return
+        self.error_type = "upstream_stream_incomplete"
+        self.error_message = "The upstream stream ended without response.completed"
+        yield _responses_error_event("The upstream stream ended before it was complete", "upstream_stream_incomplete")
 
     async def aclose(self) -> None:
         await self.response.aclose()

@@ -214,3 +214,65 @@ def test_structured_output_through_responses_parse_and_chat_parse_with_the_built
         model="local", messages=[{"role": "user", "content": "A city, please"}], response_format=City
     )
     assert isinstance(chat.choices[0].message.parsed, City)
+
+
+OPENAI_KIND = """
+tenant: hooli
+name: Hooli
+providers:
+  - {{name: openai, kind: openai, base_url: '{url}', api_key: env:FAKE_UPSTREAM_KEY}}
+  - {{name: compat, kind: openai-compatible, base_url: '{url}', api_key: env:FAKE_UPSTREAM_KEY}}
+models:
+  - name: gpt-5
+    deployments: [{{provider: openai, model: gpt-5-2025-08-07}}]
+  - name: compat
+    deployments: [{{provider: compat, model: gpt-4o-mini}}]
+"""
+
+
+def test_openai_deployments_relay_the_responses_api_natively(gateway, mint, upstream, monkeypatch):
+    """Gavin's hooli routes gpt-5 to a deployment of kind openai: requests are relayed to OpenAI's own
+    Responses API (built-in tools work, the body goes as sent with the model swapped, events come back
+    untouched), billed from its usage, stored and continued like translated ones."""
+    from tenants.config import apply_config
+    from tests.helpers import UPSTREAM_KEY
+
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
+    hooli, _ = apply_config(OPENAI_KIND.format(url=upstream.base_url))
+    client = client_for(gateway, mint(hooli, name="gavin-app"))
+    raw = client.responses.with_raw_response.create(
+        model="gpt-5", input="Latest news?", tools=[{"type": "web_search"}], reasoning={"effort": "low"}
+    )
+    first = raw.parse()
+    assert [item.type for item in first.output] == ["web_search_call", "message"]
+    assert first.output_text == "Hello from the fake upstream." and first.id.startswith("resp_openai")
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/responses" and sent.body["model"] == "gpt-5-2025-08-07"
+    assert sent.body["tools"] == [{"type": "web_search"}] and sent.body["reasoning"] == {"effort": "low"}
+
+    with client.responses.stream(model="gpt-5", input="Say hello") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert final.output_text == "Hello from the fake upstream." and final.usage.output_tokens == 6
+
+    # Kept by the gateway (OpenAI's id), and continued from its store: the conversation goes upstream
+    # as input items, since OpenAI's store may not have it (another provider may have answered it).
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    second = client.responses.create(model="gpt-5", previous_response_id=first.id, input="And more?")
+    assert second.output_text
+    sent = upstream.requests[-1].body
+    assert "previous_response_id" not in sent
+    assert [item.get("role") for item in sent["input"]] == ["user", "assistant", "user"]
+    assert sent["input"][0]["content"][0] == {"type": "input_text", "text": "Latest news?"}
+
+    request_id = raw.headers["x-request-id"]
+    assert wait_for(lambda: CallLog.objects.filter(request_id=request_id).exists())
+    log = CallLog.objects.get(request_id=request_id)
+    assert log.endpoint == "responses" and log.prompt_tokens > 0 and log.completion_tokens == 6
+    assert log.cost_picodollars is not None and log.cost_picodollars > 0
+
+    # A built-in tool where the route translates (openai-compatible): a 400 naming it.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="compat", input="news?", tools=[{"type": "web_search"}])
+    assert caught.value.body["param"] == "tools[0]" and "web_search" in caught.value.body["message"]

@@ -18,6 +18,11 @@ Any model can also be scripted from a test: `fake.script("m", {"status": 429, "h
 {"status": 503}, {"delay": 0.2})` answers the next three requests for "m" that way (errors in OpenAI's
 shape, `"reset": True` drops the connection, `"hang": True` never answers, a bare delay slows the first
 byte of a normal answer), then behaves normally again.
+POST /v1/responses is OpenAI's Responses API (stateless here): JSON or the documented event stream
+(response.created, .in_progress, .output_item.added, .content_part.added, .output_text.delta x N,
+.output_text.done, .content_part.done, .output_item.done, response.completed, each with its
+sequence_number), a `web_search_call` item first when the request has a web_search tool, usage with
+input/output token details; model "responses-fail" streams response.failed after one delta.
 GET /v1/models lists two models; /html/v1/models answers 200 with a web page, /odd/v1/models with
 JSON that is not a model list.
 Every request is recorded (path, headers, JSON body) and disconnects are counted.
@@ -311,6 +316,136 @@ class FakeOpenAI(LoopbackServer):
         await response.write_eof()
         return response
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if request.headers.get("authorization") != "Bearer sk-upstream-test-0001":
+            return self._error(401, "Incorrect API key provided: sk-up***.", "invalid_request_error", "invalid_api_key")
+        if not isinstance(body, dict) or not body.get("model") or body.get("input") is None:
+            return self._error(
+                400, "Missing required parameter: 'input'.", "invalid_request_error", "missing_required_parameter"
+            )
+        if body.get("previous_response_id") and not str(body["previous_response_id"]).startswith("resp_openai"):
+            return self._error(
+                404,
+                f"Previous response with id '{body['previous_response_id']}' not found.",
+                "invalid_request_error",
+                "previous_response_not_found",
+            )
+        text = "".join(CONTENT_WORDS)
+        items_in = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        usage = {
+            "input_tokens": 11 + len(json.dumps(items_in)) // 40,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": len(CONTENT_WORDS),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 0,
+        }
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        response: dict[str, Any] = {
+            "id": f"resp_openai{len(self.requests):08d}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"],
+            "output": [],
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "store": body.get("store", True),
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": body.get("tools") or [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": None,
+            "metadata": {},
+        }
+        searches = [
+            {
+                "id": "ws_fake1",
+                "type": "web_search_call",
+                "status": "completed",
+                "action": {"type": "search", "query": "q"},
+            }
+            for t in body.get("tools") or ()
+            if isinstance(t, dict) and t.get("type") == "web_search"
+        ]
+        message = {
+            "id": "msg_fake1",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        }
+        if not body.get("stream"):
+            return web.json_response(
+                {**response, "status": "completed", "output": [*searches, message], "usage": usage}
+            )
+        stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await stream.prepare(request)
+        sequence = 0
+
+        async def send(kind: str, **fields: Any) -> None:
+            nonlocal sequence
+            data = {"type": kind, "sequence_number": sequence, **fields}
+            sequence += 1
+            await stream.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await send("response.created", response=response)
+        await send("response.in_progress", response=response)
+        index = 0
+        for search in searches:
+            await send("response.output_item.added", output_index=index, item={**search, "status": "in_progress"})
+            await send("response.output_item.done", output_index=index, item=search)
+            index += 1
+        pending = {**message, "status": "in_progress", "content": []}
+        await send("response.output_item.added", output_index=index, item=pending)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        await send("response.content_part.added", item_id="msg_fake1", output_index=index, content_index=0, part=part)
+        for word in CONTENT_WORDS:
+            await send(
+                "response.output_text.delta",
+                item_id="msg_fake1",
+                output_index=index,
+                content_index=0,
+                delta=word,
+                logprobs=[],
+            )
+            if body["model"] == "responses-fail":
+                failed = {
+                    **response,
+                    "status": "failed",
+                    "error": {"code": "server_error", "message": "The model failed."},
+                }
+                await send("response.failed", response=failed)
+                return stream
+        await send(
+            "response.output_text.done",
+            item_id="msg_fake1",
+            output_index=index,
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        await send(
+            "response.content_part.done",
+            item_id="msg_fake1",
+            output_index=index,
+            content_index=0,
+            part={**part, "text": text},
+        )
+        await send("response.output_item.done", output_index=index, item=message)
+        await send(
+            "response.completed",
+            response={**response, "status": "completed", "output": [*searches, message], "usage": usage},
+        )
+        return stream
+
     async def models(self, request: web.Request) -> web.Response:
         if request.path.startswith("/html/"):
             return web.Response(text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
@@ -337,6 +472,7 @@ class FakeOpenAI(LoopbackServer):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
         for prefix in ("", "/html", "/odd", "/quote"):
             app.router.add_get(f"{prefix}/v1/models", self.models)
         self.serve(app, "fake-openai")
