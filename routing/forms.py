@@ -164,6 +164,41 @@ class ProviderForm(forms.Form):
         return kwargs
 
 
+ORDER = forms.formsets.ORDERING_FIELD_NAME
+REMOVE = forms.formsets.DELETION_FIELD_NAME
+
+
+def label_order_and_remove(form: forms.Form, index: int | None) -> None:
+    """The "Order" and "Remove" fields of an ordered list's row (deployments, rules).
+
+    A row's place on screen is its order: an empty "Order" shows that place as a placeholder (a row
+    added in the browser from the blank template gets it from static/js/console.js).
+    """
+    order = form.fields[ORDER]
+    order.label = "Order"
+    order.widget.attrs.update({"min": 0, "class": "order-input"})
+    if index is not None:
+        order.widget.attrs["placeholder"] = str(index + 1)
+    form.fields[REMOVE].label = "Remove"
+
+
+def kept_in_order(formset: forms.BaseFormSet) -> list[forms.Form]:
+    """The filled rows not marked "Remove", in the order on screen unless the user typed another.
+
+    An empty "Order" stands for the row's place on screen (1, 2, ...), as do the numbers Django fills
+    in for saved rows. A number the user typed or changed wins a tie with a place, so typing 1 on the
+    third row moves it first; rows that still tie keep their order on screen.
+    """
+
+    def position(item: tuple[int, forms.Form]) -> tuple[int, bool, int]:
+        index, form = item
+        order = form.cleaned_data.get(ORDER)
+        return (index + 1 if order is None else order, ORDER not in form.changed_data, index)
+
+    kept = [(i, f) for i, f in enumerate(formset.forms) if f.cleaned_data and not f.cleaned_data.get(REMOVE)]
+    return [form for _, form in sorted(kept, key=position)]
+
+
 class DeploymentForm(forms.Form):
     provider = forms.ModelChoiceField(queryset=ProviderCredential.objects.none(), empty_label="— provider —")
     model = forms.CharField(
@@ -189,11 +224,7 @@ class BaseDeploymentFormSet(forms.BaseFormSet):
 
     def add_fields(self, form: forms.Form, index: int | None) -> None:
         super().add_fields(form, index)
-        if self.can_order:
-            form.fields[forms.formsets.ORDERING_FIELD_NAME].label = "Order"
-            form.fields[forms.formsets.ORDERING_FIELD_NAME].widget.attrs.update({"min": 0, "class": "order-input"})
-        if self.can_delete:
-            form.fields[forms.formsets.DELETION_FIELD_NAME].label = "Remove"
+        label_order_and_remove(form, index)
 
     def clean(self) -> None:
         if any(self.errors):
@@ -208,21 +239,10 @@ class BaseDeploymentFormSet(forms.BaseFormSet):
             seen.add((provider.id, model))
 
     def deployments(self) -> list[tuple[ProviderCredential, str, int | None]]:
-        """The kept rows in the order the user gave (rows without an order number keep their place, last)."""
-        kept = [
-            (index, f)
-            for index, f in enumerate(self.forms)
-            if f.cleaned_data and not f.cleaned_data.get(forms.formsets.DELETION_FIELD_NAME)
-        ]
-
-        def position(item: tuple[int, forms.Form]) -> tuple[bool, int, int]:
-            index, f = item
-            order = f.cleaned_data.get(forms.formsets.ORDERING_FIELD_NAME)
-            return (order is None, order or 0, index)
-
+        """The kept rows, first the primary: the order on screen unless the user typed another."""
         return [
             (f.cleaned_data["provider"], f.cleaned_data["model"].strip(), f.cleaned_data.get("weight"))
-            for _, f in sorted(kept, key=position)
+            for f in kept_in_order(self)
         ]
 
 
@@ -275,7 +295,12 @@ class RouteSettingsForm(forms.Form):
     split_percent = forms.FloatField(
         required=False, min_value=0, max_value=100, label="Share (%)", help_text="Of this model's traffic."
     )
-    split_sticky = forms.ChoiceField(choices=Sticky.choices, label="Sticky", initial=Sticky.USER)
+    split_sticky = forms.ChoiceField(
+        choices=Sticky.choices,
+        label="Sticky",
+        initial=Sticky.USER,
+        help_text="Per end user: by the request's “user”; requests without a “user” are bucketed per key.",
+    )
     cooldown_failures = forms.IntegerField(
         min_value=1, max_value=MAX_COOLDOWN_FAILURES, label="Breaker: failures", help_text="Opens the breaker …"
     )
@@ -410,23 +435,10 @@ class BaseRuleFormSet(forms.BaseFormSet):
 
     def add_fields(self, form: forms.Form, index: int | None) -> None:
         super().add_fields(form, index)
-        form.fields[forms.formsets.ORDERING_FIELD_NAME].label = "Order"
-        form.fields[forms.formsets.ORDERING_FIELD_NAME].widget.attrs.update({"min": 0, "class": "order-input"})
-        form.fields[forms.formsets.DELETION_FIELD_NAME].label = "Remove"
+        label_order_and_remove(form, index)
 
     def rules(self) -> list[dict]:
-        kept = [
-            (index, f)
-            for index, f in enumerate(self.forms)
-            if f.cleaned_data and not f.cleaned_data.get(forms.formsets.DELETION_FIELD_NAME)
-        ]
-
-        def position(item: tuple[int, forms.Form]) -> tuple[bool, int, int]:
-            index, f = item
-            order = f.cleaned_data.get(forms.formsets.ORDERING_FIELD_NAME)
-            return (order is None, order or 0, index)
-
-        return [f.rule() for _, f in sorted(kept, key=position)]  # type: ignore[attr-defined]
+        return [f.rule() for f in kept_in_order(self)]  # type: ignore[attr-defined]
 
     def add_service_errors(self, messages: dict[str, list[str]]) -> None:
         """Show the service's errors ("rules[1].if.tags") above the list, naming the rule by its position."""

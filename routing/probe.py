@@ -294,5 +294,6 @@ def _verdict(kind: str, call: _Call, answer: _Answer) -> ProbeResult:
     if parsed is None:
         return ProbeResult(False, f"{call.url} answered 200 but not with a list of models: is the base URL right?")
     models, more = parsed
-    count = f"at least {len(models)}" if more else str(len(models))
-    return ProbeResult(True, f"Connected. The credentials can use {count} models.", models)
+    # The page puts "Connection works." in front of the message: it does not say it again.
+    count = f"at least {len(models)} models" if more else f"{len(models)} model{'' if len(models) == 1 else 's'}"
+    return ProbeResult(True, f"The credentials can use {count}.", models)

@@ -732,7 +732,7 @@ def route_rules_set(tenant: Tenant, *, rules: list[dict], actor: Actor) -> bool:
         actor=actor,
         action="routing.rules",
         target_type="RouteRule",
-        target_label=f"{len(wanted)} rules",
+        target_label=f"{len(wanted)} rule{'' if len(wanted) == 1 else 's'}",
         changes={
             "before": [{"if": m, "route": r} for m, r in have],
             "after": [{"if": m, "route": r} for m, r in wanted],

@@ -55,8 +55,8 @@ document.addEventListener("submit", (event) => {
   if (message && !window.confirm(message)) event.preventDefault();
 });
 
-// Formsets (a model's deployments): "Add a deployment" copies the blank row from its <template> and
-// counts it in TOTAL_FORMS. Without JavaScript the page always offers one blank row per save.
+// Formsets (a model's deployments, the routing rules): "Add a deployment" copies the blank row from its
+// <template> and counts it in TOTAL_FORMS. Without JavaScript the page always offers one blank row per save.
 function enableFormsets(root) {
   root.querySelectorAll("[data-formset]").forEach((set) => {
     const add = set.querySelector("[data-formset-add]");
@@ -71,8 +71,10 @@ function enableFormsets(root) {
       const html = template.innerHTML.replaceAll("__prefix__", String(index));
       set.querySelector("[data-formset-rows]").insertAdjacentHTML("beforeend", html);
       total.value = String(index + 1);
+      // The new row's place on screen is its order: show it, but leave the field empty so that only a
+      // number the user types moves a row (routing.forms.kept_in_order).
       const order = set.querySelector(`input[name="${prefix}-${index}-ORDER"]`);
-      if (order) order.value = String(index + 1);
+      if (order) order.placeholder = String(index + 1);
       const first = set.querySelector(`[name="${prefix}-${index}-provider"]`);
       if (first) first.focus();
     });
