@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -27,11 +28,19 @@ from billing.selectors import (
     visible_budgets,
     visible_invoices,
 )
-from billing.services import MAX_ALERT_PERCENT, budget_delete, budget_upsert
+from billing.services import (
+    MAX_ALERT_PERCENT,
+    NOT_A_DRAFT,
+    NOTHING_TO_BILL,
+    budget_delete,
+    budget_upsert,
+    invoice_finalize_draft,
+)
 from gateway_project.common.money import format_usd, from_pico
 from tenants.apis import TokenApi
 from tenants.models import Role
 from tenants.permissions import BILLING_MANAGE, CONFIG_WRITE
+from tenants.strict import StrictSerializer
 
 
 class BudgetOutputSerializer(serializers.Serializer):
@@ -53,6 +62,8 @@ class BudgetOutputSerializer(serializers.Serializer):
 
 
 class BudgetListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(BudgetOutputSerializer):
         pass
 
@@ -66,7 +77,7 @@ class BudgetListApi(TokenApi):
 class BudgetUpsertApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         scope = serializers.CharField(max_length=220, help_text="tenant, key:NAME, user:ID or tag:TAG")
         limit_usd = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=0)
         period = serializers.ChoiceField(choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
@@ -99,6 +110,7 @@ class BudgetUpsertApi(TokenApi):
 
 class BudgetDeleteApi(TokenApi):
     required_perm = CONFIG_WRITE
+    takes_no_input = True
 
     @extend_schema(request=None, responses={204: None}, summary="Delete a budget")
     def delete(self, request: Request, budget_id: int) -> Response:
@@ -108,7 +120,7 @@ class BudgetDeleteApi(TokenApi):
 
 
 class SpendApi(TokenApi):
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(StrictSerializer):
         since = serializers.DateField(required=False)
         until = serializers.DateField(required=False)
 
@@ -174,6 +186,7 @@ def _current_invoice(access, invoice_id: int):
 
 class InvoiceListApi(TokenApi):
     required_perm = BILLING_MANAGE
+    takes_no_input = True
 
     class OutputSerializer(InvoiceSummarySerializer):
         pass
@@ -185,6 +198,7 @@ class InvoiceListApi(TokenApi):
 
 class InvoiceDetailApi(TokenApi):
     required_perm = BILLING_MANAGE
+    takes_no_input = True
 
     class OutputSerializer(InvoiceSummarySerializer):
         subtotal_usd = serializers.CharField()
@@ -205,6 +219,7 @@ class InvoiceDetailApi(TokenApi):
 
 class InvoicePdfApi(TokenApi):
     required_perm = BILLING_MANAGE
+    takes_no_input = True
 
     @extend_schema(responses={(200, "application/pdf"): bytes}, summary="The invoice as a PDF")
     def get(self, request: Request, invoice_id: int) -> HttpResponse:
@@ -216,6 +231,7 @@ class InvoicePdfApi(TokenApi):
 
 class InvoiceCsvApi(TokenApi):
     required_perm = BILLING_MANAGE
+    takes_no_input = True
 
     @extend_schema(
         responses={(200, "text/csv"): str}, summary="The invoice as CSV: one row per line, amounts sum to the total"
@@ -235,6 +251,7 @@ class InvoiceNotVoidable(APIException):
 
 class InvoiceVoidApi(TokenApi):
     required_perm = BILLING_MANAGE
+    takes_no_input = True
 
     class OutputSerializer(InvoiceSummarySerializer):
         voided_at = serializers.DateTimeField(allow_null=True)
@@ -253,4 +270,46 @@ class InvoiceVoidApi(TokenApi):
                 f"{invoice.label} is {invoice.status}: only a finalized, unpaid invoice can be voided."
             )
         invoice.refresh_from_db()
+        return Response(self.OutputSerializer(invoice).data)
+
+
+class InvoiceNotFinalizable(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "invoice_not_finalizable"
+    default_detail = "Only a draft invoice with something to bill can be finalized."
+
+
+class InvoiceFinalizeApi(TokenApi):
+    required_perm = BILLING_MANAGE
+
+    class InputSerializer(StrictSerializer):
+        early = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Close the running month's draft today (as `gateway finalize-invoices --early`); usage "
+            "after today goes on a new invoice. Without it, only a month that has ended can be finalized.",
+        )
+
+    class OutputSerializer(InvoiceSummarySerializer):
+        pass
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, 400: None, 409: None},
+        summary="Finalize a draft invoice: it gets the next number and never changes again",
+        description="409 `invoice_not_finalizable` for an invoice that is not a draft (finalized, paid or void) "
+        "or has nothing to bill; 400 naming `early` for the running month without `early: true`.",
+    )
+    def post(self, request: Request, invoice_id: int) -> Response:
+        invoice = access_invoice(self.access, invoice_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            invoice = invoice_finalize_draft(
+                self.access.tenant, invoice=invoice, actor=self.access.actor, early=serializer.validated_data["early"]
+            )
+        except DjangoValidationError as exc:
+            if getattr(exc, "code", None) in (NOT_A_DRAFT, NOTHING_TO_BILL):
+                raise InvoiceNotFinalizable(exc.messages[0]) from None
+            raise
         return Response(self.OutputSerializer(invoice).data)

@@ -100,8 +100,14 @@ class Budget(models.Model):
         return f"{self.tenant} {self.scope} {self.limit_usd} USD/{self.period} ({self.mode})"
 
 
+# The `threshold` of the alert sent when a hard budget starts refusing calls (whatever share is spent:
+# a call is refused as soon as its worst case does not fit), once per budget and period.
+ALERT_REFUSED = 999
+
+
 class BudgetAlert(models.Model):
-    """One row per threshold crossed per budget period: the unique constraint makes alerts exactly-once."""
+    """One row per threshold crossed per budget period: the unique constraint makes alerts exactly-once.
+    ALERT_REFUSED is the "calls refused" alert's row."""
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
     period_key = models.CharField(max_length=20)

@@ -9,12 +9,24 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from billing.display import display_usd
-from billing.models import BillingSettings, Budget, BudgetAlert, LimitScope, PriceOverride, RateLimit
+from billing.invoice_rules import month_last_day
+from billing.invoicing.services import invoice_finalize, local_today
+from billing.models import (
+    ALERT_REFUSED,
+    BillingSettings,
+    Budget,
+    BudgetAlert,
+    Invoice,
+    InvoiceStatus,
+    LimitScope,
+    PriceOverride,
+    RateLimit,
+)
 from billing.periods import period_start
 from billing.selectors import tenant_timezone, top_spenders
 from gateway_project.common.money import NANO
@@ -328,31 +340,48 @@ def thresholds_up_to(budget_id: int, threshold: int, spent_nanos: int) -> list[i
 
 def budget_alert_send(*, budget_id: int, period_key: str, threshold: int, spent_nanos: int) -> bool:
     """Send the alert for this budget, period and threshold unless it was already sent. Exactly once."""
+    return budget_alerts_send(
+        budget_id=budget_id, period_key=period_key, thresholds=[threshold], spent_nanos=spent_nanos
+    )
+
+
+def budget_alerts_send(*, budget_id: int, period_key: str, thresholds: list[int], spent_nanos: int) -> bool:
+    """One e-mail for those of `thresholds` not mailed yet this period (50 % and 80 % crossed by one call
+    go out together; ALERT_REFUSED says calls are now refused). Each threshold is mailed exactly once."""
     budget = Budget.objects.select_related("tenant").filter(id=budget_id).first()
     if budget is None:
         return False
-    # The row is the claim: whoever creates it (or finds it unsent, on a retry after a mail failure)
-    # sends, under a row lock, and marks it sent. So an alert goes out once, and is not lost if the
-    # mail server was down the first time.
-    try:
-        with transaction.atomic():
-            BudgetAlert.objects.create(
-                budget=budget, period_key=period_key, threshold=threshold, spent_picodollars=spent_nanos * 1000
-            )
-    except IntegrityError:
-        pass
+    # The rows are the claim: whoever creates them (or finds them unsent, on a retry after a mail
+    # failure) sends, under row locks, and marks them sent. So an alert goes out once, and is not lost
+    # if the mail server was down the first time.
+    BudgetAlert.objects.bulk_create(
+        [
+            BudgetAlert(budget=budget, period_key=period_key, threshold=t, spent_picodollars=spent_nanos * 1000)
+            for t in thresholds
+        ],
+        ignore_conflicts=True,
+    )
     with transaction.atomic():
-        alert = BudgetAlert.objects.select_for_update().get(budget=budget, period_key=period_key, threshold=threshold)
-        if alert.sent_at is not None:
+        alerts = list(
+            BudgetAlert.objects.select_for_update()
+            .filter(budget=budget, period_key=period_key, threshold__in=thresholds)
+            .order_by("threshold")
+        )
+        unsent = [a for a in alerts if a.sent_at is None]
+        if not unsent:
             return False
-        _send_alert_email(budget, alert, period_key, threshold, Decimal(alert.spent_picodollars) / 10**12)
-        alert.sent_at = timezone.now()
-        alert.save(update_fields=["sent_at"])
+        spent = max(Decimal(a.spent_picodollars) for a in unsent) / 10**12
+        _send_alert_email(budget, period_key, [a.threshold for a in unsent], spent)
+        BudgetAlert.objects.filter(id__in=[a.id for a in unsent]).update(sent_at=timezone.now())
     return True
 
 
-def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, threshold: int, spent: Decimal) -> None:
-    """Render and send one alert (HTML and text) to the tenant's owners, admins and alert addresses."""
+def _send_alert_email(budget: Budget, period_key: str, thresholds: list[int], spent: Decimal) -> None:
+    """Render and send one alert (HTML and text) to the tenant's owners, admins and alert addresses: the
+    highest of `thresholds` (or "calls refused"), naming the others it passed too."""
+    refused = ALERT_REFUSED in thresholds
+    shares = [t for t in thresholds if t != ALERT_REFUSED]
+    threshold = max(shares) if shares else 0
     tenant = budget.tenant
     since = period_start(budget.period, datetime.now(UTC), tenant_timezone(tenant.id))
     keys, models = top_spenders(tenant.id, since=since)
@@ -360,6 +389,9 @@ def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, thres
         "tenant": tenant,
         "budget": budget,
         "threshold": threshold,
+        # The lower thresholds this e-mail also reports ("50%, 80%"): crossed by the same spend.
+        "passed": ", ".join(f"{t}%" for t in (shares if refused else shares[:-1])),
+        "refused": refused,
         # Rounded for reading, never to zero: a 0.0002 USD test budget must not read "0 of 0".
         "spent": display_usd(spent),
         "limit": display_usd(budget.limit_usd),
@@ -371,9 +403,12 @@ def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, thres
     }
     recipients = alert_recipients(tenant)
     if recipients:
-        subject = (
-            f"[{tenant.name}] {budget.scope} budget at {threshold}% ({context['spent']} of {context['limit']} USD)"
-        )
+        money = f"{context['spent']} of {context['limit']} USD"
+        if refused:
+            subject = f"[{tenant.name}] {budget.scope} budget exhausted, calls refused ({money})"
+        else:
+            also = f", past {' and '.join(f'{t}%' for t in shares[:-1])} too" if len(shares) > 1 else ""
+            subject = f"[{tenant.name}] {budget.scope} budget at {threshold}% ({money}{also})"
         message = EmailMultiAlternatives(
             subject=subject,
             body=render_to_string("billing/email/budget_alert.txt", context),
@@ -381,3 +416,49 @@ def _send_alert_email(budget: Budget, alert: BudgetAlert, period_key: str, thres
         )
         message.attach_alternative(render_to_string("billing/email/budget_alert.html", context), "text/html")
         message.send()
+
+
+# --- Finalizing one invoice from the console or the API -----------------------------------------------
+
+# The codes of the refusals that are about the invoice's state, not the request (the API answers 409).
+NOT_A_DRAFT = "not_a_draft"
+NOTHING_TO_BILL = "nothing_to_bill"
+
+
+def invoice_finalize_draft(
+    tenant: Tenant, *, invoice: Invoice, actor: Actor, early: bool = False, now: datetime | None = None
+) -> Invoice:
+    """Finalize this draft now, as `gateway finalize-invoices` would (billing.invoicing.services.
+    invoice_finalize: numbered, frozen, audit-logged, pushed to Stripe). A month still running closes
+    only with `early` (usage after today goes on a new invoice).
+
+    Raises ValidationError, and nothing changes, when the invoice is no longer a draft (code
+    NOT_A_DRAFT: finalized, paid or void, perhaps by someone else a moment ago), when it has nothing
+    to bill (NOTHING_TO_BILL), or when its month is running and `early` is not given (field "early").
+    """
+    if invoice.tenant_id != tenant.id:
+        raise ValidationError("That invoice belongs to another tenant.")
+    with transaction.atomic():
+        # The lock every invoice write of the tenant takes first: a second request for this draft
+        # waits here, then finds it finalized.
+        Tenant.objects.select_for_update().filter(id=tenant.id).first()
+        current = Invoice.objects.filter(id=invoice.id).first()
+        if current is None or current.status != InvoiceStatus.DRAFT:
+            state = current.get_status_display().lower() if current else "gone"
+            label = current.label if current else invoice.label
+            raise ValidationError(f"{label} is {state}: only a draft can be finalized.", code=NOT_A_DRAFT)
+        if not early and local_today(tenant, now) <= month_last_day(current.month):
+            raise ValidationError(
+                {
+                    "early": f"{current.month:%Y-%m} has not ended yet: finalize it early to close it today "
+                    "(usage after today goes on a new invoice)."
+                }
+            )
+        done = invoice_finalize(tenant, month=current.month, actor=actor, early=early, now=now)
+        if done is None:
+            # invoice_finalize removed the empty draft; raising rolls that back, so the month closes as usual.
+            raise ValidationError(
+                f"The {current.month:%Y-%m} invoice has nothing to bill: there is nothing to finalize.",
+                code=NOTHING_TO_BILL,
+            )
+    return done

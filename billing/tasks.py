@@ -15,15 +15,16 @@ def send_budget_alert(self, *, budget_id: int, period_key: str, threshold: int, 
     """Thin: the service decides (exactly once per threshold and period) and sends.
 
     One call can cross several thresholds at once (50 % and 80 %); the proxy queues one task for each
-    and workers run them in any order. So each task first sends every lower threshold the same spend
-    has crossed, in ascending order: whichever task runs first mails 50 % before 80 %, and the others
-    find those alerts already sent (the alert row is locked while it is sent).
+    and workers run them in any order. So each task claims every lower threshold the same spend has
+    crossed as well and mails them in one e-mail: whichever task runs first sends it, and the others
+    find those alerts already sent (the alert rows are locked while it is sent). ALERT_REFUSED (a hard
+    budget started refusing calls) takes the crossed thresholds not yet mailed along the same way.
     """
-    from billing.services import budget_alert_send, thresholds_up_to
+    from billing.services import budget_alerts_send, thresholds_up_to
 
     try:
-        for step in thresholds_up_to(budget_id, threshold, spent_nanos):
-            budget_alert_send(budget_id=budget_id, period_key=period_key, threshold=step, spent_nanos=spent_nanos)
+        steps = thresholds_up_to(budget_id, threshold, spent_nanos)
+        budget_alerts_send(budget_id=budget_id, period_key=period_key, thresholds=steps, spent_nanos=spent_nanos)
     except Exception as exc:  # SMTP hiccups: retry, the alert row keeps it exactly-once
         raise self.retry(exc=exc) from exc
 

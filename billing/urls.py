@@ -31,6 +31,11 @@ urlpatterns = [
         invoice_views.invoice_void_view,
         name="billing-invoice-void",
     ),
+    path(
+        "t/<slug:slug>/billing/invoices/<int:invoice_id>/finalize",
+        views.invoice_finalize_view,
+        name="billing-invoice-finalize",
+    ),
     path("t/<slug:slug>/billing/stripe-portal/", stripe_views.stripe_portal, name="billing-stripe-portal"),
     # Stripe's dashboard is configured with this path: keep it.
     path("billing/stripe/webhook/", stripe_webhooks.stripe_webhook, name="billing-stripe-webhook"),
@@ -47,4 +52,5 @@ api_urlpatterns = [
     path("invoices/<int:invoice_id>/pdf", apis.InvoicePdfApi.as_view(), name="api-invoice-pdf"),
     path("invoices/<int:invoice_id>/csv", apis.InvoiceCsvApi.as_view(), name="api-invoice-csv"),
     path("invoices/<int:invoice_id>/void", apis.InvoiceVoidApi.as_view(), name="api-invoice-void"),
+    path("invoices/<int:invoice_id>/finalize", apis.InvoiceFinalizeApi.as_view(), name="api-invoice-finalize"),
 ]

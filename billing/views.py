@@ -26,6 +26,7 @@ from billing.periods import period_start
 from billing.selectors import (
     BudgetUsage,
     access_budget,
+    access_invoice,
     budget_outage_mode,
     budget_usage,
     deployment_rate_limits,
@@ -48,13 +49,14 @@ from billing.services import (
     budget_delete,
     budget_outage_mode_set,
     budget_upsert,
+    invoice_finalize_draft,
     rate_limit_set,
 )
 from gateway_project.common.htmx import HtmxHttpRequest
 from gateway_project.common.money import from_pico
 from tenants.forms import add_service_errors
 from tenants.models import Role
-from tenants.permissions import CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
+from tenants.permissions import BILLING_MANAGE, CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
 
 PERIOD_ORDER = {"day": 0, "week": 1, "month": 2, "total": 3}
 
@@ -365,3 +367,26 @@ def spend(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     range_form = SpendRangeForm(request.GET or None)
     context = {**_spend_context(access, range_form), "settings_form": form}
     return render(request, "billing/spend.html", context, status=400 if range_form.errors else 200)
+
+
+# --- Invoices (the rest of the billing page is billing.invoicing.views) ------------------------------
+
+
+@login_required
+@require_POST
+def invoice_finalize_view(request: HtmxHttpRequest, slug: str, invoice_id: int) -> HttpResponse:
+    """Finalize a draft invoice now, as `gateway finalize-invoices` would; with `early`, close the running
+    month today. Owners only, like the rest of the billing page."""
+    access = tenant_access(request, slug, BILLING_MANAGE)
+    invoice = access_invoice(access, invoice_id)
+    try:
+        invoice = invoice_finalize_draft(
+            access.tenant, invoice=invoice, actor=access.actor, early=request.POST.get("early") == "1"
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Finalized {invoice.label} ({invoice.total_usd} USD). It will not change again.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("billing", kwargs={"slug": slug}))
+    return redirect("billing", slug=slug)

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.display import display_usd
-from billing.models import Budget
+from billing.models import ALERT_REFUSED, Budget
 from billing.periods import period_key, seconds_to_next_period
 from billing.selectors import spent_in_period_pico
 from billing.tasks import send_budget_alert
@@ -223,8 +223,9 @@ async def admit(  # noqa: C901
         return reservation, admission.headers
     if admission.reason == "budget":
         check, budget = checks[admission.index], budgets[admission.index]
-        if admission.spent_nanos >= check.limit_nanos:
-            spawn(_alert(check, 100, admission.spent_nanos))
+        # Calls are refused from now on: the owners hear it once per budget and period, whatever share
+        # is spent (a call is refused as soon as its worst case does not fit).
+        spawn(_alert(check, ALERT_REFUSED, admission.spent_nanos))
         headers = dict(admission.headers)
         wait = seconds_to_next_period(budget.period, now, tenant.tz)
         if wait:
@@ -461,7 +462,7 @@ _queued: set[tuple[int, str, int]] = set()
 
 async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
     ident = (check.budget_id, check.period_key, threshold)
-    if threshold not in check.alert_at or ident in _queued:
+    if (threshold not in check.alert_at and threshold != ALERT_REFUSED) or ident in _queued:
         return
     if len(_queued) > 10_000:
         _queued.clear()

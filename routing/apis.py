@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from routing.models import AWS_SECRET_FIELDS, ProviderCredential, ProviderKind
+from routing.declarative import route_settings_by_model
+from routing.models import (
+    AWS_SECRET_FIELDS,
+    MAX_RETRIES,
+    MAX_TIMEOUT_S,
+    MAX_WEIGHT,
+    ROUTE_DEFAULTS,
+    ProviderCredential,
+    ProviderKind,
+    Sticky,
+    Strategy,
+)
 from routing.permissions import access_model, access_provider
 from routing.probe import provider_test_connection
-from routing.selectors import ModelEntry, models_for, providers_for
+from routing.selectors import ModelEntry, models_for, providers_for, route_settings_of
 from routing.services import (
     KEEP,
     KIND_FIELDS,
+    DeploymentSpec,
     model_delete,
     model_deployments_set,
+    model_routes_set,
     provider_delete,
     provider_upsert,
 )
 from tenants.apis import TokenApi
 from tenants.bounds import MAX_SECRET_CHARS
 from tenants.permissions import CONFIG_WRITE, TenantAccess
+from tenants.strict import StrictSerializer
 
 # --- Providers -------------------------------------------------------------------------------------
 
@@ -56,7 +73,7 @@ class ProviderOutputSerializer(serializers.Serializer):
         return "aws_access_key_id" in (provider.secret_sources or {})
 
 
-class ProviderSettingsInput(serializers.Serializer):
+class ProviderSettingsInput(StrictSerializer):
     """The kind-specific settings, shared by create and update. Secrets are write-only."""
 
     api_version = serializers.CharField(max_length=40, required=False, allow_blank=True)
@@ -79,6 +96,8 @@ class ProviderSettingsInput(serializers.Serializer):
 
 
 class ProviderListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(ProviderOutputSerializer):
         pass
 
@@ -113,6 +132,8 @@ class ProviderCreateApi(TokenApi):
 
 
 class ProviderDetailApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(ProviderOutputSerializer):
         pass
 
@@ -162,6 +183,7 @@ class ProviderUpdateApi(TokenApi):
 
 class ProviderDeleteApi(TokenApi):
     required_perm = CONFIG_WRITE
+    takes_no_input = True
 
     @extend_schema(request=None, responses={204: None}, summary="Delete a provider and its deployments")
     def delete(self, request: Request, provider_id: int) -> Response:
@@ -171,6 +193,8 @@ class ProviderDeleteApi(TokenApi):
 
 
 class ProviderTestApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(serializers.Serializer):
         ok = serializers.BooleanField()
         message = serializers.CharField()
@@ -183,49 +207,159 @@ class ProviderTestApi(TokenApi):
 
 
 # --- Models ----------------------------------------------------------------------------------------
+#
+# A model is its deployments (in priority order) and its route settings, the same fields as a `models:`
+# item of the tenant YAML and the console's model page, written through the same services. On a PUT, a
+# routing field left out keeps its stored value and null sets its default; cooldown and split are
+# replaced whole (a sub-field left out takes its default, as in the YAML).
 
 
-class DeploymentSerializer(serializers.Serializer):
+class DeploymentSerializer(StrictSerializer):
     provider = serializers.CharField(help_text="The provider's name.")
     model = serializers.CharField(max_length=200, help_text="The model name the provider knows.")
+    weight = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_WEIGHT,
+        required=False,
+        help_text="Share of traffic under the `weighted` strategy. Left out: 1 for a new deployment, else kept.",
+    )
+    base_model = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="The known model whose price and context window apply (an Azure deployment name, a "
+        'fine-tune); "" for the upstream model itself. Left out: kept.',
+    )
+
+
+class SplitSerializer(StrictSerializer):
+    model = serializers.CharField(max_length=200, help_text="The model that takes the share (the variant).")
+    percent = serializers.FloatField(help_text="0 to 100.")
+    sticky = serializers.ChoiceField(choices=Sticky.choices, required=False, help_text="Default: user.")
+
+
+class CooldownSerializer(StrictSerializer):
+    failures = serializers.IntegerField(required=False, help_text="Failures that open a deployment's breaker.")
+    window_s = serializers.FloatField(required=False, help_text="...counted within this many seconds.")
+    cooldown_s = serializers.FloatField(required=False, help_text="How long the breaker stays open.")
+
+
+class RouteSettingsInput(StrictSerializer):
+    """A model's routing fields; null sets a field's default. Ranges are checked by routing.services."""
+
+    strategy = serializers.ChoiceField(choices=Strategy.choices, required=False, allow_null=True)
+    retries = serializers.IntegerField(required=False, allow_null=True, help_text=f"0 to {MAX_RETRIES}.")
+    timeout_s = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text=f"The deadline of one call, more than 0 and at most {MAX_TIMEOUT_S:g}.",
+    )
+    fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        allow_null=True,
+        help_text="Other models of the tenant, tried in this order when this one fails.",
+    )
+    context_window_fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        allow_null=True,
+        help_text="Models with a larger context window, tried when the prompt does not fit.",
+    )
+    split = SplitSerializer(required=False, allow_null=True, help_text="An A/B split; null: none.")
+    cooldown = CooldownSerializer(required=False, allow_null=True, help_text="The deployments' circuit breaker.")
+
+
+class DeploymentOutputSerializer(serializers.Serializer):
+    provider = serializers.CharField(source="provider.name")
+    model = serializers.CharField(source="upstream_model")
+    weight = serializers.IntegerField()
+    base_model = serializers.CharField()
+
+
+class SplitOutputSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    percent = serializers.FloatField()
+    sticky = serializers.ChoiceField(choices=Sticky.choices)
+
+
+class CooldownOutputSerializer(serializers.Serializer):
+    failures = serializers.IntegerField()
+    window_s = serializers.FloatField()
+    cooldown_s = serializers.FloatField()
 
 
 class ModelOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
-    deployments = serializers.SerializerMethodField()
+    deployments = DeploymentOutputSerializer(many=True, help_text="In priority order.")
+    strategy = serializers.ChoiceField(choices=Strategy.choices)
+    retries = serializers.IntegerField()
+    timeout_s = serializers.FloatField()
+    fallbacks = serializers.ListField(child=serializers.CharField())
+    context_window_fallbacks = serializers.ListField(child=serializers.CharField())
+    split = SplitOutputSerializer(allow_null=True)
+    cooldown = CooldownOutputSerializer()
 
-    def get_deployments(self, entry: ModelEntry) -> list[dict[str, Any]]:
-        return [{"provider": d.provider.name, "model": d.upstream_model} for d in entry.deployments]
+
+def _model(entry: ModelEntry, settings: dict | None) -> dict[str, Any]:
+    """What ModelOutputSerializer reads: the deployments and the route settings (defaults when none)."""
+    return {"name": entry.name, "deployments": entry.deployments, **(settings or copy.deepcopy(ROUTE_DEFAULTS))}
 
 
-def _resolve_deployments(access: TenantAccess, items: list[dict]) -> list[tuple[ProviderCredential, str]]:
+def _model_of(access: TenantAccess, name: str) -> dict[str, Any]:
+    return _model(ModelEntry(name, access_model(access, name)), route_settings_of(access.tenant, name))
+
+
+def _resolve_deployments(access: TenantAccess, items: list[dict]) -> list[DeploymentSpec]:
     by_name = {p.name: p for p in providers_for(access.tenant)}
-    pairs = []
+    specs: list[DeploymentSpec] = []
     for i, item in enumerate(items):
         provider = by_name.get(item["provider"])
         if provider is None:
             raise serializers.ValidationError(
                 {"deployments": [f"[{i}].provider: no provider named {item['provider']!r} in this tenant."]}
             )
-        pairs.append((provider, item["model"]))
-    return pairs
+        specs.append((provider, item["model"], item.get("weight"), item.get("base_model")))
+    return specs
+
+
+def _model_save(access: TenantAccess, name: str, data: dict) -> None:
+    """Deployments, then the routing fields given, through the console's services, in one transaction."""
+    deployments = _resolve_deployments(access, data["deployments"])
+    routing = {field: data[field] for field in ROUTE_DEFAULTS if field in data}
+    with transaction.atomic():
+        model_deployments_set(access.tenant, model_name=name, deployments=deployments, actor=access.actor)
+        if not routing:
+            return
+        settings = {**(route_settings_of(access.tenant, name) or {}), **routing}
+        try:
+            model_routes_set(access.tenant, routes={name: settings}, actor=access.actor)
+        except DjangoValidationError as exc:
+            # The services name fields "<model>.<field>" (a YAML file sets many models); here the URL or
+            # the body names the model.
+            prefix = f"{name}."
+            raise DjangoValidationError({k.removeprefix(prefix): v for k, v in exc.message_dict.items()}) from None
 
 
 class ModelListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(ModelOutputSerializer):
         pass
 
-    @extend_schema(responses=OutputSerializer(many=True), summary="List models and their deployments")
+    @extend_schema(responses=OutputSerializer(many=True), summary="List models with their deployments and routing")
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(models_for(self.access.tenant), many=True).data)
+        routes = route_settings_by_model(self.access.tenant)
+        models = [_model(entry, routes.get(entry.name)) for entry in models_for(self.access.tenant)]
+        return Response(self.OutputSerializer(models, many=True).data)
 
 
 class ModelCreateApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(RouteSettingsInput):
         name = serializers.CharField(max_length=200)
-        deployments = DeploymentSerializer(many=True, allow_empty=False)
+        deployments = DeploymentSerializer(many=True, allow_empty=False, help_text="First = highest priority.")
 
     class OutputSerializer(ModelOutputSerializer):
         pass
@@ -239,26 +373,26 @@ class ModelCreateApi(TokenApi):
             raise serializers.ValidationError(
                 {"name": [f"{name} already exists; PUT /api/v1/models/{name}/ to change it."]}
             )
-        pairs = _resolve_deployments(self.access, serializer.validated_data["deployments"])
-        model_deployments_set(self.access.tenant, model_name=name, deployments=pairs, actor=self.access.actor)
-        entry = ModelEntry(name, access_model(self.access, name))
-        return Response(self.OutputSerializer(entry).data, status=status.HTTP_201_CREATED)
+        _model_save(self.access, name, serializer.validated_data)
+        return Response(self.OutputSerializer(_model_of(self.access, name)).data, status=status.HTTP_201_CREATED)
 
 
 class ModelDetailApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(ModelOutputSerializer):
         pass
 
-    @extend_schema(responses=OutputSerializer, summary="Get a model")
+    @extend_schema(responses=OutputSerializer, summary="Get a model with its deployments and routing")
     def get(self, request: Request, name: str) -> Response:
-        return Response(self.OutputSerializer(ModelEntry(name, access_model(self.access, name))).data)
+        return Response(self.OutputSerializer(_model_of(self.access, name)).data)
 
 
 class ModelReplaceApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
-        deployments = DeploymentSerializer(many=True, allow_empty=False)
+    class InputSerializer(RouteSettingsInput):
+        deployments = DeploymentSerializer(many=True, allow_empty=False, help_text="First = highest priority.")
 
     class OutputSerializer(ModelOutputSerializer):
         pass
@@ -266,19 +400,20 @@ class ModelReplaceApi(TokenApi):
     @extend_schema(
         request=InputSerializer,
         responses=OutputSerializer,
-        summary="Replace a model's deployments (first = highest priority)",
+        summary="Replace a model's deployments (first = highest priority) and set the routing fields given",
+        description="Routing fields left out keep their values; null sets a field's default.",
     )
     def put(self, request: Request, name: str) -> Response:
         access_model(self.access, name)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        pairs = _resolve_deployments(self.access, serializer.validated_data["deployments"])
-        model_deployments_set(self.access.tenant, model_name=name, deployments=pairs, actor=self.access.actor)
-        return Response(self.OutputSerializer(ModelEntry(name, access_model(self.access, name))).data)
+        _model_save(self.access, name, serializer.validated_data)
+        return Response(self.OutputSerializer(_model_of(self.access, name)).data)
 
 
 class ModelDeleteApi(TokenApi):
     required_perm = CONFIG_WRITE
+    takes_no_input = True
 
     @extend_schema(request=None, responses={204: None}, summary="Delete a model")
     def delete(self, request: Request, name: str) -> Response:

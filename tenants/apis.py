@@ -60,6 +60,7 @@ from tenants.services import (
     virtual_key_rotate,
     virtual_key_update,
 )
+from tenants.strict import StrictSerializer, refuse_any
 
 # A token's last_used_at is written at most this often, so busy automation does not write on every call.
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -176,11 +177,24 @@ class TokenApi(APIView):
     authentication_classes = [ManagementTokenAuthentication]
     permission_classes = [HasManagementToken]
     required_perm: str = VIEW
+    # True for an operation that takes nothing but its path: any query parameter (GET) or body field
+    # (other methods) is then a 400 naming it, as a StrictSerializer does for the operations that take
+    # input, instead of being ignored while the client believes it was applied.
+    takes_no_input: bool = False
     access: TenantAccess
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         self.access = token_access(request, request.auth, self.required_perm)
+        if self.takes_no_input:
+            refuse_any(request.query_params if request.method in ("GET", "HEAD") else self._body_if_json(request))
+
+    def _body_if_json(self, request: Request) -> Any:
+        # A body that is not JSON (a bare `curl -X POST`, a form) was never read here: still accepted.
+        try:
+            return request.data
+        except exceptions.UnsupportedMediaType:
+            return None
 
 
 def by_method(**views: type[APIView]) -> Callable[..., HttpResponse]:
@@ -285,6 +299,8 @@ def _check_key_pii(access: TenantAccess, data: dict) -> None:
 
 
 class KeyListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(KeyOutputSerializer):
         pass
 
@@ -297,7 +313,7 @@ class KeyListApi(TokenApi):
 class KeyCreateApi(TokenApi):
     required_perm = KEYS_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         models = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
@@ -323,6 +339,8 @@ class KeyCreateApi(TokenApi):
 
 
 class KeyDetailApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(KeyOutputSerializer):
         pass
 
@@ -334,7 +352,7 @@ class KeyDetailApi(TokenApi):
 class KeyUpdateApi(TokenApi):
     required_perm = KEYS_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200, required=False)
         models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -372,6 +390,7 @@ class KeyUpdateApi(TokenApi):
 
 class KeyRevokeApi(TokenApi):
     required_perm = KEYS_WRITE
+    takes_no_input = True
 
     class OutputSerializer(KeyOutputSerializer):
         pass
@@ -387,6 +406,7 @@ class KeyRevokeApi(TokenApi):
 
 class KeyRotateApi(TokenApi):
     required_perm = KEYS_WRITE
+    takes_no_input = True
 
     class OutputSerializer(KeyOutputSerializer):
         secret = serializers.CharField(help_text="The new secret, shown once. The old one stops working now.")
@@ -418,6 +438,8 @@ class InvitationOutputSerializer(serializers.Serializer):
 
 
 class MemberListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(MemberOutputSerializer):
         pass
 
@@ -429,7 +451,7 @@ class MemberListApi(TokenApi):
 class MemberInviteApi(TokenApi):
     required_perm = MEMBERS_MANAGE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         email = serializers.EmailField()
         role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
@@ -451,7 +473,7 @@ class MemberInviteApi(TokenApi):
 class MemberUpdateApi(TokenApi):
     required_perm = MEMBERS_MANAGE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         role = serializers.ChoiceField(choices=Role.choices)
 
     class OutputSerializer(MemberOutputSerializer):
@@ -470,6 +492,7 @@ class MemberUpdateApi(TokenApi):
 
 class MemberRemoveApi(TokenApi):
     required_perm = MEMBERS_MANAGE
+    takes_no_input = True
 
     @extend_schema(request=None, responses={204: None}, summary="Remove a member")
     def delete(self, request: Request, membership_id: int) -> Response:
@@ -479,6 +502,8 @@ class MemberRemoveApi(TokenApi):
 
 
 class InvitationListApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(InvitationOutputSerializer):
         pass
 
@@ -489,6 +514,7 @@ class InvitationListApi(TokenApi):
 
 class InvitationRevokeApi(TokenApi):
     required_perm = MEMBERS_MANAGE
+    takes_no_input = True
 
     @extend_schema(request=None, responses={204: None}, summary="Cancel an invitation")
     def delete(self, request: Request, invitation_id: int) -> Response:
@@ -503,7 +529,7 @@ class InvitationRevokeApi(TokenApi):
 class AuditListApi(TokenApi):
     required_perm = AUDIT_VIEW
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictSerializer):
         before = serializers.IntegerField(
             required=False, min_value=1, max_value=2**63 - 1, help_text="Return entries older than this id."
         )

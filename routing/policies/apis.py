@@ -11,6 +11,7 @@ from routing.policies.services import tenant_cache_policy_set, tenant_pii_policy
 from routing.policies.spec import pii_policy_clean
 from tenants.apis import KEY_PII, TokenApi
 from tenants.permissions import CONFIG_WRITE
+from tenants.strict import StrictSerializer
 
 PII_HELP = (
     "The `pii:` section of the tenant YAML as JSON: {mode: enforce|log-only, detectors: {email|phone|card|iban|"
@@ -24,6 +25,8 @@ CACHE_HELP = (
 
 
 class PiiPolicyGetApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(serializers.Serializer):
         pii = serializers.JSONField(allow_null=True, source="pii_policy", help_text=PII_HELP)
 
@@ -35,7 +38,7 @@ class PiiPolicyGetApi(TokenApi):
 class PiiPolicyPutApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         pii = serializers.JSONField(allow_null=True, help_text=PII_HELP)
 
     class OutputSerializer(serializers.Serializer):
@@ -55,6 +58,8 @@ class PiiPolicyPutApi(TokenApi):
 
 
 class CachePolicyGetApi(TokenApi):
+    takes_no_input = True
+
     class OutputSerializer(serializers.Serializer):
         cache = serializers.JSONField(allow_null=True, source="cache_policy", help_text=CACHE_HELP)
 
@@ -66,7 +71,7 @@ class CachePolicyGetApi(TokenApi):
 class CachePolicyPutApi(TokenApi):
     required_perm = CONFIG_WRITE
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         cache = serializers.JSONField(allow_null=True, help_text=CACHE_HELP)
 
     class OutputSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core import mail
 
-from billing.models import BillingSettings, BudgetAlert
+from billing.models import ALERT_REFUSED, BillingSettings, BudgetAlert
 from billing.services import budget_alert_send, budget_upsert
 from proxy import admission as money
 from proxy.background import drain
@@ -122,10 +122,13 @@ def test_a_refused_request_reports_the_real_spend_and_alerts_once(budget, backen
     denied, reservation = asyncio.run(scenario())
     assert reservation is None and not denied.ok and denied.reason == "budget"
     assert denied.spent_nanos == 9_500_000_000
-    # 50 % and 80 % were never mailed (the spend was settled behind money.settle's back): they go first.
-    assert [m.subject.split(" at ")[1].split("%")[0] for m in mail.outbox] == ["50", "80", "100"]
-    message = mail.outbox[-1]
-    assert "9.50 USD" in message.body and "now refused" in message.body
+    # 50 % and 80 % were never mailed (the spend was settled behind money.settle's back): they go along,
+    # in the same e-mail.
+    (message,) = mail.outbox
+    assert "budget at 100%" in message.subject and "past 50% and 80% too" in message.subject
+    assert (
+        "9.50 USD" in message.body and "now refused" in message.body and "It passed 50%, 80% on the way" in message.body
+    )
 
 
 @pytest.mark.parametrize("backend", ["redis", "local"])
@@ -163,3 +166,42 @@ def test_an_alert_whose_mail_failed_is_sent_on_the_retry_and_only_then(budget, m
     assert budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_000_000_000)
     assert not budget_alert_send(budget_id=budget.id, period_key="2026-11", threshold=50, spent_nanos=5_000_000_000)
     assert len(mail.outbox) == 1
+
+
+def test_thresholds_crossed_by_one_call_go_out_as_one_email_and_each_only_once(budget):
+    from billing.services import budget_alerts_send
+
+    assert budget_alerts_send(budget_id=budget.id, period_key="2026-11", thresholds=[50, 80], spent_nanos=8_500_000_000)
+    (message,) = mail.outbox
+    assert "budget at 80%" in message.subject and "past 50% too" in message.subject
+    assert not budget_alerts_send(
+        budget_id=budget.id, period_key="2026-11", thresholds=[50, 80], spent_nanos=8_600_000_000
+    )
+    assert sorted(BudgetAlert.objects.filter(sent_at__isnull=False).values_list("threshold", flat=True)) == [50, 80]
+
+
+def test_the_first_refused_call_mails_calls_refused_once_per_period_whatever_the_share_spent(budget):
+    """A hard budget at 73 % refuses a call whose worst case does not fit: the owners hear that calls are
+    refused (once), even though no 100 % threshold was crossed."""
+    check = BudgetCheck(
+        budget_id=budget.id,
+        key=f"gw:b:{budget.id}:refused",
+        limit_nanos=10_000_000_000,
+        hard=True,
+        alert_at=(50, 80, 100),
+        scope="tenant",
+        period_key="refused",
+    )
+
+    async def scenario():
+        for _ in range(3):  # a refused burst, and again later in the period: one e-mail
+            await money._alert(check, ALERT_REFUSED, 7_300_000_000)
+        money._queued.clear()  # another process, or this one after a restart
+        await money._alert(check, ALERT_REFUSED, 7_400_000_000)
+        await drain()
+
+    asyncio.run(scenario())
+    (message,) = mail.outbox
+    assert "budget exhausted, calls refused" in message.subject and "7.30 of 10.00 USD" in message.subject
+    assert "now refused" in message.body and "It passed 50% on the way" in message.body
+    assert BudgetAlert.objects.get(threshold=ALERT_REFUSED).sent_at is not None

@@ -233,12 +233,13 @@ def test_models_create_replace_delete(world, api_as):
     payload = {"name": "team/fast", "deployments": [{"provider": "mock", "model": "mock-chat"}]}
     response = post(client, "/api/v1/models/", payload)
     assert response.status_code == 201, response.content
-    assert response.json() == payload
+    assert response.json()["name"] == payload["name"]
+    assert response.json()["deployments"] == [{"provider": "mock", "model": "mock-chat", "weight": 1, "base_model": ""}]
     assert post(client, "/api/v1/models/", payload).status_code == 400  # exists already
     response = post(
         client, "/api/v1/models/team/fast/", {"deployments": [{"provider": "mock", "model": "mock-2"}]}, "PUT"
     )
-    assert response.json()["deployments"] == [{"provider": "mock", "model": "mock-2"}]
+    assert response.json()["deployments"] == [{"provider": "mock", "model": "mock-2", "weight": 1, "base_model": ""}]
     assert client.get("/api/v1/models/team/fast/").json()["name"] == "team/fast"
     assert post(client, "/api/v1/models/team/fast/", method="DELETE").status_code == 204
     assert client.get("/api/v1/models/team/fast/").status_code == 404

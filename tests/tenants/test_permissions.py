@@ -184,6 +184,7 @@ CONSOLE = [
     ("billing-invoice-csv", INVOICE, {"GET": Role.OWNER}),
     ("billing-invoice-pdf", INVOICE, {"GET": Role.OWNER}),
     ("billing-invoice-void", INVOICE, {"POST": Role.OWNER}),
+    ("billing-invoice-finalize", INVOICE, {"POST": Role.OWNER}),
     # Stripe is off in these tests: owners pass the permission check, then get 404 (no portal to open).
     ("billing-stripe-portal", STRIPE_OFF, {"GET": Role.OWNER}),
 ]
@@ -298,6 +299,7 @@ API = [
     ("api-invoice-pdf", INVOICE, {"GET": Role.OWNER}),
     ("api-invoice-csv", INVOICE, {"GET": Role.OWNER}),
     ("api-invoice-void", INVOICE, {"POST": Role.OWNER}),
+    ("api-invoice-finalize", INVOICE, {"POST": Role.OWNER}),
     ("api-routing-simulate", {}, {"POST": Role.VIEWER}),
     ("api-routing-ab", {}, {"GET": Role.VIEWER}),
     ("api-policy-pii", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
