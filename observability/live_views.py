@@ -14,9 +14,36 @@ from django.views.decorators.http import require_GET
 
 from gateway_project.common.htmx import HtmxHttpRequest
 from observability.consumers import SESSION_TENANT
+from observability.live import event
+from observability.models import CallLog
+from observability.views import scope_key_ids
 from routing.selectors import model_names_for
-from tenants.models import Role
-from tenants.permissions import tenant_access, visible_keys
+from tenants.models import Role, VirtualKey
+from tenants.permissions import TenantAccess, tenant_access, visible_keys
+
+RECENT_CALLS = 50
+# The call-log columns the live page's events are made of (observability.live.event).
+EVENT_FIELDS = (
+    "request_id", "created_at", "virtual_key_id", "requested_model", "route", "variant", "provider",
+    "upstream_model", "stream", "status_code", "latency_ms", "ttfb_ms", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cost_picodollars", "cost_estimated", "error_type", "error_message", "end_user",
+    "cache_status", "pii_actions", "fallback_reason", "client_disconnected",
+)  # fmt: skip
+
+
+def recent_events(access: TenantAccess, count: int) -> list[dict]:
+    """The tenant's latest calls (a member's: their own keys'), oldest first, as the socket sends them."""
+    rows = CallLog.objects.filter(tenant=access.tenant)
+    own = scope_key_ids(access)
+    if own is not None:
+        rows = rows.filter(virtual_key_id__in=own)
+    latest = list(rows.order_by("-created_at", "-id").values(*EVENT_FIELDS)[:count])
+    names = dict(VirtualKey.objects.filter(tenant=access.tenant).values_list("id", "name"))
+    out = []
+    for record in reversed(latest):
+        key_id = record["virtual_key_id"]
+        out.append({**event(record), "key": names.get(key_id) or f"key #{key_id}"})
+    return out
 
 
 @login_required
@@ -34,5 +61,7 @@ def live_logs(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "socket_path": f"/ws/logs/?tenant={access.tenant.slug}",
         # The page swaps the placeholder for each call's request id.
         "detail_url": reverse("log-by-request", args=[access.tenant.slug, "REQUEST_ID"]),
+        # The page starts with the latest calls already stored, not empty; the socket adds the rest.
+        "initial": recent_events(access, RECENT_CALLS),
     }
     return render(request, "observability/live.html", context)

@@ -124,6 +124,17 @@
     updateCount();
   }
 
+  // The latest calls already stored (oldest first), drawn before the socket connects.
+  const initial = document.getElementById("live-initial");
+  if (initial) {
+    try {
+      const stored = JSON.parse(initial.textContent);
+      if (Array.isArray(stored) && stored.length) add(stored);
+    } catch (_err) {
+      // a page without them starts empty
+    }
+  }
+
   function setStatus(text, kind) {
     statusBadge.textContent = text;
     statusBadge.className = `badge${kind ? ` badge-${kind}` : ""}`;
