@@ -314,6 +314,10 @@ def _cap_gauges(samples: list[tuple[str, str, dict[str, str], float]]) -> list[t
             key: (str(v) if (name, key) not in kept or str(v) in kept[(name, key)] else OTHER)
             for key, v in labels.items()
         }
+        if OTHER in shown.values():
+            # A folded series folds whole (a breaker's deployment, provider and model together), so that
+            # what is beyond the cap really is one series per remaining label value.
+            shown = {key: (OTHER if key in MAX_LABEL_VALUES else v) for key, v in shown.items()}
         entry = folded.setdefault((name, tuple(shown.items())), [name, help_text, shown, 0.0])
         entry[3] += value
     return [tuple(entry) for entry in folded.values()]  # type: ignore[misc]

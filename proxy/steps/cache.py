@@ -385,9 +385,13 @@ class CacheCall:
         deployment = call.deployment
         call.cost_saved = saved_picodollars(deployment.price if deployment is not None else None, usage)
         call.deployment = None  # no provider was called
+        # Still say which model the answer stands for (the deployment the call was routed to).
+        headers = {"x-gateway-model": f"{deployment.provider_name}/{deployment.upstream_model}"} if deployment else {}
         if stream:
-            return ReplayStream(replay_events(answer, include_usage), usage)
-        return UpstreamResult(status=200, body=orjson.dumps(answer), usage=usage)
+            replayed = ReplayStream(replay_events(answer, include_usage), usage)
+            replayed.headers = headers
+            return replayed
+        return UpstreamResult(status=200, body=orjson.dumps(answer), usage=usage, headers=headers)
 
     async def fill(self, call: Call, answer: dict[str, Any]) -> None:
         """Store the answer; spawned after the response went out (the SET then waits for company)."""

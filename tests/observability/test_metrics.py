@@ -189,17 +189,28 @@ def test_spend_renders_as_an_exact_decimal():
 
 
 def test_breaker_states_are_gauges_read_at_scrape_time():
+    from types import SimpleNamespace
+
     from proxy.breakers import health
+    from proxy.configcache import state
     from proxy.snapshot import CooldownSpec
 
-    dep_id = 987_654
+    dep_id, unknown = 987_654, 987_655
+    # A deployment of a tenant this process has loaded is named by its provider and upstream model.
+    deployment = SimpleNamespace(id=dep_id, provider_name="main", upstream_model="gpt-4o-mini")
+    state.tenants[-1] = SimpleNamespace(models={"fast": [deployment]})  # type: ignore[assignment]
     try:
-        health.failure(dep_id, CooldownSpec(failures=1, window_s=60, cooldown_s=30))
+        for dep in (dep_id, unknown):
+            health.failure(dep, CooldownSpec(failures=1, window_s=60, cooldown_s=30))
         found = samples(exposition.render({}))
-        assert value(found, "gateway_breaker_state", deployment=dep_id, state="open") == 1
-        assert value(found, "gateway_breaker_state", deployment=dep_id, state="closed") == 0
+        named = {"deployment": dep_id, "provider": "main", "model": "gpt-4o-mini"}
+        assert value(found, "gateway_breaker_state", **named, state="open") == 1
+        assert value(found, "gateway_breaker_state", **named, state="closed") == 0
+        assert value(found, "gateway_breaker_state", deployment=unknown, provider="", model="", state="open") == 1
     finally:
-        health._deps.pop(dep_id, None)
+        state.tenants.pop(-1, None)
+        for dep in (dep_id, unknown):
+            health._deps.pop(dep, None)
 
 
 def test_the_log_writers_own_counters_are_pushed_once_each():

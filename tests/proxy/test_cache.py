@@ -147,6 +147,7 @@ def test_a_repeated_prompt_is_answered_from_the_cache_without_the_upstream(world
     (first, first_body), (second, second_body) = run(go)
     assert (first.status_code, first["x-gateway-cache"]) == (200, "miss")
     assert (second.status_code, second["x-gateway-cache"], second["x-gateway-attempts"]) == (200, "hit", "0")
+    assert second["x-gateway-model"] == first["x-gateway-model"]  # the model the answer stands for
     assert upstream.calls("gpt-4o-mini") == 1
     answer = orjson.loads(second_body)
     validate(answer, "CreateChatCompletionResponse")
@@ -164,6 +165,7 @@ def test_a_stream_is_stored_and_replayed_to_json_and_stream_requests(world, upst
     (json_response, json_body), (stream_response, stream_body) = run(go)
     assert upstream.calls("gpt-4o-mini") == 1
     assert json_response["x-gateway-cache"] == stream_response["x-gateway-cache"] == "hit"
+    assert json_response["x-gateway-model"] and stream_response["x-gateway-model"] == json_response["x-gateway-model"]
     answer = orjson.loads(json_body)
     validate(answer, "CreateChatCompletionResponse")
     assert answer["choices"][0]["message"]["content"] == "Hello from the fake upstream."

@@ -179,3 +179,15 @@ def test_by_end_user_says_no_call_carried_a_user_rather_than_no_calls(world, cli
 def test_by_end_user_says_no_calls_when_there_are_none(world, client_as):
     page = text(client_as(world.alice).get(url("dashboard")))
     assert "carried a" not in page and "No calls in this range." in page
+
+
+@pytest.mark.django_db
+def test_the_403_page_is_styled_and_says_why(world, client_as):
+    """Charlie (viewer) opening an admin-only form gets the styled error page with the reason."""
+    from django.urls import reverse
+
+    response = client_as(world.charlie).post(reverse("budget-outage-mode", kwargs={"slug": "acme"}), {"mode": "open"})
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "console.css" in page and "<h1>Not allowed</h1>" in page
+    assert "Your role (viewer) does not allow this; ask an owner or admin of Acme Corp." in page
