@@ -1,7 +1,7 @@
 """Dashboard and A/B percentiles say what the call-log rows say.
 
 The dashboard reads latency and time-to-first-token percentiles from the rollups' histograms; the page
-promises they are within 10 % of the exact percentile of the rows (0.05 ms for calls faster than that).
+promises they are within 25 % of the exact percentile of the rows (0.05 ms for calls faster than that).
 Random traffic (gateway refusals well under a millisecond, plain answers, streams of up to a minute) is
 written through the call-log buffer's database sink and its hooks, then every figure is compared with the
 exact percentile (PostgreSQL's percentile_cont) of the rows it summarizes.
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 PERCENTILES = (0.5, 0.95, 0.99)
 # What the dashboard page states (and test_the_page_states_the_error_next_to_the_figures checks it does).
-RELATIVE_ERROR = 0.10
+RELATIVE_ERROR = 0.25
 FLOOR_MS = 0.05
 
 
@@ -198,7 +198,7 @@ def test_the_page_states_the_error_next_to_the_figures_and_never_says_0_ms(clien
     latency = stat(html, "latency")
     assert latency.split(" / ")[0] == ms(board.totals.p50)
     assert re.fullmatch(r"0\.\d\d", latency.split(" / ")[0]), latency  # 0.37 ms, not "0" nor "16"
-    assert "0 /" not in latency.replace("0.", "")
+    assert not re.search(r"(^| )0( |$)", latency), latency  # no figure reads a bare "0"
     ttft = stat(html, "ttft")
     assert ttft == " / ".join(ms(v) for v in (board.totals.ttfb_p50, board.totals.ttfb_p95, board.totals.ttfb_p99))
     # Which calls the TTFT figures count, and their own latency next to them.
@@ -206,7 +206,7 @@ def test_the_page_states_the_error_next_to_the_figures_and_never_says_0_ms(clien
     assert stat(html, "ttft-latency") == " / ".join(
         ms(v) for v in (board.totals.ttfb_latency_p50, board.totals.ttfb_latency_p95, board.totals.ttfb_latency_p99)
     )
-    assert "within 10 %" in html and "0.05 ms" in html
+    assert "within 25 %" in html and "0.05 ms" in html
     # Bob sees none of it.
     client.force_login(world.bob)
     assert client.get(reverse("dashboard", args=["acme"])).status_code == 404

@@ -11,6 +11,7 @@ from django.db.models import Q, Sum
 from observability.logbuffer import after_write
 from observability.models import (
     HISTOGRAM_BUCKETS,
+    HISTOGRAM_RATIO,
     LATENCY_BOUNDS_MS,
     CallLog,
     CallRollupDay,
@@ -152,7 +153,7 @@ def test_percentile_from_histogram_reads_each_rank_from_its_bucket():
     i = histogram_bucket(100.0)
     counts[i] = 10  # ten calls in the bucket of 100 ms, spread evenly over it
     low, high = bucket_bounds(100.0)
-    assert high / low == pytest.approx(1.1)
+    assert high / low == pytest.approx(HISTOGRAM_RATIO)
     # percentile_cont's rank 4.5 of 0..9: halfway between the 5th and 6th tenths of the bucket.
     assert percentile_from_histogram(counts, 0.5) == pytest.approx(low + (high - low) * 0.5)
     assert percentile_from_histogram(counts, 0.0) == pytest.approx(low + (high - low) * 0.05)
