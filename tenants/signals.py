@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from allauth.account.signals import email_confirmed, user_logged_in, user_signed_up
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
@@ -46,8 +49,11 @@ def create_first_tenant(sender: Any, request: HttpRequest, user: Any, **kwargs: 
     if invitation is None:
         tenant_create_for_new_user(user=user, actor=Actor(user=user, ip=client_ip(request)))
         return
-    # The account exists to join the inviting tenant: no personal workspace next to it. With single
-    # sign-on the address is verified already and the user joins now; otherwise after verification.
+    # The account exists to join the inviting tenant: no personal workspace next to it. The invitation
+    # went to this address and its link was opened in this browser: that proves the address as a code
+    # mailed to it would, so it is verified now (allauth's verification step, which runs after this
+    # signal, then has nothing to ask) and the user joins at once.
+    EmailAddress.objects.filter(user=user, email__iexact=invitation.email).update(verified=True)
     request.session[INVITED_SIGNUP_SESSION_KEY] = True
     _join(request, user, invitation)
 
@@ -64,6 +70,17 @@ def join_invited_tenant(sender: Any, request: HttpRequest | None, email_address:
     request.session.pop(INVITED_SIGNUP_SESSION_KEY, None)
     if not Membership.objects.filter(user=user).exists():
         tenant_create_for_new_user(user=user, actor=Actor(user=user, ip=client_ip(request)))
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="tenants.verify_operator_superuser")
+def verify_operator_superuser(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A superuser made on the server (`createsuperuser`) has its address verified: whoever can run
+    commands there is the operator, and allauth would otherwise ask for an e-mailed code before /admin/.
+    Accounts made through the web are never superusers at creation."""
+    if created and instance.is_superuser and instance.email:
+        EmailAddress.objects.get_or_create(
+            user=instance, email=instance.email, defaults={"verified": True, "primary": True}
+        )
 
 
 @receiver(user_logged_in, dispatch_uid="tenants.audit_login")

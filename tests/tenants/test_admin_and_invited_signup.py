@@ -3,6 +3,7 @@ inviting tenant, with the invited address filled in; the verification page says 
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -24,9 +25,8 @@ CONSOLE_MAIL = {"default": {"BACKEND": "django.core.mail.backends.console.EmailB
 
 
 def make_superuser(email: str = "root@acme.example"):
-    user = get_user_model().objects.create_superuser(username="root", email=email, password=PASSWORD)
-    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
-    return user
+    # As `createsuperuser` does: its address is verified on creation (tenants.signals), no code asked.
+    return get_user_model().objects.create_superuser(username="root", email=email, password=PASSWORD)
 
 
 def in_admin(client: Client) -> bool:
@@ -74,6 +74,23 @@ def test_a_superuser_signs_in_through_allauth_and_reaches_the_admin(world):
     assert client.get("/admin/login/?next=/admin/auth/user/")["Location"] == "/admin/auth/user/"
 
 
+def test_createsuperuser_makes_an_operator_who_signs_in_without_an_emailed_code(world):
+    from django.core.management import call_command
+
+    call_command("createsuperuser", "--noinput", username="ops", email="ops@acme.example", stdout=io.StringIO())
+    user = get_user_model().objects.get(username="ops")
+    user.set_password(PASSWORD)
+    user.save()
+    assert EmailAddress.objects.get(user=user).verified
+    client = Client()
+    mail.outbox.clear()
+    response = client.post(
+        reverse("account_login") + "?next=/admin/", {"login": "ops@acme.example", "password": PASSWORD}
+    )
+    assert response["Location"] == "/admin/" and not mail.outbox
+    assert in_admin(client)
+
+
 def test_the_admin_login_does_not_redirect_off_site(world):
     response = Client().get("/admin/login/?next=https://evil.example/")
     assert response["Location"] == reverse("account_login") + "?next=%2Fadmin%2F"
@@ -112,14 +129,15 @@ def test_the_signup_form_from_an_invitation_shows_the_invited_address(world):
     assert re.search(r'<input[^>]*name="email"[^>]*value="frank@acme.example"', form), form
 
 
-def test_an_invited_newcomer_joins_the_inviting_tenant_and_gets_no_workspace(world):
+def test_an_invited_newcomer_joins_the_inviting_tenant_without_a_code_and_gets_no_workspace(world):
     path = _invite(world)
     frank = Client()
     response = _sign_up_from(frank, path, "frank@acme.example")
     user = get_user_model().objects.get(email="frank@acme.example")
-    # Before verification: no tenant at all (and none of his own to be left behind).
-    assert not Membership.objects.filter(user=user).exists()
-    landed = _verify(frank, response)
+    # The invitation went to this address: no code to type, no second e-mail; he is in, and signed in.
+    assert not mail.outbox
+    assert EmailAddress.objects.get(user=user).verified
+    landed = frank.get(response["Location"], follow=True).request["PATH_INFO"]
     assert landed == reverse("tenant-overview", kwargs={"slug": "acme"})
     memberships = list(Membership.objects.filter(user=user).values_list("tenant__slug", "role"))
     assert memberships == [("acme", Role.ADMIN)]
@@ -138,14 +156,17 @@ def test_signing_up_with_another_address_than_invited_gives_the_usual_workspace(
     assert Invitation.objects.get(email="frank@acme.example").accepted_at is None
 
 
-def test_an_invitation_cancelled_before_verification_falls_back_to_a_workspace(world):
+def test_an_invitation_cancelled_before_sign_up_falls_back_to_a_workspace_and_a_code(world):
     path = _invite(world)
     frank = Client()
-    response = _sign_up_from(frank, path, "frank@acme.example")
+    page = frank.get(path).content.decode()  # the link is opened, then the invitation is cancelled
     invitation_revoke(
         world.acme, invitation=Invitation.objects.get(email="frank@acme.example"), actor=Actor(user=world.alice)
     )
-    _verify(frank, response)
+    link = re.search(r'href="(/accounts/signup/[^"]+)"', page).group(1).replace("&amp;", "&")
+    mail.outbox.clear()
+    response = frank.post(link, {"email": "frank@acme.example", "password1": PASSWORD, "password2": PASSWORD})
+    _verify(frank, response)  # nothing proves the address any more: the usual code
     user = get_user_model().objects.get(email="frank@acme.example")
     assert list(Membership.objects.filter(user=user).values_list("tenant__slug", "role")) == [("frank", Role.OWNER)]
 
