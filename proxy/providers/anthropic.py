@@ -485,7 +485,12 @@ def to_openai_completion(data: dict) -> tuple[dict, dict]:
             )
         elif kind == "redacted_thinking":
             thought.append({"type": "redacted_thinking", "data": block.get("data")})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    # `refusal` is required by OpenAI's schema even when null (the SDKs read it).
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     if thought:

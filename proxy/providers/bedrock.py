@@ -414,7 +414,11 @@ def chat_completion(data: dict, deployment: Deployment, ctx: CallContext) -> tup
                     "function": {"name": use.get("name"), "arguments": orjson.dumps(use.get("input", {})).decode()},
                 }
             )
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not tool_calls else None,
+        "refusal": None,  # required by OpenAI's schema even when null, as `logprobs` below
+    }
     if tool_calls:
         reply["tool_calls"] = tool_calls
     usage = openai_usage(data.get("usage"))
@@ -427,6 +431,7 @@ def chat_completion(data: dict, deployment: Deployment, ctx: CallContext) -> tup
             {
                 "index": 0,
                 "message": reply,
+                "logprobs": None,
                 # A structured answer ends with the forced tool: for the client it simply stopped.
                 "finish_reason": "stop" if not tool_calls else _FINISH.get(data.get("stopReason"), "stop"),
             }

@@ -569,7 +569,7 @@ def to_openai_completion(data: dict, model: str, request_id: str) -> dict:
     choices = []
     for position, candidate in enumerate(data.get("candidates") or ()):
         text, calls, thoughts = _split_parts((candidate.get("content") or {}).get("parts"))
-        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
         if calls:
             message["tool_calls"] = calls
         if thoughts:

@@ -24,6 +24,8 @@ InvokeModel (`/model/<id>/invoke`) answers embedding models with `fake_vector(te
 - an id with "cohere.embed": {"texts" (at most 96), "input_type"} answered with {"embeddings", "id",
   "response_type": "embeddings_floats", "texts"}; an id ending "-billed" adds Cohere's meta.billed_units
 `GET /foundation-models` (the control plane's ListFoundationModels, same signature check) lists MODELS.
+`fake.script(model, {"content": [blocks], "stopReason": "tool_use"})` makes the next Converse (JSON)
+answer for that model id that message.
 Every request is recorded (raw path, lower-cased headers, JSON body).
 """
 
@@ -117,6 +119,10 @@ class FakeBedrock(LoopbackServer):
     requests: list[Recorded] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    scripts: dict[str, list[dict]] = field(default_factory=dict)
+
+    def script(self, model: str, *steps: dict) -> None:
+        self.scripts.setdefault(model, []).extend(steps)
 
     @property
     def base_url(self) -> str:
@@ -125,6 +131,7 @@ class FakeBedrock(LoopbackServer):
     def reset(self) -> None:
         self.requests.clear()
         self.in_flight = self.max_in_flight = 0
+        self.scripts.clear()
 
     # --- AWS plumbing ---------------------------------------------------------------------------
 
@@ -294,7 +301,10 @@ class FakeBedrock(LoopbackServer):
 
     def _answer(self, model: str, body: dict) -> dict:
         tool = self._tool_turn(body)
-        if tool is not None:
+        if self.scripts.get(model):
+            step = self.scripts[model].pop(0)
+            content, stop = step["content"], step.get("stopReason", "end_turn")
+        elif tool is not None:
             content = [{"text": "Let me check."}, {"toolUse": tool[1]}]
             stop = "tool_use"
         else:

@@ -21,7 +21,8 @@ The model name picks the behaviour:
   400 INVALID_ARGUMENT "Function call is missing a thought_signature in functionCall parts" (the documented
   dummy SKIP_SIGNATURES pass, as they do at Google).
 `fake.script("m", {"status": 429, "retry_delay": "12s"}, {"status": 503})` answers the next requests
-for "m" with Google's error body for that status (RetryInfo detail when retry_delay is given).
+for "m" with Google's error body for that status (RetryInfo detail when retry_delay is given);
+`fake.script("m", {"text": "{...}"})` makes the next generateContent answer that one text part.
 Every request is recorded (path, query, headers, JSON body).
 """
 
@@ -211,10 +212,14 @@ class FakeGemini(LoopbackServer):
             ]
             return self.google_error(400, "API key not valid. Please pass a valid API key.", details)
         steps = self.scripts.get(model)
+        scripted_parts = None
         if steps:
-            scripted = self._scripted(steps.pop(0))
+            step = steps.pop(0)
+            scripted = self._scripted(step)
             if scripted is not None:
                 return scripted
+            if "text" in step:
+                scripted_parts = [{"text": step["text"]}]
         if (model == "signed-tools" or model.startswith("gemini-3")) and (problem := self._unsigned_call(body)):
             return self.google_error(400, problem)
         if method == "batchEmbedContents":
@@ -223,12 +228,12 @@ class FakeGemini(LoopbackServer):
             ]
             return web.json_response({"embeddings": embeddings})
         if method == "generateContent":
-            return self._complete(body, model)
+            return self._complete(body, model, scripted_parts)
         if method == "streamGenerateContent" and request.query.get("alt") == "sse":
             return await self._stream(request, body, model)
         return self.google_error(404, f"Method {method} not found")
 
-    def _complete(self, body: dict, model: str) -> web.Response:
+    def _complete(self, body: dict, model: str, parts: list[dict] | None = None) -> web.Response:
         if model == "blocked-prompt":
             return web.json_response(
                 {
@@ -237,7 +242,7 @@ class FakeGemini(LoopbackServer):
                     "modelVersion": model,
                 }
             )
-        parts = self._answer_parts(body, model)
+        parts = parts or self._answer_parts(body, model)
         candidate: dict[str, Any] = {"finishReason": self._finish(model), "index": 0}
         if model != "safety":
             thoughts = [p for p in parts if p.get("thought")]

@@ -17,7 +17,8 @@ The model name in the request picks the behaviour, so one server serves every te
 Any model can also be scripted from a test: `fake.script("m", {"status": 429, "headers": {...}},
 {"status": 503}, {"delay": 0.2})` answers the next three requests for "m" that way (errors in OpenAI's
 shape, `"reset": True` drops the connection, `"hang": True` never answers, a bare delay slows the first
-byte of a normal answer), then behaves normally again.
+byte of a normal answer), then behaves normally again; `{"content": "..."}` makes the next JSON answer's
+message content that text (a structured-output answer, say).
 POST /v1/responses is OpenAI's Responses API (stateless here): JSON or the documented event stream
 (response.created, .in_progress, .output_item.added, .content_part.added, .output_text.delta x N,
 .output_text.done, .content_part.done, .output_item.done, response.completed, each with its
@@ -96,10 +97,13 @@ class FakeOpenAI(LoopbackServer):
             return self._error(401, "Incorrect API key provided: sk-up***.", "invalid_request_error", "invalid_api_key")
         model = body.get("model", "")
         steps = self.scripts.get(model)
+        scripted_content = None
         if steps:
-            scripted = await self._scripted(steps.pop(0), request)
+            step = steps.pop(0)
+            scripted = await self._scripted(step, request)
             if scripted is not None:
                 return scripted
+            scripted_content = step.get("content")
         failure = self._failure(model)
         if failure is not None:
             return failure
@@ -136,7 +140,7 @@ class FakeOpenAI(LoopbackServer):
                             "index": 0,
                             "message": {
                                 "role": "assistant",
-                                "content": "".join(CONTENT_WORDS),
+                                "content": "".join(CONTENT_WORDS) if scripted_content is None else scripted_content,
                                 "refusal": None,
                                 "annotations": [],
                             },

@@ -108,7 +108,7 @@ def test_alice_gets_a_text_answer_in_openai_format(claude):
     assert result.status == 200, result.body
     body = orjson.loads(result.body)
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": DEFAULT_TEXT}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": DEFAULT_TEXT, "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"] == result.usage
     assert result.usage["prompt_tokens"] > 0 and result.usage["completion_tokens"] > 0

@@ -105,7 +105,11 @@ def test_a_chat_is_signed_sent_to_converse_and_answered_as_a_chat_completion(bed
     assert result.status == 200, result.body
     body = orjson.loads(result.body)
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello from the fake Bedrock."}
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hello from the fake Bedrock.",
+        "refusal": None,
+    }
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
     assert result.usage == body["usage"]

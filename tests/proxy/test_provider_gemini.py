@@ -209,7 +209,11 @@ def test_alice_gets_an_openai_chat_completion_with_usage(gemini):
     assert result.status == 200
     body = orjson.loads(result.body)
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello from the fake Gemini."}
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hello from the fake Gemini.",
+        "refusal": None,
+    }
     assert body["choices"][0]["finish_reason"] == "stop"
     prompt = 5 + len("Hello Gemini, how are you doing today?") // 4
     assert result.usage["prompt_tokens"] == prompt
