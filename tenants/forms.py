@@ -128,3 +128,26 @@ class TenantDeleteForm(forms.Form):
         if value != self.slug:
             raise ValidationError(f"Type {self.slug} exactly to delete this tenant.")
         return value
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters, read from the query string. Dates are whole days in UTC."""
+
+    actor = forms.CharField(max_length=200, required=False, label="Who")
+    action = forms.CharField(
+        max_length=60,
+        required=False,
+        widget=forms.TextInput(attrs={"list": "audit-actions"}),
+        help_text="An action (key.create) or a family (key).",
+    )
+    target = forms.CharField(max_length=200, required=False)
+    since = forms.DateField(required=False, label="From (UTC)", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To (UTC)", widget=forms.DateInput(attrs={"type": "date"}))
+    sign_ins = forms.BooleanField(required=False, label="Show sign-ins")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end date must be on or after the start date.")
+        return data

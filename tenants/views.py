@@ -23,6 +23,7 @@ from tenants.adapters import INVITATION_SESSION_KEY
 from tenants.audit import Actor
 from tenants.config import export_config
 from tenants.forms import (
+    AuditFilterForm,
     InviteForm,
     KeyForm,
     MemberRoleForm,
@@ -49,7 +50,10 @@ from tenants.permissions import (
     visible_keys,
 )
 from tenants.selectors import (
+    audit_actions_for,
+    audit_entries_filtered,
     audit_entries_for,
+    audit_rows,
     invitation_by_token,
     management_tokens_for,
     members_for,
@@ -480,11 +484,44 @@ def token_revoke(request: HtmxHttpRequest, slug: str, token_id: int) -> HttpResp
 # --- Audit log -------------------------------------------------------------------------------------
 
 
+def _audit_query(request: HtmxHttpRequest, **changes: str | None) -> str:
+    """The page's query string without its page number, with some parameters set (or dropped for None)."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    for name, value in changes.items():
+        params.pop(name, None)
+        if value is not None:
+            params[name] = value
+    return params.urlencode()
+
+
 @login_required
 @require_GET
 def audit_log(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug, AUDIT_VIEW)
-    entries = audit_entries_for(access.tenant).select_related("actor")
-    page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    template = "tenants/audit.html#rows" if request.htmx else "tenants/audit.html"
-    return render(request, template, {"section": "audit", "page": page})
+    form = AuditFilterForm(request.GET)
+    page, rows = None, []
+    if form.is_valid():
+        entries = audit_entries_filtered(access.tenant, **form.cleaned_data)
+        page = Paginator(entries, 50).get_page(request.GET.get("page"))
+        rows = audit_rows(access.tenant, page.object_list)
+    sign_ins = form.is_valid() and form.cleaned_data["sign_ins"]
+    context = {
+        "section": "audit",
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "actions": audit_actions_for(access.tenant),
+        "query": _audit_query(request),
+        "sign_ins": sign_ins,
+        "sign_ins_query": _audit_query(request, sign_ins=None if sign_ins else "on"),
+        "filtered": any(request.GET.get(name) for name in ("actor", "action", "target", "since", "until")),
+    }
+    if request.htmx and not request.htmx.history_restore_request:
+        # "Load older entries" appends rows; the filter form replaces the form and the table.
+        template = "tenants/audit.html#rows" if request.GET.get("page") else "tenants/audit.html#results"
+    else:
+        template = "tenants/audit.html"
+    # A bad filter is a 400 for a full page; htmx leaves 4xx answers unswapped, so its fragment is a 200.
+    status = 400 if form.errors and template == "tenants/audit.html" else 200
+    return render(request, template, context, status=status)
