@@ -31,6 +31,7 @@ import orjson
 from gateway_project.common.redact import redact, redact_bytes, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
+    HARMLESS_PARAMETERS,
     STRUCTURED_TOOL,
     STRUCTURED_TOOL_DESCRIPTION,
     ZERO,
@@ -113,17 +114,7 @@ CARRIED = frozenset(
         "safety_identifier",  # metadata.user_id, when there is no `user`
     }
 )
-IGNORED = frozenset(
-    {
-        "metadata",
-        "store",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "prompt_cache_options",
-        "prediction",
-    }
-)
+IGNORED = HARMLESS_PARAMETERS
 _NO_LOGPROBS = "Anthropic returns no log probabilities: leave out logprobs and top_logprobs"
 REFUSED = {
     "n": Uncarried("This provider returns one choice per request: n must be 1", (1,)),

@@ -315,6 +315,20 @@ STRUCTURED_TOOL_DESCRIPTION = (
 
 # --- request parameters by provider ----------------------------------------------------------------
 
+# Parameters that are metadata or hints for OpenAI's own service: no translating adapter has anything to
+# carry them to, and leaving them out does not change the answer (each adapter's IGNORED starts here).
+HARMLESS_PARAMETERS = frozenset(
+    {
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "prediction",
+    }
+)
+
 # OpenAI's chat completions request parameters (CreateChatCompletionRequest). Each translating adapter
 # sorts every one of them into CARRIED (mapped to the provider's own field), IGNORED (harmless metadata
 # or hints, left out; listed in the README) or REFUSED (a 400 naming it): a new parameter goes here and

@@ -34,6 +34,7 @@ from yarl import URL
 from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
+    HARMLESS_PARAMETERS,
     STRUCTURED_TOOL,
     STRUCTURED_TOOL_DESCRIPTION,
     ZERO,
@@ -116,19 +117,7 @@ CARRIED = frozenset(
         "response_format",  # a forced tool (proxy.providers.base.STRUCTURED_TOOL)
     }
 )
-IGNORED = frozenset(
-    {
-        "user",
-        "safety_identifier",
-        "metadata",
-        "store",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "prompt_cache_options",
-        "prediction",
-    }
-)
+IGNORED = HARMLESS_PARAMETERS | {"user", "safety_identifier"}
 _NO_LOGPROBS = "Bedrock's Converse API returns no log probabilities: leave out logprobs and top_logprobs"
 REFUSED = {
     "n": Uncarried("Bedrock's Converse API returns one choice per request: n must be 1", (1,)),

@@ -34,6 +34,7 @@ import orjson
 from gateway_project.common.redact import redact, secrets_of
 from proxy.errors import error_body
 from proxy.providers.base import (
+    HARMLESS_PARAMETERS,
     CallContext,
     ProviderAdapter,
     Refused,
@@ -136,19 +137,7 @@ CARRIED = frozenset(
         "reasoning_effort",  # thinkingConfig: thinkingLevel (Gemini 3) or thinkingBudget
     }
 )
-IGNORED = frozenset(
-    {
-        "user",
-        "safety_identifier",
-        "metadata",
-        "store",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "prompt_cache_options",
-        "prediction",
-    }
-)
+IGNORED = HARMLESS_PARAMETERS | {"user", "safety_identifier"}
 REFUSED = {
     "parallel_tool_calls": Uncarried(
         "Gemini cannot be limited to one function call per turn: leave out parallel_tool_calls or set it to true",
