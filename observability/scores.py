@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from gateway_project.common.ids import id_age_s
 from observability.models import CallLog, CallScore, ScoreDefinition, ScoreKind
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
@@ -119,16 +120,6 @@ def parse_feedback(body: dict[str, Any]) -> Feedback:
     return Feedback(call_id or "", request_id or "", name, float(value), float(weight), comment, metadata)
 
 
-def _age_s(call_id: str) -> float | None:
-    stamp = call_id[5:17]
-    if not call_id.startswith("call_") or len(stamp) != 12:
-        return None
-    try:
-        return time.time() - int(stamp, 16) / 1000
-    except ValueError:
-        return None
-
-
 async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[str, Any] | None:
     rows = CallLog.objects.filter(tenant_id=tenant_id, virtual_key_id=key_id)
     rows = rows.filter(call_id=feedback.call_id) if feedback.call_id else rows.filter(request_id=feedback.request_id)
@@ -138,7 +129,7 @@ async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[st
         if row is not None:
             return row
         if feedback.call_id:
-            age = _age_s(feedback.call_id)
+            age = id_age_s(feedback.call_id, "call")
             if age is None or not -1.0 <= age <= settings.GATEWAY_RESPONSE_STORE_WAIT:
                 return None
         elif time.monotonic() - started > REQUEST_ID_WAIT_S:

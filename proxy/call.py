@@ -7,11 +7,11 @@ one row for the log buffer and settles the budget reservation, once, whatever wa
 from __future__ import annotations
 
 import math
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from gateway_project.common.ids import timed_id
 from gateway_project.common.money import pico_to_nanos_ceil, to_pico
 from gateway_project.common.redact import redact, secrets_of
 from observability.logbuffer import buffer
@@ -96,7 +96,7 @@ class Call:
         # The gateway's own id of this call (x-gateway-call-id; client request ids may repeat): the
         # creation time in ms and 64 random bits, so that a score sent before the log row is stored
         # knows to wait for it (observability.scores).
-        self.call_id = f"call_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+        self.call_id = timed_id("call", 8)
         self.endpoint = endpoint
         self.started = started
         # One wall-clock instant per call: the log's time, its ledger day and its budget period all

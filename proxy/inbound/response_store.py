@@ -15,13 +15,13 @@ on a call's path, made only by requests that name a stored response, through Dja
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
 
+from gateway_project.common.ids import id_age_s, timed_id
 from observability.stored_responses import adelete_stored_response, astored_response
 from proxy.errors import ProxyError
 
@@ -32,18 +32,7 @@ _recent: OrderedDict[tuple[int, str], tuple[float, dict[str, Any]]] = OrderedDic
 
 def new_response_id() -> str:
     """`resp_` + the creation time in milliseconds (12 hex digits) + 96 random bits."""
-    return f"resp_{int(time.time() * 1000):012x}{os.urandom(12).hex()}"
-
-
-def _age_s(response_id: str) -> float | None:
-    """Seconds since an id of ours was made, or None for an id that is not one."""
-    stamp = response_id[5:17]
-    if not response_id.startswith("resp_") or len(stamp) != 12:
-        return None
-    try:
-        return time.time() - int(stamp, 16) / 1000
-    except ValueError:
-        return None
+    return timed_id("resp", 12)
 
 
 def not_found(response_id: str, param: str | None = None) -> ProxyError:
@@ -79,7 +68,7 @@ async def load(tenant_id: int, response_id: str, *, stored_only: bool = False) -
         row = await astored_response(tenant_id, response_id)
         if row is not None:
             return row
-        age = _age_s(response_id)
+        age = id_age_s(response_id, "resp")
         if age is None or not -1.0 <= age <= wait:
             return None
         await asyncio.sleep(0.1)
