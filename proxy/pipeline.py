@@ -148,7 +148,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     plan = router.plan(
         tenant, key, model, user=call.user, tags=call.tags, prompt_bytes=len(body), no_fallback=no_fallback
     )
-    if front.stateful:
+    if front.native_kind:
         front.check_plan(call, plan, native is not None and not steps)
     call.variant = plan.variant or ""
     if plan.model != model:

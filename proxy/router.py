@@ -46,13 +46,17 @@ class Plan:
                 return group.deployments[0]
         return None
 
+    def deployments(self) -> list[Deployment]:
+        """Every deployment a call under this plan may reach, fallbacks included, in order."""
+        return [d for g in (*self.groups, *self.context_window) for d in g.deployments]
+
     def prices(self) -> list:
         """Every price a call under this plan may be billed at (for the worst-case reservation)."""
-        return [d.price for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is not None]
+        return [d.price for d in self.deployments() if d.price is not None]
 
     def unpriced(self) -> list[Deployment]:
         """The deployments a call under this plan may reach that have no known price."""
-        return [d for g in (*self.groups, *self.context_window) for d in g.deployments if d.price is None]
+        return [d for d in self.deployments() if d.price is None]
 
 
 def _matches(rule: RuleSpec, key: KeyEntry, tags: list[str], user: str, prompt_bytes: int) -> bool:

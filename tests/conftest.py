@@ -44,6 +44,44 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         )
 
 
+# --- speed: what each test pays for, made cheap ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_test_plumbing() -> Iterator[None]:
+    """Two costs every test paid, for nothing a test checks:
+    - A transactional test empties the database after itself (Django's flush): one TRUNCATE of every
+      table, which PostgreSQL pays per table in files (about a second a test). The tables hold a few rows
+      by then: DELETE them instead, in the same transaction, foreign keys checked at its end (Django's
+      are deferrable).
+    - Every httpx client (each openai SDK client a test makes) loaded the CA bundle again, 45 ms each;
+      the tests talk plain HTTP on loopback, so one context serves them all."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+    from httpx._transports import default as httpx_transport
+
+    flush, ssl_context = DatabaseOperations.sql_flush, httpx_transport.create_ssl_context
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or not tables:
+            return flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return ["SET CONSTRAINTS ALL DEFERRED;", *(f"DELETE FROM {self.quote_name(t)};" for t in tables)]
+
+    shared: dict = {}
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is not True or cert is not None:
+            return ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        if trust_env not in shared:
+            shared[trust_env] = ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        return shared[trust_env]
+
+    DatabaseOperations.sql_flush = sql_flush
+    httpx_transport.create_ssl_context = create_ssl_context
+    yield
+    DatabaseOperations.sql_flush = flush
+    httpx_transport.create_ssl_context = ssl_context
+
+
 # --- per-run databases ----------------------------------------------------------------------------------
 
 
@@ -78,9 +116,16 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _allow_loopback_upstreams(settings):
+def _test_settings(settings):
     # The fake upstreams live on loopback, which the gateway refuses by default (SSRF defence).
     settings.GATEWAY_PRIVATE_UPSTREAMS = LOOPBACK
+    # Users made in this process are hashed fast: PBKDF2 at Django's cost took half a second per user,
+    # seconds per test that builds the named people. PBKDF2 stays, to check hashes made by the gateway
+    # and CLI processes the end-to-end tests start (they keep the production hashers).
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
 
 
 # --- fake upstreams -------------------------------------------------------------------------------------

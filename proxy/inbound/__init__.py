@@ -38,7 +38,7 @@ class Front:
         """Complete the payload from stored state (only for a `stateful` front end)."""
 
     def check_plan(self, call: Any, plan: Any, relay: bool) -> None:
-        """Refuse what the route cannot serve (only for a `stateful` front end); `relay`: the request may be
+        """Refuse what the route cannot serve (for a front end with a native_kind); `relay`: the request may be
         relayed to upstreams of `native_kind`."""
 
     def render_native(self, call: Any, body: bytes) -> bytes:

@@ -6,7 +6,11 @@ budgets, data policies, the prompt cache, logging and costs are the chat pipelin
 exactly as for chat, on every provider kind. The call log names the endpoint `completions`.
 
 The answer is turned back into `text_completion` objects, and a stream into completion chunks.
-What a chat model cannot give is refused with a 400 naming the parameter, never dropped silently:
+Without policy steps, deployments that have legacy completions themselves (kind openai,
+openai-compatible, azure: base.NATIVE_FORMATS) are given the client's own body with the model swapped,
+and their answers and chunks come back as they are; then everything the upstream serves works. Where the
+route translates (another kind, or a data policy or cache on it), what a chat model cannot give is
+refused with a 400 naming the parameter, never dropped silently:
 - `suffix` (insertion);
 - `logprobs`;
 - `best_of` above 1;
@@ -27,6 +31,7 @@ from django.http import HttpRequest
 
 from proxy import errors
 from proxy.inbound import openai as inbound
+from proxy.providers.base import relays
 from proxy.sse import event_data
 
 DEFAULT_MAX_TOKENS = 16
@@ -50,22 +55,39 @@ CARRIED = (
 )
 
 
-def _prompt(body: dict[str, Any]) -> str:
+def _prompt(body: dict[str, Any], relayable: list[errors.ProxyError] | None) -> str:
     prompt = body.get("prompt")
     if isinstance(prompt, list):
         if len(prompt) == 1 and isinstance(prompt[0], str):
             return prompt[0]
         if prompt and all(isinstance(p, str) for p in prompt):
-            raise errors.bad_request(
-                f"This gateway serves one prompt per request (got {len(prompt)}); send them as separate requests.",
+            refusal = errors.bad_request(
+                f"This gateway serves one prompt per request (got {len(prompt)}) where completions are served "
+                "by chat models; send them as separate requests.",
                 param="prompt",
                 code="unsupported_value",
             )
-        raise errors.bad_request(
-            "'prompt' must be a string (token arrays are not supported: they are one provider's tokens).",
-            param="prompt",
-            code="unsupported_value",
-        )
+        elif prompt and (
+            all(isinstance(p, int) for p in prompt)
+            or all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompt)
+        ):
+            refusal = errors.bad_request(
+                "Token-array prompts are served only by deployments that relay completions (kind openai, "
+                "openai-compatible or azure) with no data policy or cache on the route: they are one "
+                "provider's tokens.",
+                param="prompt",
+                code="unsupported_value",
+            )
+        else:
+            raise errors.bad_request(
+                "'prompt' must be a string or a list of strings.", param="prompt", code="invalid_type"
+            )
+        if relayable is None:
+            raise refusal
+        # Relayed as sent, if the route allows (check_plan): the chat payload, which the pipeline reads for
+        # its estimates, holds the first prompt only.
+        relayable.append(refusal)
+        return prompt[0] if isinstance(prompt[0], str) else ""
     if prompt is None:
         raise errors.bad_request(
             "you must provide a prompt parameter", param="prompt", code="missing_required_parameter"
@@ -75,18 +97,24 @@ def _prompt(body: dict[str, Any]) -> str:
     return prompt
 
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat payload for a completions request (validated here; the chat validator runs after)."""
+def to_chat(body: dict[str, Any], relayable: list[errors.ProxyError] | None = None) -> dict[str, Any]:
+    """The chat payload for a completions request (validated here; the chat validator runs after).
+    What only a relay can serve (suffix, logprobs, best_of, several prompts, token arrays) is refused,
+    or, given `relayable`, noted there for check_plan, once the route is known."""
     inbound.require_model(body)
-    prompt = _prompt(body)
+    prompt = _prompt(body, relayable)
     for name, allowed in (("suffix", (None, "")), ("logprobs", (None,)), ("best_of", (None, 1))):
         if body.get(name) not in allowed:
-            raise errors.bad_request(
-                f"'{name}' is not supported on /v1/completions by this gateway: completions are served by "
-                "chat models, which cannot honour it.",
+            refusal = errors.bad_request(
+                f"'{name}' is served on /v1/completions only by deployments that relay completions (kind openai, "
+                "openai-compatible or azure) with no data policy or cache on the route; this route serves "
+                "completions with chat models, which cannot honour it.",
                 param=name,
                 code="unsupported_parameter",
             )
+            if relayable is None:
+                raise refusal
+            relayable.append(refusal)
     echo = body.get("echo")
     if echo is not None and not isinstance(echo, bool):
         raise errors.bad_request("'echo' must be a boolean.", param="echo", code="invalid_type")
@@ -181,14 +209,27 @@ class CompletionsFront(inbound.OpenAIFront):
     """OpenAI's credentials and error shape (OpenAIFront); the body and the answer translated."""
 
     name = "completions"
+    # Without policy steps, deployments that have legacy completions (base.NATIVE_FORMATS) get the
+    # client's own body (the model swapped), and their answers and chunks come back as they are.
+    native_kind = "completions"
 
     def parse(self, request: HttpRequest, endpoint: str) -> dict[str, Any]:
+        return self.parse_native(request, endpoint)[0]
+
+    def parse_native(self, request: HttpRequest, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
         body = inbound.parse_body(request)
-        chat = to_chat(body)
+        relayable: list[errors.ProxyError] = []
+        chat = to_chat(body, relayable)
+        RELAYABLE.set(tuple(relayable))
         # What echo prepends: the client's own prompt, as sent (the payload's copy may be redacted by
         # a data policy on its way upstream). One request per task: a context variable carries it.
         ECHO.set(chat["messages"][0]["content"] if body.get("echo") else "")
-        return chat
+        return chat, body
+
+    def check_plan(self, call: Any, plan: Any, relay: bool) -> None:
+        refused = RELAYABLE.get()
+        if refused and not (relay and all(relays(d.kind, "completions") for d in plan.deployments())):
+            raise refused[0]
 
     def render(self, call: Any, body: bytes) -> bytes:
         completion = inbound.chat_completion_of(body)
@@ -199,6 +240,8 @@ class CompletionsFront(inbound.OpenAIFront):
 
 
 ECHO: ContextVar[str] = ContextVar("completions_echo", default="")
+# What this request asks that only a relay can serve (to_chat's refusals, held until the route is known).
+RELAYABLE: ContextVar[tuple[errors.ProxyError, ...]] = ContextVar("completions_relayable", default=())
 
 
 COMPLETIONS = CompletionsFront()

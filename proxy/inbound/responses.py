@@ -18,8 +18,8 @@ function_call, function_call_output), `instructions`, function `tools`, `tool_ch
 `top_p`, `metadata`, `user`, `stream`, `store`, `previous_response_id`. Built-in tools (web_search,
 file_search, ...) are a 400 naming the tool unless the route relays natively.
 
-Native relay (`native_kind`): without policy steps, `openai` deployments get the client's own body
-(the model swapped) on OpenAI's Responses API, and the answer and events come back untouched
+Native relay (`native_kind`): without policy steps, `openai` and `azure` deployments get the client's own
+body (the model swapped) on their Responses API, and the answer and events come back untouched
 (proxy.providers.openai.ResponsesRelayStream); they are stored all the same (render_native,
 native_stream_filter).
 
@@ -43,6 +43,7 @@ from django.http import HttpRequest
 from proxy import errors
 from proxy.inbound import openai as inbound
 from proxy.inbound import response_store
+from proxy.providers.base import relays
 from proxy.sse import event_data
 
 # The request's own settings, echoed in the response object (one request per task).
@@ -338,14 +339,14 @@ def check_plan(call: Any, plan: Any, relay: bool) -> None:
     there) needs a native relay to an `openai` deployment; with one, the stored conversation a request
     continues goes upstream as input items (OpenAI does not know this gateway's ids)."""
     _head, _own_from, unresolved, history = call.step_state["responses"]
-    deployments = [d for g in (*plan.groups, *plan.context_window) for d in g.deployments]
-    native = relay and bool(deployments) and all(d.kind == "openai" for d in deployments)
+    deployments = plan.deployments()
+    native = relay and bool(deployments) and all(relays(d.kind, "responses") for d in deployments)
     built_in = BUILT_IN_TOOLS.get()
     if built_in and not native:
         kind, _, index = built_in[0].rpartition("@")
         raise errors.bad_request(
             f"The built-in tool {kind!r} (tools[{index}]) is served only by OpenAI's own Responses API: every "
-            "deployment of this model must be of kind openai, with no data policy or cache rewriting the "
+            "deployment of this model must be of kind openai or azure, with no data policy or cache rewriting the "
             "request; otherwise only function tools are.",
             param=f"tools[{index}]",
             code="unsupported_value",
@@ -659,7 +660,7 @@ class ResponsesFront(inbound.OpenAIFront):
 
     name = "responses"
     stateful = True
-    # Without policy steps, a request routed to `openai` deployments is relayed to OpenAI's own
+    # Without policy steps, a request routed to `openai` or `azure` deployments is relayed to their
     # Responses API as the client sent it (the model swapped): built-in tools, reasoning items, every
     # field this translation does not know. Other kinds are served by translation.
     native_kind = "responses"

@@ -6,7 +6,9 @@ Differences from api.openai.com that matter here:
   `prompt_filter_results` (and chunks carry `content_filter_results`): relayed as they are;
 - the content filter refuses a prompt with HTTP 400 and code `content_filter`, and an answer with
   `finish_reason: "content_filter"`; both reach the client as a 400 with code `content_filter`
-  when nothing else was produced.
+  when nothing else was produced;
+- the Responses API lives on the v1 surface (`/openai/v1/responses`, the deployment as `model`), while
+  legacy completions keep the deployment path: both are relayed in the client's format.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import httpx
 import orjson
 
 from proxy.errors import error_body
-from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
+from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream, relays
 from proxy.providers.openai import OpenAIAdapter
 from proxy.snapshot import Deployment
 from proxy.upstream import get_client
@@ -73,13 +75,25 @@ class AzureAdapter(OpenAIAdapter):
         deployment.urls = {
             e: f"{base}/openai/deployments/{deployment.upstream_model}/{e}?api-version={version}"
             for e in self.endpoints
+            if e != "responses"
         }
+        # Azure serves the Responses API only on its OpenAI-compatible v1 surface: no deployment in the
+        # path and no api-version; the deployment's name goes in the body's `model`.
+        deployment.urls["responses"] = f"{base}/openai/v1/responses"
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if deployment.api_key:
             headers["api-key"] = deployment.api_key
         deployment.headers = headers
 
+    def headers(self, deployment: Deployment, ctx: CallContext) -> dict[str, str]:
+        headers = {**deployment.headers, "x-ms-client-request-id": ctx.request_id}
+        if deployment.extra_headers:
+            headers.update(deployment.extra_headers)  # the operator's headers go last, like openai.py
+        return headers
+
     def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
+        if relays(deployment.kind, ctx.native_kind):
+            return self.relay(deployment, ctx)
         # Azure routes by the deployment in the URL, so the body is forwarded as the client sent it,
         # apart from asking for stream usage (a new dict: the payload may be retried elsewhere).
         if ctx.stream and not ctx.client_wants_usage:
@@ -90,18 +104,15 @@ class AzureAdapter(OpenAIAdapter):
                 if isinstance(options, dict)
                 else {"include_usage": True},
             }
-        headers = {**deployment.headers, "x-ms-client-request-id": ctx.request_id}
-        if deployment.extra_headers:
-            headers.update(deployment.extra_headers)  # the operator's headers go last, like openai.py
         return get_client().build_request(
-            "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(payload), headers=headers
+            "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(payload), headers=self.headers(deployment, ctx)
         )
 
     async def send(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> UpstreamResult:
         result = await super().send(deployment, payload, ctx)
         if result.status >= 400:
             return _content_filter_result(result) if _is_content_filter_error(result) else result
-        if ctx.endpoint == "chat/completions" and b'"content_filter"' in result.body:
+        if not result.native and ctx.endpoint == "chat/completions" and b'"content_filter"' in result.body:
             try:
                 data = orjson.loads(result.body)
             except orjson.JSONDecodeError:

@@ -42,6 +42,22 @@ class CallContext:
     native_kind: str = ""
 
 
+# The client formats other than chat that a provider kind serves as they are (`CallContext.native_kind`
+# relayed with only the model swapped). OpenAI-compatible servers have legacy completions but rarely the
+# Responses API; Azure OpenAI has both. Anthropic's Messages format is the Anthropic adapter's own.
+NATIVE_FORMATS: dict[str, frozenset[str]] = {
+    "openai": frozenset({"responses", "completions"}),
+    "azure": frozenset({"responses", "completions"}),
+    "openai-compatible": frozenset({"completions"}),
+    "anthropic": frozenset({"anthropic"}),
+}
+
+
+def relays(kind: str, native_kind: str) -> bool:
+    """A deployment of `kind` is given the client's own body in the `native_kind` format."""
+    return bool(native_kind) and native_kind in NATIVE_FORMATS.get(kind, ())
+
+
 @dataclass(slots=True)
 class UpstreamResult:
     """A complete (non-streamed) answer, or an error before any stream byte."""

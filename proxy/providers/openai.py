@@ -17,6 +17,7 @@ from proxy.providers.base import (
     UpstreamResult,
     UpstreamStream,
     bad_response,
+    relays,
     stream_error_event,
 )
 from proxy.snapshot import Deployment
@@ -67,6 +68,9 @@ def _pass_headers(response: httpx.Response) -> dict[str, str]:
 class OpenAIAdapter(ProviderAdapter):
     kind = "openai"
 
+    # Legacy completions and the Responses API are relayed in their own format (base.NATIVE_FORMATS).
+    endpoints = frozenset({"chat/completions", "embeddings", "completions", "responses"})
+
     def prepare(self, deployment: Deployment) -> None:
         base = deployment.base_url or "https://api.openai.com/v1"
         deployment.urls = {e: f"{base}/{e}" for e in self.endpoints}
@@ -76,12 +80,8 @@ class OpenAIAdapter(ProviderAdapter):
         deployment.headers = headers
 
     def build(self, deployment: Deployment, payload: dict[str, Any], ctx: CallContext) -> httpx.Request:
-        if ctx.native_kind == "responses" and deployment.kind == "openai":
-            # OpenAI's own Responses API, relayed: the client's body with the model swapped.
-            native = {**(ctx.native or {}), "model": deployment.upstream_model}
-            headers = {**deployment.headers, "x-request-id": ctx.request_id, **deployment.extra_headers}
-            url = deployment.urls["chat/completions"].removesuffix("/chat/completions") + "/responses"
-            return get_client().build_request("POST", url, content=orjson.dumps(native), headers=headers)
+        if relays(deployment.kind, ctx.native_kind):
+            return self.relay(deployment, ctx)
         # A shallow copy: the client's payload stays as it came, for the next attempt (another
         # deployment, another provider) and for anything that reads it after the call.
         body = {**payload, "model": deployment.upstream_model}
@@ -90,11 +90,31 @@ class OpenAIAdapter(ProviderAdapter):
             body["stream_options"] = (
                 {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
             )
+        return get_client().build_request(
+            "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(body), headers=self.headers(deployment, ctx)
+        )
+
+    def headers(self, deployment: Deployment, ctx: CallContext) -> dict[str, str]:
+        """The request's headers: the deployment's, the call's id, then the operator's own (last: they win)."""
         headers = {**deployment.headers, "x-request-id": ctx.request_id}
         if deployment.extra_headers:
             headers.update(deployment.extra_headers)
+        return headers
+
+    def relay(self, deployment: Deployment, ctx: CallContext) -> httpx.Request:
+        """The client's own body (the Responses API, legacy completions) with the model swapped, to the
+        same endpoint upstream; a completions stream asks for its usage like a chat stream does."""
+        body = {**(ctx.native or {}), "model": deployment.upstream_model}
+        if ctx.native_kind == "completions" and ctx.stream and not ctx.client_wants_usage:
+            options = body.get("stream_options")
+            body["stream_options"] = (
+                {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            )
         return get_client().build_request(
-            "POST", deployment.urls[ctx.endpoint], content=orjson.dumps(body), headers=headers
+            "POST",
+            deployment.urls[ctx.native_kind],
+            content=orjson.dumps(body),
+            headers=self.headers(deployment, ctx),
         )
 
     def parse(
@@ -109,17 +129,8 @@ class OpenAIAdapter(ProviderAdapter):
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
             return bad_response("The upstream provider returned a body that is not JSON")
-        if ctx.native_kind == "responses" and deployment.kind == "openai":
-            if not isinstance(data, dict) or data.get("object") != "response":
-                return bad_response("The upstream provider returned JSON that is not a response")
-            return UpstreamResult(
-                status=response.status_code,
-                body=content,
-                usage=chat_usage(data.get("usage")),
-                headers=_pass_headers(response),
-                native=True,
-                finish_reason=str(data.get("status") or ""),
-            )
+        if relays(deployment.kind, ctx.native_kind):
+            return _relayed(ctx.native_kind, data, content, response)
         usage = data["usage"] if isinstance(data, dict) and isinstance(data.get("usage"), dict) else None
         return UpstreamResult(status=response.status_code, body=content, usage=usage, headers=_pass_headers(response))
 
@@ -131,13 +142,38 @@ class OpenAIAdapter(ProviderAdapter):
         return result
 
     def decoder(self, deployment: Deployment, ctx: CallContext, response: httpx.Response) -> UpstreamStream:
-        if ctx.native_kind == "responses" and deployment.kind == "openai":
+        if ctx.native_kind == "responses" and relays(deployment.kind, "responses"):
             relay: UpstreamStream = ResponsesRelayStream(response, deployment)
             relay.headers = _pass_headers(response)
             return relay
         stream = OpenAIStream(response, hide_usage=not ctx.client_wants_usage, deployment=deployment)
+        # Completion chunks end, carry usage and errors as chat chunks do: the same reader, relayed as is.
+        stream.native = relays(deployment.kind, ctx.native_kind)
         stream.headers = _pass_headers(response)
         return stream
+
+
+def _relayed(native_kind: str, data: Any, content: bytes, response: httpx.Response) -> UpstreamResult:
+    """A relayed answer (OpenAI's `response` or `text_completion` object), passed on as it came; billed
+    from its usage, in the chat format."""
+    expected = "response" if native_kind == "responses" else "text_completion"
+    if not isinstance(data, dict) or data.get("object") != expected:
+        return bad_response(f"The upstream provider returned JSON that is not a {expected} object")
+    if native_kind == "responses":
+        usage, finish = chat_usage(data.get("usage")), str(data.get("status") or "")
+    else:
+        usage = data["usage"] if isinstance(data.get("usage"), dict) else None
+        choices = data.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        finish = str(first.get("finish_reason") or "")
+    return UpstreamResult(
+        status=response.status_code,
+        body=content,
+        usage=usage,
+        headers=_pass_headers(response),
+        native=True,
+        finish_reason=finish,
+    )
 
 
 class OpenAIStream(UpstreamStream):

@@ -1,6 +1,7 @@
 """OpenAI's legacy completions (/v1/completions) through the real server with the official openai SDK:
-served by the chat pipeline on any provider kind, JSON and streamed, echo honoured, what chat models
-cannot do refused with a 400 naming the parameter, logged and billed as `completions`."""
+relayed as sent to deployments that have the endpoint (echo, logprobs, suffix, several prompts), served
+by the chat pipeline elsewhere (another kind, or a data policy on the route), JSON and streamed, what
+chat models cannot do refused there with a 400 naming the parameter, logged and billed as `completions`."""
 
 from __future__ import annotations
 
@@ -22,23 +23,37 @@ def client_for(gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
 
 
-def test_the_openai_sdk_gets_completions_json_and_streamed(gateway, acme, mint, upstream):
+def test_the_openai_sdk_gets_completions_relayed_json_and_streamed(gateway, acme, mint, upstream):
+    """Acme's gpt-4o-mini is an OpenAI-compatible deployment with no data policy: the client's own body
+    goes to its /completions (the model swapped), and the answer and chunks come back as they are."""
     client = client_for(gateway, mint(acme))
     raw = client.completions.with_raw_response.create(model="gpt-4o-mini", prompt="Say hello", max_tokens=20)
     completion = raw.parse()
     validate(json.loads(raw.http_response.content), "CreateCompletionResponse")
-    assert completion.object == "text_completion" and completion.id.startswith("cmpl-")
+    assert completion.object == "text_completion" and completion.id.startswith("cmpl-fake")
     assert completion.choices[0].text == "Hello from the fake upstream."
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.completion_tokens == 6
-    sent = upstream.requests[-1].body
-    assert sent["messages"] == [{"role": "user", "content": "Say hello"}] and sent["max_tokens"] == 20
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/completions"
+    assert sent.body == {"model": "gpt-4o-mini", "prompt": "Say hello", "max_tokens": 20}
 
-    # The legacy default of 16 tokens, and echo: the prompt comes first in the text.
-    echoed = client.completions.create(model="gpt-4o-mini", prompt="Say hello", echo=True)
-    assert upstream.requests[-1].body["max_tokens"] == 16
-    assert echoed.choices[0].text == "Say hello" + "Hello from the fake upstream."
+    # What only the upstream's own completions can do works when relayed: echo, logprobs, suffix,
+    # several prompts, n.
+    echoed = client.completions.create(
+        model="gpt-4o-mini", prompt=["Say hello", "Say bye"], echo=True, logprobs=1, suffix="!", n=2
+    )
+    assert [c.text for c in echoed.choices] == ["Say hello" + "Hello from the fake upstream."] * 2 + [
+        "Say bye" + "Hello from the fake upstream."
+    ] * 2
+    assert echoed.choices[0].logprobs.tokens[0] == "Hello" and echoed.usage.completion_tokens == 24
+    assert upstream.requests[-1].body["suffix"] == "!"
 
+    # A stream: the gateway asks for usage (to bill) and hides the usage chunk the client did not ask for.
+    plain = list(client.completions.create(model="gpt-4o-mini", prompt="Say hello", stream=True))
+    assert upstream.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].text for c in plain) == "Hello from the fake upstream."
+    assert all(c.choices for c in plain)
     chunks = list(
         client.completions.create(
             model="gpt-4o-mini", prompt=["Say hello"], stream=True, stream_options={"include_usage": True}
@@ -56,9 +71,46 @@ def test_the_openai_sdk_gets_completions_json_and_streamed(gateway, acme, mint, 
     assert wait_for(lambda: CallLog.objects.filter(request_id=request_id).exists())
     log = CallLog.objects.get(request_id=request_id)
     assert log.endpoint == "completions" and log.status_code == 200 and log.cost_picodollars is not None
-    assert wait_for(lambda: CallLog.objects.filter(endpoint="completions").count() == 3)
+    assert log.completion_tokens == 6
+    assert wait_for(lambda: CallLog.objects.filter(endpoint="completions").count() == 4)
+    streamed = CallLog.objects.filter(endpoint="completions").order_by("-id")[1]
+    assert streamed.completion_tokens == 6  # billed from the usage the gateway asked for
     billed = SpendLedger.objects.filter(tenant=acme).aggregate(s=Sum("cost_picodollars"))["s"]
     assert billed == CallLog.objects.filter(tenant=acme).aggregate(s=Sum("cost_picodollars"))["s"]
+
+
+TRANSLATED = """
+tenant: initech
+name: Initech
+providers:
+  - {{name: main, kind: openai-compatible, base_url: '{url}', api_key: env:FAKE_UPSTREAM_KEY}}
+models:
+  - name: gpt-4o-mini
+    deployments: [{{provider: main, model: gpt-4o-mini}}]
+pii:
+  mode: enforce
+  detectors: {{email: redact}}
+"""
+
+
+def test_with_a_data_policy_completions_are_translated_to_chat(gateway, mint, upstream, monkeypatch):
+    """Peter's initech redacts e-mails: the policy reads and rewrites chat payloads, so the request is
+    served as chat (the address never leaves), echo included, and answered as a text_completion."""
+    from tenants.config import apply_config
+    from tests.helpers import UPSTREAM_KEY
+
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
+    initech, _ = apply_config(TRANSLATED.format(url=upstream.base_url))
+    client = client_for(gateway, mint(initech, name="peter-app"))
+    raw = client.completions.with_raw_response.create(model="gpt-4o-mini", prompt="Mail peter@initech.test", echo=True)
+    validate(json.loads(raw.http_response.content), "CreateCompletionResponse")
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions" and "peter@initech.test" not in json.dumps(sent.body)
+    assert sent.body["max_tokens"] == 16  # the legacy default
+    assert raw.parse().choices[0].text == "Mail peter@initech.test" + "Hello from the fake upstream."
+    chunks = list(client.completions.create(model="gpt-4o-mini", prompt="Say hello", stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello from the fake upstream."
+    assert wait_for(lambda: CallLog.objects.filter(tenant=initech, endpoint="completions").count() == 2)
 
 
 @pytest.mark.parametrize(
@@ -72,9 +124,10 @@ def test_the_openai_sdk_gets_completions_json_and_streamed(gateway, acme, mint, 
     ],
 )
 def test_what_a_chat_model_cannot_honour_is_a_400_naming_the_parameter(gateway, acme, mint, upstream, kwargs, param):
+    """`local` is served by the built-in mock, through chat: what only a relay can serve is refused."""
     sent = len(upstream.requests)
     with pytest.raises(openai.BadRequestError) as caught:
-        client_for(gateway, mint(acme)).completions.create(**{"model": "gpt-4o-mini", "prompt": "hi", **kwargs})
+        client_for(gateway, mint(acme)).completions.create(**{"model": "local", "prompt": "hi", **kwargs})
     assert caught.value.body["param"] == param
     validate({"error": caught.value.body}, "ErrorResponse")
     assert len(upstream.requests) == sent  # never forwarded

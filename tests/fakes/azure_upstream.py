@@ -2,6 +2,8 @@
 
 Routes: `POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=...` with the
 key in `api-key` (a wrong key: Azure's 401 body; no api-version: Azure's 404 "Resource not found").
+`POST /openai/v1/responses` is the v1 surface's Responses API (the deployment in `model`, no
+api-version; OpenAI's format, tests.fakes.openai_upstream.answer_responses).
 `GET /openai/models?api-version=...` (same key and version checks) lists MODELS as Models - List does;
 scripts for the pseudo-deployment LISTING answer it instead (`{"status": 401, "message": "..."}`).
 Answers carry Azure's `prompt_filter_results` and per-choice `content_filter_results`; a stream
@@ -27,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.openai_upstream import answer_responses
 
 API_KEY = "az-upstream-test-0001"
 WORDS = ["Hello", " from", " the", " fake", " Azure", "."]
@@ -308,11 +311,29 @@ class FakeAzure(LoopbackServer):
         await response.write_eof()
         return response
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """The v1 surface's Responses API (no api-version, the deployment in `model`): OpenAI's format."""
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        self.requests.append(Recorded(request.path, dict(request.query), dict(request.headers), body))
+        if request.headers.get("api-key") != API_KEY:
+            return self._error(
+                401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}}
+            )
+        if not isinstance(body, dict) or body.get("input") is None or not body.get("model"):
+            error = {"message": "Missing required parameter: 'input'.", "type": "invalid_request_error", "code": None}
+            return self._error(400, {"error": {**error, "param": "input"}})
+        if body["model"] == "missing":
+            error = {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}
+            return self._error(404, {"error": error})
+        return await answer_responses(request, body, "resp_azure")
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeAzure:
         app = web.Application()
         app.router.add_post("/openai/deployments/{deployment}/{operation:chat/completions|embeddings}", self.handle)
         app.router.add_get("/openai/models", self.models)
+        app.router.add_post("/openai/v1/responses", self.responses)
         self.serve(app, "fake-azure")
         return self

@@ -19,7 +19,8 @@ Any model can also be scripted from a test: `fake.script("m", {"status": 429, "h
 shape, `"reset": True` drops the connection, `"hang": True` never answers, a bare delay slows the first
 byte of a normal answer), then behaves normally again; `{"content": "..."}` makes the next JSON answer's
 message content that text (a structured-output answer, say).
-POST /v1/responses is OpenAI's Responses API (stateless here): JSON or the documented event stream
+POST /v1/completions is legacy completions (see `completions`: echo, logprobs, several prompts, n,
+streams with the usage chunk). POST /v1/responses is OpenAI's Responses API (stateless here): JSON or the documented event stream
 (response.created, .in_progress, .output_item.added, .content_part.added, .output_text.delta x N,
 .output_text.done, .content_part.done, .output_item.done, response.completed, each with its
 sequence_number), a `web_search_call` item first when the request has a web_search tool, usage with
@@ -32,6 +33,7 @@ Every request is recorded (path, headers, JSON body) and disconnects are counted
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,124 @@ from aiohttp import web
 from tests.fakes.loopback import LoopbackServer
 
 CONTENT_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
+_SERIAL = itertools.count(1)
+
+
+async def answer_responses(request: web.Request, body: dict, id_prefix: str) -> web.StreamResponse:
+    """OpenAI's Responses API answer (JSON or the documented event stream) to a checked request: shared
+    by this fake and the Azure one, whose v1 surface speaks the same format."""
+    text = "".join(CONTENT_WORDS)
+    items_in = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    usage = {
+        "input_tokens": 11 + len(json.dumps(items_in)) // 40,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": len(CONTENT_WORDS),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    response: dict[str, Any] = {
+        "id": f"{id_prefix}{next(_SERIAL):08d}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": body["model"],
+        "output": [],
+        "parallel_tool_calls": True,
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": body.get("tools") or [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": None,
+        "metadata": {},
+    }
+    searches = [
+        {
+            "id": "ws_fake1",
+            "type": "web_search_call",
+            "status": "completed",
+            "action": {"type": "search", "query": "q"},
+        }
+        for t in body.get("tools") or ()
+        if isinstance(t, dict) and t.get("type") == "web_search"
+    ]
+    message = {
+        "id": "msg_fake1",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+    if not body.get("stream"):
+        return web.json_response({**response, "status": "completed", "output": [*searches, message], "usage": usage})
+    stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await stream.prepare(request)
+    sequence = 0
+
+    async def send(kind: str, **fields: Any) -> None:
+        nonlocal sequence
+        data = {"type": kind, "sequence_number": sequence, **fields}
+        sequence += 1
+        await stream.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+    await send("response.created", response=response)
+    await send("response.in_progress", response=response)
+    index = 0
+    for search in searches:
+        await send("response.output_item.added", output_index=index, item={**search, "status": "in_progress"})
+        await send("response.output_item.done", output_index=index, item=search)
+        index += 1
+    pending = {**message, "status": "in_progress", "content": []}
+    await send("response.output_item.added", output_index=index, item=pending)
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    await send("response.content_part.added", item_id="msg_fake1", output_index=index, content_index=0, part=part)
+    for word in CONTENT_WORDS:
+        await send(
+            "response.output_text.delta",
+            item_id="msg_fake1",
+            output_index=index,
+            content_index=0,
+            delta=word,
+            logprobs=[],
+        )
+        if body["model"] == "responses-fail":
+            failed = {
+                **response,
+                "status": "failed",
+                "error": {"code": "server_error", "message": "The model failed."},
+            }
+            await send("response.failed", response=failed)
+            return stream
+    await send(
+        "response.output_text.done",
+        item_id="msg_fake1",
+        output_index=index,
+        content_index=0,
+        text=text,
+        logprobs=[],
+    )
+    await send(
+        "response.content_part.done",
+        item_id="msg_fake1",
+        output_index=index,
+        content_index=0,
+        part={**part, "text": text},
+    )
+    await send("response.output_item.done", output_index=index, item=message)
+    await send(
+        "response.completed",
+        response={**response, "status": "completed", "output": [*searches, message], "usage": usage},
+    )
+    return stream
 
 
 @dataclass
@@ -335,119 +455,79 @@ class FakeOpenAI(LoopbackServer):
                 "invalid_request_error",
                 "previous_response_not_found",
             )
-        text = "".join(CONTENT_WORDS)
-        items_in = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        usage = {
-            "input_tokens": 11 + len(json.dumps(items_in)) // 40,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": len(CONTENT_WORDS),
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": 0,
-        }
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        response: dict[str, Any] = {
-            "id": f"resp_openai{len(self.requests):08d}",
-            "object": "response",
-            "created_at": int(time.time()),
-            "status": "in_progress",
-            "error": None,
-            "incomplete_details": None,
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "model": body["model"],
-            "output": [],
-            "parallel_tool_calls": True,
-            "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": None, "summary": None},
-            "store": body.get("store", True),
-            "temperature": 1.0,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": body.get("tools") or [],
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": None,
-            "metadata": {},
-        }
-        searches = [
-            {
-                "id": "ws_fake1",
-                "type": "web_search_call",
-                "status": "completed",
-                "action": {"type": "search", "query": "q"},
-            }
-            for t in body.get("tools") or ()
-            if isinstance(t, dict) and t.get("type") == "web_search"
-        ]
-        message = {
-            "id": "msg_fake1",
-            "type": "message",
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-        }
-        if not body.get("stream"):
-            return web.json_response(
-                {**response, "status": "completed", "output": [*searches, message], "usage": usage}
+        return await answer_responses(request, body, "resp_openai")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy completions: a text per prompt (a list of strings or of token arrays gives one choice
+        per prompt, times n), `echo` puts the prompt first, `logprobs: k` gives tokens, token_logprobs,
+        top_logprobs and text_offset; a stream sends text_completion chunks, the usage chunk
+        (choices []) when stream_options.include_usage is set, then [DONE]."""
+        body = await self._record(request)
+        if request.headers.get("authorization") != "Bearer sk-upstream-test-0001":
+            return self._error(401, "Incorrect API key provided: sk-up***.", "invalid_request_error", "invalid_api_key")
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if prompt is None or not body.get("model"):
+            return self._error(
+                400, "You must provide a prompt parameter.", "invalid_request_error", "missing_required_parameter"
             )
+        prompts = prompt if isinstance(prompt, list) and not all(isinstance(p, int) for p in prompt) else [prompt]
+        n = int(body.get("n") or 1)
+        words = CONTENT_WORDS[: max(1, min(len(CONTENT_WORDS), int(body.get("max_tokens") or 16)))]
+        finish = "length" if len(words) < len(CONTENT_WORDS) else "stop"
+        k = body.get("logprobs")
+
+        def text_of(p: Any) -> str:
+            return (p if isinstance(p, str) and body.get("echo") else "") + "".join(words)
+
+        def logprobs_of(text: str) -> dict | None:
+            if k is None:
+                return None
+            offsets, at = [], 0
+            for word in words:
+                offsets.append(at)
+                at += len(word)
+            return {
+                "tokens": list(words),
+                "token_logprobs": [-0.25 * (i + 1) for i in range(len(words))],
+                "top_logprobs": [{w: -0.25 * (i + 1)} for i, w in enumerate(words)] if k else None,
+                "text_offset": offsets,
+            }
+
+        prompt_tokens = 4 + len(json.dumps(prompt)) // 4
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words) * len(prompts) * n,
+            "total_tokens": prompt_tokens + len(words) * len(prompts) * n,
+        }
+        base = {"id": f"cmpl-fake{next(_SERIAL):06d}", "object": "text_completion", "created": int(time.time())}
+        base["model"] = body["model"]
+        if not body.get("stream"):
+            choices = []
+            for p in prompts:
+                for _ in range(n):
+                    text = text_of(p)
+                    choice = {
+                        "text": text,
+                        "index": len(choices),
+                        "logprobs": logprobs_of(text),
+                        "finish_reason": finish,
+                    }
+                    choices.append(choice)
+            return web.json_response({**base, "choices": choices, "usage": usage})
         stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await stream.prepare(request)
-        sequence = 0
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage")
 
-        async def send(kind: str, **fields: Any) -> None:
-            nonlocal sequence
-            data = {"type": kind, "sequence_number": sequence, **fields}
-            sequence += 1
-            await stream.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+        async def send(data: dict) -> None:
+            await stream.write(b"data: " + json.dumps(data).encode() + b"\n\n")
 
-        await send("response.created", response=response)
-        await send("response.in_progress", response=response)
-        index = 0
-        for search in searches:
-            await send("response.output_item.added", output_index=index, item={**search, "status": "in_progress"})
-            await send("response.output_item.done", output_index=index, item=search)
-            index += 1
-        pending = {**message, "status": "in_progress", "content": []}
-        await send("response.output_item.added", output_index=index, item=pending)
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        await send("response.content_part.added", item_id="msg_fake1", output_index=index, content_index=0, part=part)
-        for word in CONTENT_WORDS:
-            await send(
-                "response.output_text.delta",
-                item_id="msg_fake1",
-                output_index=index,
-                content_index=0,
-                delta=word,
-                logprobs=[],
-            )
-            if body["model"] == "responses-fail":
-                failed = {
-                    **response,
-                    "status": "failed",
-                    "error": {"code": "server_error", "message": "The model failed."},
-                }
-                await send("response.failed", response=failed)
-                return stream
-        await send(
-            "response.output_text.done",
-            item_id="msg_fake1",
-            output_index=index,
-            content_index=0,
-            text=text,
-            logprobs=[],
-        )
-        await send(
-            "response.content_part.done",
-            item_id="msg_fake1",
-            output_index=index,
-            content_index=0,
-            part={**part, "text": text},
-        )
-        await send("response.output_item.done", output_index=index, item=message)
-        await send(
-            "response.completed",
-            response={**response, "status": "completed", "output": [*searches, message], "usage": usage},
-        )
+        for word in words:
+            await send({**base, "choices": [{"text": word, "index": 0, "logprobs": None, "finish_reason": None}]})
+        await send({**base, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]})
+        if include_usage:
+            await send({**base, "choices": [], "usage": usage})
+        await stream.write(b"data: [DONE]\n\n")
         return stream
 
     async def models(self, request: web.Request) -> web.Response:
@@ -477,6 +557,7 @@ class FakeOpenAI(LoopbackServer):
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/completions", self.completions)
         for prefix in ("", "/html", "/odd", "/quote"):
             app.router.add_get(f"{prefix}/v1/models", self.models)
         self.serve(app, "fake-openai")
