@@ -361,6 +361,12 @@ class CallScore(models.Model):
     comment = models.CharField(max_length=2000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     scored_by_key_id = models.BigIntegerField(null=True)
+    # The scored call's dimensions, copied from its log row when the score is recorded: comparisons and
+    # rollups by model, variant, key and user read the scores alone, with no join to the call log.
+    requested_model = models.CharField(max_length=200, blank=True, default="")
+    variant = models.CharField(max_length=200, blank=True, default="")
+    virtual_key_id = models.BigIntegerField(null=True)
+    end_user = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -368,7 +374,12 @@ class CallScore(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant_id", "call_id", "name", "source"], name="uniq_call_score")
         ]
-        indexes = [models.Index(fields=["tenant_id", "name", "value"], name="callscore_tenant_name_value")]
+        indexes = [
+            models.Index(fields=["tenant_id", "name", "value"], name="callscore_tenant_name_value"),
+            models.Index(
+                fields=["tenant_id", "requested_model", "name", "call_created_at"], name="callscore_tenant_model"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.call_id} {self.name}={self.value}"

@@ -125,7 +125,11 @@ async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[st
     rows = rows.filter(call_id=feedback.call_id) if feedback.call_id else rows.filter(request_id=feedback.request_id)
     started = time.monotonic()
     while True:
-        row = await rows.order_by("-created_at").values("call_id", "request_id", "created_at").afirst()
+        row = await (
+            rows.order_by("-created_at")
+            .values("call_id", "request_id", "created_at", "requested_model", "variant", "virtual_key_id", "end_user")
+            .afirst()
+        )
         if row is not None:
             return row
         if feedback.call_id:
@@ -167,6 +171,10 @@ async def record_feedback(tenant_id: int, key_id: int, body: dict[str, Any]) -> 
             "comment": feedback.comment,
             "metadata": feedback.metadata,
             "scored_by_key_id": key_id,
+            "requested_model": call["requested_model"],
+            "variant": call["variant"],
+            "virtual_key_id": call["virtual_key_id"],
+            "end_user": call["end_user"],
             "updated_at": now,
         },
     )

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Max, Q, QuerySet, Sum, TextField
-from django.db.models.functions import Cast
+from django.db.models import Aggregate, Avg, Count, FloatField, Max, Q, QuerySet, Sum, TextField, Variance
+from django.db.models.functions import Cast, Coalesce
 from django.http import Http404
 
 from gateway_project.common.money import from_pico
@@ -29,6 +29,7 @@ from observability.models import (
     UserRollupDay,
     UserRollupHour,
 )
+from observability.partitions import DEFAULT_RETENTION_DAYS
 from observability.rollups import percentile_from_histogram
 from tenants.models import Tenant, VirtualKey
 
@@ -64,6 +65,12 @@ class VariantStats:
     p95_ms: float | None = None
     tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    # Mean and sample variance of the latency (ms) and of the cost (picodollars) per call: what the
+    # A/B verdict's tests read (observability.ab).
+    latency_mean: float | None = None
+    latency_variance: float | None = None
+    cost_mean: float | None = None
+    cost_variance: float | None = None
 
     @property
     def error_rate(self) -> float | None:
@@ -85,6 +92,10 @@ def split_comparison(
         "errors": Count("id", filter=Q(status_code__gte=400)),
         "tokens": Sum("total_tokens"),
         "cost": Sum("cost_picodollars"),
+        "latency_mean": Avg("latency_ms"),
+        "latency_variance": Variance("latency_ms", sample=True),
+        "cost_mean": Avg(Coalesce("cost_picodollars", 0), output_field=FloatField()),
+        "cost_variance": Variance(Coalesce("cost_picodollars", 0), sample=True, output_field=FloatField()),
     }
     postgres = connection.vendor == "postgresql"
     if postgres:
@@ -99,6 +110,9 @@ def split_comparison(
             stats.requests, stats.errors = r["n"], r["errors"]
             stats.tokens = r["tokens"] or 0
             stats.cost_usd = from_pico(r["cost"] or 0)
+            for name_ in ("latency_mean", "latency_variance", "cost_mean", "cost_variance"):
+                value = r[name_]
+                setattr(stats, name_, None if value is None else float(value))
             if postgres:
                 stats.p50_ms, stats.p95_ms = r["p50"], r["p95"]
             else:
@@ -477,6 +491,62 @@ def key_usage(
     for r in rows.values("virtual_key_id").annotate(m=Max("last_at")).order_by():
         usage.setdefault(r["virtual_key_id"], KeyUsage(0, 0, None)).last_at = r["m"]
     return usage
+
+
+@dataclass
+class PeriodUsage:
+    since: datetime  # on a whole UTC hour: the rollup's buckets are counted whole
+    calls: int
+    cost_picodollars: int
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_pico(self.cost_picodollars)
+
+
+@dataclass
+class KeyActivity:
+    last_24_hours: PeriodUsage
+    last_30_days: PeriodUsage
+    last_at: datetime | None
+    kept_days: int
+    # True only when the key is younger than the tenant's log retention: an older key may have been used
+    # before what the rollups still hold.
+    never_used: bool
+
+
+def key_activity(tenant: Tenant, key: VirtualKey, *, now: datetime) -> KeyActivity:
+    """One key's calls and spend in the last 24 hours (the dashboard's default range) and the last 30 days
+    (the spend page's), in whole UTC hours from the hour rollup, and its last use.
+
+    One query over the key's last 30 days of hour rows; a key idle that long costs a second one, on the day
+    rollup (24 times fewer rows), for a last use further back.
+    """
+    day_start = _hour_floor(now - timedelta(hours=24))
+    month_start = _hour_floor(now - timedelta(days=30))
+    rows = CallRollupHour.objects.filter(tenant_id=tenant.id, virtual_key_id=key.id)
+    in_day = Q(bucket__gte=day_start)
+    found = rows.filter(bucket__gte=month_start).aggregate(
+        calls=Sum("requests"),
+        cost=Sum("cost_picodollars"),
+        day_calls=Sum("requests", filter=in_day),
+        day_cost=Sum("cost_picodollars", filter=in_day),
+        last_at=Max("last_at"),
+    )
+    last_at = found["last_at"]
+    if last_at is None:
+        last_at = CallRollupDay.objects.filter(tenant_id=tenant.id, virtual_key_id=key.id).aggregate(m=Max("last_at"))[
+            "m"
+        ]
+    # Rollups are purged with the call log (observability.partitions), at the tenant's retention.
+    kept_days = tenant.log_retention_days or DEFAULT_RETENTION_DAYS
+    return KeyActivity(
+        last_24_hours=PeriodUsage(day_start, found["day_calls"] or 0, found["day_cost"] or 0),
+        last_30_days=PeriodUsage(month_start, found["calls"] or 0, found["cost"] or 0),
+        last_at=last_at,
+        kept_days=kept_days,
+        never_used=last_at is None and key.created_at >= now - timedelta(days=kept_days),
+    )
 
 
 @dataclass

@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from observability.selectors import split_comparison
+from observability.ab import TESTS, split_verdict
 from observability.views import scope_key_ids
 from proxy.console.simulate import SimulateRequest, simulate
 from routing.selectors import route_settings_of
@@ -91,7 +91,18 @@ class RoutingAbApi(TokenApi):
         model = serializers.CharField()
         variant = serializers.CharField(allow_blank=True)
         days = serializers.IntegerField()
-        groups = serializers.ListField(child=serializers.DictField())
+        groups = serializers.ListField(
+            child=serializers.DictField(),
+            help_text="Per group: the VariantSerializer fields and `scores` (name -> n, mean, its 95 % interval "
+            "ci_low/ci_high, positives).",
+        )
+        metrics = serializers.ListField(
+            child=serializers.DictField(),
+            help_text="Per metric (error_rate, latency_ms, cost_usd, score.<name>): control and variant values, "
+            "test, difference (variant - control) with its 95 % interval ci_low/ci_high, p_value, significant, "
+            "better_group and calls_still_needed per group for the observed difference (5 % level, 80 % power).",
+        )
+        tests = serializers.DictField(help_text="The statistical test behind each `test` value.")
 
     @extend_schema(
         parameters=[
@@ -115,12 +126,22 @@ class RoutingAbApi(TokenApi):
             raise Http404(f"No model named {model!r} in this tenant.")
         variant = settings["split"]["model"] if settings["split"] else ""
         since = timezone.now() - timedelta(days=int(days))
-        groups = split_comparison(self.access.tenant, model, variant, since=since, key_ids=scope_key_ids(self.access))
+        verdict = split_verdict(self.access.tenant, model, variant, since=since, key_ids=scope_key_ids(self.access))
+        groups = []
+        for g in verdict.groups:
+            data = dict(self.VariantSerializer(g).data)
+            data["scores"] = {
+                name: {"n": s.n, "mean": s.mean, "ci_low": s.low, "ci_high": s.high, "positives": s.positives}
+                for name, s in verdict.scores.get(g.group, {}).items()
+            }
+            groups.append(data)
         payload = {
             "model": model,
             "variant": variant,
             "days": int(days),
-            "groups": [self.VariantSerializer(g).data for g in groups],
+            "groups": groups,
+            "metrics": [m.as_dict() for m in verdict.metrics],
+            "tests": TESTS,
         }
         return Response(self.OutputSerializer(payload).data)
 

@@ -16,7 +16,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from gateway_project.common.htmx import HtmxHttpRequest
-from observability.selectors import DeploymentStats, deployment_stats, split_comparison
+from observability.ab import TESTS, split_verdict
+from observability.selectors import DeploymentStats, deployment_stats
 from observability.views import scope_key_ids
 from proxy.breakers import health
 from proxy.console.simulate import SimulateRequest, breaker_states, simulate
@@ -86,8 +87,8 @@ def routing_ab(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             raise Http404("No such model in this tenant.")
         variant = settings["split"]["model"] if settings["split"] else ""
         since = timezone.now() - timedelta(days=int(days))
-        groups = split_comparison(access.tenant, model, variant, since=since, key_ids=scope_key_ids(access))
-        context.update(variant=variant, groups=groups)
+        verdict = split_verdict(access.tenant, model, variant, since=since, key_ids=scope_key_ids(access))
+        context.update(variant=variant, groups=verdict.groups, metrics=verdict.metrics, tests=TESTS)
     template = "routing/ab.html#panel" if request.htmx else "routing/ab.html"
     return render(request, template, context)
 

@@ -1,0 +1,145 @@
+"""The A/B verdict (observability.ab) through the management API and the console: per metric the
+variant's difference from control, its interval, the test's p-value and verdict, checked against the
+statistics computed directly from the same synthetic calls and scores."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from observability.ab import decide, split_verdict
+from observability.abstats import Summary, two_proportions, welch
+from observability.models import CallLog, CallScore
+from routing.services import model_deployments_set, model_routes_set
+from tenants.audit import Actor
+from tenants.models import Role
+
+pytestmark = pytest.mark.usefixtures("console_defaults")
+
+
+@pytest.fixture
+def split(world):
+    """Alice's acme splits 50 % of `smart` to `smart-v2`; 120 calls per group, the variant answers a
+    little slower and far better (thumbs), with helpfulness scores 1-5."""
+    actor = Actor(user=world.alice)
+    mock = world.objects["provider"]
+    for name in ("smart", "smart-v2"):
+        model_deployments_set(world.acme, model_name=name, deployments=[(mock, f"{name}-up")], actor=actor)
+    model_routes_set(world.acme, routes={"smart": {"split": {"model": "smart-v2", "percent": 50}}}, actor=actor)
+    from observability.scores import score_definitions_set
+
+    definition = {"name": "helpfulness", "kind": "numeric", "min": 1, "max": 5, "values": [], "description": ""}
+    score_definitions_set(world.acme, [definition], actor=actor)
+    rnd = random.Random(23)
+    now = timezone.now()
+    data = {"latency": {"": [], "smart-v2": []}, "thumbs": {"": [], "smart-v2": []}, "help": {"": [], "smart-v2": []}}
+    logs, scores = [], []
+    key = world.objects["key"]
+    for variant, up, slow in (("", 0.45, 0.0), ("smart-v2", 0.75, 20.0)):
+        for i in range(120):
+            latency = rnd.gauss(200 + slow, 30)
+            call_id = f"call_{uuid.uuid4().hex}"
+            status = 500 if i % 20 == 0 else 200
+            logs.append(
+                CallLog(
+                    tenant=world.acme,
+                    virtual_key=key,
+                    request_id=f"r-{variant}-{i}",
+                    call_id=call_id,
+                    endpoint="chat/completions",
+                    requested_model="smart",
+                    variant=variant,
+                    status_code=status,
+                    latency_ms=latency,
+                    total_tokens=10,
+                    cost_picodollars=1_000_000 + i,
+                    created_at=now,
+                )
+            )
+            data["latency"][variant].append(latency)
+            thumbs = 1.0 if rnd.random() < up else 0.0
+            helpful = float(rnd.randint(2, 5) if variant else rnd.randint(1, 4))
+            data["thumbs"][variant].append(thumbs)
+            data["help"][variant].append(helpful)
+            for name, value in (("thumbs", thumbs), ("helpfulness", helpful)):
+                scores.append(
+                    CallScore(
+                        tenant_id=world.acme.id,
+                        call_id=call_id,
+                        request_id=f"r-{variant}-{i}",
+                        call_created_at=now,
+                        name=name,
+                        source="feedback",
+                        value=value,
+                        requested_model="smart",
+                        variant=variant,
+                        virtual_key_id=key.id,
+                    )
+                )
+    CallLog.objects.bulk_create(logs)
+    CallScore.objects.bulk_create(scores)
+    return world, data
+
+
+def summary(values):
+    return Summary(len(values), statistics.fmean(values), statistics.variance(values))
+
+
+def test_the_api_gives_each_metric_its_test_interval_and_verdict(split, api_as):
+    world, data = split
+    body = api_as(Role.VIEWER).get("/api/v1/routing/ab/?model=smart&days=1").json()
+    metrics = {m["metric"]: m for m in body["metrics"]}
+    assert set(metrics) == {"error_rate", "latency_ms", "cost_usd", "score.thumbs", "score.helpfulness"}
+    assert body["tests"] == {"welch": "Welch's t-test (means)", "two-proportion": "two-proportion z-test (rates)"}
+
+    errors = two_proportions(6, 120, 6, 120)
+    assert metrics["error_rate"]["test"] == "two-proportion"
+    assert metrics["error_rate"]["p_value"] == pytest.approx(errors.p_value)
+    assert metrics["error_rate"]["significant"] is False and metrics["error_rate"]["better_group"] is None
+
+    latency = welch(summary(data["latency"][""]), summary(data["latency"]["smart-v2"]))
+    got = metrics["latency_ms"]
+    assert got["test"] == "welch" and got["p_value"] == pytest.approx(latency.p_value, rel=1e-6)
+    assert (got["ci_low"], got["ci_high"]) == (
+        pytest.approx(latency.low, rel=1e-6),
+        pytest.approx(latency.high, rel=1e-6),
+    )
+    assert got["significant"] and got["better_group"] == "control"  # the variant is slower
+
+    up = [sum(data["thumbs"][g]) for g in ("", "smart-v2")]
+    thumbs = two_proportions(int(up[0]), 120, int(up[1]), 120)
+    got = metrics["score.thumbs"]
+    assert got["test"] == "two-proportion" and got["p_value"] == pytest.approx(thumbs.p_value)
+    assert got["control"] == pytest.approx(up[0] / 120) and got["variant"] == pytest.approx(up[1] / 120)
+    assert got["significant"] and got["better_group"] == "variant"
+    assert got["calls_still_needed"] == 0
+
+    helpful = welch(summary(data["help"][""]), summary(data["help"]["smart-v2"]))
+    assert metrics["score.helpfulness"]["test"] == "welch"
+    assert metrics["score.helpfulness"]["p_value"] == pytest.approx(helpful.p_value, rel=1e-6)
+    control = body["groups"][0]
+    assert control["group"] == "control" and control["scores"]["thumbs"]["n"] == 120
+
+    # Bob's globex has no model of that name: nothing of acme's is shown to him.
+    assert api_as(Role.OWNER, world.globex).get("/api/v1/routing/ab/?model=smart").status_code == 404
+
+
+def test_the_console_says_which_test_and_which_group_is_better(split, client_as):
+    world, _data = split
+    page = client_as(world.alice).get("/t/acme/routing/ab/?model=smart&days=1").content.decode()
+    assert "Is the difference real?" in page and "Welch" in page and "two-proportion z-test" in page
+    assert "variant better" in page and "control better" in page and "no significant difference" in page
+
+
+def test_stop_when_concludes_only_with_enough_scored_calls(split):
+    world, _data = split
+    since = timezone.now() - timezone.timedelta(days=1)
+    verdict = split_verdict(world.acme, "smart", "smart-v2", since=since)
+    assert decide(verdict, "thumbs", min_calls=500, significant=True) == ""  # 120 per group so far
+    assert decide(verdict, "thumbs", min_calls=100, significant=True) == "variant"
+    # The error rates are the same: required to be significant, the control group stays.
+    assert decide(verdict, "nothing-scored", min_calls=100, significant=True) == ""
