@@ -443,6 +443,8 @@ CELERY_BEAT_SCHEDULE["observability-partitions"] = {
     "task": "observability.tasks.calllog_partitions_create_ahead",
     "schedule": 3600.0,
 }
+# A/B splits that end themselves (split.stop_when, observability.splits).
+CELERY_BEAT_SCHEDULE["observability-ab-splits"] = {"task": "observability.tasks.ab_splits_check", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["observability-retention"] = {
     "task": "observability.tasks.calllog_retention_apply",
     "schedule": 3600.0,

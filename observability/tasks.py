@@ -14,6 +14,14 @@ def calllog_partitions_create_ahead() -> list[str]:
 
 
 @shared_task
+def ab_splits_check() -> list[str]:
+    """Ends the A/B splits whose stop rule concludes (beat: every minute); the models decided."""
+    from observability.splits import check_split_stops
+
+    return [f"{d.tenant}/{d.model}: {d.winner}" for d in check_split_stops()]
+
+
+@shared_task
 def calllog_retention_apply() -> dict:
     """Applies every tenant's log retention (beat: hourly): drops old partitions, deletes in batches."""
     from observability.partitions import apply_retention

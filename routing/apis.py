@@ -232,10 +232,24 @@ class DeploymentSerializer(StrictSerializer):
     )
 
 
+class StopWhenSerializer(StrictSerializer):
+    score = serializers.CharField(max_length=64, help_text="The score that decides (e.g. thumbs).")
+    min_calls = serializers.IntegerField(required=False, help_text="Scored calls each group needs; default 500.")
+    significant = serializers.BooleanField(
+        required=False, help_text="The variant wins only if its score is significantly higher (default true)."
+    )
+
+
 class SplitSerializer(StrictSerializer):
     model = serializers.CharField(max_length=200, help_text="The model that takes the share (the variant).")
     percent = serializers.FloatField(help_text="0 to 100.")
     sticky = serializers.ChoiceField(choices=Sticky.choices, required=False, help_text="Default: user.")
+    stop_when = StopWhenSerializer(
+        required=False,
+        allow_null=True,
+        help_text="The split ends itself once each group has min_calls scored calls: every call goes to the "
+        "winner (or stays with control), the verdict is audited and the owners are e-mailed.",
+    )
 
 
 class CooldownSerializer(StrictSerializer):
@@ -281,6 +295,7 @@ class SplitOutputSerializer(serializers.Serializer):
     model = serializers.CharField()
     percent = serializers.FloatField()
     sticky = serializers.ChoiceField(choices=Sticky.choices)
+    stop_when = serializers.DictField(required=False, allow_null=True, default=None)
 
 
 class CooldownOutputSerializer(serializers.Serializer):

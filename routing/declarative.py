@@ -33,6 +33,7 @@ from routing.services import (
     ROUTE_FIELDS,
     RULE_CONDITIONS,
     SPLIT_FIELDS,
+    STOP_WHEN_FIELDS,
     header_problem,
     model_delete,
     model_deployments_set,
@@ -87,6 +88,8 @@ def parse_model_routing(raw: dict, path: str, c: Any) -> dict:
         split["model"] = c.string(split["model"], f"{path}.split.model")
         if split.get("sticky") is not None:
             split["sticky"] = c.string(split["sticky"], f"{path}.split.sticky")
+        if split.get("stop_when") is not None:
+            c.mapping(split["stop_when"], f"{path}.split.stop_when", STOP_WHEN_FIELDS, {"score"})
         settings["split"] = split
     if "cooldown" in settings:
         c.mapping(settings["cooldown"], f"{path}.cooldown", COOLDOWN_FIELDS, set())
@@ -146,6 +149,8 @@ def export_model_links(settings: dict) -> dict:
     if settings["split"]:
         split = settings["split"]
         out["split"] = {"model": split["model"], "percent": _plain(split["percent"]), "sticky": split["sticky"]}
+        if split.get("stop_when"):
+            out["split"]["stop_when"] = dict(split["stop_when"])
     cooldown = {
         k: _plain(v) if k != "failures" else v
         for k, v in settings["cooldown"].items()

@@ -348,20 +348,25 @@ class RouteSettingsForm(forms.Form):
             self.add_error("split_percent", "Give the share of traffic the variant gets, from 0 to 100.")
         return data
 
-    def settings(self) -> dict:
-        """The cleaned form in the shape routing.services.model_routes_set takes."""
+    def settings(self, current: dict | None = None) -> dict:
+        """The cleaned form in the shape routing.services.model_routes_set takes. The split's `stop_when`
+        (set in YAML or the API; the form has no fields for it) is kept while the variant stays the same."""
         d = self.cleaned_data
+        split = (
+            {"model": d["split_model"], "percent": d["split_percent"], "sticky": d["split_sticky"]}
+            if d["split_model"]
+            else None
+        )
+        kept = (current or {}).get("split") or {}
+        if split and kept.get("stop_when") and kept.get("model") == split["model"]:
+            split["stop_when"] = kept["stop_when"]
         return {
             "strategy": d["strategy"],
             "retries": d["retries"],
             "timeout_s": d["timeout_s"],
             "fallbacks": name_list(d["fallbacks"]),
             "context_window_fallbacks": name_list(d["context_window_fallbacks"]),
-            "split": (
-                {"model": d["split_model"], "percent": d["split_percent"], "sticky": d["split_sticky"]}
-                if d["split_model"]
-                else None
-            ),
+            "split": split,
             "cooldown": {
                 "failures": d["cooldown_failures"],
                 "window_s": d["cooldown_window_s"],

@@ -165,6 +165,8 @@ class ModelRoute(models.Model):
     split_model = models.CharField(max_length=200, blank=True)  # empty: no split
     split_percent = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(100.0)])
     split_sticky = models.CharField(max_length=10, choices=Sticky.choices, default=Sticky.USER)
+    # When the split ends itself: {"score", "min_calls", "significant"} (observability.splits); null: never.
+    split_stop_when = models.JSONField(null=True, blank=True)
     cooldown_failures = models.PositiveIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(MAX_COOLDOWN_FAILURES)]
     )
@@ -180,6 +182,14 @@ class ModelRoute(models.Model):
     def __str__(self) -> str:
         return f"route {self.model_name}"
 
+    def _split(self) -> dict | None:
+        if not self.split_model:
+            return None
+        split = {"model": self.split_model, "percent": float(self.split_percent), "sticky": self.split_sticky}
+        if self.split_stop_when:
+            split["stop_when"] = dict(self.split_stop_when)
+        return split
+
     def settings(self) -> dict:
         """The row as the plain dict routing.services and the YAML speak (same shape as ROUTE_DEFAULTS)."""
         return {
@@ -188,11 +198,7 @@ class ModelRoute(models.Model):
             "timeout_s": float(self.timeout_s),
             "fallbacks": list(self.fallbacks or []),
             "context_window_fallbacks": list(self.context_window_fallbacks or []),
-            "split": (
-                {"model": self.split_model, "percent": float(self.split_percent), "sticky": self.split_sticky}
-                if self.split_model
-                else None
-            ),
+            "split": self._split(),
             "cooldown": {
                 "failures": self.cooldown_failures,
                 "window_s": float(self.cooldown_window_s),

@@ -427,7 +427,33 @@ def _without_model(settings: dict, model_name: str) -> dict:
 # --- Route settings: strategy, retries, deadline, fallbacks, split, breaker ------------------------------
 
 ROUTE_FIELDS = set(ROUTE_DEFAULTS)
-SPLIT_FIELDS = {"model", "percent", "sticky"}
+SPLIT_FIELDS = {"model", "percent", "sticky", "stop_when"}
+STOP_WHEN_FIELDS = {"score", "min_calls", "significant"}
+STOP_WHEN_DEFAULTS = {"min_calls": 500, "significant": True}
+MAX_STOP_MIN_CALLS = 10_000_000
+
+
+def stop_when_clean(value: object) -> dict:
+    """A split's `stop_when` ({score, min_calls, significant}), checked and with its defaults."""
+    if not isinstance(value, dict):
+        raise ValidationError({"split.stop_when": "must be a mapping {score, min_calls, significant}"})
+    if set(value) - STOP_WHEN_FIELDS:
+        raise ValidationError({f"split.stop_when.{sorted(set(value) - STOP_WHEN_FIELDS)[0]}": "unknown field"})
+    score = value.get("score")
+    if not isinstance(score, str) or not score.strip() or len(score) > 64 or not score.isprintable():
+        raise ValidationError({"split.stop_when.score": "name the score that decides (e.g. thumbs)"})
+    out = {"score": score.strip(), **STOP_WHEN_DEFAULTS}
+    if value.get("min_calls") is not None:
+        out["min_calls"] = int(
+            _number(value["min_calls"], "split.stop_when.min_calls", low=2, high=MAX_STOP_MIN_CALLS, whole=True)
+        )
+    if value.get("significant") is not None:
+        if not isinstance(value["significant"], bool):
+            raise ValidationError({"split.stop_when.significant": "must be true or false"})
+        out["significant"] = value["significant"]
+    return out
+
+
 COOLDOWN_FIELDS = {"failures", "window_s", "cooldown_s"}
 
 
@@ -486,7 +512,7 @@ def route_settings_clean(settings: dict) -> dict:  # noqa: C901
     split = settings.get("split")
     if split is not None:
         if not isinstance(split, dict):
-            raise ValidationError({"split": "must be a mapping {model, percent, sticky}"})
+            raise ValidationError({"split": "must be a mapping {model, percent, sticky, stop_when}"})
         if set(split) - SPLIT_FIELDS:
             raise ValidationError({f"split.{sorted(set(split) - SPLIT_FIELDS)[0]}": "unknown field"})
         model = split.get("model")
@@ -502,6 +528,8 @@ def route_settings_clean(settings: dict) -> dict:  # noqa: C901
             "percent": float(_number(split["percent"], "split.percent", low=0, high=100, whole=False)),
             "sticky": sticky,
         }
+        if split.get("stop_when") is not None:
+            out["split"]["stop_when"] = stop_when_clean(split["stop_when"])
     cooldown = settings.get("cooldown")
     if cooldown is not None:
         if not isinstance(cooldown, dict):
@@ -585,6 +613,7 @@ def _store_route(tenant: Tenant, model_name: str, settings: dict, row: ModelRout
     row.context_window_fallbacks = settings["context_window_fallbacks"]
     split = settings["split"] or {"model": "", "percent": 0.0, "sticky": Sticky.USER.value}
     row.split_model, row.split_percent, row.split_sticky = split["model"], split["percent"], split["sticky"]
+    row.split_stop_when = split.get("stop_when")
     cooldown = settings["cooldown"]
     row.cooldown_failures = cooldown["failures"]
     row.cooldown_window_s = cooldown["window_s"]

@@ -288,7 +288,8 @@ def model_route(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse:
     saved = False
     if form.is_valid():
         try:
-            changed = model_routes_set(access.tenant, routes={name: form.settings()}, actor=access.actor)
+            current = route_settings_of(access.tenant, name)
+            changed = model_routes_set(access.tenant, routes={name: form.settings(current)}, actor=access.actor)
         except ValidationError as exc:
             form.add_service_errors(exc.message_dict)
         else:

@@ -143,3 +143,82 @@ def test_stop_when_concludes_only_with_enough_scored_calls(split):
     assert decide(verdict, "thumbs", min_calls=100, significant=True) == "variant"
     # The error rates are the same: required to be significant, the control group stays.
     assert decide(verdict, "nothing-scored", min_calls=100, significant=True) == ""
+
+
+def test_a_split_with_a_stop_rule_ends_itself_and_says_so(
+    split, api_as, mailoutbox, django_capture_on_commit_callbacks
+):
+    """Alice's rule: stop after 100 scored calls per group, the variant winning only if significantly
+    better on thumbs. It is: every call now goes to smart-v2, the audit log has the verdict by the rule,
+    and Alice gets the e-mail. A rule asking for 500 calls waits."""
+    from observability.splits import ACTOR_LABEL, check_split_stops
+    from routing.selectors import route_settings_of
+    from tenants.models import AuditLog
+
+    world, _data = split
+    actor = Actor(user=world.alice)
+    rule = {"score": "thumbs", "min_calls": 500}
+    model_routes_set(
+        world.acme, routes={"smart": {"split": {"model": "smart-v2", "percent": 50, "stop_when": rule}}}, actor=actor
+    )
+    assert route_settings_of(world.acme, "smart")["split"]["stop_when"] == {
+        "score": "thumbs",
+        "min_calls": 500,
+        "significant": True,
+    }
+    # Counting starts when the split was last changed: the fixture's calls are older now.
+    CallLog.objects.filter(tenant=world.acme).update(created_at=timezone.now())
+    CallScore.objects.filter(tenant_id=world.acme.id).update(call_created_at=timezone.now())
+    assert check_split_stops(world.acme.id) == []
+    assert route_settings_of(world.acme, "smart")["split"]["percent"] == 50
+
+    # The models API takes the rule and refuses what it does not know, naming the field.
+    api = api_as(Role.ADMIN)
+    deployments = [{"provider": "mock", "model": "smart-up"}]
+    bad = api.put(
+        "/api/v1/models/smart/",
+        {
+            "deployments": deployments,
+            "split": {"model": "smart-v2", "percent": 50, "stop_when": {"score": "thumbs", "bogus": 1}},
+        },
+        content_type="application/json",
+    )
+    assert bad.status_code == 400 and "bogus" in bad.content.decode()
+    ok = api.put(
+        "/api/v1/models/smart/",
+        {
+            "deployments": deployments,
+            "split": {"model": "smart-v2", "percent": 50, "stop_when": {"score": "thumbs", "min_calls": 100}},
+        },
+        content_type="application/json",
+    )
+    assert ok.status_code == 200, ok.content
+    assert ok.json()["split"]["stop_when"] == {"score": "thumbs", "min_calls": 100, "significant": True}
+    CallLog.objects.filter(tenant=world.acme).update(created_at=timezone.now())
+    CallScore.objects.filter(tenant_id=world.acme.id).update(call_created_at=timezone.now())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        [decision] = check_split_stops(world.acme.id)
+    assert (decision.model, decision.winner, decision.score) == ("smart", "variant", "thumbs")
+    assert route_settings_of(world.acme, "smart")["split"] == {"model": "smart-v2", "percent": 100.0, "sticky": "user"}
+    entry = AuditLog.objects.get(tenant=world.acme, action="routing.split.decided")
+    assert entry.changes["winner"] == "variant" and entry.changes["scored_calls"] == {"control": 120, "smart-v2": 120}
+    # The split's change itself is audited as made by the rule, like any other change of a model's routing.
+    assert AuditLog.objects.filter(tenant=world.acme, actor_label=ACTOR_LABEL, action="model.routing").exists()
+    assert [m.to for m in mailoutbox] == [["alice@acme.example"]] and "smart-v2 won" in mailoutbox[0].body
+    assert check_split_stops(world.acme.id) == []  # decided once
+    # Bob's globex has no such rule and nothing of acme's changed for it.
+    assert route_settings_of(world.globex, "smart") is None
+
+
+def test_the_console_form_keeps_a_stop_rule_while_the_variant_stays(split):
+    from routing.forms import RouteSettingsForm
+
+    current = {"split": {"model": "smart-v2", "percent": 50.0, "sticky": "user", "stop_when": {"score": "thumbs"}}}
+    form = RouteSettingsForm.__new__(RouteSettingsForm)
+    base = {"strategy": "priority", "retries": 1, "timeout_s": 600.0, "fallbacks": "", "context_window_fallbacks": ""}
+    cooldown = {"cooldown_failures": 3, "cooldown_window_s": 60.0, "cooldown_s": 30.0}
+    form.cleaned_data = {**base, **cooldown, "split_model": "smart-v2", "split_percent": 60.0, "split_sticky": "user"}
+    assert form.settings(current)["split"]["stop_when"] == {"score": "thumbs"}
+    form.cleaned_data["split_model"] = "other"
+    assert "stop_when" not in form.settings(current)["split"]
