@@ -1,6 +1,6 @@
 from django.urls import path
 
-from observability import live_views, views
+from observability import key_views, live_views, views
 
 urlpatterns = [
     path("t/<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
@@ -12,4 +12,5 @@ urlpatterns = [
     path("t/<slug:slug>/playground/", views.playground, name="playground"),
     path("t/<slug:slug>/playground/key/", views.playground_key, name="playground-key"),
     path("t/<slug:slug>/spend/usage/", views.spend_usage, name="spend-usage"),
+    path("t/<slug:slug>/keys/<int:key_id>/usage/", key_views.key_usage, name="key-usage"),
 ]

@@ -124,6 +124,9 @@ CONSOLE = [
     ("key-revoke", ERIN_KEY, {"POST": Role.MEMBER}),
     ("key-rotate", KEY, {"POST": Role.ADMIN}),
     ("key-rotate", ERIN_KEY, {"POST": Role.MEMBER}),
+    # The key page's usage panel (served by observability): whoever sees the key sees its usage.
+    ("key-usage", KEY, {"GET": Role.VIEWER}),
+    ("key-usage", ERIN_KEY, {"GET": Role.VIEWER}),
     ("members", {}, {"GET": Role.VIEWER, "POST": Role.OWNER}),
     ("member-role", ("charlie", lambda o: {"membership_id": o["memberships"]["charlie"].id}), {"POST": Role.OWNER}),
     ("member-remove", ("charlie", lambda o: {"membership_id": o["memberships"]["charlie"].id}), {"POST": Role.OWNER}),
