@@ -116,16 +116,17 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings):
+def _test_settings(settings, request):
     # The fake upstreams live on loopback, which the gateway refuses by default (SSRF defence).
     settings.GATEWAY_PRIVATE_UPSTREAMS = LOOPBACK
     # Users made in this process are hashed fast: PBKDF2 at Django's cost took half a second per user,
-    # seconds per test that builds the named people. PBKDF2 stays, to check hashes made by the gateway
-    # and CLI processes the end-to-end tests start (they keep the production hashers).
-    settings.PASSWORD_HASHERS = [
-        "django.contrib.auth.hashers.MD5PasswordHasher",
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    ]
+    # seconds per test that builds the named people. Not in end-to-end tests: the gateway processes they
+    # start keep the production hashers and must check the passwords this process sets.
+    if request.node.get_closest_marker("e2e") is None:
+        settings.PASSWORD_HASHERS = [
+            "django.contrib.auth.hashers.MD5PasswordHasher",
+            "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        ]
 
 
 # --- fake upstreams -------------------------------------------------------------------------------------
