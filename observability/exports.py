@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 
 from gateway_project.common.money import format_usd, from_pico
 from observability.models import CallLog
+from observability.scores import FEEDBACK_SOURCE, scores_of
 from observability.selectors import LogFilters, filtered_logs, iter_log_chunks
 from tenants.models import VirtualKey
 
@@ -44,11 +45,16 @@ EXPORT_COLUMNS = (
     "fallback_reason",
     "stream",
     "client_disconnected",
+    "call_id",
+    "scores",
 )
 
 
-def export_record(row: CallLog, key_names: dict[int, str]) -> dict[str, Any]:
-    """One call log as an export record: exact decimal cost strings, UTC ISO times."""
+def export_record(
+    row: CallLog, key_names: dict[int, str], scores: dict[str, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """One call log as an export record: exact decimal cost strings, UTC ISO times, and its scores
+    (`scores`: the chunk's, by call id, from _chunk_scores)."""
     return {
         "id": row.id,
         "created_at": row.created_at.astimezone(UTC).isoformat(),
@@ -76,7 +82,22 @@ def export_record(row: CallLog, key_names: dict[int, str]) -> dict[str, Any]:
         "fallback_reason": row.fallback_reason,
         "stream": row.stream,
         "client_disconnected": row.client_disconnected,
+        "call_id": row.call_id,
+        "scores": (scores or {}).get(row.call_id, []) if row.call_id else [],
     }
+
+
+def _chunk_scores(chunk: list[CallLog]) -> dict[str, list[dict[str, Any]]]:
+    """The scores of one chunk's calls, in one query."""
+    call_ids = [row.call_id for row in chunk if row.call_id]
+    return scores_of(chunk[0].tenant_id, call_ids) if call_ids else {}
+
+
+def _score_cell(scores: list[dict[str, Any]]) -> str:
+    """Scores in one CSV cell: `thumbs=1;helpfulness=4`, with the source after an @ unless it is feedback."""
+    return ";".join(
+        f"{s['name']}{'' if s['source'] == FEEDBACK_SOURCE else '@' + s['source']}={s['value']:g}" for s in scores
+    )
 
 
 def _csv_cell(value: Any) -> Any:
@@ -98,17 +119,20 @@ def csv_lines(chunks: Iterator[list[CallLog]], key_names: dict[int, str]) -> Ite
     for chunk in chunks:
         out.seek(0)
         out.truncate()
+        scores = _chunk_scores(chunk) if chunk else {}
         for row in chunk:
-            record = export_record(row, key_names)
+            record = export_record(row, key_names, scores)
+            record["scores"] = _score_cell(record["scores"])
             writer.writerow([_csv_cell(record[c]) for c in EXPORT_COLUMNS])
         yield out.getvalue()
 
 
 def jsonl_lines(chunks: Iterator[list[CallLog]], key_names: dict[int, str]) -> Iterator[str]:
     for chunk in chunks:
+        scores = _chunk_scores(chunk) if chunk else {}
         yield "".join(
             orjson.dumps(
-                {**export_record(row, key_names), "attempts": row.attempts, "pii_actions": row.pii_actions}
+                {**export_record(row, key_names, scores), "attempts": row.attempts, "pii_actions": row.pii_actions}
             ).decode()
             + "\n"
             for row in chunk

@@ -21,7 +21,7 @@ from observability.logbuffer import after_write
 from observability.models import CallBody, CallLog
 from observability.selectors import LogFilters, filtered_logs, iter_log_chunks, log_page
 from tenants.audit import Actor
-from tenants.models import Membership, Role, VirtualKey
+from tenants.models import Membership, Role
 from tenants.services import virtual_key_create
 
 pytestmark = pytest.mark.django_db
@@ -343,7 +343,7 @@ def test_spend_page_ranges_counts_and_breakdowns(client, alice, world):
     assert client.get(usage_url + "?" + ctx["usage_query"]).status_code == 404
 
 
-def test_log_settings_toggle_and_playground_key(client, alice, world):
+def test_log_settings_toggle_and_playground_page(client, alice, world):
     client.force_login(alice)
     response = client.post(
         reverse("tenant-settings", args=["acme"]), {"name": "Acme", "log_bodies": "on", "log_retention_days": "7"}
@@ -354,13 +354,9 @@ def test_log_settings_toggle_and_playground_key(client, alice, world):
     response = client.post(reverse("tenant-settings", args=["acme"]), {"name": "Acme", "log_retention_days": "0"})
     assert response.status_code == 200 and "log_retention_days" in response.context["form"].errors
 
+    # The playground's key and calls: tests/observability/test_playground.py.
     page = client.get(reverse("playground", args=["acme"]))
     assert page.status_code == 200
-    minted = client.post(reverse("playground-key", args=["acme"])).json()
-    assert minted["key"].startswith("sk-gw-")
-    key = VirtualKey.objects.get(tenant=world["acme"], name=minted["name"])
-    assert key.expires_at is not None and key.expires_at <= datetime.now(UTC) + timedelta(minutes=16)
-    assert key.created_by_id == alice.id
 
 
 def test_load_older_answers_the_rows_fragment(client, alice, world, monkeypatch):
@@ -405,3 +401,31 @@ def test_without_a_start_the_explorer_covers_the_last_seven_days(client, alice, 
     assert "old-call" in {row.request_id for row, _ in rows}
     rows = client.get(url, {"request_id": "old-call"}).context["rows"]
     assert [row.request_id for row, _ in rows] == ["old-call"]
+
+
+def test_exports_carry_each_calls_scores(client, alice, world):
+    """Alice's export has each call's id and its scores (feedback by name; an evaluator's with @source);
+    a call of Bob's globex with the same call id never lends her its score."""
+    from observability.models import CallScore
+
+    row = CallLog.objects.filter(tenant=world["acme"], virtual_key_id=world["alice_key"].id).order_by("id").first()
+    row.call_id = "call_export_scores_0001"
+    row.save(update_fields=["call_id"])
+    common = {"call_id": row.call_id, "request_id": row.request_id, "call_created_at": row.created_at}
+    CallScore.objects.create(tenant_id=world["acme"].id, name="thumbs", source="feedback", value=1, **common)
+    CallScore.objects.create(tenant_id=world["acme"].id, name="json_ok", source="valid-json", value=0, **common)
+    CallScore.objects.create(tenant_id=world["globex"].id, name="thumbs", source="feedback", value=0, **common)
+    client.force_login(alice)
+    url = reverse("log-export", args=["acme"])
+    rows = list(csv.DictReader(io.StringIO(b"".join(client.get(url, {"format": "csv"}).streaming_content).decode())))
+    scored = [r for r in rows if r["call_id"] == row.call_id]
+    assert [r["scores"] for r in scored] == ["json_ok@valid-json=0;thumbs=1"]
+    assert {r["scores"] for r in rows if r["call_id"] != row.call_id} == {""}
+    lines = [
+        orjson.loads(line) for line in b"".join(client.get(url, {"format": "jsonl"}).streaming_content).splitlines()
+    ]
+    [line] = [line for line in lines if line["call_id"] == row.call_id]
+    assert [(s["name"], s["value"], s["source"]) for s in line["scores"]] == [
+        ("json_ok", 0.0, "valid-json"),
+        ("thumbs", 1.0, "feedback"),
+    ]
