@@ -6,10 +6,13 @@ Members see only their own keys' calls, as in the console (observability.views.s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.db.models import Avg, Count, Q
 from django.http import Http404
 from django.urls import path
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
@@ -183,7 +186,61 @@ class CallDetailApi(TokenApi):
 
 
 # Mounted under /api/v1/ by gateway_project.urls.
+class ScoreRollupFilters(StrictSerializer):
+    by = serializers.ChoiceField(
+        choices=["model", "variant", "key", "user"], default="model", help_text="What to group the scores by."
+    )
+    name = serializers.CharField(required=False, max_length=64, help_text="One score only (default: every score).")
+    days = serializers.IntegerField(required=False, min_value=1, max_value=400, default=7, help_text="1 to 400.")
+
+
+class ScoreRollupApi(TokenApi):
+    BY = {"model": "requested_model", "variant": "variant", "key": "virtual_key_id", "user": "end_user"}
+
+    class RowSerializer(serializers.Serializer):
+        group = serializers.CharField(allow_blank=True, help_text='The model, variant ("" = control), key id or user.')
+        name = serializers.CharField()
+        count = serializers.IntegerField()
+        mean = serializers.FloatField()
+        positive_share = serializers.FloatField(help_text="Share of values >= 0.5 (thumbs up, for `thumbs`).")
+
+    @extend_schema(
+        parameters=[ScoreRollupFilters],
+        responses=RowSerializer(many=True),
+        summary="Quality scores summed up by model, variant, key or end user: count, mean, share positive",
+    )
+    def get(self, request: Request) -> Response:
+        query = ScoreRollupFilters(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        since = timezone.now() - timedelta(days=q["days"])
+        rows = CallScore.objects.filter(tenant_id=self.access.tenant.id, call_created_at__gte=since)
+        key_ids = scope_key_ids(self.access)
+        if key_ids is not None:
+            rows = rows.filter(virtual_key_id__in=key_ids)  # a member's own keys, as in the console
+        if q.get("name"):
+            rows = rows.filter(name=q["name"])
+        column = self.BY[q["by"]]
+        grouped = (
+            rows.values(column, "name")
+            .annotate(count=Count("id"), mean=Avg("value"), positives=Count("id", filter=Q(value__gte=0.5)))
+            .order_by(column, "name")
+        )
+        out = [
+            {
+                "group": "" if r[column] is None else str(r[column]),
+                "name": r["name"],
+                "count": r["count"],
+                "mean": float(r["mean"]),
+                "positive_share": r["positives"] / r["count"],
+            }
+            for r in grouped
+        ]
+        return Response(self.RowSerializer(out, many=True).data)
+
+
 api_urlpatterns = [
+    path("scores/", ScoreRollupApi.as_view(), name="api-scores"),
     path("calls/", CallListApi.as_view(), name="api-calls"),
     path("calls/<int:call_id>/", CallDetailApi.as_view(), name="api-call-detail"),
 ]

@@ -222,3 +222,32 @@ def test_the_console_form_keeps_a_stop_rule_while_the_variant_stays(split):
     assert form.settings(current)["split"]["stop_when"] == {"score": "thumbs"}
     form.cleaned_data["split_model"] = "other"
     assert "stop_when" not in form.settings(current)["split"]
+
+
+def test_scores_sum_up_by_variant_and_model_and_stay_in_their_tenant(split, api_as):
+    world, data = split
+    rows = api_as(Role.VIEWER).get("/api/v1/scores/?by=variant&name=thumbs&days=1").json()
+    up = {g: sum(data["thumbs"][g]) for g in ("", "smart-v2")}
+    assert rows == [
+        {
+            "group": "",
+            "name": "thumbs",
+            "count": 120,
+            "mean": pytest.approx(up[""] / 120),
+            "positive_share": pytest.approx(up[""] / 120),
+        },
+        {
+            "group": "smart-v2",
+            "name": "thumbs",
+            "count": 120,
+            "mean": pytest.approx(up["smart-v2"] / 120),
+            "positive_share": pytest.approx(up["smart-v2"] / 120),
+        },
+    ]
+    by_model = api_as(Role.VIEWER).get("/api/v1/scores/?by=model&days=1").json()
+    assert [(r["group"], r["name"], r["count"]) for r in by_model] == [
+        ("smart", "helpfulness", 240),
+        ("smart", "thumbs", 240),
+    ]
+    assert api_as(Role.VIEWER).get("/api/v1/scores/?by=colour").status_code == 400
+    assert api_as(Role.OWNER, world.globex).get("/api/v1/scores/?by=model").json() == []
