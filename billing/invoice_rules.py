@@ -46,7 +46,7 @@ def round_total(amount: Decimal) -> Decimal:
 
 def line_cents(invoice: Invoice) -> list[tuple[InvoiceLine, int]]:
     """Each line in whole cents, summing exactly to the invoice total (the one rounding, split across
-    the lines by largest remainder; ties go to the earlier line). For CSV, PDF and Stripe items."""
+    the lines by largest remainder; ties go to the earlier line). For CSV rows and Stripe items."""
     lines = list(invoice.lines.all())
     total_cents = int(invoice.total_usd * HUNDRED)
     exact = [ln.amount_usd * HUNDRED for ln in lines]

@@ -19,7 +19,7 @@ What an invoice for month M bills is always "ledger minus what finalized invoice
 
 Rounding rule: every line is kept exact (ledger costs are exact picodollars, markup is cost x
 percent / 100, still exact), and the invoice total is the exact sum of all lines rounded once to
-whole cents, half up (ROUND_HALF_UP). Where lines are shown or sent in cents (CSV, PDF, Stripe),
+whole cents, half up (ROUND_HALF_UP). Where lines are shown or sent in cents (CSV, Stripe),
 `line_cents` splits that one rounded total across the lines by largest remainder, so the printed
 lines always add up to the printed total. With markup 0 and no fee, the total is the ledger's spend
 for the tenant and month, rounded to the cent (`gateway reconcile` checks it).

@@ -26,6 +26,7 @@ from billing.invoicing.services import (
     plan_set,
     projected_invoice,
 )
+from billing.invoicing.statement import invoice_statement
 from billing.models import InvoiceStatus, LineGrouping
 from billing.selectors import access_invoice, ledger_month_total, plan_of, visible_invoices
 from billing.stripe import sync as stripe_sync
@@ -74,6 +75,7 @@ def _page_context(access: TenantAccess) -> dict:
         "today": today,
         "mtd_spend": ledger_month_total(access.tenant, month),
         "projected": projected,
+        "statement": invoice_statement(projected),
         "invoices": list(visible_invoices(access).exclude(status=InvoiceStatus.DRAFT, month=month)),
         "stripe_on": stripe_sync.enabled(),
     }

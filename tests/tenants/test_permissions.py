@@ -280,6 +280,7 @@ API = [
     ("api-invitation-detail", ("invitation", lambda o: {"invitation_id": o["invitation"].id}), {"DELETE": Role.OWNER}),
     ("api-audit", {}, {"GET": Role.ADMIN}),
     ("api-calls", {}, {"GET": Role.VIEWER}),
+    ("api-scores", {}, {"GET": Role.VIEWER}),
     ("api-call-detail", CALL, {"GET": Role.VIEWER}),
     ("api-providers", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     (
