@@ -1,10 +1,14 @@
-"""Query forms of the dashboard and the log explorer: bad input becomes a form error, never a 500."""
+"""Query forms of the dashboard and the log explorer, and the playground's form: bad input becomes a form
+error, never a 500."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from django import forms
+
+from observability.playground import MAX_OUTPUT_TOKENS, MAX_TEXT_CHARS, MAX_TURNS, Turn, parse_conversation
 
 RANGES = {"24h": ("Last 24 hours", timedelta(hours=24)), "7d": ("Last 7 days", timedelta(days=7))}
 RANGES["30d"] = ("Last 30 days", timedelta(days=30))
@@ -88,3 +92,52 @@ class LogFilterForm(forms.Form):
         if since and until and since >= until:
             self.add_error("until", "The end must be after the start.")
         return data
+
+
+class PlaygroundForm(forms.Form):
+    """One turn of the playground: the settings, the new message and the conversation so far."""
+
+    model = forms.ChoiceField(error_messages={"invalid_choice": "“%(value)s” is not a model you can use here."})
+    compare_with = forms.ChoiceField(
+        required=False,
+        label="Side by side with",
+        help_text="Optional: the same conversation goes to this model too, at the same time.",
+        error_messages={"invalid_choice": "“%(value)s” is not a model you can use here."},
+    )
+    system = forms.CharField(
+        required=False, max_length=MAX_TEXT_CHARS, label="System prompt", widget=forms.Textarea(attrs={"rows": 2})
+    )
+    temperature = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=2,
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+        help_text="From 0 to 2; blank for the model's default.",
+    )
+    max_tokens = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS,
+        label="Max tokens",
+        help_text=f"The answer's length cap, 1 to {MAX_OUTPUT_TOKENS:,}; blank for the model's default.",
+    )
+    message = forms.CharField(
+        max_length=MAX_TEXT_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"required": "Write a message to send."},
+    )
+    conversation = forms.CharField(required=False, strip=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["model"]).choices = [(m, m) for m in models]
+        cast(forms.ChoiceField, self.fields["compare_with"]).choices = [("", "— none —"), *((m, m) for m in models)]
+
+    def clean_conversation(self) -> list[Turn]:
+        try:
+            turns = parse_conversation(self.cleaned_data["conversation"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        if len(turns) >= MAX_TURNS:
+            raise forms.ValidationError(f"A conversation holds up to {MAX_TURNS} turns: start a new one.")
+        return turns

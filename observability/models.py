@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -383,3 +384,24 @@ class CallScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.call_id} {self.name}={self.value}"
+
+
+class PlaygroundKey(models.Model):
+    """The short-lived virtual key the console's playground sends one person's calls with, in one tenant.
+
+    One row per (tenant, user), pointing at their current key: reused while it is valid, replaced by a
+    new one when it has expired or was revoked (observability.playground). The console sends the calls
+    itself, so it keeps the secret, encrypted like provider keys; the browser never sees it.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey("tenants.VirtualKey", null=True, on_delete=models.CASCADE, related_name="+")
+    secret = models.TextField(blank=True)  # gateway_project.common.crypto.encrypt(key's secret)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="uniq_playground_key")]
+
+    def __str__(self) -> str:
+        return f"playground key of user {self.user_id} in tenant {self.tenant_id}"

@@ -10,7 +10,8 @@ urlpatterns = [
     path("t/<slug:slug>/logs/<int:log_id>/", views.log_detail, name="log-detail"),
     path("t/<slug:slug>/logs/request/<str:request_id>/", views.log_by_request, name="log-by-request"),
     path("t/<slug:slug>/playground/", views.playground, name="playground"),
-    path("t/<slug:slug>/playground/key/", views.playground_key, name="playground-key"),
+    path("t/<slug:slug>/playground/send/", views.playground_send, name="playground-send"),
+    path("t/<slug:slug>/playground/cost/<str:request_id>/", views.playground_cost, name="playground-cost"),
     path("t/<slug:slug>/spend/usage/", views.spend_usage, name="spend-usage"),
     path("t/<slug:slug>/keys/<int:key_id>/usage/", key_views.key_usage, name="key-usage"),
 ]

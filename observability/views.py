@@ -11,13 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -26,8 +24,20 @@ from gateway_project.common.money import from_pico
 from observability import selectors
 from observability.charts import bar_chart, line_chart
 from observability.exports import export_lines
-from observability.forms import STATUS_CHOICES, LogFilterForm, RangeForm
+from observability.forms import STATUS_CHOICES, LogFilterForm, PlaygroundForm, RangeForm
 from observability.models import HISTOGRAM_FLOOR_MS, HISTOGRAM_RELATIVE_ERROR, CallLog
+from observability.playground import (
+    KEY_TTL,
+    MAX_TURNS,
+    Ask,
+    Turn,
+    ask_all,
+    dump_conversation,
+    messages_for,
+    playground_key_get_or_create,
+    playground_key_of,
+    playground_models,
+)
 from observability.selectors import (
     LogFilters,
     access_log,
@@ -45,9 +55,6 @@ from observability.selectors import (
 from routing.selectors import model_names_for
 from tenants.models import Role, VirtualKey
 from tenants.permissions import KEYS_WRITE, TenantAccess, own_keys, tenant_access, visible_keys
-from tenants.services import virtual_key_create
-
-PLAYGROUND_KEY_TTL = timedelta(minutes=15)
 
 
 def scope_key_ids(access: TenantAccess) -> list[int] | None:
@@ -284,38 +291,96 @@ def log_export(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 # --- Playground ------------------------------------------------------------------------------------
 
+# How often (once a second) a fresh answer's cost is asked of the call log before the page gives up: the
+# row is written within a flush interval or two (GATEWAY_LOG_FLUSH_INTERVAL, 0.5 s by default).
+COST_POLLS = 15
+# What stays from one turn to the next (and through "New conversation"): all but the message.
+PLAYGROUND_SETTINGS = ("model", "compare_with", "system", "temperature", "max_tokens")
+
+
+def _playground_page(
+    request: HtmxHttpRequest,
+    access: TenantAccess,
+    form: PlaygroundForm,
+    *,
+    turns: list[Turn],
+    key: VirtualKey | None,
+) -> HttpResponse:
+    context = {
+        "section": "playground",
+        "form": form,
+        "turns": turns,
+        "key": key,
+        "can_send": access.can(KEYS_WRITE),
+        "role": access.role,
+        "ttl_minutes": int(KEY_TTL.total_seconds() // 60),
+        "max_turns": MAX_TURNS,
+    }
+    template = "observability/playground.html#chat" if request.htmx else "observability/playground.html"
+    return render(request, template, context)
+
 
 @login_required
 @require_GET
 def playground(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
-    context = {
-        "section": "playground",
-        "models": model_names_for(access.tenant),
-        "can_mint": access.can(KEYS_WRITE),
-        "ttl_minutes": int(PLAYGROUND_KEY_TTL.total_seconds() // 60),
-        "log_url_template": reverse("log-by-request", kwargs={"slug": slug, "request_id": "REQUEST_ID"}),
-    }
-    return render(request, "observability/playground.html", context)
+    key = playground_key_of(access.tenant, user=request.user)
+    form = PlaygroundForm(models=playground_models(access.tenant, key))
+    return _playground_page(request, access, form, turns=[], key=key)
 
 
 @login_required
 @require_POST
-def playground_key(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    """A short-lived key for the playground, created by (and counted against) the signed-in member."""
+def playground_send(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """One turn: the message, after the conversation so far, to one model or to two at once. Sending needs
+    a key of one's own, so whoever may create keys may send."""
     access = tenant_access(request, slug, KEYS_WRITE)
-    expires = datetime.now(UTC) + PLAYGROUND_KEY_TTL
-    try:
-        key, secret = virtual_key_create(
-            access.tenant,
-            name=f"playground {request.user.email or request.user.get_username()}"[:200],
-            actor=access.actor,
-            expires_at=expires,
-            metadata={"source": "playground"},
-        )
-    except ValidationError as exc:
-        return JsonResponse({"error": " ".join(exc.messages)}, status=400)
-    return JsonResponse({"key": secret, "name": key.name, "expires_at": expires.isoformat()})
+    key = playground_key_of(access.tenant, user=request.user)
+    models = playground_models(access.tenant, key)
+    if "reset" in request.POST:
+        # A new conversation: the settings stay as they were, the turns and the message box go.
+        kept = {name: request.POST.get(name, "") for name in PLAYGROUND_SETTINGS}
+        return _playground_page(request, access, PlaygroundForm(initial=kept, models=models), turns=[], key=key)
+    form = PlaygroundForm(request.POST, models=models)
+    if not form.is_valid():
+        # Answered with 200 and the errors, which htmx swaps in (it leaves a 4xx response unswapped).
+        shown = form.cleaned_data.get("conversation") or []
+        return _playground_page(request, access, form, turns=shown, key=key)
+    data = form.cleaned_data
+    columns = [data["model"]] + ([data["compare_with"]] if data["compare_with"] else [])
+    asks = [
+        Ask(model, messages_for(data["system"], data["conversation"], data["message"], column))
+        for column, model in enumerate(columns)
+    ]
+    key, secret = playground_key_get_or_create(access.tenant, actor=access.actor)
+    # Under the ASGI server this runs on its event loop (this thread waits), where the proxy keeps its
+    # upstream connections; the key's transaction has committed, so the proxy finds the key.
+    answers = async_to_sync(ask_all)(secret, asks, temperature=data["temperature"], max_tokens=data["max_tokens"])
+    turns = [*data["conversation"], Turn(user=data["message"], answers=answers, fresh=True)]
+    # The next message's form: the same settings and the conversation so far, an empty message box.
+    initial = {**{name: data[name] for name in PLAYGROUND_SETTINGS}, "conversation": dump_conversation(turns)}
+    return _playground_page(request, access, PlaygroundForm(initial=initial, models=models), turns=turns, key=key)
+
+
+@login_required
+@require_GET
+def playground_cost(request: HtmxHttpRequest, slug: str, request_id: str) -> HttpResponse:
+    """A playground answer's cost as its call-log row has it, asked again each second until the row is
+    written. A call the person may not see reads as not logged yet, like one that does not exist."""
+    access = tenant_access(request, slug)
+    log = None
+    if request_id.isprintable():  # NUL and friends: no call has such an id (and PostgreSQL refuses it)
+        log = log_by_request_id(access.tenant, request_id, key_ids=scope_key_ids(access))
+    tries = request.GET.get("try", "")
+    attempt = int(tries) if tries.isdigit() and len(tries) < 4 else 0
+    context = {
+        "request_id": request_id,
+        "log": log,
+        "cost": from_pico(log.cost_picodollars) if log is not None and log.cost_picodollars is not None else None,
+        "next_try": attempt + 1,
+        "gave_up": attempt >= COST_POLLS,
+    }
+    return render(request, "observability/playground.html#cost", context)
 
 
 # --- Spend page fragment ---------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """In a real browser against the real server: calls made through the gateway show on the dashboard, the
-explorer filters them, the CSV export downloads exactly the filtered rows, and the playground streams a
-chat with a short-lived key and links to its log entry. Set-up as in tests/e2e/test_console_browser.py."""
+explorer filters them, the CSV export downloads exactly the filtered rows, and the playground answers with a
+short-lived key, shows the answer's latency and cost, and links to its log entry. Set-up as in
+tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,17 +108,17 @@ def test_dashboard_explorer_csv_and_playground(gateway_factory, mint, django_use
         assert [r["request_id"] for r in rows] == [wanted]
         assert download_info.value.suggested_filename.endswith(".csv")
 
-        # The playground: a short-lived key, a streamed answer, its headers and a link to its log entry.
+        # The playground: a message, the answer with its latency and its cost (read from the call log once
+        # the row is written), the short-lived key it went out with, and a link to its log entry.
         page.goto("/t/acme/playground/")
-        page.get_by_role("button", name=re.compile("short-lived key")).click()
+        page.fill("#id_message", "Say hello in five words.")
+        page.get_by_role("button", name="Send", exact=True).click()
+        answer = page.locator(".pg-answer").first
+        expect(answer.locator(".pg-content")).to_contain_text("mock", timeout=10_000)
+        expect(answer.locator(".pg-latency")).to_contain_text("ms")
+        expect(answer.locator(".pg-cost")).to_contain_text("$", timeout=10_000)
         expect(page.locator("#pg-key-note")).to_contain_text("valid until")
-        page.get_by_role("button", name="Send (streamed)").click()
-        expect(page.locator("#pg-answer")).to_contain_text("mock", timeout=10_000)
-        expect(page.locator("#pg-headers")).to_contain_text("x-request-id")
-        link = page.locator("#pg-log-link")
-        expect(link).to_be_visible()
-        page.wait_for_timeout(500)  # the call log is written within a flush interval (0.1 s here)
-        link.click()
+        answer.get_by_role("link", name="Log entry").click()
         expect(page.locator("#detail-status")).to_have_text("200")
         if SCREENSHOTS:
             page.screenshot(path=f"{SCREENSHOTS}/detail.png", full_page=True)

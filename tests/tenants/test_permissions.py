@@ -180,8 +180,12 @@ CONSOLE = [
     ("log-detail", KEY_LOG, {"GET": Role.VIEWER}),
     ("log-by-request", KEY_LOG_BY_REQUEST, {"GET": Role.VIEWER}),
     ("playground", {}, {"GET": Role.VIEWER}),
-    # The playground mints a short-lived key for the user: whoever may create keys.
-    ("playground-key", {}, {"POST": Role.MEMBER}),
+    # The playground sends with a short-lived key of the user's own: whoever may create keys. (The empty
+    # POST of this walk is a form error: no key is made and no model called.)
+    ("playground-send", {}, {"POST": Role.MEMBER}),
+    # A playground answer's cost: a call the person may not see reads as "not logged yet", like an unknown
+    # id, so every role gets an answer (no label: nothing of acme's is named in the URL).
+    ("playground-cost", ("", lambda o: {"request_id": _log(o).request_id}), {"GET": Role.VIEWER}),
     ("spend-usage", {}, {"GET": Role.VIEWER}),
     ("billing", {}, {"GET": Role.OWNER, "POST": Role.OWNER}),
     ("billing-invoice-csv", INVOICE, {"GET": Role.OWNER}),
