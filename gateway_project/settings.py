@@ -443,6 +443,9 @@ CELERY_BEAT_SCHEDULE["observability-partitions"] = {
     "task": "observability.tasks.calllog_partitions_create_ahead",
     "schedule": 3600.0,
 }
+# LLM-judge evaluators call the gateway itself here (observability.evaluators), with this timeout.
+GATEWAY_SELF_URL = envstr("GATEWAY_SELF_URL", "") or PUBLIC_URL
+GATEWAY_EVALUATOR_TIMEOUT = envfloat("GATEWAY_EVALUATOR_TIMEOUT", 60.0)
 # A/B splits that end themselves (split.stop_when, observability.splits).
 CELERY_BEAT_SCHEDULE["observability-ab-splits"] = {"task": "observability.tasks.ab_splits_check", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["observability-retention"] = {

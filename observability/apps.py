@@ -18,6 +18,12 @@ class ObservabilityConfig(AppConfig):
         from tenants.config import EXTENSIONS
 
         EXTENSIONS["scores"] = (scores.parse_scores, scores.apply_scores)
+        from observability import evaluators
+
+        # After the scores they give (an extension's apply runs in registration order).
+        EXTENSIONS["evaluators"] = (evaluators.parse_evaluators, evaluators.apply_evaluators)
+        # After the bodies are stored: evaluators read them.
+        logbuffer.register_hook(evaluators.on_calls)
         from observability import exposition, traces
 
         logbuffer.register_hook(exposition.record_batch)

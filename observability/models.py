@@ -347,6 +347,53 @@ class ScoreDefinition(models.Model):
         return self.name
 
 
+class EvaluatorKind(models.TextChoices):
+    LLM = "llm", "LLM judge"
+    JSON_VALID = "json_valid", "Answer is valid JSON"
+    JSON_SCHEMA = "json_schema", "Answer matches a JSON schema"
+    REGEX = "regex", "Answer matches a pattern"
+    MAX_LENGTH = "max_length", "Answer is at most N characters"
+    CONTAINS = "contains", "Answer contains a text"
+
+
+class Evaluator(models.Model):
+    """Scores calls automatically after they are logged (`evaluators:` in the tenant YAML;
+    observability.evaluators): a rule, or an LLM judge that is one of the tenant's own models."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="evaluators")
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=12, choices=EvaluatorKind.choices)
+    score = models.CharField(max_length=64)  # the score it gives (a defined one; a rule's may be implicit 0/1)
+    model = models.CharField(max_length=200, blank=True)  # the judge's model
+    prompt = models.TextField(blank=True)  # the judge's rubric, with {request} and {answer}
+    params = models.JSONField(default=dict, blank=True)  # schema / pattern / max / value
+    # Which calls: each list empty = any; `sample` the share of matching calls evaluated.
+    models_filter = models.JSONField(default=list, blank=True)
+    variants_filter = models.JSONField(default=list, blank=True)
+    keys_filter = models.JSONField(default=list, blank=True)
+    tags_filter = models.JSONField(default=list, blank=True)
+    sample = models.FloatField(default=1.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="uniq_evaluator")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JudgeKey(models.Model):
+    """The virtual key a tenant's LLM-judge evaluators call the gateway with (observability.judge): one per
+    tenant, made on first use and replaced if revoked. The worker sends the calls itself, so it keeps the
+    secret, encrypted like provider keys."""
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey("tenants.VirtualKey", null=True, on_delete=models.SET_NULL, related_name="+")
+    secret = models.TextField(blank=True)  # gateway_project.common.crypto.encrypt(the key's secret)
+
+    def __str__(self) -> str:
+        return f"judge key of tenant {self.tenant_id}"
+
+
 class CallScore(models.Model):
     """One named score of one call from one source (`feedback` from a key, or an evaluator): a later score
     with the same name and source replaces the earlier one."""

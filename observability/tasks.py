@@ -21,6 +21,14 @@ def ab_splits_check() -> list[str]:
     return [f"{d.tenant}/{d.model}: {d.winner}" for d in check_split_stops()]
 
 
+@shared_task(ignore_result=True)
+def evaluate_call(tenant_id: int, call_id: str, evaluator_id: int) -> float | None:
+    """Scores one logged call by one evaluator (enqueued by the call-log writer's hook)."""
+    from observability.evaluators import evaluate
+
+    return evaluate(tenant_id, call_id, evaluator_id)
+
+
 @shared_task
 def calllog_retention_apply() -> dict:
     """Applies every tenant's log retention (beat: hourly): drops old partitions, deletes in batches."""
