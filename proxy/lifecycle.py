@@ -4,6 +4,8 @@ call-log flusher."""
 
 from __future__ import annotations
 
+import gc
+
 from observability.background import serve as serve_logs
 from observability.logbuffer import buffer
 from proxy.background import drain
@@ -31,6 +33,11 @@ def startup() -> None:
     the proxy's own background work."""
     serve_logs()
     ensure_background()
+    # What is loaded by now (Django, the apps, their modules: about 150,000 objects) lives as long as the
+    # process. Frozen, it is out of the collector's sight, so a full collection walks only what requests
+    # allocate: one full collection took 77 ms before (a loop stall behind the p99) and microseconds after.
+    gc.collect()
+    gc.freeze()
 
 
 async def shutdown() -> None:
