@@ -49,12 +49,15 @@
 
   const ms = (v) => (v == null ? "" : `${Math.round(v)} ms`);
 
+  // On a phone each row is a card, and a cell shows its column's name from data-label (console.css).
+  const columnNames = [...document.querySelectorAll("#live-table thead th")].map((th) => th.textContent.trim());
+
   function renderRow(call) {
     const tr = document.createElement("tr");
     tr.className = "live-row";
     tr.dataset.requestId = call.request_id;
     const when = call.at_ms == null ? "" : new Date(call.at_ms).toISOString().replace("T", " ").slice(0, 23);
-    cell(tr, when, "nowrap small");
+    cell(tr, when, "small");
     const idCell = document.createElement("td");
     const link = document.createElement("a");
     link.href = detailUrl.replace("REQUEST_ID", encodeURIComponent(call.request_id));
@@ -87,6 +90,9 @@
     cell(tr, flags.join(", "), "small");
     const error = cell(tr, call.error, "small");
     if (call.error_message) error.title = call.error_message;
+    [...tr.cells].forEach((td, i) => {
+      td.dataset.label = columnNames[i] || "";
+    });
     return tr;
   }
 
