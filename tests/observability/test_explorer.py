@@ -429,3 +429,22 @@ def test_exports_carry_each_calls_scores(client, alice, world):
         ("json_ok", 0.0, "valid-json"),
         ("thumbs", 1.0, "feedback"),
     ]
+
+
+def test_the_call_page_shows_its_scores_and_no_other_tenants(client, alice, world):
+    from observability.models import CallScore
+
+    row = CallLog.objects.filter(tenant=world["acme"], virtual_key_id=world["alice_key"].id).order_by("id").first()
+    row.call_id = "call_detail_scores_0001"
+    row.save(update_fields=["call_id"])
+    common = {"call_id": row.call_id, "request_id": row.request_id, "call_created_at": row.created_at}
+    CallScore.objects.create(
+        tenant_id=world["acme"].id, name="helpfulness", source="judge", value=4, comment="clear", **common
+    )
+    CallScore.objects.create(tenant_id=world["globex"].id, name="globex_only", source="feedback", value=0, **common)
+    client.force_login(alice)
+    page = client.get(reverse("log-detail", args=["acme", row.id])).content.decode()
+    assert "Quality scores" in page and "helpfulness" in page and "evaluator judge" in page and "clear" in page
+    assert "globex_only" not in page
+    other = CallLog.objects.filter(tenant=world["acme"]).exclude(id=row.id).first()
+    assert "No scores yet" in client.get(reverse("log-detail", args=["acme", other.id])).content.decode()
