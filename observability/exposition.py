@@ -46,6 +46,7 @@ COUNTERS: dict[str, str] = {
     "gateway_fallbacks_total": "Calls served by a fallback model, by the public model asked for.",
     "gateway_cache_total": "Exact-cache lookups by public model and result (hit, miss).",
     "gateway_pii_actions_total": "Data-policy actions by detector and action.",
+    "gateway_guardrail_verdicts_total": "Guardrail verdicts other than pass, by check, side and outcome.",
     "gateway_refusals_total": "Calls the gateway refused itself, by reason (rate_limit, budget, ...).",
     "gateway_internal_events_total": "Call-log writer events (rows refused, degraded, lost).",
 }
@@ -168,6 +169,15 @@ def collect(records: Iterable[dict[str, Any]]) -> Counter:  # noqa: C901
                     if isinstance(count, int) and count > 0:
                         key = ("gateway_pii_actions_total", ("detector", _word(detector)), ("action", _word(action)))
                         deltas[key] += count
+        for verdict in (r.get("guardrails") or {}).values():
+            if isinstance(verdict, dict) and verdict.get("outcome") not in (None, "pass"):
+                key = (
+                    "gateway_guardrail_verdicts_total",
+                    ("check", _word(str(verdict.get("check")))),
+                    ("side", _word(str(verdict.get("side")))),
+                    ("outcome", _word(str(verdict.get("outcome")))),
+                )
+                deltas[key] += 1
         reason = REFUSALS.get(r.get("error_type") or "")
         if reason is not None and not r.get("attempts"):
             deltas[("gateway_refusals_total", ("reason", reason))] += 1

@@ -147,6 +147,12 @@ def event(record: dict[str, Any]) -> dict[str, Any]:
         "end_user": get("end_user") or "",
         "cache": get("cache_status") or "",
         "pii": bool(get("pii_actions")),
+        # Guardrails that did not pass: {check name: outcome}.
+        "guardrails": {
+            name: v.get("outcome")
+            for name, v in (get("guardrails") or {}).items()
+            if isinstance(v, dict) and v.get("outcome") != "pass"
+        },
         "fallback": bool(get("fallback_reason")),
         "disconnected": bool(get("client_disconnected")),
     }

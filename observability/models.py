@@ -82,6 +82,8 @@ class CallLog(models.Model):
     cost_saved_picodollars = models.BigIntegerField(null=True)
     # Data-policy actions taken: {"email": {"pseudonymize": 2}, "card": {"block": 1}}. Counts only, never values.
     pii_actions = models.JSONField(default=dict)
+    # Guardrail verdicts: {check name: {"check", "side", "outcome", "score", "ms"}}; never the text.
+    guardrails = models.JSONField(default=dict, null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -65,6 +65,7 @@ class Call:
         "fallback",
         "finish_reason",
         "finished",
+        "guardrails",
         "key",
         "logged_user",
         "model",
@@ -114,6 +115,8 @@ class Call:
         self.cache_headers: CacheHeaders | None = None  # when the request sent any
         # Data-policy actions: {detector: {action: count}}; counts only, never the values.
         self.pii_actions: dict[str, dict[str, int]] | None = None
+        # Guardrail verdicts by check name (proxy.steps.guardrails); never the text they read.
+        self.guardrails: dict[str, dict[str, Any]] | None = None
         # What a policy step keeps between the request and the answer, by step (the PII step's pseudonyms).
         self.step_state: dict[str, Any] = {}
         self.deployment: Deployment | None = None  # the one that answered (or was tried last)
@@ -285,6 +288,7 @@ class Call:
                 "cache_status": self.cache_status,
                 "cost_saved_picodollars": self.cost_saved,
                 "pii_actions": self.pii_actions or {},
+                "guardrails": self.guardrails or {},
                 "overhead_ms": self.overhead_ms,  # not a column: read by /metrics (observability.exposition)
                 "traceparent": self.traceparent,  # not a column either: read by observability.traces
                 **(self.bodies or {}),

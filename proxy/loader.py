@@ -21,6 +21,7 @@ from proxy.providers import adapter_for
 from proxy.snapshot import BudgetSpec, CooldownSpec, Deployment, KeyEntry, RouteSpec, RuleSpec, SplitSpec, TenantEntry
 from proxy.steps.bodylog import BODY_LOG
 from proxy.steps.cache import compile_cache
+from proxy.steps.guardrails import guardrail_step
 from proxy.steps.pii import pii_step
 from routing.models import ModelDeployment
 from routing.models import ModelRoute as RouteRow
@@ -115,7 +116,9 @@ def load_key(key_hash: str) -> KeyEntry | None:
 def load_tenant(tenant_id: int) -> TenantEntry | None:
 
     tenant = (
-        Tenant.objects.filter(id=tenant_id).values("id", "slug", "cache_policy", "pii_policy", "log_bodies").first()
+        Tenant.objects.filter(id=tenant_id)
+        .values("id", "slug", "cache_policy", "pii_policy", "guardrails", "log_bodies")
+        .first()
     )
     if tenant is None:
         return None
@@ -187,11 +190,17 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         tpm=money.tenant_tpm,
         budgets=money.budgets,
         budgets_fail_open=money.budgets_fail_open,
-        # PII first (every later step sees only the redacted request), the prompt cache last.
-        # Body logging sits between them: it keeps the request and the answer as PII redaction left them.
+        # PII first (every later step sees only the redacted request), the prompt cache last. Guardrails
+        # next to PII: they read the request as it will be sent and the answer before it is restored.
+        # Body logging sits between them and the cache: it keeps what PII redaction left.
         steps=tuple(
             step
-            for step in (pii_step(tenant["pii_policy"]), BODY_LOG if tenant["log_bodies"] else None, cache_step)
+            for step in (
+                pii_step(tenant["pii_policy"]),
+                guardrail_step(tenant["guardrails"]),
+                BODY_LOG if tenant["log_bodies"] else None,
+                cache_step,
+            )
             if step is not None
         ),
     )

@@ -222,9 +222,17 @@ def _answer(call: Call, result: UpstreamResult, admitted: Admitted, front: Front
     elif result.status < 400:
         # Answers pass the steps in reverse order: the last to rewrite the request (the cache, after
         # PII) is the first to see the answer, so it stores what the upstream sent, before any restore.
-        for step in reversed(admitted.steps):
-            result.body = step.on_response(call, result.body)
-        result.body = front.render(call, result.body)
+        try:
+            for step in reversed(admitted.steps):
+                result.body = step.on_response(call, result.body)
+        except ProxyError as exc:
+            # An output guardrail refused the answer: the client gets the error in its format (the call is
+            # still billed for what the provider produced, from the usage already taken).
+            call.status = result.status = exc.status
+            call.error_type, call.error_message = exc.code or exc.type, exc.message
+            result.body = front.render_upstream_error(call, exc.status, exc.body())
+        else:
+            result.body = front.render(call, result.body)
     else:
         result.body = front.render_upstream_error(call, result.status, result.body)
     response = HttpResponse(result.body, status=result.status, content_type=result.content_type)

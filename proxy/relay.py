@@ -23,7 +23,7 @@ from django.http import StreamingHttpResponse
 
 from proxy.call import Call
 from proxy.providers.base import UpstreamStream, stream_error_event
-from proxy.steps import StreamFilter, apply_filters
+from proxy.steps import STREAM_END, StreamFilter, apply_filters
 
 logger = logging.getLogger("gateway.proxy")
 
@@ -134,6 +134,8 @@ class GatewayStreamResponse(StreamingHttpResponse):
                     continue
                 for out in apply_filters(filters, event):
                     yield out
+                if call.step_state.get(STREAM_END):
+                    break  # a filter ended the stream (an output guardrail's error event): read no more
             if self.expired:
                 final = self._timed_out()
                 for out in apply_filters(filters, final) if filters else (final,):

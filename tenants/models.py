@@ -28,6 +28,8 @@ class Tenant(models.Model):
     # (routing.policies.spec validates them); null when the tenant has none.
     pii_policy = models.JSONField(null=True, blank=True)
     cache_policy = models.JSONField(null=True, blank=True)
+    # Guardrails, as the normalized `guardrails:` section (routing.policies.guardrails); null: none.
+    guardrails = models.JSONField(null=True, blank=True)
     # Observability: request and response bodies are stored (after PII redaction, size-capped) only
     # when the tenant turns it on; call logs older than the retention are purged.
     log_bodies = models.BooleanField(default=False)

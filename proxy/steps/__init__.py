@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 # not), None to hold it back, or a list of events (e.g. text a filter held back, flushed in its own
 # event before a finish event).
 StreamFilter = Callable[[bytes], bytes | list[bytes] | None]
+# A filter that ends the stream (its last event an error) sets call.step_state[STREAM_END]: the relay then
+# stops reading the upstream (proxy.relay).
+STREAM_END = "end_stream"
 
 
 def apply_filters(filters: list[StreamFilter], event: bytes) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""The `pii:` and `cache:` sections of the tenant YAML, registered with the YAML engine
+"""The `pii:`, `cache:` and `guardrails:` sections of the tenant YAML, registered with the YAML engine
 (tenants.config.EXTENSIONS) from RoutingConfig.ready(), after routing's providers, models and rules.
 
 An absent section leaves the stored policy as it is and an empty one removes it (like the money
@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from routing.policies.services import tenant_cache_policy_set, tenant_pii_policy_set
+from routing.policies.guardrails import GuardrailSpecError, export_guardrails, normalize_guardrails
+from routing.policies.services import tenant_cache_policy_set, tenant_guardrails_set, tenant_pii_policy_set
 from routing.policies.spec import export_cache, export_pii, parse_cache, parse_pii
 from tenants.config import EXTENSIONS
 
@@ -52,6 +53,27 @@ apply_pii_section.export = lambda tenant: export_pii(_stored(tenant, "pii_policy
 apply_cache_section.export = lambda tenant: export_cache(_stored(tenant, "cache_policy"))  # type: ignore[attr-defined]
 
 
+def parse_guardrails_section(value: Any, path: str, c: Any) -> PolicySection:
+    if value is None or value == []:
+        return PolicySection(None)
+    try:
+        normalize_guardrails(value, path)  # checked here for the line numbers; the service stores it
+    except GuardrailSpecError as exc:
+        raise c.fail(exc.message, exc.path) from None
+    return PolicySection({"checks": value})
+
+
+def apply_guardrails_section(tenant: Any, section: PolicySection | None, *, actor: Any) -> list[str]:
+    if section is None:
+        return []
+    checks = section.policy["checks"] if section.policy else None
+    return ["~ guardrails"] if tenant_guardrails_set(tenant, guardrails=checks, actor=actor) else []
+
+
+apply_guardrails_section.export = lambda tenant: export_guardrails(_stored(tenant, "guardrails"))  # type: ignore[attr-defined, arg-type]
+
+
 def register() -> None:
     EXTENSIONS["pii"] = (parse_pii_section, apply_pii_section)
     EXTENSIONS["cache"] = (parse_cache_section, apply_cache_section)
+    EXTENSIONS["guardrails"] = (parse_guardrails_section, apply_guardrails_section)

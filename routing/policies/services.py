@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from routing.policies.engine import compile_policy
+from routing.policies.guardrails import GuardrailSpecError, normalize_guardrails
 from routing.policies.spec import cache_policy_clean, pii_policy_clean
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
@@ -52,6 +53,23 @@ def _tenant_policy_store(
     audit(tenant, actor=actor, action=action, target=tenant, changes=_policy_changes(label, current, value))
     # Proxies compile policies into their cached tenant entry: this drops it everywhere.
     record_change("tenant", tenant.id)
+    return True
+
+
+@transaction.atomic
+def tenant_guardrails_set(tenant: Tenant, *, guardrails: list | None, actor: Actor) -> bool:
+    """Replace the tenant's guardrails (None or [] removes them). Returns whether anything changed."""
+    try:
+        cleaned = normalize_guardrails(guardrails) if guardrails else None
+    except GuardrailSpecError as exc:
+        raise ValidationError({exc.path: exc.message}) from None
+    current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("guardrails", flat=True).get()
+    tenant.guardrails = cleaned
+    if current == cleaned:
+        return False
+    tenant.save(update_fields=["guardrails"])
+    audit(tenant, actor=actor, action="policy.guardrails", target=tenant, changes={"guardrails": [current, cleaned]})
+    record_change("tenant", tenant.id)  # proxies compile guardrails into their cached tenant entry
     return True
 
 

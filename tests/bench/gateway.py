@@ -193,6 +193,15 @@ cache:
   enabled: true
   ttl_s: 3600
 """
+# Guardrails on both sides (issue 24: the everything-on figures include them): the injection pack on the
+# input, denied topics on both, keywords on the answer, the output token cap. Braces doubled (str.format).
+GUARDRAILS_YAML = """\
+guardrails:
+  - {{name: pi, check: prompt_injection, on: input, action: block}}
+  - {{name: topics, check: denied_topics, topics: [legal advice, medical diagnosis], action: flag}}
+  - {{name: words, check: keywords, on: output, words: [project falcon], action: block}}
+  - {{name: cap, check: max_output_tokens, max: 4096}}
+"""
 # The tenant gets the very policy whose scan cost tests/bench/scan.py measures in-process. Braces are
 # doubled: the variant's YAML goes through str.format.
 PII_AND_CACHE_YAML = (
@@ -256,8 +265,9 @@ VARIANTS: tuple[Variant, ...] = (
                 name="everything",
                 tenant="bench-everything",
                 description="auth + limits + two hard budgets in Redis + the routing model + the full PII policy "
-                "+ the prompt cache (a unique prompt per request: every lookup misses and fills) + call log",
-                yaml_template=ROUTING_YAML + EVERYTHING_EXTRA_YAML + PII_AND_CACHE_YAML,
+                "+ guardrails (injection pack, topics, keywords, token cap) + the prompt cache (a unique prompt "
+                "per request: every lookup misses and fills) + call log",
+                yaml_template=ROUTING_YAML + EVERYTHING_EXTRA_YAML + PII_AND_CACHE_YAML + GUARDRAILS_YAML,
                 mint_args=LIMIT_MINT_ARGS,
                 env={"REDIS_URL": REDIS_EVERYTHING_URL},
                 unique_prompts=True,
