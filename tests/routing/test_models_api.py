@@ -28,7 +28,12 @@ EVERYTHING = {
     "timeout_s": 42.5,
     "fallbacks": ["gpt-4o-mini"],
     "context_window_fallbacks": ["acme-secret-model"],
-    "split": {"model": "acme-secret-model", "percent": 12.5, "sticky": "key"},
+    "split": {
+        "model": "acme-secret-model",
+        "percent": 12.5,
+        "sticky": "key",
+        "stop_when": {"score": "thumbs", "min_calls": 200, "significant": False},
+    },
     "cooldown": {"failures": 5, "window_s": 90.0, "cooldown_s": 15.0},
 }
 
@@ -70,7 +75,12 @@ def test_the_yaml_export_shows_what_the_api_set(world, admin):
         ],
         "fallbacks": ["gpt-4o-mini"],
         "context_window_fallbacks": ["acme-secret-model"],
-        "split": {"model": "acme-secret-model", "percent": 12.5, "sticky": "key"},
+        "split": {
+            "model": "acme-secret-model",
+            "percent": 12.5,
+            "sticky": "key",
+            "stop_when": {"score": "thumbs", "min_calls": 200, "significant": False},
+        },
         "cooldown": {"failures": 5, "window_s": 90, "cooldown_s": 15},
     }
 
