@@ -3,6 +3,7 @@ error, never a 500."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -65,6 +66,10 @@ class RangeForm(forms.Form):
         return data
 
 
+# The explorer's score filter: a name, and optionally a comparison with a number ("helpfulness>=4").
+SCORE_FILTER = re.compile(r"([A-Za-z0-9_-]{1,64})\s*(?:(>=|<=|=|>|<)\s*(-?\d+(?:\.\d+)?))?")
+
+
 class LogFilterForm(forms.Form):
     since = UtcDateTimeField(label="From (UTC)")
     until = UtcDateTimeField(label="To (UTC)")
@@ -74,6 +79,12 @@ class LogFilterForm(forms.Form):
     user = forms.CharField(max_length=200, required=False, label="End user")
     tag = forms.CharField(max_length=200, required=False)
     request_id = forms.CharField(max_length=100, required=False, label="Request id")
+    score = forms.CharField(
+        max_length=100,
+        required=False,
+        label="Score",
+        help_text="thumbs, thumbs=1, helpfulness>=4, json_ok<1: calls with that score (any source).",
+    )
 
     def __init__(self, data=None, *, keys: list[tuple[int, str]] = (), **kwargs) -> None:
         super().__init__(data, **kwargs)
@@ -85,6 +96,16 @@ class LogFilterForm(forms.Form):
             if not (status.isdigit() and 100 <= int(status) <= 599):
                 raise forms.ValidationError("Use a code (e.g. 429), a class (2xx, 4xx, 5xx) or 'error'.")
         return status
+
+    def clean_score(self) -> tuple[str, str, float | None] | None:
+        text = self.cleaned_data["score"].strip()
+        if not text:
+            return None
+        match = SCORE_FILTER.fullmatch(text)
+        if match is None:
+            raise forms.ValidationError("Write a score name, optionally with =, >=, <=, > or < and a number.")
+        name, op, number = match.group(1), match.group(2) or "", match.group(3)
+        return name, op, float(number) if number is not None else None
 
     def clean(self) -> dict:
         data = super().clean()

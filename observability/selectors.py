@@ -25,6 +25,7 @@ from observability.models import (
     CallRollupDay,
     CallRollupHour,
     CallRollupMinute,
+    CallScore,
     TagRollupHour,
     UserRollupDay,
     UserRollupHour,
@@ -595,6 +596,8 @@ class LogFilters:
     end_user: str = ""
     tag: str = ""
     request_id: str = ""
+    # (name, comparison "" | "=" | ">=" | "<=" | ">" | "<", number): calls with such a score, any source.
+    score: tuple[str, str, float | None] | None = None
 
 
 def filtered_logs(tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | None = None) -> QuerySet[CallLog]:
@@ -627,6 +630,13 @@ def filtered_logs(tenant: Tenant, filters: LogFilters, *, key_ids: list[int] | N
             rows = rows.annotate(tags_text=tags_text).filter(tags_text__contains=orjson.dumps(filters.tag).decode())
     if filters.request_id:
         rows = rows.filter(request_id=filters.request_id)
+    if filters.score is not None:
+        name, op, number = filters.score
+        scores = CallScore.objects.filter(tenant_id=tenant.id, name=name)
+        if op and number is not None:
+            lookup = {"=": "value", ">=": "value__gte", "<=": "value__lte", ">": "value__gt", "<": "value__lt"}[op]
+            scores = scores.filter(**{lookup: number})
+        rows = rows.filter(call_id__in=scores.values("call_id"))
     return rows.order_by("-created_at", "-id")
 
 

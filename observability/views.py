@@ -169,6 +169,7 @@ def _filters(form: LogFilterForm) -> LogFilters:
         end_user=d.get("user") or "",
         tag=d.get("tag") or "",
         request_id=(d.get("request_id") or "").strip(),
+        score=d.get("score"),
     )
 
 

@@ -448,3 +448,40 @@ def test_the_call_page_shows_its_scores_and_no_other_tenants(client, alice, worl
     assert "globex_only" not in page
     other = CallLog.objects.filter(tenant=world["acme"]).exclude(id=row.id).first()
     assert "No scores yet" in client.get(reverse("log-detail", args=["acme", other.id])).content.decode()
+
+
+def test_the_explorer_and_its_export_filter_by_score(client, alice, world):
+    """Alice finds the calls her users scored low; a score of Bob's globex on the same call id is not hers."""
+    from observability.models import CallScore
+
+    rows = list(CallLog.objects.filter(tenant=world["acme"], virtual_key_id=world["alice_key"].id).order_by("id")[:3])
+    for i, (row, value) in enumerate(zip(rows, (1, 4, 5), strict=True)):
+        row.call_id = f"call_filter_scores_{i:04d}"
+        row.save(update_fields=["call_id"])
+        common = {"call_id": row.call_id, "request_id": row.request_id, "call_created_at": row.created_at}
+        CallScore.objects.create(
+            tenant_id=world["acme"].id, name="helpfulness", source="feedback", value=value, **common
+        )
+    common = {"call_id": rows[2].call_id, "request_id": "x", "call_created_at": rows[2].created_at}
+    CallScore.objects.create(tenant_id=world["globex"].id, name="helpfulness", source="feedback", value=1, **common)
+    client.force_login(alice)
+    url = reverse("log-explorer", args=["acme"])
+    since = "2020-01-01T00:00"
+
+    def ids(score: str) -> set[str]:
+        response = client.get(url, {"score": score, "since": since})
+        assert response.status_code == 200
+        return {row.request_id for row, _key in response.context["rows"]}
+
+    assert ids("helpfulness") == {r.request_id for r in rows}
+    assert ids("helpfulness>=4") == {rows[1].request_id, rows[2].request_id}
+    assert ids("helpfulness < 2") == {rows[0].request_id}
+    assert ids("helpfulness=5") == {rows[2].request_id}
+    assert ids("thumbs") == set()
+    bad = client.get(url, {"score": "helpfulness>>1"})
+    assert "Write a score name" in bad.content.decode()
+    export = client.get(
+        reverse("log-export", args=["acme"]), {"format": "csv", "score": "helpfulness>=4", "since": since}
+    )
+    exported = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert {r["request_id"] for r in exported} == {rows[1].request_id, rows[2].request_id}
