@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Avg, Count, Q, Variance
+from django.db.models import Avg, Count, Variance
 
 from gateway_project.common.money import from_pico
 from observability.abstats import Comparison, Summary, mean_interval, still_needed, two_proportions, welch
 from observability.models import CallScore, ScoreKind
-from observability.scores import definitions_of
+from observability.scores import POSITIVE, definitions_of
 from observability.selectors import VariantStats, split_comparison
 from tenants.models import Tenant
 
@@ -106,7 +106,7 @@ def _score_groups(
             n=Count("id"),
             mean=Avg("value"),
             variance=Variance("value", sample=True),
-            positives=Count("id", filter=Q(value__gte=0.5)),
+            positives=Count("id", filter=POSITIVE),
         )
         .order_by()
     )

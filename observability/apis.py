@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, Count
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from gateway_project.common.money import from_pico
 from observability.bodies import cap
 from observability.models import CallLog, CallScore
-from observability.scores import scores_of
+from observability.scores import POSITIVE, scores_of
 from observability.selectors import LogFilters, access_log, body_of, log_page
 from observability.views import scope_key_ids
 from tenants.apis import TokenApi
@@ -223,7 +223,7 @@ class ScoreRollupApi(TokenApi):
         column = self.BY[q["by"]]
         grouped = (
             rows.values(column, "name")
-            .annotate(count=Count("id"), mean=Avg("value"), positives=Count("id", filter=Q(value__gte=0.5)))
+            .annotate(count=Count("id"), mean=Avg("value"), positives=Count("id", filter=POSITIVE))
             .order_by(column, "name")
         )
         out = [

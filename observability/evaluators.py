@@ -30,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from observability.models import CallBody, CallLog, CallScore, Evaluator, EvaluatorKind, ScoreKind
-from observability.scores import BUILT_IN, MAX_NAME, definitions_of, value_problem
+from observability.scores import BUILT_IN, CALL_COLUMNS, MAX_NAME, definitions_of, from_call, value_problem
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -363,10 +363,15 @@ def evaluate(tenant_id: int, call_id: str, evaluator_id: int) -> float | None:
     """Score one call by one evaluator and store it (source: the evaluator's name); the value, or None
     when the call, its bodies or a usable verdict is missing."""
     e = Evaluator.objects.select_related("tenant").filter(id=evaluator_id, tenant_id=tenant_id).first()
-    log = CallLog.objects.filter(tenant_id=tenant_id, call_id=call_id).order_by("-created_at").first()
+    log = (
+        CallLog.objects.filter(tenant_id=tenant_id, call_id=call_id)
+        .order_by("-created_at")
+        .values(*CALL_COLUMNS)
+        .first()
+    )
     if e is None or log is None:
         return None
-    body = CallBody.objects.filter(tenant_id=tenant_id, request_id=log.request_id).order_by("-created_at").first()
+    body = CallBody.objects.filter(tenant_id=tenant_id, request_id=log["request_id"]).order_by("-created_at").first()
     if body is None:
         return None
     answer = answer_text(body.response_body)
@@ -384,14 +389,9 @@ def evaluate(tenant_id: int, call_id: str, evaluator_id: int) -> float | None:
         name=e.score,
         source=e.name,
         defaults={
-            "request_id": log.request_id,
-            "call_created_at": log.created_at,
+            **from_call(log),
             "value": value,
             "weight": 1.0,
-            "requested_model": log.requested_model,
-            "variant": log.variant,
-            "virtual_key_id": log.virtual_key_id,
-            "end_user": log.end_user,
             "updated_at": timezone.now(),
         },
     )

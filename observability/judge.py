@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from gateway_project.common.crypto import decrypt, encrypt
+from observability.keyslots import held_key
 from observability.models import JudgeKey
 from tenants.audit import Actor
 from tenants.models import Tenant
@@ -19,11 +19,11 @@ KEY_NAME = "evaluator"
 def judge_key(tenant: Tenant) -> str:
     """The secret of the tenant's judge key, minted when there is no usable one."""
     row, _ = JudgeKey.objects.select_for_update().get_or_create(tenant=tenant)
-    if row.key is not None and row.key.is_active and row.secret:
-        return decrypt(row.secret)
-    key, secret = virtual_key_create(
-        tenant, name=KEY_NAME, actor=Actor(label="evaluators"), metadata={"tags": ["evaluator"]}
+    _key, secret = held_key(
+        row,
+        usable=lambda key: key.is_active,
+        mint=lambda: virtual_key_create(
+            tenant, name=KEY_NAME, actor=Actor(label="evaluators"), metadata={"tags": ["evaluator"]}
+        ),
     )
-    row.key, row.secret = key, encrypt(secret)
-    row.save(update_fields=["key", "secret"])
     return secret

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from gateway_project.common.crypto import DecryptionError, decrypt, encrypt
+from observability.keyslots import held_key
 from observability.models import PlaygroundKey
 from routing.selectors import model_names_for
 from tenants.audit import Actor
@@ -180,22 +180,18 @@ def playground_key_get_or_create(tenant: Tenant, *, actor: Actor) -> tuple[Virtu
         slot, _created = PlaygroundKey.objects.get_or_create(tenant=tenant, user=user)
         # Two sends at once (two tabs) queue here, so they share one new key instead of minting two.
         slot = PlaygroundKey.objects.select_for_update(of=("self",)).select_related("key").get(pk=slot.pk)
-        if _reusable(slot.key):
-            assert slot.key is not None  # for mypy: _reusable said so
-            try:
-                return slot.key, decrypt(slot.secret)
-            except DecryptionError:
-                pass  # encrypted under a key since rotated away (GATEWAY_ENCRYPTION_KEY): mint another
-        key, secret = virtual_key_create(
-            tenant,
-            name=f"playground {user.email or user.get_username()}"[:200],
-            actor=actor,
-            expires_at=timezone.now() + KEY_TTL,
-            metadata={"source": "playground"},
-        )
-        slot.key, slot.secret, slot.updated_at = key, encrypt(secret), timezone.now()
-        slot.save(update_fields=["key", "secret", "updated_at"])
-        return key, secret
+
+        def mint() -> tuple[VirtualKey, str]:
+            slot.updated_at = timezone.now()
+            return virtual_key_create(
+                tenant,
+                name=f"playground {user.email or user.get_username()}"[:200],
+                actor=actor,
+                expires_at=timezone.now() + KEY_TTL,
+                metadata={"source": "playground"},
+            )
+
+        return held_key(slot, usable=_reusable, mint=mint)
 
 
 def playground_models(tenant: Tenant, key: VirtualKey | None) -> list[str]:

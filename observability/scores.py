@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gateway_project.common.ids import id_age_s
@@ -120,16 +121,32 @@ def parse_feedback(body: dict[str, Any]) -> Feedback:
     return Feedback(call_id or "", request_id or "", name, float(value), float(weight), comment, metadata)
 
 
+# What counts as a positive score (thumbs up, a rule passed) where shares of positive answers are shown.
+POSITIVE = Q(value__gte=0.5)
+
+# The columns of the scored call's log row a score copies (CallScore's dimensions: comparisons and rollups
+# read the scores alone), as `values()` gives them.
+CALL_COLUMNS = ("request_id", "created_at", "requested_model", "variant", "virtual_key_id", "end_user")
+
+
+def from_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A score's fields taken from its call's CALL_COLUMNS."""
+    return {
+        "request_id": call["request_id"],
+        "call_created_at": call["created_at"],
+        "requested_model": call["requested_model"],
+        "variant": call["variant"],
+        "virtual_key_id": call["virtual_key_id"],
+        "end_user": call["end_user"],
+    }
+
+
 async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[str, Any] | None:
     rows = CallLog.objects.filter(tenant_id=tenant_id, virtual_key_id=key_id)
     rows = rows.filter(call_id=feedback.call_id) if feedback.call_id else rows.filter(request_id=feedback.request_id)
     started = time.monotonic()
     while True:
-        row = await (
-            rows.order_by("-created_at")
-            .values("call_id", "request_id", "created_at", "requested_model", "variant", "virtual_key_id", "end_user")
-            .afirst()
-        )
+        row = await rows.order_by("-created_at").values("call_id", *CALL_COLUMNS).afirst()
         if row is not None:
             return row
         if feedback.call_id:
@@ -164,17 +181,12 @@ async def record_feedback(tenant_id: int, key_id: int, body: dict[str, Any]) -> 
         name=feedback.name,
         source=FEEDBACK_SOURCE,
         defaults={
-            "request_id": call["request_id"],
-            "call_created_at": call["created_at"],
+            **from_call(call),
             "value": feedback.value,
             "weight": feedback.weight,
             "comment": feedback.comment,
             "metadata": feedback.metadata,
             "scored_by_key_id": key_id,
-            "requested_model": call["requested_model"],
-            "variant": call["variant"],
-            "virtual_key_id": call["virtual_key_id"],
-            "end_user": call["end_user"],
             "updated_at": now,
         },
     )

@@ -108,12 +108,15 @@ def failed(check: Check, side: str) -> ProxyError:
     )
 
 
-def _first_hit(check: Check, texts: list[str]) -> tuple[bool, float]:
-    for text in texts:
-        hit, score = text_check(check, text, "model")
+def _first_hit(check: Check, texts: list[tuple[str, str]]) -> tuple[bool, float]:
+    """(hit, score) of a text check over (text, source) pairs: the first hit, else the highest score."""
+    best = 0.0
+    for text, source in texts:
+        hit, score = text_check(check, text, source)
         if hit:
             return True, score
-    return False, 0.0
+        best = max(best, score)
+    return False, best
 
 
 class GuardrailStep:
@@ -158,17 +161,7 @@ class GuardrailStep:
                 tokens = estimate_prompt_tokens(messages)
                 verdict = timed(check, "input", lambda t=tokens, c=check: (t > c.limit, min(t / c.limit, 1.0)))
             else:
-
-                def run(c: Check = check) -> tuple[bool, float]:
-                    best = 0.0
-                    for text, source in texts:
-                        hit, score = text_check(c, text, source)
-                        best = max(best, score)
-                        if hit:
-                            return True, score
-                    return False, best
-
-                verdict = timed(check, "input", run)
+                verdict = timed(check, "input", lambda c=check: _first_hit(c, texts))
             self._decide(call, check, verdict)
         for check in self._checks(call, "output"):
             if check.check == "max_output_tokens":
@@ -215,7 +208,7 @@ class GuardrailStep:
             if check.check == "output_schema":
                 self._check_schema(call, check, texts)
                 continue
-            verdict = timed(check, "output", lambda c=check: _first_hit(c, texts))
+            verdict = timed(check, "output", lambda c=check: _first_hit(c, [(t, "model") for t in texts]))
             self._decide(call, check, verdict)
         return body
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from routing.policies.detectors import lower, term_pattern
 from routing.policies.engine import pasted_form
+from routing.policies.injection import injection_score
 
 CHECKS = ("prompt_injection", "denied_topics", "keywords", "output_schema", "max_input_tokens", "max_output_tokens")
 SIDES = ("input", "output", "both")
@@ -245,8 +246,6 @@ def _words_hit(pattern: re.Pattern[str], text: str) -> bool:
 def text_check(check: Check, text: str, source: str = "user") -> tuple[bool, float]:
     """(hit, score) of a text check on one text."""
     if check.check == "prompt_injection":
-        from routing.policies.injection import injection_score
-
         verdict = injection_score(text, source=source)
         return verdict.score >= check.threshold, verdict.score
     if check.pattern is not None:
