@@ -138,3 +138,22 @@ def test_the_answer_is_read_from_each_stored_format():
     output = {"output": [{"type": "message", "content": [{"type": "output_text", "text": "from responses"}]}]}
     assert answer_text(orjson.dumps(output).decode()) == "from responses"
     assert answer_text("streamed deltas as text") == "streamed deltas as text"
+
+
+def test_the_judge_key_is_reused_and_replaced_when_revoked_or_unreadable(world):
+    """Acme's judge key is made once and reused; a revoked key, or a secret encrypted under a key since
+    rotated away, gets a new one. Bob's globex gets a key of its own."""
+    from observability.judge import judge_key
+    from observability.models import JudgeKey
+
+    first = judge_key(world.acme)
+    assert judge_key(world.acme) == first
+    row = JudgeKey.objects.get(tenant=world.acme)
+    row.key.revoked = True
+    row.key.save(update_fields=["revoked"])
+    second = judge_key(world.acme)
+    assert second != first
+    JudgeKey.objects.filter(tenant=world.acme).update(secret="not-a-token-of-ours")
+    third = judge_key(world.acme)
+    assert third not in (first, second) and judge_key(world.acme) == third
+    assert judge_key(world.globex) != third
