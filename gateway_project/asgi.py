@@ -69,7 +69,8 @@ async def _lifespan(receive: Any, send: Any) -> None:
 async def application(scope: dict, receive: Any, send: Any) -> None:
     kind = scope["type"]
     if kind == "http":
-        if scope["path"].startswith("/v1/"):
+        path = scope["path"]
+        if path.startswith("/v1/") or path == "/mcp" or path.startswith("/mcp/"):
             await proxy_app(scope, receive, send)
         else:
             await django_app(scope, receive, send)

@@ -68,6 +68,7 @@ class Call:
         "guardrails",
         "key",
         "logged_user",
+        "mcp",
         "model",
         "overhead_ms",
         "payload",
@@ -152,6 +153,9 @@ class Call:
         self.overhead_ms: float | None = None
         # The client's W3C trace context, so that the call's span joins the client's trace.
         self.traceparent = ""
+        # An MCP tool call (proxy.mcp): (server, tool). Logged with the server as the provider and the
+        # tool as the model; it costs nothing.
+        self.mcp: tuple[str, str] | None = None
 
     def set_usage(self, usage: dict | None) -> None:
         if not usage:
@@ -178,7 +182,7 @@ class Call:
 
     def _cost(self) -> tuple[int | None, bool, int]:
         """(cost in picodollars or None if unpriced, estimated?, tokens) of this call."""
-        if self.cache_status == "hit":
+        if self.cache_status == "hit" or self.mcp is not None:
             return 0, False, 0  # answered from the prompt cache: no provider was paid (cost_saved says what it saved)
         dep = self.deployment
         if dep is None or self.status == 0:
@@ -262,8 +266,8 @@ class Call:
                 "requested_model": storable(self.model[:200]),
                 "variant": storable(self.variant[:200]),
                 "deployment_id": dep.id if dep else None,
-                "provider": dep.provider_name if dep else "",
-                "upstream_model": dep.upstream_model if dep else "",
+                "provider": dep.provider_name if dep else (self.mcp[0] if self.mcp else ""),
+                "upstream_model": dep.upstream_model if dep else (storable(self.mcp[1][:200]) if self.mcp else ""),
                 "stream": self.stream,
                 "status_code": self.status,
                 "latency_ms": round((now - self.started) * 1000, 3),

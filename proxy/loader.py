@@ -18,12 +18,22 @@ from gateway_project.common import crypto
 from gateway_project.common.money import NANO, Price, find_price, shipped_prices
 from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
 from proxy.providers import adapter_for
-from proxy.snapshot import BudgetSpec, CooldownSpec, Deployment, KeyEntry, RouteSpec, RuleSpec, SplitSpec, TenantEntry
+from proxy.snapshot import (
+    BudgetSpec,
+    CooldownSpec,
+    Deployment,
+    KeyEntry,
+    McpServerSpec,
+    RouteSpec,
+    RuleSpec,
+    SplitSpec,
+    TenantEntry,
+)
 from proxy.steps.bodylog import BODY_LOG
 from proxy.steps.cache import compile_cache
 from proxy.steps.guardrails import guardrail_step
 from proxy.steps.pii import pii_step
-from routing.models import ModelDeployment
+from routing.models import McpServer, ModelDeployment
 from routing.models import ModelRoute as RouteRow
 from routing.models import RouteRule as RuleRow
 from tenants.models import Tenant, VirtualKey
@@ -86,7 +96,7 @@ def load_key(key_hash: str) -> KeyEntry | None:
 
     row = (
         VirtualKey.objects.filter(key_hash=key_hash)
-        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata", "pii_policy")
+        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata", "pii_policy", "mcp")
         .first()
     )
     if row is None:
@@ -110,7 +120,49 @@ def load_key(key_hash: str) -> KeyEntry | None:
         tags=tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
         pii_override=row["pii_policy"] is not None,
         pii_step=pii_step(row["pii_policy"]),
+        mcp=_mcp_access(row["mcp"]),
     )
+
+
+def _mcp_access(value: Any) -> dict[str, frozenset[str] | None] | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        str(server): None if tools == "*" else frozenset(t for t in tools if isinstance(t, str))
+        for server, tools in value.items()
+        if tools == "*" or isinstance(tools, list)
+    }
+
+
+def _mcp_servers(tenant_id: int) -> dict[str, McpServerSpec]:
+    out: dict[str, McpServerSpec] = {}
+    for row in McpServer.objects.filter(tenant_id=tenant_id):
+        blocked = ""
+        try:
+            secrets = row.secrets()
+        except crypto.DecryptionError as exc:
+            secrets, blocked = {}, str(exc)
+        headers = dict(secrets.get("headers") or {})
+        if secrets.get("bearer"):
+            headers["Authorization"] = f"Bearer {secrets['bearer']}"
+        host = urlsplit(row.url).hostname or ""
+        ip = literal_ip(host) if host else None
+        if ip is not None:
+            try:
+                check_address(host, str(ip))
+            except UnsafeUpstreamError as exc:
+                blocked = str(exc)
+        out[row.name] = McpServerSpec(
+            id=row.id,
+            name=row.name,
+            url=row.url,
+            transport=row.transport,
+            headers=headers,
+            timeout_s=float(row.timeout_s),
+            rpm=row.rpm,
+            blocked=blocked,
+        )
+    return out
 
 
 def load_tenant(tenant_id: int) -> TenantEntry | None:
@@ -178,6 +230,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
 
     # The prompt cache is always the last step: it keys on the request as the earlier steps left it.
     cache_step = compile_cache(tenant["cache_policy"])
+    tenant_pii = pii_step(tenant["pii_policy"])
     return TenantEntry(
         tenant_id=tenant["id"],
         slug=tenant["slug"],
@@ -196,13 +249,15 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         steps=tuple(
             step
             for step in (
-                pii_step(tenant["pii_policy"]),
+                tenant_pii,
                 guardrail_step(tenant["guardrails"]),
                 BODY_LOG if tenant["log_bodies"] else None,
                 cache_step,
             )
             if step is not None
         ),
+        mcp_servers=_mcp_servers(tenant_id),
+        pii=tenant_pii,
     )
 
 

@@ -28,6 +28,9 @@ class KeyEntry:
     # is None when the override does nothing.
     pii_override: bool = False
     pii_step: Any = None
+    # MCP access (tenants.services.mcp_access_clean): server -> None (every tool) or the tool names;
+    # None: no MCP access at all.
+    mcp: dict[str, frozenset[str] | None] | None = None
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -119,6 +122,20 @@ class BudgetSpec:
 
 
 @dataclass(slots=True)
+class McpServerSpec:
+    """An upstream MCP server (routing.models.McpServer), with its secrets decrypted at load."""
+
+    id: int
+    name: str
+    url: str
+    transport: str  # streamable_http | sse
+    headers: dict[str, str]  # bearer and extra headers, ready to send
+    timeout_s: float
+    rpm: int | None = None
+    blocked: str = ""  # why it cannot be used (a secret that no longer decrypts, a forbidden address)
+
+
+@dataclass(slots=True)
 class TenantEntry:
     tenant_id: int
     slug: str
@@ -134,3 +151,6 @@ class TenantEntry:
     budgets_fail_open: bool = False
     # Policy steps compiled from the tenant's policies (proxy.steps.Step), in the order they run.
     steps: tuple = ()
+    mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
+    # The PII policy's step (also first in `steps`), for MCP tool arguments and results.
+    pii: Any = None

@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
 from proxy import keyinfo, views
+from proxy.mcp import endpoint as mcp
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="v1-chat"),
@@ -16,4 +17,6 @@ urlpatterns = [
     path("v1/models/<path:model>", views.models, name="v1-model"),
     path("v1/gateway/key", keyinfo.key_info, name="v1-gateway-key"),
     re_path(r"^v1/(?P<path>.*)$", views.not_found),
+    path("mcp", mcp.endpoint, name="mcp"),
+    path("mcp/<str:server>", mcp.endpoint, name="mcp-server"),
 ]

@@ -5,7 +5,7 @@ class RoutingConfig(AppConfig):
     name = "routing"
 
     def ready(self) -> None:
-        from routing import declarative, selectors
+        from routing import declarative, mcp_servers, selectors
         from routing.policies import apis as policy_apis
         from routing.policies import declarative as policy_declarative
 
@@ -13,6 +13,7 @@ class RoutingConfig(AppConfig):
         # sections follow, registered by billing's own ready()).
         declarative.register()
         policy_declarative.register()
+        mcp_servers.register()
         # What tenants' pages and key API need of routing.
         selectors.register()
         policy_apis.register()

@@ -226,3 +226,46 @@ class RouteRule(models.Model):
 
     def __str__(self) -> str:
         return f"rule {self.position} -> {self.route}"
+
+
+class McpTransport(models.TextChoices):
+    STREAMABLE_HTTP = "streamable_http", "Streamable HTTP"
+    SSE = "sse", "HTTP+SSE (2024-11-05)"
+
+
+# Bounds shared by the services, the YAML parser and the console.
+MAX_MCP_TIMEOUT_S = 600.0
+MAX_MCP_SERVERS = 100
+MCP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class McpServer(models.Model):
+    """An upstream MCP server of the tenant, served behind its virtual keys at /mcp (proxy.mcp)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="mcp_servers")
+    # Lower-case, no "__": tools are listed as `<name>__<tool>` on /mcp, so the name must split back.
+    name = models.CharField(max_length=63)
+    url = models.URLField(max_length=500)
+    transport = models.CharField(max_length=20, choices=McpTransport.choices, default=McpTransport.STREAMABLE_HTTP)
+    # Fernet token of {"bearer": "...", "headers": {name: value}} (gateway_project.common.crypto).
+    secrets_encrypted = models.TextField(blank=True)
+    # Where each secret came from ({"bearer": "env:NAME", "headers": {"X-Name": "env:NAME"}}), for export.
+    secret_sources = models.JSONField(default=dict, blank=True)
+    header_names = models.JSONField(default=list, blank=True)
+    timeout_s = models.FloatField(
+        default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(MAX_MCP_TIMEOUT_S)]
+    )
+    rpm = models.PositiveIntegerField(null=True, blank=True)  # tool calls per minute to this server, all keys
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="uniq_mcp_server_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def secrets(self) -> dict:
+        """{"bearer": str, "headers": {..}} decrypted ({} when none). Raises crypto.DecryptionError."""
+        return json.loads(crypto.decrypt(self.secrets_encrypted)) if self.secrets_encrypted else {}

@@ -250,6 +250,12 @@ def no_store(response: Response) -> Response:
 # --- Virtual keys ----------------------------------------------------------------------------------
 
 
+MCP_HELP = (
+    'The MCP servers and tools the key may use at /mcp: {"github": ["search_issues", "get_issue"], "docs": "*"} '
+    '(or a list of "server/tool" and "server/*"); null: no MCP access.'
+)
+
+
 class KeyOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -270,6 +276,7 @@ class KeyOutputSerializer(serializers.Serializer):
         help_text="The key's own PII policy (the `pii:` section as JSON), replacing the tenant's for its calls; "
         "null: the tenant's applies.",
     )
+    mcp = serializers.JSONField(allow_null=True, help_text=MCP_HELP)
 
 
 KEY_PII_INPUT_HELP = "The key's own PII policy (see /api/v1/policies/pii/); null inherits the tenant's. Admins only."
@@ -319,6 +326,7 @@ class KeyCreateApi(TokenApi):
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         metadata = serializers.DictField(required=False, default=dict)
         pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
+        mcp = serializers.JSONField(required=False, allow_null=True, help_text=MCP_HELP)
 
     class OutputSerializer(KeyOutputSerializer):
         secret = serializers.CharField(help_text="Shown once, in this response only.")
@@ -358,6 +366,7 @@ class KeyUpdateApi(TokenApi):
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
         metadata = serializers.DictField(required=False)
         pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
+        mcp = serializers.JSONField(required=False, allow_null=True, help_text=MCP_HELP)
 
     class OutputSerializer(KeyOutputSerializer):
         pass
@@ -365,7 +374,7 @@ class KeyUpdateApi(TokenApi):
     @extend_schema(
         request=InputSerializer,
         responses=OutputSerializer,
-        summary="Change a key's name, models, expiry, metadata or PII policy",
+        summary="Change a key's name, models, expiry, metadata, PII policy or MCP access",
     )
     def patch(self, request: Request, key_id: int) -> Response:
         key = access_key(self.access, key_id, write=True)
@@ -382,6 +391,7 @@ class KeyUpdateApi(TokenApi):
                 models=data.get("models"),
                 expires_at=data["expires_at"] if "expires_at" in data else "unchanged",
                 metadata=data.get("metadata"),
+                mcp=data["mcp"] if "mcp" in data else "unchanged",
             )
             if "pii" in data:
                 KEY_PII.store(self.access.tenant, key=key, policy=data["pii"], actor=self.access.actor)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -93,6 +95,68 @@ def _clean_models(models: list[str] | None) -> list[str]:
     return out
 
 
+# A key's MCP access is read on every tool call: a bounded number of servers and tools.
+MAX_KEY_MCP_SERVERS = 100
+MAX_KEY_MCP_TOOLS = 500
+_MCP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+
+def _mcp_entries(entries: list) -> dict[str, Any]:
+    """["github/search_issues", "docs/*"] as {"github": ["search_issues"], "docs": "*"}."""
+    merged: dict[str, Any] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str) or "/" not in entry:
+            raise ValidationError({"mcp": f"mcp[{i}] is written server/tool or server/*."})
+        server, _, tool = entry.partition("/")
+        if tool == "*":
+            merged[server] = "*"
+        elif merged.get(server) != "*":
+            merged.setdefault(server, []).append(tool)
+    return merged
+
+
+def mcp_access_clean(value: object) -> dict[str, str | list[str]] | None:
+    """A key's `mcp` field, normalized: {server: "*" | [tool names]}; None (no MCP access) stays None.
+
+    Written as {"github": ["search_issues"], "docs": "*"}, or as a list of "server/tool" and
+    "server/*" entries. An empty list of tools gives the server with nothing callable (its resources
+    and prompts only)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = _mcp_entries(value)
+    if not isinstance(value, dict):
+        raise ValidationError({"mcp": 'mcp is an object of servers, e.g. {"github": ["search_issues"], "docs": "*"}.'})
+    if len(value) > MAX_KEY_MCP_SERVERS:
+        raise ValidationError({"mcp": f"A key may name at most {MAX_KEY_MCP_SERVERS} MCP servers."})
+    out: dict[str, str | list[str]] = {}
+    count = 0
+    for server, tools in value.items():
+        if not isinstance(server, str) or not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", server):
+            raise ValidationError({"mcp": f"{server!r} is not an MCP server name."})
+        if tools == "*" or tools == f"{server}/*":
+            out[server] = "*"
+            continue
+        if not isinstance(tools, list):
+            raise ValidationError({"mcp": f'mcp.{server} is "*" or a list of tool names.'})
+        names: list[str] = []
+        for tool in tools:
+            if isinstance(tool, str) and tool.startswith(f"{server}/"):
+                tool = tool[len(server) + 1 :]
+            if tool == "*":
+                names = ["*"]
+                break
+            if not isinstance(tool, str) or not _MCP_NAME.match(tool):
+                raise ValidationError({"mcp": f"mcp.{server}: {tool!r} is not a tool name."})
+            if tool not in names:
+                names.append(tool)
+        count += len(names)
+        out[server] = "*" if names == ["*"] else sorted(names)
+    if count > MAX_KEY_MCP_TOOLS:
+        raise ValidationError({"mcp": f"A key may name at most {MAX_KEY_MCP_TOOLS} MCP tools."})
+    return out
+
+
 @transaction.atomic
 def virtual_key_create(
     tenant: Tenant,
@@ -102,6 +166,7 @@ def virtual_key_create(
     models: list[str] | None = None,
     expires_at: datetime | None = None,
     metadata: dict | None = None,
+    mcp: object = None,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns the row and the secret, which is never stored nor shown again."""
     name = check_text((name or "").strip(), "name", what="key name")
@@ -120,6 +185,7 @@ def virtual_key_create(
         allowed_models=_clean_models(models),
         expires_at=expires_at,
         metadata=metadata or {},
+        mcp=mcp_access_clean(mcp),
         created_by=actor.user,
     )
     key.full_clean()
@@ -129,7 +195,12 @@ def virtual_key_create(
         actor=actor,
         action="key.create",
         target=key,
-        changes={"name": key.name, "models": key.allowed_models, "expires_at": str(expires_at or "")},
+        changes={
+            "name": key.name,
+            "models": key.allowed_models,
+            "expires_at": str(expires_at or ""),
+            **({"mcp": key.mcp} if key.mcp is not None else {}),
+        },
     )
     # A process may have cached "unknown key" for this hash; tell them all.
     record_change("key", key.key_hash)
@@ -159,6 +230,7 @@ def virtual_key_update(
     models: list[str] | None = None,
     expires_at: datetime | str | None = "unchanged",
     metadata: dict | None = None,
+    mcp: object = "unchanged",
 ) -> VirtualKey:
     if key.tenant_id != tenant.id:
         raise VirtualKey.DoesNotExist
@@ -184,6 +256,12 @@ def virtual_key_update(
         changes["metadata"] = "changed"
         key.metadata = metadata
         fields.append("metadata")
+    if mcp != "unchanged":
+        cleaned_mcp = mcp_access_clean(mcp)
+        if cleaned_mcp != key.mcp:
+            changes["mcp"] = [key.mcp, cleaned_mcp]
+            key.mcp = cleaned_mcp
+            fields.append("mcp")
     if fields:
         key.full_clean()
         key.save(update_fields=fields)

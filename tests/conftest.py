@@ -25,7 +25,7 @@ from tests.fakes.bedrock_upstream import FakeBedrock
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.quoting_upstream import QuotingUpstream
-from tests.helpers import ACME_MODELS, LOOPBACK, UPSTREAM_KEY, GatewayServer, start_gateway, tenant_yaml
+from tests.helpers import ACME_MODELS, LOOPBACK, UPSTREAM_KEY, GatewayServer, SpareGateway, start_gateway, tenant_yaml
 from tests.helpers.billing import People
 from tests.helpers.people import World, build_world
 from tests.isolation import RUN_ENV
@@ -377,6 +377,19 @@ def gateway_factory(request, transactional_db, tmp_path) -> Iterator[Callable[..
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def spare_gateway(django_db_setup) -> Iterator[SpareGateway]:
+    # Depends on the test database: the spare is stopped before the database is dropped.
+    spare = SpareGateway()
+    yield spare
+    spare.close()
+
+
 @pytest.fixture
-def gateway(gateway_factory) -> GatewayServer:
-    return gateway_factory()
+def gateway(gateway_factory, spare_gateway) -> Iterator[GatewayServer]:
+    server = spare_gateway.take()
+    if server is None:
+        yield gateway_factory()
+        return
+    yield server
+    server.stop()

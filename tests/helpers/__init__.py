@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,9 +105,7 @@ class GatewayServer:
         return self.proc.returncode
 
 
-def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, redis: bool = True) -> GatewayServer:
-    """A gateway under granian on this run's test database and Redis database (see tests/isolation.py)."""
-    port = free_port()
+def _gateway_env(tmp_path: Path, extra_env: dict[str, str] | None, redis: bool) -> dict[str, str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -124,6 +124,12 @@ def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, re
     else:
         env.pop("REDIS_URL", None)
     env.update(extra_env or {})
+    return env
+
+
+def spawn_gateway(tmp_path: Path, env: dict[str, str]) -> GatewayServer:
+    """A gateway process started, not yet waited for (wait_ready)."""
+    port = free_port()
     log_path = tmp_path / f"gateway-{port}.log"
     proc = subprocess.Popen(
         [
@@ -145,10 +151,13 @@ def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, re
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    server = GatewayServer(port, proc, log_path)
+    return GatewayServer(port, proc, log_path)
+
+
+def wait_ready(server: GatewayServer) -> GatewayServer:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if server.proc.poll() is not None:
             raise RuntimeError(f"gateway exited early:\n{server.log()}")
         try:
             if httpx.get(f"{server.url}/v1/models", timeout=1).status_code == 401:
@@ -157,6 +166,58 @@ def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, re
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"gateway did not start:\n{server.log()}")
+
+
+def start_gateway(tmp_path: Path, *, extra_env: dict[str, str] | None = None, redis: bool = True) -> GatewayServer:
+    """A gateway under granian on this run's test database and Redis database (see tests/isolation.py)."""
+    return wait_ready(spawn_gateway(tmp_path, _gateway_env(tmp_path, extra_env, redis)))
+
+
+# What a gateway process reads of its environment (gateway_project.settings and the libraries it uses):
+# a spare started under other values of these is not used. Others (PYTEST_CURRENT_TEST, a fake
+# upstream's key set for a YAML file) do not change the gateway.
+_GATEWAY_ENV = re.compile(
+    r"^(GATEWAY_|STRIPE_|OTEL_|OIDC_|EMAIL_|DATABASE_|REDIS_|SECRET_|CELERY_|ACCOUNT_|CSRF_|SECURE_|TRUST_|MFA_|"
+    r"DJANGO|PYTHON|DEBUG$|ALLOWED_HOSTS$|PUBLIC_URL$|DEFAULT_FROM_EMAIL$|LOG_LEVEL$|SQLITE_PATH$|PATH$|TZ$|"
+    r"HTTPS?_PROXY$|NO_PROXY$|SSL_)",
+    re.IGNORECASE,
+)
+
+
+def _relevant(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if _GATEWAY_ENV.match(k)}
+
+
+class SpareGateway:
+    """One plain gateway started ahead, while the test before runs: most end-to-end tests take a plain
+    gateway, and its start (about 2.5 s, mostly importing Django and the project) then overlaps with the
+    previous test instead of adding to it. A spare started under another environment than the test's
+    own (a test that set a variable first) is not used: that test gets a fresh one."""
+
+    def __init__(self) -> None:
+        self.server: GatewayServer | None = None
+        self.env: dict[str, str] = {}
+        self.dir: Path | None = None
+
+    def _spawn(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-spare-"))
+        self.env = _gateway_env(self.dir, None, True)
+        self.server = spawn_gateway(self.dir, self.env)
+
+    def take(self) -> GatewayServer | None:
+        server, env, directory = self.server, self.env, self.dir
+        self.server = None
+        fresh = directory is not None and _relevant(_gateway_env(directory, None, True)) == _relevant(env)
+        if server is not None and not fresh:
+            server.stop()
+            server = None
+        self._spawn()  # the next test's, starting now
+        return wait_ready(server) if server is not None else None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:

@@ -47,6 +47,11 @@ class Command(BaseCommand):
         p.add_argument("--max-parallel", type=int, default=None, help="concurrent requests for this key")
         p.add_argument("--budget", default=None, help="hard budget in USD for this key")
         p.add_argument("--budget-period", default="month", choices=["day", "week", "month", "total"])
+        p.add_argument(
+            "--mcp",
+            default=None,
+            help='MCP access as JSON, e.g. \'{"github": ["search_issues"], "docs": "*"}\' (default: none)',
+        )
 
         p = sub.add_parser("spend", help="Spend from the ledger, as exact decimal strings")
         p.add_argument("--tenant", required=True)
@@ -181,9 +186,17 @@ class Command(BaseCommand):
         from billing.models import LimitScope
         from billing.services import budget_upsert, rate_limit_set
 
+        mcp = None
+        if options.get("mcp"):
+            import json
+
+            try:
+                mcp = json.loads(options["mcp"])
+            except json.JSONDecodeError as exc:
+                raise CommandError(f'--mcp is JSON, e.g. \'{{"docs": "*"}}\': {exc}') from None
         with transaction.atomic():
             key, secret = virtual_key_create(
-                tenant, name=options["name"], models=models, expires_at=expires_at, actor=Actor.cli()
+                tenant, name=options["name"], models=models, expires_at=expires_at, mcp=mcp, actor=Actor.cli()
             )
             if options["rpm"] or options["tpm"] or options["max_parallel"]:
                 rate_limit_set(

@@ -1,0 +1,1 @@
+"""The MCP gateway: the tenant's MCP servers behind its virtual keys (proxy.mcp.endpoint)."""
