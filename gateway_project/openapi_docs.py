@@ -553,6 +553,94 @@ PATHS: dict[str, Any] = {
 }
 
 
+_JSONRPC = {
+    "type": "object",
+    "description": "One JSON-RPC 2.0 message of the Model Context Protocol (no batches).",
+    "required": ["jsonrpc"],
+    "properties": {
+        "jsonrpc": {"type": "string", "enum": ["2.0"]},
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "method": {"type": "string"},
+        "params": {"type": "object"},
+        "result": {"type": "object"},
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+        },
+    },
+}
+
+
+def _mcp_operation(operation_id: str, summary: str, description: str) -> dict:
+    error = {"content": {"application/json": {"schema": _JSONRPC}}}
+    return {
+        "operationId": operation_id,
+        "tags": [TAG],
+        "summary": summary,
+        "description": description,
+        "security": [{SECURITY: []}],
+        "parameters": [
+            {"name": "Mcp-Session-Id", "in": "header", "required": False, "schema": {"type": "string"}},
+            {"name": "MCP-Protocol-Version", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _JSONRPC}}},
+        "responses": {
+            "200": {
+                "description": "The answer: JSON, or server-sent events (progress, then the answer) for a tools/call"
+                " with a progress token from a client that accepts text/event-stream.",
+                "headers": {"Mcp-Session-Id": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {"schema": _JSONRPC},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+            "202": {"description": "A notification or a response, accepted."},
+            "400": {"description": "Not one JSON-RPC message, or no session id.", **error},
+            "401": {"description": "Missing, unknown, revoked or expired key.", **error},
+            "403": {"description": "The key has no MCP access.", **error},
+            "404": {
+                "description": "Unknown session (send initialize again), or a server this key may not use.",
+                **error,
+            },
+        },
+    }
+
+
+MCP_PATHS: dict[str, Any] = {
+    "/mcp": {
+        "post": _mcp_operation(
+            "gateway_mcp",
+            "MCP (every server of the key)",
+            "The Model Context Protocol over Streamable HTTP: the tenant's MCP servers that this key may use, tools"
+            " and prompts named `<server>__<name>`. tools/list shows only the key's tools; other tools are refused"
+            " without being relayed. Each tool call is logged, limited and passes the data policy.",
+        ),
+        "delete": {
+            "operationId": "gateway_mcp_end",
+            "tags": [TAG],
+            "summary": "End an MCP session",
+            "security": [{SECURITY: []}],
+            "responses": {"204": {"description": "Ended."}},
+        },
+    },
+    "/mcp/{server}": {
+        "post": {
+            **_mcp_operation(
+                "gateway_mcp_server",
+                "MCP (one server)",
+                "One of the tenant's MCP servers, with its own tool and prompt names; 404 for a server this key may"
+                " not use.",
+            ),
+        },
+    },
+}
+MCP_PATHS["/mcp/{server}"]["post"]["parameters"] = [
+    {"name": "server", "in": "path", "required": True, "schema": {"type": "string"}},
+    *MCP_PATHS["/mcp"]["post"]["parameters"],
+]
+PATHS.update(MCP_PATHS)
+
+
 def add_gateway_api(result: dict, generator: Any, request: Any, public: bool) -> dict:
     """drf-spectacular POSTPROCESSING_HOOKS entry: add the /v1 paths, their schemas and the key scheme."""
     # Copies: the schema is cached and rendered per request; nobody may edit the module's templates.

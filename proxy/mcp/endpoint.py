@@ -40,6 +40,7 @@ from proxy.limits import RateCheck, limiter
 from proxy.mcp.upstream import Upstream, UpstreamFailure, upstream_for
 from proxy.snapshot import KeyEntry, McpServerSpec, TenantEntry
 from proxy.steps.bodylog import BodyLogStep
+from proxy.steps.guardrails import GuardrailStep
 from proxy.steps.pii import PiiStep
 from routing.policies.engine import PiiBlocked, PiiScanError, PiiSession
 
@@ -55,6 +56,7 @@ MAX_UPSTREAM_SESSIONS = 4096
 # JSON-RPC error codes: the standard ones, and the implementation-defined range for the gateway's refusals.
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 UPSTREAM_ERROR, RATE_LIMITED, ACCESS_DENIED, POLICY_BLOCKED = -32010, -32029, -32003, -32004
+GUARDRAIL_BLOCKED = -32005
 
 
 class McpError(Exception):
@@ -405,6 +407,7 @@ class ToolCall:
             if call.bodies is not None:
                 call.bodies["response_body"] = raw.decode()
             result = _restore(session, result)
+            self._guard(result)
             call.status = 200
             if result.get("isError") is True:
                 call.error_type = "tool_error"
@@ -428,6 +431,19 @@ class ToolCall:
         finally:
             call.finish()
 
+    def _guard(self, result: dict[str, Any]) -> None:
+        """The tenant's guardrails on the result before the agent reads it (indirect prompt injection)."""
+        guard = next((s for s in self.ctx.tenant.steps if isinstance(s, GuardrailStep)), None)
+        if guard is None:
+            return
+        text = _content_text(result)
+        if isinstance(result.get("structuredContent"), dict):
+            text += "\n" + orjson.dumps(result["structuredContent"]).decode()
+        try:
+            guard.check_tool_result(self.call, text)
+        except ProxyError as exc:
+            raise McpError(GUARDRAIL_BLOCKED, exc.message, log_status=exc.status) from None
+
     def _attempt(self, spec: McpServerSpec, tool: str, latency_s: float) -> None:
         self.call.attempts.append(
             {
@@ -448,6 +464,7 @@ def _error_type(exc: McpError) -> str:
     return {
         RATE_LIMITED: "rate_limited",
         POLICY_BLOCKED: "pii_blocked",
+        GUARDRAIL_BLOCKED: "guardrail_blocked",
         UPSTREAM_ERROR: "upstream_error",
     }.get(exc.code, "tool_not_allowed" if exc.log_status == 403 else "invalid_request")
 

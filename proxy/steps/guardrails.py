@@ -168,6 +168,18 @@ class GuardrailStep:
                 self._cap_output(call, check, payload)
         return None
 
+    def check_tool_result(self, call: Call, text: str) -> None:
+        """An MCP tool's result on its way back to the agent (proxy.mcp): the input-side text checks
+        (prompt injection, topics, keywords) read it as a tool result, where indirect injection hides.
+        Raises ProxyError on a block, as on_request does; verdicts go to the call log."""
+        if not text:
+            return
+        texts = [(text, "tool")]
+        for check in self._checks(call, "input"):
+            if check.check in ("max_input_tokens", "output_schema"):
+                continue
+            self._decide(call, check, timed(check, "input", lambda c=check: _first_hit(c, texts)))
+
     def _cap_output(self, call: Call, check: Check, payload: dict[str, Any]) -> None:
         """max_output_tokens: a request asking for more is refused (block) or recorded; one asking for
         nothing gets the cap."""

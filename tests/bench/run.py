@@ -27,6 +27,7 @@ import orjson
 from tests.bench import gateway as gw
 from tests.bench.check import mock_requests, precheck
 from tests.bench.load import Request, pick_driver, run_load
+from tests.bench.mcp import mcp_cost
 from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, UNIQUE_MARKER, request_body, responses_body
 from tests.bench.procs import BenchError, Managed, Processes, cpu_seconds, memory_mib
 from tests.bench.report import DIRECT, Row, Scenario, TargetInfo, render
@@ -253,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         report = render(bench.header(database), bench.rows, targets)
         if any(v.name == "everything" for v in variants):
             report += "\n\n" + "\n".join(_scan_cost(procs, env))
+            plain = {
+                r.scenario.concurrency: r.cpu_ms_per_req
+                for r in bench.rows
+                if r.target == "gateway" and r.scenario.mode == "json"
+            }
+            report += "\n\n" + "\n".join(mcp_cost(procs, env, workdir, plain))
         print(report)
         elapsed = time.monotonic() - started
         _log(started, f"done in {elapsed:.0f} s")

@@ -38,9 +38,11 @@ pii:
   mode: enforce
   scan_responses: true
   detectors: {{email: pseudonymize}}
+guardrails:
+  - {{name: pi, check: prompt_injection, on: input, action: block, threshold: 0.5}}
 """
 
-GAVIN_ACCESS = {"github": ["search_issues", "get_issue", "slow", "fail", "leak"], "docs": "*"}
+GAVIN_ACCESS = {"github": ["search_issues", "get_issue", "slow", "fail", "leak", "fetch_page"], "docs": "*"}
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +268,21 @@ def test_rpm_per_key_is_enforced_for_tool_calls(gateway, hooli, mint):
 
     assert "requests per minute" in str(run(scenario()))
     assert wait_for(lambda: any(r.status_code == 429 for r in logged()), timeout=10)
+
+
+def test_an_injection_in_a_tool_result_is_blocked_before_the_agent_reads_it(gateway, hooli, mint, fake_mcp):
+    gavin = mint(hooli, name="gavin-agent", mcp=GAVIN_ACCESS)
+
+    async def scenario():
+        async with connect(gateway, gavin) as client:
+            with pytest.raises(MCPError) as blocked:
+                await client.call_tool("github__fetch_page", {"url": "https://docs.example/page"})
+            fine = await client.call_tool("github__get_issue", {"number": 4})
+            return blocked.value, fine
+
+    blocked, fine = run(scenario())
+    assert "'pi'" in str(blocked) and "attacker.example" not in str(blocked)
+    assert fine.is_error is not True
+    assert wait_for(lambda: any(r.upstream_model == "fetch_page" for r in logged()), timeout=10)
+    row = next(r for r in logged() if r.upstream_model == "fetch_page")
+    assert row.error_type == "guardrail_blocked" and row.guardrails["pi"]["outcome"] == "block"

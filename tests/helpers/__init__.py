@@ -9,6 +9,7 @@ observability.py (reading a Prometheus scrape).
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
 import re
@@ -198,6 +199,8 @@ class SpareGateway:
         self.server: GatewayServer | None = None
         self.env: dict[str, str] = {}
         self.dir: Path | None = None
+        # The session fixture stops it; this also does when pytest ends without tearing fixtures down.
+        atexit.register(self.close)
 
     def _spawn(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-spare-"))

@@ -34,7 +34,11 @@ def test_the_schema_documents_the_gateway_endpoints(world, client):
 
 def test_every_route_the_proxy_serves_is_documented():
     served = {
-        "/" + str(p.pattern).replace("<path:model>", "{model}").replace("<str:response_id>", "{response_id}")
+        "/"
+        + str(p.pattern)
+        .replace("<path:model>", "{model}")
+        .replace("<str:response_id>", "{response_id}")
+        .replace("<str:server>", "{server}")
         for p in get_resolver("proxy.urls").url_patterns
         if not str(p.pattern).startswith("^")  # the catch-all that answers 404
     }
