@@ -294,6 +294,15 @@ class KeyPolicyHooks:
 KEY_PII = KeyPolicyHooks()
 
 
+def _check_key_mcp(access: TenantAccess, data: dict) -> None:
+    """MCP access lets a key run the tenant's tools (a deploy, a delete): granting it is an admin's call,
+    as the tenant's servers are."""
+    if "mcp" not in data:
+        return
+    if not access.can(CONFIG_WRITE):
+        raise DjangoPermissionDenied("Only an owner or admin may set a key's MCP access.")
+
+
 def _check_key_pii(access: TenantAccess, data: dict) -> None:
     """A key's PII override can switch the tenant's data protection off, so only admins may set it; it is
     checked before anything is written."""
@@ -337,6 +346,7 @@ class KeyCreateApi(TokenApi):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         _check_key_pii(self.access, data)
+        _check_key_mcp(self.access, data)
         pii = data.pop("pii", None)
         with transaction.atomic():
             key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **data)
@@ -382,6 +392,7 @@ class KeyUpdateApi(TokenApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         _check_key_pii(self.access, data)
+        _check_key_mcp(self.access, data)
         with transaction.atomic():
             key = virtual_key_update(
                 self.access.tenant,
