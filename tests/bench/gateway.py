@@ -88,7 +88,8 @@ class Variant:
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the gateway process
     # Every request carries a different prompt (the prompt cache misses every time: lookup + fill).
     unique_prompts: bool = False
-    # The client API the load calls: "chat" (/v1/chat/completions) or "responses" (/v1/responses).
+    # The client API the load calls: "chat" (/v1/chat/completions), or "responses" (/v1/responses with
+    # store: false) and "responses+store" (the API's default store: true).
     api: str = "chat"
     # The variant answers from the prompt cache: the pre-check may see fewer upstream calls.
     cache_hits: bool = False
@@ -229,8 +230,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         name="responses",
         tenant="bench-responses",
-        description="the plain config called through the Responses API (POST /v1/responses, translated to chat)",
+        description="the plain config called through the Responses API (POST /v1/responses, translated to chat), "
+        "store: false: the translation alone",
         api="responses",
+    ),
+    Variant(
+        name="responses+store",
+        tenant="bench-responses-store",
+        description="the same with store on (the API's default): each answer is also kept with its log row",
+        api="responses+store",
     ),
     Variant(
         name="gateway+limits",

@@ -117,8 +117,9 @@ def request_body(model: str, *, stream: bool, include_usage: bool = False, uniqu
     return orjson.dumps(body)
 
 
-def responses_body(model: str, *, stream: bool, unique: bool = False) -> bytes:
-    """The same request in the Responses API's shape (POST /v1/responses): instructions and input."""
+def responses_body(model: str, *, stream: bool, unique: bool = False, store: bool = True) -> bytes:
+    """The same request in the Responses API's shape (POST /v1/responses): instructions and input. With
+    `store` false, nothing is kept: what is left over chat is the translation."""
     body: dict = {
         "model": model,
         "instructions": "You are a concise assistant. Answer in one short paragraph.",
@@ -128,4 +129,6 @@ def responses_body(model: str, *, stream: bool, unique: bool = False) -> bytes:
     }
     if stream:
         body["stream"] = True
+    if not store:
+        body["store"] = False
     return orjson.dumps(body)

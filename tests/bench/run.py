@@ -106,14 +106,18 @@ def _requests(
     port: int, headers: dict[str, str], json_path: str, stream_path: str, unique: bool = False, api: str = "chat"
 ) -> dict[str, Request]:
     marker = UNIQUE_MARKER if unique else ""
-    if api == "responses":
+    if api.startswith("responses"):
+        store = api == "responses+store"
         return {
-            "json": Request(
-                HOST, port, "/v1/responses", responses_body(JSON_MODEL, stream=False, unique=unique), headers, marker
-            ),
-            "stream": Request(
-                HOST, port, "/v1/responses", responses_body(STREAM_MODEL, stream=True, unique=unique), headers, marker
-            ),
+            mode: Request(
+                HOST,
+                port,
+                "/v1/responses",
+                responses_body(model, stream=mode == "stream", unique=unique, store=store),
+                headers,
+                marker,
+            )
+            for mode, model in (("json", JSON_MODEL), ("stream", STREAM_MODEL))
         }
     return {
         "json": Request(HOST, port, json_path, request_body(JSON_MODEL, stream=False, unique=unique), headers, marker),
