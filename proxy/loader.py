@@ -134,35 +134,38 @@ def _mcp_access(value: Any) -> dict[str, frozenset[str] | None] | None:
     }
 
 
-def _mcp_servers(tenant_id: int) -> dict[str, McpServerSpec]:
-    out: dict[str, McpServerSpec] = {}
-    for row in McpServer.objects.filter(tenant_id=tenant_id):
-        blocked = ""
+def mcp_server_spec(row: McpServer) -> McpServerSpec:
+    """A server row as the proxy calls it: secrets decrypted into request headers, and why it cannot be
+    used, if so. The console's "Test connection" builds its spec here too, so it tests what /mcp sends."""
+    blocked = ""
+    try:
+        secrets = row.secrets()
+    except crypto.DecryptionError as exc:
+        secrets, blocked = {}, str(exc)
+    headers = dict(secrets.get("headers") or {})
+    if secrets.get("bearer"):
+        headers["Authorization"] = f"Bearer {secrets['bearer']}"
+    host = urlsplit(row.url).hostname or ""
+    ip = literal_ip(host) if host else None
+    if ip is not None:
         try:
-            secrets = row.secrets()
-        except crypto.DecryptionError as exc:
-            secrets, blocked = {}, str(exc)
-        headers = dict(secrets.get("headers") or {})
-        if secrets.get("bearer"):
-            headers["Authorization"] = f"Bearer {secrets['bearer']}"
-        host = urlsplit(row.url).hostname or ""
-        ip = literal_ip(host) if host else None
-        if ip is not None:
-            try:
-                check_address(host, str(ip))
-            except UnsafeUpstreamError as exc:
-                blocked = str(exc)
-        out[row.name] = McpServerSpec(
-            id=row.id,
-            name=row.name,
-            url=row.url,
-            transport=row.transport,
-            headers=headers,
-            timeout_s=float(row.timeout_s),
-            rpm=row.rpm,
-            blocked=blocked,
-        )
-    return out
+            check_address(host, str(ip))
+        except UnsafeUpstreamError as exc:
+            blocked = str(exc)
+    return McpServerSpec(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        transport=row.transport,
+        headers=headers,
+        timeout_s=float(row.timeout_s),
+        rpm=row.rpm,
+        blocked=blocked,
+    )
+
+
+def _mcp_servers(tenant_id: int) -> dict[str, McpServerSpec]:
+    return {row.name: mcp_server_spec(row) for row in McpServer.objects.filter(tenant_id=tenant_id)}
 
 
 def load_tenant(tenant_id: int) -> TenantEntry | None:

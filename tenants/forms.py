@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from tenants.models import Role
+from tenants.services import mcp_access_clean
 
 
 def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
@@ -43,11 +44,25 @@ class KeyForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "placeholder": '{"team": "search"}'}),
         help_text="Optional JSON object, copied into every call log of this key.",
     )
+    mcp = forms.CharField(
+        required=False,
+        label="MCP access",
+        widget=forms.Textarea(
+            attrs={"rows": 2, "spellcheck": "false", "placeholder": '{"github": ["search_issues"], "docs": "*"}'}
+        ),
+        help_text="The MCP servers and tools this key may use at /mcp, as JSON; “*” for every tool of a "
+        "server. Leave empty for no MCP access.",
+    )
 
-    def __init__(self, *args: Any, model_names: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, model_names: list[str], can_grant_mcp: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         chosen = list(self.initial.get("models") or [])
         self.fields["models"].choices = [(m, m) for m in sorted(set(model_names) | set(chosen))]
+        if not can_grant_mcp:
+            # MCP access runs the tenant's tools: an admin's grant, as in the key API. A disabled field
+            # keeps the stored value whatever is posted.
+            self.fields["mcp"].disabled = True
+            self.fields["mcp"].help_text = "Only an owner or admin may grant MCP access."
 
     def clean_metadata(self) -> dict:
         raw = (self.cleaned_data.get("metadata") or "").strip()
@@ -61,6 +76,19 @@ class KeyForm(forms.Form):
             raise ValidationError('Metadata must be a JSON object, like {"team": "search"}.')
         return value
 
+    def clean_mcp(self) -> dict | None:
+        raw = (self.cleaned_data.get("mcp") or "").strip()
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        try:
+            return mcp_access_clean(value)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict.get("mcp", exc.messages)) from None
+
     @classmethod
     def initial_for(cls, key: Any) -> dict:
         return {
@@ -68,6 +96,7 @@ class KeyForm(forms.Form):
             "models": key.allowed_models,
             "expires_at": key.expires_at,
             "metadata": json.dumps(key.metadata, indent=2) if key.metadata else "",
+            "mcp": json.dumps(key.mcp) if key.mcp is not None else "",
         }
 
 

@@ -213,7 +213,8 @@ def export_yaml(request: HttpRequest, slug: str) -> HttpResponse:
 def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
     model_names = model_names_for(access.tenant)
-    form = KeyForm(request.POST or None, model_names=model_names)
+    mcp = access.can(CONFIG_WRITE)
+    form = KeyForm(request.POST or None, model_names=model_names, can_grant_mcp=mcp)
     context: dict = {"section": "keys", "base_url": _base_url(request)}
     if request.method == "POST":
         access.require(KEYS_WRITE)
@@ -227,7 +228,7 @@ def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 if request.htmx:
                     response = render(request, "tenants/keys.html#reveal", context)
                     return _no_store(trigger_client_event(response, "keys-changed"))
-                form = KeyForm(model_names=model_names)
+                form = KeyForm(model_names=model_names, can_grant_mcp=mcp)
         if form.errors and request.htmx:
             response = render(request, "tenants/keys.html#create_form", {**context, "form": form})
             return retarget(reswap(response, "outerHTML"), "#key-create-form")
@@ -243,7 +244,8 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     access = tenant_access(request, slug)
     key = access_key(access, key_id, write=request.method == "POST")
     model_names = model_names_for(access.tenant)
-    form = KeyForm(request.POST or None, initial=KeyForm.initial_for(key), model_names=model_names)
+    mcp = access.can(CONFIG_WRITE)
+    form = KeyForm(request.POST or None, initial=KeyForm.initial_for(key), model_names=model_names, can_grant_mcp=mcp)
     saved = False
     if request.method == "POST" and form.is_valid():
         try:
@@ -256,6 +258,7 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
                 models=data["models"],
                 expires_at=data["expires_at"] if "expires_at" in form.changed_data else "unchanged",
                 metadata=data["metadata"],
+                mcp=data["mcp"],
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
@@ -264,7 +267,7 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
                 messages.success(request, f"Saved {key.name}.")
                 return redirect("key-detail", slug=slug, key_id=key.id)
             saved = True
-            form = KeyForm(initial=KeyForm.initial_for(key), model_names=model_names)
+            form = KeyForm(initial=KeyForm.initial_for(key), model_names=model_names, can_grant_mcp=mcp)
     context = {
         "section": "keys",
         "key": key,
@@ -309,7 +312,11 @@ def key_rotate(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
         return _no_store(trigger_client_event(response, "keys-changed"))
     model_names = model_names_for(access.tenant)
     keys_qs = visible_keys(access).select_related("created_by").order_by("revoked", "-created_at")
-    context.update(form=KeyForm(model_names=model_names), keys=keys_qs, has_models=bool(model_names))
+    context.update(
+        form=KeyForm(model_names=model_names, can_grant_mcp=access.can(CONFIG_WRITE)),
+        keys=keys_qs,
+        has_models=bool(model_names),
+    )
     return _no_store(render(request, "tenants/keys.html", context))
 
 

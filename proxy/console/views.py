@@ -20,6 +20,7 @@ from observability.ab import TESTS, split_verdict
 from observability.selectors import DeploymentStats, deployment_stats
 from observability.views import scope_key_ids
 from proxy.breakers import health
+from proxy.console import mcp
 from proxy.console.simulate import SimulateRequest, breaker_states, simulate
 from routing.forms import SimulateForm
 from routing.selectors import model_names_for, models_for, route_settings_of, split_models_for
@@ -130,4 +131,8 @@ console_urlpatterns = [
     path("t/<slug:slug>/routing/health/", routing_health, name="routing-health"),
     path("t/<slug:slug>/routing/ab/", routing_ab, name="routing-ab"),
     path("t/<slug:slug>/routing/simulate/", routing_simulate, name="routing-simulate"),
+    path("t/<slug:slug>/mcp/", mcp.mcp_servers, name="mcp-servers"),
+    path("t/<slug:slug>/mcp/<int:server_id>/", mcp.mcp_server_detail, name="mcp-server-detail"),
+    path("t/<slug:slug>/mcp/<int:server_id>/delete/", mcp.mcp_server_delete_view, name="mcp-server-delete"),
+    path("t/<slug:slug>/mcp/<int:server_id>/test/", mcp.mcp_server_test, name="mcp-server-test"),
 ]

@@ -264,7 +264,7 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
 
     from billing.models import Budget
     from observability.models import CallLog
-    from routing.models import ProviderCredential
+    from routing.models import McpServer, ProviderCredential
     from tenants.models import AuditLog, Invitation, ManagementToken, Membership, VirtualKey
 
     caplog.set_level(logging.DEBUG)
@@ -409,6 +409,25 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
     assert len(found) == 1, f"expected the new key once in the mint page, got {found}"
     sweep.canary(generated("VIRTUAL_KEY_CONSOLE", found.pop(), "response console key mint"))
 
+    # -- the console: an MCP server with a bearer token, and its test connection ----------------------------
+    mcp_bearer = sweep.canary(chosen("MCP_BEARER_CONSOLE", "mcp-"))
+    response = browser.post(
+        reverse("mcp-servers", kwargs={"slug": "acme"}),
+        {
+            "name": "tracker",
+            "url": quoting_upstream.url() + "/chat/completions",
+            "transport": "streamable_http",
+            "bearer": mcp_bearer.value,
+            "timeout_s": "5",
+        },
+        "console mcp server create",
+    )
+    assert response.status_code == 302, response.text
+    mcp_server = McpServer.objects.get(tenant__slug="acme", name="tracker")
+    mcp_test = reverse("mcp-server-test", kwargs={"slug": "acme", "server_id": mcp_server.id})
+    browser.post(mcp_test, {}, "console mcp server test")
+    browser.post(mcp_test, {}, "console mcp server test (htmx)", htmx=True)
+
     # -- "test connection", from the API and the console, for every provider ------------------------------
     providers = {p.name: p for p in ProviderCredential.objects.filter(tenant__slug="acme")}
     for provider in providers.values():
@@ -540,6 +559,7 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
         "request_id": log.request_id,
         "key_id": app_key.id,
         "provider_id": providers["main"].id,
+        "server_id": mcp_server.id,
         "name": "quote-401",
         "budget_id": budget.id,
         "membership_id": Membership.objects.get(user=alice).id,

@@ -151,6 +151,8 @@ NOT_PAGES = {
     "starter",
     "provider-delete",
     "provider-test",
+    "mcp-server-delete",
+    "mcp-server-test",
     "model-delete",
     "model-route",
     "policy-cache",
@@ -180,6 +182,7 @@ class ConsoleWorld:
     key: Any
     budget: Any
     provider: Any
+    mcp_server: Any
     model: str
     log: Any  # a call with upstream attempts, an end user and tags
 
@@ -190,6 +193,7 @@ def _seed_console_world() -> ConsoleWorld:
     from billing.models import LimitScope, SpendLedger
     from billing.services import budget_upsert, rate_limit_set
     from gateway_project.common.money import to_pico
+    from routing.mcp_servers import mcp_server_upsert
     from routing.services import model_deployments_set, model_routes_set, provider_upsert, route_rules_set
     from tenants.audit import Actor
     from tenants.models import Membership, Role, Tenant
@@ -209,6 +213,15 @@ def _seed_console_world() -> ConsoleWorld:
         kind="openai-compatible",
         base_url="http://127.0.0.1:9/v1/some/very/long/path/for/the/layout/check",
         api_key="sk-upstream-secret-for-layout-0001",
+        actor=actor,
+    )
+    mcp_server, _ = mcp_server_upsert(
+        acme,
+        name="github-enterprise-issues-and-pull-requests",
+        url="http://127.0.0.1:9/mcp/some/very/long/path/for/the/layout/check",
+        bearer="mcp-bearer-secret-for-layout-0001",
+        headers={"X-Organization-Identifier-For-Layout": "acme"},
+        rpm=600,
         actor=actor,
     )
     model = "team-alpha/very-long-model-name-for-layout-testing-2026-01-01"
@@ -237,7 +250,16 @@ def _seed_console_world() -> ConsoleWorld:
         cost_picodollars=to_pico(Decimal("0.00005")),
     )
     log = _seed_calls(acme, key, model=model, variant=variant)
-    return ConsoleWorld(tenant=acme, owner=alice, key=key, budget=budget, provider=local, model=model, log=log)
+    return ConsoleWorld(
+        tenant=acme,
+        owner=alice,
+        key=key,
+        budget=budget,
+        provider=local,
+        mcp_server=mcp_server,
+        model=model,
+        log=log,
+    )
 
 
 def _seed_calls(tenant, key, *, model: str, variant: str):
@@ -316,6 +338,8 @@ def _console_pages(world: ConsoleWorld) -> list[str]:
         tenant_url("key-policy", key_id=key),
         tenant_url("providers"),
         tenant_url("provider-detail", provider_id=world.provider.id),
+        tenant_url("mcp-servers"),
+        tenant_url("mcp-server-detail", server_id=world.mcp_server.id),
         tenant_url("models"),
         tenant_url("model-detail", name=world.model),
         tenant_url("routing-ab"),

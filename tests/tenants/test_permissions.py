@@ -91,6 +91,16 @@ def _log(o: dict):
     return log
 
 
+def _mcp_server(o: dict) -> int:
+    from routing.models import McpServer
+
+    # Nothing listens on port 9: a test connection fails at once, without leaving loopback.
+    server, _ = McpServer.objects.get_or_create(tenant=o["key"].tenant, name="tracker", url="http://127.0.0.1:9/mcp")
+    return server.id
+
+
+MCP_SERVER = ("mcp-server", lambda o: {"server_id": _mcp_server(o)})
+
 # A call made with Alice's key: like the key itself, Erin (member) must not learn it exists.
 KEY_LOG = ("key", lambda o: {"log_id": _log(o).id})
 KEY_LOG_BY_REQUEST = ("key", lambda o: {"request_id": _log(o).request_id})
@@ -146,6 +156,11 @@ CONSOLE = [
     ),
     ("provider-delete", ("provider", lambda o: {"provider_id": o["provider"].id}), {"POST": Role.ADMIN}),
     ("provider-test", ("provider", lambda o: {"provider_id": o["provider"].id}), {"POST": Role.VIEWER}),
+    ("mcp-servers", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("mcp-server-detail", MCP_SERVER, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("mcp-server-delete", MCP_SERVER, {"POST": Role.ADMIN}),
+    # Like a provider's: it shows the server's tools, never its secrets.
+    ("mcp-server-test", MCP_SERVER, {"POST": Role.VIEWER}),
     ("models", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-detail", ("model", lambda o: {"name": "acme-secret-model"}), {"GET": Role.VIEWER, "POST": Role.ADMIN}),
     ("model-delete", ("model", lambda o: {"name": "acme-secret-model"}), {"POST": Role.ADMIN}),
