@@ -422,6 +422,11 @@ class ToolCall:
             call.error_type = _error_type(exc)
             call.error_message = exc.message
             return exc.body(self.rid)
+        except asyncio.CancelledError:
+            call.status = 499
+            call.error_type = "client_disconnected"
+            call.disconnected = True
+            raise
         except UpstreamFailure as exc:
             error = _upstream_error(exc)
             call.status = exc.status

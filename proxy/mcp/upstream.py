@@ -35,6 +35,8 @@ CLIENT_INFO = {"name": "llm-gateway", "version": "1.0"}
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
+# Fire-and-forget notices to upstreams, held until sent (a task nobody references may be collected).
+_pending: set[asyncio.Task] = set()
 
 
 class UpstreamFailure(Exception):
@@ -138,6 +140,18 @@ class Upstream:
             message["params"] = params
         try:
             return await self._exchange(message, notify)
+        except asyncio.CancelledError:
+            # The client went away (or cancelled): a dropped connection is not a cancellation for the
+            # server (the specification says so), so tell it, without waiting for it.
+            cancel = {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": message["id"], "reason": "the client cancelled or disconnected"},
+            }
+            task = asyncio.get_running_loop().create_task(self._notify_quietly(cancel))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+            raise
         except SessionExpired:
             # The upstream restarted or dropped the session: greet it again, once.
             async with self.lock:
@@ -145,6 +159,10 @@ class Upstream:
                 await self._handshake()
             message["id"] = next(self.ids)
             return await self._exchange(message, notify)
+
+    async def _notify_quietly(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._send_notification(message)
 
     async def close(self) -> None:
         """Ends the upstream session (DELETE), best effort."""

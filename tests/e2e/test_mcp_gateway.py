@@ -286,3 +286,20 @@ def test_an_injection_in_a_tool_result_is_blocked_before_the_agent_reads_it(gate
     assert wait_for(lambda: any(r.upstream_model == "fetch_page" for r in logged()), timeout=10)
     row = next(r for r in logged() if r.upstream_model == "fetch_page")
     assert row.error_type == "guardrail_blocked" and row.guardrails["pi"]["outcome"] == "block"
+
+
+def test_a_client_that_leaves_cancels_the_tool_upstream_and_the_call_is_logged(gateway, hooli, mint, fake_mcp):
+    gavin = mint(hooli, name="gavin-agent", mcp=GAVIN_ACCESS)
+    headers = {"Authorization": f"Bearer {gavin}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    session = httpx.post(f"{gateway.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "github__slow", "arguments": {"seconds": 4}},
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.url}/mcp", headers={**headers, "Mcp-Session-Id": session}, json=call, timeout=1.0)
+    assert wait_for(lambda: ("slow-cancelled", {"seconds": 4}) in fake_mcp.calls, timeout=3)
+    assert wait_for(lambda: any(r.upstream_model == "slow" and r.status_code == 499 for r in logged()), timeout=10)

@@ -63,7 +63,11 @@ class FakeMcpUpstream:
         @server.tool(description="Takes its time.")
         async def slow(seconds: float = 1.0) -> str:
             calls.append(("slow", {"seconds": seconds}))
-            await asyncio.sleep(seconds)
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                calls.append(("slow-cancelled", {"seconds": seconds}))
+                raise
             return "slept"
 
         @server.tool(description="Answers with personal data.")
