@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Avg, Count
+from django.db import connection
+from django.db.models import Avg, Count, QuerySet
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
@@ -185,10 +186,35 @@ class CallDetailApi(TokenApi):
         return Response(CallDetailSerializer(row).data)
 
 
+def tag_rollup(rows: QuerySet[CallScore]) -> list[dict[str, Any]]:
+    """Scores by each tag of their call, in the database: one row per (score, tag) pair, through the
+    JSON array function of the database in use (PostgreSQL's jsonb_array_elements_text, SQLite's json_each)."""
+    sql, params = rows.values("id").query.sql_with_params()
+    if connection.vendor == "postgresql":
+        each = "jsonb_array_elements_text(s.tags) AS t(tag)"
+    else:
+        each = "json_each(s.tags) AS t"
+    tag = "t.tag" if connection.vendor == "postgresql" else "t.value"
+    table = CallScore._meta.db_table
+    query = (
+        f"SELECT {tag}, s.name, COUNT(*), AVG(s.value), SUM(CASE WHEN s.value >= 0.5 THEN 1 ELSE 0 END) "
+        f"FROM {table} s, {each} WHERE s.id IN ({sql}) GROUP BY {tag}, s.name ORDER BY {tag}, s.name"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        found = cursor.fetchall()
+    return [
+        {"group": str(group), "name": name, "count": count, "mean": float(mean), "positive_share": positives / count}
+        for group, name, count, mean, positives in found
+    ]
+
+
 # Mounted under /api/v1/ by gateway_project.urls.
 class ScoreRollupFilters(StrictSerializer):
     by = serializers.ChoiceField(
-        choices=["model", "variant", "key", "user"], default="model", help_text="What to group the scores by."
+        choices=["model", "variant", "key", "user", "tag"],
+        default="model",
+        help_text="What to group the scores by (a call with several tags counts under each).",
     )
     name = serializers.CharField(required=False, max_length=64, help_text="One score only (default: every score).")
     days = serializers.IntegerField(required=False, min_value=1, max_value=400, default=7, help_text="1 to 400.")
@@ -198,7 +224,9 @@ class ScoreRollupApi(TokenApi):
     BY = {"model": "requested_model", "variant": "variant", "key": "virtual_key_id", "user": "end_user"}
 
     class RowSerializer(serializers.Serializer):
-        group = serializers.CharField(allow_blank=True, help_text='The model, variant ("" = control), key id or user.')
+        group = serializers.CharField(
+            allow_blank=True, help_text='The model, variant ("" = control), key id, user or tag.'
+        )
         name = serializers.CharField()
         count = serializers.IntegerField()
         mean = serializers.FloatField()
@@ -207,7 +235,7 @@ class ScoreRollupApi(TokenApi):
     @extend_schema(
         parameters=[ScoreRollupFilters],
         responses=RowSerializer(many=True),
-        summary="Quality scores summed up by model, variant, key or end user: count, mean, share positive",
+        summary="Quality scores summed up by model, variant, key, end user or tag: count, mean, share positive",
     )
     def get(self, request: Request) -> Response:
         query = ScoreRollupFilters(data=request.query_params)
@@ -220,6 +248,8 @@ class ScoreRollupApi(TokenApi):
             rows = rows.filter(virtual_key_id__in=key_ids)  # a member's own keys, as in the console
         if q.get("name"):
             rows = rows.filter(name=q["name"])
+        if q["by"] == "tag":
+            return Response(self.RowSerializer(tag_rollup(rows), many=True).data)
         column = self.BY[q["by"]]
         grouped = (
             rows.values(column, "name")

@@ -417,6 +417,7 @@ class CallScore(models.Model):
     variant = models.CharField(max_length=200, blank=True, default="")
     virtual_key_id = models.BigIntegerField(null=True)
     end_user = models.CharField(max_length=200, blank=True, default="")
+    tags = models.JSONField(default=list, blank=True)  # the call's tags (key tags and x-gateway-tags)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

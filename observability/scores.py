@@ -126,7 +126,7 @@ POSITIVE = Q(value__gte=0.5)
 
 # The columns of the scored call's log row a score copies (CallScore's dimensions: comparisons and rollups
 # read the scores alone), as `values()` gives them.
-CALL_COLUMNS = ("request_id", "created_at", "requested_model", "variant", "virtual_key_id", "end_user")
+CALL_COLUMNS = ("request_id", "created_at", "requested_model", "variant", "virtual_key_id", "end_user", "tags")
 
 
 def from_call(call: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +138,7 @@ def from_call(call: dict[str, Any]) -> dict[str, Any]:
         "variant": call["variant"],
         "virtual_key_id": call["virtual_key_id"],
         "end_user": call["end_user"],
+        "tags": [t for t in call.get("tags") or () if isinstance(t, str)],
     }
 
 

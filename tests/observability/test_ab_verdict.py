@@ -251,3 +251,36 @@ def test_scores_sum_up_by_variant_and_model_and_stay_in_their_tenant(split, api_
     ]
     assert api_as(Role.VIEWER).get("/api/v1/scores/?by=colour").status_code == 400
     assert api_as(Role.OWNER, world.globex).get("/api/v1/scores/?by=model").json() == []
+
+
+def test_scores_sum_up_by_tag_each_tag_of_a_call_counting_it(world, api_as):
+    """Acme's calls tagged "search" and "beta" count under both; globex's tagged scores stay globex's."""
+    now = timezone.now()
+
+    def score(tenant, i: int, value: float, tags: list[str]) -> CallScore:
+        return CallScore(
+            tenant_id=tenant.id,
+            call_id=f"call-{tenant.slug}-{i}",
+            request_id=f"r-{tenant.slug}-{i}",
+            call_created_at=now,
+            name="thumbs",
+            source="feedback",
+            value=value,
+            tags=tags,
+        )
+
+    CallScore.objects.bulk_create(
+        [
+            score(world.acme, 1, 1.0, ["search", "beta"]),
+            score(world.acme, 2, 0.0, ["search"]),
+            score(world.acme, 3, 1.0, []),
+            score(world.globex, 1, 0.0, ["search"]),
+        ]
+    )
+    rows = api_as(Role.VIEWER).get("/api/v1/scores/?by=tag&days=1").json()
+    assert rows == [
+        {"group": "beta", "name": "thumbs", "count": 1, "mean": 1.0, "positive_share": 1.0},
+        {"group": "search", "name": "thumbs", "count": 2, "mean": 0.5, "positive_share": 0.5},
+    ]
+    globex = api_as(Role.OWNER, world.globex).get("/api/v1/scores/?by=tag&days=1").json()
+    assert [(r["group"], r["count"]) for r in globex] == [("search", 1)]
