@@ -138,6 +138,20 @@ def _scan_cost(procs: Processes, env: dict[str, str]) -> list[str]:
         raise BenchError(f"the PII scan measurement printed no result:\n{out[-2000:]}") from None
 
 
+def _ab_page(procs: Processes, env: dict[str, str]) -> str:
+    """The A/B comparison over a million scored calls, in a PostgreSQL database of its own (tests/bench/abpage.py)."""
+    try:
+        out = procs.run_captured([sys.executable, "-m", "tests.bench.abpage"], timeout=900, env=env, cwd=gw.ROOT)
+        result = orjson.loads(out.strip().splitlines()[-1])
+    except (BenchError, IndexError, orjson.JSONDecodeError) as exc:
+        return f"A/B comparison with a million scored calls: not measured ({str(exc)[:200]})"
+    return (
+        f"A/B comparison with {result['rows']:,} scored calls (two scores each; PostgreSQL; target 300 ms): "
+        f"the verdict {result['compare_ms']['median']:.0f} ms, the console page {result['page_ms']['median']:.0f} ms "
+        f"(medians of 5; loaded in {result['load_s']:.0f} s)"
+    )
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, procs: Processes, workdir: Path, started: float) -> None:
         self.args = args
@@ -264,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 if r.target == "gateway" and r.scenario.mode == "json"
             }
             report += "\n\n" + "\n".join(mcp_cost(procs, env, workdir, plain))
+            report += "\n\n" + _ab_page(procs, env)
         print(report)
         elapsed = time.monotonic() - started
         _log(started, f"done in {elapsed:.0f} s")
