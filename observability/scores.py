@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from gateway_project.common.ids import id_age_s
 from observability.models import CallLog, CallScore, ScoreDefinition, ScoreKind
 from tenants.audit import Actor, audit
+from tenants.changes import record_change
 from tenants.models import Tenant
 
 # Scores every tenant has without defining them.
@@ -142,14 +144,83 @@ def from_call(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[str, Any] | None:
-    rows = CallLog.objects.filter(tenant_id=tenant_id, virtual_key_id=key_id)
-    rows = rows.filter(call_id=feedback.call_id) if feedback.call_id else rows.filter(request_id=feedback.request_id)
+# One statement scores a call: the score's fields are read from the call's own row (this key's, in this
+# tenant), and a later score with the same name and source replaces the earlier one. No row back: no
+# such call (yet). {table}s are filled in once, below.
+_UPSERT = """
+INSERT INTO {score} (tenant_id, call_id, request_id, call_created_at, requested_model, variant, virtual_key_id,
+                     end_user, tags, name, source, value, weight, comment, metadata, scored_by_key_id,
+                     created_at, updated_at)
+SELECT c.tenant_id, CASE WHEN c.call_id <> '' THEN c.call_id ELSE c.request_id END, c.request_id, c.created_at,
+       c.requested_model, c.variant, c.virtual_key_id, c.end_user, c.tags,
+       %s, %s, %s, %s, %s, {json}, %s, %s, %s
+FROM {log} c
+WHERE c.tenant_id = %s AND c.virtual_key_id = %s AND {match}
+ORDER BY c.created_at DESC
+LIMIT 1
+ON CONFLICT (tenant_id, call_id, name, source) DO UPDATE SET
+    value = excluded.value, weight = excluded.weight, comment = excluded.comment, metadata = excluded.metadata,
+    scored_by_key_id = excluded.scored_by_key_id, updated_at = excluded.updated_at
+RETURNING id, call_id, request_id
+"""
+_statements: dict[str, str] = {}
+
+
+def _statement(by: str) -> str:
+    # PostgreSQL types a bare parameter in a SELECT list as text; the metadata column is jsonb there.
+    json = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    return _UPSERT.format(score=CallScore._meta.db_table, log=CallLog._meta.db_table, match=f"c.{by} = %s", json=json)
+
+
+def _upsert(by: str, params: list[Any]) -> tuple[int, str, str] | None:
+    sql = _statements.get(by)
+    if sql is None:
+        sql = _statements[by] = _statement(by)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def record_feedback(
+    tenant_id: int, key_id: int, body: dict[str, Any], definitions: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """Store one feedback score of one of this key's calls; None when there is no such call.
+
+    `definitions`: the tenant's score definitions as the proxy's snapshot holds them (definitions_of), so
+    that a score costs one statement, in one thread hop, and no lock of the request path."""
+    feedback = parse_feedback(body)
+    if definitions is None:
+        definitions = await sync_to_async(definitions_of)(tenant_id)
+    definition = definitions.get(feedback.name)
+    if definition is None:
+        raise ScoreError("name", f"No score named {feedback.name!r} is defined for this tenant (see `scores:`).")
+    problem = value_problem(definition, feedback.value)
+    if problem:
+        raise ScoreError("value", f"'value' {problem} for the score {feedback.name!r}.")
+    now = timezone.now()
+    by = "call_id" if feedback.call_id else "request_id"
+    params = [
+        feedback.name,
+        FEEDBACK_SOURCE,
+        feedback.value,
+        feedback.weight,
+        feedback.comment,
+        orjson.dumps(feedback.metadata).decode(),
+        key_id,
+        now,
+        now,
+        tenant_id,
+        key_id,
+        feedback.call_id or feedback.request_id,
+    ]
     started = time.monotonic()
     while True:
-        row = await rows.order_by("-created_at").values("call_id", *CALL_COLUMNS).afirst()
-        if row is not None:
-            return row
+        found = await sync_to_async(_upsert)(by, params)
+        if found is not None:
+            break
+        # The call's row is not written yet (it reaches the database a flush or two after the answer):
+        # wait for a young call id, briefly for a request id, else there is no such call of this key.
         if feedback.call_id:
             age = id_age_s(feedback.call_id, "call")
             if age is None or not -1.0 <= age <= settings.GATEWAY_RESPONSE_STORE_WAIT:
@@ -157,48 +228,15 @@ async def _find_call(tenant_id: int, key_id: int, feedback: Feedback) -> dict[st
         elif time.monotonic() - started > REQUEST_ID_WAIT_S:
             return None
         await asyncio.sleep(0.1)
-
-
-async def record_feedback(tenant_id: int, key_id: int, body: dict[str, Any]) -> dict[str, Any] | None:
-    """Store one feedback score of one of this key's calls; None when there is no such call."""
-    feedback = parse_feedback(body)
-    definitions = {d.name: d async for d in ScoreDefinition.objects.filter(tenant_id=tenant_id, name=feedback.name)}
-    definition = BUILT_IN.get(feedback.name)
-    if feedback.name in definitions:
-        d = definitions[feedback.name]
-        definition = {"kind": d.kind, "min": d.min_value, "max": d.max_value, "values": d.values}
-    if definition is None:
-        raise ScoreError("name", f"No score named {feedback.name!r} is defined for this tenant (see `scores:`).")
-    problem = value_problem(definition, feedback.value)
-    if problem:
-        raise ScoreError("value", f"'value' {problem} for the score {feedback.name!r}.")
-    call = await _find_call(tenant_id, key_id, feedback)
-    if call is None:
-        return None
-    now = timezone.now()
-    score, _created = await CallScore.objects.aupdate_or_create(
-        tenant_id=tenant_id,
-        call_id=call["call_id"] or call["request_id"],
-        name=feedback.name,
-        source=FEEDBACK_SOURCE,
-        defaults={
-            **from_call(call),
-            "value": feedback.value,
-            "weight": feedback.weight,
-            "comment": feedback.comment,
-            "metadata": feedback.metadata,
-            "scored_by_key_id": key_id,
-            "updated_at": now,
-        },
-    )
+    score_id, call_id, request_id = found
     return {
         "object": "feedback",
-        "id": score.id,
-        "call_id": call["call_id"],
-        "request_id": call["request_id"],
-        "name": score.name,
-        "value": score.value,
-        "weight": score.weight,
+        "id": score_id,
+        "call_id": call_id,
+        "request_id": request_id,
+        "name": feedback.name,
+        "value": feedback.value,
+        "weight": feedback.weight,
     }
 
 
@@ -294,6 +332,7 @@ def score_definitions_set(tenant: Tenant, definitions: list[dict[str, Any]], *, 
             target_label=tenant.slug,
             changes={"names": [d["name"] for d in wanted]},
         )
+        record_change("tenant", tenant.id)  # gateway processes hold the definitions (POST /v1/feedback)
     return True
 
 

@@ -17,6 +17,7 @@ from billing.selectors import budget_outage_mode, tenant_timezone
 from gateway_project.common import crypto
 from gateway_project.common.money import NANO, Price, find_price, shipped_prices
 from gateway_project.common.netguard import UnsafeUpstreamError, check_address, literal_ip
+from observability.scores import definitions_of
 from proxy.providers import adapter_for
 from proxy.snapshot import (
     BudgetSpec,
@@ -261,6 +262,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         ),
         mcp_servers=_mcp_servers(tenant_id),
         pii=tenant_pii,
+        score_definitions=definitions_of(tenant_id),
     )
 
 

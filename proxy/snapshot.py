@@ -154,3 +154,5 @@ class TenantEntry:
     mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
     # The PII policy's step (also first in `steps`), for MCP tool arguments and results.
     pii: Any = None
+    # Score definitions by name (observability.scores.definitions_of), for POST /v1/feedback.
+    score_definitions: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -91,7 +91,8 @@ async def feedback(request: HttpRequest) -> HttpResponse:
             raise ProxyError(405, f"Method {request.method} is not allowed here; use POST.")
         body = inbound.parse_body(request)
         try:
-            stored = await scores.record_feedback(key.tenant_id, key.key_id, body)
+            tenant = await inbound.tenant_of(key)
+            stored = await scores.record_feedback(key.tenant_id, key.key_id, body, tenant.score_definitions)
         except scores.ScoreError as exc:
             raise errors.bad_request(str(exc), param=exc.param) from None
         if stored is None:

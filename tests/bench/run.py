@@ -26,6 +26,7 @@ import orjson
 
 from tests.bench import gateway as gw
 from tests.bench.check import mock_requests, precheck
+from tests.bench.feedback import feedback_cost
 from tests.bench.load import Request, pick_driver, run_load
 from tests.bench.mcp import mcp_cost
 from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, UNIQUE_MARKER, request_body, responses_body
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 if r.target == "gateway" and r.scenario.mode == "json"
             }
             report += "\n\n" + "\n".join(mcp_cost(procs, env, workdir, plain))
+            report += "\n\n" + "\n".join(feedback_cost(procs, env, workdir, mock_port))
             report += "\n\n" + _ab_page(procs, env)
         print(report)
         elapsed = time.monotonic() - started
