@@ -368,6 +368,9 @@ GATEWAY_LOG_BATCH_SIZE = envint("GATEWAY_LOG_BATCH_SIZE", 500)
 # A stored Responses API answer reaches the database with its call's log row, a flush or two later: a
 # `previous_response_id` (or GET) younger than this waits for it rather than answering 404.
 GATEWAY_RESPONSE_STORE_WAIT = envfloat("GATEWAY_RESPONSE_STORE_WAIT", 5.0)
+# A/B comparisons of splits with at least this many calls in their window read the hourly rollups
+# instead of the calls (observability.ab_rollups; PostgreSQL).
+GATEWAY_AB_ROLLUP_MIN_CALLS = envint("GATEWAY_AB_ROLLUP_MIN_CALLS", 20_000)
 # With REDIS_URL, a server process hands its call logs to a durable Redis stream, written into the
 # database by a consumer group (observability.stream): by default a consumer in every gateway process;
 # GATEWAY_LOG_CONSUMER=0 leaves it to `manage.py gateway consume-logs` processes.

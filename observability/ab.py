@@ -18,6 +18,7 @@ from typing import Any
 from django.db.models import Avg, Count, Variance
 
 from gateway_project.common.money import from_pico
+from observability import ab_rollups
 from observability.abstats import Comparison, Summary, mean_interval, still_needed, two_proportions, welch
 from observability.models import CallScore, ScoreKind
 from observability.scores import POSITIVE, definitions_of
@@ -91,16 +92,15 @@ class Verdict:
         return next((m for m in self.metrics if m.key == key), None)
 
 
-def _score_groups(
+def _score_rows(
     tenant: Tenant, model: str, variants: list[str], since: datetime, key_ids: list[int] | None
-) -> dict[str, dict[str, ScoreGroup]]:
+) -> list[dict[str, Any]]:
     rows = CallScore.objects.filter(
         tenant_id=tenant.id, requested_model=model, variant__in=variants, call_created_at__gte=since
     )
     if key_ids is not None:
         rows = rows.filter(virtual_key_id__in=key_ids)
-    out: dict[str, dict[str, ScoreGroup]] = {}
-    grouped = (
+    return list(
         rows.values("variant", "name")
         .annotate(
             n=Count("id"),
@@ -110,7 +110,11 @@ def _score_groups(
         )
         .order_by()
     )
-    for r in grouped:
+
+
+def _score_groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, ScoreGroup]]:
+    out: dict[str, dict[str, ScoreGroup]] = {}
+    for r in rows:
         group = ScoreGroup(r["n"], float(r["mean"]), float(r["variance"] or 0.0), r["positives"])
         interval = mean_interval(Summary(group.n, group.mean, group.variance))
         if interval is not None:
@@ -132,12 +136,24 @@ def split_verdict(
 ) -> Verdict:
     """The comparison of `model`'s control group and `variant` since `since` (of `key_ids`' calls only,
     if given: a member's own, as on the dashboard)."""
-    groups = split_comparison(tenant, model, variant, since=since, key_ids=key_ids)
+    variants = ["", variant] if variant else [""]
+    # A split with many calls is read from the rollups (observability.ab_rollups); the rest from the calls.
+    groups = None
+    if ab_rollups.applies(tenant.id, model, variants, since, key_ids):
+        groups = ab_rollups.call_groups(tenant.id, model, variants, since)
+    from_rollups = groups is not None
+    if groups is None:
+        groups = split_comparison(tenant, model, variant, since=since, key_ids=key_ids)
     verdict = Verdict(groups)
     if not variant or len(groups) < 2:
         return verdict
     control, other = groups
-    verdict.scores = _score_groups(tenant, model, ["", variant], since, key_ids)
+    rows = (
+        ab_rollups.score_rows(tenant.id, model, variants, since)
+        if from_rollups
+        else _score_rows(tenant, model, variants, since, key_ids)
+    )
+    verdict.scores = _score_groups(rows)
     metrics = verdict.metrics
     errors = two_proportions(control.errors, control.requests, other.errors, other.requests)
     metrics.append(

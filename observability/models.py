@@ -162,6 +162,10 @@ class CallRollup(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     cost_picodollars = models.BigIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0)
+    # Sums of squares, for variances (the A/B comparison's Welch tests read them: observability.ab). Rows
+    # written before these columns existed hold 0 there; readers fall back to the call log for those.
+    latency_sumsq = models.FloatField(default=0)
+    cost_sumsq = models.FloatField(default=0)
     ttfb_count = models.BigIntegerField(default=0)
     last_at = models.DateTimeField(null=True)
     # NULL for an empty bucket: most of the 522 buckets of a row are empty, and a NULL costs one bit.
@@ -174,6 +178,33 @@ class CallRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.bucket:%Y-%m-%d %H:%M} {self.model} {self.requests}"
+
+
+class ScoreRollupHour(models.Model):
+    """Scores summed per hour of their call, model, variant and name: the A/B comparison's score statistics
+    without reading every score. Kept by PostgreSQL triggers on CallScore (migration 0019), so every way a
+    score is written, replaced or deleted (feedback, evaluators, retention) keeps it exact; not kept on
+    SQLite, whose readers use the scores themselves."""
+
+    tenant_id = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    requested_model = models.CharField(max_length=200)
+    variant = models.CharField(max_length=200)
+    name = models.CharField(max_length=64)
+    n = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0)
+    sumsq = models.FloatField(default=0)
+    positives = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "requested_model", "variant", "name", "bucket"], name="uniq_score_rollup"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.bucket:%Y-%m-%d %H} {self.requested_model} {self.name} {self.n}"
 
 
 class CallRollupMinute(CallRollup):

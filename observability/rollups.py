@@ -44,6 +44,8 @@ _SUMS = (
     "cost_picodollars",
     "latency_sum_ms",
     "ttfb_count",
+    "latency_sumsq",
+    "cost_sumsq",
     *LATENCY_COLUMNS,
     *TTFB_COLUMNS,
     *TTFB_LATENCY_COLUMNS,
@@ -139,6 +141,8 @@ def aggregate(records: list[dict[str, Any]]) -> Batch:
             acc[4] += total
             acc[5] += cost
             acc[6] += latency
+            acc[8] += latency * latency
+            acc[9] += float(cost) * cost
             acc[_LAT0 + lat_bucket] += 1
             if ttfb_bucket is not None:
                 acc[7] += 1

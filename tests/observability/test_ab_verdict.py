@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import statistics
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -284,3 +285,52 @@ def test_scores_sum_up_by_tag_each_tag_of_a_call_counting_it(world, api_as):
     ]
     globex = api_as(Role.OWNER, world.globex).get("/api/v1/scores/?by=tag&days=1").json()
     assert [(r["group"], r["count"]) for r in globex] == [("search", 1)]
+
+
+def test_a_large_split_reads_the_rollups_and_finds_the_same_verdict(split, settings):
+    """Above GATEWAY_AB_ROLLUP_MIN_CALLS (set to 1 here) the verdict comes from the hourly rollups and the
+    score rollups kept by the database: the same counts, the same tests, within the histogram's error for
+    the percentiles. A member's own view and SQLite still read the calls."""
+    from django.db import connection
+
+    from observability.rollups import write_rollups
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the score rollups are kept by PostgreSQL triggers")
+    world, _data = split
+    since = timezone.now() - timedelta(days=1)
+    exact = split_verdict(world.acme, "smart", "smart-v2", since=since)
+    write_rollups(list(CallLog.objects.filter(tenant=world.acme).values()))
+    settings.GATEWAY_AB_ROLLUP_MIN_CALLS = 1
+    rolled = split_verdict(world.acme, "smart", "smart-v2", since=since)
+    for a, b in zip(exact.groups, rolled.groups, strict=True):
+        assert (a.requests, a.errors, a.tokens, a.cost_usd) == (b.requests, b.errors, b.tokens, b.cost_usd)
+        assert b.latency_mean == pytest.approx(a.latency_mean, rel=1e-9)
+        assert b.latency_variance == pytest.approx(a.latency_variance, rel=1e-6)
+        assert b.cost_variance == pytest.approx(a.cost_variance, rel=1e-6)
+        assert b.p50_ms == pytest.approx(a.p50_ms, rel=0.1) and b.p95_ms == pytest.approx(a.p95_ms, rel=0.1)
+    exact_metrics = {m.key: m for m in exact.metrics}
+    rolled_metrics = {m.key: m for m in rolled.metrics}
+    assert (
+        set(exact_metrics)
+        == set(rolled_metrics)
+        == {
+            "error_rate",
+            "latency_ms",
+            "cost_usd",
+            "score.thumbs",
+            "score.helpfulness",
+        }
+    )
+    for key, metric in exact_metrics.items():
+        other = rolled_metrics[key]
+        assert other.comparison.p_value == pytest.approx(metric.comparison.p_value, rel=1e-6, abs=1e-12), key
+        assert other.verdict == metric.verdict, key
+    # A score replaced later (the same name and source) moves the rollup with it: no double count.
+    score = CallScore.objects.filter(tenant_id=world.acme.id, name="thumbs", variant="").first()
+    score.value = 1.0 - score.value
+    score.save()
+    again = split_verdict(world.acme, "smart", "smart-v2", since=since)
+    assert again.scores["control"]["thumbs"].n == 120
+    settings.GATEWAY_AB_ROLLUP_MIN_CALLS = 10**9
+    assert split_verdict(world.acme, "smart", "smart-v2", since=since).scores["control"]["thumbs"].n == 120
