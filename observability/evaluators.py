@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,20 +172,17 @@ def evaluators_set(tenant: Tenant, wanted: list[dict[str, Any]], *, actor: Actor
     if current == ordered:
         return False
     with transaction.atomic():
-        Evaluator.objects.filter(tenant=tenant).delete()
-        Evaluator.objects.bulk_create(
-            [
-                Evaluator(
-                    tenant=tenant,
-                    **{f: e[f] for f in fields},
-                    models_filter=e["models"],
-                    variants_filter=e["variants"],
-                    keys_filter=e["keys"],
-                    tags_filter=e["tags"],
-                )
-                for e in ordered
-            ]
-        )
+        # Rows are kept by name and changed in place: a back-fill or a queued evaluation of an evaluator
+        # that was only edited still finds it (its id stays).
+        existing = {e.name: e for e in Evaluator.objects.filter(tenant=tenant)}
+        Evaluator.objects.filter(tenant=tenant).exclude(name__in=[e["name"] for e in ordered]).delete()
+        for e in ordered:
+            row = existing.get(e["name"]) or Evaluator(tenant=tenant)
+            for f in fields:
+                setattr(row, f, e[f])
+            row.models_filter, row.variants_filter = e["models"], e["variants"]
+            row.keys_filter, row.tags_filter = e["keys"], e["tags"]
+            row.save()
         audit(
             tenant,
             actor=actor,
@@ -404,13 +402,26 @@ class Backfill:
     scored: int
 
 
-def backfill(tenant: Tenant, evaluator_name: str, *, since: Any, until: Any) -> Backfill:
-    """Run one evaluator over a tenant's past calls in [since, until) that have stored bodies."""
+def backfill(
+    tenant: Tenant,
+    evaluator_name: str,
+    *,
+    since: Any,
+    until: Any,
+    progress: Callable[[Backfill, int], None] | None = None,
+) -> Backfill:
+    """Run one evaluator over a tenant's past calls in [since, until) that have stored bodies.
+    `progress(so_far, total)` is told after each call; `total` is counted first (calls logged while it
+    runs may make it go past)."""
     e = Evaluator.objects.get(tenant=tenant, name=evaluator_name)
     rows = CallLog.objects.filter(tenant=tenant, created_at__gte=since, created_at__lt=until, status_code__lt=400)
+    rows = rows.exclude(call_id="")
+    total = rows.count() if progress is not None else 0
     calls = scored = 0
-    for call_id in rows.exclude(call_id="").values_list("call_id", flat=True).iterator():
+    for call_id in rows.values_list("call_id", flat=True).iterator():
         calls += 1
         if evaluate(tenant.id, call_id, e.id) is not None:
             scored += 1
+        if progress is not None:
+            progress(Backfill(calls, scored), max(total, calls))
     return Backfill(calls, scored)

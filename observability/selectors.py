@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,22 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import Aggregate, Avg, Count, FloatField, Max, Q, QuerySet, Sum, TextField, Variance
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+    Variance,
+)
 from django.db.models.functions import Cast, Coalesce
 from django.http import Http404
 
@@ -26,12 +42,15 @@ from observability.models import (
     CallRollupHour,
     CallRollupMinute,
     CallScore,
+    Evaluator,
+    ScoreDefinition,
     TagRollupHour,
     UserRollupDay,
     UserRollupHour,
 )
 from observability.partitions import DEFAULT_RETENTION_DAYS
 from observability.rollups import percentile_from_histogram
+from observability.scores import BUILT_IN
 from tenants.models import Tenant, VirtualKey
 
 # Bounds on rows read into Python where the database cannot compute percentiles (SQLite) and for the
@@ -681,6 +700,82 @@ def log_page(
     return page, encode_cursor(page[-1]) if more and page else ""
 
 
+def _score_cursor(row: CallLog) -> str:
+    return f"s{row.score_value!r}_{encode_cursor(row)}"  # type: ignore[attr-defined]
+
+
+def _decode_score_cursor(cursor: str) -> tuple[float, datetime, int] | None:
+    value, _, rest = cursor.partition("_")
+    position = decode_cursor(rest)
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return (number, *position) if position is not None and math.isfinite(number) else None
+
+
+def score_sorted_page(
+    tenant: Tenant,
+    filters: LogFilters,
+    *,
+    name: str,
+    ascending: bool = False,
+    key_ids: list[int] | None = None,
+    cursor: str = "",
+    size: int = PAGE_SIZE,
+) -> tuple[list[CallLog], str]:
+    """One page of logs sorted by the score `name` (each call's mean over its sources, on `score_value`),
+    ties newest first, then the calls without that score, newest first; and the next page's cursor.
+
+    Only the calls having the score are sorted (a semi-join on the score's unique index, within the
+    filters' time range, which the explorer always bounds); the others are read in the explorer's own
+    index order with an anti-join, a page at a time. Cursors: "s<value>_<time>_<id>" among the scored
+    calls, "u<time>_<id>" (or "u" at their start) among the others."""
+    rows = filtered_logs(tenant, filters, key_ids=key_ids)
+    scores = CallScore.objects.filter(tenant_id=tenant.id, name=name)
+    if filters.since:
+        scores = scores.filter(call_created_at__gte=filters.since)
+    if filters.until:
+        scores = scores.filter(call_created_at__lt=filters.until)
+    has_score = Exists(scores.filter(call_id=OuterRef("call_id")))
+    page: list[CallLog] = []
+    unscored_from = None
+    if cursor.startswith("u"):
+        unscored_from = decode_cursor(cursor[1:]) if len(cursor) > 1 else None
+    else:
+        mean = scores.filter(call_id=OuterRef("call_id")).order_by().values("call_id").annotate(v=Avg("value"))
+        scored = rows.filter(has_score).annotate(score_value=Subquery(mean.values("v")[:1], output_field=FloatField()))
+        value = F("score_value")
+        scored = scored.order_by(value.asc() if ascending else value.desc(), "-created_at", "-id")
+        position = _decode_score_cursor(cursor[1:]) if cursor.startswith("s") else None
+        if position is not None:
+            number, at, row_id = position
+            beyond = Q(score_value__gt=number) if ascending else Q(score_value__lt=number)
+            older = Q(created_at__lt=at) | Q(created_at=at, id__lt=row_id)
+            # Each mention of score_value is its subquery again: two, not three.
+            scored = scored.filter(beyond | (Q(score_value=number) & older))
+        page = list(scored[: size + 1])
+        if len(page) > size:
+            return page[:size], _score_cursor(page[size - 1])
+    need = size - len(page)
+    rest = list(after_cursor(rows.filter(~has_score), unscored_from)[: need + 1])
+    for row in rest:
+        row.score_value = None  # type: ignore[attr-defined]
+    page += rest[:need]
+    if len(rest) <= need:
+        return page, ""
+    return page, "u" + (encode_cursor(rest[need - 1]) if need else "")
+
+
+def score_names(tenant: Tenant) -> list[str]:
+    """The scores the tenant's calls may have: the built-in ones, its defined ones and its evaluators' (a
+    rule's score needs no definition)."""
+    names = set(BUILT_IN)
+    names.update(ScoreDefinition.objects.filter(tenant=tenant).values_list("name", flat=True))
+    names.update(Evaluator.objects.filter(tenant=tenant).values_list("score", flat=True))
+    return sorted(names)
+
+
 def iter_log_chunks(rows: QuerySet[CallLog], chunk: int = EXPORT_CHUNK) -> Iterator[list[CallLog]]:
     """All of `rows` (ordered newest first) in chunks, each one indexed LIMIT query after the last: an
     export of millions of rows never holds more than one chunk, and no long transaction stays open."""
@@ -743,6 +838,54 @@ def body_of(log: CallLog) -> CallBody | None:
     return CallBody.objects.filter(
         tenant_id=log.tenant_id, request_id=log.request_id, created_at=log.created_at
     ).first()
+
+
+# --- Evaluators page ------------------------------------------------------------------------------
+
+RECENT_CALLS = 20
+
+
+def tenant_evaluators(tenant: Tenant) -> QuerySet[Evaluator]:
+    return Evaluator.objects.filter(tenant=tenant).order_by("name")
+
+
+def score_definitions(tenant: Tenant) -> QuerySet[ScoreDefinition]:
+    return ScoreDefinition.objects.filter(tenant=tenant).order_by("name")
+
+
+@dataclass(frozen=True)
+class RecentCall:
+    body_id: int
+    created_at: datetime
+    request_id: str
+    model: str  # "" when its log row is gone (retention purges both, a moment apart)
+    status_code: int | None
+
+
+def recent_calls_with_bodies(tenant: Tenant, *, limit: int = RECENT_CALLS) -> list[RecentCall]:
+    """The tenant's last calls whose bodies are stored (newest first), to try an evaluator on."""
+    bodies = list(
+        CallBody.objects.filter(tenant_id=tenant.id)
+        .order_by("-created_at")
+        .values_list("id", "created_at", "request_id")[:limit]
+    )
+    if not bodies:
+        return []
+    # A body shares its call's request id and start time (body_of); one indexed read for all of them.
+    logs = {
+        (request_id, created_at): (model, status)
+        for request_id, created_at, model, status in CallLog.objects.filter(
+            tenant=tenant, request_id__in={b[2] for b in bodies}, created_at__gte=min(b[1] for b in bodies)
+        ).values_list("request_id", "created_at", "requested_model", "status_code")
+    }
+    return [
+        RecentCall(body_id, at, request_id, *logs.get((request_id, at), ("", None)))
+        for body_id, at, request_id in bodies
+    ]
+
+
+def body_by_id(tenant: Tenant, body_id: int) -> CallBody | None:
+    return CallBody.objects.filter(tenant_id=tenant.id, id=body_id).first()
 
 
 def calls_stored(tenant_id: int, request_ids: list[str], *, since: datetime) -> list[str]:

@@ -36,3 +36,11 @@ def calllog_retention_apply() -> dict:
 
     report = apply_retention()
     return {"dropped": report.dropped, "deleted": report.deleted}
+
+
+@shared_task(ignore_result=True)
+def evaluator_backfill(tenant_id: int, evaluator: str, since: str, until: str, run_id: str) -> None:
+    """Runs one evaluator over a range of past calls (started from the console), its progress in the cache."""
+    from observability.backfills import run_backfill
+
+    run_backfill(tenant_id, evaluator, since=since, until=until, run_id=run_id)

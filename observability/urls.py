@@ -1,6 +1,6 @@
 from django.urls import path
 
-from observability import key_views, live_views, views
+from observability import evaluator_views, key_views, live_views, views
 
 urlpatterns = [
     path("t/<slug:slug>/dashboard/", views.dashboard, name="dashboard"),
@@ -14,4 +14,14 @@ urlpatterns = [
     path("t/<slug:slug>/playground/cost/<str:request_id>/", views.playground_cost, name="playground-cost"),
     path("t/<slug:slug>/spend/usage/", views.spend_usage, name="spend-usage"),
     path("t/<slug:slug>/keys/<int:key_id>/usage/", key_views.key_usage, name="key-usage"),
+    path("t/<slug:slug>/evaluators/", evaluator_views.evaluators, name="evaluators"),
+    path("t/<slug:slug>/evaluators/preview/", evaluator_views.evaluator_preview, name="evaluator-preview"),
+    path("t/<slug:slug>/evaluators/backfill/", evaluator_views.evaluator_backfill, name="evaluator-backfill"),
+    path("t/<slug:slug>/evaluators/<str:name>/edit/", evaluator_views.evaluator_edit, name="evaluator-edit"),
+    path("t/<slug:slug>/evaluators/<str:name>/delete/", evaluator_views.evaluator_delete, name="evaluator-delete"),
+    path(
+        "t/<slug:slug>/evaluators/<str:name>/backfill/<slug:run>/",
+        evaluator_views.evaluator_backfill_progress,
+        name="evaluator-backfill-progress",
+    ),
 ]

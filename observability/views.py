@@ -47,6 +47,8 @@ from observability.selectors import (
     key_usage,
     log_by_request_id,
     log_page,
+    score_names,
+    score_sorted_page,
     variant_usage,
 )
 from observability.selectors import (
@@ -188,14 +190,24 @@ def log_explorer(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     rows: list[CallLog] = []
     next_cursor = ""
     status = 200
+    sort_score = ""
     if form.is_valid():
-        rows, next_cursor = log_page(
-            access.tenant,
-            _filters(form),
-            key_ids=scope_key_ids(access),
-            cursor=request.GET.get("cursor", ""),
-            size=selectors.PAGE_SIZE,
-        )
+        sort_score = form.cleaned_data["sort"]
+        key_ids, cursor = scope_key_ids(access), request.GET.get("cursor", "")
+        if sort_score:
+            rows, next_cursor = score_sorted_page(
+                access.tenant,
+                _filters(form),
+                name=sort_score,
+                ascending=form.cleaned_data.get("order") == "asc",
+                key_ids=key_ids,
+                cursor=cursor,
+                size=selectors.PAGE_SIZE,
+            )
+        else:
+            rows, next_cursor = log_page(
+                access.tenant, _filters(form), key_ids=key_ids, cursor=cursor, size=selectors.PAGE_SIZE
+            )
     else:
         status = 400
     key_names = dict(VirtualKey.objects.filter(tenant=access.tenant).values_list("id", "name"))
@@ -208,6 +220,8 @@ def log_explorer(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "query": query,
         "status_choices": STATUS_CHOICES,
         "models": model_names_for(access.tenant),
+        "score_names": score_names(access.tenant),
+        "sort_score": sort_score,
         "own_only": access.role == Role.MEMBER,
         "default_range": form.is_valid() and not form.cleaned_data.get("since"),
     }

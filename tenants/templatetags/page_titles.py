@@ -22,6 +22,7 @@ SECTION_TITLES = {
     "live": "Live calls",
     "logs": "Log explorer",
     "playground": "Playground",
+    "evaluators": "Evaluators",
     "members": "Members",
     "tokens": "API tokens",
     "audit": "Audit log",

@@ -157,3 +157,16 @@ def test_the_judge_key_is_reused_and_replaced_when_revoked_or_unreadable(world):
     third = judge_key(world.acme)
     assert third not in (first, second) and judge_key(world.acme) == third
     assert judge_key(world.globex) != third
+
+
+def test_an_edited_evaluator_keeps_its_row_so_a_running_back_fill_still_finds_it(world):
+    tenant, _changes = apply_config(YAML)
+    before = dict(Evaluator.objects.filter(tenant=tenant).values_list("name", "id"))
+    _tenant, changes = apply_config(
+        YAML.replace("max: 40", "max: 60").replace("  - {name: cites", "  # - {name: cites")
+    )
+    assert "~ evaluators" in changes
+    after = dict(Evaluator.objects.filter(tenant=tenant).values_list("name", "id"))
+    assert "cites" not in after
+    assert {name: before[name] for name in after} == after  # the same rows, "short" changed in place
+    assert Evaluator.objects.get(tenant=tenant, name="short").params["max"] == 60
