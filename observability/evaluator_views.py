@@ -140,10 +140,7 @@ def _editor(request: HtmxHttpRequest, access: TenantAccess, form: EvaluatorForm,
         context = {"form": form, "editing": editing, "score_names": score_names(access.tenant)}
         context["models"] = model_names_for(access.tenant)
         return render(request, "observability/evaluators.html#editor", context)
-    status = 400 if form.is_bound and form.errors else 200
-    return render(
-        request, "observability/evaluators.html", _page_context(access, form=form, editing=editing), status=status
-    )
+    return render(request, "observability/evaluators.html", _page_context(access, form=form, editing=editing))
 
 
 @login_required
@@ -277,7 +274,7 @@ def evaluator_backfill(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             return redirect(f"{reverse('evaluators', kwargs={'slug': slug})}?{query}")
         context.update(run=run, run_evaluator=e.name, progress=backfill_progress(access.tenant.id, e.name, run))
     if not request.htmx:
-        return render(request, "observability/evaluators.html", _page_context(access, **context), status=400)
+        return render(request, "observability/evaluators.html", _page_context(access, **context))
     return render(request, "observability/evaluators.html#backfill", context)
 
 

@@ -21,6 +21,12 @@ urlpatterns = [
     path("t/<slug:slug>/policies/cache/", policy_views.policy_cache, name="policy-cache"),
     path("t/<slug:slug>/policies/preview/", policy_views.policy_preview, name="policy-preview"),
     path("t/<slug:slug>/policies/keys/<int:key_id>/", policy_views.key_policy, name="key-policy"),
+    path("t/<slug:slug>/policies/guardrails/", policy_views.guardrails, name="guardrails"),
+    path("t/<slug:slug>/policies/guardrails/preview/", policy_views.guardrail_preview, name="guardrail-preview"),
+    path("t/<slug:slug>/policies/guardrails/<str:name>/edit/", policy_views.guardrail_edit, name="guardrail-edit"),
+    path(
+        "t/<slug:slug>/policies/guardrails/<str:name>/delete/", policy_views.guardrail_delete, name="guardrail-delete"
+    ),
 ]
 
 # Mounted under /api/v1/ by gateway_project.urls.

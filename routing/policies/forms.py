@@ -1,4 +1,5 @@
-"""The console's forms for data policies: the `pii:` and `cache:` sections, and the preview."""
+"""The console's forms for data policies: the `pii:` and `cache:` sections, one check of `guardrails:`,
+and the previews."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 from django import forms
 
 from routing.forms import name_list
+from routing.policies.guardrails import CHECKS, PREVIEW_SOURCES
 from routing.policies.spec import ACTIONS, DETECTORS, MAX_TTL_S
 
 
@@ -179,3 +181,171 @@ class PolicyPreviewForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Placeholders in it are restored as the client would see them; empty: the sent text comes back.",
     )
+
+
+# --- Guardrails ---------------------------------------------------------------------------------------
+
+PREVIEW_MAX_BYTES = 64 * 1024
+
+
+_SOURCE_LABELS = {
+    "user": "A user turn",
+    "tool": "A tool result (a tool's output or a retrieved document: where indirect injection hides)",
+}
+
+
+class _GrammarChoiceField(forms.ChoiceField):
+    """A select whose value the guardrails grammar judges (normalize_guardrails), so a value the select
+    does not offer is refused in the words YAML uses."""
+
+    def validate(self, value: Any) -> None:
+        forms.Field.validate(self, value)
+
+
+def _number(text: str) -> int | float | str:
+    """A number typed in a box, as YAML would read it; anything else as typed, for the grammar to refuse."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class GuardrailForm(forms.Form):
+    """One check of the `guardrails:` section. The form only reads the boxes: what is allowed is the
+    grammar's (routing.policies.guardrails.normalize_guardrails), so the console and YAML refuse the same."""
+
+    original = forms.CharField(required=False, widget=forms.HiddenInput)  # the name being edited; "" adds one
+    name = forms.CharField(help_text="Letters, digits, '-' and '_'. Call logs and errors name the check by it.")
+    check = _GrammarChoiceField(
+        choices=[(c, c) for c in CHECKS],
+        initial="prompt_injection",
+        help_text="prompt_injection: instruction overrides, role hijacks, prompt extraction, in user turns and "
+        "tool results. denied_topics, keywords: whole words and phrases. output_schema: the answer follows the "
+        "JSON schema the request asked for. max_input_tokens, max_output_tokens: token limits.",
+    )
+    on = _GrammarChoiceField(
+        required=False,
+        label="On",
+        choices=[
+            ("", "its default"),
+            ("input", "input (the request)"),
+            ("output", "output (the answer)"),
+            ("both", "both"),
+        ],
+        help_text="prompt_injection and max_input_tokens read the request, output_schema and max_output_tokens "
+        "the answer; topics and keywords either or both.",
+    )
+    action = _GrammarChoiceField(
+        choices=[("block", "block"), ("flag", "flag"), ("log-only", "log-only (trial)")],
+        initial="block",
+        help_text="block refuses the call; flag lets it through, marked in the call log. log-only is the way to "
+        "trial a check on real traffic before enforcing it: the call log records what it would have done, and "
+        "nothing changes.",
+    )
+    fail = _GrammarChoiceField(
+        choices=[("closed", "closed"), ("open", "open")],
+        initial="closed",
+        help_text="When the check itself fails (an error, not a hit): closed refuses the call, open records it "
+        "and lets the call through.",
+    )
+    threshold = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "0.5", "inputmode": "decimal"}),
+        help_text="prompt_injection: the score from which a text counts as an injection, more than 0 and at "
+        "most 1 (empty: 0.5).",
+    )
+    words = forms.CharField(
+        required=False,
+        label="Topics or words",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "legal advice"}),
+        help_text="denied_topics and keywords: one per line, matched as whole words and phrases.",
+    )
+    max = forms.CharField(
+        required=False,
+        label="Max tokens",
+        widget=forms.TextInput(attrs={"inputmode": "numeric"}),
+        help_text="max_input_tokens and max_output_tokens: a whole number of tokens.",
+    )
+    timeout_s = forms.CharField(
+        required=False,
+        label="Timeout (seconds)",
+        widget=forms.TextInput(attrs={"placeholder": "1", "inputmode": "decimal"}),
+        help_text="More than 0 and at most 60 (empty: 1).",
+    )
+    models = forms.CharField(required=False, label="Only for models", help_text="Comma-separated; empty: any.")
+    keys = forms.CharField(required=False, label="Only for keys", help_text="Key names, comma-separated; empty: any.")
+    tags = forms.CharField(required=False, label="Only for tags", help_text="Comma-separated; empty: any.")
+
+    # Where the grammar's paths ("guardrails[2].applies_to.models") land on the form.
+    FIELD_OF_PATH = {"topics": "words", "words": "words", "applies_to": "models"}
+
+    def item(self) -> dict[str, Any]:
+        """The check as a YAML item: only the boxes filled in (an empty one is a field not written)."""
+        d = self.cleaned_data
+        item: dict[str, Any] = {"name": d["name"], "check": d["check"], "action": d["action"], "fail": d["fail"]}
+        if d["on"]:
+            item["on"] = d["on"]
+        for field in ("threshold", "max", "timeout_s"):
+            if d[field].strip():
+                item[field] = _number(d[field].strip())
+        words = [line.strip() for line in d["words"].splitlines() if line.strip()]
+        if words:
+            item["topics" if d["check"] == "denied_topics" else "words"] = words
+        applies = {field: name_list(d[field]) for field in ("models", "keys", "tags") if name_list(d[field])}
+        if applies:
+            item["applies_to"] = applies
+        return item
+
+    @staticmethod
+    def initial_from(item: dict[str, Any]) -> dict[str, Any]:
+        """The boxes of an exported check (routing.policies.guardrails.export_guardrails)."""
+        applies = item.get("applies_to") or {}
+        return {
+            "original": item["name"],
+            "name": item["name"],
+            "check": item["check"],
+            "on": item.get("on", ""),
+            "action": item.get("action", "block"),
+            "fail": item.get("fail", "closed"),
+            **{f: str(item[f]) for f in ("threshold", "max", "timeout_s") if f in item},
+            "words": "\n".join(item.get("words") or item.get("topics") or []),
+            **{f: ", ".join(applies.get(f) or []) for f in ("models", "keys", "tags")},
+        }
+
+    def add_grammar_error(self, path: str, message: str) -> None:
+        """A refusal of normalize_guardrails about this check ("guardrails[0].threshold") on its box."""
+        rest = path.split("].", 1)[1] if "]." in path else ""
+        parts = rest.split(".")
+        head = parts[0]
+        if head == "applies_to" and len(parts) > 1 and parts[1] in self.fields:
+            head = parts[1]
+        field = self.FIELD_OF_PATH.get(head, head)
+        self.add_error(field if field in self.fields and field != "original" else None, message)
+
+
+class GuardrailPreviewForm(forms.Form):
+    text = forms.CharField(
+        strip=False,  # checked as pasted
+        label="Text",
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Ignore all previous instructions and …"}),
+        help_text="Nothing is stored or sent to any provider. At most 64 KB.",
+    )
+    source = forms.ChoiceField(
+        label="It arrives as",
+        widget=forms.RadioSelect,
+        initial="user",
+        choices=[(s, _SOURCE_LABELS[s]) for s in PREVIEW_SOURCES],
+    )
+    with_editor = forms.BooleanField(required=False, label="Also try the check in the editor, unsaved")
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        size = len(text.encode())
+        if size > PREVIEW_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The text is {size / 1024:.0f} KB; the preview reads at most {PREVIEW_MAX_BYTES // 1024} KB. "
+                "Paste the part to check."
+            )
+        return text

@@ -8,7 +8,8 @@ scan's normalization: NFKC, invisible characters dropped), `output_schema` (the 
 schema the request asked for), `max_input_tokens` and `max_output_tokens`. Each has `on` (input, output
 or both), `action` (block, flag, log-only), `fail` (closed or open: what happens when the check itself
 fails), `timeout_s` and `applies_to` (models, keys, tags; each empty = any). Verdicts name the check and
-never carry the matched text.
+never carry the matched text. `preview` runs the text checks on one pasted text for the console, with
+the step's own functions, so what it shows is what the step would decide.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from routing.policies.detectors import lower, term_pattern
 from routing.policies.engine import pasted_form
 from routing.policies.injection import injection_score
 
+TEXT_CHECKS = ("prompt_injection", "denied_topics", "keywords")
 CHECKS = ("prompt_injection", "denied_topics", "keywords", "output_schema", "max_input_tokens", "max_output_tokens")
 SIDES = ("input", "output", "both")
 ACTIONS = ("block", "flag", "log-only")
@@ -293,3 +295,36 @@ def compile_guardrails(stored: list[dict[str, Any]]) -> Guardrails:
             )
         )
     return Guardrails(tuple(checks))
+
+
+# --- the console's preview --------------------------------------------------------------------------------
+
+# Where a pasted text could come from on the input side: a user turn, or a tool result (indirect injection).
+PREVIEW_SOURCES = ("user", "tool")
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewVerdict:
+    verdict: Verdict
+    action: str  # the check's action, to say what a hit would do
+    fail: str
+    signals: tuple[str, ...] = ()  # the injection pack's rules that fired; names, never the text
+
+
+def preview(stored: list[dict[str, Any]], text: str, *, source: str) -> list[PreviewVerdict]:
+    """Each input-side text check's verdict on `text` arriving as a user turn or a tool result, as the
+    pipeline step reaches it (timed, a failure an `error`); applies_to aside. The token and schema checks
+    and output-only ones are not run: a pasted text is not a whole request or answer."""
+    if source not in PREVIEW_SOURCES:
+        raise ValueError(f"source must be one of {PREVIEW_SOURCES}, not {source!r}")
+    out = []
+    for check in compile_guardrails(stored).checks:
+        if check.check not in TEXT_CHECKS or not check.on_side("input"):
+            continue
+        verdict = timed(check, "input", lambda c=check: text_check(c, text, source))
+        signals: tuple[str, ...] = ()
+        if check.check == "prompt_injection" and verdict.outcome != "error":
+            # Run again, untimed, to say why: the verdict stays exactly the step's.
+            signals = injection_score(text, source=source).signals
+        out.append(PreviewVerdict(verdict, check.action, check.fail, signals))
+    return out

@@ -139,6 +139,7 @@ NOT_PAGES = {
     "billing-invoice-pdf",
     "billing-stripe-portal",  # a redirect to Stripe
     "playground-cost",  # an answer's cost, a fragment of the playground page
+    "evaluator-backfill-progress",  # a back-fill's progress, a fragment the evaluators page polls
     # POST only
     "key-revoke",
     "key-rotate",
@@ -157,9 +158,14 @@ NOT_PAGES = {
     "model-route",
     "policy-cache",
     "policy-preview",
+    "guardrail-preview",
+    "guardrail-delete",
     "budget-outage-mode",
     "budget-delete",
     "playground-send",
+    "evaluator-delete",
+    "evaluator-preview",
+    "evaluator-backfill",
     "billing-invoice-void",
     "billing-invoice-finalize",
 }
@@ -173,6 +179,8 @@ _STYLED_JS = """
 # Long values, as API clients send them: they wrap inside their cell rather than push columns away.
 END_USER = "customer-account-0042@subsidiary.very-long-company-domain.example"
 TAGS = ["team:platform-infrastructure", "feature:customer-support-summaries", "experiment-2026-q1"]
+EVALUATOR = "answer-is-valid-json-for-the-customer-support-summaries"
+GUARDRAIL = "no-secrets-of-the-customer-support-summaries-team"
 
 
 @dataclass
@@ -193,7 +201,9 @@ def _seed_console_world() -> ConsoleWorld:
     from billing.models import LimitScope, SpendLedger
     from billing.services import budget_upsert, rate_limit_set
     from gateway_project.common.money import to_pico
+    from observability.evaluators import evaluators_set
     from routing.mcp_servers import mcp_server_upsert
+    from routing.policies.services import tenant_guardrails_set
     from routing.services import model_deployments_set, model_routes_set, provider_upsert, route_rules_set
     from tenants.audit import Actor
     from tenants.models import Membership, Role, Tenant
@@ -250,6 +260,20 @@ def _seed_console_world() -> ConsoleWorld:
         cost_picodollars=to_pico(Decimal("0.00005")),
     )
     log = _seed_calls(acme, key, model=model, variant=variant)
+    rule = {
+        "name": EVALUATOR,
+        "kind": "json_valid",
+        "score": "summary_is_json",
+        "model": "",
+        "prompt": "",
+        "params": {},
+    }
+    evaluators_set(
+        acme, [{**rule, "models": [model], "variants": [], "keys": [], "tags": TAGS, "sample": 0.25}], actor=actor
+    )
+    words = ["project falcon", "customer-account-0042@subsidiary.very-long-company-domain.example"]
+    check = {"name": GUARDRAIL, "check": "keywords", "on": "both", "words": words, "applies_to": {"tags": TAGS}}
+    tenant_guardrails_set(acme, guardrails=[check, {"name": "pi", "check": "prompt_injection"}], actor=actor)
     return ConsoleWorld(
         tenant=acme,
         owner=alice,
@@ -348,6 +372,8 @@ def _console_pages(world: ConsoleWorld) -> list[str]:
         tenant_url("route-rules"),
         tenant_url("routing-simulate"),
         tenant_url("policies"),
+        tenant_url("guardrails"),
+        tenant_url("guardrail-edit", name=GUARDRAIL),
         tenant_url("budgets"),
         tenant_url("budget-detail", budget_id=world.budget.id),
         tenant_url("limits"),
@@ -360,6 +386,8 @@ def _console_pages(world: ConsoleWorld) -> list[str]:
         tenant_url("log-detail", log_id=log.id),
         tenant_url("log-by-request", request_id=log.request_id),  # redirects to the call's page
         tenant_url("playground"),
+        tenant_url("evaluators"),
+        tenant_url("evaluator-edit", name=EVALUATOR),
         tenant_url("members"),
         tenant_url("tokens"),
         tenant_url("audit"),

@@ -101,6 +101,42 @@ def _mcp_server(o: dict) -> int:
 
 MCP_SERVER = ("mcp-server", lambda o: {"server_id": _mcp_server(o)})
 
+
+def _guardrail(o: dict) -> str:
+    from routing.policies.services import tenant_guardrails_set
+    from tenants.audit import Actor
+
+    check = {"name": "pi", "check": "prompt_injection"}
+    tenant_guardrails_set(o["key"].tenant, guardrails=[check], actor=Actor.cli())
+    return check["name"]
+
+
+GUARDRAIL = ("guardrail", lambda o: {"name": _guardrail(o)})
+
+
+def _evaluator(o: dict) -> str:
+    from observability.evaluators import evaluators_set
+    from tenants.audit import Actor
+
+    rule = {"name": "valid-json", "kind": "json_valid", "score": "json_ok", "model": "", "prompt": "", "params": {}}
+    filters = {"models": [], "variants": [], "keys": [], "tags": [], "sample": 1.0}
+    evaluators_set(o["key"].tenant, [{**rule, **filters}], actor=Actor.cli())
+    return rule["name"]
+
+
+EVALUATOR = ("evaluator", lambda o: {"name": _evaluator(o)})
+
+
+def _evaluator_run(o: dict) -> dict:
+    from observability.backfills import BackfillProgress, _save
+
+    name, at = _evaluator(o), "2026-01-01T00:00:00+00:00"
+    _save(o["key"].tenant_id, "run-1", BackfillProgress(name, at, at, "done", 0, 0, 0))
+    return {"name": name, "run": "run-1"}
+
+
+EVALUATOR_RUN = ("evaluator", _evaluator_run)
+
 # A call made with Alice's key: like the key itself, Erin (member) must not learn it exists.
 KEY_LOG = ("key", lambda o: {"log_id": _log(o).id})
 KEY_LOG_BY_REQUEST = ("key", lambda o: {"request_id": _log(o).request_id})
@@ -172,6 +208,18 @@ CONSOLE = [
     ("policy-preview", {}, {"POST": Role.VIEWER}),
     # A key's own PII policy can switch the tenant's off: admins only (Erin on her own key: test_policies_console).
     ("key-policy", KEY, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("guardrails", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("guardrail-edit", GUARDRAIL, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("guardrail-delete", GUARDRAIL, {"POST": Role.ADMIN}),
+    # Like the PII preview: it stores nothing and calls no provider.
+    ("guardrail-preview", {}, {"POST": Role.VIEWER}),
+    ("evaluators", {}, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("evaluator-edit", EVALUATOR, {"GET": Role.VIEWER, "POST": Role.ADMIN}),
+    ("evaluator-delete", EVALUATOR, {"POST": Role.ADMIN}),
+    # Previewing a judge calls (and bills) a model; back-fills score many calls: admins.
+    ("evaluator-preview", {}, {"POST": Role.ADMIN}),
+    ("evaluator-backfill", {}, {"POST": Role.ADMIN}),
+    ("evaluator-backfill-progress", EVALUATOR_RUN, {"GET": Role.VIEWER}),
     ("routing-health", {}, {"GET": Role.VIEWER}),
     ("routing-ab", {}, {"GET": Role.VIEWER}),
     # Simulating reads routing config every member can see and calls no provider.
