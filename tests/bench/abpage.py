@@ -92,6 +92,9 @@ def _load(rows: int) -> int:
             "1000000 + (g %% 13) * 1000, false, '[]', '', '', '{}', '{}', '', '{}' FROM generate_series(1, %s) g",
             [tenant.id, rows],
         )
+        # The scores' rollup trigger runs once per row: two million of them would take many minutes. Loaded
+        # without it, then summed in one statement, as the migration that added it did.
+        cursor.execute("ALTER TABLE observability_callscore DISABLE TRIGGER observability_callscore_rollup")
         cursor.execute(
             "INSERT INTO observability_callscore (tenant_id, call_id, request_id, call_created_at, name, source, "
             "value, weight, comment, metadata, requested_model, variant, end_user, tags, created_at, updated_at) "
@@ -101,8 +104,18 @@ def _load(rows: int) -> int:
             "FROM generate_series(1, %s) g, (VALUES ('thumbs'), ('helpfulness')) AS n(name)",
             [tenant.id, rows],
         )
+        cursor.execute("ALTER TABLE observability_callscore ENABLE TRIGGER observability_callscore_rollup")
+        cursor.execute(
+            "INSERT INTO observability_scorerolluphour (tenant_id, requested_model, variant, name, bucket, n, total, "
+            "sumsq, positives) SELECT tenant_id, requested_model, variant, name, "
+            "date_trunc('hour', call_created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*), sum(value), "
+            "sum(value * value), sum((value >= 0.5)::int) FROM observability_callscore WHERE tenant_id = %s "
+            "GROUP BY 1, 2, 3, 4, 5",
+            [tenant.id],
+        )
         cursor.execute("ANALYZE observability_calllog")
         cursor.execute("ANALYZE observability_callscore")
+        cursor.execute("ANALYZE observability_scorerolluphour")
     # The calls' hourly rollups, summed in the database as the log writer sums live calls
     # (observability.rollups.aggregate): Python's rebuild_rollups takes minutes over a million rows.
     with connection.cursor() as cursor:
