@@ -561,6 +561,7 @@ def test_no_secret_leaks_anywhere(gateway_factory, quoting_upstream, tmp_path, c
         "provider_id": providers["main"].id,
         "server_id": mcp_server.id,
         "name": "quote-401",
+        "run": "no-such-run",  # an evaluator back-fill's progress: none runs here
         "budget_id": budget.id,
         "membership_id": Membership.objects.get(user=alice).id,
         "invitation_id": Invitation.objects.filter(tenant__slug="acme").first().id,
