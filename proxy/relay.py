@@ -32,6 +32,12 @@ TIMEOUT_MESSAGE = "The upstream stream did not finish within this model's timeou
 IDLE_MESSAGE = "The upstream stream sent nothing for {:g} s (GATEWAY_STREAM_IDLE_TIMEOUT)"
 
 
+def _one_write(events: list[bytes]) -> bytes:
+    """The events made of one upstream event (a translation's several) as one write: the same bytes, one
+    ASGI send instead of several."""
+    return events[0] if len(events) == 1 else b"".join(events)
+
+
 class GatewayStreamResponse(StreamingHttpResponse):
     def __init__(
         self, call: Call, upstream: UpstreamStream, filters: list[StreamFilter], deadline: float | None = None
@@ -132,13 +138,9 @@ class GatewayStreamResponse(StreamingHttpResponse):
                 if not filters:
                     yield event
                     continue
-                outs = apply_filters(filters, event)
-                if len(outs) == 1:
-                    yield outs[0]
-                elif outs:
-                    # Events made of one upstream event (a translation's several) leave in one write: the
-                    # same bytes, one ASGI send instead of several.
-                    yield b"".join(outs)
+                out = _one_write(apply_filters(filters, event))
+                if out:
+                    yield out
                 if call.step_state.get(STREAM_END):
                     break  # a filter ended the stream (an output guardrail's error event): read no more
             if self.expired:
