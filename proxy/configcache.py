@@ -59,6 +59,10 @@ class ConfigState:
         self._poller: asyncio.Task | None = None
         # Bumped on every invalidation: a load that raced with an event is used once but not cached.
         self._generation = 0
+        # The generation at which each key was last dropped by its own change (a load that raced with it
+        # must not keep what it read).
+        self._dropped: dict[str, int] = {}
+        self._dropped_floor = -1
         self.ttl = settings.GATEWAY_CACHE_TTL
         # While the database is unreachable: since when (for /readyz and the log), and until when
         # expired entries are served without trying to reload them.
@@ -84,6 +88,13 @@ class ConfigState:
             return self._last_good(entry, exc)
         self._loaded()
         if generation != self._generation:
+            dropped = self._dropped.get(key_hash, self._dropped_floor)
+            if loaded is not None and dropped <= generation:
+                # Raced with another change: used now, due for a reload on the next request, but kept as
+                # the last good snapshot, so that an outage right after still serves a key just served.
+                # (A change of this very key, a revocation maybe, leaves nothing to fall back on.)
+                loaded.loaded_at = EXPIRED
+                self.keys[key_hash] = loaded
             return loaded
         if loaded is None:
             self.keys.pop(key_hash, None)  # gone from the database: no fallback for it either
@@ -109,7 +120,10 @@ class ConfigState:
         self._loaded()
         if loaded is None:
             self.tenants.pop(tenant_id, None)
-        elif generation == self._generation:
+        else:
+            # One that raced with an invalidation is kept as the last good snapshot, due for a reload.
+            if generation != self._generation:
+                loaded.loaded_at = EXPIRED
             self.tenants[tenant_id] = loaded
         return loaded
 
@@ -153,6 +167,10 @@ class ConfigState:
             # Dropped outright: a revoked key is never served from a fallback, even in an outage.
             self.keys.pop(ref, None)
             self.negative.pop(ref, None)
+            if len(self._dropped) > MAX_NEGATIVE:
+                self._dropped.clear()
+                self._dropped_floor = self._generation  # forgotten: any load before now counts as raced
+            self._dropped[ref] = self._generation
         elif kind == "tenant":
             try:
                 entry = self.tenants.get(int(ref))
