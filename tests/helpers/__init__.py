@@ -10,9 +10,11 @@ observability.py (reading a Prometheus scrape).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -95,6 +97,14 @@ class GatewayServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def kill_group(self) -> None:
+        """SIGKILL to granian and its workers (their own process group): a killed master leaves its
+        workers running otherwise."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
     def stop(self, sig: int = 15) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -151,6 +161,7 @@ def spawn_gateway(tmp_path: Path, env: dict[str, str]) -> GatewayServer:
         env=env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # a group of its own, so kill_group reaches its workers too
     )
     return GatewayServer(port, proc, log_path)
 
@@ -212,14 +223,16 @@ class SpareGateway:
         self.server = None
         fresh = directory is not None and _relevant(_gateway_env(directory, None, True)) == _relevant(env)
         if server is not None and not fresh:
-            server.stop()
+            server.kill_group()  # never used: nothing of its own to flush
             server = None
         self._spawn()  # the next test's, starting now
         return wait_ready(server) if server is not None else None
 
     def close(self) -> None:
+        # Killed, not stopped: it never served a request, and one still starting may not have its
+        # signal handlers yet (a worker's teardown must not leave it running).
         if self.server is not None:
-            self.server.stop()
+            self.server.kill_group()
             self.server = None
 
 
