@@ -223,7 +223,38 @@ def _resolve_secret(raw: str, path: str, checker: Any) -> tuple[str, str]:
     return raw, "literal"
 
 
-def _parse_provider_settings(raw: dict, path: str, c: Any, spec: ProviderSpec) -> ProviderSpec:  # noqa: C901
+def parse_headers(value: Any, hpath: str, c: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """A `headers:` mapping (a provider's, an MCP server's): the resolved values, and where each came
+    from ("env:NAME" or "literal"), refused at its line when invalid or given twice."""
+    if not isinstance(value, dict):
+        raise c.fail(f"expected a mapping of header names to values, got {type(value).__name__}", hpath)
+    headers: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, given in value.items():
+        vpath = f"{hpath}.{name}"
+        text = given if isinstance(given, str) else c.string(given, vpath)
+        # Checked as written and again once resolved: an env variable could hold a line break too.
+        problem = header_problem(name, text)
+        if not problem:
+            text, sources[name] = _resolve_secret(text.strip(), vpath, c)
+            problem = header_problem(name, text)
+        if problem:
+            raise c.fail(problem, vpath)
+        if name.lower() in seen:
+            raise c.fail(f"header {name} is given twice", vpath)
+        seen.add(name.lower())
+        headers[name] = text
+    return headers, sources
+
+
+def export_secret(source: str, *env_parts: str) -> str:
+    """A secret as `gateway export` writes it: its env: name, or for a literal, the name of the variable
+    that should hold it (never the value)."""
+    return source if source.startswith("env:") else f"env:{_env_name(*env_parts)}"
+
+
+def _parse_provider_settings(raw: dict, path: str, c: Any, spec: ProviderSpec) -> ProviderSpec:
     """The kind-specific fields of one providers[i] item: refused when the kind does not take them."""
     kind = spec.kind
     for key in sorted(PROVIDER_FIELDS - {"name", "kind", "base_url"}):
@@ -248,26 +279,7 @@ def _parse_provider_settings(raw: dict, path: str, c: Any, spec: ProviderSpec) -
         if raw.get(key) is not None:
             spec.aws[key], spec.sources[key] = _resolve_secret(c.string(raw[key], f"{path}.{key}"), f"{path}.{key}", c)
     if raw.get("headers") is not None:
-        hpath = f"{path}.headers"
-        if not isinstance(raw["headers"], dict):
-            raise c.fail(f"expected a mapping of header names to values, got {type(raw['headers']).__name__}", hpath)
-        seen: set[str] = set()
-        header_sources: dict[str, str] = {}
-        for name, value in raw["headers"].items():
-            vpath = f"{hpath}.{name}"
-            text = value if isinstance(value, str) else c.string(value, vpath)
-            # Checked as written and again once resolved: an env variable could hold a line break too.
-            problem = header_problem(name, text)
-            if not problem:
-                text, header_sources[name] = _resolve_secret(text.strip(), vpath, c)
-                problem = header_problem(name, text)
-            if problem:
-                raise c.fail(problem, vpath)
-            if name.lower() in seen:
-                raise c.fail(f"header {name} is given twice", vpath)
-            seen.add(name.lower())
-            spec.headers[name] = text
-        spec.sources["headers"] = header_sources
+        spec.headers, spec.sources["headers"] = parse_headers(raw["headers"], f"{path}.headers", c)
     return spec
 
 
@@ -396,16 +408,16 @@ def _export_provider_settings(tenant: Tenant, p: ProviderCredential) -> dict[str
     for key in AWS_SECRET_FIELDS:
         source = sources.get(key)
         if source:
-            # A literal cannot be written back in clear; name the variable that should hold it.
-            out[key] = source if source.startswith("env:") else f"env:{_env_name(tenant.slug, p.name, key)}"
-    header_sources = sources.get("headers") or {}
-    if header_sources:
-        out["headers"] = {
-            name: source if source.startswith("env:") else f"env:{_env_name(tenant.slug, p.name, 'header', name)}"
-            # Sorted: the JSON column does not keep the file's order, and exports must be stable.
-            for name, source in sorted(header_sources.items())
-        }
+            out[key] = export_secret(source, tenant.slug, p.name, key)
+    if sources.get("headers"):
+        out["headers"] = export_headers(sources["headers"], tenant.slug, p.name)
     return out
+
+
+def export_headers(sources: dict[str, str], *owner: str) -> dict[str, str]:
+    """`headers:` as exported: each as its env: name. Sorted: the JSON column does not keep the file's
+    order, and exports must be stable."""
+    return {name: export_secret(source, *owner, "header", name) for name, source in sorted(sources.items())}
 
 
 def export_section(tenant: Tenant) -> dict[str, Any]:

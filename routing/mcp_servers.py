@@ -19,9 +19,9 @@ from django.db import transaction
 
 from gateway_project.common import crypto
 from gateway_project.common.netguard import UnsafeUpstreamError, validate_base_url
-from routing.declarative import _env_name, _resolve_secret
+from routing.declarative import _resolve_secret, export_headers, export_secret, parse_headers
 from routing.models import MAX_MCP_SERVERS, MAX_MCP_TIMEOUT_S, MCP_NAME_PATTERN, McpServer, McpTransport
-from routing.services import KEEP, header_problem, headers_clean
+from routing.services import KEEP, headers_clean
 from tenants.audit import Actor, audit
 from tenants.bounds import MAX_SECRET_CHARS
 from tenants.changes import record_change
@@ -209,20 +209,7 @@ def parse_section(value: Any, path: str, c: Any) -> list[ServerSpec]:
                 c.string(raw["bearer"], f"{p}.bearer"), f"{p}.bearer", c
             )
         if raw.get("headers") is not None:
-            if not isinstance(raw["headers"], dict):
-                raise c.fail("expected a mapping of header names to values", f"{p}.headers")
-            header_sources: dict[str, str] = {}
-            for hname, hvalue in raw["headers"].items():
-                vpath = f"{p}.headers.{hname}"
-                text = c.string(hvalue, vpath)
-                problem = header_problem(str(hname), text)
-                if not problem:
-                    text, header_sources[str(hname)] = _resolve_secret(text, vpath, c)
-                    problem = header_problem(str(hname), text)
-                if problem:
-                    raise c.fail(problem, vpath)
-                spec.headers[str(hname)] = text
-            spec.sources["headers"] = header_sources
+            spec.headers, spec.sources["headers"] = parse_headers(raw["headers"], f"{p}.headers", c)
         try:
             if raw.get("timeout_s") is not None:
                 spec.timeout_s = _clean_timeout(raw["timeout_s"])
@@ -269,17 +256,9 @@ def export_section(tenant: Tenant) -> list[dict] | None:
             item["transport"] = server.transport
         sources = server.secret_sources or {}
         if sources.get("bearer"):
-            source = sources["bearer"]
-            item["bearer"] = (
-                source if source.startswith("env:") else f"env:{_env_name(tenant.slug, server.name, 'bearer')}"
-            )
+            item["bearer"] = export_secret(sources["bearer"], tenant.slug, server.name, "bearer")
         if sources.get("headers"):
-            item["headers"] = {
-                hname: source
-                if source.startswith("env:")
-                else f"env:{_env_name(tenant.slug, server.name, 'header', hname)}"
-                for hname, source in sorted(sources["headers"].items())
-            }
+            item["headers"] = export_headers(sources["headers"], tenant.slug, server.name)
         if server.timeout_s != 30.0:
             item["timeout_s"] = int(server.timeout_s) if server.timeout_s.is_integer() else server.timeout_s
         if server.rpm is not None:
