@@ -23,6 +23,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.sse import event_data
 from proxy.steps import STREAM_END
+from proxy.steps.pii import BrokenPolicyStep, PiiStep
 from proxy.tokens import estimate_prompt_tokens
 from routing.policies.guardrails import Check, Guardrails, Verdict, compile_guardrails, text_check, timed
 
@@ -320,3 +321,13 @@ def guardrail_step(stored: list[dict[str, Any]] | None) -> GuardrailStep | None:
     if not stored:
         return None
     return GuardrailStep(compile_guardrails(stored))
+
+
+def with_key_guardrails(steps: tuple, key_step: GuardrailStep | None) -> tuple:
+    """The tenant's steps with the key's own guardrails in place of the tenant's (None: the key runs none).
+    They sit where the tenant's would: right after the PII step, so they read the request as it is sent."""
+    rest = [s for s in steps if not isinstance(s, GuardrailStep)]
+    if key_step is None:
+        return tuple(rest)
+    at = 1 if rest and isinstance(rest[0], (PiiStep, BrokenPolicyStep)) else 0
+    return (*rest[:at], key_step, *rest[at:])
