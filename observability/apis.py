@@ -1,5 +1,7 @@
-"""The call log in the management API: `GET /api/v1/calls/` (the explorer's filters, keyset pages) and
-`GET /api/v1/calls/<id>/` (one call with its attempts, route, policy actions, cost and stored bodies).
+"""The call log in the management API: `GET /api/v1/calls/` (the explorer's filters, keyset pages),
+`GET /api/v1/calls/<id>/` (one call with its attempts, route, policy actions, cost and stored bodies),
+the quality scores summed up (`GET /api/v1/scores/`) and the guardrail verdicts counted
+(`GET /api/v1/guardrails/stats/`, the dashboard's Guardrails panel).
 
 Members see only their own keys' calls, as in the console (observability.views.scope_key_ids).
 """
@@ -22,6 +24,8 @@ from rest_framework.response import Response
 
 from gateway_project.common.money import from_pico
 from observability.bodies import cap
+from observability.forms import MAX_RANGE
+from observability.guardrail_stats import TOP, guardrail_stats
 from observability.models import CallLog, CallScore
 from observability.scores import POSITIVE, scores_of
 from observability.selectors import LogFilters, access_log, body_of, log_page
@@ -269,8 +273,69 @@ class ScoreRollupApi(TokenApi):
         return Response(self.RowSerializer(out, many=True).data)
 
 
+class GuardrailStatsFilters(StrictSerializer):
+    since = serializers.DateTimeField(
+        required=False, help_text="Calls started at or after this time (default: a day before `until`)."
+    )
+    until = serializers.DateTimeField(required=False, help_text="Calls started before this time (default: now).")
+
+
+class GuardrailCountsSerializer(serializers.Serializer):
+    block = serializers.IntegerField()
+    flag = serializers.IntegerField()
+    log = serializers.IntegerField(help_text="A log-only check that matched.")
+    error = serializers.IntegerField(help_text="A check that could not run.")
+    total = serializers.IntegerField()
+
+
+class GuardrailCheckRowSerializer(GuardrailCountsSerializer):
+    check = serializers.CharField(source="value", help_text="The check's name.")
+    kind = serializers.CharField(help_text="prompt_injection, denied_topics, keywords, ...")
+
+
+class GuardrailModelRowSerializer(GuardrailCountsSerializer):
+    model = serializers.CharField(source="value", allow_blank=True, help_text="The model the client asked for.")
+
+
+class GuardrailKeyRowSerializer(GuardrailCountsSerializer):
+    key_id = serializers.IntegerField(source="value", allow_null=True, help_text="Null: calls without a key.")
+    key = serializers.CharField(source="label", help_text="The key's name.")
+
+
+class GuardrailStatsSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    by_check = GuardrailCheckRowSerializer(many=True)
+    by_model = GuardrailModelRowSerializer(many=True)
+    by_key = GuardrailKeyRowSerializer(many=True)
+
+
+class GuardrailStatsApi(TokenApi):
+    @extend_schema(
+        parameters=[GuardrailStatsFilters],
+        responses=GuardrailStatsSerializer,
+        summary=f"Guardrail verdicts other than pass (block, flag, log, error), top {TOP} by check, model and key",
+        description="One verdict per check and call: a call that two checks flagged counts under each. Members "
+        "count only their own keys' calls.",
+    )
+    def get(self, request: Request) -> Response:
+        query = GuardrailStatsFilters(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        until = query.validated_data.get("until") or timezone.now()
+        since = query.validated_data.get("since") or until - timedelta(days=1)
+        if since >= until:
+            raise ValidationError({"until": ["Must be after `since`."]})
+        if until - since > MAX_RANGE:
+            raise ValidationError({"since": [f"Ranges are limited to {MAX_RANGE.days} days."]})
+        stats = guardrail_stats(self.access.tenant, start=since, end=until, key_ids=scope_key_ids(self.access))
+        out: dict[str, Any] = {"since": since, "until": until}
+        out.update(by_check=stats.by_check, by_model=stats.by_model, by_key=stats.by_key)
+        return Response(GuardrailStatsSerializer(out).data)
+
+
 api_urlpatterns = [
     path("scores/", ScoreRollupApi.as_view(), name="api-scores"),
     path("calls/", CallListApi.as_view(), name="api-calls"),
     path("calls/<int:call_id>/", CallDetailApi.as_view(), name="api-call-detail"),
+    path("guardrails/stats/", GuardrailStatsApi.as_view(), name="api-guardrail-stats"),
 ]

@@ -27,7 +27,7 @@ EVENT_FIELDS = (
     "request_id", "created_at", "virtual_key_id", "requested_model", "route", "variant", "provider",
     "upstream_model", "stream", "status_code", "latency_ms", "ttfb_ms", "prompt_tokens", "completion_tokens",
     "total_tokens", "cost_picodollars", "cost_estimated", "error_type", "error_message", "end_user",
-    "cache_status", "pii_actions", "fallback_reason", "client_disconnected",
+    "cache_status", "pii_actions", "guardrails", "fallback_reason", "client_disconnected",
 )  # fmt: skip
 
 

@@ -25,6 +25,8 @@ from observability import selectors
 from observability.charts import bar_chart, line_chart
 from observability.exports import export_lines
 from observability.forms import STATUS_CHOICES, LogFilterForm, PlaygroundForm, RangeForm
+from observability.guardrail_stats import TOP as GUARDRAILS_TOP
+from observability.guardrail_stats import guardrail_stats
 from observability.models import HISTOGRAM_FLOOR_MS, HISTOGRAM_RELATIVE_ERROR, CallLog
 from observability.playground import (
     KEY_TTL,
@@ -94,7 +96,8 @@ def dashboard(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if not request.GET:
         end = datetime.now(UTC)
         data = {"range": "24h", "start": end - timedelta(hours=24), "end": end}
-    board = dashboard_data(access.tenant, start=data["start"], end=data["end"], key_ids=scope_key_ids(access))
+    key_ids = scope_key_ids(access)
+    board = dashboard_data(access.tenant, start=data["start"], end=data["end"], key_ids=key_ids)
     labels = [_label(p.at, board.step) for p in board.series]
     ms = lambda v: round(v, 3) if v is not None else None  # noqa: E731  (sub-millisecond calls keep their digits)
     charts = {
@@ -136,6 +139,9 @@ def dashboard(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "range": data["range"],
         "board": board,
         "charts": charts,
+        # Over the range the board shows (widened to its rollup's buckets), from the call log itself.
+        "guardrails": guardrail_stats(access.tenant, start=board.start, end=board.end, key_ids=key_ids),
+        "guardrails_top": GUARDRAILS_TOP,
         "own_only": access.role == Role.MEMBER,
         "step_label": _step_label(board.step),
         "percentile_error": f"{round(HISTOGRAM_RELATIVE_ERROR * 100):d} %",

@@ -49,6 +49,14 @@
 
   const ms = (v) => (v == null ? "" : `${Math.round(v)} ms`);
 
+  // A guardrail outcome (observability.live.event) as the words before the check's name and a badge colour.
+  const GUARDRAIL_BADGES = {
+    block: ["blocked by", "danger"],
+    flag: ["flagged by", "warn"],
+    log: ["logged by", ""],
+    error: ["error in", "warn"],
+  };
+
   // On a phone each row is a card, and a cell shows its column's name from data-label (console.css).
   const columnNames = [...document.querySelectorAll("#live-table thead th")].map((th) => th.textContent.trim());
 
@@ -87,7 +95,23 @@
     if (call.fallback) flags.push("fallback");
     if (call.variant) flags.push(`A/B ${call.variant}`);
     if (call.disconnected) flags.push("client left");
-    cell(tr, flags.join(", "), "small");
+    const flagCell = cell(tr, flags.join(", "), "small");
+    const verdicts = Object.entries(call.guardrails || {});
+    if (verdicts.length) {
+      // One badge per guardrail check that did not pass ("blocked by pi"); the event has no passes.
+      if (!flags.length) flagCell.textContent = "";
+      const list = document.createElement("span");
+      list.className = "badge-list";
+      for (const [name, outcome] of verdicts) {
+        const [words, kind] = GUARDRAIL_BADGES[outcome] || ["guardrail", ""];
+        const badge = document.createElement("span");
+        badge.className = `badge badge-wrap guardrail-badge${kind ? ` badge-${kind}` : ""}`;
+        badge.textContent = `${words} ${name}`;
+        list.appendChild(badge);
+      }
+      if (flags.length) flagCell.append(" ");
+      flagCell.appendChild(list);
+    }
     const error = cell(tr, call.error, "small");
     if (call.error_message) error.title = call.error_message;
     [...tr.cells].forEach((td, i) => {
