@@ -479,10 +479,11 @@ PATHS: dict[str, Any] = {
         "post": _operation(
             "gateway_feedback_create",
             "Score a call",
-            "A quality score of one of this key's calls: `call_id` (the `x-gateway-call-id` header) or `request_id`,"
-            " `name` (default `thumbs`, 0 or 1; others as defined under `scores:`), `value`, `weight` (0 to 1),"
-            " `comment`, `metadata`. A later score with the same name replaces the earlier one. 404"
-            " `call_not_found` for another key's call.",
+            "A quality score of one of this key's calls (an admin key: of any call of its tenant): `call_id` (the"
+            " `x-gateway-call-id` header) or `request_id`, `name` (default `thumbs`, 0 or 1; others as defined"
+            " under `scores:`), `value`, `weight` (0 to 1), `comment`, `metadata`. A later score with the same"
+            " name replaces the earlier one. 404 `call_not_found` for another key's call (unless this is an admin"
+            " key) or another tenant's.",
             "GatewayFeedback",
             ["400", "401", "404"],
             body="GatewayFeedbackRequest",

@@ -4,8 +4,8 @@ virtual key (`POST /v1/feedback`, proxy.views.feedback).
 A score names its call by the gateway's call id (`x-gateway-call-id`) or the client's request id. The
 call's log row reaches the database a flush or two after the answer, so feedback sent right away waits
 for it: for a call id younger than GATEWAY_RESPONSE_STORE_WAIT (ids carry their time), or briefly for a
-request id. A key scores only its own calls, in its own tenant. A later score with the same name and
-source replaces the earlier one.
+request id. A key scores only its own calls, in its own tenant; an admin key every call of its tenant,
+whichever key made it. A later score with the same name and source replaces the earlier one.
 """
 
 from __future__ import annotations
@@ -144,9 +144,9 @@ def from_call(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# One statement scores a call: the score's fields are read from the call's own row (this key's, in this
-# tenant), and a later score with the same name and source replaces the earlier one. No row back: no
-# such call (yet). {table}s are filled in once, below.
+# One statement scores a call: the score's fields are read from the call's own row (this key's, or any
+# key's for an admin key; always in this tenant), and a later score with the same name and source
+# replaces the earlier one. No row back: no such call (yet). {table}s are filled in once, below.
 _UPSERT = """
 INSERT INTO {score} (tenant_id, call_id, request_id, call_created_at, requested_model, variant, virtual_key_id,
                      end_user, tags, name, source, value, weight, comment, metadata, scored_by_key_id,
@@ -155,7 +155,7 @@ SELECT c.tenant_id, CASE WHEN c.call_id <> '' THEN c.call_id ELSE c.request_id E
        c.requested_model, c.variant, c.virtual_key_id, c.end_user, c.tags,
        %s, %s, %s, %s, %s, {json}, %s, %s, %s
 FROM {log} c
-WHERE c.tenant_id = %s AND c.virtual_key_id = %s AND {match}
+WHERE c.tenant_id = %s AND {match}
 ORDER BY c.created_at DESC
 LIMIT 1
 ON CONFLICT (tenant_id, call_id, name, source) DO UPDATE SET
@@ -163,19 +163,20 @@ ON CONFLICT (tenant_id, call_id, name, source) DO UPDATE SET
     scored_by_key_id = excluded.scored_by_key_id, updated_at = excluded.updated_at
 RETURNING id, call_id, request_id
 """
-_statements: dict[str, str] = {}
+_statements: dict[tuple[str, bool], str] = {}
 
 
-def _statement(by: str) -> str:
+def _statement(by: str, any_key: bool) -> str:
     # PostgreSQL types a bare parameter in a SELECT list as text; the metadata column is jsonb there.
     json = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-    return _UPSERT.format(score=CallScore._meta.db_table, log=CallLog._meta.db_table, match=f"c.{by} = %s", json=json)
+    match = f"c.{by} = %s" if any_key else f"c.virtual_key_id = %s AND c.{by} = %s"
+    return _UPSERT.format(score=CallScore._meta.db_table, log=CallLog._meta.db_table, match=match, json=json)
 
 
-def _upsert(by: str, params: list[Any]) -> tuple[int, str, str] | None:
-    sql = _statements.get(by)
+def _upsert(by: str, any_key: bool, params: list[Any]) -> tuple[int, str, str] | None:
+    sql = _statements.get((by, any_key))
     if sql is None:
-        sql = _statements[by] = _statement(by)
+        sql = _statements[by, any_key] = _statement(by, any_key)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -183,9 +184,15 @@ def _upsert(by: str, params: list[Any]) -> tuple[int, str, str] | None:
 
 
 async def record_feedback(
-    tenant_id: int, key_id: int, body: dict[str, Any], definitions: dict[str, dict[str, Any]] | None = None
+    tenant_id: int,
+    key_id: int,
+    body: dict[str, Any],
+    definitions: dict[str, dict[str, Any]] | None = None,
+    *,
+    admin: bool = False,
 ) -> dict[str, Any] | None:
-    """Store one feedback score of one of this key's calls; None when there is no such call.
+    """Store one feedback score of one of this key's calls (of any call of the tenant for an admin key);
+    None when there is no such call.
 
     `definitions`: the tenant's score definitions as the proxy's snapshot holds them (definitions_of), so
     that a score costs one statement, in one thread hop, and no lock of the request path."""
@@ -211,12 +218,12 @@ async def record_feedback(
         now,
         now,
         tenant_id,
-        key_id,
+        *(() if admin else (key_id,)),
         feedback.call_id or feedback.request_id,
     ]
     started = time.monotonic()
     while True:
-        found = await sync_to_async(_upsert)(by, params)
+        found = await sync_to_async(_upsert)(by, admin, params)
         if found is not None:
             break
         # The call's row is not written yet (it reaches the database a flush or two after the answer):

@@ -97,7 +97,19 @@ def load_key(key_hash: str) -> KeyEntry | None:
 
     row = (
         VirtualKey.objects.filter(key_hash=key_hash)
-        .values("id", "tenant_id", "name", "allowed_models", "expires_at", "revoked", "metadata", "pii_policy", "mcp")
+        .values(
+            "id",
+            "tenant_id",
+            "name",
+            "allowed_models",
+            "expires_at",
+            "revoked",
+            "metadata",
+            "pii_policy",
+            "guardrails",
+            "mcp",
+            "admin",
+        )
         .first()
     )
     if row is None:
@@ -121,7 +133,10 @@ def load_key(key_hash: str) -> KeyEntry | None:
         tags=tuple(str(t) for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
         pii_override=row["pii_policy"] is not None,
         pii_step=pii_step(row["pii_policy"]),
+        guardrails_override=row["guardrails"] is not None,
+        guardrail_step=guardrail_step(row["guardrails"]),
         mcp=_mcp_access(row["mcp"]),
+        admin=row["admin"],
     )
 
 

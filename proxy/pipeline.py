@@ -31,6 +31,7 @@ from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.relay import GatewayStreamResponse
 from proxy.router import Plan
 from proxy.steps import cache as prompt_cache
+from proxy.steps.guardrails import GuardrailStep, with_key_guardrails
 from proxy.steps.pii import with_key_policy
 
 logger = logging.getLogger("gateway.proxy")
@@ -75,6 +76,8 @@ class Admitted:
     ctx: CallContext
     deadline: float
     limit_headers: dict[str, str]
+    # The guardrails step when one applies: it has work between the upstream's answer and the answer side.
+    guard: GuardrailStep | None = None
 
 
 async def handle(request: HttpRequest, endpoint: str, front: Front = inbound.OPENAI, label: str | None = None) -> Any:
@@ -98,6 +101,8 @@ async def handle(request: HttpRequest, endpoint: str, front: Front = inbound.OPE
         return _reply(call, front.render(call, admitted))  # a policy step answered (a cache hit, a block)
     try:
         result = await _attempt(call, admitted)
+        if admitted.guard is not None:
+            result = await _guarded(call, result, admitted, admitted.guard)
     except asyncio.CancelledError:
         call.status = 499
         call.error_type = "client_disconnected"
@@ -137,6 +142,8 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     steps = prompt_cache.with_request_cache(tenant.steps, call.cache_headers)
     if key.pii_override:
         steps = with_key_policy(steps, key.pii_step)  # the key's own pii policy replaces the tenant's
+    if key.guardrails_override:
+        steps = with_key_guardrails(steps, key.guardrail_step)
     if model not in tenant.routes or not key.may_use(model):
         raise errors.model_not_found(model)
     body = request.body
@@ -190,7 +197,8 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         ctx.native = native
         ctx.native_kind = front.native_kind
     call.stream = stream
-    return Admitted(payload, plan, steps, ctx, call.started + timeout_s, limit_headers)
+    guard = next((s for s in steps if isinstance(s, GuardrailStep)), None)
+    return Admitted(payload, plan, steps, ctx, call.started + timeout_s, limit_headers, guard)
 
 
 async def _attempt(call: Call, admitted: Admitted) -> UpstreamResult | UpstreamStream:
@@ -199,6 +207,40 @@ async def _attempt(call: Call, admitted: Admitted) -> UpstreamResult | UpstreamS
     if call.cache is not None and call.cache.hit is not None:
         return call.cache.replay(call, admitted.ctx.stream, admitted.ctx.client_wants_usage)
     return await run(call, admitted.plan, admitted.payload, admitted.ctx, admitted.deadline)
+
+
+async def _guarded(
+    call: Call, result: UpstreamResult | UpstreamStream, admitted: Admitted, guard: GuardrailStep
+) -> UpstreamResult | UpstreamStream:
+    """The guardrails' work once the upstream answered: checks that ran beside it are settled; a complete
+    answer that misses the JSON schema the request asked for is asked for once more, with the validation
+    errors (output_schema; both answers are billed); the model-calling output checks read the answer."""
+    if isinstance(result, UpstreamResult) and _complete(result):
+        if (retry := guard.schema_retry(call, result.body)) is not None:
+            first = result.usage
+            result = await run(call, admitted.plan, retry, admitted.ctx, admitted.deadline)
+            if isinstance(result, UpstreamResult):
+                result.usage = _summed(first, result.usage)
+    body = result.body if isinstance(result, UpstreamResult) and _complete(result) else None
+    await guard.after_upstream(call, body)
+    return result
+
+
+def _complete(result: UpstreamResult) -> bool:
+    """An answer the steps read (not an error, not relayed in the client's own format)."""
+    return result.status < 400 and not result.native
+
+
+def _summed(first: dict | None, second: dict | None) -> dict | None:
+    """Two answers' usage as one call's: the token counts added."""
+    if not first or not second:
+        return second or first
+    total = dict(second)
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        a, b = first.get(name), second.get(name)
+        if isinstance(a, int) and isinstance(b, int):
+            total[name] = a + b
+    return total
 
 
 def _answer(call: Call, result: UpstreamResult, admitted: Admitted, front: Front) -> HttpResponse:

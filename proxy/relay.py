@@ -32,6 +32,19 @@ TIMEOUT_MESSAGE = "The upstream stream did not finish within this model's timeou
 IDLE_MESSAGE = "The upstream stream sent nothing for {:g} s (GATEWAY_STREAM_IDLE_TIMEOUT)"
 
 
+async def _tails(filters: list[StreamFilter]) -> list[bytes]:
+    """What filters with a `tail` (an output guardrail that calls a model) send once the upstream is done:
+    each tail's events pass the filters after it, like any event."""
+    out: list[bytes] = []
+    for i, stream_filter in enumerate(filters):
+        tail = getattr(stream_filter, "tail", None)
+        if tail is not None:
+            for event in await tail():
+                if joined := _one_write(apply_filters(filters[i + 1 :], event)):
+                    out.append(joined)
+    return out
+
+
 def _one_write(events: list[bytes]) -> bytes:
     """The events made of one upstream event (a translation's several) as one write: the same bytes, one
     ASGI send instead of several."""
@@ -143,10 +156,8 @@ class GatewayStreamResponse(StreamingHttpResponse):
                     yield out
                 if call.step_state.get(STREAM_END):
                     break  # a filter ended the stream (an output guardrail's error event): read no more
-            if self.expired:
-                final = self._timed_out()
-                for out in apply_filters(filters, final) if filters else (final,):
-                    yield out
+            for out in await self._closing():
+                yield out
         except (asyncio.CancelledError, GeneratorExit):
             disconnected = True
             raise
@@ -160,6 +171,17 @@ class GatewayStreamResponse(StreamingHttpResponse):
                 self._timer = None
             self._task = None  # the task holds this response: no cycle left for the garbage collector
             await self.close_relay(disconnected)
+
+    async def _closing(self) -> list[bytes]:
+        """The last events: the filters' tails when the upstream finished, the timeout's error event when the
+        deadline ended it."""
+        filters = self.filters
+        if self.expired:
+            final = self._timed_out()
+            return apply_filters(filters, final) if filters else [final]
+        if filters and not self.call.step_state.get(STREAM_END):
+            return await _tails(filters)
+        return []
 
     def _timed_out(self) -> bytes:
         call = self.call

@@ -28,9 +28,15 @@ class KeyEntry:
     # is None when the override does nothing.
     pii_override: bool = False
     pii_step: Any = None
+    # The key's own `guardrails:` replace the tenant's (proxy.steps.guardrails.with_key_guardrails); the
+    # step is None when the key runs no checks ([]).
+    guardrails_override: bool = False
+    guardrail_step: Any = None
     # MCP access (tenants.services.mcp_access_clean): server -> None (every tool) or the tool names;
     # None: no MCP access at all.
     mcp: dict[str, frozenset[str] | None] | None = None
+    # An admin key scores the calls of every key of its tenant (observability.scores.record_feedback).
+    admin: bool = False
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models

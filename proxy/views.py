@@ -84,7 +84,8 @@ async def stored_response_input_items(request: HttpRequest, response_id: str) ->
 
 
 async def feedback(request: HttpRequest) -> HttpResponse:
-    """POST /v1/feedback: a score of one of this key's calls (observability.scores)."""
+    """POST /v1/feedback: a score of one of this key's calls, or of any call of its tenant for an admin key
+    (observability.scores)."""
 
     async def serve(key: Any) -> Any:
         if request.method != "POST":
@@ -92,14 +93,17 @@ async def feedback(request: HttpRequest) -> HttpResponse:
         body = inbound.parse_body(request)
         try:
             tenant = await inbound.tenant_of(key)
-            stored = await scores.record_feedback(key.tenant_id, key.key_id, body, tenant.score_definitions)
+            stored = await scores.record_feedback(
+                key.tenant_id, key.key_id, body, tenant.score_definitions, admin=key.admin
+            )
         except scores.ScoreError as exc:
             raise errors.bad_request(str(exc), param=exc.param) from None
         if stored is None:
             raise ProxyError(
                 404,
                 "No call of this key has that id (x-gateway-call-id or x-request-id): a key scores only its own "
-                "calls, and a call's log row must still be kept (the tenant's retention).",
+                "calls (an admin key every call of its tenant), and a call's log row must still be kept (the "
+                "tenant's retention).",
                 code="call_not_found",
             )
         return stored

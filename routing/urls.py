@@ -54,4 +54,9 @@ api_urlpatterns = [
         by_method(get=policy_apis.CachePolicyGetApi, put=policy_apis.CachePolicyPutApi),
         name="api-policy-cache",
     ),
+    path(
+        "policies/guardrails/",
+        by_method(get=policy_apis.GuardrailsGetApi, put=policy_apis.GuardrailsPutApi),
+        name="api-policy-guardrails",
+    ),
 ]

@@ -250,10 +250,43 @@ def no_store(response: Response) -> Response:
 # --- Virtual keys ----------------------------------------------------------------------------------
 
 
+ADMIN_HELP = (
+    "An admin key acts on every call of its tenant (scores calls made with other keys through /v1/feedback); "
+    "other keys only on their own calls."
+)
+KEY_GUARDRAILS_INPUT_HELP = (
+    "The key's own checks (see /api/v1/policies/guardrails/); [] runs none; null inherits the tenant's. Admins only."
+)
 MCP_HELP = (
     'The MCP servers and tools the key may use at /mcp: {"github": ["search_issues", "get_issue"], "docs": "*"} '
     '(or a list of "server/tool" and "server/*"); null: no MCP access.'
 )
+
+
+@dataclass
+class KeyPolicyHooks:
+    """A key's own PII policy (VirtualKey.pii_policy) and guardrails (VirtualKey.guardrails) are checked and
+    stored by routing.policies, which fills these in from RoutingConfig.ready(): tenants knows the columns,
+    not the grammars."""
+
+    clean: Callable[[Any], Any] | None = None
+    store: Callable[..., bool] | None = None
+    # The stored form as the API shows it, when that is not the stored form itself.
+    export: Callable[[Any], Any] | None = None
+
+
+KEY_PII = KeyPolicyHooks()
+KEY_GUARDRAILS = KeyPolicyHooks()
+
+
+class KeyGuardrailsField(serializers.JSONField):
+    """Shows a key's checks as YAML writes them, so what a GET returns a PATCH takes back (stored rows are
+    normalized, and not all of them read back: a denied_topics row keeps its topics as `words`)."""
+
+    def to_representation(self, value: Any) -> Any:
+        if value and KEY_GUARDRAILS.export is not None:
+            value = KEY_GUARDRAILS.export(value)
+        return super().to_representation(value)
 
 
 class KeyOutputSerializer(serializers.Serializer):
@@ -276,22 +309,16 @@ class KeyOutputSerializer(serializers.Serializer):
         help_text="The key's own PII policy (the `pii:` section as JSON), replacing the tenant's for its calls; "
         "null: the tenant's applies.",
     )
+    guardrails = KeyGuardrailsField(
+        allow_null=True,
+        help_text="The key's own checks (the `guardrails:` section as JSON), replacing the tenant's for its calls; "
+        "[]: it runs none; null: the tenant's apply.",
+    )
     mcp = serializers.JSONField(allow_null=True, help_text=MCP_HELP)
+    admin = serializers.BooleanField(help_text=ADMIN_HELP)
 
 
 KEY_PII_INPUT_HELP = "The key's own PII policy (see /api/v1/policies/pii/); null inherits the tenant's. Admins only."
-
-
-@dataclass
-class KeyPolicyHooks:
-    """A key's own PII policy (VirtualKey.pii_policy) is checked and stored by routing.policies, which
-    fills these in from RoutingConfig.ready(): tenants knows the column, not the grammar."""
-
-    clean: Callable[[Any], dict] | None = None
-    store: Callable[..., bool] | None = None
-
-
-KEY_PII = KeyPolicyHooks()
 
 
 def _check_key_mcp(access: TenantAccess, data: dict) -> None:
@@ -301,6 +328,25 @@ def _check_key_mcp(access: TenantAccess, data: dict) -> None:
         return
     if not access.can(CONFIG_WRITE):
         raise DjangoPermissionDenied("Only an owner or admin may set a key's MCP access.")
+
+
+def _check_key_admin(access: TenantAccess, data: dict) -> None:
+    """An admin key scores the calls of every key of the tenant: granting it is an admin's call, as MCP
+    access is. Taking it away, or saying false, is anyone's who may edit the key."""
+    if data.get("admin") and not access.can(CONFIG_WRITE):
+        raise DjangoPermissionDenied("Only an owner or admin may make a key an admin key.")
+
+
+def _check_key_guardrails(access: TenantAccess, data: dict) -> None:
+    """A key's own checks replace the tenant's, so `[]` switches them off: admins only, checked before
+    anything is written."""
+    if "guardrails" not in data:
+        return
+    if not access.can(CONFIG_WRITE):
+        raise DjangoPermissionDenied("Only an owner or admin may set a key's guardrails.")
+    if data["guardrails"] is not None:
+        assert KEY_GUARDRAILS.clean is not None
+        KEY_GUARDRAILS.clean(data["guardrails"])
 
 
 def _check_key_pii(access: TenantAccess, data: dict) -> None:
@@ -335,7 +381,9 @@ class KeyCreateApi(TokenApi):
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
         metadata = serializers.DictField(required=False, default=dict)
         pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
+        guardrails = serializers.JSONField(required=False, allow_null=True, help_text=KEY_GUARDRAILS_INPUT_HELP)
         mcp = serializers.JSONField(required=False, allow_null=True, help_text=MCP_HELP)
+        admin = serializers.BooleanField(required=False, help_text=ADMIN_HELP + " Only owners and admins may set true.")
 
     class OutputSerializer(KeyOutputSerializer):
         secret = serializers.CharField(help_text="Shown once, in this response only.")
@@ -346,12 +394,18 @@ class KeyCreateApi(TokenApi):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         _check_key_pii(self.access, data)
+        _check_key_guardrails(self.access, data)
         _check_key_mcp(self.access, data)
+        _check_key_admin(self.access, data)
         pii = data.pop("pii", None)
+        guardrails = data.pop("guardrails", None)
         with transaction.atomic():
             key, secret = virtual_key_create(self.access.tenant, actor=self.access.actor, **data)
             if pii is not None:
                 KEY_PII.store(self.access.tenant, key=key, policy=pii, actor=self.access.actor)
+            if guardrails is not None:
+                assert KEY_GUARDRAILS.store is not None
+                KEY_GUARDRAILS.store(self.access.tenant, key=key, guardrails=guardrails, actor=self.access.actor)
         key.secret = secret  # type: ignore[attr-defined]
         return no_store(Response(self.OutputSerializer(key).data, status=status.HTTP_201_CREATED))
 
@@ -376,7 +430,9 @@ class KeyUpdateApi(TokenApi):
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
         metadata = serializers.DictField(required=False)
         pii = serializers.JSONField(required=False, allow_null=True, help_text=KEY_PII_INPUT_HELP)
+        guardrails = serializers.JSONField(required=False, allow_null=True, help_text=KEY_GUARDRAILS_INPUT_HELP)
         mcp = serializers.JSONField(required=False, allow_null=True, help_text=MCP_HELP)
+        admin = serializers.BooleanField(required=False, help_text=ADMIN_HELP + " Only owners and admins may set true.")
 
     class OutputSerializer(KeyOutputSerializer):
         pass
@@ -384,7 +440,7 @@ class KeyUpdateApi(TokenApi):
     @extend_schema(
         request=InputSerializer,
         responses=OutputSerializer,
-        summary="Change a key's name, models, expiry, metadata, PII policy or MCP access",
+        summary="Change a key's name, models, expiry, metadata, PII policy, guardrails, MCP access or admin flag",
     )
     def patch(self, request: Request, key_id: int) -> Response:
         key = access_key(self.access, key_id, write=True)
@@ -392,7 +448,9 @@ class KeyUpdateApi(TokenApi):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         _check_key_pii(self.access, data)
+        _check_key_guardrails(self.access, data)
         _check_key_mcp(self.access, data)
+        _check_key_admin(self.access, data)
         with transaction.atomic():
             key = virtual_key_update(
                 self.access.tenant,
@@ -403,9 +461,15 @@ class KeyUpdateApi(TokenApi):
                 expires_at=data["expires_at"] if "expires_at" in data else "unchanged",
                 metadata=data.get("metadata"),
                 mcp=data["mcp"] if "mcp" in data else "unchanged",
+                admin=data.get("admin"),
             )
             if "pii" in data:
                 KEY_PII.store(self.access.tenant, key=key, policy=data["pii"], actor=self.access.actor)
+            if "guardrails" in data:
+                assert KEY_GUARDRAILS.store is not None
+                KEY_GUARDRAILS.store(
+                    self.access.tenant, key=key, guardrails=data["guardrails"], actor=self.access.actor
+                )
         return Response(self.OutputSerializer(key).data)
 
 

@@ -53,16 +53,24 @@ class KeyForm(forms.Form):
         help_text="The MCP servers and tools this key may use at /mcp, as JSON; “*” for every tool of a "
         "server. Leave empty for no MCP access.",
     )
+    admin = forms.BooleanField(
+        required=False,
+        label="Admin key",
+        help_text="May score every call of the tenant through /v1/feedback, including calls made with other keys; "
+        "other keys score only their own calls.",
+    )
 
-    def __init__(self, *args: Any, model_names: list[str], can_grant_mcp: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, model_names: list[str], can_grant: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         chosen = list(self.initial.get("models") or [])
         self.fields["models"].choices = [(m, m) for m in sorted(set(model_names) | set(chosen))]
-        if not can_grant_mcp:
-            # MCP access runs the tenant's tools: an admin's grant, as in the key API. A disabled field
-            # keeps the stored value whatever is posted.
+        if not can_grant:
+            # MCP access runs the tenant's tools and an admin key acts on other keys' calls: an admin's
+            # grant, as in the key API. A disabled field keeps the stored value whatever is posted.
             self.fields["mcp"].disabled = True
             self.fields["mcp"].help_text = "Only an owner or admin may grant MCP access."
+            self.fields["admin"].disabled = True
+            self.fields["admin"].help_text = "Only an owner or admin may make a key an admin key."
 
     def clean_metadata(self) -> dict:
         raw = (self.cleaned_data.get("metadata") or "").strip()
@@ -97,6 +105,7 @@ class KeyForm(forms.Form):
             "expires_at": key.expires_at,
             "metadata": json.dumps(key.metadata, indent=2) if key.metadata else "",
             "mcp": json.dumps(key.mcp) if key.mcp is not None else "",
+            "admin": key.admin,
         }
 
 

@@ -72,8 +72,12 @@ class VirtualKey(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # The key's own `pii:` policy, replacing the tenant's for calls made with this key; null inherits.
     pii_policy = models.JSONField(null=True, blank=True)
+    # The key's own `guardrails:` checks, replacing the tenant's for its calls; null inherits, [] runs none.
+    guardrails = models.JSONField(null=True, blank=True)
     # The MCP servers and tools this key may use ({"github": ["search_issues"], "docs": "*"}); null: none.
     mcp = models.JSONField(null=True, blank=True)
+    # An admin key may act on every call of its tenant (score calls made with other keys), not only its own.
+    admin = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

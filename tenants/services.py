@@ -167,6 +167,7 @@ def virtual_key_create(
     expires_at: datetime | None = None,
     metadata: dict | None = None,
     mcp: object = None,
+    admin: bool = False,
 ) -> tuple[VirtualKey, str]:
     """Mint a key. Returns the row and the secret, which is never stored nor shown again."""
     name = check_text((name or "").strip(), "name", what="key name")
@@ -186,6 +187,7 @@ def virtual_key_create(
         expires_at=expires_at,
         metadata=metadata or {},
         mcp=mcp_access_clean(mcp),
+        admin=bool(admin),
         created_by=actor.user,
     )
     key.full_clean()
@@ -200,6 +202,7 @@ def virtual_key_create(
             "models": key.allowed_models,
             "expires_at": str(expires_at or ""),
             **({"mcp": key.mcp} if key.mcp is not None else {}),
+            **({"admin": True} if key.admin else {}),
         },
     )
     # A process may have cached "unknown key" for this hash; tell them all.
@@ -231,6 +234,7 @@ def virtual_key_update(
     expires_at: datetime | str | None = "unchanged",
     metadata: dict | None = None,
     mcp: object = "unchanged",
+    admin: bool | None = None,
 ) -> VirtualKey:
     if key.tenant_id != tenant.id:
         raise VirtualKey.DoesNotExist
@@ -262,6 +266,10 @@ def virtual_key_update(
             changes["mcp"] = [key.mcp, cleaned_mcp]
             key.mcp = cleaned_mcp
             fields.append("mcp")
+    if admin is not None and bool(admin) != key.admin:
+        changes["admin"] = [key.admin, bool(admin)]
+        key.admin = bool(admin)
+        fields.append("admin")
     if fields:
         key.full_clean()
         key.save(update_fields=fields)

@@ -213,8 +213,8 @@ def export_yaml(request: HttpRequest, slug: str) -> HttpResponse:
 def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     access = tenant_access(request, slug)
     model_names = model_names_for(access.tenant)
-    mcp = access.can(CONFIG_WRITE)
-    form = KeyForm(request.POST or None, model_names=model_names, can_grant_mcp=mcp)
+    grant = access.can(CONFIG_WRITE)
+    form = KeyForm(request.POST or None, model_names=model_names, can_grant=grant)
     context: dict = {"section": "keys", "base_url": _base_url(request)}
     if request.method == "POST":
         access.require(KEYS_WRITE)
@@ -228,7 +228,7 @@ def keys(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 if request.htmx:
                     response = render(request, "tenants/keys.html#reveal", context)
                     return _no_store(trigger_client_event(response, "keys-changed"))
-                form = KeyForm(model_names=model_names, can_grant_mcp=mcp)
+                form = KeyForm(model_names=model_names, can_grant=grant)
         if form.errors and request.htmx:
             response = render(request, "tenants/keys.html#create_form", {**context, "form": form})
             return retarget(reswap(response, "outerHTML"), "#key-create-form")
@@ -244,8 +244,8 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     access = tenant_access(request, slug)
     key = access_key(access, key_id, write=request.method == "POST")
     model_names = model_names_for(access.tenant)
-    mcp = access.can(CONFIG_WRITE)
-    form = KeyForm(request.POST or None, initial=KeyForm.initial_for(key), model_names=model_names, can_grant_mcp=mcp)
+    grant = access.can(CONFIG_WRITE)
+    form = KeyForm(request.POST or None, initial=KeyForm.initial_for(key), model_names=model_names, can_grant=grant)
     saved = False
     if request.method == "POST" and form.is_valid():
         try:
@@ -259,6 +259,7 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
                 expires_at=data["expires_at"] if "expires_at" in form.changed_data else "unchanged",
                 metadata=data["metadata"],
                 mcp=data["mcp"],
+                admin=data["admin"],
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
@@ -267,7 +268,7 @@ def key_detail(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
                 messages.success(request, f"Saved {key.name}.")
                 return redirect("key-detail", slug=slug, key_id=key.id)
             saved = True
-            form = KeyForm(initial=KeyForm.initial_for(key), model_names=model_names, can_grant_mcp=mcp)
+            form = KeyForm(initial=KeyForm.initial_for(key), model_names=model_names, can_grant=grant)
     context = {
         "section": "keys",
         "key": key,
@@ -313,7 +314,7 @@ def key_rotate(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     model_names = model_names_for(access.tenant)
     keys_qs = visible_keys(access).select_related("created_by").order_by("revoked", "-created_at")
     context.update(
-        form=KeyForm(model_names=model_names, can_grant_mcp=access.can(CONFIG_WRITE)),
+        form=KeyForm(model_names=model_names, can_grant=access.can(CONFIG_WRITE)),
         keys=keys_qs,
         has_models=bool(model_names),
     )

@@ -437,8 +437,12 @@ class ToolCall:
             call.finish()
 
     def _guard(self, result: dict[str, Any]) -> None:
-        """The tenant's guardrails on the result before the agent reads it (indirect prompt injection)."""
-        guard = next((s for s in self.ctx.tenant.steps if isinstance(s, GuardrailStep)), None)
+        """The guardrails on the result before the agent reads it (indirect prompt injection): the key's own
+        when it has them, else the tenant's."""
+        if self.ctx.key.guardrails_override:
+            guard = self.ctx.key.guardrail_step
+        else:
+            guard = next((s for s in self.ctx.tenant.steps if isinstance(s, GuardrailStep)), None)
         if guard is None:
             return
         text = _content_text(result)

@@ -69,7 +69,8 @@ class OpenAIAdapter(ProviderAdapter):
     kind = "openai"
 
     # Legacy completions and the Responses API are relayed in their own format (base.NATIVE_FORMATS).
-    endpoints = frozenset({"chat/completions", "embeddings", "completions", "responses"})
+    # Moderations serve the `moderation` guardrail (api: moderations; proxy.steps.guardcalls), not clients.
+    endpoints = frozenset({"chat/completions", "embeddings", "completions", "responses", "moderations"})
 
     def prepare(self, deployment: Deployment) -> None:
         base = deployment.base_url or "https://api.openai.com/v1"

@@ -15,7 +15,9 @@ is closed and is recorded as an error when open. Every verdict, score and time g
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,6 +25,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.sse import event_data
 from proxy.steps import STREAM_END
+from proxy.steps.guardcalls import injection_by_embeddings, moderation
 from proxy.steps.pii import BrokenPolicyStep, PiiStep
 from proxy.tokens import estimate_prompt_tokens
 from routing.policies.guardrails import Check, Guardrails, Verdict, compile_guardrails, text_check, timed
@@ -36,6 +39,13 @@ logger = logging.getLogger("gateway.guardrails")
 # across events is still seen whole.
 WINDOW = 256
 MAX_SCHEMA_ERRORS = 5
+# A streamed answer is sent to a model-calling check (moderation) in pieces of at least this many new
+# characters, one piece in flight per check, each with the WINDOW before it.
+MODEL_PIECE = 1000
+# call.step_state: the model-calling checks that run beside the upstream call (flag, log-only), and an
+# output block found before the answer reached the steps' answer side.
+PENDING = "guardrail_pending"
+HELD = "guardrail_block"
 
 
 def _text(content: Any) -> str:
@@ -120,6 +130,21 @@ def _first_hit(check: Check, texts: list[tuple[str, str]]) -> tuple[bool, float]
     return False, best
 
 
+def answer_texts(body: bytes) -> list[str]:
+    """The text of each choice of a complete chat answer."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(answer, dict):
+        return []
+    return [
+        _text((choice.get("message") or {}).get("content"))
+        for choice in (answer.get("choices") or ())
+        if isinstance(choice, dict)
+    ]
+
+
 class GuardrailStep:
     __slots__ = ("rails",)
 
@@ -157,6 +182,9 @@ class GuardrailStep:
             return None
         texts = input_texts(payload)
         for check in checks:
+            if check.check == "moderation":
+                await self._model_check(call, check, "input", texts)
+                continue
             if check.check == "max_input_tokens":
                 messages = payload.get("messages") or [{"role": "user", "content": t} for t, _ in texts]
                 tokens = estimate_prompt_tokens(messages)
@@ -164,10 +192,59 @@ class GuardrailStep:
             else:
                 verdict = timed(check, "input", lambda c=check: _first_hit(c, texts))
             self._decide(call, check, verdict)
+            if check.embedding_model and verdict.outcome == "pass":
+                await self._model_check(call, check, "input", texts)  # the classifier, where the rules saw nothing
         for check in self._checks(call, "output"):
             if check.check == "max_output_tokens":
                 self._cap_output(call, check, payload)
         return None
+
+    async def _model_check(self, call: Call, check: Check, side: str, texts: list[tuple[str, str]]) -> None:
+        """A check that calls a model: before the upstream call when it may block, beside it otherwise
+        (settled by `after_upstream`, before the answer leaves)."""
+        if check.action == "block":
+            self._decide(call, check, await self.model_verdict(call, check, side, [t for t, _ in texts]))
+            return
+        pending = call.step_state.setdefault(PENDING, [])
+        pending.append(asyncio.create_task(self.model_verdict(call, check, side, [t for t, _ in texts])))
+
+    async def model_verdict(self, call: Call, check: Check, side: str, texts: list[str]) -> Verdict:
+        """The verdict of a model-calling check, within its time budget; its failure or timeout is `error`."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(check.timeout_s):
+                if check.check == "moderation":
+                    hit, score = await moderation(call, check, texts)
+                else:
+                    hit, score = await injection_by_embeddings(call, check, texts)
+        except Exception as exc:
+            logger.warning("guardrail %s (%s) could not run: %s", check.name, check.check, exc)
+            outcome, score = "error", 0.0
+        else:
+            outcome = check.outcome(hit)
+        return Verdict(check.name, check.check, side, outcome, score, (time.perf_counter() - started) * 1000)
+
+    async def after_upstream(self, call: Call, body: bytes | None) -> None:
+        """Between the upstream's answer and the steps' answer side: the checks that ran beside the upstream
+        call are settled (recorded; a flag or log-only check never refuses), and on a complete answer
+        (`body`) the model-calling output checks run; a block is held for on_response to answer."""
+        pending = call.step_state.pop(PENDING, None)
+        if pending:
+            for verdict in await asyncio.gather(*pending):
+                self._record(call, verdict)
+        if body is None:
+            return
+        checks = [c for c in self._checks(call, "output") if c.calls_model]
+        if not checks or call.endpoint == "embeddings":
+            return
+        texts = answer_texts(body)
+        for check in checks:
+            verdict = await self.model_verdict(call, check, "output", texts)
+            try:
+                self._decide(call, check, verdict)
+            except ProxyError as exc:
+                call.step_state[HELD] = exc
+                return
 
     def check_tool_result(self, call: Call, text: str) -> None:
         """An MCP tool's result on its way back to the agent (proxy.mcp): the input-side text checks
@@ -177,8 +254,8 @@ class GuardrailStep:
             return
         texts = [(text, "tool")]
         for check in self._checks(call, "input"):
-            if check.check in ("max_input_tokens", "output_schema"):
-                continue
+            if check.check in ("max_input_tokens", "output_schema", "moderation"):
+                continue  # a tool result is checked inline, on the MCP hot path: no model calls
             self._decide(call, check, timed(check, "input", lambda c=check: _first_hit(c, texts)))
 
     def _cap_output(self, call: Call, check: Check, payload: dict[str, Any]) -> None:
@@ -201,22 +278,13 @@ class GuardrailStep:
             payload["max_tokens"] = check.limit
 
     def on_response(self, call: Call, body: bytes) -> bytes:
-        checks = [c for c in self._checks(call, "output") if c.check != "max_output_tokens"]
+        held = call.step_state.pop(HELD, None)
+        if held is not None:
+            raise held
+        checks = [c for c in self._checks(call, "output") if c.check != "max_output_tokens" and c.check != "moderation"]
         if not checks or call.endpoint == "embeddings":
             return body
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        texts = (
-            [
-                _text((choice.get("message") or {}).get("content"))
-                for choice in (answer.get("choices") or ())
-                if isinstance(choice, dict)
-            ]
-            if isinstance(answer, dict)
-            else []
-        )
+        texts = answer_texts(body)
         for check in checks:
             if check.check == "output_schema":
                 self._check_schema(call, check, texts)
@@ -224,6 +292,36 @@ class GuardrailStep:
             verdict = timed(check, "output", lambda c=check: _first_hit(c, [(t, "model") for t in texts]))
             self._decide(call, check, verdict)
         return body
+
+    def schema_retry(self, call: Call, body: bytes) -> dict[str, Any] | None:
+        """The request to send once more when a complete answer does not follow the JSON schema the request
+        asked for (an output_schema check that blocks applies): the answer and its validation errors
+        appended, so the model can correct itself. None when there is nothing to retry, or it was retried."""
+        if call.step_state.get("schema_retried") or call.payload is None:
+            return None
+        checks = [c for c in self._checks(call, "output") if c.check == "output_schema" and c.action == "block"]
+        schema = requested_schema(call.payload) if checks else None
+        if schema is None:
+            return None
+        texts = answer_texts(body)
+        try:
+            problems = [e for t in texts for e in schema_errors(schema, t)]
+        except Exception:
+            return None
+        if not problems or not texts:
+            return None
+        call.step_state["schema_retried"] = True
+        messages = list(call.payload.get("messages") or ())
+        messages += [
+            {"role": "assistant", "content": texts[0]},
+            {
+                "role": "user",
+                "content": "Your answer does not follow the required JSON schema: "
+                + "; ".join(problems)
+                + ". Answer again with only JSON that follows the schema.",
+            },
+        ]
+        return {**call.payload, "messages": messages}
 
     def _check_schema(self, call: Call, check: Check, texts: list[str]) -> None:
         schema = requested_schema(call.payload or {})
@@ -257,21 +355,84 @@ class GuardrailStep:
 
 class GuardrailStreamFilter:
     """Output checks over a streamed answer: each new piece of text is checked with the last WINDOW
-    characters before it; the schema once the answer is whole (at its finish). Events pass at once."""
+    characters before it; the schema once the answer is whole (at its finish). Events pass at once.
 
-    __slots__ = ("call", "checks", "done", "schema", "step", "text")
+    A check that calls a model (moderation) reads the text in pieces of MODEL_PIECE characters, one piece
+    in flight at a time, beside the stream: its verdict applies at the next event. The stream's last event
+    (`[DONE]`) is held until the rest of the text is checked (`tail`, awaited by the relay), so a block
+    found at the very end still ends the stream with the error event instead of a clean finish."""
+
+    __slots__ = ("call", "checked", "checks", "done", "held", "model_checks", "running", "schema", "step", "text")
 
     def __init__(self, step: GuardrailStep, call: Call, checks: list[Check]) -> None:
         self.step = step
         self.call = call
-        self.checks = [c for c in checks if c.check != "output_schema"]
+        self.checks = [c for c in checks if c.check != "output_schema" and not c.calls_model]
+        self.model_checks = [c for c in checks if c.calls_model]
         schema_checks = [c for c in checks if c.check == "output_schema"]
         self.schema = schema_checks[0] if schema_checks and requested_schema(call.payload or {}) else None
         self.text = ""
         self.done = False
+        self.checked = 0  # characters of text sent to the model checks so far
+        self.running: list[asyncio.Task[list[Verdict]]] = []
+        self.held: bytes | None = None
+
+    def _launch(self) -> None:
+        start = max(self.checked - WINDOW, 0)
+        piece, self.checked = self.text[start:], len(self.text)
+        step, call, checks = self.step, self.call, self.model_checks
+
+        async def run() -> list[Verdict]:
+            return list(await asyncio.gather(*(step.model_verdict(call, c, "output", [piece]) for c in checks)))
+
+        self.running.append(asyncio.create_task(run()))
+
+    def _settle(self, verdicts: list[Verdict]) -> list[bytes] | None:
+        for check, verdict in zip(self.model_checks, verdicts, strict=True):
+            try:
+                self.step._decide(self.call, check, verdict)
+            except ProxyError as exc:
+                return self._end(exc)
+        return None
+
+    def _model_turn(self) -> list[bytes] | None:
+        """Apply the verdicts that came back; start the next piece when one is due and none is in flight."""
+        while self.running and self.running[0].done():
+            ended = self._settle(self.running.pop(0).result())
+            if ended is not None:
+                return ended
+        if not self.running and len(self.text) - self.checked >= MODEL_PIECE:
+            self._launch()
+        return None
+
+    def _model_event(self, event: bytes) -> list[bytes] | None:
+        """Before an event is read: `[DONE]` is held (an empty list), and a block that came back ends the
+        stream (its events); None lets the event through."""
+        if event.startswith(b"data: [DONE]"):
+            self.held = event
+            return []
+        return self._model_turn()
+
+    async def tail(self) -> list[bytes]:
+        """The stream's end: the text not yet checked is, every verdict is awaited, and then either the held
+        `[DONE]` goes out or the error event does."""
+        if self.done or not self.model_checks:
+            return [self.held] if self.held is not None and not self.done else []
+        if len(self.text) > self.checked:
+            self._launch()
+        for task in self.running:
+            ended = self._settle(await task)
+            if ended is not None:
+                self.running.clear()
+                return ended
+        self.running.clear()
+        return [self.held] if self.held is not None else []
 
     def _end(self, error: ProxyError) -> list[bytes]:
         self.done = True
+        for task in self.running:
+            task.cancel()
+        self.running.clear()
         call = self.call
         call.status, call.error_type, call.error_message = error.status, error.code or "", error.message
         call.step_state[STREAM_END] = True
@@ -284,6 +445,8 @@ class GuardrailStreamFilter:
     def __call__(self, event: bytes) -> bytes | list[bytes] | None:
         if self.done:
             return None
+        if self.model_checks and (done := self._model_event(event)) is not None:
+            return done or None
         if b'"content"' not in event and b'"finish_reason":"' not in event and b'"finish_reason": "' not in event:
             return event
         try:

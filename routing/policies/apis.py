@@ -1,15 +1,25 @@
-"""The management API of data policies: the tenant's `pii:` and `cache:` sections as JSON."""
+"""The management API of data policies: the tenant's `pii:`, `cache:` and `guardrails:` sections as JSON."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from routing.policies.services import tenant_cache_policy_set, tenant_pii_policy_set, virtual_key_pii_policy_set
+from routing.policies.guardrails import export_guardrails
+from routing.policies.services import (
+    key_guardrails_clean,
+    tenant_cache_policy_set,
+    tenant_guardrails_set,
+    tenant_pii_policy_set,
+    virtual_key_guardrails_set,
+    virtual_key_pii_policy_set,
+)
 from routing.policies.spec import pii_policy_clean
-from tenants.apis import KEY_PII, TokenApi
+from tenants.apis import KEY_GUARDRAILS, KEY_PII, TokenApi
 from tenants.permissions import CONFIG_WRITE
 from tenants.strict import StrictSerializer
 
@@ -21,6 +31,12 @@ PII_HELP = (
 CACHE_HELP = (
     "The `cache:` section of the tenant YAML as JSON: {enabled: bool, ttl_s: 1..2592000, models: [...] "
     "(optional; default every model)}. null: the cache is off."
+)
+GUARDRAILS_HELP = (
+    "The `guardrails:` section of the tenant YAML as JSON, checks run in order: [{name, check: prompt_injection|"
+    "denied_topics|keywords|output_schema|max_input_tokens|max_output_tokens, on: input|output|both, action: "
+    "block|flag|log-only, fail: closed|open, timeout_s, threshold, words, topics, max, applies_to: {models, keys, "
+    "tags}}]. Answered as YAML writes it (defaults left out). null or []: no checks (answered as null)."
 )
 
 
@@ -88,7 +104,52 @@ class CachePolicyPutApi(TokenApi):
         return Response(self.OutputSerializer(tenant).data)
 
 
+class GuardrailsOutputSerializer(serializers.Serializer):
+    guardrails = serializers.SerializerMethodField(help_text=GUARDRAILS_HELP)
+
+    @extend_schema_field({"type": "array", "items": {"type": "object"}, "nullable": True})
+    def get_guardrails(self, tenant: Any) -> list[dict[str, Any]] | None:
+        # As YAML writes them, so a GET's answer can be PUT back (a stored denied_topics row keeps `words`).
+        return export_guardrails(tenant.guardrails)
+
+
+class GuardrailsGetApi(TokenApi):
+    takes_no_input = True
+
+    class OutputSerializer(GuardrailsOutputSerializer):
+        pass
+
+    @extend_schema(responses=OutputSerializer, summary="Get the tenant's guardrails")
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(self.access.tenant).data)
+
+
+class GuardrailsPutApi(TokenApi):
+    required_perm = CONFIG_WRITE
+
+    class InputSerializer(StrictSerializer):
+        guardrails = serializers.JSONField(allow_null=True, help_text=GUARDRAILS_HELP)
+
+    class OutputSerializer(GuardrailsOutputSerializer):
+        pass
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=OutputSerializer,
+        summary="Replace the tenant's guardrails (proxies use them within a second); a refusal names the field",
+    )
+    def put(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = self.access.tenant
+        tenant_guardrails_set(tenant, guardrails=serializer.validated_data["guardrails"], actor=self.access.actor)
+        return Response(self.OutputSerializer(tenant).data)
+
+
 def register() -> None:
-    """The key API's `pii` field (tenants.apis) is checked and stored here."""
+    """The key API's `pii` and `guardrails` fields (tenants.apis) are checked and stored here."""
     KEY_PII.clean = pii_policy_clean
     KEY_PII.store = virtual_key_pii_policy_set
+    KEY_GUARDRAILS.clean = key_guardrails_clean
+    KEY_GUARDRAILS.store = virtual_key_guardrails_set
+    KEY_GUARDRAILS.export = export_guardrails

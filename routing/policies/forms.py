@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+import yaml
 from django import forms
 
 from routing.forms import name_list
-from routing.policies.guardrails import CHECKS, PREVIEW_SOURCES
+from routing.policies.guardrails import CHECKS, MODERATION_CATEGORIES, PREVIEW_SOURCES, export_guardrails
 from routing.policies.spec import ACTIONS, DETECTORS, MAX_TTL_S
+from tenants.config import ConfigError, load_yaml
 
 
 class PiiPolicyForm(forms.Form):
@@ -222,8 +224,10 @@ class GuardrailForm(forms.Form):
         choices=[(c, c) for c in CHECKS],
         initial="prompt_injection",
         help_text="prompt_injection: instruction overrides, role hijacks, prompt extraction, in user turns and "
-        "tool results. denied_topics, keywords: whole words and phrases. output_schema: the answer follows the "
-        "JSON schema the request asked for. max_input_tokens, max_output_tokens: token limits.",
+        "tool results. moderation: a judge model of yours (or a moderation endpoint) says whether a text falls "
+        "in the categories. denied_topics, keywords: whole words and phrases. output_schema: the answer follows "
+        "the JSON schema the request asked for (a failing answer is asked for once more). max_input_tokens, "
+        "max_output_tokens: token limits.",
     )
     on = _GrammarChoiceField(
         required=False,
@@ -274,6 +278,27 @@ class GuardrailForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "1", "inputmode": "decimal"}),
         help_text="More than 0 and at most 60 (empty: 1).",
     )
+    model = forms.CharField(
+        required=False,
+        label="Moderation model",
+        help_text="moderation: one of this tenant's models, called through the gateway (logged and billed, tagged "
+        "guardrail): a chat model as the judge, or with the moderations API a moderation model.",
+    )
+    api = _GrammarChoiceField(
+        required=False,
+        label="Moderation API",
+        choices=[("", "chat (a judge model)"), ("moderations", "moderations (an OpenAI-format endpoint)")],
+    )
+    categories = forms.CharField(
+        required=False,
+        help_text="moderation: comma-separated, from " + ", ".join(MODERATION_CATEGORIES) + ".",
+    )
+    embedding_model = forms.CharField(
+        required=False,
+        label="Embedding model",
+        help_text="prompt_injection: also a classifier over this model's embeddings (one of this tenant's "
+        "embedding models), for attacks worded as the rules have no words for. Empty: the rules alone.",
+    )
     models = forms.CharField(required=False, label="Only for models", help_text="Comma-separated; empty: any.")
     keys = forms.CharField(required=False, label="Only for keys", help_text="Key names, comma-separated; empty: any.")
     tags = forms.CharField(required=False, label="Only for tags", help_text="Comma-separated; empty: any.")
@@ -290,6 +315,11 @@ class GuardrailForm(forms.Form):
         for field in ("threshold", "max", "timeout_s"):
             if d[field].strip():
                 item[field] = _number(d[field].strip())
+        for field in ("model", "api", "embedding_model"):
+            if d[field].strip():
+                item[field] = d[field].strip()
+        if name_list(d["categories"]):
+            item["categories"] = name_list(d["categories"])
         words = [line.strip() for line in d["words"].splitlines() if line.strip()]
         if words:
             item["topics" if d["check"] == "denied_topics" else "words"] = words
@@ -309,7 +339,12 @@ class GuardrailForm(forms.Form):
             "on": item.get("on", ""),
             "action": item.get("action", "block"),
             "fail": item.get("fail", "closed"),
-            **{f: str(item[f]) for f in ("threshold", "max", "timeout_s") if f in item},
+            **{
+                f: str(item[f])
+                for f in ("threshold", "max", "timeout_s", "model", "api", "embedding_model")
+                if f in item
+            },
+            "categories": ", ".join(item.get("categories") or []),
             "words": "\n".join(item.get("words") or item.get("topics") or []),
             **{f: ", ".join(applies.get(f) or []) for f in ("models", "keys", "tags")},
         }
@@ -349,3 +384,70 @@ class GuardrailPreviewForm(forms.Form):
                 "Paste the part to check."
             )
         return text
+
+
+class KeyGuardrailsForm(forms.Form):
+    """A key's own guardrails: the tenant's, or a list of checks written as under `guardrails:` in the tenant
+    YAML (JSON is YAML too). The grammar is the service's (normalize_guardrails); the form only reads the text,
+    and puts the grammar's refusals on the box with their line."""
+
+    source = forms.ChoiceField(
+        widget=forms.RadioSelect,
+        label="Checks",
+        choices=[("inherit", "The tenant's checks"), ("own", "Its own checks, below")],
+        initial="inherit",
+    )
+    checks = forms.CharField(
+        required=False,
+        strip=False,  # line numbers in errors count the lines as typed
+        label="Its own checks",
+        widget=forms.Textarea(
+            attrs={
+                "rows": 8,
+                "spellcheck": "false",
+                "placeholder": "- {name: no-falcon, check: keywords, words: [falcon]}",
+            }
+        ),
+        help_text="A list of checks in YAML or JSON, as under <code>guardrails:</code> in the tenant YAML; they "
+        "replace the tenant's for this key's calls. Empty: the key runs no checks.",
+    )
+
+    @classmethod
+    def initial_from(cls, own: list[dict[str, Any]] | None, tenant: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The key's own checks; while it inherits, the tenant's fill the box as a start for its own."""
+        shown = export_guardrails(own if own is not None else tenant)
+        return {
+            "source": "inherit" if own is None else "own",
+            "checks": yaml.safe_dump(shown, sort_keys=False, allow_unicode=True) if shown else "",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        data["guardrails"] = None
+        if data.get("source") != "own":
+            return data
+        text = data.get("checks") or ""
+        if not text.strip():
+            data["guardrails"] = []
+            return data
+        try:
+            value, located = load_yaml(text)
+        except ConfigError as exc:
+            self.add_error("checks", str(exc))
+            return data
+        self._located = located
+        data["guardrails"] = value
+        return data
+
+    def guardrails(self) -> list[Any] | None:
+        """What to store: None inherits the tenant's, [] runs none, else the checks as written."""
+        return cast("list[Any] | None", self.cleaned_data["guardrails"])
+
+    def add_service_errors(self, messages: dict[str, list[str]]) -> None:
+        """The grammar's refusals ("guardrails[0].check") on the box, with the line they are on."""
+        located = getattr(self, "_located", None)
+        for path, errors in messages.items():
+            line = located.line(path.removeprefix("guardrails")) if located is not None else None
+            where = f"line {line}, {path}" if line else path
+            self.add_error("checks", [f"{where}: {e}" for e in errors])

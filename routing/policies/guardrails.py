@@ -3,13 +3,18 @@ step (proxy.steps.guardrails). This module is the grammar (the `guardrails:` YAM
 and the engine (which check applies to a call, and its verdict on a text); it knows nothing of HTTP.
 
 Checks: `prompt_injection` (routing.policies.injection's pattern pack, on user turns and, as indirect
-injection, on tool results), `denied_topics` and `keywords` (whole words and phrases, after the PII
-scan's normalization: NFKC, invisible characters dropped), `output_schema` (the answer against the JSON
-schema the request asked for), `max_input_tokens` and `max_output_tokens`. Each has `on` (input, output
-or both), `action` (block, flag, log-only), `fail` (closed or open: what happens when the check itself
-fails), `timeout_s` and `applies_to` (models, keys, tags; each empty = any). Verdicts name the check and
-never carry the matched text. `preview` runs the text checks on one pasted text for the console, with
-the step's own functions, so what it shows is what the step would decide.
+injection, on tool results; with `embedding_model`, also a nearest-neighbour classifier over that model's
+sentence embeddings, routing.policies.injection_knn), `moderation` (a judge model of the tenant's own asked
+which of the configured `categories` a text falls in, or with `api: moderations` an OpenAI-format
+moderation endpoint behind one of the tenant's models), `denied_topics` and `keywords` (whole words and
+phrases, after the PII scan's normalization: NFKC, invisible characters dropped), `output_schema` (the
+answer against the JSON schema the request asked for), `max_input_tokens` and `max_output_tokens`. Each
+has `on` (input, output or both), `action` (block, flag, log-only), `fail` (closed or open: what happens
+when the check itself fails or runs out of time), `timeout_s` and `applies_to` (models, keys, tags; each
+empty = any). Checks that call a model are `MODEL_CHECKS` (Check.calls_model): the proxy runs them as
+calls of their own, logged and billed with the tag `guardrail`. Verdicts name the check and never carry
+the matched text. `preview` runs the text checks on one pasted text for the console, with the step's own
+functions, so what it shows is what the step would decide.
 """
 
 from __future__ import annotations
@@ -24,20 +29,62 @@ from routing.policies.engine import pasted_form
 from routing.policies.injection import injection_score
 
 TEXT_CHECKS = ("prompt_injection", "denied_topics", "keywords")
-CHECKS = ("prompt_injection", "denied_topics", "keywords", "output_schema", "max_input_tokens", "max_output_tokens")
+CHECKS = (
+    "prompt_injection",
+    "moderation",
+    "denied_topics",
+    "keywords",
+    "output_schema",
+    "max_input_tokens",
+    "max_output_tokens",
+)
+# The categories a moderation check may name: OpenAI's moderation taxonomy, which judges are asked in too.
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+MODERATION_APIS = ("chat", "moderations")
 SIDES = ("input", "output", "both")
 ACTIONS = ("block", "flag", "log-only")
 FAILS = ("closed", "open")
 # Where each check can look (and its default).
 CHECK_SIDES = {
     "prompt_injection": ("input", {"input"}),
+    "moderation": ("both", {"input", "output", "both"}),
     "denied_topics": ("both", {"input", "output", "both"}),
     "keywords": ("both", {"input", "output", "both"}),
     "output_schema": ("output", {"output"}),
     "max_input_tokens": ("input", {"input"}),
     "max_output_tokens": ("output", {"output"}),
 }
-FIELDS = {"name", "check", "on", "action", "fail", "timeout_s", "threshold", "words", "topics", "max", "applies_to"}
+FIELDS = {
+    "name",
+    "check",
+    "on",
+    "action",
+    "fail",
+    "timeout_s",
+    "threshold",
+    "words",
+    "topics",
+    "max",
+    "model",
+    "api",
+    "categories",
+    "embedding_model",
+    "applies_to",
+}
 APPLIES_TO = {"models", "keys", "tags"}
 MAX_CHECKS = 50
 MAX_WORDS = 1000
@@ -59,6 +106,54 @@ def _strings(value: Any, path: str, *, limit: int) -> list[str]:
     if any(len(v) > 200 or not v.isprintable() for v in value):
         raise GuardrailSpecError(path, "entries are printable text of at most 200 characters")
     return [v.strip() for v in value]
+
+
+MODEL_TIMEOUT = 5.0
+
+
+def _model_name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+        raise GuardrailSpecError(path, "the name of one of this tenant's models")
+    return value.strip()
+
+
+def _model_fields(item: dict[str, Any], check: str, p: str) -> dict[str, Any]:
+    """moderation's model, api and categories; prompt_injection's embedding_model. Which models exist is
+    the tenant config's to check (tenants.config), once its models are known."""
+    out: dict[str, Any] = {}
+    if check == "moderation":
+        if item.get("model") is None:
+            raise GuardrailSpecError(
+                f"{p}.model", "moderation needs its model (a judge, or with api: moderations, a moderation model)"
+            )
+        out["model"] = _model_name(item["model"], f"{p}.model")
+        api = item.get("api", "chat")
+        if api not in MODERATION_APIS:
+            raise GuardrailSpecError(
+                f"{p}.api", "chat (a judge model) or moderations (an OpenAI-format moderation endpoint)"
+            )
+        out["api"] = api
+        categories = item.get("categories")
+        if categories is None:
+            raise GuardrailSpecError(
+                f"{p}.categories", f"moderation needs its categories, from {', '.join(MODERATION_CATEGORIES)}"
+            )
+        names = _strings(categories, f"{p}.categories", limit=len(MODERATION_CATEGORIES))
+        unknown = [c for c in names if c not in MODERATION_CATEGORIES]
+        if unknown:
+            raise GuardrailSpecError(
+                f"{p}.categories", f"{unknown[0]!r} is not one of {', '.join(MODERATION_CATEGORIES)}"
+            )
+        out["categories"] = list(dict.fromkeys(names))
+    else:
+        for name in ("model", "api", "categories"):
+            if item.get(name) is not None:
+                raise GuardrailSpecError(f"{p}.{name}", f"not a field of {check}")
+    if item.get("embedding_model") is not None:
+        if check != "prompt_injection":
+            raise GuardrailSpecError(f"{p}.embedding_model", "only prompt_injection has an embedding_model")
+        out["embedding_model"] = _model_name(item["embedding_model"], f"{p}.embedding_model")
+    return out
 
 
 def normalize_guardrails(value: Any, path: str = "guardrails") -> list[dict[str, Any]]:  # noqa: C901
@@ -91,11 +186,6 @@ def normalize_guardrails(value: Any, path: str = "guardrails") -> list[dict[str,
             raise GuardrailSpecError(f"{p}.name", f"the name {name!r} is used twice")
         seen.add(name)
         check = item.get("check")
-        if check == "moderation":
-            raise GuardrailSpecError(
-                f"{p}.check",
-                "moderation is not available in this version of the gateway (use denied_topics or keywords)",
-            )
         if check not in CHECKS:
             raise GuardrailSpecError(f"{p}.check", f"one of {', '.join(CHECKS)}")
         default_side, sides = CHECK_SIDES[check]
@@ -108,7 +198,7 @@ def normalize_guardrails(value: Any, path: str = "guardrails") -> list[dict[str,
         fail = item.get("fail", "closed")
         if fail not in FAILS:
             raise GuardrailSpecError(f"{p}.fail", "closed or open")
-        timeout = item.get("timeout_s", 1.0)
+        timeout = item.get("timeout_s", MODEL_TIMEOUT if check == "moderation" else 1.0)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
             raise GuardrailSpecError(f"{p}.timeout_s", "more than 0 and at most 60 seconds")
         row: dict[str, Any] = {"name": name, "check": check, "on": on, "action": action, "fail": fail}
@@ -121,6 +211,7 @@ def normalize_guardrails(value: Any, path: str = "guardrails") -> list[dict[str,
                 raise GuardrailSpecError(f"{p}.threshold", "more than 0 and at most 1")
         if check == "prompt_injection":
             row["threshold"] = float(threshold if threshold is not None else 0.5)
+        row.update(_model_fields(item, check, p))
         words_field = "topics" if check == "denied_topics" else "words"
         for other in ("words", "topics"):
             if item.get(other) is not None and (check not in ("denied_topics", "keywords") or other != words_field):
@@ -165,7 +256,7 @@ def export_guardrails(stored: list[dict[str, Any]] | None) -> list[dict[str, Any
             item["action"] = row["action"]
         if row["fail"] != "closed":
             item["fail"] = row["fail"]
-        if row["timeout_s"] != 1.0:
+        if row["timeout_s"] != (MODEL_TIMEOUT if row["check"] == "moderation" else 1.0):
             item["timeout_s"] = row["timeout_s"]
         if row["check"] == "prompt_injection" and row["threshold"] != 0.5:
             item["threshold"] = row["threshold"]
@@ -173,6 +264,13 @@ def export_guardrails(stored: list[dict[str, Any]] | None) -> list[dict[str, Any
             item["topics" if row["check"] == "denied_topics" else "words"] = list(row["words"])
         if "max" in row:
             item["max"] = row["max"]
+        for name in ("model", "embedding_model"):
+            if row.get(name):
+                item[name] = row[name]
+        if row.get("api", "chat") != "chat":
+            item["api"] = row["api"]
+        if row.get("categories"):
+            item["categories"] = list(row["categories"])
         if row.get("applies_to"):
             item["applies_to"] = {k: list(v) for k, v in row["applies_to"].items()}
         out.append(item)
@@ -214,6 +312,10 @@ class Check:
     threshold: float = 0.5
     limit: int = 0
     pattern: re.Pattern[str] | None = None
+    model: str = ""  # moderation's judge or moderation model
+    api: str = "chat"
+    categories: tuple[str, ...] = ()
+    embedding_model: str = ""  # prompt_injection's classifier
     models: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
@@ -224,6 +326,11 @@ class Check:
             and (not self.keys or key in self.keys)
             and (not self.tags or any(t in self.tags for t in tags))
         )
+
+    @property
+    def calls_model(self) -> bool:
+        """Whether the check calls one of the tenant's models (a call of its own, awaited)."""
+        return bool(self.model or self.embedding_model)
 
     def on_side(self, side: str) -> bool:
         return self.on == side or self.on == "both"
@@ -289,6 +396,10 @@ def compile_guardrails(stored: list[dict[str, Any]]) -> Guardrails:
                 threshold=row.get("threshold", 0.5),
                 limit=row.get("max", 0),
                 pattern=term_pattern(row["words"]) if row.get("words") else None,
+                model=row.get("model", ""),
+                api=row.get("api", "chat"),
+                categories=tuple(row.get("categories", ())),
+                embedding_model=row.get("embedding_model", ""),
                 models=frozenset(applies.get("models", ())),
                 keys=frozenset(applies.get("keys", ())),
                 tags=frozenset(applies.get("tags", ())),

@@ -1,12 +1,13 @@
-"""Writing data policies: the tenant's PII policy and prompt-cache settings, a key's own PII policy,
-stored normalized (routing.policies.spec), audited and announced to proxies; and the preview of what a
-policy does to a text."""
+"""Writing data policies: the tenant's PII policy, prompt-cache settings and guardrails, a key's own PII
+policy and guardrails, stored normalized (routing.policies.spec, routing.policies.guardrails), audited and
+announced to proxies; and the preview of what a policy does to a text."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from routing.models import ModelDeployment
 from routing.policies.engine import compile_policy
 from routing.policies.guardrails import GuardrailSpecError, normalize_guardrails
 from routing.policies.spec import cache_policy_clean, pii_policy_clean
@@ -60,9 +61,11 @@ def _tenant_policy_store(
 def tenant_guardrails_set(tenant: Tenant, *, guardrails: list | None, actor: Actor) -> bool:
     """Replace the tenant's guardrails (None or [] removes them). Returns whether anything changed."""
     try:
-        cleaned = normalize_guardrails(guardrails) if guardrails else None
+        # Only None and [] mean "none": any other falsy value ({} from an API client) is refused as not a list.
+        cleaned = None if guardrails is None or guardrails == [] else normalize_guardrails(guardrails)
     except GuardrailSpecError as exc:
         raise ValidationError({exc.path: exc.message}) from None
+    _refuse_unknown_models(tenant, cleaned)
     current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("guardrails", flat=True).get()
     tenant.guardrails = cleaned
     if current == cleaned:
@@ -86,6 +89,44 @@ def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict 
     key.save(update_fields=["pii_policy"])
     audit(tenant, actor=actor, action="key.pii", target=key, changes=_policy_changes("pii", current, cleaned))
     # Proxies compile the override into the key's cached entry (proxy.loader.load_key): this drops it.
+    record_change("key", key.key_hash)
+    return True
+
+
+def _refuse_unknown_models(tenant: Tenant, checks: list[dict] | None) -> None:
+    """A check that calls a model (moderation's, the injection classifier's) must name one of the tenant's
+    models; the YAML applies models before guardrails, so a file may add both at once."""
+    wanted = [(i, f, c[f]) for i, c in enumerate(checks or ()) for f in ("model", "embedding_model") if c.get(f)]
+    if not wanted:
+        return
+    known = set(ModelDeployment.objects.filter(tenant=tenant).values_list("model_name", flat=True))
+    for i, field, name in wanted:
+        if name not in known:
+            raise ValidationError({f"guardrails[{i}].{field}": f"{name!r} is not one of this tenant's models"})
+
+
+def key_guardrails_clean(guardrails: object) -> list[dict]:
+    """A key's own checks, normalized; [] stays [] (the key runs none). ValidationError names the field."""
+    try:
+        return normalize_guardrails(guardrails)
+    except GuardrailSpecError as exc:
+        raise ValidationError({exc.path: exc.message}) from None
+
+
+@transaction.atomic
+def virtual_key_guardrails_set(tenant: Tenant, *, key: VirtualKey, guardrails: list | None, actor: Actor) -> bool:
+    """Give a key its own checks, replacing the tenant's for its calls ([]: none; None: inherit the tenant's)."""
+    if key.tenant_id != tenant.id:
+        raise VirtualKey.DoesNotExist
+    cleaned = key_guardrails_clean(guardrails) if guardrails is not None else None
+    _refuse_unknown_models(tenant, cleaned)
+    current = VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("guardrails", flat=True).get()
+    key.guardrails = cleaned
+    if current == cleaned:
+        return False
+    key.save(update_fields=["guardrails"])
+    audit(tenant, actor=actor, action="key.guardrails", target=key, changes={"guardrails": [current, cleaned]})
+    # Proxies compile the key's checks into its cached entry (proxy.loader.load_key): this drops it.
     record_change("key", key.key_hash)
     return True
 

@@ -1,5 +1,5 @@
-"""The console's data-policy pages: the tenant's PII policy and cache settings, a key's own PII policy,
-and the preview; the guardrails, one check at a time, and their preview on a pasted text."""
+"""The console's data-policy pages: the tenant's PII policy and cache settings, a key's own PII policy and
+guardrails, and the preview; the guardrails, one check at a time, and their preview on a pasted text."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from routing.policies.forms import (
     CachePolicyForm,
     GuardrailForm,
     GuardrailPreviewForm,
+    KeyGuardrailsForm,
     PiiPolicyForm,
     PolicyPreviewForm,
 )
@@ -35,9 +36,11 @@ from routing.policies.services import (
     tenant_cache_policy_set,
     tenant_guardrails_set,
     tenant_pii_policy_set,
+    virtual_key_guardrails_set,
     virtual_key_pii_policy_set,
 )
 from routing.policies.spec import pii_policy_clean
+from tenants.models import VirtualKey
 from tenants.permissions import CONFIG_WRITE, TenantAccess, access_key, tenant_access, visible_keys
 
 
@@ -105,10 +108,12 @@ def policy_cache(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_policy(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse:
-    """A key's own PII policy, which replaces the tenant's for its calls. Admins only: it can switch
-    the tenant's protection off."""
+    """A key's own PII policy and guardrails, which replace the tenant's for its calls. Admins only: either
+    can switch the tenant's protection off."""
     access = tenant_access(request, slug)
     key = access_key(access, key_id)
+    if request.method == "POST" and request.POST.get("part") == "guardrails":
+        return _key_guardrails_post(request, access, key)
     form = PiiPolicyForm(
         request.POST or None, initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True
     )
@@ -133,9 +138,47 @@ def key_policy(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
         "pii_saved": saved,
         "preview_form": PolicyPreviewForm(),
         "tenant_has_policy": access.tenant.pii_policy is not None,
+        "guardrails_form": _key_guardrails_form(access, key),
+        "tenant_has_guardrails": bool(access.tenant.guardrails),
     }
     template = "routing/key_policy.html#pii_form" if request.htmx else "routing/key_policy.html"
     return render(request, template, context)
+
+
+def _key_guardrails_form(access: TenantAccess, key: VirtualKey, data: Any = None) -> KeyGuardrailsForm:
+    initial = KeyGuardrailsForm.initial_from(key.guardrails, access.tenant.guardrails)
+    # Prefixed: the PII form on the same page has a `source` too, and ids must be unique.
+    return KeyGuardrailsForm(data, initial=initial, prefix="guardrails")
+
+
+def _key_guardrails_post(request: HtmxHttpRequest, access: TenantAccess, key: VirtualKey) -> HttpResponse:
+    """The guardrails part of key_policy: its own form on the same page, told apart by `part`."""
+    access.require(CONFIG_WRITE)
+    form = _key_guardrails_form(access, key, request.POST)
+    saved = False
+    if form.is_valid():
+        try:
+            virtual_key_guardrails_set(access.tenant, key=key, guardrails=form.guardrails(), actor=access.actor)
+        except ValidationError as exc:
+            form.add_service_errors(exc.message_dict)
+        else:
+            if not request.htmx:
+                messages.success(request, f"Saved the guardrails of {key.name}. Proxies use them within a second.")
+                return redirect("key-policy", slug=access.tenant.slug, key_id=key.id)
+            saved = True
+            form = _key_guardrails_form(access, key)
+    context = {"key": key, "guardrails_form": form, "guardrails_saved": saved}
+    if request.htmx:
+        return render(request, "routing/key_policy.html#guardrails_form", context)
+    pii_form = PiiPolicyForm(initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True)
+    context.update(
+        section="policies",
+        pii_form=pii_form,
+        preview_form=PolicyPreviewForm(),
+        tenant_has_policy=access.tenant.pii_policy is not None,
+        tenant_has_guardrails=bool(access.tenant.guardrails),
+    )
+    return render(request, "routing/key_policy.html", context)
 
 
 @login_required

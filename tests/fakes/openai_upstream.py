@@ -25,6 +25,11 @@ streams with the usage chunk). POST /v1/responses is OpenAI's Responses API (sta
 .output_text.done, .content_part.done, .output_item.done, response.completed, each with its
 sequence_number), a `web_search_call` item first when the request has a web_search tool, usage with
 input/output token details; model "responses-fail" streams response.failed after one delta.
+POST /v1/embeddings answers [0.1, -0.2, 0.3] per input, except for the model "bow-embed": a bag-of-words
+embedding (512 dimensions, each lower-cased word and word pair hashed to one), so texts that share words
+lie close, as a real embedding model's paraphrases do. POST /v1/moderations is OpenAI's moderation API
+(omni-moderation's 13 categories, booleans and scores, per input): words of violence flag `violence`,
+of self-harm `self-harm`.
 GET /v1/models lists two models; /html/v1/models answers 200 with a web page, /odd/v1/models with
 JSON that is not a model list.
 Every request is recorded (path, headers, JSON body) and disconnects are counted.
@@ -35,7 +40,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
+import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +52,36 @@ from aiohttp import web
 from tests.fakes.loopback import LoopbackServer
 
 CONTENT_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+VIOLENT = {"kill", "stab", "shoot", "murder", "bomb"}
+SELF_HARM = {"suicide", "overdose"}
+BOW_DIMENSIONS = 512
+
+
+def bag_of_words(text: str) -> list[float]:
+    """A unit vector with one dimension per hashed word and word pair (see the module's docstring)."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    vector = [0.0] * BOW_DIMENSIONS
+    for token in words + [f"{a} {b}" for a, b in itertools.pairwise(words)]:
+        vector[zlib.crc32(token.encode()) % BOW_DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 _SERIAL = itertools.count(1)
 
 
@@ -169,6 +207,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when the request arrived, before any scripted delay
 
 
 @dataclass
@@ -545,9 +584,40 @@ class FakeOpenAI(LoopbackServer):
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if body.get("model") == "bow-embed":
+            data = [{"object": "embedding", "index": i, "embedding": bag_of_words(t)} for i, t in enumerate(inputs)]
+            return web.json_response(
+                {"object": "list", "data": data, "model": "bow-embed", "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+            )
         data = [{"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]} for i in range(len(inputs))]
         return web.json_response(
             {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+        )
+
+    async def moderations(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        if request.headers.get("authorization") != "Bearer sk-upstream-test-0001":
+            return self._error(401, "Incorrect API key provided: sk-up***.", "invalid_request_error", "invalid_api_key")
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        if not all(isinstance(i, str) for i in inputs):
+            return self._error(400, "input must be a string or an array of strings", "invalid_request_error", None)
+        results = []
+        for text in inputs:
+            words = set(re.findall(r"[a-z]+", text.lower()))
+            flagged = {"violence": bool(words & VIOLENT), "self-harm": bool(words & SELF_HARM)}
+            categories = {name: flagged.get(name, False) for name in MODERATION_CATEGORIES}
+            scores = {name: (0.93 if categories[name] else 0.0012) for name in MODERATION_CATEGORIES}
+            results.append(
+                {
+                    "flagged": any(categories.values()),
+                    "categories": categories,
+                    "category_scores": scores,
+                    "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+                }
+            )
+        return web.json_response(
+            {"id": f"modr-{next(_SERIAL)}", "model": body.get("model") or "omni-moderation-latest", "results": results}
         )
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -556,6 +626,7 @@ class FakeOpenAI(LoopbackServer):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/moderations", self.moderations)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/completions", self.completions)
         for prefix in ("", "/html", "/odd", "/quote"):

@@ -140,8 +140,9 @@ def test_alice_adds_a_topics_check_with_filters_and_edits_it_in_place(world, cli
 
 
 REFUSED = [
-    ({"check": "toxicity"}, "check", "one of prompt_injection, denied_topics"),
-    ({"check": "moderation"}, "check", "moderation is not available"),
+    ({"check": "toxicity"}, "check", "one of prompt_injection, moderation, denied_topics"),
+    ({"check": "moderation", "categories": "violence"}, "model", "moderation needs its model"),
+    ({"check": "moderation", "model": "judge", "categories": "gore"}, "categories", "is not one of harassment"),
     ({"threshold": "1.5"}, "threshold", "more than 0 and at most 1"),
     ({"threshold": "high"}, "threshold", "more than 0 and at most 1"),
     ({"check": "keywords", "words": "x", "threshold": "0.5"}, "threshold", "only prompt_injection has a threshold"),

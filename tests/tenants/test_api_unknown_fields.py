@@ -70,6 +70,7 @@ WRITES = [
     ("api-invoice-finalize", lambda w: {"invoice_id": _invoice(w)}, "POST", {}),
     ("api-policy-pii", NONE, "PUT", {"pii": {"detectors": {"email": "redact"}}}),
     ("api-policy-cache", NONE, "PUT", {"cache": {"enabled": True, "ttl_s": 60}}),
+    ("api-policy-guardrails", NONE, "PUT", {"guardrails": [{"name": "kw", "check": "keywords", "words": ["x"]}]}),
 ]
 
 # Unknown fields inside nested objects are refused too, named where they are.
@@ -107,6 +108,8 @@ READS = [
     ("api-invoice-csv", lambda w: {"invoice_id": _invoice(w)}),
     ("api-policy-pii", NONE),
     ("api-policy-cache", NONE),
+    ("api-policy-guardrails", NONE),
+    ("api-guardrail-stats", NONE),
 ]
 
 

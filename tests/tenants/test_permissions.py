@@ -375,6 +375,8 @@ API = [
     ("api-routing-ab", {}, {"GET": Role.VIEWER}),
     ("api-policy-pii", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
     ("api-policy-cache", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
+    ("api-policy-guardrails", {}, {"GET": Role.VIEWER, "PUT": Role.ADMIN}),
+    ("api-guardrail-stats", {}, {"GET": Role.VIEWER}),
 ]
 
 

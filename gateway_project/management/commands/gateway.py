@@ -52,6 +52,11 @@ class Command(BaseCommand):
             default=None,
             help='MCP access as JSON, e.g. \'{"github": ["search_issues"], "docs": "*"}\' (default: none)',
         )
+        p.add_argument(
+            "--admin",
+            action="store_true",
+            help="an admin key: it may score every call of its tenant, not only its own",
+        )
 
         p = sub.add_parser("spend", help="Spend from the ledger, as exact decimal strings")
         p.add_argument("--tenant", required=True)
@@ -196,7 +201,13 @@ class Command(BaseCommand):
                 raise CommandError(f'--mcp is JSON, e.g. \'{{"docs": "*"}}\': {exc}') from None
         with transaction.atomic():
             key, secret = virtual_key_create(
-                tenant, name=options["name"], models=models, expires_at=expires_at, mcp=mcp, actor=Actor.cli()
+                tenant,
+                name=options["name"],
+                models=models,
+                expires_at=expires_at,
+                mcp=mcp,
+                admin=options.get("admin", False),
+                actor=Actor.cli(),
             )
             if options["rpm"] or options["tpm"] or options["max_parallel"]:
                 rate_limit_set(
