@@ -98,6 +98,48 @@ def adversarial_ms_per_mib(size: int = 256 * 1024) -> dict[str, float]:
     return out
 
 
+def guardrail_ms_per_kb() -> dict[str, float]:
+    """The guardrails' own CPU per KB of text (issue 24: the pattern pack at most 0.2 ms, the embedding
+    classifier at most 15 ms): the pattern pack on prose and on the injection corpus's attacks, as a user turn
+    and as a tool result; the classifier's arithmetic on random 1,536-dimension embeddings (the model's own
+    work is done by its server)."""
+    from routing.policies import injection_knn
+    from routing.policies.injection import injection_score
+    from tests.routing.injection_corpus import TOOL_PLANTED, USER_ATTACKS
+
+    def text_of(items) -> str:
+        return "\n".join(i if isinstance(i, str) else i[0] for i in items)
+
+    attacks = text_of(USER_ATTACKS) + "\n" + text_of(TOOL_PLANTED)
+    texts = {
+        "prose, user": (PROSE * 600)[: 100 * 1024],
+        "prose, tool": (PROSE * 600)[: 100 * 1024],
+        "attacks, user": (attacks * 10)[: 100 * 1024],
+        "attacks, tool": (attacks * 10)[: 100 * 1024],
+    }
+    out = {}
+    for name, text in texts.items():
+        source = name.split(", ")[1]
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            for i in range(0, len(text), 1024):  # per request-sized text: clusters and caps apply per text
+                injection_score(text[i : i + 1024], source=source)
+            best = min(best, time.process_time() - started)
+        out[f"pattern pack, {name}"] = best * 1000 / (len(text) / 1024)
+    rnd = random.Random(24)
+    classifier = injection_knn.build([[rnd.gauss(0, 1) for _ in range(1536)] for _ in injection_knn.EXAMPLES])
+    pieces = injection_knn.pieces([(PROSE * 20)[: 16 * 1024]])
+    vectors = [[rnd.gauss(0, 1) for _ in range(1536)] for _ in pieces]
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        max(classifier.score(v) for v in vectors)
+        best = min(best, time.process_time() - started)
+    out["embedding classifier (1,536 dimensions)"] = best * 1000 / 16
+    return out
+
+
 def measure() -> dict:
     from proxy.steps.pii import pii_step
     from routing.policies.spec import normalize_pii
@@ -112,6 +154,7 @@ def measure() -> dict:
         out[f"{kb}kb_ms"] = _cpu_ms(step, payload, max(2000 // (kb * 4), 20))
     out["per_kb_ms"] = out["16kb_ms"] / 16
     out["adversarial_ms_per_mib"] = adversarial_ms_per_mib()
+    out["guardrail_ms_per_kb"] = guardrail_ms_per_kb()
     return out
 
 
@@ -123,6 +166,9 @@ def report_lines(result: dict) -> list[str]:
         f"({result['per_kb_ms']:.3f} ms per KB).",
         "PII scan of adversarial text, every built-in detector on (CPU ms per MiB; target 20): "
         + ", ".join(f"{name} {ms:.0f}" for name, ms in result["adversarial_ms_per_mib"].items())
+        + ".",
+        "Guardrails, CPU ms per KB (targets: pattern pack 0.2, embedding classifier 15): "
+        + ", ".join(f"{name} {ms:.3f}" for name, ms in result["guardrail_ms_per_kb"].items())
         + ".",
     ]
 
