@@ -105,17 +105,29 @@ def guardrail_ms_per_kb() -> dict[str, float]:
     work is done by its server)."""
     from routing.policies import injection_knn
     from routing.policies.injection import injection_score
-    from tests.routing.injection_corpus import TOOL_PLANTED, USER_ATTACKS
+    from tests.routing.injection_corpus import (
+        TOOL_CLEAN,
+        TOOL_PLANTED,
+        USER_ATTACKS,
+        USER_BENIGN_DISCUSSION,
+        USER_BENIGN_ORDINARY,
+    )
 
     def text_of(items) -> str:
         return "\n".join(i if isinstance(i, str) else i[0] for i in items)
 
     attacks = text_of(USER_ATTACKS) + "\n" + text_of(TOOL_PLANTED)
+    mixed = "\n".join(
+        text_of(items)
+        for items in (USER_ATTACKS, USER_BENIGN_DISCUSSION, USER_BENIGN_ORDINARY, TOOL_PLANTED, TOOL_CLEAN)
+    )
     texts = {
+        "labelled corpus, user": (mixed * 10)[: 100 * 1024],
+        "labelled corpus, tool": (mixed * 10)[: 100 * 1024],
         "prose, user": (PROSE * 600)[: 100 * 1024],
         "prose, tool": (PROSE * 600)[: 100 * 1024],
-        "attacks, user": (attacks * 10)[: 100 * 1024],
-        "attacks, tool": (attacks * 10)[: 100 * 1024],
+        "attacks only, user": (attacks * 10)[: 100 * 1024],
+        "attacks only, tool": (attacks * 10)[: 100 * 1024],
     }
     out = {}
     for name, text in texts.items():
