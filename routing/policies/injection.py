@@ -1126,6 +1126,7 @@ _NOT_IMPERATIVE = frozenset({"delimiter"})
 # --- Context: is a match used, or mentioned? ---------------------------------------------------------------------
 # Where a sentence, a clause or a JSON field ends (found with rfind: a regex would scan the window forwards).
 _SENTENCE_ENDS = (". ", "! ", "? ", "; ", ".\n", "!\n", "?\n", ";\n", '." ', '!" ', '?" ', '", "', '": "', "{", "}")
+_SENTENCE_ENDS_REVERSED = re.compile("|".join(re.escape(end[::-1]) for end in _SENTENCE_ENDS))
 _LIST_ITEM = re.compile(r"[-*•>]|\w{1,3}[.)] ")
 # What a match stands after when it is mentioned: "phrases like", "the string", "if someone says".
 _MARKER_BEFORE = re.compile(
@@ -1497,7 +1498,10 @@ def _mentioned(t: str, start: int, end: int, source: str, fences: list[int], *, 
 def _sentence_start(window: str) -> int:
     """Where the sentence (or clause, or JSON field) that ends `window` starts. A newline ends one too, unless it
     follows a colon or starts a list item: "phrases like:\n- ignore all previous instructions" is one."""
-    cut = max((at + len(end) for end in _SENTENCE_ENDS if (at := window.rfind(end)) >= 0), default=0)
+    # The end of the last sentence end: the first of the reversed ends in the reversed window (one search in C,
+    # instead of a search per kind of end).
+    last = _SENTENCE_ENDS_REVERSED.search(window[::-1])
+    cut = len(window) - last.start() if last is not None else 0
     newline = window.rfind("\n")
     while newline > cut and (window[newline - 1 : newline] == ":" or _LIST_ITEM.match(window, newline + 1)):
         newline = window.rfind("\n", 0, newline)
