@@ -258,3 +258,24 @@ def test_model_checks_are_checked_and_round_trip(initech):
     ):
         with pytest.raises(ConfigError, match=message):
             initech(f"  - {item}\n")
+
+
+def test_an_anthropic_stream_finishes_after_the_last_verdict_or_ends_on_a_block(gateway, initech, mint, upstream):
+    import anthropic
+
+    tenant = initech("  - {name: out, check: moderation, model: guard-model, categories: [violence], on: output}\n")
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=mint(tenant), max_retries=0)
+    upstream.script("guard-model", {"content": '{"categories": []}'})
+    with claude.messages.stream(
+        model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()  # needs message_stop: the held [DONE], translated
+    assert text == "Hello from the fake upstream." and final.stop_reason == "end_turn"
+
+    upstream.script("guard-model", {"content": '{"categories": ["violence"]}'})
+    with pytest.raises(anthropic.APIError):
+        with claude.messages.stream(
+            model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            "".join(stream.text_stream)
