@@ -93,6 +93,15 @@ def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict 
     return True
 
 
+def tenant_guardrails_locked(tenant: Tenant) -> None:
+    """Lock the tenant's row and read its guardrails afresh into `tenant`, inside the caller's transaction:
+    an editor that changes one check of the list then writes the whole list (tenant_guardrails_set) without
+    losing a change another admin saved in between."""
+    tenant.guardrails = (
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("guardrails", flat=True).get()
+    )
+
+
 def _refuse_unknown_models(tenant: Tenant, checks: list[dict] | None) -> None:
     """A check that calls a model (moderation's, the injection classifier's) must name one of the tenant's
     models; the YAML applies models before guardrails, so a file may add both at once."""

@@ -8,6 +8,7 @@ from typing import Any, cast
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -34,6 +35,7 @@ from routing.policies.guardrails import preview as guardrails_preview_run
 from routing.policies.services import preview as policy_preview_run
 from routing.policies.services import (
     tenant_cache_policy_set,
+    tenant_guardrails_locked,
     tenant_guardrails_set,
     tenant_pii_policy_set,
     virtual_key_guardrails_set,
@@ -268,11 +270,13 @@ def _guardrail_write(access: TenantAccess, items: list[dict[str, Any]], *, form:
     return True
 
 
+@transaction.atomic
 def _guardrail_save(access: TenantAccess, form: GuardrailForm) -> bool:
     """Add the form's check, or replace the one it edits (`original`) where it stands: checks run in order."""
     if not form.is_valid():
         return False
     original, item = form.cleaned_data["original"], form.item()
+    tenant_guardrails_locked(access.tenant)  # the list as it is now, held until this change is written
     current = _exported(access)
     names = [c["name"] for c in current]
     if original and original not in names:
@@ -342,10 +346,13 @@ def guardrail_edit(request: HtmxHttpRequest, slug: str, name: str) -> HttpRespon
 @require_POST
 def guardrail_delete(request: HtmxHttpRequest, slug: str, name: str) -> HttpResponse:
     access = tenant_access(request, slug, CONFIG_WRITE)
-    current = _exported(access)
-    if not any(c["name"] == name for c in current):
-        raise Http404("No such guardrail in this tenant.")
-    tenant_guardrails_set(access.tenant, guardrails=[c for c in current if c["name"] != name], actor=access.actor)
+    with transaction.atomic():
+        tenant_guardrails_locked(access.tenant)
+        current = _exported(access)
+        if not any(c["name"] == name for c in current):
+            raise Http404("No such guardrail in this tenant.")
+        remaining = [c for c in current if c["name"] != name]
+        tenant_guardrails_set(access.tenant, guardrails=remaining, actor=access.actor)
     return _guardrails_saved(request, slug, f"Deleted the check {name}.")
 
 

@@ -4,6 +4,8 @@ cannot change anything; Bob (globex) gets 404 for all of acme's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 from django.urls import reverse
@@ -261,3 +263,30 @@ def test_the_preview_refuses_oversized_text_and_says_so_with_no_checks(world, cl
     assert "the preview reads at most 64 KB" in html
     html = preview(client, "hello")
     assert "No check reads the text of a request" in html
+
+
+def test_a_check_saved_by_another_admin_meanwhile_is_kept(world, client_as, monkeypatch):
+    """Alice's page read the list before Charlie's save landed: her save locks the row and reads it afresh,
+    so Charlie's check stays (the list is written whole)."""
+    from routing.policies import views
+    from tenants.models import Tenant
+
+    give(world.acme, {"name": "kw", "check": "keywords", "words": ["falcon"]})
+    stale = Tenant.objects.get(pk=world.acme.pk)  # what Alice's request loaded
+    give(
+        world.acme,
+        {"name": "kw", "check": "keywords", "words": ["falcon"]},
+        {"name": "pi", "check": "prompt_injection"},
+    )
+    real = views.tenant_access
+
+    def stale_access(request, slug, *args):
+        return dataclasses.replace(real(request, slug, *args), tenant=stale)
+
+    monkeypatch.setattr(views, "tenant_access", stale_access)
+    client = client_as(world.alice)
+    form = check_form(name="topics", check="denied_topics", words="legal advice", action="flag")
+    assert client.post(url("guardrails"), form, **HTMX).status_code == 200
+    assert [c["name"] for c in saved(world)] == ["kw", "pi", "topics"]
+    assert client.post(url("guardrail-delete", name="kw"), **HTMX).status_code == 200
+    assert [c["name"] for c in saved(world)] == ["pi", "topics"]
