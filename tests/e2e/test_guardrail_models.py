@@ -101,7 +101,7 @@ def test_a_judge_that_fails_or_is_late_follows_fail(gateway, initech, mint, upst
         "  - {name: strict, check: moderation, model: guard-model, categories: [violence], on: input, timeout_s: 0.5}\n"
     )
     peter = client(gateway, mint(tenant))
-    upstream.script("guard-model", {"hang": True})
+    upstream.script("guard-model", {"delay": 2.0})  # past the 0.5 s budget (a hang would hold the fake at teardown)
     with pytest.raises(openai.APIStatusError) as caught:
         peter.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 503 and caught.value.body["code"] == "guardrail_failed"
