@@ -1367,10 +1367,9 @@ def _evidence(text: str, source: str, *, decode: bool) -> list[_Evidence]:
     # its cluster's score, and is recorded without the mention test
     last_live: dict[str, tuple[int, float]] = {}
 
-    starts = [(m.start(1), m.group(1)) for m in pack.words.finditer(t)]
-    if pack.symbols is not None:
-        starts += [(m.start(), m.group()) for m in pack.symbols.finditer(t)]
-        starts.sort()
+    starts: Iterable[tuple[int, str]] = ((m.start(1), m.group(1)) for m in pack.words.finditer(t))
+    if pack.symbols is not None and (symbols := [(m.start(), m.group()) for m in pack.symbols.finditer(t)]):
+        starts = sorted([*starts, *symbols])
     for start, first in starts:
         compiled, groups, offset = pack.rules[first]
         m = compiled.match(t, start + offset)
@@ -1535,6 +1534,10 @@ def _inside_quotes(line: str, source: str) -> bool:
 def _decoded_payloads(cased: str, source: str) -> Iterator[tuple[int, str, float]]:
     """(where, signal, weight) for base64 or hex runs that decode to text the pack flags: hiding an instruction
     in an encoding is itself a tell, so a decoded hit counts more than the same words in the clear."""
+    # Every run either pattern reads is part of one whitespace-free token of at least BASE64_MIN characters (a hex
+    # run is longer still): prose has none, and one split in C says so.
+    if not any(len(token) >= BASE64_MIN for token in cased.split()):
+        return
     runs = 0
     padded = f" {cased}"
     candidates = sorted([*_B64_RUN.finditer(padded), *_B64_RUN_AFTER_MARK.finditer(padded)], key=lambda m: m.start())
