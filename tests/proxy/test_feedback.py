@@ -1,7 +1,9 @@
 """Scores of calls through POST /v1/feedback, in process: Alice's acme defines `helpfulness` (1-5) and
 has the built-in `thumbs`; her app scores its own call right after the answer (before the call's row is
 stored: the feedback waits for it), a later score replaces the earlier, bad input is a 400 naming the
-field, Bob's globex key cannot score Alice's call, and the management API shows and filters scores."""
+field, Bob's globex key cannot score Alice's call, and the management API shows and filters scores. Admin
+keys: Alice's app key scores only its own calls (another key's call is the 404 another tenant's call gets),
+her admin key the calls of every acme key; Bob's admin key in globex still cannot score Alice's calls."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import pytest
 from django.test import Client, RequestFactory
 
 from observability.logbuffer import buffer
-from observability.models import CallScore
+from observability.models import CallLog, CallScore
 from proxy import background as tasks
 from proxy import lifecycle, pipeline, views
 from proxy.configcache import state
 from tenants.audit import Actor
 from tenants.config import apply_config, export_config
-from tenants.models import Role
+from tenants.models import Role, VirtualKey
 from tenants.services import management_token_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,7 +49,20 @@ def people(mint, monkeypatch):
     acme, _ = apply_config(YAML.format(slug="acme", extra=SCORES))
     globex, _ = apply_config(YAML.format(slug="globex", extra=""))
     state.clear()
-    return {"acme": acme, "alice": mint(acme, name="alice-app"), "bob": mint(globex, name="bob-app")}
+    return {"acme": acme, "globex": globex, "alice": mint(acme, name="alice-app"), "bob": mint(globex, name="bob-app")}
+
+
+@pytest.fixture
+def admins(people, mint, settings):
+    # The calls' rows are written before any score is sent here: a refused score need not wait the default
+    # 5 s for a row that will never match.
+    settings.GATEWAY_RESPONSE_STORE_WAIT = 0.5
+    return {
+        **people,
+        "alice_batch": mint(people["acme"], name="alice-batch"),
+        "alice_admin": mint(people["acme"], name="alice-admin", admin=True),
+        "bob_admin": mint(people["globex"], name="bob-admin", admin=True),
+    }
 
 
 def _chat(secret: str) -> str:
@@ -139,3 +154,42 @@ def test_scores_are_in_the_management_api_and_the_yaml(people):
     assert "helpfulness" in exported and "categorical" in exported
     apply_config(exported)  # round trip: nothing changes
     assert api.get("/api/v1/calls/", {"score.thumbs": "x"}).status_code == 400
+
+
+def _stored_chat(secret: str) -> str:
+    """A call whose log row is already written."""
+    call_id = _chat(secret)
+    buffer.flush_sync()
+    return call_id
+
+
+def test_alices_app_key_cannot_score_a_call_made_with_her_other_key(admins):
+    call_id = _stored_chat(admins["alice_batch"])
+    status, error = _feedback(admins["alice"], {"call_id": call_id, "value": 1})
+    assert status == 404 and error["error"]["code"] == "call_not_found", error
+    assert error["error"]["type"] == "invalid_request_error"  # OpenAI's error shape, as for another tenant's call
+    assert not CallScore.objects.exists()
+
+
+def test_alices_admin_key_scores_the_calls_of_every_acme_key(admins):
+    by_call_id = _stored_chat(admins["alice"])
+    status, body = _feedback(admins["alice_admin"], {"call_id": by_call_id, "value": 1})
+    assert status == 200, body
+    (score,) = CallScore.objects.filter(call_id=by_call_id)
+    # The score belongs to the call (and its key); the admin key is recorded as the one that scored it.
+    assert score.virtual_key_id == VirtualKey.objects.get(name="alice-app").id
+    assert score.scored_by_key_id == VirtualKey.objects.get(name="alice-admin").id
+
+    request_id = CallLog.objects.get(call_id=_stored_chat(admins["alice_batch"])).request_id
+    status, body = _feedback(admins["alice_admin"], {"request_id": request_id, "value": 0})
+    assert status == 200 and body["request_id"] == request_id, body
+
+
+def test_bobs_admin_key_cannot_score_alices_calls(admins):
+    call_id = _stored_chat(admins["alice"])
+    status, error = _feedback(admins["bob_admin"], {"call_id": call_id, "value": 1})
+    assert status == 404 and error["error"]["code"] == "call_not_found", error
+    request_id = CallLog.objects.get(call_id=call_id).request_id
+    status, error = _feedback(admins["bob_admin"], {"request_id": request_id, "value": 1})
+    assert status == 404 and error["error"]["code"] == "call_not_found", error
+    assert not CallScore.objects.exists()
