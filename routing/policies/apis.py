@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from routing.policies.guardrails import export_guardrails
 from routing.policies.services import (
-    key_guardrails_clean,
+    guardrails_clean,
     tenant_cache_policy_set,
     tenant_guardrails_set,
     tenant_pii_policy_set,
@@ -150,6 +150,6 @@ def register() -> None:
     """The key API's `pii` and `guardrails` fields (tenants.apis) are checked and stored here."""
     KEY_PII.clean = pii_policy_clean
     KEY_PII.store = virtual_key_pii_policy_set
-    KEY_GUARDRAILS.clean = key_guardrails_clean
+    KEY_GUARDRAILS.clean = guardrails_clean
     KEY_GUARDRAILS.store = virtual_key_guardrails_set
     KEY_GUARDRAILS.export = export_guardrails

@@ -4,13 +4,15 @@ announced to proxies; and the preview of what a policy does to a text."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from routing.models import ModelDeployment
 from routing.policies.engine import compile_policy
 from routing.policies.guardrails import GuardrailSpecError, normalize_guardrails
 from routing.policies.spec import cache_policy_clean, pii_policy_clean
+from routing.selectors import model_names_for
 from tenants.audit import Actor, audit
 from tenants.changes import record_change
 from tenants.models import Tenant, VirtualKey
@@ -30,9 +32,10 @@ def tenant_cache_policy_set(tenant: Tenant, *, policy: dict | None, actor: Actor
     return _tenant_policy_store(tenant, "cache_policy", cleaned, action="policy.cache", label="cache", actor=actor)
 
 
-def _policy_changes(label: str, before: dict | None, after: dict | None) -> dict:
-    """For the audit log: the whole policy when it appears or goes, else [old, new] per changed setting."""
-    if before is None or after is None:
+def _policy_changes(label: str, before: Any, after: Any) -> dict:
+    """For the audit log: the whole policy when it appears or goes (or is a list, as guardrails are), else
+    [old, new] per changed setting."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
         return {label: [before, after]}
     return {
         k: [before.get(k), after.get(k)]
@@ -41,39 +44,43 @@ def _policy_changes(label: str, before: dict | None, after: dict | None) -> dict
     }
 
 
-def _tenant_policy_store(
-    tenant: Tenant, field: str, value: dict | None, *, action: str, label: str, actor: Actor
+def _locked(row: Tenant | VirtualKey, field: str) -> Any:
+    """The row's `field` as stored, the row locked until the caller's transaction ends."""
+    return type(row).objects.select_for_update().filter(pk=row.pk).values_list(field, flat=True).get()
+
+
+def _policy_store(
+    tenant: Tenant, row: Tenant | VirtualKey, field: str, value: Any, *, action: str, label: str, actor: Actor
 ) -> bool:
-    # Locked, so two admins saving at once both end up in the audit log with the right "before".
-    current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list(field, flat=True).get()
+    """Store a policy on the tenant or on one of its keys; whether it changed. Locked, so two admins saving
+    at once both end up in the audit log with the right "before"."""
+    current = _locked(row, field)
+    setattr(row, field, value)
     if current == value:
-        setattr(tenant, field, value)
         return False
-    setattr(tenant, field, value)
-    tenant.save(update_fields=[field])
-    audit(tenant, actor=actor, action=action, target=tenant, changes=_policy_changes(label, current, value))
-    # Proxies compile policies into their cached tenant entry: this drops it everywhere.
-    record_change("tenant", tenant.id)
+    row.save(update_fields=[field])
+    audit(tenant, actor=actor, action=action, target=row, changes=_policy_changes(label, current, value))
+    # Proxies compile policies into their cached tenant or key entry (proxy.loader): this drops it everywhere.
+    if isinstance(row, VirtualKey):
+        record_change("key", row.key_hash)
+    else:
+        record_change("tenant", tenant.id)
     return True
+
+
+def _tenant_policy_store(tenant: Tenant, field: str, value: Any, *, action: str, label: str, actor: Actor) -> bool:
+    return _policy_store(tenant, tenant, field, value, action=action, label=label, actor=actor)
 
 
 @transaction.atomic
 def tenant_guardrails_set(tenant: Tenant, *, guardrails: list | None, actor: Actor) -> bool:
     """Replace the tenant's guardrails (None or [] removes them). Returns whether anything changed."""
-    try:
-        # Only None and [] mean "none": any other falsy value ({} from an API client) is refused as not a list.
-        cleaned = None if guardrails is None or guardrails == [] else normalize_guardrails(guardrails)
-    except GuardrailSpecError as exc:
-        raise ValidationError({exc.path: exc.message}) from None
+    # Only None and [] mean "none": any other falsy value ({} from an API client) is refused as not a list.
+    cleaned = None if guardrails is None or guardrails == [] else guardrails_clean(guardrails)
     _refuse_unknown_models(tenant, cleaned)
-    current = Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("guardrails", flat=True).get()
-    tenant.guardrails = cleaned
-    if current == cleaned:
-        return False
-    tenant.save(update_fields=["guardrails"])
-    audit(tenant, actor=actor, action="policy.guardrails", target=tenant, changes={"guardrails": [current, cleaned]})
-    record_change("tenant", tenant.id)  # proxies compile guardrails into their cached tenant entry
-    return True
+    return _tenant_policy_store(
+        tenant, "guardrails", cleaned, action="policy.guardrails", label="guardrails", actor=actor
+    )
 
 
 @transaction.atomic
@@ -82,24 +89,14 @@ def virtual_key_pii_policy_set(tenant: Tenant, *, key: VirtualKey, policy: dict 
     if key.tenant_id != tenant.id:
         raise VirtualKey.DoesNotExist
     cleaned = pii_policy_clean(policy) if policy is not None else None
-    current = VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("pii_policy", flat=True).get()
-    key.pii_policy = cleaned
-    if current == cleaned:
-        return False
-    key.save(update_fields=["pii_policy"])
-    audit(tenant, actor=actor, action="key.pii", target=key, changes=_policy_changes("pii", current, cleaned))
-    # Proxies compile the override into the key's cached entry (proxy.loader.load_key): this drops it.
-    record_change("key", key.key_hash)
-    return True
+    return _policy_store(tenant, key, "pii_policy", cleaned, action="key.pii", label="pii", actor=actor)
 
 
 def tenant_guardrails_locked(tenant: Tenant) -> None:
     """Lock the tenant's row and read its guardrails afresh into `tenant`, inside the caller's transaction:
     an editor that changes one check of the list then writes the whole list (tenant_guardrails_set) without
     losing a change another admin saved in between."""
-    tenant.guardrails = (
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("guardrails", flat=True).get()
-    )
+    tenant.guardrails = _locked(tenant, "guardrails")
 
 
 def _refuse_unknown_models(tenant: Tenant, checks: list[dict] | None) -> None:
@@ -108,14 +105,14 @@ def _refuse_unknown_models(tenant: Tenant, checks: list[dict] | None) -> None:
     wanted = [(i, f, c[f]) for i, c in enumerate(checks or ()) for f in ("model", "embedding_model") if c.get(f)]
     if not wanted:
         return
-    known = set(ModelDeployment.objects.filter(tenant=tenant).values_list("model_name", flat=True))
+    known = set(model_names_for(tenant))
     for i, field, name in wanted:
         if name not in known:
             raise ValidationError({f"guardrails[{i}].{field}": f"{name!r} is not one of this tenant's models"})
 
 
-def key_guardrails_clean(guardrails: object) -> list[dict]:
-    """A key's own checks, normalized; [] stays [] (the key runs none). ValidationError names the field."""
+def guardrails_clean(guardrails: object) -> list[dict]:
+    """Checks, normalized ([] stays []: a key's own that runs none). ValidationError names the field."""
     try:
         return normalize_guardrails(guardrails)
     except GuardrailSpecError as exc:
@@ -127,17 +124,9 @@ def virtual_key_guardrails_set(tenant: Tenant, *, key: VirtualKey, guardrails: l
     """Give a key its own checks, replacing the tenant's for its calls ([]: none; None: inherit the tenant's)."""
     if key.tenant_id != tenant.id:
         raise VirtualKey.DoesNotExist
-    cleaned = key_guardrails_clean(guardrails) if guardrails is not None else None
+    cleaned = guardrails_clean(guardrails) if guardrails is not None else None
     _refuse_unknown_models(tenant, cleaned)
-    current = VirtualKey.objects.select_for_update().filter(pk=key.pk).values_list("guardrails", flat=True).get()
-    key.guardrails = cleaned
-    if current == cleaned:
-        return False
-    key.save(update_fields=["guardrails"])
-    audit(tenant, actor=actor, action="key.guardrails", target=key, changes={"guardrails": [current, cleaned]})
-    # Proxies compile the key's checks into its cached entry (proxy.loader.load_key): this drops it.
-    record_change("key", key.key_hash)
-    return True
+    return _policy_store(tenant, key, "guardrails", cleaned, action="key.guardrails", label="guardrails", actor=actor)
 
 
 def preview(policy: dict, text: str, answer: str | None = None) -> dict:
