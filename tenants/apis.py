@@ -337,27 +337,17 @@ def _check_key_admin(access: TenantAccess, data: dict) -> None:
         raise DjangoPermissionDenied("Only an owner or admin may make a key an admin key.")
 
 
-def _check_key_guardrails(access: TenantAccess, data: dict) -> None:
-    """A key's own checks replace the tenant's, so `[]` switches them off: admins only, checked before
-    anything is written."""
-    if "guardrails" not in data:
-        return
-    if not access.can(CONFIG_WRITE):
-        raise DjangoPermissionDenied("Only an owner or admin may set a key's guardrails.")
-    if data["guardrails"] is not None:
-        assert KEY_GUARDRAILS.clean is not None
-        KEY_GUARDRAILS.clean(data["guardrails"])
-
-
-def _check_key_pii(access: TenantAccess, data: dict) -> None:
-    """A key's PII override can switch the tenant's data protection off, so only admins may set it; it is
-    checked before anything is written."""
-    if "pii" not in data:
-        return
-    if not access.can(CONFIG_WRITE):
-        raise DjangoPermissionDenied("Only an owner or admin may set a key's PII policy.")
-    if data["pii"] is not None:
-        KEY_PII.clean(data["pii"])
+def _check_key_policies(access: TenantAccess, data: dict) -> None:
+    """A key's own PII policy or guardrails can switch the tenant's protection off (`[]` runs no checks), so
+    only admins may set them; they are checked before anything is written."""
+    for field, hooks, what in (("pii", KEY_PII, "PII policy"), ("guardrails", KEY_GUARDRAILS, "guardrails")):
+        if field not in data:
+            continue
+        if not access.can(CONFIG_WRITE):
+            raise DjangoPermissionDenied(f"Only an owner or admin may set a key's {what}.")
+        if data[field] is not None:
+            assert hooks.clean is not None
+            hooks.clean(data[field])
 
 
 class KeyListApi(TokenApi):
@@ -393,8 +383,7 @@ class KeyCreateApi(TokenApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        _check_key_pii(self.access, data)
-        _check_key_guardrails(self.access, data)
+        _check_key_policies(self.access, data)
         _check_key_mcp(self.access, data)
         _check_key_admin(self.access, data)
         pii = data.pop("pii", None)
@@ -447,8 +436,7 @@ class KeyUpdateApi(TokenApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        _check_key_pii(self.access, data)
-        _check_key_guardrails(self.access, data)
+        _check_key_policies(self.access, data)
         _check_key_mcp(self.access, data)
         _check_key_admin(self.access, data)
         with transaction.atomic():

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from routing.policies.guardrails import export_guardrails
+from routing.policies.guardrails import CHECKS, export_guardrails
 from routing.policies.services import (
     guardrails_clean,
     tenant_cache_policy_set,
@@ -33,10 +33,10 @@ CACHE_HELP = (
     "(optional; default every model)}. null: the cache is off."
 )
 GUARDRAILS_HELP = (
-    "The `guardrails:` section of the tenant YAML as JSON, checks run in order: [{name, check: prompt_injection|"
-    "denied_topics|keywords|output_schema|max_input_tokens|max_output_tokens, on: input|output|both, action: "
-    "block|flag|log-only, fail: closed|open, timeout_s, threshold, words, topics, max, applies_to: {models, keys, "
-    "tags}}]. Answered as YAML writes it (defaults left out). null or []: no checks (answered as null)."
+    f"The `guardrails:` section of the tenant YAML as JSON, checks run in order: [{{name, check: {'|'.join(CHECKS)}, "
+    "on: input|output|both, action: block|flag|log-only, fail: closed|open, timeout_s, threshold, words, topics, "
+    "max, model, api: chat|moderations, categories, embedding_model, applies_to: {models, keys, tags}}]. Answered "
+    "as YAML writes it (defaults left out). null or []: no checks (answered as null)."
 )
 
 
