@@ -116,9 +116,7 @@ def key_policy(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
     key = access_key(access, key_id)
     if request.method == "POST" and request.POST.get("part") == "guardrails":
         return _key_guardrails_post(request, access, key)
-    form = PiiPolicyForm(
-        request.POST or None, initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True
-    )
+    form = _key_pii_form(key, request.POST or None)
     saved = False
     if request.method == "POST":
         access.require(CONFIG_WRITE)
@@ -132,19 +130,30 @@ def key_policy(request: HtmxHttpRequest, slug: str, key_id: int) -> HttpResponse
                     messages.success(request, f"Saved the PII policy of {key.name}.")
                     return redirect("key-policy", slug=slug, key_id=key.id)
                 saved = True
-                form = PiiPolicyForm(initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True)
-    context = {
+                form = _key_pii_form(key)
+    template = "routing/key_policy.html#pii_form" if request.htmx else "routing/key_policy.html"
+    return render(request, template, _key_policy_context(access, key, pii_form=form, pii_saved=saved))
+
+
+def _key_policy_context(access: TenantAccess, key: VirtualKey, **parts: Any) -> dict[str, Any]:
+    """The key's policy page: both parts, each as stored unless the request's own form is given."""
+    context: dict[str, Any] = {
         "section": "policies",
         "key": key,
-        "pii_form": form,
-        "pii_saved": saved,
         "preview_form": PolicyPreviewForm(),
         "tenant_has_policy": access.tenant.pii_policy is not None,
-        "guardrails_form": _key_guardrails_form(access, key),
         "tenant_has_guardrails": bool(access.tenant.guardrails),
+        **parts,
     }
-    template = "routing/key_policy.html#pii_form" if request.htmx else "routing/key_policy.html"
-    return render(request, template, context)
+    if "pii_form" not in context:
+        context["pii_form"] = _key_pii_form(key)
+    if "guardrails_form" not in context:
+        context["guardrails_form"] = _key_guardrails_form(access, key)
+    return context
+
+
+def _key_pii_form(key: VirtualKey, data: Any = None) -> PiiPolicyForm:
+    return PiiPolicyForm(data, initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True)
 
 
 def _key_guardrails_form(access: TenantAccess, key: VirtualKey, data: Any = None) -> KeyGuardrailsForm:
@@ -169,18 +178,14 @@ def _key_guardrails_post(request: HtmxHttpRequest, access: TenantAccess, key: Vi
                 return redirect("key-policy", slug=access.tenant.slug, key_id=key.id)
             saved = True
             form = _key_guardrails_form(access, key)
-    context = {"key": key, "guardrails_form": form, "guardrails_saved": saved}
     if request.htmx:
+        context = {"key": key, "guardrails_form": form, "guardrails_saved": saved}
         return render(request, "routing/key_policy.html#guardrails_form", context)
-    pii_form = PiiPolicyForm(initial=PiiPolicyForm.initial_from(key.pii_policy, for_key=True), for_key=True)
-    context.update(
-        section="policies",
-        pii_form=pii_form,
-        preview_form=PolicyPreviewForm(),
-        tenant_has_policy=access.tenant.pii_policy is not None,
-        tenant_has_guardrails=bool(access.tenant.guardrails),
+    return render(
+        request,
+        "routing/key_policy.html",
+        _key_policy_context(access, key, guardrails_form=form, guardrails_saved=saved),
     )
-    return render(request, "routing/key_policy.html", context)
 
 
 @login_required
