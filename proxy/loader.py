@@ -250,6 +250,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
     # The prompt cache is always the last step: it keys on the request as the earlier steps left it.
     cache_step = compile_cache(tenant["cache_policy"])
     tenant_pii = pii_step(tenant["pii_policy"])
+    tenant_guard = guardrail_step(tenant["guardrails"])
     return TenantEntry(
         tenant_id=tenant["id"],
         slug=tenant["slug"],
@@ -269,7 +270,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
             step
             for step in (
                 tenant_pii,
-                guardrail_step(tenant["guardrails"]),
+                tenant_guard,
                 BODY_LOG if tenant["log_bodies"] else None,
                 cache_step,
             )
@@ -277,6 +278,7 @@ def load_tenant(tenant_id: int) -> TenantEntry | None:
         ),
         mcp_servers=_mcp_servers(tenant_id),
         pii=tenant_pii,
+        guardrails=tenant_guard,
         score_definitions=definitions_of(tenant_id),
     )
 

@@ -31,7 +31,7 @@ from proxy.providers.base import CallContext, UpstreamResult, UpstreamStream
 from proxy.relay import GatewayStreamResponse
 from proxy.router import Plan
 from proxy.steps import cache as prompt_cache
-from proxy.steps.guardrails import GuardrailStep, with_key_guardrails
+from proxy.steps.guardrails import GuardrailStep, guard_for, with_key_guardrails
 from proxy.steps.pii import with_key_policy
 
 logger = logging.getLogger("gateway.proxy")
@@ -197,8 +197,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
         ctx.native = native
         ctx.native_kind = front.native_kind
     call.stream = stream
-    guard = next((s for s in steps if isinstance(s, GuardrailStep)), None)
-    return Admitted(payload, plan, steps, ctx, call.started + timeout_s, limit_headers, guard)
+    return Admitted(payload, plan, steps, ctx, call.started + timeout_s, limit_headers, guard_for(key, tenant))
 
 
 async def _attempt(call: Call, admitted: Admitted) -> UpstreamResult | UpstreamStream:

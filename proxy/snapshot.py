@@ -160,5 +160,8 @@ class TenantEntry:
     mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
     # The PII policy's step (also first in `steps`), for MCP tool arguments and results.
     pii: Any = None
+    # The guardrails' step (also in `steps`), for MCP tool results and the pipeline's answer side
+    # (proxy.steps.guardrails.guard_for).
+    guardrails: Any = None
     # Score definitions by name (observability.scores.definitions_of), for POST /v1/feedback.
     score_definitions: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -40,7 +40,7 @@ from proxy.limits import RateCheck, limiter
 from proxy.mcp.upstream import Upstream, UpstreamFailure, upstream_for
 from proxy.snapshot import KeyEntry, McpServerSpec, TenantEntry
 from proxy.steps.bodylog import BodyLogStep
-from proxy.steps.guardrails import GuardrailStep
+from proxy.steps.guardrails import guard_for
 from proxy.steps.pii import PiiStep
 from routing.policies.engine import PiiBlocked, PiiScanError, PiiSession
 
@@ -439,10 +439,7 @@ class ToolCall:
     def _guard(self, result: dict[str, Any]) -> None:
         """The guardrails on the result before the agent reads it (indirect prompt injection): the key's own
         when it has them, else the tenant's."""
-        if self.ctx.key.guardrails_override:
-            guard = self.ctx.key.guardrail_step
-        else:
-            guard = next((s for s in self.ctx.tenant.steps if isinstance(s, GuardrailStep)), None)
+        guard = guard_for(self.ctx.key, self.ctx.tenant)
         if guard is None:
             return
         text = _content_text(result)

@@ -118,9 +118,6 @@ class Classifiers:
     def __init__(self) -> None:
         self._built: OrderedDict[tuple, asyncio.Future[injection_knn.Classifier]] = OrderedDict()
 
-    def clear(self) -> None:
-        self._built.clear()
-
     async def get(self, call: Call, model: str) -> injection_knn.Classifier:
         route = call.tenant.routes.get(model) if call.tenant is not None else None
         if route is None:

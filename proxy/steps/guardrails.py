@@ -32,6 +32,7 @@ from routing.policies.guardrails import Check, Guardrails, Verdict, compile_guar
 
 if TYPE_CHECKING:
     from proxy.call import Call
+    from proxy.snapshot import KeyEntry, TenantEntry
 
 logger = logging.getLogger("gateway.guardrails")
 
@@ -494,3 +495,9 @@ def with_key_guardrails(steps: tuple, key_step: GuardrailStep | None) -> tuple:
         return tuple(rest)
     at = 1 if rest and isinstance(rest[0], (PiiStep, BrokenPolicyStep)) else 0
     return (*rest[:at], key_step, *rest[at:])
+
+
+def guard_for(key: KeyEntry, tenant: TenantEntry) -> GuardrailStep | None:
+    """The guardrails that apply to a key's calls: its own when it has them (None: it runs none), else its
+    tenant's. Both are compiled at load, so a request only picks one."""
+    return key.guardrail_step if key.guardrails_override else tenant.guardrails
