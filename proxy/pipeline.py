@@ -160,28 +160,8 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     call.variant = plan.variant or ""
     if plan.model != model:
         call.route = plan.model
-    call.deployment = first = plan.first
-    if first is None:
-        raise errors.model_not_found(model)
     timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
-    call.reservation, limit_headers = await admission.admit(
-        key=key,
-        tenant=tenant,
-        deployment=first,
-        payload=payload,
-        body=body,
-        endpoint=call.endpoint,
-        user=call.user,
-        tags=call.tags,
-        prompt_estimate=call.prompt_estimate,
-        now=call.at,
-        prices=plan.prices(),
-        deployment_limits=not plan.per_attempt_limits,
-        cache=call.cache,
-        cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
-        hold_s=timeout_s,
-        unpriced=plan.unpriced,
-    )
+    limit_headers = await admission.admit_planned(call, plan, payload, body, hold_s=timeout_s)
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None
     ctx = CallContext(

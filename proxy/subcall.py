@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy import admission, errors, router
+from proxy import admission, router
 from proxy.attempts import run
 from proxy.call import Call
 from proxy.errors import ProxyError
@@ -47,25 +47,7 @@ async def model_call(parent: Call, model: str, endpoint: str, payload: dict[str,
         if any(endpoint not in adapter_for(d.kind).endpoints for d in plan.deployments()):
             raise SubcallError(f"a deployment of {model!r} does not serve /{endpoint}")
         call.variant = plan.variant or ""
-        call.deployment = first = plan.first
-        if first is None:
-            raise errors.model_not_found(model)
-        call.reservation, _ = await admission.admit(
-            key=key,
-            tenant=tenant,
-            deployment=first,
-            payload=payload,
-            body=body,
-            endpoint=endpoint,
-            user="",
-            tags=call.tags,
-            prompt_estimate=call.prompt_estimate,
-            now=call.at,
-            prices=plan.prices(),
-            deployment_limits=not plan.per_attempt_limits,
-            hold_s=plan.timeout_s,
-            unpriced=plan.unpriced,
-        )
+        await admission.admit_planned(call, plan, payload, body, hold_s=plan.timeout_s)
         ctx = CallContext(request_id=call.request_id, endpoint=endpoint, stream=False, started=call.started)
         result = await run(call, plan, payload, ctx, call.started + plan.timeout_s)
         if not isinstance(result, UpstreamResult):
