@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -25,13 +25,9 @@ from gateway_project.common.money import NANO, pico_to_nanos_ceil
 from observability import metrics
 from observability.selectors import calls_stored
 from proxy.background import spawn
-from proxy.errors import ProxyError, model_not_found
+from proxy.errors import ProxyError
 from proxy.limits import BudgetCheck, RateCheck, Reservation, limiter
 from proxy.snapshot import BudgetSpec, Deployment, KeyEntry, TenantEntry
-
-if TYPE_CHECKING:
-    from proxy.call import Call
-    from proxy.router import Plan
 
 logger = logging.getLogger("gateway.money")
 
@@ -120,36 +116,6 @@ def prompt_ceiling(body: bytes) -> int:
     are counted at a flat ceiling. Hard budgets reserve this, so they hold whatever the tokenizer."""
     media = body.count(b'"image_url"') + body.count(b'"input_audio"') + body.count(b'"file_data"')
     return len(body) + media * MEDIA_PART_TOKENS
-
-
-async def admit_planned(call: Call, plan: Plan, payload: dict, body: bytes, *, hold_s: float) -> dict[str, str]:
-    """Admit an authenticated call under its route plan (`admit`): at the plan's first deployment, a hard
-    budget reserving the worst price the call may fall back to, with the prompt cache's lookup when the call
-    has one. Sets call.deployment and call.reservation; returns the limit headers."""
-    key, tenant = call.key, call.tenant
-    assert key is not None and tenant is not None
-    call.deployment = first = plan.first
-    if first is None:
-        raise model_not_found(call.model)
-    call.reservation, limit_headers = await admit(
-        key=key,
-        tenant=tenant,
-        deployment=first,
-        payload=payload,
-        body=body,
-        endpoint=call.endpoint,
-        user=call.user,
-        tags=call.tags,
-        prompt_estimate=call.prompt_estimate,
-        now=call.at,
-        prices=plan.prices(),
-        deployment_limits=not plan.per_attempt_limits,
-        cache=call.cache,
-        cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
-        hold_s=hold_s,
-        unpriced=plan.unpriced,
-    )
-    return limit_headers
 
 
 async def admit(  # noqa: C901

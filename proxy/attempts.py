@@ -42,6 +42,36 @@ RETRYABLE = frozenset(
 FINAL = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTENT_POLICY})
 
 
+async def admit_planned(call: Call, plan: Plan, payload: dict, body: bytes, *, hold_s: float) -> dict[str, str]:
+    """Admit an authenticated call under its route plan (admission.admit): at the plan's first deployment, a hard
+    budget reserving the worst price the call may fall back to, with the prompt cache's lookup when the call
+    has one. Sets call.deployment and call.reservation; returns the limit headers."""
+    key, tenant = call.key, call.tenant
+    assert key is not None and tenant is not None
+    call.deployment = first = plan.first
+    if first is None:
+        raise errors.model_not_found(call.model)
+    call.reservation, limit_headers = await admission.admit(
+        key=key,
+        tenant=tenant,
+        deployment=first,
+        payload=payload,
+        body=body,
+        endpoint=call.endpoint,
+        user=call.user,
+        tags=call.tags,
+        prompt_estimate=call.prompt_estimate,
+        now=call.at,
+        prices=plan.prices(),
+        deployment_limits=not plan.per_attempt_limits,
+        cache=call.cache,
+        cache_key=call.cache.lookup_key(call) if call.cache is not None else "",
+        hold_s=hold_s,
+        unpriced=plan.unpriced,
+    )
+    return limit_headers
+
+
 def retry_after(result: UpstreamResult) -> float | None:
     """Seconds the provider asked us to wait (retry-after-ms, then retry-after), if any."""
     headers = result.headers

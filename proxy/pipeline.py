@@ -20,8 +20,8 @@ import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from gateway_project.common.redact import redact_bytes, secrets_of
-from proxy import admission, errors, router
-from proxy.attempts import run
+from proxy import errors, router
+from proxy.attempts import admit_planned, run
 from proxy.call import Call
 from proxy.errors import ProxyError, internal_error
 from proxy.inbound import Front
@@ -161,7 +161,7 @@ async def _admit(call: Call, request: HttpRequest, endpoint: str, front: Front) 
     if plan.model != model:
         call.route = plan.model
     timeout_s = plan.timeout_s if timeout is None else min(plan.timeout_s, timeout)
-    limit_headers = await admission.admit_planned(call, plan, payload, body, hold_s=timeout_s)
+    limit_headers = await admit_planned(call, plan, payload, body, hold_s=timeout_s)
     stream = endpoint == "chat/completions" and payload.get("stream") is True
     options = payload.get("stream_options") if stream else None
     ctx = CallContext(

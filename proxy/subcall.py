@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from proxy import admission, router
-from proxy.attempts import run
+from proxy import router
+from proxy.attempts import admit_planned, run
 from proxy.call import Call
 from proxy.errors import ProxyError
 from proxy.providers import adapter_for
@@ -47,7 +47,7 @@ async def model_call(parent: Call, model: str, endpoint: str, payload: dict[str,
         if any(endpoint not in adapter_for(d.kind).endpoints for d in plan.deployments()):
             raise SubcallError(f"a deployment of {model!r} does not serve /{endpoint}")
         call.variant = plan.variant or ""
-        await admission.admit_planned(call, plan, payload, body, hold_s=plan.timeout_s)
+        await admit_planned(call, plan, payload, body, hold_s=plan.timeout_s)
         ctx = CallContext(request_id=call.request_id, endpoint=endpoint, stream=False, started=call.started)
         result = await run(call, plan, payload, ctx, call.started + plan.timeout_s)
         if not isinstance(result, UpstreamResult):
