@@ -73,7 +73,16 @@ def test_a_ledger_that_disagrees_is_reported_by_day_and_bounds_limit_what_is_rea
 def test_the_command_streams_the_report_and_fails_on_a_difference(acme):
     out, err = StringIO(), StringIO()
     call_command(
-        "gateway", "reconcile", "--tenant", "acme", "--since", str(TODAY - timedelta(days=5)), stdout=out, verbosity=2
+        "gateway",
+        "reconcile",
+        "--tenant",
+        "acme",
+        "--since",
+        str(TODAY - timedelta(days=5)),
+        "--until",  # bounded: a run that crosses midnight would count one day more
+        str(TODAY + timedelta(days=1)),
+        stdout=out,
+        verbosity=2,
     )
     assert "acme: 6 day(s) against the call logs" in out.getvalue()  # 5 days ago to today
     assert "ledger matches call logs" in out.getvalue()
