@@ -83,14 +83,18 @@ def keep_connection() -> None:
 
 
 class DatabaseSink:
-    """One prepared INSERT run with executemany over plain tuples.
+    """Plain tuples, copied into the table with COPY on PostgreSQL (one prepared INSERT run with
+    executemany elsewhere).
 
     bulk_create built a model instance per row; measured under load, that Python work held the GIL
-    long enough to add tens of milliseconds to the event loop's p99. Tuples cost a fraction of it.
+    long enough to add tens of milliseconds to the event loop's p99. Tuples cost a fraction of it, and
+    COPY a fraction of executemany's: psycopg writes the rows in C, and PostgreSQL parses and plans one
+    statement per batch instead of one per row (its CPU shares the machine with the gateway's).
     """
 
     def __init__(self, *, dedupe: bool = False) -> None:
         self._sql: str | None = None
+        self._copy_sql = ""
         self._columns: list[tuple[str, Any, Any]] = []
         # The stream's consumer may see an entry twice (redelivered after a crash between commit and
         # acknowledgement, or written directly while Redis was away): then rows already stored are skipped.
@@ -118,6 +122,7 @@ class DatabaseSink:
         quote = connection.ops.quote_name
         cols = ", ".join(quote(f.column) for f in fields)
         marks = ", ".join(["%s"] * len(fields))
+        self._copy_sql = f"COPY {quote(CallLog._meta.db_table)} ({cols}) FROM STDIN"
         return f"INSERT INTO {quote(CallLog._meta.db_table)} ({cols}) VALUES ({marks})"
 
     def write(self, records: list[dict[str, Any]]) -> None:
@@ -137,7 +142,14 @@ class DatabaseSink:
                 for r in records
             ]
             if rows:
-                cursor.executemany(self._sql, rows)
+                if connection.vendor == "postgresql":
+                    # The psycopg cursor under Django's wrapper; its errors raised as Django's (AWAY and
+                    # the retry in parts tell them apart), as executemany's are.
+                    with connection.wrap_database_errors, cursor.cursor.copy(self._copy_sql) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                else:
+                    cursor.executemany(self._sql, rows)
                 run_batch_hooks(cursor, records)
         if records:
             after_write(records)

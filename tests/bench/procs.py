@@ -186,12 +186,14 @@ def _kib(path: Path, label: str) -> int:
     return 0
 
 
-def memory_mib(root: int) -> tuple[float, float, int]:
-    """(RSS, PSS, process count) of root's tree. RSS counts shared pages in every process; PSS splits them."""
+def memory_mib(root: int) -> tuple[float, float, int, float]:
+    """(RSS, PSS, process count, largest RSS) of root's tree. RSS counts shared pages in every process;
+    PSS splits them. The largest process is the worker (granian's own process holds no Django): the goal
+    is per worker."""
     pids = tree_pids(root)
-    rss = sum(_kib(Path(f"/proc/{p}/status"), "VmRSS:") for p in pids)
+    each = [_kib(Path(f"/proc/{p}/status"), "VmRSS:") for p in pids]
     pss = sum(_kib(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in pids)
-    return rss / 1024, pss / 1024, len(pids)
+    return sum(each) / 1024, pss / 1024, len(pids), max(each, default=0) / 1024
 
 
 def free_port() -> int:

@@ -41,6 +41,7 @@ class TargetInfo:
     startup_s: float = 0.0
     rss_mib: float = 0.0
     pss_mib: float = 0.0
+    worker_rss_mib: float = 0.0  # the largest process of the tree: the worker
     processes: int = 0
     requests_sent: int = 0  # completed ones; wrk doesn't count those cut off at the deadline
     call_log_rows: int | None = None
@@ -130,14 +131,15 @@ def render(header: list[str], rows: list[Row], targets: list[TargetInfo]) -> str
         "for direct rows) over the scenario, divided by completed requests; ~1000/(CPU ms/req) req/s "
         "per core is the ceiling. errors = non-2xx + socket errors + timeouts.",
         "",
-        "| variant | config | startup s | RSS after run | PSS | processes | call log rows / requests completed |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| variant | config | startup s | RSS after run | PSS | processes | worker RSS (target 150) "
+        "| call log rows / requests completed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for t in targets:
         logged = "?" if t.call_log_rows is None else f"{t.call_log_rows:,}"
         parts.append(
             f"| {t.name} | {t.description} | {t.startup_s:.1f} | {t.rss_mib:,.0f} MiB | {t.pss_mib:,.0f} MiB "
-            f"| {t.processes} | {logged} / {t.requests_sent:,} |"
+            f"| {t.processes} | {t.worker_rss_mib:,.0f} MiB | {logged} / {t.requests_sent:,} |"
         )
     if len(targets) > 1:
         # Ratios are against the plain gateway when it ran, so "routing adds X %" and "everything on

@@ -213,7 +213,7 @@ class Bench:
             gateway.port, headers, "/v1/chat/completions", "/v1/chat/completions", variant.unique_prompts, variant.api
         )
         info.requests_sent = 3 + self.run_target(variant.name, gateway.process.pid, requests, self.args.warmup)
-        info.rss_mib, info.pss_mib, info.processes = memory_mib(gateway.process.pid)
+        info.rss_mib, info.pss_mib, info.processes, info.worker_rss_mib = memory_mib(gateway.process.pid)
         self.procs.stop(gateway.process)  # graceful: the lifespan shutdown flushes the call log
         info.call_log_rows = gw.call_log_rows(self.procs, env, key)
         if info.call_log_rows is not None and info.call_log_rows < info.requests_sent:

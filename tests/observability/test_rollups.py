@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -211,3 +212,31 @@ def test_the_end_user_breakdown_over_days_with_ragged_ends_matches_the_raw_logs(
         for user in ("alice", "bob", "carol")
         if logs.filter(end_user=user, virtual_key_id=11).exists()
     }
+
+
+def test_an_upsert_names_only_the_buckets_it_fills_and_keeps_the_others():
+    """Each batch's statement carries the histogram buckets its calls fill, not all 228 of them (the
+    parse cost of the rest was most of a small batch's write); buckets another batch filled are kept."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tenant = Tenant.objects.create(slug="buckets", name="Buckets")
+    fast, slow = make_records(tenant.id, 2, seed=3)
+    for record, latency in ((fast, 1.0), (slow, 5000.0)):
+        record.update(created_at=T0, virtual_key_id=11, requested_model="m", variant="", latency_ms=latency)
+        record.update(ttfb_ms=None, status_code=200, error_type="")
+    with CaptureQueriesContext(connection) as queries:
+        write_batch([fast])
+    upsert = next(q["sql"] for q in queries.captured_queries if "observability_callrollupminute" in q["sql"])
+    filled = f"lat_b{histogram_bucket(1.0)}"
+    assert set(re.findall(r'"((?:ttfb_)?(?:lat_)?b\d+)"', upsert)) == {filled}
+    write_batch([slow])
+
+    row = CallRollupMinute.objects.get(tenant_id=tenant.id, bucket=T0, model="m", virtual_key_id=11, variant="")
+    buckets = {name: getattr(row, name) for name in (f"lat_b{i}" for i in range(HISTOGRAM_BUCKETS))}
+    assert {name: n for name, n in buckets.items() if n is not None} == {
+        filled: 1,
+        f"lat_b{histogram_bucket(5000.0)}": 1,
+    }
+    assert row.requests == 2
+    assert row.ttfb_count == 0
