@@ -12,9 +12,13 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from gateway_project.common.malloc import cap_arenas
+
+cap_arenas()  # before Django, the apps and their threads start allocating
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
-from django.core.asgi import get_asgi_application
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_app = get_asgi_application()
 

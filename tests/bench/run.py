@@ -59,6 +59,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", dest="json_out", type=Path, help="also write raw results as JSON to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (database, logs, YAML)")
+    p.add_argument(
+        "--load-only",
+        action="store_true",
+        help="only the load scenarios: skip the PII scan, MCP, feedback and A/B page measurements",
+    )
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 8.0
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = [bench.run_variant(v, mock_port, env) for v in variants]
         database = "given DATABASE_URL" if given_db else "temporary SQLite file"
         report = render(bench.header(database), bench.rows, targets)
-        if any(v.name == "everything" for v in variants):
+        if any(v.name == "everything" for v in variants) and not args.load_only:
             report += "\n\n" + "\n".join(_scan_cost(procs, env))
             plain = {
                 r.scenario.concurrency: r.cpu_ms_per_req

@@ -318,3 +318,15 @@ def test_a_demo_key_from_the_old_shared_secret_is_revoked(db, settings):
     assert legacy.revoked
     assert VirtualKey.objects.get(key_hash=hash_secret(demo_key_secret())).is_active
     assert any(line.startswith("~ user demo@example.com password") for line in changes)
+
+
+@pytest.mark.parametrize(("given", "capped"), [(None, "True"), ("4", "False")])
+def test_the_worker_caps_mallocs_arenas_unless_the_operator_did(given, capped):
+    """glibc's arenas are capped at import of the ASGI module (a fresh process: once a thread has made
+    its arena it stays); an operator's MALLOC_ARENA_MAX is left as set."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if given:
+        env["MALLOC_ARENA_MAX"] = given
+    code = "from gateway_project.common.malloc import cap_arenas; print(cap_arenas())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == capped, out.stderr
