@@ -22,6 +22,9 @@ from django.urls import set_script_prefix, set_urlconf
 from proxy.errors import ProxyError
 from proxy.relay import GatewayStreamResponse
 
+# The proxy's routes first, the console's imported only when needed (proxy.urls).
+PROXY_URLCONF = "proxy.handler_urls"
+
 
 class ProxyHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
@@ -39,7 +42,7 @@ class ProxyHandler(ASGIHandler):
     async def get_response_async(self, request: Any) -> Any:
         # Django's version logs every 4xx/5xx through sync_to_async (a thread hop); the proxy records
         # its errors in the call log instead.
-        set_urlconf(settings.ROOT_URLCONF)
+        set_urlconf(PROXY_URLCONF)
         return await self._middleware_chain(request)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

@@ -330,3 +330,21 @@ def test_the_worker_caps_mallocs_arenas_unless_the_operator_did(given, capped):
     code = "from gateway_project.common.malloc import cap_arenas; print(cap_arenas())"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == capped, out.stderr
+
+
+def test_a_worker_that_only_proxies_never_imports_the_console():
+    """The proxy handler resolves /v1/ and /mcp with its own routes first: the console's views (allauth,
+    the API, the forms) are imported only when something needs them, here a reverse() of a console page."""
+    code = (
+        "import sys\n"
+        "import gateway_project.asgi\n"
+        "from django.urls import resolve, reverse, set_urlconf\n"
+        "from proxy.asgi import PROXY_URLCONF\n"
+        "set_urlconf(PROXY_URLCONF)\n"
+        "names = [resolve(p).url_name for p in ('/v1/chat/completions', '/v1/models', '/mcp', '/mcp/github')]\n"
+        "console = [m for m in ('gateway_project.urls', 'allauth.account.views', 'tenants.views') if m in sys.modules]\n"
+        "print(names, console, reverse('account_login'), 'gateway_project.urls' in sys.modules)\n"
+    )
+    env = {**os.environ, "SECRET_KEY": "x"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "['v1-chat', 'v1-models', 'mcp', 'mcp-server'] [] /accounts/login/ True", out.stderr
