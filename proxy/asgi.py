@@ -42,6 +42,8 @@ class ProxyHandler(ASGIHandler):
     async def get_response_async(self, request: Any) -> Any:
         # Django's version logs every 4xx/5xx through sync_to_async (a thread hop); the proxy records
         # its errors in the call log instead.
+        # resolve_request reads the request's own urlconf (set_urlconf alone is only for reverse()).
+        request.urlconf = PROXY_URLCONF
         set_urlconf(PROXY_URLCONF)
         return await self._middleware_chain(request)
 
