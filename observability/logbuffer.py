@@ -39,6 +39,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from gateway_project.common.dbconn import keep_connection
 from observability import metrics
 from observability.text import storable, storable_deep
 
@@ -63,23 +64,6 @@ AWAY: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
-
-
-def keep_connection() -> None:
-    """Keep this thread's database connection from one batch to the next, dropping it only when it broke.
-
-    Django's close_old_connections() closes it after every batch when CONN_MAX_AGE is 0 (the default):
-    the writer then reconnected for each flush, which measured as a quarter of its CPU. A connection
-    that saw an error (the database restarted) is checked, and closed if unusable: the next statement
-    reconnects, and the batch that failed was put back to be written again.
-    """
-    from django.db import connection
-
-    if connection.connection is not None and connection.errors_occurred:
-        if connection.is_usable():
-            connection.errors_occurred = False
-        else:
-            connection.close()
 
 
 class DatabaseSink:

@@ -21,6 +21,7 @@ from billing.models import ALERT_REFUSED, Budget
 from billing.periods import period_key, seconds_to_next_period
 from billing.selectors import spent_in_period_pico
 from billing.tasks import send_budget_alert
+from gateway_project.common.dbconn import with_live_connection
 from gateway_project.common.money import NANO, pico_to_nanos_ceil
 from observability import metrics
 from observability.selectors import calls_stored
@@ -382,7 +383,9 @@ async def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now:
     deadline = time.monotonic() + settings.GATEWAY_REBUILD_DELAY + 5.0
     while True:
         orphans = await lim.orphans(counter_key)
-        nanos, stored = await sync_to_async(ledger_for_seed, thread_sensitive=False)(budget_id, tz, now, list(orphans))
+        nanos, stored = await sync_to_async(with_live_connection(ledger_for_seed), thread_sensitive=False)(
+            budget_id, tz, now, list(orphans)
+        )
         wait = await lim.seed(counter_key, nanos, stored, delay_ms)
         if not wait:
             return
@@ -468,7 +471,7 @@ async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
         _queued.clear()
     _queued.add(ident)
     try:
-        await sync_to_async(_enqueue_alert, thread_sensitive=False)(
+        await sync_to_async(with_live_connection(_enqueue_alert), thread_sensitive=False)(
             check.budget_id, check.period_key, threshold, spent_nanos
         )
     except Exception:

@@ -58,3 +58,43 @@ def test_served_keys_keep_working_while_the_database_is_unreachable(gateway_fact
         cut.restore()
         assert wait_for(lambda: _chat(client, bob).status_code == 200, timeout=15)
     assert wait_for(lambda: CallLog.objects.filter(request_id__in=answered).count() == 5, timeout=20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loader_thread_whose_connection_broke_loads_again_once_the_database_is_back(acme, mint):
+    """The database restarts under a loader thread: that thread's connection is dead, and Django drops
+    dead connections only on request signals, which the proxy's threads never see. With one executor
+    thread every load lands on it: the first load after the restart fails (the key is not served, 503),
+    the next one reconnects and loads Alice's key."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+    from django.db import connection
+
+    from proxy.configcache import ConfigState, ConfigUnavailable
+    from tenants.models import hash_secret
+
+    alice = hash_secret(mint(acme, name="alice-app"))
+    pool = ThreadPoolExecutor(1)
+
+    def connection_close() -> None:  # run in the pool's thread: that thread's connection
+        connection.close()
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_default_executor(pool)
+        state = ConfigState()
+        assert (await state.key(alice)) is not None
+        backend = await asyncio.get_running_loop().run_in_executor(None, lambda: connection.connection.info.backend_pid)
+        with psycopg.connect(database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+        state.keys.clear()  # not loaded in this process: it must come from the database
+        with pytest.raises(ConfigUnavailable):
+            await state.key(alice)
+        state._retry_at = 0.0  # past the pause after a failure
+        try:
+            assert (await state.key(alice)) is not None
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, connection_close)
+
+    asyncio.run(scenario())  # shuts the executor down at the end
