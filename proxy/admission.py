@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.display import display_usd
@@ -21,7 +20,7 @@ from billing.models import ALERT_REFUSED, Budget
 from billing.periods import period_key, seconds_to_next_period
 from billing.selectors import spent_in_period_pico
 from billing.tasks import send_budget_alert
-from gateway_project.common.dbconn import with_live_connection
+from gateway_project.common.dbconn import db_thread
 from gateway_project.common.money import NANO, pico_to_nanos_ceil
 from observability import metrics
 from observability.selectors import calls_stored
@@ -383,9 +382,7 @@ async def seed_budget_counter(budget_id: int, counter_key: str, tz: tzinfo, now:
     deadline = time.monotonic() + settings.GATEWAY_REBUILD_DELAY + 5.0
     while True:
         orphans = await lim.orphans(counter_key)
-        nanos, stored = await sync_to_async(with_live_connection(ledger_for_seed), thread_sensitive=False)(
-            budget_id, tz, now, list(orphans)
-        )
+        nanos, stored = await db_thread(ledger_for_seed)(budget_id, tz, now, list(orphans))
         wait = await lim.seed(counter_key, nanos, stored, delay_ms)
         if not wait:
             return
@@ -471,9 +468,7 @@ async def _alert(check: BudgetCheck, threshold: int, spent_nanos: int) -> None:
         _queued.clear()
     _queued.add(ident)
     try:
-        await sync_to_async(with_live_connection(_enqueue_alert), thread_sensitive=False)(
-            check.budget_id, check.period_key, threshold, spent_nanos
-        )
+        await db_thread(_enqueue_alert)(check.budget_id, check.period_key, threshold, spent_nanos)
     except Exception:
         _queued.discard(ident)  # the broker was away: let the next crossing or refusal try again
         raise

@@ -17,12 +17,12 @@ from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.urls import set_script_prefix, set_urlconf
+from django.urls import set_script_prefix
 
 from proxy.errors import ProxyError
 from proxy.relay import GatewayStreamResponse
 
-# The proxy's routes first, the console's imported only when needed (proxy.urls).
+# The proxy's routes first, the console's imported only when needed.
 PROXY_URLCONF = "proxy.handler_urls"
 
 
@@ -42,9 +42,8 @@ class ProxyHandler(ASGIHandler):
     async def get_response_async(self, request: Any) -> Any:
         # Django's version logs every 4xx/5xx through sync_to_async (a thread hop); the proxy records
         # its errors in the call log instead.
-        # resolve_request reads the request's own urlconf (set_urlconf alone is only for reverse()).
+        # Django's resolve_request resolves with the request's own urlconf, and sets it for reverse().
         request.urlconf = PROXY_URLCONF
-        set_urlconf(PROXY_URLCONF)
         return await self._middleware_chain(request)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

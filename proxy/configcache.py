@@ -14,10 +14,9 @@ import logging
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway_project.common.dbconn import with_live_connection
+from gateway_project.common.dbconn import db_thread
 from proxy.loader import load_key, load_tenant
 from proxy.snapshot import KeyEntry, TenantEntry
 from tenants.changes import channel
@@ -155,9 +154,7 @@ class ConfigState:
         # a client that hangs up cancels only its own wait, never the load the others wait for.
         task = pending.get(ident)
         if task is None:
-            task = asyncio.get_running_loop().create_task(
-                sync_to_async(with_live_connection(loader), thread_sensitive=False)(ident)
-            )
+            task = asyncio.get_running_loop().create_task(db_thread(loader)(ident))
             pending[ident] = task
             task.add_done_callback(lambda _t: pending.pop(ident, None))
         return await asyncio.shield(task)
@@ -231,13 +228,11 @@ class ConfigState:
         while True:
             try:
                 if last_id is None:
-                    last_id = await sync_to_async(with_live_connection(_max_change_id), thread_sensitive=False)()
+                    last_id = await db_thread(_max_change_id)()
                     # Anything cached before we knew where the log stood may be stale.
                     self.clear()
                 since = max(last_id - TRAILING_IDS, 0)
-                for change_id, kind, ref in await sync_to_async(
-                    with_live_connection(_changes_since), thread_sensitive=False
-                )(since):
+                for change_id, kind, ref in await db_thread(_changes_since)(since):
                     if change_id in seen or change_id <= since:
                         continue
                     seen.add(change_id)

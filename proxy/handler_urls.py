@@ -1,5 +1,14 @@
-"""The urlconf of proxy.asgi.ProxyHandler (/v1/ and /mcp): see proxy.urls.proxy_first_urlpatterns."""
+"""The urlconf of proxy.asgi.ProxyHandler (/v1/ and /mcp): the proxy's routes, then the whole site's,
+imported only when something needs it (a reverse() for a link in an alert).
 
-from proxy.urls import proxy_first_urlpatterns as urlpatterns
+The root urlconf imports every console view (allauth, the API, the forms: 145 modules, 7.6 MiB a
+worker), which a worker that only proxies never runs. `include()` would import it at once; a resolver
+given the module's name imports it on first use.
+"""
 
-__all__ = ["urlpatterns"]
+from django.urls import URLResolver
+from django.urls.resolvers import RoutePattern
+
+from proxy.urls import urlpatterns as proxy_urlpatterns
+
+urlpatterns = [*proxy_urlpatterns, URLResolver(RoutePattern(""), "gateway_project.urls")]

@@ -1,5 +1,4 @@
-from django.urls import URLResolver, path, re_path
-from django.urls.resolvers import RoutePattern
+from django.urls import path, re_path
 
 from proxy import keyinfo, views
 from proxy.mcp import endpoint as mcp
@@ -21,10 +20,3 @@ urlpatterns = [
     path("mcp", mcp.endpoint, name="mcp"),
     path("mcp/<str:server>", mcp.endpoint, name="mcp-server"),
 ]
-
-
-# The proxy handler's urlconf: the routes above, then the whole site's, imported only when something
-# needs it (a reverse() for a link in an alert). The root urlconf imports every console view (allauth,
-# the API, the forms: 145 modules, 7.6 MiB a worker), which a worker that only proxies never runs.
-# `include()` would import it at once; a resolver given the module's name imports it on first use.
-proxy_first_urlpatterns = [*urlpatterns, URLResolver(RoutePattern(""), "gateway_project.urls")]

@@ -8,7 +8,11 @@ every later query there ("the connection is closed"), long after the database wa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from asgiref.sync import sync_to_async
 
 
 def keep_connection() -> None:
@@ -29,13 +33,19 @@ def keep_connection() -> None:
 def with_live_connection[**P, R](fn: Callable[P, R]) -> Callable[P, R]:
     """`fn`, run after keep_connection(): for functions handed to sync_to_async on the proxy's path."""
 
+    @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         keep_connection()
         return fn(*args, **kwargs)
 
-    run.__name__ = getattr(fn, "__name__", "run")
-    run.__doc__ = fn.__doc__
     return run
 
 
-__all__ = ["keep_connection", "with_live_connection"]
+def db_thread[**P, R](fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`fn` as a coroutine function run in an executor thread (not the one thread Django keeps for
+    thread-sensitive work) with that thread's connection checked first: how the proxy reads and
+    writes the database off its event loop."""
+    return sync_to_async(with_live_connection(fn), thread_sensitive=False)
+
+
+__all__ = ["db_thread", "keep_connection", "with_live_connection"]
