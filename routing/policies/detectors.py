@@ -11,6 +11,7 @@ regexes are not here: they run under a time bound with the `regex` module (routi
 
 from __future__ import annotations
 
+import array
 import functools
 import ipaddress
 import math
@@ -22,6 +23,14 @@ import phonenumbers
 from stdnum import iban as stdnum_iban
 
 from routing.policies.spec import NER_DETECTOR
+
+try:
+    # The dense passes in C (routing/policies/_scan.c, built by `make`): the same findings as the Python
+    # passes below, which run where it is not built and on strings wider than one byte a character.
+    from routing.policies import _scan
+except ImportError:  # pragma: no cover - a checkout where `make` has not built it
+    _scan = None  # type: ignore[assignment]
+native: Any = _scan
 
 # Names of people (NER_DETECTOR, offered only where Presidio is installed) count from this score.
 NER_MIN_SCORE = 0.6
@@ -76,6 +85,11 @@ _PROVKEY = re.compile(
     r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
     r"|(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})(?![\w-])"
 )
+# What the secret patterns and the IPv6 pass look for before they run, as bits (the native module's
+# `hints` computes the same mask in one pass; secret_hints is the Python one).
+H_PKEY, H_JWT, H_PROVKEY, H_BEARER = 1, 2, 4, 8
+_KW_BITS = (("key", 16), ("secret", 32), ("token", 64), ("passw", 128), ("pwd", 256))
+H_V6 = 512
 _BEARER = re.compile(r"(?i:bearer)\s+([A-Za-z0-9._~+/-]{16,}=*)")
 # A long random-looking value right after a word like key/secret/token/password, matched on the
 # lower-cased text (a case-insensitive alternation is several times slower).
@@ -214,7 +228,7 @@ def is_phone(candidate: str, digits: str, before: str) -> bool:
         return False  # 3-2-4 digits is how SSNs and serials are written, never phone numbers
     if national:
         return _nanp_valid(national)
-    return any(_valid_number(candidate, region) for region in TRUNK_ZERO_REGIONS)
+    return _trunk_zero_valid(candidate)
 
 
 @functools.cache
@@ -246,6 +260,107 @@ def _nanp_pattern() -> re.Pattern[str]:
 
 def _nanp_valid(national: str) -> bool:
     return _nanp_pattern().fullmatch(national) is not None
+
+
+class _NotFlat(Exception):
+    """A part of a pattern that nanp_table cannot spell out as digit classes."""
+
+
+def _digit_sequences(items: Any, width: int) -> set[tuple[int, ...]]:
+    """The strings of `width` digits a parsed pattern (re._parser) matches, as tuples of per-position
+    digit masks (bit d set: digit d allowed). Only literals, classes, bounded repeats, groups and
+    alternation are spelled out; anything else raises _NotFlat."""
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    sequences: set[tuple[int, ...]] = {()}
+    for op, arg in items:
+        if op is c.SUBPATTERN:
+            options = _digit_sequences(arg[3], width)
+        elif op is c.BRANCH:
+            options = set().union(*(_digit_sequences(alt, width) for alt in arg[1]))
+        elif op is c.MAX_REPEAT or op is c.MIN_REPEAT:
+            low, high, sub = arg
+            one = _digit_sequences(sub, width)
+            options = set()
+            current: set[tuple[int, ...]] = {()}
+            for count in range(min(high, width) + 1):
+                if count >= low:
+                    options |= current
+                current = {a + b for a in current for b in one if len(a) + len(b) <= width}
+        else:
+            options = {(_digit_mask(op, arg),)}
+        sequences = {a + b for a in sequences for b in options if len(a) + len(b) <= width}
+    return sequences
+
+
+def _digit_mask(op: Any, arg: Any) -> int:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    if op is c.LITERAL:
+        return 1 << (arg - 48) if 48 <= arg <= 57 else 0
+    if op is c.IN:
+        mask = 0
+        for item_op, item in arg:
+            if item_op is c.LITERAL:
+                mask |= _digit_mask(item_op, item)
+            elif item_op is c.RANGE:
+                mask |= sum(1 << (d - 48) for d in range(max(item[0], 48), min(item[1], 57) + 1))
+            elif item_op is c.CATEGORY and item is c.CATEGORY_DIGIT:
+                mask |= 0x3FF
+            else:
+                raise _NotFlat(item_op)
+        return mask
+    raise _NotFlat(op)
+
+
+@functools.cache
+def nanp_table() -> bytes | None:
+    """_nanp_pattern spelled out for the native scanner: for each area code (the first three digits),
+    the rows of digit masks the other seven must fit, one row per alternative of the pattern. A national
+    number is valid when it fits one of its area code's rows: the pattern's own verdict, checked in a
+    few comparisons (tests/routing/test_native_scan.py compares the two). None when the pattern holds
+    something this cannot spell out (phonenumbers' metadata changed shape): the scanner then asks
+    _nanp_valid."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        sequences = _digit_sequences(_parser.parse(_nanp_pattern().pattern), 10)
+    except _NotFlat:
+        return None
+    by_area: dict[int, set[tuple[int, ...]]] = {}
+    for seq in sequences:
+        if len(seq) != 10 or not all(seq):
+            continue
+        for d0 in range(10):
+            for d1 in range(10):
+                for d2 in range(10):
+                    if seq[0] >> d0 & 1 and seq[1] >> d1 & 1 and seq[2] >> d2 & 1:
+                        by_area.setdefault(d0 * 100 + d1 * 10 + d2, set()).add(seq[3:])
+    offsets = array.array("I", [0])
+    rows = array.array("H")
+    for area in range(1000):
+        for row in sorted(by_area.get(area, ())):
+            rows.extend(row)
+        offsets.append(len(rows) // 7)
+    return offsets.tobytes() + rows.tobytes()
+
+
+def _trunk_zero_valid(candidate: str) -> bool:
+    return any(_valid_number(candidate, region) for region in TRUNK_ZERO_REGIONS)
+
+
+def _international_valid(text: str) -> bool:
+    return _valid_number(text, None)
+
+
+@functools.cache
+def native_ready() -> bool:
+    """Hands the native scanner the Python verdicts it asks for (once per process); False where the
+    module is not built."""
+    if native is None:
+        return False
+    native.configure(_iban_registered, _international_valid, _trunk_zero_valid, _nanp_valid, nanp_table())
+    return True
 
 
 @functools.lru_cache(maxsize=8192)
@@ -309,6 +424,15 @@ def resolve(hits: list[Finding]) -> list[Finding]:
     """Non-overlapping findings in text order; where two overlap, the one starting first (or the longer) wins."""
     if len(hits) < 2:
         return hits
+    if native is not None:
+        return native.resolve(hits)  # the same, without a Python key function per finding
+    return resolve_py(hits)
+
+
+def resolve_py(hits: list[Finding]) -> list[Finding]:
+    """resolve in Python (and the reference the native one is tested against)."""
+    if len(hits) < 2:
+        return hits
     hits.sort(key=lambda h: (h[0], h[0] - h[1]))
     kept = [hits[0]]
     for hit in hits[1:]:
@@ -333,12 +457,44 @@ def term_pattern(words: Iterable[str]) -> re.Pattern[str]:
     return re.compile("(?:" + "|".join(escaped) + r")(?!\w)")
 
 
+def secret_hints(text: str, lowered: str) -> int:
+    """Which of the secret patterns' substrings occur (H_* bits): what the native `hints` computes."""
+    hints = 0
+    if "-----BEGIN" in text:
+        hints |= H_PKEY
+    if "eyJ" in text:
+        hints |= H_JWT
+    if any(hint in text for hint in _PROVKEY_HINTS):
+        hints |= H_PROVKEY
+    if "earer" in lowered:
+        hints |= H_BEARER
+    for hint, bit in _KW_BITS:
+        if hint in lowered:
+            hints |= bit
+    return hints
+
+
 class Scanner:
     """The built-in detectors a policy enables, and its term list, compiled once per policy."""
 
     def __init__(self, detectors: Iterable[str], terms: Iterable[str] = ()) -> None:
         self.enabled = frozenset(detectors)
         self.numbers = bool(self.enabled & {"card", "us_ssn", "phone", "ip"})
+        # What the native passes run (its flag bits), or -1 where the module is not built.
+        self.native_flags = -1
+        if native_ready():
+            self.native_flags = sum(
+                bit
+                for name, bit in (
+                    ("email", native.EMAIL),
+                    ("iban", native.IBAN),
+                    ("ip", native.IP),
+                    ("us_ssn", native.SSN),
+                    ("card", native.CARD),
+                    ("phone", native.PHONE),
+                )
+                if name in self.enabled
+            )
         # Loaded here, at config load in a worker thread, never on a request.
         self.ner = ner_engine() if NER_DETECTOR in self.enabled else None
         words = [w for w in terms if w.strip()]
@@ -350,18 +506,19 @@ class Scanner:
         found: list[Finding] = []
         enabled = self.enabled
         lowered: str | None = None
+        # The native module reads 1-byte strings (None for wider ones, which take the Python passes).
+        hints = native.hints(text) if self.native_flags >= 0 else None
         if "secret" in enabled:
             lowered = lower(text)
-            self._secrets(text, lowered, found)
-        if "email" in enabled and "@" in text:
-            self._emails(text, found)
-        if "iban" in enabled:
-            found.extend((m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if is_iban(m.group()))
-        if "ip" in enabled and "." in text:
-            self._ipv4(text, found)
-        if self.numbers:
-            self._numbers(text, found)
-        if "ip" in enabled and _V6_HINT.search(text):
+            if hints is None:
+                self._secrets(text, lowered, found, secret_hints(text, lowered), wide=True)
+            else:
+                self._secrets(text, lowered, found, hints, wide=False)
+        if hints is not None:
+            native.scan(text, self.native_flags, found)
+        else:
+            self._dense(text, found)
+        if "ip" in enabled and (_V6_HINT.search(text) if hints is None else hints & H_V6):
             found.extend((m.start(), m.end(), "ip") for m in _IPV6.finditer(text) if is_ipv6(m.group()))
         if self.ner is not None:
             for result in self.ner.analyze(text=text, entities=["PERSON"], language="en"):
@@ -377,18 +534,38 @@ class Scanner:
                         found.append((start, m.end(), "terms"))
         return resolve(found)
 
-    def _secrets(self, text: str, lowered: str, found: list[Finding]) -> None:
-        if "-----BEGIN" in text:
+    def _dense(self, text: str, found: list[Finding]) -> None:
+        """E-mail addresses, IBANs, IPv4 addresses and numbers in Python (what native.scan does)."""
+        enabled = self.enabled
+        if "email" in enabled and "@" in text:
+            self._emails(text, found)
+        if "iban" in enabled:
+            found.extend((m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if is_iban(m.group()))
+        if "ip" in enabled and "." in text:
+            self._ipv4(text, found)
+        if self.numbers:
+            self._numbers(text, found)
+
+    def _secrets(self, text: str, lowered: str, found: list[Finding], hints: int, wide: bool) -> None:
+        if hints & H_PKEY:
             found.extend((m.start(), m.end(), "secret") for m in _PKEY.finditer(text))
-        if "eyJ" in text:
+        if hints & H_JWT:
             found.extend((m.start(), m.end(), "secret") for m in _JWT.finditer(text))
-        if any(hint in text for hint in _PROVKEY_HINTS):
-            found.extend((m.start(), m.end(), "secret") for m in _PROVKEY.finditer(text))
-        if "earer" in lowered:
+        if hints & H_PROVKEY:
+            if wide:
+                found.extend((m.start(), m.end(), "secret") for m in _PROVKEY.finditer(text))
+            else:
+                # only where a hint is (native.provkey_starts): the alternation is slow to try everywhere
+                for start in native.provkey_starts(text):
+                    if (m := _PROVKEY.match(text, start)) is not None:
+                        found.append((m.start(), m.end(), "secret"))
+        if hints & H_BEARER:
             for m in _BEARER.finditer(text):
                 if is_random_token(m.group(1)) or len(m.group(1)) >= 24:
                     found.append((m.start(1), m.end(1), "secret"))
-        for hint in _KW_HINTS:
+        for hint, bit in _KW_BITS:
+            if not hints & bit:
+                continue
             pos = lowered.find(hint)
             while pos >= 0:
                 tail = _KW_TAIL.match(lowered, pos + len(hint))
