@@ -14,8 +14,12 @@
  * back into the Python functions that give them; the North American plan is a table built from
  * phonenumbers' own patterns (detectors.nanp_table).
  *
- * Only 1-byte strings (ASCII and Latin-1) are read here; in them \d is [0-9] and case-insensitive words
- * compare as ASCII, as CPython's matcher does. Wider strings take the Python path.
+ * The passes read 1-byte text (ASCII and Latin-1): in it \d is [0-9] and case-insensitive words compare
+ * as ASCII, as CPython's matcher does. A wider string is read through a 1-byte stand-in (read_text): each
+ * character above U+00FF becomes one that the patterns treat alike (a letter, a space or neither), so
+ * offsets and findings are the same; a string with what the stand-in cannot stand for (a decimal digit of
+ * another script, which \d matches, or one of the four characters that case-fold to an ASCII letter)
+ * takes the Python path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -809,6 +813,8 @@ static int numbers(Ctx *x) {
     return err ? -1 : 0;
 }
 
+static int read_text(PyObject *text, Ctx *x, Py_UCS1 **owned);
+
 /* ---- provider keys and overlaps ----------------------------------------------------------------------- */
 
 /* Where a _PROVKEY match can start: each alternative begins with one of its hints at a fixed offset
@@ -816,14 +822,19 @@ static int numbers(Ctx *x) {
  * [\w-] between characters that are not, so they never overlap, and _PROVKEY.match at these starts finds
  * what finditer over the whole text finds, without trying the alternation at every position. */
 static PyObject *py_provkey_starts(PyObject *self, PyObject *text) {
-    if (!PyUnicode_Check(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
-        PyErr_SetString(PyExc_TypeError, "text must be a 1-byte str");
+    Ctx c = {0};
+    Py_UCS1 *owned;
+    int r = read_text(text, &c, &owned);
+    if (r <= 0) {
+        if (r == 0) PyErr_SetString(PyExc_ValueError, "text the native passes cannot read (hints gave None)");
         return NULL;
     }
-    Ctx c = {PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text), 0, NULL};
     const Ctx *x = &c;
     PyObject *out = PyList_New(0);
-    if (out == NULL) return NULL;
+    if (out == NULL) {
+        PyMem_Free(owned);
+        return NULL;
+    }
     ssize last = -1;
     for (ssize i = 0; i + 1 < x->n; i++) {
         if (!(OPENING(x->s, i) & 2)) continue;
@@ -857,16 +868,29 @@ static PyObject *py_provkey_starts(PyObject *self, PyObject *text) {
         if (v == NULL || PyList_Append(out, v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(out);
+            PyMem_Free(owned);
             return NULL;
         }
         Py_DECREF(v);
         last = start;
     }
+    PyMem_Free(owned);
     /* starts found one or six characters back can come after a later hint's: text order, no repeats */
     if (PyList_Sort(out) < 0) {
         Py_DECREF(out);
         return NULL;
     }
+    ssize kept = 0, total = PyList_GET_SIZE(out);
+    for (ssize i = 0; i < total; i++) {
+        PyObject *v = PyList_GET_ITEM(out, i);
+        if (kept && PyObject_RichCompareBool(PyList_GET_ITEM(out, kept - 1), v, Py_EQ) == 1) continue;
+        if (kept != i) {
+            Py_INCREF(v);
+            PyList_SetItem(out, kept, v);
+        }
+        kept++;
+    }
+    if (PyList_SetSlice(out, kept, total, NULL) < 0) Py_CLEAR(out);
     return out;
 }
 
@@ -923,23 +947,55 @@ static PyObject *py_resolve(PyObject *self, PyObject *hits) {
 
 /* ---- module ---------------------------------------------------------------------------------------------- */
 
-static int read_text(PyObject *text, Ctx *x) {
+/* The text as 1-byte characters: the string's own buffer, or a stand-in for a wider one (*owned, freed
+ * by the caller). 0 when the Python passes must read it. */
+static int read_text(PyObject *text, Ctx *x, Py_UCS1 **owned) {
+    *owned = NULL;
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "text must be a str");
         return -1;
     }
-    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) return 0;
-    x->s = PyUnicode_1BYTE_DATA(text);
     x->n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    if (kind == PyUnicode_1BYTE_KIND) {
+        x->s = PyUnicode_1BYTE_DATA(text);
+        return 1;
+    }
+    const void *data = PyUnicode_DATA(text);
+    Py_UCS1 *buf = PyMem_Malloc((size_t)(x->n ? x->n : 1));
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (ssize i = 0; i < x->n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 256) {
+            buf[i] = (Py_UCS1)c;
+        } else if (Py_UNICODE_ISDECIMAL(c) || c == 0x130 || c == 0x131 || c == 0x17F || c == 0x212A) {
+            PyMem_Free(buf); /* \d, or (?i) and lower() read it as an ASCII letter: İ ı ſ K */
+            return 0;
+        } else if (Py_UNICODE_ISALNUM(c)) {
+            buf[i] = 0xAA; /* "ª": a letter, \w, like no ASCII one */
+        } else if (Py_UNICODE_ISSPACE(c)) {
+            buf[i] = 0x85; /* NEL: \s, not the space the separators name */
+        } else {
+            buf[i] = 0xA7; /* "§": neither */
+        }
+    }
+    x->s = buf;
+    *owned = buf;
     return 1;
 }
 
 static PyObject *py_hints(PyObject *self, PyObject *text) {
     Ctx x = {0};
-    int r = read_text(text, &x);
+    Py_UCS1 *owned;
+    int r = read_text(text, &x, &owned);
     if (r < 0) return NULL;
     if (r == 0) Py_RETURN_NONE;
-    return PyLong_FromLong(hints_of(&x));
+    long h = hints_of(&x);
+    PyMem_Free(owned);
+    return PyLong_FromLong(h);
 }
 
 static PyObject *py_scan(PyObject *self, PyObject *args) {
@@ -951,16 +1007,18 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
         return NULL;
     }
     Ctx x = {0};
-    int r = read_text(text, &x);
+    Py_UCS1 *owned;
+    int r = read_text(text, &x, &owned);
     if (r < 0) return NULL;
     if (r == 0) Py_RETURN_FALSE;
     x.flags = flags;
     x.found = found;
     int has_at = memchr(x.s, '@', (size_t)x.n) != NULL, has_dot = memchr(x.s, '.', (size_t)x.n) != NULL;
-    if ((flags & F_EMAIL) && has_at && emails(&x) < 0) return NULL;
-    if ((flags & F_IBAN) && ibans(&x) < 0) return NULL;
-    if ((flags & F_IP) && has_dot && ipv4s(&x) < 0) return NULL;
-    if ((flags & (F_SSN | F_CARD | F_PHONE)) && numbers(&x) < 0) return NULL;
+    int err = ((flags & F_EMAIL) && has_at && emails(&x) < 0) || ((flags & F_IBAN) && ibans(&x) < 0) ||
+              ((flags & F_IP) && has_dot && ipv4s(&x) < 0) ||
+              ((flags & (F_SSN | F_CARD | F_PHONE)) && numbers(&x) < 0);
+    PyMem_Free(owned);
+    if (err) return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -988,10 +1046,10 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"hints", py_hints, METH_O, "Bit mask of the substrings the secret detectors look for, or None (wide str)."},
+    {"hints", py_hints, METH_O, "Bit mask of the substrings the secret detectors look for, or None (Python reads it)."},
     {"scan", py_scan, METH_VARARGS,
-     "scan(text, flags, found): append e-mail, IBAN, IPv4 and number findings; False for a wide str."},
-    {"provkey_starts", py_provkey_starts, METH_O, "Where a provider key can start (1-byte str)."},
+     "scan(text, flags, found): append e-mail, IBAN, IPv4 and number findings; False: Python reads it."},
+    {"provkey_starts", py_provkey_starts, METH_O, "Where a provider key can start."},
     {"resolve", py_resolve, METH_O, "detectors.resolve, in C."},
     {"configure", py_configure, METH_VARARGS,
      "configure(iban_registered, valid_number, trunk_valid, nanp_valid, nanp_table)"},

@@ -26,7 +26,7 @@ from routing.policies.spec import NER_DETECTOR
 
 try:
     # The dense passes in C (routing/policies/_scan.c, built by `make`): the same findings as the Python
-    # passes below, which run where it is not built and on strings wider than one byte a character.
+    # passes below, which run where it is not built and on the rare text it hands back (see _scan.c).
     from routing.policies import _scan
 except ImportError:  # pragma: no cover - a checkout where `make` has not built it
     _scan = None  # type: ignore[assignment]
@@ -506,14 +506,14 @@ class Scanner:
         found: list[Finding] = []
         enabled = self.enabled
         lowered: str | None = None
-        # The native module reads 1-byte strings (None for wider ones, which take the Python passes).
+        # None where the native module is not built or hands the text back: the Python passes read it.
         hints = native.hints(text) if self.native_flags >= 0 else None
         if "secret" in enabled:
             lowered = lower(text)
             if hints is None:
-                self._secrets(text, lowered, found, secret_hints(text, lowered), wide=True)
+                self._secrets(text, lowered, found, secret_hints(text, lowered), native_read=False)
             else:
-                self._secrets(text, lowered, found, hints, wide=False)
+                self._secrets(text, lowered, found, hints, native_read=True)
         if hints is not None:
             native.scan(text, self.native_flags, found)
         else:
@@ -546,13 +546,13 @@ class Scanner:
         if self.numbers:
             self._numbers(text, found)
 
-    def _secrets(self, text: str, lowered: str, found: list[Finding], hints: int, wide: bool) -> None:
+    def _secrets(self, text: str, lowered: str, found: list[Finding], hints: int, native_read: bool) -> None:
         if hints & H_PKEY:
             found.extend((m.start(), m.end(), "secret") for m in _PKEY.finditer(text))
         if hints & H_JWT:
             found.extend((m.start(), m.end(), "secret") for m in _JWT.finditer(text))
         if hints & H_PROVKEY:
-            if wide:
+            if not native_read:
                 found.extend((m.start(), m.end(), "secret") for m in _PROVKEY.finditer(text))
             else:
                 # only where a hint is (native.provkey_starts): the alternation is slow to try everywhere

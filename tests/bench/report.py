@@ -8,6 +8,7 @@ from tests.bench.load import LoadResult
 
 DIRECT = "direct (mock)"
 PLAIN = "gateway"  # the variant every other one is compared with (tests/bench/gateway.py)
+PEER = "litellm"  # LiteLLM's proxy, when installed (tests/bench/peer.py)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,28 @@ def cpu_ratio_table(rows: list[Row], first: str, names: list[str]) -> str:
     return "\n".join(out)
 
 
+def peer_table(rows: list[Row], peer: str, names: list[str]) -> str:
+    """How many times our CPU per request the peer (LiteLLM) spends, and its req/s as a share of ours,
+    scenario by scenario (issue 22: at least 10x less CPU, JSON and SSE, plain and everything on)."""
+    theirs = {r.scenario: r for r in rows if r.target == peer}
+    scenarios = list(theirs)
+    by_key = {(r.target, r.scenario): r for r in rows}
+    out = [
+        f"| ours | {' | '.join(f'{peer} CPU ÷ ours, {s.label}' for s in scenarios)} | req/s × {peer} (best) |",
+        f"|---|{'---:|' * (len(scenarios) + 1)}",
+    ]
+    for name in names:
+        cells, speedups = [], []
+        for s in scenarios:
+            r = by_key.get((name, s))
+            cells.append(_ratio(theirs[s].cpu_ms_per_req, r.cpu_ms_per_req) if r else "–")
+            if r and theirs[s].load.rps:
+                speedups.append(r.load.rps / theirs[s].load.rps)
+        best = f"{max(speedups):.1f}×" if speedups else "–"
+        out.append(f"| {_short(name)} | {' | '.join(cells)} | {best} |")
+    return "\n".join(out)
+
+
 def render(header: list[str], rows: list[Row], targets: list[TargetInfo]) -> str:
     parts = ["## Gateway overhead benchmark", "", *header, "", rows_table(rows), ""]
     parts += [
@@ -148,6 +171,9 @@ def render(header: list[str], rows: list[Row], targets: list[TargetInfo]) -> str
         ref = PLAIN if PLAIN in names else names[0]
         others = [n for n in names if n != ref]
         parts += ["", variant_delta_table(rows, ref, others), "", cpu_ratio_table(rows, ref, others)]
+    peers = [t.name for t in targets if t.name == PEER]
+    if peers:
+        parts += ["", peer_table(rows, PEER, [t.name for t in targets if t.name != PEER])]
     notes = [n for t in targets for n in t.notes]
     if notes:
         parts += ["", *(f"- {n}" for n in notes)]

@@ -25,6 +25,7 @@ from types import FrameType
 import orjson
 
 from tests.bench import gateway as gw
+from tests.bench import peer
 from tests.bench.check import mock_requests, precheck
 from tests.bench.feedback import feedback_cost
 from tests.bench.load import Request, pick_driver, run_load
@@ -63,6 +64,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--load-only",
         action="store_true",
         help="only the load scenarios: skip the PII scan, MCP, feedback and A/B page measurements",
+    )
+    p.add_argument(
+        "--litellm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run LiteLLM's proxy when ../shared/bench/litellm.sh installed it (default: yes)",
     )
     args = p.parse_args(argv)
     if args.duration is None:
@@ -227,6 +234,21 @@ class Bench:
             )
         return info
 
+    def run_litellm(self, mock_port: int) -> TargetInfo | None:
+        """The same scenarios through LiteLLM's proxy (tests/bench/peer.py), when the shared kit installed it."""
+        if peer.venv() is None:
+            _log(self.started, "LiteLLM not installed (../shared/bench/litellm.sh install): not measured")
+            return None
+        info = TargetInfo(peer.NAME, "LiteLLM's proxy as the shared kit runs it (no database)")
+        process, port, info.startup_s = peer.start(self.procs, self.workdir, mock_port)
+        _log(self.started, f"litellm pid {process.pid} ready on port {port} after {info.startup_s:.0f} s")
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {peer.MASTER_KEY}"}
+        requests = _requests(port, headers, "/v1/chat/completions", "/v1/chat/completions")
+        info.requests_sent = 2 + self.run_target(peer.NAME, process.pid, requests, self.args.warmup)
+        info.rss_mib, info.pss_mib, info.processes, info.worker_rss_mib = memory_mib(process.pid)
+        self.procs.stop(process)
+        return info
+
     def header(self, database: str) -> list[str]:
         cpu = ""
         try:
@@ -277,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.run_target(DIRECT, mock.pid, direct, min(args.warmup, 1.0))
 
         targets = [bench.run_variant(v, mock_port, env) for v in variants]
+        if args.litellm:
+            litellm = bench.run_litellm(mock_port)
+            if litellm is not None:
+                targets.append(litellm)
         database = "given DATABASE_URL" if given_db else "temporary SQLite file"
         report = render(bench.header(database), bench.rows, targets)
         if any(v.name == "everything" for v in variants) and not args.load_only:
