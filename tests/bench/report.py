@@ -9,6 +9,8 @@ from tests.bench.load import LoadResult
 DIRECT = "direct (mock)"
 PLAIN = "gateway"  # the variant every other one is compared with (tests/bench/gateway.py)
 PEER = "litellm"  # LiteLLM's proxy, when installed (tests/bench/peer.py)
+PLAIN_REDIS = "gateway+redis"  # the plain config with REDIS_URL (tests/bench/gateway.py)
+REDIS_VARIANTS = ("everything", "gateway+limits+redis", "cache-hit")
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,11 @@ def render(header: list[str], rows: list[Row], targets: list[TargetInfo]) -> str
         ref = PLAIN if PLAIN in names else names[0]
         others = [n for n in names if n != ref]
         parts += ["", variant_delta_table(rows, ref, others), "", cpu_ratio_table(rows, ref, others)]
+        if PLAIN_REDIS in names:
+            # The policies' own cost: against the plain config in the same deployment shape (the call log
+            # through the Redis stream), which the variants with REDIS_URL share.
+            with_redis = [n for n in names if n in REDIS_VARIANTS]
+            parts += ["", cpu_ratio_table(rows, PLAIN_REDIS, with_redis)]
     peers = [t.name for t in targets if t.name == PEER]
     if peers:
         parts += ["", peer_table(rows, PEER, [t.name for t in targets if t.name != PEER])]
