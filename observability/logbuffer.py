@@ -338,17 +338,23 @@ class LogBuffer:
                 except Exception:
                     logger.exception("tending the call-log spool failed")
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self, limit: int) -> list[dict[str, Any]]:
         batch = []
-        while self._records and len(batch) < 5000:
+        while self._records and len(batch) < limit:
             batch.append(self._records.popleft())
         return batch
 
     def flush_sync(self) -> int:
         written = 0
         with self._lock:
-            while self._records:
-                batch = self._take()
+            # The rows buffered when the flush starts, not those that arrive while it writes: a flusher
+            # that drained to empty chased the requests a few rows at a time (at c=1, about three rows
+            # per COPY, rollup upsert and commit: the writer thread busy 85 % of the time and a plain
+            # request's CPU doubled), where the next tick takes them in one batch.
+            due = len(self._records)
+            while due > 0 and self._records:
+                batch = self._take(min(due, 5000))
+                due -= len(batch)
                 try:
                     self.sink.write(batch)
                 except AWAY as exc:

@@ -14,11 +14,12 @@ import platform
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -28,7 +29,7 @@ from tests.bench import gateway as gw
 from tests.bench import peer
 from tests.bench.check import mock_requests, precheck
 from tests.bench.feedback import feedback_cost
-from tests.bench.load import Request, pick_driver, run_load
+from tests.bench.load import LoadResult, Request, pick_driver, run_load
 from tests.bench.mcp import mcp_cost
 from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, UNIQUE_MARKER, request_body, responses_body
 from tests.bench.procs import BenchError, Managed, Processes, cpu_seconds, memory_mib
@@ -64,6 +65,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--load-only",
         action="store_true",
         help="only the load scenarios: skip the PII scan, MCP, feedback and A/B page measurements",
+    )
+    p.add_argument(
+        "--interleave",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the chosen variants' gateways at once and cut each scenario into N turns that alternate "
+        "between them, so that their ratios come from the same moments (default 1: one variant after another)",
     )
     p.add_argument(
         "--litellm",
@@ -165,6 +174,36 @@ def _ab_page(procs: Processes, env: dict[str, str]) -> str:
     )
 
 
+@dataclass
+class Live:
+    """A variant's gateway, started and checked, and what the load sends it."""
+
+    info: TargetInfo
+    gateway: gw.Gateway
+    key: str
+    requests: dict[str, Request]
+
+
+def combine(results: list[LoadResult]) -> LoadResult:
+    """One scenario's turns as one result: counts add up, p50 is the median turn's, p99 the worst turn's."""
+    requests = sum(r.requests for r in results)
+    clients = [r.client_cpu_s for r in results if r.client_cpu_s is not None]
+    return LoadResult(
+        driver=results[0].driver,
+        requests=requests,
+        seconds=sum(r.seconds for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p90_ms=statistics.median(r.p90_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+        max_ms=max(r.max_ms for r in results),
+        mean_ms=sum(r.mean_ms * r.requests for r in results) / requests if requests else 0.0,
+        non2xx=sum(r.non2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        timeouts=sum(r.timeouts for r in results),
+        client_cpu_s=sum(clients) if clients else None,
+    )
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, procs: Processes, workdir: Path, started: float) -> None:
         self.args = args
@@ -199,7 +238,8 @@ class Bench:
             )
         return done
 
-    def run_variant(self, variant: gw.Variant, mock_port: int, env: dict[str, str]) -> TargetInfo:
+    def start_variant(self, variant: gw.Variant, mock_port: int, env: dict[str, str]) -> Live:
+        """Configure the variant's tenant, start its gateway and pre-check it."""
         info = TargetInfo(variant.name, variant.description)
         key = gw.configure(variant, mock_port, self.procs, env, self.workdir)
         gateway = gw.start_gateway(variant, key, self.procs, env, self.workdir, "warning")
@@ -224,15 +264,64 @@ class Bench:
         requests = _requests(
             gateway.port, headers, "/v1/chat/completions", "/v1/chat/completions", variant.unique_prompts, variant.api
         )
-        info.requests_sent = 3 + self.run_target(variant.name, gateway.process.pid, requests, self.args.warmup)
-        info.rss_mib, info.pss_mib, info.processes, info.worker_rss_mib = memory_mib(gateway.process.pid)
-        self.procs.stop(gateway.process)  # graceful: the lifespan shutdown flushes the call log
-        info.call_log_rows = gw.call_log_rows(self.procs, env, key)
+        info.requests_sent = 3
+        return Live(info, gateway, key, requests)
+
+    def finish_variant(self, live: Live, env: dict[str, str]) -> TargetInfo:
+        info = live.info
+        info.rss_mib, info.pss_mib, info.processes, info.worker_rss_mib = memory_mib(live.gateway.process.pid)
+        self.procs.stop(live.gateway.process)  # graceful: the lifespan shutdown flushes the call log
+        info.call_log_rows = gw.call_log_rows(self.procs, env, live.key)
         if info.call_log_rows is not None and info.call_log_rows < info.requests_sent:
             info.notes.append(
-                f"{variant.name}: only {info.call_log_rows:,} call log rows for {info.requests_sent:,} requests"
+                f"{info.name}: only {info.call_log_rows:,} call log rows for {info.requests_sent:,} requests"
             )
         return info
+
+    def run_variant(self, variant: gw.Variant, mock_port: int, env: dict[str, str]) -> TargetInfo:
+        live = self.start_variant(variant, mock_port, env)
+        live.info.requests_sent += self.run_target(
+            variant.name, live.gateway.process.pid, live.requests, self.args.warmup
+        )
+        return self.finish_variant(live, env)
+
+    def run_interleaved(
+        self, variants: list[gw.Variant], mock_port: int, env: dict[str, str], rounds: int
+    ) -> list[TargetInfo]:
+        """Every variant's gateway up at once; each scenario's time cut into `rounds` turns that go to the
+        variants in turn (forward, then backward, so no one always goes first). Drift on the machine over
+        minutes then falls on every variant alike, and their ratio is read from the same moments. CPU and
+        requests add up over the turns; p50 is the turns' median, p99 their worst."""
+        lives = [self.start_variant(v, mock_port, env) for v in variants]
+        for live in lives:
+            for mode in self.args.modes:
+                request = live.requests[mode]
+                result = run_load(self.driver, request, WARMUP_CONCURRENCY, self.args.warmup, self.workdir, self.procs)
+                live.info.requests_sent += result.requests
+        turn = self.args.duration / rounds
+        for scenario in self.scenarios:
+            turns: dict[str, list[tuple[LoadResult, float]]] = {live.info.name: [] for live in lives}
+            for r in range(rounds):
+                for live in lives if r % 2 == 0 else reversed(lives):
+                    pid = live.gateway.process.pid
+                    cpu_before = cpu_seconds(pid)
+                    result = run_load(
+                        self.driver, live.requests[scenario.mode], scenario.concurrency, turn, self.workdir, self.procs
+                    )
+                    time.sleep(SETTLE)
+                    turns[live.info.name].append((result, cpu_seconds(pid) - cpu_before))
+            for live in lives:
+                results = [t[0] for t in turns[live.info.name]]
+                row = Row(live.info.name, scenario, combine(results), sum(t[1] for t in turns[live.info.name]))
+                self.rows.append(row)
+                live.info.requests_sent += row.load.requests
+                _log(
+                    self.started,
+                    f"{live.info.name:<16} {scenario.label:<12} {row.load.rps:>10,.1f} req/s  p50 "
+                    f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  CPU {row.cpu_ms_per_req:.3f} ms/req  "
+                    f"errors {row.load.errors}  ({rounds} turns)",
+                )
+        return [self.finish_variant(live, env) for live in lives]
 
     def run_litellm(self, mock_port: int) -> TargetInfo | None:
         """The same scenarios through LiteLLM's proxy (tests/bench/peer.py), when the shared kit installed it."""
@@ -298,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         # The mock needs no real warm-up; a short one just opens the driver's connections once.
         bench.run_target(DIRECT, mock.pid, direct, min(args.warmup, 1.0))
 
-        targets = [bench.run_variant(v, mock_port, env) for v in variants]
+        if args.interleave > 1:
+            targets = bench.run_interleaved(variants, mock_port, env, args.interleave)
+        else:
+            targets = [bench.run_variant(v, mock_port, env) for v in variants]
         if args.litellm:
             litellm = bench.run_litellm(mock_port)
             if litellm is not None:
