@@ -8,12 +8,13 @@ the mock said; otherwise the bench stops with a non-zero exit. Blocking http.cli
 from __future__ import annotations
 
 import http.client
+import time
 from dataclasses import dataclass
 
 import orjson
 
 from tests.bench.payloads import JSON_ANSWER, STREAM_ANSWER, request_body
-from tests.bench.procs import BenchError
+from tests.bench.procs import BenchError, Managed
 
 TIMEOUT = 10.0
 
@@ -34,6 +35,28 @@ def call(host: str, port: int, method: str, path: str, body: bytes | None = None
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     finally:
         conn.close()
+
+
+def wait_until_answers(
+    what: str, process: Managed, port: int, path: str, headers: dict[str, str], timeout: float, interval: float
+) -> None:
+    """Poll GET `path` on loopback until it answers 200, at most `timeout` seconds; BenchError (with the
+    log's tail) when the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise BenchError(f"{what} exited with status {process.proc.returncode}:\n{process.log_tail()}")
+        try:
+            reply = call("127.0.0.1", port, "GET", path, headers=headers)
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if reply.status == 200:
+                return
+            last = f"HTTP {reply.status}: {reply.body[:300]!r}"
+        time.sleep(interval)
+    raise BenchError(f"{what} was not ready within {timeout:.0f} s ({last}):\n{process.log_tail()}")
 
 
 def _fail(what: str, reply: Reply, why: str) -> BenchError:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.bench.check import call
+from tests.bench.check import wait_until_answers
 from tests.bench.procs import BenchError, Managed, Processes, free_port
 from tests.bench.report import PLAIN_REDIS
 from tests.bench.scan import FULL_POLICY
@@ -406,23 +406,10 @@ def start_gateway(
         cwd=ROOT,
         log=workdir / f"gateway-{variant.name}.log",
     )
+    # Ready means the proxy itself answers an authenticated request.
     headers = {"Authorization": f"Bearer {key}"}
-    deadline = started + READY_TIMEOUT
-    last = "no answer yet"
-    # Bounded by READY_TIMEOUT; ready means the proxy itself answers an authenticated request.
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            raise BenchError(f"the gateway exited with status {process.proc.returncode}:\n{process.log_tail()}")
-        try:
-            reply = call("127.0.0.1", port, "GET", "/v1/models", headers=headers)
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if reply.status == 200:
-                return Gateway(process, port, time.monotonic() - started)
-            last = f"HTTP {reply.status}: {reply.body[:300]!r}"
-        time.sleep(0.1)
-    raise BenchError(f"the gateway was not ready within {READY_TIMEOUT:.0f} s ({last}):\n{process.log_tail()}")
+    wait_until_answers("the gateway", process, port, "/v1/models", headers, READY_TIMEOUT, 0.1)
+    return Gateway(process, port, time.monotonic() - started)
 
 
 def call_log_rows(procs: Processes, env: dict[str, str], key: str) -> int | None:

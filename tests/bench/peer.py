@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.bench.check import call
+from tests.bench.check import call, wait_until_answers
 from tests.bench.payloads import JSON_MODEL, STREAM_MODEL, request_body
 from tests.bench.procs import BenchError, Managed, Processes, free_port
 
@@ -73,23 +73,9 @@ def start(procs: Processes, workdir: Path, mock_port: int) -> tuple[Managed, int
         cwd=workdir,
         log=workdir / "litellm.log",
     )
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"}
-    last = "no answer yet"
-    while time.monotonic() < started + READY_TIMEOUT:
-        if process.proc.poll() is not None:
-            raise BenchError(f"LiteLLM exited with status {process.proc.returncode}:\n{process.log_tail()}")
-        try:
-            reply = call("127.0.0.1", port, "GET", "/health/liveliness")
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if reply.status == 200:
-                break
-            last = f"HTTP {reply.status}"
-        time.sleep(0.25)
-    else:
-        raise BenchError(f"LiteLLM was not ready within {READY_TIMEOUT:.0f} s ({last}):\n{process.log_tail()}")
+    wait_until_answers("LiteLLM", process, port, "/health/liveliness", {}, READY_TIMEOUT, 0.25)
     ready = time.monotonic() - started
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"}
     for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
         reply = call("127.0.0.1", port, "POST", "/v1/chat/completions", request_body(model, stream=stream), headers)
         if reply.status != 200 or (stream and not reply.body.rstrip().endswith(b"data: [DONE]")):

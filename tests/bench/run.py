@@ -214,28 +214,40 @@ class Bench:
         self.rows: list[Row] = []
         self.scenarios = [Scenario(m, c) for m in args.modes for c in args.concurrency]
 
-    def run_target(self, target: str, server_pid: int, requests: dict[str, Request], warmup: float) -> int:
-        """Warm up, then run every scenario; return the number of requests completed."""
+    def warm_up(self, requests: dict[str, Request], warmup: float) -> int:
+        """Unrecorded load in every mode; the number of requests completed."""
         done = 0
         if warmup > 0:
             for mode in self.args.modes:
                 result = run_load(self.driver, requests[mode], WARMUP_CONCURRENCY, warmup, self.workdir, self.procs)
                 done += result.requests
+        return done
+
+    def measure(self, server_pid: int, request: Request, concurrency: int, duration: float) -> tuple[LoadResult, float]:
+        """One stretch of load, and the server tree's CPU seconds over it (its last flush included)."""
+        cpu_before = cpu_seconds(server_pid)
+        result = run_load(self.driver, request, concurrency, duration, self.workdir, self.procs)
+        time.sleep(SETTLE)
+        return result, cpu_seconds(server_pid) - cpu_before
+
+    def record(self, target: str, scenario: Scenario, result: LoadResult, cpu_s: float, how: str = "") -> Row:
+        row = Row(target, scenario, result, cpu_s)
+        self.rows.append(row)
+        client = f", client CPU {result.client_cpu_s / result.seconds:.0%}" if result.client_cpu_s else ""
+        _log(
+            self.started,
+            f"{target:<16} {scenario.label:<12} {result.rps:>10,.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms  CPU {row.cpu_ms_per_req:.3f} ms/req  errors {result.errors}{client}{how}",
+        )
+        return row
+
+    def run_target(self, target: str, server_pid: int, requests: dict[str, Request], warmup: float) -> int:
+        """Warm up, then run every scenario; return the number of requests completed."""
+        done = self.warm_up(requests, warmup)
         for scenario in self.scenarios:
-            cpu_before = cpu_seconds(server_pid)
-            result = run_load(
-                self.driver, requests[scenario.mode], scenario.concurrency, self.args.duration, self.workdir, self.procs
-            )
-            time.sleep(SETTLE)
-            row = Row(target, scenario, result, cpu_seconds(server_pid) - cpu_before)
-            self.rows.append(row)
+            result, cpu_s = self.measure(server_pid, requests[scenario.mode], scenario.concurrency, self.args.duration)
+            self.record(target, scenario, result, cpu_s)
             done += result.requests
-            client = f", client CPU {result.client_cpu_s / result.seconds:.0%}" if result.client_cpu_s else ""
-            _log(
-                self.started,
-                f"{target:<16} {scenario.label:<12} {result.rps:>10,.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                f"p99 {result.p99_ms:7.2f} ms  CPU {row.cpu_ms_per_req:.3f} ms/req  errors {result.errors}{client}",
-            )
         return done
 
     def start_variant(self, variant: gw.Variant, mock_port: int, env: dict[str, str]) -> Live:
@@ -294,33 +306,21 @@ class Bench:
         requests add up over the turns; p50 is the turns' median, p99 their worst."""
         lives = [self.start_variant(v, mock_port, env) for v in variants]
         for live in lives:
-            for mode in self.args.modes:
-                request = live.requests[mode]
-                result = run_load(self.driver, request, WARMUP_CONCURRENCY, self.args.warmup, self.workdir, self.procs)
-                live.info.requests_sent += result.requests
+            live.info.requests_sent += self.warm_up(live.requests, self.args.warmup)
         turn = self.args.duration / rounds
         for scenario in self.scenarios:
             turns: dict[str, list[tuple[LoadResult, float]]] = {live.info.name: [] for live in lives}
             for r in range(rounds):
                 for live in lives if r % 2 == 0 else reversed(lives):
-                    pid = live.gateway.process.pid
-                    cpu_before = cpu_seconds(pid)
-                    result = run_load(
-                        self.driver, live.requests[scenario.mode], scenario.concurrency, turn, self.workdir, self.procs
+                    request = live.requests[scenario.mode]
+                    turns[live.info.name].append(
+                        self.measure(live.gateway.process.pid, request, scenario.concurrency, turn)
                     )
-                    time.sleep(SETTLE)
-                    turns[live.info.name].append((result, cpu_seconds(pid) - cpu_before))
             for live in lives:
-                results = [t[0] for t in turns[live.info.name]]
-                row = Row(live.info.name, scenario, combine(results), sum(t[1] for t in turns[live.info.name]))
-                self.rows.append(row)
-                live.info.requests_sent += row.load.requests
-                _log(
-                    self.started,
-                    f"{live.info.name:<16} {scenario.label:<12} {row.load.rps:>10,.1f} req/s  p50 "
-                    f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  CPU {row.cpu_ms_per_req:.3f} ms/req  "
-                    f"errors {row.load.errors}  ({rounds} turns)",
-                )
+                taken = turns[live.info.name]
+                load = combine([result for result, _ in taken])
+                self.record(live.info.name, scenario, load, sum(cpu_s for _, cpu_s in taken), f"  ({rounds} turns)")
+                live.info.requests_sent += load.requests
         return [self.finish_variant(live, env) for live in lives]
 
     def run_litellm(self, mock_port: int) -> TargetInfo | None:
